@@ -1,0 +1,1 @@
+"""The audit trail: event schemas, durable spool, sinks and verification (issue #6)."""

@@ -1,0 +1,1 @@
+"""SovereignAuthenticator: company SSO over OpenID Connect (issue #5)."""

@@ -1,0 +1,53 @@
+"""The policy document and the pure decision made from it.
+
+Nothing here talks to Kubernetes, the hub or the network; the spawner,
+the spawn form, the REST API and the CLI all call :func:`decide`.
+"""
+
+from .decide import decide, entitlements
+from .decision import (
+    Allowed,
+    Decision,
+    Denied,
+    Entitlements,
+    GpuPlan,
+    Identity,
+    ImagePlan,
+    NodeRequirement,
+    Pin,
+    PodPlan,
+    ProfileGrant,
+    Reason,
+    SpawnRequest,
+    Toleration,
+    Usage,
+)
+from .load import LoadedPolicy, load_policy, parse_policy
+from .model import Policy
+from .problems import PolicyError, Problem
+
+__all__ = [
+    "Allowed",
+    "Decision",
+    "Denied",
+    "Entitlements",
+    "GpuPlan",
+    "Identity",
+    "ImagePlan",
+    "LoadedPolicy",
+    "NodeRequirement",
+    "Pin",
+    "PodPlan",
+    "Policy",
+    "PolicyError",
+    "Problem",
+    "ProfileGrant",
+    "Reason",
+    "SpawnRequest",
+    "Toleration",
+    "Usage",
+    "decide",
+    "entitlements",
+    "load_policy",
+    "parse_policy",
+]

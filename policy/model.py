@@ -1,0 +1,323 @@
+"""The policy document as typed, immutable objects.
+
+These pydantic models are the single source of truth for the document's
+shape: the loader validates against them and ``policy.schema.json`` (for
+editors) is generated from them. Rules that relate one section to another
+(a profile naming a channel) live in :mod:`.references`, because they must be
+checked even when some other part of the document is malformed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from .quantity import Quantity
+
+DIGEST_REF = re.compile(
+    r"^(?P<repo>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+)"
+    r"@(?P<digest>sha256:[0-9a-f]{64})$"
+)
+_SLUG = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def _fail(kind: str, message: str) -> PydanticCustomError:
+    # The message is formatted by the caller: pydantic only substitutes
+    # ``{name}`` placeholders, and with no context it leaves text untouched.
+    return PydanticCustomError(kind, message)
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise _fail(
+            "name",
+            f"{value!r} is not a valid name: use 1-40 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit (it becomes part of Kubernetes names)",
+        )
+    return value
+
+
+def _image(value: str) -> str:
+    if DIGEST_REF.match(value):
+        return value
+    if "@" in value:
+        raise _fail(
+            "image_digest",
+            f"{value!r} has a malformed digest: expected registry/repo@sha256: followed by "
+            "64 lowercase hex digits",
+        )
+    raise _fail(
+        "image_tag",
+        f"{value!r} is not pinned by digest; images must be written "
+        "registry/repo@sha256:<64 hex> (tags can move; `sovhub images pin` resolves a tag "
+        "to its digest)",
+    )
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise _fail("cidr", f"{value!r} is not a CIDR block such as 10.0.0.0/16 ({exc})") from None
+
+
+def _iso_date(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise _fail("date", f"{value!r} is not a date; write YYYY-MM-DD") from None
+    return value
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not regex.match(value):
+            raise _fail("format", f"{value!r} is not a valid {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+Slug = Annotated[str, AfterValidator(_slug), Field(json_schema_extra={"pattern": _SLUG.pattern})]
+ImageRef = Annotated[
+    str, AfterValidator(_image), Field(json_schema_extra={"pattern": DIGEST_REF.pattern})
+]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+LabelValue = Annotated[str, _pattern(_LABEL_VALUE, "Kubernetes label value")]
+LabelKey = Annotated[str, _pattern(_LABEL_KEY, "Kubernetes label key")]
+ResourceName = Annotated[
+    str, _pattern(_RESOURCE, "extended resource name (domain/name, e.g. nvidia.com/gpu)")
+]
+StorageClassName = Annotated[str, _pattern(_DNS_SUBDOMAIN, "storage class name")]
+Text = Annotated[str, Field(min_length=1, max_length=1000)]
+GroupName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class Taint(_Model):
+    """A node taint that GPU pods must tolerate."""
+
+    key: LabelKey
+    """Taint key, e.g. ``nvidia.com/gpu``."""
+    value: LabelValue | None = None
+    """Taint value; omitted means the toleration matches any value."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+    """Taint effect to tolerate."""
+
+
+class Scheduling(_Model):
+    """Cluster conventions the plan uses; the defaults match most clouds and NVIDIA's operator."""
+
+    region_label: LabelKey = "topology.kubernetes.io/region"
+    """Node label whose values name a node's region."""
+    gpu_product_label: LabelKey = "nvidia.com/gpu.product"
+    """Node label whose value names the GPU model (set by NVIDIA's GPU feature discovery)."""
+    gpu_taints: tuple[Taint, ...] = (Taint(key="nvidia.com/gpu"),)
+    """Taints on GPU nodes that GPU pods tolerate (and other pods do not)."""
+
+
+class Region(_Model):
+    """A data-residency zone: where pods may run, where their data lives, what they reach."""
+
+    display_name: Text
+    """Name shown to users, e.g. ``European Union (Frankfurt)``."""
+    node_regions: tuple[LabelValue, ...] = Field(min_length=1)
+    """Values of the region node label (``scheduling.regionLabel``) that belong to this region."""
+    storage_class: StorageClassName
+    """Storage class for home volumes in this region."""
+    egress_cidrs: tuple[Cidr, ...] = ()
+    """Networks pods in this region may reach besides DNS and the hub; empty means none."""
+    require_attributes: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Identity attributes a user must have to run here, e.g. ``{country: [DE, FR]}``;
+    each listed attribute must have one of the listed values."""
+
+
+class GpuType(_Model):
+    """A kind of GPU (or GPU slice) that profiles can request."""
+
+    display_name: Text
+    """Name shown to users, e.g. ``NVIDIA A100 40 GB``."""
+    resource: ResourceName = "nvidia.com/gpu"
+    """Extended resource requested, e.g. ``nvidia.com/gpu`` or ``nvidia.com/mig-1g.5gb``."""
+    product: LabelValue
+    """Value of the GPU product node label (``scheduling.gpuProductLabel``)."""
+
+
+class ImageVersion(_Model):
+    """One released version of a channel's image."""
+
+    version: Text
+    """Version name shown to users, e.g. ``2026.11``. Quote it: YAML reads 2026.10 as a number."""
+    image: ImageRef
+    """The image, pinned by digest: ``registry/repo@sha256:<64 hex>``."""
+    released: Annotated[date, BeforeValidator(_iso_date)]
+    """Release date (``YYYY-MM-DD``)."""
+    revoked: Text | None = None
+    """If set, the reason this version may no longer run (users are moved off it and told why)."""
+
+
+class Channel(_Model):
+    """A stream of image versions; users are pinned to one version of it."""
+
+    display_name: Text
+    """Name shown to users, e.g. ``Data science (CPU)``."""
+    max_pin_age_days: int | None = Field(default=None, ge=1)
+    """A user's pin older than this many days moves to the newest version at the next start;
+    omitted means pins never expire."""
+    versions: tuple[ImageVersion, ...] = Field(min_length=1)
+    """Versions, oldest first; the last one that is not revoked is the newest."""
+
+    @model_validator(mode="after")
+    def _versions_are_usable(self) -> Channel:
+        names = [v.version for v in self.versions]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise _fail("versions", f"version names repeat: {', '.join(duplicates)}")
+        if all(v.revoked for v in self.versions):
+            raise _fail("versions", "every version is revoked; add a version users can be moved to")
+        return self
+
+
+class Resources(_Model):
+    """What a pod is guaranteed (request) and may use at most (limit)."""
+
+    guarantee: Quantity
+    """Amount reserved for the pod (Kubernetes request)."""
+    limit: Quantity
+    """Most the pod may use (Kubernetes limit)."""
+
+    @model_validator(mode="after")
+    def _guarantee_within_limit(self) -> Resources:
+        if self.guarantee.value > self.limit.value:
+            raise _fail("resources", f"guarantee {self.guarantee} is more than limit {self.limit}")
+        return self
+
+
+class MemoryResources(Resources):
+    """Memory guarantee and limit, in bytes (``4Gi``, ``512Mi``)."""
+
+    @model_validator(mode="after")
+    def _plausible_bytes(self) -> MemoryResources:
+        for name in ("guarantee", "limit"):
+            quantity: Quantity = getattr(self, name)
+            if quantity.value < 2**20:
+                raise _fail(
+                    "memory",
+                    f"{name} {quantity} is {quantity.value:f} bytes, less than 1Mi; "
+                    f"did you mean {quantity}Gi?",
+                )
+        return self
+
+
+class GpuRequest(_Model):
+    """GPUs a profile's pod gets."""
+
+    count: int = Field(ge=1, le=64)
+    """Number of GPUs (or slices)."""
+    type: Slug
+    """A key of ``gpuTypes``."""
+
+
+class Profile(_Model):
+    """A choice on the spawn form: image channel, size, GPUs and where it may run."""
+
+    display_name: Text
+    """Name shown on the spawn form."""
+    description: Annotated[str, Field(max_length=2000)] = ""
+    """One or two sentences shown under the name."""
+    channel: Slug
+    """A key of ``channels``: the images this profile runs."""
+    cpu: Resources
+    """CPU cores (``500m``, ``2``)."""
+    memory: MemoryResources
+    """Memory (``4Gi``)."""
+    gpu: GpuRequest | None = None
+    """GPUs; omitted means a CPU-only pod."""
+    regions: tuple[Slug, ...] = Field(min_length=1)
+    """Keys of ``regions`` this profile may run in."""
+
+
+class Group(_Model):
+    """What the members of one identity-provider group may run."""
+
+    profiles: tuple[Slug, ...] = ()
+    """Profiles the group's members may start."""
+    regions: tuple[Slug, ...] = ()
+    """Regions the group's members may run those profiles in."""
+    gpu_quota: int = Field(default=0, ge=0)
+    """GPUs the whole group may hold at once (across all members); 0 means none."""
+    per_user_gpu_limit: int | None = Field(default=None, ge=1)
+    """GPUs one member may hold at once from this group's quota; omitted means only the
+    group quota applies."""
+
+
+class Policy(_Model):
+    """A Sovereign Hub policy: regions, GPUs, image channels, profiles and group entitlements."""
+
+    version: Literal[1] = 1
+    """Format version of this document."""
+    scheduling: Scheduling = Scheduling()
+    """Node labels and taints of the cluster."""
+    regions: dict[Slug, Region] = Field(min_length=1)
+    """Data-residency regions, by name."""
+    gpu_types: dict[Slug, GpuType] = Field(default_factory=dict)
+    """GPU kinds, by name."""
+    channels: dict[Slug, Channel] = Field(min_length=1)
+    """Image channels, by name."""
+    profiles: dict[Slug, Profile] = Field(min_length=1)
+    """Profiles, by name, in the order the spawn form lists them."""
+    groups: dict[GroupName, Group] = Field(default_factory=dict)
+    """Entitlements, by identity-provider group name. When several of a user's groups grant
+    the same profile and region, a GPU spawn draws on the first such group in this order
+    that has room."""
+
+    _group_rank: dict[str, int] = PrivateAttr(default_factory=dict)
+    _grants: dict[str, tuple[frozenset[str], frozenset[str]]] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # decide() runs on every spawn and form render: index once here so it
+        # never scans all groups or profiles.
+        self._group_rank = {name: i for i, name in enumerate(self.groups)}
+        self._grants = {
+            name: (frozenset(g.profiles), frozenset(g.regions)) for name, g in self.groups.items()
+        }
+
+    def group_rank(self, name: str) -> int | None:
+        """Position of a group in the document, or None when the policy does not name it."""
+        return self._group_rank.get(name)
+
+    def grants(self, group: str) -> tuple[frozenset[str], frozenset[str]]:
+        """(profiles, regions) that ``group`` grants."""
+        return self._grants[group]

@@ -1,0 +1,1 @@
+"""The local sandbox: the whole system on one machine, with Kubernetes emulated."""

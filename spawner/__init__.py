@@ -1,0 +1,1 @@
+"""SovereignSpawner: applies a policy decision onto KubeSpawner (issue #4)."""
