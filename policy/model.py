@@ -32,6 +32,7 @@ DIGEST_REF = re.compile(
     r"^(?P<repo>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+)"
     r"@(?P<digest>sha256:[0-9a-f]{64})$"
 )
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _SLUG = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 _LABEL_KEY = re.compile(
@@ -61,11 +62,24 @@ def _slug(value: str) -> str:
 def _image(value: str) -> str:
     if DIGEST_REF.match(value):
         return value
-    if "@" in value:
+    name, at, digest = value.partition("@")
+    if at and not _DIGEST.match(digest):
         raise _fail(
             "image_digest",
             f"{value!r} has a malformed digest: expected registry/repo@sha256: followed by "
             "64 lowercase hex digits",
+        )
+    if at and ":" in name.rsplit("/", 1)[-1]:
+        raise _fail(
+            "image_tag_and_digest",
+            f"{value!r} has both a tag and a digest; write only the digest "
+            "(registry/repo@sha256:...) so what runs cannot be misread",
+        )
+    if at:
+        raise _fail(
+            "image_name",
+            f"{value!r} must name its registry and repository (registry/repo@sha256:...); "
+            "for Docker Hub write docker.io/library/NAME",
         )
     raise _fail(
         "image_tag",
@@ -121,7 +135,9 @@ class _Model(BaseModel):
         frozen=True,
         strict=True,
         alias_generator=to_camel,
-        populate_by_name=True,
+        # Only the camelCase spelling is the document's: accepting field names
+        # too would let `gpu_quota` pass here yet be missed by the reference checks.
+        populate_by_name=False,
         use_attribute_docstrings=True,
     )
 

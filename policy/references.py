@@ -47,6 +47,8 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def ref(self, path: Path, name: str, section: str, what: str) -> bool:
+        if not isinstance(self.raw.get(section, {}), dict):
+            return False  # the section itself is malformed, and reported as such
         defined = list(_section(self.raw, section))
         if name in defined:
             return True
@@ -108,7 +110,8 @@ class _Checker:
                     )
                 )
             count = _gpu_count(profile)
-            if count and isinstance(quota, int) and quota < count:
+            # Out-of-range numbers are the model's to report; only judge valid ones.
+            if count and isinstance(quota, int) and 0 <= quota < count:
                 self.problems.append(
                     self.source.problem(
                         (*here, "gpuQuota"),
@@ -116,7 +119,7 @@ class _Checker:
                         f"set gpuQuota to at least {count}",
                     )
                 )
-            if count and isinstance(per_user, int) and per_user < count:
+            if count and isinstance(per_user, int) and 1 <= per_user < count:
                 self.problems.append(
                     self.source.problem(
                         (*here, "perUserGpuLimit"),

@@ -32,13 +32,21 @@ class SourceMap:
 
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    containers: set[Path] = field(default_factory=set)
 
     def locate(self, path: Path, *, key: bool = False) -> tuple[int, int] | None:
-        """Line and column of ``path``, or of its nearest ancestor that exists."""
+        """Line and column of ``path``, or of its nearest ancestor that exists.
+
+        A mapping or list is located at its key (``ds:``), where a reader looks
+        for it, rather than at its first item on the next line.
+        """
         if key and path in self.keys:
             return self.keys[path]
         for end in range(len(path), -1, -1):
-            found = self.values.get(path[:end])
+            here = path[:end]
+            if here in self.containers and here in self.keys:
+                return self.keys[here]
+            found = self.values.get(here)
             if found is not None:
                 return found
         return None
@@ -74,7 +82,7 @@ class _Walker:
             raise YamlProblems(
                 [
                     Problem(
-                        path,
+                        (),
                         f"the document expands to more than {MAX_NODES:,} values through "
                         "anchors and aliases (a YAML alias bomb?); write it out plainly",
                         *_mark(node),
@@ -93,6 +101,7 @@ class _Walker:
                 # An impossible timestamp such as 2026-13-01: hand on the text
                 # and let the typed model say what it expected there.
                 return str(node.value)
+        self.source.containers.add(path)
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -154,6 +163,17 @@ class _Walker:
         return merged
 
 
+def _second_document(
+    text: str, near: tuple[int | None, int | None]
+) -> tuple[int, int] | tuple[None, None]:
+    """The ``---`` line that starts the second document (libyaml marks the end of the first)."""
+    start = (near[0] or 1) - 1
+    for number, line in enumerate(text.splitlines()[start:], start + 1):
+        if line.startswith(("---", "...")):
+            return number, 1
+    return (near[0], near[1]) if near[0] is not None else (None, None)  # type: ignore[return-value]
+
+
 def read_yaml(text: str | bytes) -> tuple[Any, SourceMap, list[Problem]]:
     """Parse one YAML document.
 
@@ -188,6 +208,7 @@ def read_yaml(text: str | bytes) -> tuple[Any, SourceMap, list[Problem]]:
         message = f"not valid YAML: {exc.problem or exc.context}"
         if "expected a single document" in str(exc):
             message = "the file holds several YAML documents (---); a policy is one document"
+            where = _second_document(text, where)
         raise YamlProblems([Problem((), message, *where)]) from None
     except yaml.YAMLError as exc:
         raise YamlProblems([Problem((), f"not valid YAML: {exc}")]) from None
