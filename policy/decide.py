@@ -27,13 +27,13 @@ from .decision import (
     Toleration,
     Usage,
 )
-from .model import Channel, Policy, Profile, Region
+from .model import Channel, Policy, PolicyIndex, Profile, Region
 
 
-def _policy_groups(identity: Identity, policy: Policy) -> list[str]:
+def _policy_groups(identity: Identity, index: PolicyIndex) -> list[str]:
     """The user's groups that the policy names, in document order (quota precedence)."""
-    ranked = [(rank, g) for g in identity.groups if (rank := policy.group_rank(g)) is not None]
-    return [g for _, g in sorted(ranked)]
+    rank = index.group_rank
+    return sorted((g for g in identity.groups if g in rank), key=rank.__getitem__)
 
 
 def _meets(identity: Identity, region: Region) -> bool:
@@ -51,8 +51,9 @@ def entitlements(identity: Identity, policy: Policy) -> Entitlements:
     """
     regions: dict[str, set[str]] = {}
     groups: dict[str, list[str]] = {}
-    for group in _policy_groups(identity, policy):
-        profiles, group_regions = policy.grants(group)
+    index = policy.index
+    for group in _policy_groups(identity, index):
+        profiles, group_regions = index.grants[group]
         for name in profiles:
             usable = {
                 r
@@ -246,11 +247,13 @@ def decide(identity: Identity, request: SpawnRequest, policy: Policy, usage: Usa
     GPUs come from the first granting group, in document order, whose quota and
     per-user limit have room.
     """
+    index = policy.index
     profile = policy.profiles.get(request.profile)
-    mine = _policy_groups(identity, policy)
+    mine = _policy_groups(identity, index)
     if profile is None:
         return _deny("unknown_profile", f"There is no profile {request.profile!r}.")
-    granting = [g for g in mine if request.profile in policy.grants(g)[0]]
+    grants = index.grants
+    granting = [g for g in mine if request.profile in grants[g][0]]
     if not granting:
         if not mine:
             return _deny(
@@ -261,7 +264,7 @@ def decide(identity: Identity, request: SpawnRequest, policy: Policy, usage: Usa
         return _deny(
             "profile_not_entitled", f"Profile {profile.display_name!r} is not available to you."
         )
-    granted = {r for g in granting for r in policy.grants(g)[1] if r in profile.regions}
+    granted = {r for g in granting for r in grants[g][1] if r in profile.regions}
     usable = [r for r in policy.regions if r in granted and _meets(identity, policy.regions[r])]
     region = request.region
     if region is None:
@@ -300,7 +303,7 @@ def decide(identity: Identity, request: SpawnRequest, policy: Policy, usage: Usa
         reasons.append(image)
     gpu: GpuPlan | Reason | None = None
     if profile.gpu is not None:
-        candidates = [g for g in granting if region in policy.grants(g)[1]]
+        candidates = [g for g in granting if region in grants[g][1]]
         gpu = _reserve_gpus(identity, profile, candidates, policy, usage)
         if isinstance(gpu, Reason):
             reasons.append(gpu)

@@ -37,7 +37,7 @@ def explanation(
         "policy": {"file": loaded.source, "sha256": loaded.sha256},
         "user": identity.username,
         "groups": sorted(identity.groups),
-        "policyGroups": sorted(g for g in identity.groups if policy.group_rank(g) is not None),
+        "policyGroups": sorted(g for g in identity.groups if g in policy.index.group_rank),
         "attributes": {k: list(v) for k, v in identity.attributes.items()},
         "entitlements": [],
     }

@@ -152,6 +152,7 @@ def parse_policy(data: str | bytes, file: str = "<policy>") -> LoadedPolicy:
     problems.extend(check_references(raw, source))
     if problems or policy is None:
         raise PolicyError(file, problems)
+    policy.index  # noqa: B018 - build the decision index at load, not on the first spawn
     return LoadedPolicy(policy, file, hashlib.sha256(raw_bytes).hexdigest())
 
 

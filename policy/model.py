@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,7 +22,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PrivateAttr,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -319,21 +320,27 @@ class Policy(_Model):
     the same profile and region, a GPU spawn draws on the first such group in this order
     that has room."""
 
-    _group_rank: dict[str, int] = PrivateAttr(default_factory=dict)
-    _grants: dict[str, tuple[frozenset[str], frozenset[str]]] = PrivateAttr(default_factory=dict)
+    @cached_property
+    def index(self) -> PolicyIndex:
+        """Lookups decide() needs on every call, built once (the model is immutable)."""
+        return PolicyIndex(
+            group_rank={name: i for i, name in enumerate(self.groups)},
+            grants={
+                name: (frozenset(g.profiles), frozenset(g.regions))
+                for name, g in self.groups.items()
+            },
+        )
 
-    def model_post_init(self, context: Any, /) -> None:
-        # decide() runs on every spawn and form render: index once here so it
-        # never scans all groups or profiles.
-        self._group_rank = {name: i for i, name in enumerate(self.groups)}
-        self._grants = {
-            name: (frozenset(g.profiles), frozenset(g.regions)) for name, g in self.groups.items()
-        }
 
-    def group_rank(self, name: str) -> int | None:
-        """Position of a group in the document, or None when the policy does not name it."""
-        return self._group_rank.get(name)
+@dataclass(frozen=True, slots=True)
+class PolicyIndex:
+    """Plain-dict indexes of a :class:`Policy`.
 
-    def grants(self, group: str) -> tuple[frozenset[str], frozenset[str]]:
-        """(profiles, regions) that ``group`` grants."""
-        return self._grants[group]
+    Kept out of pydantic's private attributes, whose every read goes through
+    ``__getattr__`` and dominated the cost of a decision.
+    """
+
+    group_rank: dict[str, int]
+    """Position of each group in the document (quota precedence)."""
+    grants: dict[str, tuple[frozenset[str], frozenset[str]]]
+    """(profiles, regions) each group grants."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from sovereign_hub.policy import (
     Allowed,
     Denied,
@@ -17,7 +18,6 @@ from sovereign_hub.policy import (
     decide,
     entitlements,
 )
-
 from tests.policies import D1, D2, D3, DG, TEXT, policy
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

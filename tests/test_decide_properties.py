@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sovereign_hub.policy import Allowed, Identity, Pin, SpawnRequest, Usage, decide, entitlements
 
+from sovereign_hub.policy import Allowed, Identity, Pin, SpawnRequest, Usage, decide, entitlements
 from tests.policies import D1, D2, D3, DG, policy
 
 P = policy()

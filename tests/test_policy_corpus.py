@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from sovereign_hub.policy import PolicyError, load_policy
 from sovereign_hub.policy.problems import render_path
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
 from sovereign_hub.policy import schema
 
 CORPUS = Path(__file__).parent / "policy_corpus"
@@ -55,3 +56,16 @@ def test_every_field_is_described():
             if not spec.get("description"):
                 missing.append(f"{name}.{field}")
     assert missing == []
+
+
+def test_schema_rejects_badly_named_sections():
+    data = {"regions": {"EU": {}}, "channels": {}, "profiles": {}}
+    errors = list(jsonschema.Draft202012Validator(shipped()).iter_errors(data))
+    assert any("EU" in e.message for e in errors)
+
+
+def test_reference_markdown_covers_every_model():
+    text = schema.reference_markdown()
+    for name in shipped()["$defs"]:
+        assert f"## {name}" in text
+    assert "| `regions` | mapping of name to [Region](#policy-region) | required |" in text

@@ -1,6 +1,7 @@
 from decimal import Decimal
 
 import pytest
+
 from sovereign_hub.policy.quantity import QuantityError, parse_quantity
 
 

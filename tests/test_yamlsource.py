@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sovereign_hub.policy import PolicyError, load_policy, parse_policy
 from sovereign_hub.policy.yamlsource import MAX_BYTES, YamlProblems, read_yaml
 

@@ -1,0 +1,38 @@
+# The two newcomer commands are `make sandbox` and `make test`; both install
+# what they need into .venv first. CI runs .ci/run, which calls `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install sandbox test lint unit docs bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[hub,test,docs]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+sandbox: $(STAMP)
+	@$(BIN)/python -m sovereign_hub.sandbox.preview examples/policy.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest
+
+docs: $(STAMP)
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+
+test: lint unit docs
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_policy.py
+
+clean:
+	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache

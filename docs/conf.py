@@ -1,0 +1,44 @@
+"""Sphinx configuration: MyST Markdown, reference pages generated from code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sovereign_hub import __version__
+from sovereign_hub.cli import build_parser
+from sovereign_hub.policy.schema import reference_markdown
+
+project = "Sovereign Hub"
+author = "Sovereign Hub developers"
+release = __version__
+extensions = ["myst_parser"]
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+source_suffix = {".md": "markdown"}
+exclude_patterns = ["_build", "_generated/*.md"]
+html_theme = "alabaster"
+html_title = "Sovereign Hub"
+
+_GENERATED = Path(__file__).parent / "_generated"
+
+
+def _cli_help() -> str:
+    parser = build_parser()
+    sections = ["```text", parser.format_help().rstrip(), "```"]
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, group in commands.items():
+        sub = group._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+        for leaf, leaf_parser in sub.items():
+            sections += ["", f"## `sovhub {name} {leaf}`", "", "```text"]
+            sections += [leaf_parser.format_help().rstrip(), "```"]
+    return "\n".join(sections) + "\n"
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+_GENERATED.mkdir(exist_ok=True)
+_write_if_changed(_GENERATED / "policy-fields.md", reference_markdown())
+_write_if_changed(_GENERATED / "cli.md", _cli_help())
