@@ -1,0 +1,218 @@
+"""Validation and defaulting, as the real API server does on create and update.
+
+Only what clients meet in practice: name and label syntax, required pod and
+PVC fields, pod spec immutability, and the defaults a real server adds (pod
+restart/DNS policy, scheduler name, grace period, the not-ready/unreachable
+tolerations of the DefaultTolerationSeconds admission plugin, QoS class,
+service cluster IPs). Messages follow apimachinery's wording so client code
+that matches on them behaves the same against a real cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import itertools
+import re
+from typing import Any
+
+from .store import Obj
+
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character"
+)
+_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+    "must start and end with an alphanumeric character"
+)
+# Resources whose names must be DNS labels rather than subdomains.
+_LABEL_NAMED = {"services", "namespaces"}
+_POD_MUTABLE = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
+_cluster_ips = (f"10.96.{i // 250}.{i % 250 + 1}" for i in itertools.count())
+
+
+class Invalid(Exception):
+    """An object the API server refuses with 422; ``causes`` are (field, message) pairs."""
+
+    def __init__(self, kind: str, name: str, causes: list[tuple[str, str]]) -> None:
+        self.kind = kind
+        self.name = name
+        self.causes = causes
+        detail = ", ".join(f"{f}: {m}" for f, m in causes)
+        super().__init__(f'{kind} "{name}" is invalid: {detail}')
+
+
+def _check_name(resource: str, name: str, causes: list[tuple[str, str]]) -> None:
+    if resource in _LABEL_NAMED:
+        if len(name) > 63 or not DNS1123_LABEL.match(name):
+            causes.append(("metadata.name", f'Invalid value: "{name}": {_LABEL_MSG}'))
+    elif len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
+        causes.append(("metadata.name", f'Invalid value: "{name}": {_SUBDOMAIN_MSG}'))
+
+
+def _check_labels(meta: dict[str, Any], causes: list[tuple[str, str]]) -> None:
+    for key, value in (meta.get("labels") or {}).items():
+        prefix, _, name = key.rpartition("/")
+        if (
+            not name
+            or len(name) > 63
+            or not LABEL_NAME.match(name)
+            or (prefix and not DNS1123_SUBDOMAIN.match(prefix))
+        ):
+            causes.append(("metadata.labels", f'Invalid value: "{key}": name part must be valid'))
+        if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
+            causes.append(
+                (
+                    "metadata.labels",
+                    f'Invalid value: "{value}": a valid label must be an empty '
+                    "string or consist of alphanumeric characters, '-', '_' or '.'",
+                )
+            )
+
+
+def _check_pod(spec: dict[str, Any], causes: list[tuple[str, str]]) -> None:
+    containers = spec.get("containers") or []
+    if not containers:
+        causes.append(("spec.containers", "Required value"))
+    seen: set[str] = set()
+    for i, container in enumerate(containers):
+        name = container.get("name", "")
+        if not name:
+            causes.append((f"spec.containers[{i}].name", "Required value"))
+        elif not DNS1123_LABEL.match(name):
+            causes.append((f"spec.containers[{i}].name", f'Invalid value: "{name}": {_LABEL_MSG}'))
+        elif name in seen:
+            causes.append((f"spec.containers[{i}].name", f'Duplicate value: "{name}"'))
+        seen.add(name)
+        if not container.get("image"):
+            causes.append((f"spec.containers[{i}].image", "Required value"))
+
+
+def validate(resource: str, kind: str, obj: Obj) -> None:
+    meta = obj.get("metadata") or {}
+    name = meta.get("name", "")
+    causes: list[tuple[str, str]] = []
+    if not name:
+        causes.append(("metadata.name", "Required value: name or generateName is required"))
+    else:
+        _check_name(resource, name, causes)
+    _check_labels(meta, causes)
+    spec = obj.get("spec") or {}
+    if resource == "pods":
+        _check_pod(spec, causes)
+    elif resource == "persistentvolumeclaims":
+        if not spec.get("accessModes"):
+            causes.append(
+                ("spec.accessModes", "Required value: at least 1 access mode is required")
+            )
+        if not (spec.get("resources") or {}).get("requests", {}).get("storage"):
+            causes.append(("spec.resources[storage]", "Required value"))
+    if causes:
+        raise Invalid(kind, name, causes)
+
+
+def _qos(containers: list[dict[str, Any]]) -> str:
+    requests = [c.get("resources", {}).get("requests") or {} for c in containers]
+    limits = [c.get("resources", {}).get("limits") or {} for c in containers]
+    if not any(requests) and not any(limits):
+        return "BestEffort"
+    guaranteed = all(
+        lim.get(r) and req.get(r) == lim.get(r)
+        for req, lim in zip(requests, limits, strict=True)
+        for r in ("cpu", "memory")
+    )
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def default(resource: str, obj: Obj) -> Obj:
+    """Fill in what the API server would on create."""
+    obj = copy.deepcopy(obj)
+    spec = obj.setdefault("spec", {}) if resource not in ("secrets", "configmaps", "events") else {}
+    if resource == "pods":
+        spec.setdefault("restartPolicy", "Always")
+        spec.setdefault("dnsPolicy", "ClusterFirst")
+        spec.setdefault("schedulerName", "default-scheduler")
+        spec.setdefault("terminationGracePeriodSeconds", 30)
+        spec.setdefault("securityContext", {})
+        spec.setdefault("serviceAccountName", spec.get("serviceAccount", "default"))
+        spec.setdefault("enableServiceLinks", True)
+        spec.setdefault("priority", 0)
+        tolerations = spec.setdefault("tolerations", [])
+        for taint in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+            if not any(t.get("key") == taint for t in tolerations):
+                tolerations.append(
+                    {
+                        "key": taint,
+                        "operator": "Exists",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": 300,
+                    }
+                )
+        for container in spec.get("containers", []) + spec.get("initContainers", []):
+            container.setdefault("terminationMessagePath", "/dev/termination-log")
+            container.setdefault("terminationMessagePolicy", "File")
+            image = container.get("image", "")
+            tagged = "@" in image or ":" in image.rsplit("/", 1)[-1]
+            latest = image.endswith(":latest") or not tagged
+            container.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
+            resources = container.setdefault("resources", {})
+            limits = resources.get("limits") or {}
+            if limits:
+                requests = resources.setdefault("requests", {})
+                for key, value in limits.items():
+                    requests.setdefault(key, value)
+        obj["status"] = {"phase": "Pending", "qosClass": _qos(spec.get("containers", []))}
+    elif resource == "persistentvolumeclaims":
+        spec.setdefault("volumeMode", "Filesystem")
+        obj["status"] = {"phase": "Pending"}
+    elif resource == "services":
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        if spec.get("clusterIP") != "None":
+            spec.setdefault("clusterIP", next(_cluster_ips))
+        for port in spec.get("ports", []):
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port.get("port"))
+        obj["status"] = {"loadBalancer": {}}
+    elif resource == "namespaces":
+        spec.setdefault("finalizers", ["kubernetes"])
+        obj["status"] = {"phase": "Active"}
+    elif resource == "secrets":
+        obj.setdefault("type", "Opaque")
+        string_data = obj.pop("stringData", None) or {}
+        data = obj.setdefault("data", {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+    return obj
+
+
+def check_pod_update(old: Obj, new: Obj) -> None:
+    """Pod specs are immutable but for a few fields, as in Kubernetes."""
+
+    def masked(spec: dict[str, Any]) -> dict[str, Any]:
+        spec = {k: v for k, v in spec.items() if k not in _POD_MUTABLE}
+        spec["containers"] = [
+            {k: v for k, v in c.items() if k != "image"} for c in spec.get("containers", [])
+        ]
+        return spec
+
+    if masked(old.get("spec") or {}) != masked(new.get("spec") or {}):
+        raise Invalid(
+            "Pod",
+            old["metadata"]["name"],
+            [
+                (
+                    "spec",
+                    "Forbidden: pod updates may not change fields other than "
+                    "`spec.containers[*].image`, "
+                    "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing "
+                    "tolerations) or `spec.terminationGracePeriodSeconds`",
+                )
+            ],
+        )

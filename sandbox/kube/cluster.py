@@ -1,0 +1,199 @@
+"""Start the emulated cluster, or attach the local scheduler and kubelet to a real one.
+
+:class:`Cluster` runs in an asyncio loop of its own thread, so synchronous
+test fixtures, async tests (in their own loops) and separate processes such as
+a JupyterHub can all use it through its kubeconfig.
+
+- Emulated (default): API server on 127.0.0.1 with a random bearer token,
+  Node objects from the inventory, scheduler and process kubelet.
+- ``kubeconfig=`` a real API server: a fresh namespace, the inventory's
+  nodes created there with the namespace as a name prefix, and the local
+  scheduler (under a scheduler name of its own, so the cluster's
+  kube-scheduler leaves these pods alone) and kubelet running against it.
+- ``real_nodes=True`` as well: nothing local runs; the cluster's own
+  scheduler and kubelets do the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from .apiserver import ApiServer
+from .inventory import Inventory, node_object
+from .kubelet import ProcessKubelet
+from .scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+EMULATED_SCHEDULER = "default-scheduler"
+LOCAL_SCHEDULER_ON_REAL_API = "sovereign-test-scheduler"
+
+
+def write_kubeconfig(path: Path, server: str, token: str, namespace: str) -> Path:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "sovereign", "cluster": {"server": server}}],
+        "users": [{"name": "sovereign-admin", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "sovereign",
+                "context": {
+                    "cluster": "sovereign",
+                    "user": "sovereign-admin",
+                    "namespace": namespace,
+                },
+            }
+        ],
+        "current-context": "sovereign",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class Cluster:
+    """A running cluster for tests and the sandbox.
+
+    ``nodes`` maps each inventory node name to the Node's name in the cluster
+    (they differ only on a real API server, where names carry a prefix).
+    """
+
+    inventory: Inventory
+    state_dir: Path
+    kubeconfig_path: Path | None = None
+    real_nodes: bool = False
+    namespace: str = "default"
+    kubeconfig: Path = field(init=False)
+    server: str = field(init=False, default="")
+    emulated: bool = field(init=False, default=True)
+    scheduler_name: str = field(init=False, default=EMULATED_SCHEDULER)
+    nodes: dict[str, str] = field(init=False, default_factory=dict)
+    api: ApiServer | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.emulated = self.kubeconfig_path is None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="sovereign-kube", daemon=True
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._client: client.ApiClient | None = None
+        self.kubelet: ProcessKubelet | None = None
+
+    # -- thread plumbing ---------------------------------------------------
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
+        """Run ``coro`` on the cluster's loop and wait for its result."""
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout)
+
+    def start(self) -> Cluster:
+        self._thread.start()
+        try:
+            self.call(self._start())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.call(self._stop(), timeout=60)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the cluster -------------------------------------------------------
+    async def _start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.emulated:
+            token = secrets.token_urlsafe(24)
+            self.api = ApiServer(token=token, log_dir=self.state_dir / "logs")
+            self._runner = web.AppRunner(self.api.app(), handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.server = f"http://127.0.0.1:{port}"
+            self.kubeconfig = write_kubeconfig(
+                self.state_dir / "kubeconfig", self.server, token, self.namespace
+            )
+        else:
+            assert self.kubeconfig_path is not None  # noqa: S101
+            self.kubeconfig = self.kubeconfig_path
+            self.namespace = f"sovtest-{secrets.token_hex(4)}"
+            self.scheduler_name = LOCAL_SCHEDULER_ON_REAL_API
+        self._client = await config.new_client_from_config(config_file=str(self.kubeconfig))
+        core = client.CoreV1Api(self._client)
+        if not self.emulated:
+            await core.create_namespace({"metadata": {"name": self.namespace}})
+        if self.real_nodes:
+            return
+        prefix = "" if self.emulated else f"{self.namespace}-"
+        for spec in self.inventory.nodes:
+            node = node_object(spec)
+            node["metadata"]["name"] = prefix + spec.name
+            node["metadata"]["labels"]["kubernetes.io/hostname"] = prefix + spec.name
+            status = node.pop("status")
+            await core.create_node(node)
+            await core.patch_node_status(
+                node["metadata"]["name"],
+                {"status": status},
+                _content_type="application/merge-patch+json",
+            )
+            self.nodes[spec.name] = node["metadata"]["name"]
+        watch_ns = None if self.emulated else self.namespace
+        scheduler = Scheduler(self._client, namespace=watch_ns, scheduler_name=self.scheduler_name)
+        self.kubelet = ProcessKubelet(
+            self._client,
+            nodes=set(self.nodes.values()),
+            state_dir=self.state_dir,
+            namespace=watch_ns,
+        )
+        self._tasks = [
+            asyncio.create_task(scheduler.run()),
+            asyncio.create_task(self.kubelet.run()),
+        ]
+        await scheduler.nodes.synced.wait()
+        await self.kubelet.informer.synced.wait()
+
+    async def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.kubelet is not None:
+            await self.kubelet.shutdown()
+        if self._client is not None and not self.emulated:
+            core = client.CoreV1Api(self._client)
+            with contextlib.suppress(ApiException):
+                await core.delete_namespace(self.namespace)
+            for name in self.nodes.values():
+                with contextlib.suppress(ApiException):
+                    await core.delete_node(name)
+        if self._client is not None:
+            await self._client.close()
+        if self._runner is not None:
+            await self._runner.cleanup()

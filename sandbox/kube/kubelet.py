@@ -1,0 +1,600 @@
+"""A kubelet that runs each pod's container as a local process.
+
+For every pod bound to one of its nodes it gives the pod a loopback address
+of its own (127.0.0.N), builds the container's environment as Kubernetes
+does (``env``, ``envFrom``, field, Secret and ConfigMap references,
+``$(VAR)`` expansion), starts ``command`` + ``args`` as a process, and
+reports ``Running``, ``podIP`` and readiness (honouring a readiness probe).
+A process that exits is restarted or reported finished according to the
+pod's ``restartPolicy``, with the exit code. On deletion it sends SIGTERM,
+SIGKILL after the grace period, and then confirms the deletion with a zero
+grace period, as the real kubelet does.
+
+What a process cannot have, it is given by translation: a wildcard listen
+address (``0.0.0.0``) in arguments or environment becomes the pod's own
+address (its "network namespace"), and paths under a volume's ``mountPath``
+become the host directory that backs the volume. Images are not pulled: a
+container with no ``command`` runs its ``args`` directly, which is what the
+entrypoints of the Jupyter images do, unless ``entrypoints`` maps the image
+to a command. Init containers and second containers are not run; such pods
+are reported with a clear ``CreateContainerError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from . import rawapi
+from .informer import Informer
+from .store import now_iso
+
+log = logging.getLogger(__name__)
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
+
+
+class ConfigError(Exception):
+    """The container cannot be started as configured (CreateContainerConfigError)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: known variables expand, $$ escapes, the rest stays."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _VAR.sub(sub, text)
+
+
+@dataclass
+class PodRuntime:
+    uid: str
+    namespace: str
+    name: str
+    ip: str
+    root: Path
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+    supervisor: asyncio.Task[None] | None = None
+    terminator: asyncio.Task[None] | None = None
+    terminating: bool = False
+    restarts: int = 0
+    started_at: str = field(default_factory=now_iso)
+    mounts: list[tuple[str, Path]] = field(default_factory=list)
+
+
+class ProcessKubelet:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        nodes: set[str],
+        state_dir: Path,
+        namespace: str | None = None,
+        entrypoints: dict[str, list[str]] | None = None,
+        first_ip: int = 2,
+        base_env: dict[str, str] | None = None,
+    ) -> None:
+        self.core = client.CoreV1Api(api)
+        self.nodes = nodes
+        self.state_dir = state_dir
+        self.log_dir = state_dir / "logs"
+        self.entrypoints = entrypoints or {}
+        self.base_env = (
+            base_env
+            if base_env is not None
+            else {
+                k: v
+                for k, v in os.environ.items()
+                if k in ("PATH", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")
+            }
+        )
+        self.pods: dict[str, PodRuntime] = {}
+        self._next_ip = first_ip
+        self._free_ips: list[str] = []
+        if namespace is None:
+            self.informer = Informer(self.core.list_pod_for_all_namespaces, self._on_change)
+        else:
+            self.informer = Informer(
+                self.core.list_namespaced_pod, self._on_change, namespace=namespace
+            )
+
+    # -- lifecycle ---------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self.informer.run()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        for rt in list(self.pods.values()):
+            rt.terminating = True
+            await self._kill(rt, grace=1.0)
+            if rt.supervisor:
+                rt.supervisor.cancel()
+        self.pods.clear()
+
+    def _allocate_ip(self) -> str:
+        if self._free_ips:
+            return self._free_ips.pop(0)
+        n = self._next_ip
+        self._next_ip += 1
+        return f"127.0.{n // 254}.{n % 254 + 1}" if n >= 254 else f"127.0.0.{n}"
+
+    # -- reconciling --------------------------------------------------------
+    async def _on_change(self, kind: str, pod: dict[str, Any] | None) -> None:
+        if kind == "SYNC":
+            live = {p["metadata"]["uid"] for p in self.informer.items.values()}
+            for uid in [u for u in self.pods if u not in live]:
+                await self._forget(self.pods[uid])
+            for p in list(self.informer.items.values()):
+                await self._reconcile(p)
+        elif kind == "DELETED" and pod is not None:
+            rt = self.pods.get(pod["metadata"]["uid"])
+            if rt is not None:
+                await self._forget(rt)
+        elif pod is not None:
+            await self._reconcile(pod)
+
+    async def _reconcile(self, pod: dict[str, Any]) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        if spec.get("nodeName") not in self.nodes:
+            return
+        rt = self.pods.get(meta["uid"])
+        if meta.get("deletionTimestamp"):
+            if rt is None:
+                rt = self._runtime(pod)
+            if not rt.terminating:
+                rt.terminating = True
+                rt.terminator = asyncio.create_task(self._terminate(rt, pod))
+            return
+        if rt is None and pod.get("status", {}).get("phase", "Pending") == "Pending":
+            rt = self._runtime(pod)
+            rt.supervisor = asyncio.create_task(self._supervise(rt, pod))
+
+    def _runtime(self, pod: dict[str, Any]) -> PodRuntime:
+        meta = pod["metadata"]
+        container = pod["spec"]["containers"][0]["name"]
+        log_path = self.log_dir / meta["namespace"] / meta["name"] / f"{container}.log"
+        rt = PodRuntime(
+            uid=meta["uid"],
+            namespace=meta["namespace"],
+            name=meta["name"],
+            ip=self._allocate_ip(),
+            root=self.state_dir / "pods" / meta["uid"],
+            log_path=log_path,
+        )
+        self.pods[rt.uid] = rt
+        return rt
+
+    async def _forget(self, rt: PodRuntime) -> None:
+        rt.terminating = True
+        await self._kill(rt, grace=1.0)
+        if rt.supervisor:
+            rt.supervisor.cancel()
+        self.pods.pop(rt.uid, None)
+        self._free_ips.append(rt.ip)
+        shutil.rmtree(rt.root, ignore_errors=True)
+
+    # -- running -----------------------------------------------------------
+    async def _supervise(self, rt: PodRuntime, pod: dict[str, Any]) -> None:
+        spec = pod["spec"]
+        container = spec["containers"][0]
+        try:
+            if len(spec["containers"]) > 1 or spec.get("initContainers"):
+                raise ConfigError(
+                    "CreateContainerError",
+                    "the process kubelet runs exactly one container per pod and no init containers",
+                )
+            argv, env, cwd = await self._prepare(rt, pod, container)
+        except ConfigError as exc:
+            await self._patch_status(
+                rt,
+                pod,
+                "Pending",
+                {"waiting": {"reason": exc.reason, "message": str(exc)}},
+                ready=False,
+            )
+            return
+        policy = spec.get("restartPolicy", "Always")
+        backoff = BACKOFF_START
+        while not rt.terminating:
+            rt.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(rt.log_path, "ab") as logfile:
+                try:
+                    rt.process = await asyncio.create_subprocess_exec(
+                        *argv,
+                        env=env,
+                        cwd=cwd,
+                        stdout=logfile,
+                        stderr=asyncio.subprocess.STDOUT,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                except OSError as exc:
+                    await self._patch_status(
+                        rt,
+                        pod,
+                        "Pending",
+                        {
+                            "waiting": {
+                                "reason": "RunContainerError",
+                                "message": f"cannot start {argv[0]!r}: {exc.strerror}",
+                            }
+                        },
+                        ready=False,
+                    )
+                    return
+            started = now_iso()
+            probe = container.get("readinessProbe")
+            await self._patch_status(
+                rt, pod, "Running", {"running": {"startedAt": started}}, ready=probe is None
+            )
+            prober = (
+                asyncio.create_task(self._probe(rt, pod, container, probe, started))
+                if probe
+                else None
+            )
+            code = await rt.process.wait()
+            if prober:
+                prober.cancel()
+            if rt.terminating:
+                return
+            terminated = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": started,
+                "finishedAt": now_iso(),
+                "containerID": f"process://{rt.process.pid}",
+            }
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                phase = "Succeeded" if code == 0 else "Failed"
+                await self._patch_status(rt, pod, phase, {"terminated": terminated}, ready=False)
+                return
+            rt.restarts += 1
+            await self._patch_status(
+                rt,
+                pod,
+                "Running",
+                {
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off {backoff:.0f}s restarting failed container",
+                    }
+                },
+                ready=False,
+                last_state={"terminated": terminated},
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _prepare(
+        self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any]
+    ) -> tuple[list[str], dict[str, str], str]:
+        rt.root.mkdir(parents=True, exist_ok=True)
+        await self._mount_volumes(rt, pod, container)
+        env = dict(self.base_env)
+        env["HOSTNAME"] = pod["metadata"]["name"]
+        env.update(await self._container_env(rt, pod, container))
+        env = {k: self._translate(rt, v) for k, v in env.items()}
+        command = container.get("command") or self.entrypoints.get(container.get("image", ""), [])
+        argv = [self._translate(rt, expand(a, env)) for a in [*command, *container.get("args", [])]]
+        if not argv:
+            raise ConfigError(
+                "CreateContainerConfigError",
+                f"no command to run: image {container.get('image')!r} has no known entrypoint "
+                "and the container sets neither command nor args",
+            )
+        resolved = shutil.which(argv[0], path=env.get("PATH"))
+        if resolved is None:
+            raise ConfigError("CreateContainerError", f'executable "{argv[0]}" not found in $PATH')
+        argv[0] = resolved
+        cwd = (
+            self._translate(rt, container["workingDir"])
+            if container.get("workingDir")
+            else str(rt.root)
+        )
+        Path(cwd).mkdir(parents=True, exist_ok=True)
+        env.setdefault("HOME", cwd)
+        return argv, env, cwd
+
+    def _translate(self, rt: PodRuntime, value: str) -> str:
+        value = value.replace("0.0.0.0", rt.ip)  # noqa: S104 - the pod's own "network namespace"
+        for mount_path, host in rt.mounts:
+            pattern = re.compile(rf"(^|=){re.escape(mount_path.rstrip('/'))}(?=/|$)")
+            value = pattern.sub(lambda m, h=host: m.group(1) + str(h), value)
+        return value
+
+    async def _mount_volumes(
+        self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any]
+    ) -> None:
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        ns = rt.namespace
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"])
+            if volume is None:
+                raise ConfigError(
+                    "CreateContainerConfigError",
+                    f'volume "{mount["name"]}" is not defined in the pod',
+                )
+            if claim := (volume.get("persistentVolumeClaim") or {}).get("claimName"):
+                host = self.state_dir / "claims" / ns / claim
+            else:
+                host = rt.root / "volumes" / mount["name"]
+            host.mkdir(parents=True, exist_ok=True)
+            for kind, reader in (
+                ("secret", self._secret_data),
+                ("configMap", self._configmap_data),
+            ):
+                if source := volume.get(kind):
+                    name = source.get("secretName") or source.get("name")
+                    for key, data in (
+                        await reader(ns, name, optional=bool(source.get("optional")))
+                    ).items():
+                        (host / key).write_bytes(data)
+            if sub := mount.get("subPath"):
+                host = host / sub
+                host.mkdir(parents=True, exist_ok=True)
+            rt.mounts.append((mount["mountPath"], host))
+        rt.mounts.sort(key=lambda m: len(m[0]), reverse=True)
+
+    async def _secret_data(self, ns: str, name: str, optional: bool = False) -> dict[str, bytes]:
+        try:
+            secret = await rawapi.call(self.core.read_namespaced_secret, name, ns)
+        except ApiException as exc:
+            if exc.status == 404 and optional:
+                return {}
+            raise ConfigError("CreateContainerConfigError", f'secret "{name}" not found') from None
+        return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+
+    async def _configmap_data(self, ns: str, name: str, optional: bool = False) -> dict[str, bytes]:
+        try:
+            configmap = await rawapi.call(self.core.read_namespaced_config_map, name, ns)
+        except ApiException as exc:
+            if exc.status == 404 and optional:
+                return {}
+            raise ConfigError(
+                "CreateContainerConfigError", f'configmap "{name}" not found'
+            ) from None
+        return {k: v.encode() for k, v in (configmap.get("data") or {}).items()}
+
+    async def _container_env(
+        self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any]
+    ) -> dict[str, str]:
+        env: dict[str, str] = {}
+        ns = rt.namespace
+        for source in container.get("envFrom") or []:
+            prefix = source.get("prefix", "")
+            if ref := source.get("secretRef"):
+                data = await self._secret_data(ns, ref["name"], bool(ref.get("optional")))
+            elif ref := source.get("configMapRef"):
+                data = await self._configmap_data(ns, ref["name"], bool(ref.get("optional")))
+            else:
+                continue
+            env.update({prefix + k: v.decode() for k, v in data.items()})
+        for var in container.get("env") or []:
+            name = var["name"]
+            if "value" in var:
+                env[name] = expand(str(var["value"]), env)
+                continue
+            source = var.get("valueFrom") or {}
+            if ref := source.get("fieldRef"):
+                env[name] = self._field(rt, pod, ref["fieldPath"])
+            elif ref := source.get("secretKeyRef"):
+                data = await self._secret_data(ns, ref["name"], bool(ref.get("optional")))
+                if ref["key"] in data:
+                    env[name] = data[ref["key"]].decode()
+                elif not ref.get("optional"):
+                    raise ConfigError(
+                        "CreateContainerConfigError",
+                        f"couldn't find key {ref['key']} in Secret {ns}/{ref['name']}",
+                    )
+            elif ref := source.get("configMapKeyRef"):
+                data = await self._configmap_data(ns, ref["name"], bool(ref.get("optional")))
+                if ref["key"] in data:
+                    env[name] = data[ref["key"]].decode()
+                elif not ref.get("optional"):
+                    raise ConfigError(
+                        "CreateContainerConfigError",
+                        f"couldn't find key {ref['key']} in ConfigMap {ns}/{ref['name']}",
+                    )
+            elif source.get("resourceFieldRef"):
+                resource = source["resourceFieldRef"]["resource"]
+                kind, _, what = resource.partition(".")
+                env[name] = str((container.get("resources") or {}).get(kind, {}).get(what, "0"))
+            else:
+                env[name] = ""
+        return env
+
+    def _field(self, rt: PodRuntime, pod: dict[str, Any], path: str) -> str:
+        meta = pod["metadata"]
+        if m := re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path):
+            return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
+        values = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta["uid"],
+            "spec.nodeName": pod["spec"].get("nodeName", ""),
+            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
+            "status.podIP": rt.ip,
+            "status.hostIP": "127.0.0.1",
+            "status.podIPs": rt.ip,
+        }
+        return values.get(path, "")
+
+    async def _probe(
+        self,
+        rt: PodRuntime,
+        pod: dict[str, Any],
+        container: dict[str, Any],
+        probe: dict[str, Any],
+        started: str,
+    ) -> None:
+        """Readiness: every periodSeconds (at most 1s here), flipping Ready on change."""
+        await asyncio.sleep(float(probe.get("initialDelaySeconds", 0)))
+        period = min(float(probe.get("periodSeconds", 10)), 1.0)
+        threshold = int(probe.get("failureThreshold", 3))
+        ready, failures = False, 0
+        ports = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+        async with aiohttp.ClientSession() as session:
+            while True:
+                ok = await self._check(session, rt, probe, ports)
+                failures = 0 if ok else failures + 1
+                if ok != ready and (ok or failures >= threshold):
+                    ready = ok
+                    await self._patch_status(
+                        rt, pod, "Running", {"running": {"startedAt": started}}, ready=ready
+                    )
+                await asyncio.sleep(period)
+
+    async def _check(
+        self,
+        session: aiohttp.ClientSession,
+        rt: PodRuntime,
+        probe: dict[str, Any],
+        ports: dict[Any, Any],
+    ) -> bool:
+        timeout = float(probe.get("timeoutSeconds", 1))
+        try:
+            if http := probe.get("httpGet"):
+                port = ports.get(http["port"], http["port"])
+                scheme = http.get("scheme", "HTTP").lower()
+                url = f"{scheme}://{rt.ip}:{port}{http.get('path', '/')}"
+                async with session.get(
+                    url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+                ) as r:
+                    return 200 <= r.status < 400
+            if tcp := probe.get("tcpSocket"):
+                port = ports.get(tcp["port"], tcp["port"])
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(rt.ip, int(port)), timeout
+                )
+                writer.close()
+                return True
+            if command := (probe.get("exec") or {}).get("command"):
+                proc = await asyncio.create_subprocess_exec(
+                    *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+                )
+                return await asyncio.wait_for(proc.wait(), timeout) == 0
+        except (OSError, TimeoutError, aiohttp.ClientError):
+            return False
+        return False
+
+    # -- status and termination ------------------------------------------
+    async def _patch_status(
+        self,
+        rt: PodRuntime,
+        pod: dict[str, Any],
+        phase: str,
+        state: dict[str, Any],
+        *,
+        ready: bool,
+        last_state: dict[str, Any] | None = None,
+    ) -> None:
+        container = pod["spec"]["containers"][0]
+        pid = rt.process.pid if rt.process else None
+        running = "running" in state
+        cond = "True" if ready else "False"
+        stamp = now_iso()
+        status = {
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": rt.ip,
+            "podIPs": [{"ip": rt.ip}],
+            "startTime": rt.started_at,
+            "conditions": [
+                {
+                    "type": "PodReadyToStartContainers",
+                    "status": "True",
+                    "lastTransitionTime": stamp,
+                },
+                {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
+                {"type": "Ready", "status": cond, "lastTransitionTime": stamp},
+                {"type": "ContainersReady", "status": cond, "lastTransitionTime": stamp},
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
+            ],
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "image": container.get("image", ""),
+                    "imageID": container.get("image", ""),
+                    "containerID": f"process://{pid}" if pid else None,
+                    "ready": ready,
+                    "started": running,
+                    "restartCount": rt.restarts,
+                    "state": state,
+                    "lastState": last_state or {},
+                }
+            ],
+        }
+        try:
+            await self.core.patch_namespaced_pod_status(
+                rt.name,
+                rt.namespace,
+                {"status": status},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("status update for %s/%s failed: %s", rt.namespace, rt.name, exc.status)
+
+    async def _kill(self, rt: PodRuntime, grace: float) -> int | None:
+        proc = rt.process
+        if proc is None or proc.returncode is not None:
+            return proc.returncode if proc else None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(proc.wait(), timeout=max(grace, 0.1))
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            return await proc.wait()
+
+    async def _terminate(self, rt: PodRuntime, pod: dict[str, Any]) -> None:
+        grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+        code = await self._kill(rt, grace)
+        if rt.supervisor:
+            rt.supervisor.cancel()
+        if code is not None:
+            terminated = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "finishedAt": now_iso(),
+            }
+            phase = "Succeeded" if code == 0 else "Failed"
+            await self._patch_status(rt, pod, phase, {"terminated": terminated}, ready=False)
+        try:
+            await rawapi.call(
+                self.core.delete_namespaced_pod,
+                rt.name,
+                rt.namespace,
+                grace_period_seconds=0,
+                body={"preconditions": {"uid": rt.uid}},
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                log.warning(
+                    "confirming deletion of %s/%s failed: %s", rt.namespace, rt.name, exc.status
+                )

@@ -1,0 +1,396 @@
+"""The emulated API server's semantics, as a Kubernetes client sees them.
+
+These exercise the emulator alone (no scheduler or kubelet) through
+kubernetes_asyncio, to the behaviour of a real API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from functools import partial
+
+import aiohttp
+import pytest
+from aiohttp import web
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.watch import Watch
+
+from sovereign_hub.sandbox.kube.apiserver import ApiServer
+from sovereign_hub.sandbox.kube.cluster import write_kubeconfig
+from sovereign_hub.sandbox.kube.store import Store
+
+IMAGE = "registry.example/nb@sha256:" + "a" * 64
+
+
+class Emulator:
+    def __init__(self, server: ApiServer, url: str, core: client.CoreV1Api) -> None:
+        self.server, self.url, self.core = server, url, core
+
+
+@pytest.fixture
+async def emulator(tmp_path, request) -> AsyncIterator[Emulator]:
+    history = getattr(request, "param", 10_000)
+    server = ApiServer(Store(history=history), token="t0ken", bookmark_interval=0.2)
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    path = write_kubeconfig(tmp_path / "kubeconfig", url, "t0ken", "default")
+    api = await config.new_client_from_config(config_file=str(path))
+    try:
+        yield Emulator(server, url, client.CoreV1Api(api))
+    finally:
+        await api.close()
+        await runner.cleanup()
+
+
+def pod_body(name: str, **labels: str) -> dict:
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "notebook", "image": IMAGE}]},
+    }
+
+
+async def raw(core: client.CoreV1Api, method, *args, **kwargs) -> dict:
+    response = await method(*args, _preload_content=False, **kwargs)
+    return json.loads(await response.read())
+
+
+async def test_create_sets_server_fields_and_defaults(emulator):
+    pod = await raw(emulator.core, emulator.core.create_namespaced_pod, "default", pod_body("p1"))
+    meta = pod["metadata"]
+    assert meta["namespace"] == "default"
+    assert meta["uid"]
+    assert meta["creationTimestamp"]
+    assert int(meta["resourceVersion"]) > 0
+    assert pod["status"] == {"phase": "Pending", "qosClass": "BestEffort"}
+    assert pod["spec"]["schedulerName"] == "default-scheduler"
+    assert pod["spec"]["restartPolicy"] == "Always"
+    assert {
+        "key": "node.kubernetes.io/not-ready",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    } in pod["spec"]["tolerations"]
+    assert pod["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+
+
+async def test_generate_name(emulator):
+    body = {"metadata": {"generateName": "jupyter-"}, "spec": pod_body("x")["spec"]}
+    pod = await raw(emulator.core, emulator.core.create_namespaced_pod, "default", body)
+    assert pod["metadata"]["name"].startswith("jupyter-")
+    assert len(pod["metadata"]["name"]) == 13
+
+
+@pytest.mark.parametrize(
+    ("call", "status", "reason"),
+    [
+        (lambda c: c.read_namespaced_pod("nope", "default"), 404, "NotFound"),
+        (lambda c: c.create_namespaced_pod("missing-ns", pod_body("p")), 404, "NotFound"),
+        (lambda c: c.create_namespaced_pod("default", pod_body("Bad_Name")), 422, "Invalid"),
+        (
+            lambda c: c.create_namespaced_pod(
+                "default", {"metadata": {"name": "p"}, "spec": {"containers": []}}
+            ),
+            422,
+            "Invalid",
+        ),
+        (lambda c: c.list_namespaced_pod("default", label_selector="a in (b"), 400, "BadRequest"),
+    ],
+)
+async def test_errors_are_status_objects(emulator, call, status, reason):
+    with pytest.raises(ApiException) as info:
+        await call(emulator.core)
+    body = json.loads(info.value.body)
+    assert info.value.status == status
+    assert (body["kind"], body["status"], body["reason"], body["code"]) == (
+        "Status",
+        "Failure",
+        reason,
+        status,
+    )
+
+
+async def test_invalid_name_names_the_field_like_apimachinery(emulator):
+    with pytest.raises(ApiException) as info:
+        await emulator.core.create_namespaced_pod("default", pod_body("Bad_Name"))
+    body = json.loads(info.value.body)
+    assert body["details"]["causes"][0]["field"] == "metadata.name"
+    assert body["message"].startswith(
+        'Pod "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain'
+    )
+
+
+async def test_duplicate_create_is_409_already_exists(emulator):
+    await emulator.core.create_namespaced_pod("default", pod_body("p"))
+    with pytest.raises(ApiException) as info:
+        await emulator.core.create_namespaced_pod("default", pod_body("p"))
+    assert info.value.status == 409
+    assert json.loads(info.value.body)["reason"] == "AlreadyExists"
+
+
+async def test_unauthenticated_requests_are_refused(emulator):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{emulator.url}/api/v1/namespaces/default/pods") as r:
+            assert r.status == 401
+        async with session.get(f"{emulator.url}/healthz") as r:
+            assert r.status == 200
+
+
+async def test_discovery_reports_core_v1_with_subresources(emulator):
+    headers = {"Authorization": "Bearer t0ken"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.get(f"{emulator.url}/api/v1") as r,
+    ):
+        body = await r.json()
+    names = {r["name"] for r in body["resources"]}
+    assert body["groupVersion"] == "v1"
+    assert {
+        "pods",
+        "pods/status",
+        "pods/binding",
+        "pods/log",
+        "nodes",
+        "events",
+        "persistentvolumeclaims",
+    } <= names
+
+
+async def test_list_with_label_and_field_selectors_and_paging(emulator):
+    core = emulator.core
+    for i in range(5):
+        await core.create_namespaced_pod(
+            "default", pod_body(f"p{i}", app="jupyterhub", tier="user" if i % 2 else "core")
+        )
+    users = await core.list_namespaced_pod(
+        "default", label_selector="app=jupyterhub,tier in (user)"
+    )
+    assert [p.metadata.name for p in users.items] == ["p1", "p3"]
+    named = await core.list_namespaced_pod("default", field_selector="metadata.name=p4")
+    assert [p.metadata.name for p in named.items] == ["p4"]
+    first = await core.list_namespaced_pod("default", limit=2)
+    assert [p.metadata.name for p in first.items] == ["p0", "p1"]
+    rest = await core.list_namespaced_pod("default", limit=10, _continue=first.metadata._continue)
+    assert [p.metadata.name for p in rest.items] == ["p2", "p3", "p4"]
+
+
+async def collect(core, rv: str, count: int, **selectors) -> list[tuple[str, str]]:
+    events: list[tuple[str, str]] = []
+    watch = Watch()
+    async with watch.stream(
+        partial(core.list_namespaced_pod, _preload_content=False),
+        namespace="default",
+        resource_version=rv,
+        timeout_seconds=5,
+        **selectors,
+    ) as stream:
+        async for event in stream:
+            events.append((event["type"], event["raw_object"]["metadata"]["name"]))
+            if len(events) == count:
+                break
+    return events
+
+
+async def test_watch_resumes_from_list_resource_version(emulator):
+    core = emulator.core
+    await core.create_namespaced_pod("default", pod_body("before"))
+    listed = await core.list_namespaced_pod("default")
+    rv = listed.metadata.resource_version
+    await core.create_namespaced_pod("default", pod_body("after"))
+    await core.patch_namespaced_pod("before", "default", {"metadata": {"labels": {"x": "y"}}})
+    await core.delete_namespaced_pod("after", "default")
+    # Nothing before the listed version is replayed; everything after is, in order.
+    assert await collect(core, rv, 3) == [
+        ("ADDED", "after"),
+        ("MODIFIED", "before"),
+        ("DELETED", "after"),
+    ]
+
+
+async def test_filtered_watch_sends_deleted_when_an_object_stops_matching(emulator):
+    core = emulator.core
+    await core.create_namespaced_pod("default", pod_body("p", role="user"))
+    rv = (await core.list_namespaced_pod("default")).metadata.resource_version
+    await core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"role": "admin"}}})
+    await core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"role": "user"}}})
+    assert await collect(core, rv, 2, label_selector="role=user") == [
+        ("DELETED", "p"),
+        ("ADDED", "p"),
+    ]
+
+
+async def test_watch_from_zero_starts_with_current_state(emulator):
+    await emulator.core.create_namespaced_pod("default", pod_body("p"))
+    assert await collect(emulator.core, "0", 1) == [("ADDED", "p")]
+
+
+@pytest.mark.parametrize("emulator", [3], indirect=True)
+async def test_watch_from_a_compacted_version_is_410_expired(emulator):
+    core = emulator.core
+    rv = (await core.list_namespaced_pod("default")).metadata.resource_version
+    for i in range(6):
+        await core.create_namespaced_pod("default", pod_body(f"p{i}"))
+    with pytest.raises(ApiException) as info:
+        await collect(core, rv, 1)
+    assert info.value.status == 410
+
+
+async def test_watch_sends_bookmarks_when_asked(emulator):
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer t0ken"}) as session:
+        url = f"{emulator.url}/api/v1/namespaces/default/pods?watch=1&allowWatchBookmarks=true&resourceVersion=1"
+        async with session.get(url) as r:
+            line = await asyncio.wait_for(r.content.readline(), 5)
+    event = json.loads(line)
+    assert event["type"] == "BOOKMARK"
+    assert event["object"]["metadata"]["resourceVersion"]
+
+
+async def test_replace_with_stale_resource_version_is_409_conflict(emulator):
+    core = emulator.core
+    cm = await core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "c"}, "data": {"k": "1"}}
+    )
+    await core.patch_namespaced_config_map("c", "default", {"data": {"k": "2"}})
+    cm.data = {"k": "3"}
+    with pytest.raises(ApiException) as info:
+        await core.replace_namespaced_config_map("c", "default", cm)
+    assert info.value.status == 409
+    assert "the object has been modified" in json.loads(info.value.body)["message"]
+
+
+async def test_patch_types(emulator):
+    core = emulator.core
+    await core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}}
+    )
+    await core.patch_namespaced_config_map(
+        "c",
+        "default",
+        {"data": {"a": None, "c": "3"}},
+        _content_type="application/merge-patch+json",
+    )
+    await core.patch_namespaced_config_map(
+        "c", "default", [{"op": "replace", "path": "/data/b", "value": "20"}]
+    )
+    cm = await core.read_namespaced_config_map("c", "default")
+    assert cm.data == {"b": "20", "c": "3"}
+
+
+async def test_pod_spec_is_immutable_but_image_is_not(emulator):
+    core = emulator.core
+    await core.create_namespaced_pod("default", pod_body("p"))
+    with pytest.raises(ApiException) as info:
+        await core.patch_namespaced_pod("p", "default", {"spec": {"nodeSelector": {"a": "b"}}})
+    assert info.value.status == 422
+    assert "pod updates may not change fields" in json.loads(info.value.body)["message"]
+    patch = {
+        "spec": {
+            "containers": [{"name": "notebook", "image": "registry.example/nb@sha256:" + "b" * 64}]
+        }
+    }
+    pod = await core.patch_namespaced_pod("p", "default", patch)
+    assert pod.spec.containers[0].image.endswith("b" * 64)
+
+
+async def test_status_is_only_written_through_its_subresource(emulator):
+    core = emulator.core
+    await core.create_namespaced_pod("default", pod_body("p"))
+    await core.patch_namespaced_pod(
+        "p", "default", {"metadata": {"labels": {"a": "b"}}, "status": {"phase": "Running"}}
+    )
+    assert (await core.read_namespaced_pod("p", "default")).status.phase == "Pending"
+    await core.patch_namespaced_pod_status("p", "default", {"status": {"phase": "Running"}})
+    assert (await core.read_namespaced_pod("p", "default")).status.phase == "Running"
+
+
+async def test_binding_assigns_once(emulator):
+    core = emulator.core
+    await core.create_namespaced_pod("default", pod_body("p"))
+    binding = {"metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}}
+    await core.create_namespaced_pod_binding("p", "default", binding, _preload_content=False)
+    pod = await core.read_namespaced_pod("p", "default")
+    assert pod.spec.node_name == "n1"
+    assert any(c.type == "PodScheduled" and c.status == "True" for c in pod.status.conditions)
+    again = await core.create_namespaced_pod_binding(
+        "p", "default", binding, _preload_content=False
+    )
+    assert again.status == 409
+    assert "is already assigned to node" in (await again.json())["message"]
+
+
+async def test_graceful_deletion_of_a_bound_pod_waits_for_the_kubelet(emulator):
+    core = emulator.core
+    await core.create_namespaced_pod("default", pod_body("p"))
+    await core.create_namespaced_pod_binding(
+        "p",
+        "default",
+        {"metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}},
+        _preload_content=False,
+    )
+    await core.delete_namespaced_pod("p", "default", grace_period_seconds=30)
+    pod = await core.read_namespaced_pod("p", "default")
+    assert pod.metadata.deletion_timestamp is not None
+    assert pod.metadata.deletion_grace_period_seconds == 30
+    # The kubelet's confirmation (grace 0) removes it.
+    await core.delete_namespaced_pod("p", "default", grace_period_seconds=0)
+    with pytest.raises(ApiException) as info:
+        await core.read_namespaced_pod("p", "default")
+    assert info.value.status == 404
+
+
+async def test_unbound_pod_is_deleted_at_once(emulator):
+    await emulator.core.create_namespaced_pod("default", pod_body("p"))
+    await emulator.core.delete_namespaced_pod("p", "default")
+    assert (await emulator.core.list_namespaced_pod("default")).items == []
+
+
+async def test_finalizers_hold_deletion_until_removed(emulator):
+    core = emulator.core
+    await core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "c", "finalizers": ["example.com/hold"]}}
+    )
+    await core.delete_namespaced_config_map("c", "default")
+    held = await core.read_namespaced_config_map("c", "default")
+    assert held.metadata.deletion_timestamp is not None
+    await core.patch_namespaced_config_map(
+        "c",
+        "default",
+        {"metadata": {"finalizers": None}},
+        _content_type="application/merge-patch+json",
+    )
+    with pytest.raises(ApiException):
+        await core.read_namespaced_config_map("c", "default")
+
+
+async def test_deleting_a_namespace_deletes_its_content(emulator):
+    core = emulator.core
+    await core.create_namespace({"metadata": {"name": "team"}})
+    await core.create_namespaced_config_map("team", {"metadata": {"name": "c"}})
+    await core.delete_namespace("team")
+    with pytest.raises(ApiException) as info:
+        await core.create_namespaced_config_map("team", {"metadata": {"name": "d"}})
+    assert info.value.status == 403
+
+    async def gone():
+        names = [n.metadata.name for n in (await core.list_namespace()).items]
+        return "team" not in names
+
+    for _ in range(50):
+        if await gone():
+            break
+        await asyncio.sleep(0.1)
+    assert await gone()
+    assert (await core.list_namespaced_config_map("team")).items == []
+
+
+async def test_secret_string_data_is_stored_base64(emulator):
+    secret = await emulator.core.create_namespaced_secret(
+        "default", {"metadata": {"name": "s"}, "stringData": {"k": "v"}}
+    )
+    assert secret.data == {"k": "dg=="}
+    assert secret.type == "Opaque"

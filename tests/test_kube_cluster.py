@@ -1,0 +1,299 @@
+"""The cluster harness end to end: scheduling and real processes, through the ``kube`` fixture.
+
+Emulated Kubernetes by default (see tests/conftest.py); the same tests run
+against a real API server with SOVEREIGN_TEST_KUBECONFIG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import aiohttp
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from tests.conftest import eventually
+
+NS_IMAGE = "registry.example/nb@sha256:" + "a" * 64
+PY = sys.executable
+EU = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {
+                            "key": "topology.kubernetes.io/region",
+                            "operator": "In",
+                            "values": ["eu-central-1"],
+                        }
+                    ]
+                }
+            ]
+        }
+    }
+}
+US = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {
+                            "key": "topology.kubernetes.io/region",
+                            "operator": "In",
+                            "values": ["us-east-1"],
+                        }
+                    ]
+                }
+            ]
+        }
+    }
+}
+GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def pod(name: str, command: list[str], **spec) -> dict:
+    container = {"name": "notebook", "image": NS_IMAGE, "command": command}
+    container.update(spec.pop("container", {}))
+    return {
+        "metadata": {"name": name, "labels": {"app": "test"}},
+        "spec": {"containers": [container], **spec},
+    }
+
+
+def sleeper(name: str, **spec) -> dict:
+    return pod(name, [PY, "-c", "import time; time.sleep(600)"], **spec)
+
+
+async def phase(core, ns, name, wanted):
+    async def check():
+        p = await core.read_namespaced_pod(name, ns)
+        return p if p.status.phase == wanted else None
+
+    return await eventually(check)
+
+
+async def test_pods_run_as_processes_on_their_own_addresses(kube, core):
+    ns = kube.namespace
+    server = [PY, "-m", "http.server", "--bind", "0.0.0.0", "8888"]
+    probe = {"httpGet": {"path": "/", "port": 8888}, "periodSeconds": 1}
+    for name in ("web-a", "web-b"):
+        await core.create_namespaced_pod(ns, pod(name, server, container={"readinessProbe": probe}))
+    ips = set()
+    for name in ("web-a", "web-b"):
+
+        async def ready(name=name):
+            p = await core.read_namespaced_pod(name, ns)
+            conds = {c.type: c.status for c in p.status.conditions or []}
+            return p if conds.get("Ready") == "True" else None
+
+        p = await eventually(ready)
+        assert p.status.pod_ip.startswith("127.0.")
+        ips.add(p.status.pod_ip)
+        # Both listen on port 8888: each in its own "network namespace".
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{p.status.pod_ip}:8888/") as r,
+        ):
+            assert r.status == 200
+    assert len(ips) == 2
+
+
+async def test_environment_is_built_as_kubernetes_builds_it(kube, core):
+    ns = kube.namespace
+    await core.create_namespaced_secret(
+        ns, {"metadata": {"name": "creds"}, "stringData": {"token": "s3cret"}}
+    )
+    await core.create_namespaced_config_map(
+        ns, {"metadata": {"name": "cfg"}, "data": {"REGION": "eu"}}
+    )
+    env = [
+        {"name": "GREETING", "value": "hello"},
+        {"name": "MESSAGE", "value": "$(GREETING) world $$(LITERAL)"},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+    ]
+    script = "import json, os; print(json.dumps(dict(os.environ)), flush=True)"
+    spec = pod(
+        "env",
+        [PY, "-c", script],
+        restartPolicy="Never",
+        container={
+            "env": env,
+            "envFrom": [{"configMapRef": {"name": "cfg"}}],
+            "args": ["$(GREETING)"],
+        },
+    )
+    await core.create_namespaced_pod(ns, spec)
+    done = await phase(core, ns, "env", "Succeeded")
+    # Raw: the generated client would JSON-decode a log that happens to be JSON.
+    response = await core.read_namespaced_pod_log("env", ns, _preload_content=False)
+    seen = json.loads((await response.text()).strip())
+    assert seen["MESSAGE"] == "hello world $(LITERAL)"
+    assert seen["POD"] == "env"
+    assert seen["IP"] == done.status.pod_ip
+    assert seen["TOKEN"] == "s3cret"
+    assert seen["REGION"] == "eu"
+
+
+async def test_missing_secret_keeps_the_pod_waiting_with_the_reason(kube, core):
+    ns = kube.namespace
+    env = [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]
+    await core.create_namespaced_pod(ns, sleeper("nosecret", container={"env": env}))
+
+    async def waiting():
+        p = await core.read_namespaced_pod("nosecret", ns)
+        statuses = p.status.container_statuses or []
+        return statuses and statuses[0].state.waiting
+
+    state = await eventually(waiting)
+    assert state.reason == "CreateContainerConfigError"
+    assert 'secret "absent" not found' in state.message
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "expected_phase"),
+    [("Never", 3, "Failed"), ("Never", 0, "Succeeded"), ("OnFailure", 0, "Succeeded")],
+)
+async def test_exit_is_reported_with_the_exit_code(kube, core, policy, code, expected_phase):
+    ns = kube.namespace
+    await core.create_namespaced_pod(
+        ns, pod("job", [PY, "-c", f"raise SystemExit({code})"], restartPolicy=policy)
+    )
+    p = await phase(core, ns, "job", expected_phase)
+    terminated = p.status.container_statuses[0].state.terminated
+    assert terminated.exit_code == code
+    assert terminated.reason == ("Completed" if code == 0 else "Error")
+
+
+async def test_crashing_container_is_restarted_with_back_off(kube, core):
+    ns = kube.namespace
+    await core.create_namespaced_pod(
+        ns, pod("crash", [PY, "-c", "raise SystemExit(7)"], restartPolicy="OnFailure")
+    )
+
+    async def restarted():
+        p = await core.read_namespaced_pod("crash", ns)
+        statuses = p.status.container_statuses or []
+        return p if statuses and statuses[0].restart_count >= 1 else None
+
+    p = await eventually(restarted)
+    status = p.status.container_statuses[0]
+    assert p.status.phase == "Running"
+    assert status.last_state.terminated.exit_code == 7
+
+
+async def test_deleting_a_pod_stops_its_process(kube, core):
+    ns = kube.namespace
+    await core.create_namespaced_pod(ns, sleeper("long", terminationGracePeriodSeconds=5))
+    p = await phase(core, ns, "long", "Running")
+    pid = int(p.status.container_statuses[0].container_id.removeprefix("process://"))
+    os.kill(pid, 0)  # alive
+    await core.delete_namespaced_pod("long", ns)
+
+    async def gone():
+        try:
+            await core.read_namespaced_pod("long", ns)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    await eventually(gone)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+async def test_region_affinity_places_pods_in_their_region(kube, core):
+    ns = kube.namespace
+    await core.create_namespaced_pod(ns, sleeper("eu", affinity=EU))
+    await core.create_namespaced_pod(ns, sleeper("us", affinity=US))
+    assert (await phase(core, ns, "eu", "Running")).spec.node_name == kube.nodes["eu-cpu-1"]
+    assert (await phase(core, ns, "us", "Running")).spec.node_name == kube.nodes["us-cpu-1"]
+
+
+async def failed_scheduling(core, ns, name):
+    async def check():
+        events = await core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+        return [e for e in events.items if e.reason == "FailedScheduling"]
+
+    return (await eventually(check))[0]
+
+
+async def test_gpu_pod_pends_with_the_schedulers_reason_until_gpus_are_freed(kube, core):
+    ns = kube.namespace
+    gpus = lambda n: {"resources": {"limits": {"nvidia.com/gpu": str(n)}}}  # noqa: E731
+    await core.create_namespaced_pod(
+        ns, sleeper("big", affinity=EU, tolerations=GPU_TOLERATION, container=gpus(2))
+    )
+    assert (await phase(core, ns, "big", "Running")).spec.node_name == kube.nodes["eu-gpu-1"]
+    await core.create_namespaced_pod(
+        ns, sleeper("small", affinity=EU, tolerations=GPU_TOLERATION, container=gpus(1))
+    )
+    event = await failed_scheduling(core, ns, "small")
+    assert event.type == "Warning"
+    assert event.message == (
+        "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, "
+        "2 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: 1 Preemption is "
+        "not helpful for scheduling, 2 No preemption victims found for incoming pod."
+    )
+    pending = await core.read_namespaced_pod("small", ns)
+    assert pending.status.phase == "Pending"
+    assert any(
+        c.type == "PodScheduled" and c.reason == "Unschedulable" for c in pending.status.conditions
+    )
+    await core.delete_namespaced_pod("big", ns)
+    assert (await phase(core, ns, "small", "Running")).spec.node_name == kube.nodes["eu-gpu-1"]
+
+
+async def test_untolerated_gpu_taint_is_named(kube, core):
+    ns = kube.namespace
+    gpu = {"resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    await core.create_namespaced_pod(ns, sleeper("untolerated", affinity=EU, container=gpu))
+    event = await failed_scheduling(core, ns, "untolerated")
+    assert "1 node(s) had untolerated taint {nvidia.com/gpu: present}" in event.message
+
+
+async def test_claim_must_exist_then_binds_and_keeps_data_across_pods(kube, core):
+    ns = kube.namespace
+    volume = {"volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "claim-ana"}}]}
+    mount = {
+        "volumeMounts": [{"name": "home", "mountPath": "/home/jovyan"}],
+        "workingDir": "/home/jovyan",
+    }
+    write = pod(
+        "writer",
+        [PY, "-c", "open('note.txt', 'w').write('kept')"],
+        restartPolicy="Never",
+        container=mount,
+        **volume,
+    )
+    await core.create_namespaced_pod(ns, write)
+    event = await failed_scheduling(core, ns, "writer")
+    assert 'persistentvolumeclaim "claim-ana" not found' in event.message
+    claim = {
+        "metadata": {"name": "claim-ana"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+            "storageClassName": "ssd-eu",
+        },
+    }
+    await core.create_namespaced_persistent_volume_claim(ns, claim)
+    await phase(core, ns, "writer", "Succeeded")
+    assert (
+        await core.read_namespaced_persistent_volume_claim("claim-ana", ns)
+    ).status.phase == "Bound"
+    read = pod(
+        "reader",
+        [PY, "-c", "print(open('note.txt').read())"],
+        restartPolicy="Never",
+        container=mount,
+        **volume,
+    )
+    await core.create_namespaced_pod(ns, read)
+    await phase(core, ns, "reader", "Succeeded")
+    assert (await core.read_namespaced_pod_log("reader", ns)).strip() == "kept"
