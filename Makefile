@@ -3,14 +3,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum | cut -d' ' -f1)
 
 .PHONY: install sandbox test lint unit docs bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[hub,test,docs]'
+	npm ci --no-audit --no-fund --loglevel=error
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -33,6 +34,7 @@ test: lint unit docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_policy.py
+	$(BIN)/python benchmarks/bench_kube.py
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache

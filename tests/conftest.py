@@ -32,17 +32,37 @@ def example_policy_path() -> Path:
 
 
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[Cluster]:
-    """A fresh cluster for one test (emulated unless SOVEREIGN_TEST_KUBECONFIG is set)."""
+def make_cluster(tmp_path: Path) -> Iterator[Callable[[Path], Cluster]]:
+    """Start clusters from an inventory file; all are stopped after the test.
+
+    Emulated unless SOVEREIGN_TEST_KUBECONFIG names an API server; with
+    SOVEREIGN_TEST_NODES=real the inventory is ignored and the cluster's own
+    nodes do the work.
+    """
+    started: list[Cluster] = []
     kubeconfig = os.environ.get("SOVEREIGN_TEST_KUBECONFIG")
-    cluster = Cluster(
-        load_inventory(TEST_NODES),
-        tmp_path / "kube",
-        kubeconfig_path=Path(kubeconfig) if kubeconfig else None,
-        real_nodes=os.environ.get("SOVEREIGN_TEST_NODES") == "real",
-    )
-    with cluster:
-        yield cluster
+
+    def start(inventory: Path) -> Cluster:
+        cluster = Cluster(
+            load_inventory(inventory),
+            tmp_path / f"kube-{len(started)}",
+            kubeconfig_path=Path(kubeconfig) if kubeconfig else None,
+            real_nodes=os.environ.get("SOVEREIGN_TEST_NODES") == "real",
+        )
+        started.append(cluster.start())
+        return cluster
+
+    try:
+        yield start
+    finally:
+        for cluster in reversed(started):
+            cluster.stop()
+
+
+@pytest.fixture
+def kube(make_cluster: Callable[[Path], Cluster]) -> Cluster:
+    """A fresh cluster for one test, with the two-region inventory in tests/data/nodes.yaml."""
+    return make_cluster(TEST_NODES)
 
 
 @pytest.fixture

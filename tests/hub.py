@@ -1,0 +1,112 @@
+"""A real JupyterHub (and its configurable-http-proxy) in a subprocess, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+CHP = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Hub:
+    """Starts ``jupyterhub`` with ``config`` appended to a loopback-only base config.
+
+    ``self.token`` belongs to a service with the admin role, for the REST API.
+    """
+
+    def __init__(self, workdir: Path, config: str, env: dict[str, str] | None = None) -> None:
+        if not CHP.exists():
+            raise RuntimeError(f"{CHP} is missing: run `npm ci` (make install does)")
+        self.workdir = workdir
+        self.port = free_port()
+        self.hub_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = secrets.token_hex(16)
+        workdir.mkdir(parents=True, exist_ok=True)
+        base = f"""
+c = get_config()  # noqa
+c.JupyterHub.bind_url = {self.url!r}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {self.hub_port}
+c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{workdir}/cookie_secret"
+c.ConfigurableHTTPProxy.command = [{str(CHP)!r}]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": {self.token!r}}}]
+c.JupyterHub.load_roles = [{{"name": "admin", "services": ["test-admin"]}}]
+c.JupyterHub.cleanup_servers = True
+"""
+        (workdir / "jupyterhub_config.py").write_text(base + config)
+        self.log_path = workdir / "jupyterhub.log"
+        full_env = {**os.environ, **(env or {})}
+        full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [str(BIN / "jupyterhub"), "-f", str(workdir / "jupyterhub_config.py")],
+            cwd=workdir,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_healthy()
+
+    def _wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited ({self.process.returncode}):\n{self.logs()}")
+            try:
+                if requests.get(f"{self.url}/hub/health", timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"jupyterhub not healthy after {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-20000:]
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"token {self.token}", **kwargs.pop("headers", {})}
+        return requests.request(
+            method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kwargs
+        )
+
+    def wait_for_server(self, user: str, ready: bool = True, timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        model: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{user}").json()
+            server = model.get("servers", {}).get("")
+            if (server is not None and server.get("ready")) == ready and (ready or not server):
+                return model
+            time.sleep(0.25)
+        raise AssertionError(
+            f"server of {user} not ready={ready} after {timeout}s: {model}\n{self.logs()}"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
