@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client, config
 
-from sovereign_hub.sandbox.kube.cluster import Cluster
+from sovereign_hub.sandbox.kube.cluster import Cluster, write_kubeconfig
 from sovereign_hub.sandbox.kube.inventory import load_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +29,20 @@ TEST_NODES = Path(__file__).parent / "data" / "nodes.yaml"
 @pytest.fixture(scope="session")
 def example_policy_path() -> Path:
     return ROOT / "examples" / "policy.yaml"
+
+
+@pytest.fixture
+def offline_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A kubeconfig naming no reachable server, for building spawners without a cluster.
+
+    KubeSpawner loads Kubernetes config when constructed, even in ``_mock`` mode;
+    kubernetes_asyncio reads $KUBECONFIG only at import, so patch its default.
+    """
+    path = write_kubeconfig(tmp_path / "offline-kubeconfig", "http://127.0.0.1:9", "unused", "hub")
+    monkeypatch.setattr(
+        "kubernetes_asyncio.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(path)
+    )
+    return path
 
 
 @pytest.fixture

@@ -1,0 +1,81 @@
+"""The one interface through which the spawner and the authenticator report what happens.
+
+The audit subsystem implements :class:`Reporter`; until it is configured,
+:class:`LogReporter` writes one line per event to the hub's log. Records carry
+identifiers, decisions and placement, never tokens, secrets or request bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+SessionEventKind = Literal[
+    "spawn_requested",
+    "spawn_denied",
+    "server_started",
+    "spawn_failed",
+    "server_stopped",
+    "image_pin_changed",
+]
+StopReason = Literal["user", "admin", "idle_cull", "failure", "entitlement_lost", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """One step of a user's server, from request to stop.
+
+    Only the fields that apply to ``kind`` are set; ``reasons`` holds the
+    decision's codes and messages for ``spawn_denied``.
+    """
+
+    kind: SessionEventKind
+    user: str
+    server: str = ""
+    profile: str | None = None
+    region: str | None = None
+    channel: str | None = None
+    image: str | None = None
+    image_version: str | None = None
+    previous_image: str | None = None
+    gpus: int = 0
+    gpu_type: str | None = None
+    quota_group: str | None = None
+    node: str | None = None
+    reasons: tuple[tuple[str, str], ...] = ()
+    stop_reason: StopReason | None = None
+    detail: str | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {k: v for k, v in data.items() if v not in (None, (), {}, 0) or k == "gpus"}
+
+
+class Reporter:
+    """Receives every session event. Implementations must not block: queue and return."""
+
+    def report(self, event: SessionEvent) -> None:
+        raise NotImplementedError
+
+
+class LogReporter(Reporter):
+    """Writes each event as one log line (the default until audit sinks are configured)."""
+
+    def __init__(self, log: logging.Logger | None = None) -> None:
+        self.log = log or logging.getLogger("sovereign_hub.sessions")
+
+    def report(self, event: SessionEvent) -> None:
+        fields = " ".join(f"{k}={v!r}" for k, v in event.to_dict().items() if k != "kind")
+        self.log.info("%s %s", event.kind, fields)
+
+
+class RecordingReporter(Reporter):
+    """Keeps events in memory: for tests and for the sandbox's first steps."""
+
+    def __init__(self) -> None:
+        self.events: list[SessionEvent] = []
+
+    def report(self, event: SessionEvent) -> None:
+        self.events.append(event)

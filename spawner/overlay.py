@@ -1,0 +1,110 @@
+"""A pod plan as KubeSpawner settings, layered over the admin's own configuration.
+
+Pure: given the plan and the admin's baseline values of the traits Sovereign
+Hub manages, return the value of each managed trait for this spawn. Every
+managed trait is recomputed from the baseline on every spawn, so nothing of an
+earlier spawn (a GPU, a region) can leak into the next one.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sovereign_hub.policy import PodPlan
+from sovereign_hub.policy.decision import LABEL_PREFIX
+from sovereign_hub.policy.quantity import parse_quantity
+
+MANAGED_TRAITS = (
+    "image",
+    "cpu_guarantee",
+    "cpu_limit",
+    "mem_guarantee",
+    "mem_limit",
+    "extra_resource_guarantees",
+    "extra_resource_limits",
+    "node_affinity_required",
+    "tolerations",
+    "extra_labels",
+    "extra_annotations",
+    "environment",
+    "volumes",
+    "volume_mounts",
+)
+HOME_VOLUME = "sovereign-home"
+DIGEST_ANNOTATION = f"{LABEL_PREFIX}image-digest"
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    claim_name: str
+    mount_path: str
+
+
+def as_list(value: Any) -> list[Any]:
+    """KubeSpawner accepts lists or dicts (values taken in key order) for these traits."""
+    if not value:
+        return []
+    if isinstance(value, Mapping):
+        return [copy.deepcopy(value[k]) for k in sorted(value)]
+    return copy.deepcopy(list(value))
+
+
+def _required_terms(baseline: Any, ours: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Terms are ORed and expressions within a term ANDed: our requirements
+    # must hold in every admin term, so add them to each.
+    terms = as_list(baseline) or [{}]
+    out = []
+    for term in terms:
+        term = dict(term)
+        term["matchExpressions"] = [*term.get("matchExpressions", []), *ours]
+        out.append(term)
+    return out
+
+
+def plan_traits(plan: PodPlan, baseline: Mapping[str, Any], home: Home) -> dict[str, Any]:
+    """The value of every trait in :data:`MANAGED_TRAITS` for ``plan``."""
+    gpu = {plan.gpu.resource: str(plan.gpu.count)} if plan.gpu else {}
+    expressions = [
+        {"key": r.key, "operator": r.operator, "values": list(r.values)} for r in plan.node_affinity
+    ]
+    tolerations = as_list(baseline.get("tolerations"))
+    for t in plan.tolerations:
+        toleration = {"key": t.key, "operator": t.operator, "effect": t.effect}
+        if t.value is not None:
+            toleration["value"] = t.value
+        if toleration not in tolerations:
+            tolerations.append(toleration)
+    annotations = {
+        **(baseline.get("extra_annotations") or {}),
+        DIGEST_ANNOTATION: plan.image.digest,
+        f"{LABEL_PREFIX}image": plan.image.image,
+        f"{LABEL_PREFIX}image-version": plan.image.version,
+    }
+    if plan.gpu:
+        annotations[f"{LABEL_PREFIX}gpu-quota-group"] = plan.gpu.quota_group
+    volumes = [v for v in as_list(baseline.get("volumes")) if v.get("name") != HOME_VOLUME]
+    mounts = [m for m in as_list(baseline.get("volume_mounts")) if m.get("name") != HOME_VOLUME]
+    return {
+        "image": plan.image.image,
+        "cpu_guarantee": float(parse_quantity(plan.cpu_guarantee)),
+        "cpu_limit": float(parse_quantity(plan.cpu_limit)),
+        "mem_guarantee": int(parse_quantity(plan.memory_guarantee)),
+        "mem_limit": int(parse_quantity(plan.memory_limit)),
+        "extra_resource_guarantees": {**(baseline.get("extra_resource_guarantees") or {}), **gpu},
+        "extra_resource_limits": {**(baseline.get("extra_resource_limits") or {}), **gpu},
+        "node_affinity_required": _required_terms(
+            baseline.get("node_affinity_required"), expressions
+        ),
+        "tolerations": tolerations,
+        "extra_labels": {**(baseline.get("extra_labels") or {}), **plan.labels},
+        "extra_annotations": annotations,
+        "environment": {**(baseline.get("environment") or {}), **plan.environment},
+        "volumes": [
+            *volumes,
+            {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": home.claim_name}},
+        ],
+        "volume_mounts": [*mounts, {"name": HOME_VOLUME, "mountPath": home.mount_path}],
+    }

@@ -1,0 +1,47 @@
+"""The user's home volume in one region: one claim per user and region, never shared across."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubespawner.slugs import safe_slug
+
+from sovereign_hub.policy.decision import LABEL_PREFIX
+
+
+def home_claim_name(username: str, region: str) -> str:
+    """``home-<user slug>-<region>``: the region is part of the name, so no pod of one
+    region can be given another region's volume by name."""
+    return f"home-{safe_slug(username, max_length=40)}-{region}"
+
+
+def make_home_pvc(
+    *,
+    name: str,
+    username: str,
+    region: str,
+    storage_class: str,
+    size: str,
+    access_modes: tuple[str, ...] = ("ReadWriteOnce",),
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name,
+            "labels": {
+                **(labels or {}),
+                "app.kubernetes.io/component": "singleuser-storage",
+                "component": "singleuser-storage",
+                "hub.jupyter.org/username": safe_slug(username, max_length=63),
+                f"{LABEL_PREFIX}region": region,
+            },
+            "annotations": {f"{LABEL_PREFIX}username": username},
+        },
+        "spec": {
+            "accessModes": list(access_modes),
+            "storageClassName": storage_class,
+            "resources": {"requests": {"storage": size}},
+        },
+    }

@@ -1,0 +1,125 @@
+"""The Kubernetes *restricted* Pod Security Standard: secure defaults and a checker.
+
+The checker reads the fields the standard names (not strings), so it can
+judge any pod spec: the spawner's before it creates a pod, and the chart's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes_asyncio.client import ApiClient
+
+# KubeSpawner trait defaults that make every user pod restricted.
+RESTRICTED_DEFAULTS: dict[str, Any] = {
+    "uid": 1000,
+    "gid": 100,
+    "fs_gid": 100,
+    "privileged": False,
+    "allow_privilege_escalation": False,
+    "automount_service_account_token": False,
+    "pod_security_context": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    "container_security_context": {
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
+}
+
+_ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+_SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+
+
+def restricted_violations(pod_spec: Mapping[str, Any], where: str = "spec") -> list[str]:
+    """Every way ``pod_spec`` (a PodSpec as a dict) breaks the restricted standard."""
+    out: list[str] = []
+    psc = pod_spec.get("securityContext") or {}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(flag):
+            out.append(f"{where}.{flag} must not be true")
+    for i, volume in enumerate(pod_spec.get("volumes") or []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= _ALLOWED_VOLUMES:
+            out.append(
+                f"{where}.volumes[{i}] ({volume.get('name')}) uses "
+                f"{', '.join(sorted(kinds - _ALLOWED_VOLUMES))}"
+            )
+    for sysctl in psc.get("sysctls") or []:
+        if sysctl.get("name") not in _SAFE_SYSCTLS:
+            out.append(
+                f"{where}.securityContext.sysctls: {sysctl.get('name')} is not a safe sysctl"
+            )
+    if psc.get("runAsUser") == 0:
+        out.append(f"{where}.securityContext.runAsUser must not be 0")
+    pod_non_root = psc.get("runAsNonRoot") is True
+    pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
+        out.append(
+            f"{where}.securityContext.seccompProfile.type must be RuntimeDefault or Localhost"
+        )
+    for group in ("initContainers", "containers", "ephemeralContainers"):
+        for i, container in enumerate(pod_spec.get(group) or []):
+            here = f"{where}.{group}[{i}] ({container.get('name')})"
+            csc = container.get("securityContext") or {}
+            if csc.get("privileged"):
+                out.append(f"{here}.securityContext.privileged must not be true")
+            if csc.get("allowPrivilegeEscalation") is not False:
+                out.append(f"{here}.securityContext.allowPrivilegeEscalation must be false")
+            caps = csc.get("capabilities") or {}
+            if "ALL" not in (caps.get("drop") or []):
+                out.append(f"{here}.securityContext.capabilities.drop must include ALL")
+            extra = set(caps.get("add") or []) - {"NET_BIND_SERVICE"}
+            if extra:
+                out.append(
+                    f"{here}.securityContext.capabilities.add may only hold NET_BIND_SERVICE, "
+                    f"not {', '.join(sorted(extra))}"
+                )
+            non_root = csc.get(
+                "runAsNonRoot", pod_non_root if csc.get("runAsNonRoot") is None else False
+            )
+            if non_root is not True:
+                out.append(f"{here}.securityContext.runAsNonRoot must be true (here or on the pod)")
+            if csc.get("runAsUser") == 0:
+                out.append(f"{here}.securityContext.runAsUser must not be 0")
+            seccomp = (csc.get("seccompProfile") or {}).get("type") or pod_seccomp
+            if seccomp not in ("RuntimeDefault", "Localhost"):
+                out.append(
+                    f"{here}.securityContext.seccompProfile.type must be RuntimeDefault or "
+                    "Localhost (here or on the pod)"
+                )
+            if csc.get("procMount") not in (None, "Default"):
+                out.append(f"{here}.securityContext.procMount must be Default")
+            for port in container.get("ports") or []:
+                if port.get("hostPort"):
+                    out.append(f"{here}.ports: hostPort {port['hostPort']} is not allowed")
+    return out
+
+
+def manifest_dict(model: Any) -> dict[str, Any]:
+    """A Kubernetes client model as the API's camelCase dict.
+
+    Serialising needs no connection, but ``ApiClient()`` insists on an event
+    loop; an instance without ``__init__`` has all serialisation needs.
+    """
+    return ApiClient.__new__(ApiClient).sanitize_for_serialization(model)  # type: ignore[no-any-return]

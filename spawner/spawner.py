@@ -1,0 +1,478 @@
+"""SovereignSpawner: the policy's decision, applied onto KubeSpawner.
+
+KubeSpawner keeps doing what it does well (reflectors, pod creation, events,
+progress, stop). This adapter only:
+
+1. reads and checks ``user_options`` (:mod:`.options`);
+2. asks :func:`sovereign_hub.policy.decide` for a plan, holding GPU quota
+   atomically (:mod:`.quota`);
+3. sets KubeSpawner's traits from the plan (:mod:`.overlay`), ensures the
+   user's home volume in that region (:mod:`.pvc`), and refuses pods that
+   break the restricted Pod Security Standard (:mod:`.security`);
+4. keeps the user's image pins in the spawner's persisted state;
+5. reports every step through a :class:`~sovereign_hub.reporting.Reporter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubespawner import KubeSpawner
+from tornado import web
+from traitlets import Bool, Instance, List, Unicode, default, validate
+
+from sovereign_hub.policy import (
+    Denied,
+    Identity,
+    LoadedPolicy,
+    Pin,
+    PodPlan,
+    Policy,
+    PolicyError,
+    SpawnRequest,
+    entitlements,
+    load_policy,
+)
+from sovereign_hub.reporting import LogReporter, Reporter, SessionEvent
+
+from .form import form_context, render_form
+from .identity import identity_from
+from .options import OptionsError, options_from_form_data, parse_user_options
+from .overlay import MANAGED_TRAITS, Home, plan_traits
+from .pvc import home_claim_name, make_home_pvc
+from .quota import SHARED, GpuLedger
+from .security import RESTRICTED_DEFAULTS, manifest_dict, restricted_violations
+
+STATE_KEY = "sovereign"
+
+
+class SpawnRefused(web.HTTPError):
+    """A refused spawn: shown on the spawn form and returned by the REST API with its status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message.replace("%", "%%"))
+        self.jupyterhub_message = message
+
+
+class _PolicyCache:
+    """The policy file, reloaded when it changes (the chart rolls it as a ConfigMap)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, tuple[float, LoadedPolicy]] = {}
+
+    def get(self, path: str) -> LoadedPolicy:
+        mtime = Path(path).stat().st_mtime
+        cached = self._loaded.get(path)
+        if cached is None or cached[0] != mtime:
+            self._loaded[path] = (mtime, load_policy(path))
+        return self._loaded[path][1]
+
+
+_POLICIES = _PolicyCache()
+
+
+class SovereignSpawner(KubeSpawner):
+    """Spawn each user's server as the Sovereign Hub policy decides.
+
+    Configure the policy with ``policy_file``. KubeSpawner's own settings
+    (namespace, command, base labels, volumes, tolerations…) still apply and
+    are combined with the plan; the settings the policy decides (image,
+    resources, placement, home volume) cannot be set by users and are reset
+    for every spawn. ``profile_list`` must stay empty: profiles come from the
+    policy.
+    """
+
+    policy_file = Unicode(
+        "/etc/sovereign-hub/policy.yaml",
+        config=True,
+        help="""Path of the policy document (YAML). Re-read when the file changes. A policy
+        that does not pass `sovhub policy check` refuses every spawn with its problems.""",
+    )
+    home_mount_path = Unicode(
+        "/home/jovyan",
+        config=True,
+        help="Where the user's home volume (one per region) is mounted in the notebook container.",
+    )
+    home_size = Unicode(
+        "10Gi",
+        config=True,
+        help="""Size requested for a new home volume, as a Kubernetes quantity.
+        Existing volumes are not resized.""",
+    )
+    home_access_modes = List(
+        ["ReadWriteOnce"],
+        config=True,
+        help="Access modes of new home volumes.",
+    )
+    no_access_message = Unicode(
+        "None of your groups is entitled to a notebook server. Ask your platform team to add "
+        "you to a group that grants notebook profiles.",
+        config=True,
+        help="""Shown to a user whose groups grant no profile, on the spawn page and in
+        API refusals.""",
+    )
+    enforce_restricted = Bool(
+        True,
+        config=True,
+        help="""Refuse to create a user pod that breaks the Kubernetes restricted Pod Security
+        Standard (for example because extra config made it privileged). Off only for debugging.""",
+    )
+    reporter = Instance(
+        Reporter,
+        config=True,
+        help="""Receives every decision, start, failure and stop (a
+        `sovereign_hub.reporting.Reporter`). Default: one log line per event. The audit
+        subsystem provides one that ships events to the audit trail.""",
+    )
+    ledger = Instance(
+        GpuLedger,
+        help="GPU quota holds shared by all spawners of this hub. Replace only in tests.",
+    )
+
+    @default("reporter")
+    def _default_reporter(self) -> Reporter:
+        return LogReporter(self.log)
+
+    @default("ledger")
+    def _default_ledger(self) -> GpuLedger:
+        return SHARED
+
+    # Secure by default: the restricted Pod Security Standard, no API token in pods.
+    @default("uid")
+    def _default_uid(self) -> int:
+        return int(RESTRICTED_DEFAULTS["uid"])
+
+    @default("gid")
+    def _default_gid(self) -> int:
+        return int(RESTRICTED_DEFAULTS["gid"])
+
+    @default("fs_gid")
+    def _default_fs_gid(self) -> int:
+        return int(RESTRICTED_DEFAULTS["fs_gid"])
+
+    @default("allow_privilege_escalation")
+    def _default_ape(self) -> bool:
+        return False
+
+    @default("automount_service_account_token")
+    def _default_automount(self) -> bool:
+        return False
+
+    @default("pod_security_context")
+    def _default_psc(self) -> dict[str, Any]:
+        return copy.deepcopy(RESTRICTED_DEFAULTS["pod_security_context"])
+
+    @default("container_security_context")
+    def _default_csc(self) -> dict[str, Any]:
+        return copy.deepcopy(RESTRICTED_DEFAULTS["container_security_context"])
+
+    @default("storage_pvc_ensure")
+    def _default_storage_pvc_ensure(self) -> bool:
+        # Home volumes are per region, so this spawner makes them itself.
+        return False
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        return SovereignSpawner._render_options_form
+
+    @default("options_from_form")
+    def _default_options_from_form(self) -> Any:
+        return SovereignSpawner._options_from_form
+
+    @validate("profile_list")
+    def _no_profile_list(self, proposal: Any) -> Any:
+        if proposal["value"]:
+            raise ValueError(
+                "SovereignSpawner takes its profiles from the policy document "
+                "(SovereignSpawner.policy_file); leave KubeSpawner.profile_list empty"
+            )
+        return proposal["value"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The admin's own values of the traits a plan overrides: each spawn starts from these.
+        self._baseline = {name: copy.deepcopy(getattr(self, name)) for name in MANAGED_TRAITS}
+        self.pins: dict[str, Pin] = {}
+        self._allocation: dict[str, Any] | None = None
+        self._notices: list[str] = []
+
+    # -- inputs ------------------------------------------------------------
+    def policy(self) -> Policy:
+        try:
+            return _POLICIES.get(self.policy_file).policy
+        except PolicyError as exc:
+            self.log.error("policy %s is invalid:\n%s", self.policy_file, exc)
+            raise SpawnRefused(
+                500,
+                "The hub's policy is invalid; ask your administrator to run "
+                f"`sovhub policy check`. {exc.problems[0].render(exc.file)}",
+            ) from None
+        except OSError as exc:
+            raise SpawnRefused(
+                500, f"The hub's policy {self.policy_file} cannot be read: {exc.strerror}"
+            ) from None
+
+    async def identity(self) -> Identity:
+        auth_state = await self.user.get_auth_state()
+        return identity_from(self.user.name, [g.name for g in self.user.groups], auth_state)
+
+    @property
+    def _key(self) -> tuple[str, str]:
+        return (self.user.name, self.name)
+
+    def _report(self, kind: str, **fields: Any) -> None:
+        try:
+            self.reporter.report(
+                SessionEvent(kind=kind, user=self.user.name, server=self.name, **fields)
+            )  # type: ignore[arg-type]
+        except Exception:
+            self.log.exception("reporting %s for %s failed", kind, self._log_name)
+
+    # -- the spawn form ------------------------------------------------------
+    async def _render_options_form(self) -> str:
+        identity = await self.identity()
+        context = form_context(
+            identity,
+            self.policy(),
+            self.pins,
+            self.ledger.usage(),
+            datetime.now(UTC),
+            self.no_access_message,
+            last_profile=(self.user_options or {}).get("profile"),
+        )
+        return render_form(context)
+
+    def _options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, str]:
+        return options_from_form_data(formdata)
+
+    async def load_user_options(self) -> None:
+        """Options were applied by the policy decision in :meth:`start`; KubeSpawner's own
+        profile handling must not reinterpret them."""
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> asyncio.Future[Any]:
+        self._start_future = asyncio.ensure_future(self._start_with_policy())
+        return self._start_future
+
+    async def _start_with_policy(self) -> Any:
+        self._notices = []
+        request_fields = (
+            dict(self.user_options or {}) if isinstance(self.user_options, dict) else {}
+        )
+        try:
+            choice = parse_user_options(self.user_options)
+        except OptionsError as exc:
+            self._report(
+                "spawn_denied",
+                reasons=(("invalid_options", exc.message),),
+                request=_safe(request_fields),
+            )
+            raise SpawnRefused(exc.status, exc.message) from None
+        identity = await self.identity()
+        policy = self.policy()
+        profile = choice.profile
+        if profile is None:
+            granted = entitlements(identity, policy)
+            if not granted:
+                self._report("spawn_denied", reasons=(("no_entitlement", self.no_access_message),))
+                raise SpawnRefused(403, self.no_access_message)
+            profile = granted.grants[0].profile
+        request = SpawnRequest(
+            profile,
+            datetime.now(UTC),
+            region=choice.region,
+            version=choice.version,
+            pins=dict(self.pins),
+        )
+        self._report(
+            "spawn_requested", profile=profile, region=choice.region, request=_safe(request_fields)
+        )
+        decision = self.ledger.decide_and_hold(self._key, identity, request, policy)
+        if isinstance(decision, Denied):
+            reasons = tuple((r.code, r.message) for r in decision.reasons)
+            self._report("spawn_denied", profile=profile, region=choice.region, reasons=reasons)
+            status = 403
+            raise SpawnRefused(
+                status,
+                decision.message
+                if identity.groups
+                else f"{decision.message} {self.no_access_message}",
+            )
+        plan = decision.plan
+        try:
+            home = Home(home_claim_name(self.user.name, plan.region), self.home_mount_path)
+            for name, value in plan_traits(plan, self._baseline, home).items():
+                setattr(self, name, value)
+            self._allocation = _allocation(plan, home)
+            if plan.image.notice:
+                self._notices.append(plan.image.notice)
+            await self._ensure_home(plan, home)
+            url = await asyncio.wait_for(super().start(), timeout=self.start_timeout * 0.95)
+        except asyncio.CancelledError:
+            self._spawn_failed(plan, "cancelled")
+            raise
+        except TimeoutError:
+            message = self._timeout_message()
+            self._spawn_failed(plan, message)
+            raise TimeoutError(message) from None
+        except Exception as exc:
+            self._spawn_failed(plan, str(exc) or type(exc).__name__)
+            raise
+        self._record_pin(plan)
+        pod = (
+            self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
+            if self.pod_reflector
+            else None
+        )
+        node = (pod or {}).get("spec", {}).get("nodeName")
+        self._allocation["node"] = node
+        self._report("server_started", **_plan_fields(plan), node=node)
+        return url
+
+    def _spawn_failed(self, plan: PodPlan, detail: str) -> None:
+        self.ledger.release(self._key)
+        self._allocation = None
+        self._report("spawn_failed", **_plan_fields(plan), detail=detail)
+
+    def _timeout_message(self) -> str:
+        warnings = [e.get("message", "") for e in self.events if e.get("type") == "Warning"]
+        why = f" The scheduler reports: {warnings[-1]}" if warnings else ""
+        return (
+            f"Your server did not start within {self.start_timeout} seconds.{why} "
+            "Try a smaller profile or another region, or try again later."
+        )
+
+    def _record_pin(self, plan: PodPlan) -> None:
+        image = plan.image
+        self.pins[image.channel] = image.pin
+        if image.change is not None and image.change != "first":
+            self._report(
+                "image_pin_changed",
+                channel=image.channel,
+                image=image.image,
+                image_version=image.version,
+                previous_image=image.previous.image if image.previous else None,
+                detail=image.change,
+            )
+
+    async def _ensure_home(self, plan: PodPlan, home: Home) -> None:
+        body = make_home_pvc(
+            name=home.claim_name,
+            username=self.user.name,
+            region=plan.region,
+            storage_class=plan.storage_class,
+            size=self.home_size,
+            access_modes=tuple(self.home_access_modes),
+            labels=self._build_common_labels({}),
+        )
+        try:
+            await self.api.create_namespaced_persistent_volume_claim(
+                namespace=self.namespace, body=body
+            )
+        except ApiException as exc:
+            if exc.status != 409:  # an existing claim is the user's home: keep it
+                raise
+
+    async def get_pod_manifest(self) -> Any:
+        pod = await super().get_pod_manifest()
+        if self.enforce_restricted:
+            spec = manifest_dict(pod)["spec"]
+            problems = restricted_violations(spec)
+            if problems:
+                raise SpawnRefused(
+                    500,
+                    "Refusing to create a pod that breaks the restricted Pod Security Standard: "
+                    + "; ".join(problems),
+                )
+        return pod
+
+    async def progress(self) -> Any:
+        for notice in self._notices:
+            yield {"progress": 1, "message": notice}
+        async for event in super().progress():
+            yield event
+
+    async def poll(self) -> int | None:
+        status = await super().poll()
+        if status is not None and self._allocation is not None:
+            self._allocation["stopped"] = "failure"
+        return status
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        allocation = self._allocation or {}
+        self.ledger.release(self._key)
+        if allocation:
+            self._report(
+                "server_stopped",
+                profile=allocation.get("profile"),
+                region=allocation.get("region"),
+                image=allocation.get("image"),
+                gpus=allocation.get("gpus", 0),
+                quota_group=allocation.get("quota_group"),
+                node=allocation.get("node"),
+                stop_reason=allocation.get("stopped", "unknown"),
+            )
+
+    # -- persisted state -------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        state[STATE_KEY] = {
+            "pins": {channel: pin.to_state() for channel, pin in self.pins.items()},
+            "allocation": self._allocation,
+        }
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        mine = state.get(STATE_KEY) or {}
+        self.pins = {}
+        for channel, pin in (mine.get("pins") or {}).items():
+            try:
+                self.pins[channel] = Pin.from_state(pin)
+            except (KeyError, ValueError):
+                self.log.warning(
+                    "ignoring unreadable image pin for %s in channel %s", self._log_name, channel
+                )
+        self._allocation = mine.get("allocation")
+        if self._allocation and self._allocation.get("gpus"):
+            # A running server after a hub restart: its GPUs are still held.
+            self.ledger.hold(
+                self._key, self._allocation["quota_group"], int(self._allocation["gpus"])
+            )
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self._allocation = None  # pins persist across servers; the allocation does not
+
+
+def _plan_fields(plan: PodPlan) -> dict[str, Any]:
+    return {
+        "profile": plan.profile,
+        "region": plan.region,
+        "channel": plan.image.channel,
+        "image": plan.image.image,
+        "image_version": plan.image.version,
+        "gpus": plan.gpu.count if plan.gpu else 0,
+        "gpu_type": plan.gpu.type if plan.gpu else None,
+        "quota_group": plan.gpu.quota_group if plan.gpu else None,
+    }
+
+
+def _allocation(plan: PodPlan, home: Home) -> dict[str, Any]:
+    return {**_plan_fields(plan), "home": home.claim_name, "started": time.time()}
+
+
+def _safe(options: dict[str, Any]) -> dict[str, Any]:
+    """What may be recorded of a request: short strings of the allowed keys only."""
+    return {
+        k: v
+        for k, v in options.items()
+        if k in ("profile", "region", "version") and isinstance(v, str) and len(v) <= 100
+    }

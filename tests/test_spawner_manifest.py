@@ -1,0 +1,253 @@
+"""The pods and claims SovereignSpawner asks KubeSpawner for, as full manifests.
+
+In the spirit of KubeSpawner's test_objects.py: each rule is pinned by the
+literal manifest a reviewer can read. KubeSpawner builds the pod (``_mock``
+mode: no API server); the plan comes from the real policy decision.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from sovereign_hub.policy import Identity, SpawnRequest, Usage, decide, load_policy
+from sovereign_hub.spawner import SovereignSpawner
+from sovereign_hub.spawner.overlay import Home, plan_traits
+from sovereign_hub.spawner.pvc import home_claim_name, make_home_pvc
+from sovereign_hub.spawner.security import manifest_dict, restricted_violations
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("offline_kubeconfig")
+
+POLICY = load_policy(ROOT / "examples" / "policy.yaml").policy
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+TORCH = "quay.io/jupyter/pytorch-notebook@sha256:69c72823a4e0dbee17114bbe44d0377bc9a39504a76f6314995f7d5bfaa98d60"
+BASE = "quay.io/jupyter/base-notebook@sha256:876e3c3e40c4f0a25d3a16223a158a2d582b1ad77ac94269d43a5f6256eb4eec"
+
+
+def plan_for(profile: str, groups=("eu-researchers",), region=None):
+    decision = decide(
+        Identity("ana", frozenset(groups)),
+        SpawnRequest(profile, NOW, region=region),
+        POLICY,
+        Usage(),
+    )
+    assert decision.allowed, decision
+    return decision.plan
+
+
+def spawner(**config) -> SovereignSpawner:
+    return SovereignSpawner(_mock=True, namespace="hub", **config)
+
+
+async def pod_for(s: SovereignSpawner, plan) -> dict:
+    for name, value in plan_traits(
+        plan, s._baseline, Home(home_claim_name("ana", plan.region), s.home_mount_path)
+    ).items():
+        setattr(s, name, value)
+    return manifest_dict(await s.get_pod_manifest())
+
+
+async def test_gpu_pod_manifest():
+    pod = await pod_for(spawner(), plan_for("gpu-a100"))
+    spec = pod["spec"]
+    container = spec["containers"][0]
+    assert container["image"] == TORCH
+    assert container["resources"] == {
+        "limits": {"cpu": 8.0, "memory": 68719476736, "nvidia.com/gpu": "1"},
+        "requests": {"cpu": 4.0, "memory": 34359738368, "nvidia.com/gpu": "1"},
+    }
+    assert spec["affinity"] == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": "topology.kubernetes.io/region",
+                                "operator": "In",
+                                "values": ["eu-central-1"],
+                            },
+                            {
+                                "key": "nvidia.com/gpu.product",
+                                "operator": "In",
+                                "values": ["NVIDIA-A100-SXM4-40GB"],
+                            },
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    assert spec["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+    ]
+    labels = pod["metadata"]["labels"]
+    assert {k: v for k, v in labels.items() if k.startswith("sovereign-hub.io/")} == {
+        "sovereign-hub.io/region": "eu",
+        "sovereign-hub.io/profile": "gpu-a100",
+        "sovereign-hub.io/channel": "pytorch",
+        "sovereign-hub.io/gpu-type": "a100",
+    }
+    assert {
+        k: v for k, v in pod["metadata"]["annotations"].items() if k.startswith("sovereign-hub.io/")
+    } == {
+        "sovereign-hub.io/image-digest": "sha256:69c72823a4e0dbee17114bbe44d0377bc9a39504a76f6314995f7d5bfaa98d60",
+        "sovereign-hub.io/image": TORCH,
+        "sovereign-hub.io/image-version": "2026.11",
+        "sovereign-hub.io/gpu-quota-group": "eu-researchers",
+    }
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SOVEREIGN_HUB_REGION"] == "eu"
+    assert env["SOVEREIGN_HUB_GPU_TYPE"] == "a100"
+    assert spec["volumes"][-1] == {
+        "name": "sovereign-home",
+        "persistentVolumeClaim": {"claimName": "home-ana-eu"},
+    }
+    assert container["volumeMounts"][-1] == {"mountPath": "/home/jovyan", "name": "sovereign-home"}
+
+
+async def test_cpu_pod_after_a_gpu_pod_inherits_nothing():
+    s = spawner()
+    await pod_for(s, plan_for("gpu-a100"))
+    pod = await pod_for(s, plan_for("cpu-small", groups=("us-analysts",)))
+    spec, container = pod["spec"], pod["spec"]["containers"][0]
+    assert container["image"] == BASE
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert "tolerations" not in spec or spec["tolerations"] == []
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [
+        {
+            "matchExpressions": [
+                {"key": "topology.kubernetes.io/region", "operator": "In", "values": ["us-east-1"]}
+            ]
+        }
+    ]
+    assert "sovereign-hub.io/gpu-type" not in pod["metadata"]["labels"]
+    assert "SOVEREIGN_HUB_GPU_TYPE" not in {e["name"] for e in container["env"]}
+    assert spec["volumes"][-1]["persistentVolumeClaim"]["claimName"] == "home-ana-us"
+    assert len([v for v in spec["volumes"] if v["name"] == "sovereign-home"]) == 1
+
+
+async def test_admin_config_is_kept_and_combined():
+    s = spawner(
+        extra_labels={"team": "ml"},
+        environment={"PIP_INDEX_URL": "https://pypi.internal/simple"},
+        tolerations=[
+            {"key": "dedicated", "operator": "Equal", "value": "notebooks", "effect": "NoSchedule"}
+        ],
+        node_affinity_required=[
+            {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["a"]}]},
+            {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["b"]}]},
+        ],
+        volumes=[{"name": "shared", "persistentVolumeClaim": {"claimName": "shared"}}],
+        volume_mounts=[{"name": "shared", "mountPath": "/shared"}],
+    )
+    pod = await pod_for(s, plan_for("gpu-slice"))
+    spec, container = pod["spec"], pod["spec"]["containers"][0]
+    assert pod["metadata"]["labels"]["team"] == "ml"
+    assert {"name": "PIP_INDEX_URL", "value": "https://pypi.internal/simple"} in container["env"]
+    assert container["resources"]["limits"]["nvidia.com/mig-1g.5gb"] == "1"
+    assert [t["key"] for t in spec["tolerations"]] == ["dedicated", "nvidia.com/gpu"]
+    # Each admin term must also meet the region and GPU requirements (terms are ORed).
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert [[e["key"] for e in t["matchExpressions"]] for t in terms] == [
+        ["pool", "topology.kubernetes.io/region", "nvidia.com/gpu.product"],
+        ["pool", "topology.kubernetes.io/region", "nvidia.com/gpu.product"],
+    ]
+    assert [v["name"] for v in spec["volumes"]] == ["shared", "sovereign-home"]
+    # The baseline itself is untouched for the next spawn.
+    assert s._baseline["extra_labels"] == {"team": "ml"}
+
+
+async def test_every_user_pod_meets_the_restricted_standard():
+    for profile in ("cpu-small", "gpu-a100", "gpu-slice"):
+        pod = await pod_for(spawner(), plan_for(profile))
+        assert restricted_violations(pod["spec"]) == []
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert pod["spec"]["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+async def test_a_privileged_override_is_refused():
+    s = spawner(privileged=True)
+    with pytest.raises(
+        Exception,
+        match=re.escape(
+            "restricted Pod Security Standard: spec.containers[0] (notebook).securityContext.privileged must not be true"
+        ),
+    ):
+        await pod_for(s, plan_for("cpu-small"))
+
+
+def test_home_claim_is_per_user_and_region():
+    assert home_claim_name("Ana.Müller@corp", "eu") != home_claim_name("Ana.Müller@corp", "us")
+    assert make_home_pvc(
+        name="home-ana-eu", username="ana", region="eu", storage_class="ssd-eu", size="10Gi"
+    ) == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": "home-ana-eu",
+            "labels": {
+                "app.kubernetes.io/component": "singleuser-storage",
+                "component": "singleuser-storage",
+                "hub.jupyter.org/username": "ana",
+                "sovereign-hub.io/region": "eu",
+            },
+            "annotations": {"sovereign-hub.io/username": "ana"},
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "ssd-eu",
+            "resources": {"requests": {"storage": "10Gi"}},
+        },
+    }
+
+
+def test_profile_list_is_refused():
+    with pytest.raises(Exception, match=r"leave KubeSpawner\.profile_list empty"):
+        SovereignSpawner(_mock=True, profile_list=[{"display_name": "x"}])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "violation"),
+    [
+        (lambda s: s.update(hostNetwork=True), "spec.hostNetwork must not be true"),
+        (lambda s: s["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "uses hostPath"),
+        (
+            lambda s: s["containers"][0]["securityContext"].update(allowPrivilegeEscalation=True),
+            "allowPrivilegeEscalation must be false",
+        ),
+        (
+            lambda s: s["containers"][0]["securityContext"]["capabilities"].update(
+                add=["SYS_ADMIN"]
+            ),
+            "may only hold NET_BIND_SERVICE",
+        ),
+        (
+            lambda s: s["containers"][0]["securityContext"].update(runAsUser=0),
+            "runAsUser must not be 0",
+        ),
+        (
+            lambda s: s["securityContext"].update(seccompProfile={"type": "Unconfined"}),
+            "seccompProfile.type must be RuntimeDefault",
+        ),
+        (
+            lambda s: s["containers"][0].update(ports=[{"containerPort": 8888, "hostPort": 8888}]),
+            "hostPort 8888 is not allowed",
+        ),
+    ],
+)
+async def test_restricted_checker_catches_each_rule(mutate, violation):
+    spec = copy.deepcopy((await pod_for(spawner(), plan_for("cpu-small")))["spec"])
+    mutate(spec)
+    assert any(violation in v for v in restricted_violations(spec)), restricted_violations(spec)
