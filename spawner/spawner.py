@@ -183,7 +183,7 @@ class SovereignSpawner(KubeSpawner):
 
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
-        return SovereignSpawner._options_from_form
+        return _options_from_form
 
     @validate("profile_list")
     def _no_profile_list(self, proposal: Any) -> Any:
@@ -247,9 +247,6 @@ class SovereignSpawner(KubeSpawner):
             last_profile=(self.user_options or {}).get("profile"),
         )
         return render_form(context)
-
-    def _options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, str]:
-        return options_from_form_data(formdata)
 
     async def load_user_options(self) -> None:
         """Options were applied by the policy decision in :meth:`start`; KubeSpawner's own
@@ -450,6 +447,12 @@ class SovereignSpawner(KubeSpawner):
     def clear_state(self) -> None:
         super().clear_state()
         self._allocation = None  # pins persist across servers; the allocation does not
+
+
+def _options_from_form(formdata: dict[str, list[str]], spawner: Any = None) -> dict[str, str]:
+    # JupyterHub calls this with the form data alone (and the spawner only when
+    # the signature names it), not as a bound method.
+    return options_from_form_data(formdata)
 
 
 def _plan_fields(plan: PodPlan) -> dict[str, Any]:

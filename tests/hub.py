@@ -84,9 +84,9 @@ c.JupyterHub.cleanup_servers = True
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"token {self.token}", **kwargs.pop("headers", {})}
-        return requests.request(
-            method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kwargs
-        )
+        timeout = kwargs.pop("timeout", 30)
+        url = f"{self.url}/hub/api{path}"
+        return requests.request(method, url, headers=headers, timeout=timeout, **kwargs)
 
     def wait_for_server(self, user: str, ready: bool = True, timeout: float = 90) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

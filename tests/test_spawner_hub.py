@@ -1,0 +1,343 @@
+"""SovereignSpawner in a real JupyterHub and proxy, on the ``kube`` fixture's cluster.
+
+Kubernetes is emulated unless SOVEREIGN_TEST_KUBECONFIG names an API server.
+Users, groups and servers are driven through JupyterHub's REST API as a
+portal or a script would; the spawn form through a logged-in session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import ROOT
+from tests.hub import Hub
+
+SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
+
+
+def hub_config(kube, policy: Path, **extra) -> str:
+    settings = {
+        "policy_file": str(policy),
+        "namespace": kube.namespace,
+        "scheduler_name": kube.scheduler_name,
+        "cmd": [str(SINGLEUSER)],
+        "args": ["--allow-root"] if os.geteuid() == 0 else [],
+        "start_timeout": 30,
+        "http_timeout": 30,
+        **extra,
+    }
+    lines = [
+        'c.JupyterHub.authenticator_class = "dummy"',
+        "c.Authenticator.allow_all = True",
+        'c.JupyterHub.spawner_class = "sovereign"',
+    ]
+    lines += [f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def policy_copy(tmp_path):
+    path = tmp_path / "policy.yaml"
+    shutil.copy(ROOT / "examples" / "policy.yaml", path)
+    return path
+
+
+@pytest.fixture
+def start_hub(kube, tmp_path):
+    hubs: list[Hub] = []
+
+    def start(policy: Path, cleanup_servers: bool = True, **extra) -> Hub:
+        config = (
+            hub_config(kube, policy, **extra)
+            + f"c.JupyterHub.cleanup_servers = {cleanup_servers}\n"
+        )
+        hub = Hub(tmp_path / "hub", config, env={"KUBECONFIG": str(kube.kubeconfig)})
+        hubs.append(hub)
+        return hub
+
+    yield start
+    for hub in hubs:
+        hub.stop()
+
+
+def add_users(hub: Hub, group: str, *users: str) -> None:
+    for user in users:
+        hub.api("POST", f"/users/{user}")
+    response = hub.api("POST", f"/groups/{group}", json={"users": list(users)})
+    if response.status_code == 409:
+        response = hub.api("POST", f"/groups/{group}/users", json={"users": list(users)})
+    assert response.ok, response.text
+
+
+def spawn(hub: Hub, user: str, **options) -> requests.Response:
+    return hub.api("POST", f"/users/{user}/server", json=options)
+
+
+async def pod_of(core, kube, user: str):
+    return await core.read_namespaced_pod(f"jupyter-{user}", kube.namespace)
+
+
+async def test_forged_requests_are_refused_and_no_pod_is_created(
+    kube, core, start_hub, policy_copy
+):
+    hub = start_hub(policy_copy)
+    add_users(hub, "us-analysts", "bob")
+    hub.api("POST", "/users/carol")
+    cases = [
+        ("bob", {"profile": "gpu-a100"}, 403, "Profile 'One A100 GPU' is not available to you."),
+        (
+            "bob",
+            {"profile": "cpu-small", "region": "eu"},
+            403,
+            "You may not run 'Small (CPU)' in eu",
+        ),
+        (
+            "bob",
+            {"profile": "cpu-small", "image": "evil/miner:latest"},
+            403,
+            "setting 'image' directly is not allowed",
+        ),
+        (
+            "bob",
+            {"profile": "cpu-small", "extra_resource_limits": {"nvidia.com/gpu": 8}},
+            403,
+            "'extra_resource_limits'",
+        ),
+        ("bob", {"profile": "cpu-small", "version": "2026.09"}, 403, "was revoked"),
+        ("bob", {"profile": "cpu-small", "colour": "red"}, 400, "unknown option 'colour'"),
+        ("bob", {"profile": ["cpu-small"]}, 400, "must be text"),
+        ("bob", {"profile": "c" * 500}, 400, "longer than 100 characters"),
+        ("carol", {}, 403, "None of your groups is entitled to a notebook server"),
+    ]
+    for user, options, status, text in cases:
+        response = spawn(hub, user, **options)
+        assert response.status_code == status, (options, response.text)
+        assert text in response.json()["message"], (options, response.text)
+    assert (await core.list_namespaced_pod(kube.namespace)).items == []
+    assert (await core.list_namespaced_persistent_volume_claim(kube.namespace)).items == []
+    assert "spawn_denied" in hub.logs()
+
+
+async def test_gpu_profile_lands_on_an_eu_gpu_node_and_us_users_stay_in_the_us(
+    kube, core, start_hub, policy_copy
+):
+    hub = start_hub(policy_copy)
+    add_users(hub, "eu-researchers", "ana")
+    add_users(hub, "us-analysts", "bob")
+    assert spawn(hub, "ana", profile="gpu-a100").status_code in (201, 202)
+    assert spawn(hub, "bob", profile="cpu-small").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    hub.wait_for_server("bob")
+
+    ana = await pod_of(core, kube, "ana")
+    assert ana.spec.node_name == kube.nodes["eu-gpu-1"]
+    assert ana.metadata.labels["sovereign-hub.io/region"] == "eu"
+    assert ana.metadata.annotations["sovereign-hub.io/image-digest"] == (
+        "sha256:69c72823a4e0dbee17114bbe44d0377bc9a39504a76f6314995f7d5bfaa98d60"
+    )
+    assert ana.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    assert ana.spec.automount_service_account_token is False
+    bob = await pod_of(core, kube, "bob")
+    assert bob.spec.node_name == kube.nodes["us-cpu-1"]
+    assert bob.metadata.labels["sovereign-hub.io/region"] == "us"
+    claims = {
+        c.metadata.name: c
+        for c in (await core.list_namespaced_persistent_volume_claim(kube.namespace)).items
+    }
+    assert claims["home-ana-eu"].spec.storage_class_name == "ssd-eu"
+    assert claims["home-bob-us"].spec.storage_class_name == "ssd-us"
+    assert claims["home-ana-eu"].status.phase == "Bound"
+    # The notebook knows its region.
+    token = hub.api("POST", "/users/ana/tokens", json={}).json()["token"]
+    status = requests.get(
+        f"{hub.url}/user/ana/api/status", headers={"Authorization": f"token {token}"}, timeout=30
+    )
+    assert status.status_code == 200
+
+
+def progress_events(hub: Hub, user: str, timeout: float = 90) -> list[dict]:
+    """The progress page's event stream, until the spawn succeeds or fails."""
+    events = []
+    with hub.api("GET", f"/users/{user}/server/progress", stream=True, timeout=timeout) as response:
+        for line in response.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                events.append(event)
+                if event.get("failed") or event.get("ready"):
+                    break
+    return events
+
+
+async def test_unschedulable_gpu_shows_the_schedulers_reason_and_a_clear_timeout(
+    kube, core, start_hub, policy_copy
+):
+    hub = start_hub(policy_copy, start_timeout=15)
+    add_users(hub, "eu-researchers", "ana")
+    # The cluster has no MIG slices: the pod can never be scheduled.
+    assert spawn(hub, "ana", profile="gpu-slice").status_code == 202
+    events = progress_events(hub, "ana")
+    messages = [e.get("message", "") for e in events]
+    assert any("Insufficient nvidia.com/mig-1g.5gb" in m for m in messages), messages
+    assert events[-1]["failed"] is True
+    assert "did not start within 15 seconds" in events[-1]["message"]
+    assert "The scheduler reports: 0/3 nodes are available" in events[-1]["message"]
+    # The failed spawn gave its GPU back.
+    assert "spawn_failed" in hub.logs()
+
+
+async def test_pin_survives_a_hub_restart_until_the_user_upgrades(
+    kube, core, start_hub, policy_copy
+):
+    hub = start_hub(policy_copy)
+    add_users(hub, "us-analysts", "bob")
+    assert spawn(hub, "bob", profile="cpu-small").status_code in (201, 202)
+    hub.wait_for_server("bob")
+    first = (await pod_of(core, kube, "bob")).metadata.annotations["sovereign-hub.io/image"]
+    hub.api("DELETE", "/users/bob/server")
+    hub.wait_for_server("bob", ready=False)
+    hub.stop()
+
+    # A newer version is released; the hub restarts.
+    doc = yaml.safe_load(policy_copy.read_text())
+    newer = "quay.io/jupyter/base-notebook@sha256:" + "c" * 64
+    doc["channels"]["datascience"]["versions"].append(
+        {"version": "2026.12", "image": newer, "released": "2026-11-20"}
+    )
+    policy_copy.write_text(yaml.safe_dump(doc, sort_keys=False))
+    hub = start_hub(policy_copy)
+    assert spawn(hub, "bob", profile="cpu-small").status_code in (201, 202)
+    hub.wait_for_server("bob")
+    assert (await pod_of(core, kube, "bob")).metadata.annotations["sovereign-hub.io/image"] == first
+    hub.api("DELETE", "/users/bob/server")
+    hub.wait_for_server("bob", ready=False)
+
+    assert spawn(hub, "bob", profile="cpu-small", version="2026.12").status_code in (201, 202)
+    hub.wait_for_server("bob")
+    assert (await pod_of(core, kube, "bob")).metadata.annotations["sovereign-hub.io/image"] == newer
+    assert "image_pin_changed" in hub.logs()
+
+
+def tight_quota(policy_copy: Path, quota: int) -> Path:
+    doc = yaml.safe_load(policy_copy.read_text())
+    doc["groups"]["eu-researchers"].update(gpuQuota=quota, perUserGpuLimit=1)
+    policy_copy.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return policy_copy
+
+
+async def test_twenty_concurrent_gpu_spawns_admit_only_the_quota(
+    kube, core, start_hub, policy_copy
+):
+    hub = start_hub(tight_quota(policy_copy, 2))
+    users = [f"user{i:02d}" for i in range(20)]
+    add_users(hub, "eu-researchers", *users)
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(lambda u: spawn(hub, u, profile="gpu-a100"), users))
+    admitted = [u for u, r in zip(users, responses, strict=True) if r.status_code in (201, 202)]
+    refused = [r for r in responses if r.status_code == 403]
+    assert len(admitted) == 2, [r.status_code for r in responses]
+    assert len(refused) == 18
+    holders = ", ".join(f"{u}: 1" for u in sorted(admitted))
+    for r in refused:
+        assert (
+            f"group 'eu-researchers' holds 2 of its 2-GPU quota ({holders})" in r.json()["message"]
+        )
+    for user in admitted:
+        hub.wait_for_server(user)
+    # A stopped server gives its GPU back to the group.
+    hub.api("DELETE", f"/users/{admitted[0]}/server")
+    hub.wait_for_server(admitted[0], ready=False)
+    refused_user = next(u for u in users if u not in admitted)
+    assert spawn(hub, refused_user, profile="gpu-a100").status_code in (201, 202)
+    hub.wait_for_server(refused_user)
+
+
+async def test_gpu_holds_are_rebuilt_from_running_servers_after_a_restart(
+    kube, core, start_hub, policy_copy
+):
+    hub = start_hub(tight_quota(policy_copy, 1), cleanup_servers=False)
+    add_users(hub, "eu-researchers", "ana", "bob")
+    assert spawn(hub, "ana", profile="gpu-a100").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    hub.stop()  # ana's server keeps running
+    hub = start_hub(policy_copy, cleanup_servers=False)
+    hub.wait_for_server("ana")
+    refused = spawn(hub, "bob", profile="gpu-a100")
+    assert refused.status_code == 403
+    assert "holds 1 of its 1-GPU quota (ana: 1)" in refused.json()["message"]
+    hub.api("DELETE", "/users/ana/server")
+    hub.wait_for_server("ana", ready=False)
+
+
+def login(hub: Hub, user: str) -> requests.Session:
+    session = requests.Session()
+    page = session.get(f"{hub.url}/hub/login", timeout=30)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    response = session.post(
+        f"{hub.url}/hub/login", data={"username": user, "password": "x", "_xsrf": xsrf}, timeout=30
+    )
+    assert response.ok
+    return session
+
+
+async def test_spawn_form_shows_only_entitlements_and_a_no_access_page(
+    kube, start_hub, policy_copy
+):
+    hub = start_hub(policy_copy)
+    add_users(hub, "us-analysts", "bob")
+    add_users(hub, "eu-researchers", "ana")
+    hub.api("POST", "/users/carol")
+    bob = login(hub, "bob").get(f"{hub.url}/hub/spawn", timeout=30).content.decode()
+    assert 'value="cpu-small"' in bob
+    assert "gpu-a100" not in bob
+    assert "United States (Virginia)" in bob
+    assert "European Union" not in bob
+    ana = login(hub, "ana").get(f"{hub.url}/hub/spawn", timeout=30).content.decode()
+    assert 'value="gpu-a100"' in ana
+    assert 'value="gpu-slice"' in ana
+    assert "1 × NVIDIA A100 40 GB" in ana
+    carol = login(hub, "carol").get(f"{hub.url}/hub/spawn", timeout=30).content.decode()
+    assert "You do not have access to start a server" in carol
+    assert "#spawn_form .feedback-container { display: none; }" in carol
+    # Submitting a forged choice through the form gets the reason on the form.
+    session = login(hub, "bob")
+    page = session.get(f"{hub.url}/hub/spawn", timeout=30)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+    data = {
+        "profile": "gpu-a100",
+        "_xsrf": xsrf.group(1) if xsrf else session.cookies.get("_xsrf", ""),
+    }
+    refused = session.post(f"{hub.url}/hub/spawn", data=data, timeout=30)
+    assert refused.status_code == 403
+    assert (
+        "Profile &#39;One A100 GPU&#39; is not available to you." in refused.text
+        or "is not available to you" in refused.text
+    )
+
+
+async def test_spawn_form_submission_starts_the_chosen_profile(kube, core, start_hub, policy_copy):
+    hub = start_hub(policy_copy)
+    add_users(hub, "eu-researchers", "ana")
+    session = login(hub, "ana")
+    xsrf = session.cookies.get("_xsrf", path="/hub/")
+    form = {
+        "profile": "cpu-small",
+        "region-cpu-small": "eu",
+        "version-gpu-a100": "2026.11",
+        "_xsrf": xsrf,
+    }
+    response = session.post(f"{hub.url}/hub/spawn", data=form, timeout=60, allow_redirects=False)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    hub.wait_for_server("ana")
+    pod = await pod_of(core, kube, "ana")
+    assert pod.metadata.labels["sovereign-hub.io/profile"] == "cpu-small"
+    assert pod.spec.node_name == kube.nodes["eu-cpu-1"]
