@@ -35,6 +35,7 @@ test: lint unit docs
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_policy.py
 	$(BIN)/python benchmarks/bench_kube.py
+	$(BIN)/python benchmarks/bench_spawner.py
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache

@@ -116,10 +116,62 @@ def restricted_violations(pod_spec: Mapping[str, Any], where: str = "spec") -> l
     return out
 
 
-def manifest_dict(model: Any) -> dict[str, Any]:
+def _as_dict(value: Any) -> Any:
+    # KubeSpawner leaves some parts (security contexts) as the dicts it was given.
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return [_as_dict(item) for item in value]
+    return manifest_dict(value)
+
+
+def _volume_kinds(volume: Any) -> dict[str, Any]:
+    if isinstance(volume, Mapping):
+        return dict(volume)
+    set_fields = (a for a in volume.openapi_types if getattr(volume, a) is not None)
+    return {volume.attribute_map[a]: True for a in set_fields}
+
+
+def security_view(pod: Any) -> dict[str, Any]:
+    """The parts of a pod (client model or dict) the standard judges, as a PodSpec dict.
+
+    Only these are converted: environment, resources and affinity, the bulk of
+    a pod, are never looked at, which keeps the check cheap on every spawn.
+    """
+    if isinstance(pod, Mapping):
+        return dict(pod.get("spec") or {})
+    spec = pod.spec
+    view: dict[str, Any] = {
+        "securityContext": _as_dict(spec.security_context) or {},
+        "hostNetwork": spec.host_network,
+        "hostPID": spec.host_pid,
+        "hostIPC": spec.host_ipc,
+        "volumes": [_volume_kinds(v) for v in spec.volumes or []],
+    }
+    groups = (
+        ("initContainers", "init_containers"),
+        ("containers", "containers"),
+        ("ephemeralContainers", "ephemeral_containers"),
+    )
+    for group, attr in groups:
+        view[group] = [
+            {
+                "name": c["name"] if isinstance(c, Mapping) else c.name,
+                "securityContext": _as_dict(
+                    c.get("securityContext") if isinstance(c, Mapping) else c.security_context
+                )
+                or {},
+                "ports": _as_dict(c.get("ports") if isinstance(c, Mapping) else c.ports) or [],
+            }
+            for c in getattr(spec, attr, None) or []
+        ]
+    return view
+
+
+def manifest_dict(model: Any) -> Any:
     """A Kubernetes client model as the API's camelCase dict.
 
     Serialising needs no connection, but ``ApiClient()`` insists on an event
     loop; an instance without ``__init__`` has all serialisation needs.
     """
-    return ApiClient.__new__(ApiClient).sanitize_for_serialization(model)  # type: ignore[no-any-return]
+    return ApiClient.__new__(ApiClient).sanitize_for_serialization(model)

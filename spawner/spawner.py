@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +48,7 @@ from .options import OptionsError, options_from_form_data, parse_user_options
 from .overlay import MANAGED_TRAITS, Home, plan_traits
 from .pvc import home_claim_name, make_home_pvc
 from .quota import SHARED, GpuLedger
-from .security import RESTRICTED_DEFAULTS, manifest_dict, restricted_violations
+from .security import RESTRICTED_DEFAULTS, restricted_violations, security_view
 
 STATE_KEY = "sovereign"
 
@@ -198,6 +199,10 @@ class SovereignSpawner(KubeSpawner):
         super().__init__(*args, **kwargs)
         # The admin's own values of the traits a plan overrides: each spawn starts from these.
         self._baseline = {name: copy.deepcopy(getattr(self, name)) for name in MANAGED_TRAITS}
+        # KubeSpawner calls modify_pod_hook after building the pod: ours wraps the
+        # admin's, so the restricted check sees the pod exactly as it will be created.
+        self._admin_pod_hook = self.modify_pod_hook
+        self.modify_pod_hook = self._restricted_pod_hook
         self.pins: dict[str, Pin] = {}
         self._allocation: dict[str, Any] | None = None
         self._notices: list[str] = []
@@ -304,8 +309,7 @@ class SovereignSpawner(KubeSpawner):
         plan = decision.plan
         try:
             home = Home(home_claim_name(self.user.name, plan.region), self.home_mount_path)
-            for name, value in plan_traits(plan, self._baseline, home).items():
-                setattr(self, name, value)
+            self._apply_traits(plan_traits(plan, self._baseline, home))
             self._allocation = _allocation(plan, home)
             if plan.image.notice:
                 self._notices.append(plan.image.notice)
@@ -331,6 +335,13 @@ class SovereignSpawner(KubeSpawner):
         self._allocation["node"] = node
         self._report("server_started", **_plan_fields(plan), node=node)
         return url
+
+    def _apply_traits(self, values: dict[str, Any]) -> None:
+        # Every managed trait is given its value for this plan; one that already
+        # holds it is left alone, sparing traitlets' validation and observers.
+        for name, value in values.items():
+            if getattr(self, name) != value:
+                setattr(self, name, value)
 
     def _spawn_failed(self, plan: PodPlan, detail: str) -> None:
         self.ledger.release(self._key)
@@ -376,11 +387,14 @@ class SovereignSpawner(KubeSpawner):
             if exc.status != 409:  # an existing claim is the user's home: keep it
                 raise
 
-    async def get_pod_manifest(self) -> Any:
-        pod = await super().get_pod_manifest()
+    async def _restricted_pod_hook(self, spawner: KubeSpawner, pod: Any) -> Any:
+        """The last look at the pod before it is created: the admin's hook, then the check."""
+        if self._admin_pod_hook is not None:
+            pod = self._admin_pod_hook(spawner, pod)
+            if inspect.isawaitable(pod):
+                pod = await pod
         if self.enforce_restricted:
-            spec = manifest_dict(pod)["spec"]
-            problems = restricted_violations(spec)
+            problems = restricted_violations(security_view(pod))
             if problems:
                 raise SpawnRefused(
                     500,

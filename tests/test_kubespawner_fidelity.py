@@ -16,8 +16,8 @@ import pytest
 import requests
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from sovereign_hub.sandbox.hubprocess import Hub
 from tests.conftest import eventually
-from tests.hub import Hub
 
 SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
 IMAGE = "quay.io/jupyter/base-notebook@sha256:876e3c3e40c4f0a25d3a16223a158a2d582b1ad77ac94269d43a5f6256eb4eec"

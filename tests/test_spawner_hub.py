@@ -19,8 +19,8 @@ import pytest
 import requests
 import yaml
 
+from sovereign_hub.sandbox.hubprocess import Hub
 from tests.conftest import ROOT
-from tests.hub import Hub
 
 SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
 

@@ -48,7 +48,9 @@ async def pod_for(s: SovereignSpawner, plan) -> dict:
         plan, s._baseline, Home(home_claim_name("ana", plan.region), s.home_mount_path)
     ).items():
         setattr(s, name, value)
-    return manifest_dict(await s.get_pod_manifest())
+    # As KubeSpawner does: build the pod, then pass it through modify_pod_hook.
+    pod = await s.get_pod_manifest()
+    return manifest_dict(await s.modify_pod_hook(s, pod))
 
 
 async def test_gpu_pod_manifest():
@@ -186,6 +188,28 @@ async def test_a_privileged_override_is_refused():
         ),
     ):
         await pod_for(s, plan_for("cpu-small"))
+
+
+async def test_an_admin_hook_cannot_make_the_pod_privileged():
+    def hook(spawner, pod):
+        context = pod.spec.containers[0].security_context
+        if isinstance(context, dict):
+            context["privileged"] = True
+        else:
+            context.privileged = True
+        return pod
+
+    with pytest.raises(Exception, match=r"securityContext\.privileged must not be true"):
+        await pod_for(spawner(modify_pod_hook=hook), plan_for("cpu-small"))
+
+
+async def test_an_admin_hook_still_runs():
+    def hook(spawner, pod):
+        pod.metadata.labels["hooked"] = "yes"
+        return pod
+
+    pod = await pod_for(spawner(modify_pod_hook=hook), plan_for("cpu-small"))
+    assert pod["metadata"]["labels"]["hooked"] == "yes"
 
 
 def test_home_claim_is_per_user_and_region():

@@ -20,6 +20,7 @@ import copy
 import json
 import secrets
 import string
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ VERSION = {
     "platform": "linux/amd64",
 }
 _TRUE = {"true", "1", "True"}
+CLUSTER_USER_AGENT = "sovereign-emulated-cluster"
 _NAME_CHARS = string.ascii_lowercase + string.digits
 
 
@@ -85,6 +87,16 @@ def conflict(resource: Resource, name: str) -> ApiError:
     )
 
 
+def _route_of(request: web.Request) -> str:
+    parts = request.path.strip("/").split("/")
+    if len(parts) > 3 and parts[2] == "namespaces":
+        parts[3] = "{ns}"
+    if len(parts) > 5:
+        parts[5] = "{name}"
+    watch = " (watch)" if request.query.get("watch") in _TRUE else ""
+    return f"{request.method} /{'/'.join(parts)}{watch}"
+
+
 def _out(resource: Resource, obj: Obj) -> Obj:
     return {"kind": resource.kind, "apiVersion": "v1", **obj}
 
@@ -110,6 +122,9 @@ class ApiServer:
         self.bookmark_interval = bookmark_interval
         self.lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.requests: Counter[str] = Counter()
+        """Client requests served (not the emulated scheduler's or kubelet's), by
+        ``METHOD path-with-names-elided``, for benchmarks."""
         for ns in ("default", "kube-system", "kube-public"):
             self.store.create(
                 "namespaces", admission.default("namespaces", {"metadata": {"name": ns}})
@@ -143,6 +158,9 @@ class ApiServer:
                 return web.json_response(
                     status_body(401, "Unauthorized", "Unauthorized"), status=401
                 )
+        # The emulated cluster's own scheduler and kubelet are not counted: only clients.
+        if not request.headers.get("User-Agent", "").startswith(CLUSTER_USER_AGENT):
+            self.requests[_route_of(request)] += 1
         try:
             return await handler(request)
         except ApiError as exc:

@@ -32,7 +32,7 @@ from aiohttp import web
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .apiserver import ApiServer
+from .apiserver import CLUSTER_USER_AGENT, ApiServer
 from .inventory import Inventory, node_object
 from .kubelet import ProcessKubelet
 from .scheduler import Scheduler
@@ -147,6 +147,7 @@ class Cluster:
             self.namespace = f"sovtest-{secrets.token_hex(4)}"
             self.scheduler_name = LOCAL_SCHEDULER_ON_REAL_API
         self._client = await config.new_client_from_config(config_file=str(self.kubeconfig))
+        self._client.user_agent = f"{CLUSTER_USER_AGENT}/{self.scheduler_name}"
         core = client.CoreV1Api(self._client)
         if not self.emulated:
             await core.create_namespace({"metadata": {"name": self.namespace}})

@@ -1,4 +1,9 @@
-"""A real JupyterHub (and its configurable-http-proxy) in a subprocess, for integration tests."""
+"""A real JupyterHub (and its configurable-http-proxy) in a subprocess.
+
+Used by the integration tests, the benchmarks and the sandbox: it writes a
+loopback-only base configuration, appends the caller's, starts ``jupyterhub``
+and waits until ``/hub/health`` answers.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,10 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-CHP = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
+CHP = Path(
+    os.environ.get("SOVEREIGN_CHP", ROOT / "node_modules" / ".bin" / "configurable-http-proxy")
+)
+"""configurable-http-proxy, as `npm ci` installs it; SOVEREIGN_CHP names another."""
 BIN = Path(sys.executable).parent
 
 
@@ -57,7 +65,7 @@ c.JupyterHub.cleanup_servers = True
         full_env = {**os.environ, **(env or {})}
         full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv: our venv's jupyterhub
             [str(BIN / "jupyterhub"), "-f", str(workdir / "jupyterhub_config.py")],
             cwd=workdir,
             env=full_env,

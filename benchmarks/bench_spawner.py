@@ -1,0 +1,237 @@
+"""What SovereignSpawner adds per spawn, against stock KubeSpawner on the same run (issue #4).
+
+1. CPU cost of preparing a spawn. Stock: KubeSpawner, configured with the
+   same image, resources, placement, labels, environment and volumes, builds
+   the pod and PVC manifests. Ours: SovereignSpawner checks the options, decides
+   (with the GPU ledger), overlays the plan, builds the pod (including the
+   restricted-standard check) and the home claim. Reported per spawn and as a
+   ratio (target: at most 1.25x).
+2. Kubernetes API requests per spawn: a real JupyterHub with each spawner
+   starts one user's server on the emulated cluster; the API server counts
+   the requests made between the start request and the server being ready
+   (target: no more than stock KubeSpawner).
+
+Run: `make bench` or `python benchmarks/bench_spawner.py [--json]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import kubernetes_asyncio.config.kube_config as kube_config
+from kubespawner import KubeSpawner
+
+from sovereign_hub.policy import SpawnRequest, load_policy
+from sovereign_hub.sandbox.hubprocess import Hub
+from sovereign_hub.sandbox.kube.cluster import Cluster, write_kubeconfig
+from sovereign_hub.sandbox.kube.inventory import load_inventory
+from sovereign_hub.spawner import SovereignSpawner
+from sovereign_hub.spawner.identity import identity_from
+from sovereign_hub.spawner.options import parse_user_options
+from sovereign_hub.spawner.overlay import Home, plan_traits
+from sovereign_hub.spawner.pvc import home_claim_name, make_home_pvc
+from sovereign_hub.spawner.quota import GpuLedger
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY_PATH = ROOT / "examples" / "policy.yaml"
+NODES = ROOT / "tests" / "data" / "nodes.yaml"
+SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
+
+
+PROFILES = ("gpu-a100", "cpu-small")
+TRAITS = (
+    "image",
+    "cpu_guarantee",
+    "cpu_limit",
+    "mem_guarantee",
+    "mem_limit",
+    "extra_resource_guarantees",
+    "extra_resource_limits",
+    "node_affinity_required",
+    "tolerations",
+    "extra_labels",
+    "extra_annotations",
+    "environment",
+    "volumes",
+    "volume_mounts",
+    "uid",
+    "gid",
+    "fs_gid",
+    "allow_privilege_escalation",
+    "automount_service_account_token",
+    "pod_security_context",
+    "container_security_context",
+)
+
+
+async def prepare_ours(spawner: SovereignSpawner, ledger: GpuLedger, profile: str) -> None:
+    """What SovereignSpawner does before KubeSpawner creates the pod (no I/O)."""
+    choice = parse_user_options({"profile": profile, "region": "eu"})
+    identity = identity_from("ana", ["eu-researchers"], None)
+    request = SpawnRequest(choice.profile or "", datetime.now(UTC), region=choice.region)
+    decision = ledger.decide_and_hold(("ana", ""), identity, request, _POLICY)
+    plan = decision.plan  # type: ignore[union-attr]
+    home = Home(home_claim_name("ana", plan.region), spawner.home_mount_path)
+    spawner._apply_traits(plan_traits(plan, spawner._baseline, home))
+    make_home_pvc(
+        name=home.claim_name,
+        username="ana",
+        region=plan.region,
+        storage_class=plan.storage_class,
+        size="10Gi",
+    )
+    pod = await spawner.get_pod_manifest()
+    await spawner.modify_pod_hook(spawner, pod)  # KubeSpawner calls it next: our restricted check
+
+
+async def prepare_stock(spawner: KubeSpawner) -> None:
+    spawner.get_pvc_manifest()
+    await spawner.get_pod_manifest()
+
+
+async def cpu_cost(rounds: int) -> dict:
+    ours = SovereignSpawner(_mock=True, namespace="hub", policy_file=str(POLICY_PATH))
+    ledger = GpuLedger()
+    # Stock KubeSpawner, one configured per profile with what the plan produced: the same pods.
+    stock = {}
+    for profile in PROFILES:
+        await prepare_ours(ours, ledger, profile)
+        stock[profile] = KubeSpawner(
+            _mock=True,
+            namespace="hub",
+            storage_class="ssd-eu",
+            storage_capacity="10Gi",
+            **{n: getattr(ours, n) for n in TRAITS},
+        )
+    results = {}
+    for mode, sequence in (
+        ("same profile", ["gpu-a100"]),
+        ("alternating profiles", list(PROFILES)),
+    ):
+        samples: dict[str, list[float]] = {"stock": [], "ours": []}
+        for i in range(rounds):
+            profile = sequence[i % len(sequence)]
+            start = time.perf_counter()
+            await prepare_stock(stock[profile])
+            samples["stock"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            await prepare_ours(ours, ledger, profile)
+            samples["ours"].append(time.perf_counter() - start)
+        stock_us = statistics.median(samples["stock"]) * 1e6
+        ours_us = statistics.median(samples["ours"]) * 1e6
+        results[mode] = {
+            "stock_median_us": round(stock_us, 1),
+            "ours_median_us": round(ours_us, 1),
+            "ratio": round(ours_us / stock_us, 3),
+        }
+    return {"rounds": rounds, "target_ratio": 1.25, **results}
+
+
+def api_requests(workdir: Path) -> dict:
+    with Cluster(load_inventory(NODES), workdir / "kube") as cluster:
+        assert cluster.api is not None
+        counts = {}
+        for label, spawner_config in (
+            (
+                "stock",
+                f"""
+c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+c.KubeSpawner.image = "quay.io/jupyter/base-notebook@sha256:{"a" * 64}"
+c.KubeSpawner.storage_pvc_ensure = True
+c.KubeSpawner.storage_capacity = "10Gi"
+c.KubeSpawner.storage_class = "ssd-eu"
+c.KubeSpawner.volumes = [
+    {{"name": "home", "persistentVolumeClaim": {{"claimName": "claim-{{user_server}}"}}}}
+]
+c.KubeSpawner.volume_mounts = [{{"name": "home", "mountPath": "/home/jovyan"}}]
+""",
+            ),
+            (
+                "ours",
+                f"""
+c.JupyterHub.spawner_class = "sovereign"
+c.SovereignSpawner.policy_file = {str(POLICY_PATH)!r}
+""",
+            ),
+        ):
+            common = f"""
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.KubeSpawner.namespace = {cluster.namespace!r}
+c.KubeSpawner.cmd = [{str(SINGLEUSER)!r}]
+c.KubeSpawner.args = {["--allow-root"] if os.geteuid() == 0 else []!r}
+"""
+            hub = Hub(
+                workdir / f"hub-{label}",
+                common + spawner_config,
+                env={"KUBECONFIG": str(cluster.kubeconfig)},
+            )
+            try:
+                hub.api("POST", "/users/ana")
+                hub.api("POST", "/groups/eu-researchers", json={"users": ["ana"]})
+                before = Counter(cluster.api.requests)
+                hub.api(
+                    "POST",
+                    "/users/ana/server",
+                    json={"profile": "cpu-small"} if label == "ours" else {},
+                )
+                hub.wait_for_server("ana")
+                during = Counter(cluster.api.requests)
+                during.subtract(before)
+                hub.api("DELETE", "/users/ana/server")
+                hub.wait_for_server("ana", ready=False)
+            finally:
+                hub.stop()
+            hub_requests = {k: v for k, v in during.items() if v > 0}
+            counts[label] = {
+                "total": sum(hub_requests.values()),
+                "by_route": dict(sorted(hub_requests.items())),
+            }
+    return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_kubeconfig(Path(tmp) / "offline", "http://127.0.0.1:9", "unused", "hub")
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(path)  # KubeSpawner loads config when built
+        cpu = asyncio.run(cpu_cost(args.rounds))
+        api = api_requests(Path(tmp))
+    report = {"cpu": cpu, "api_requests": api}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for mode in ("same profile", "alternating profiles"):
+            c = cpu[mode]
+            print(
+                f"prepare a spawn, {mode}: stock KubeSpawner {c['stock_median_us']} µs, "
+                f"SovereignSpawner {c['ours_median_us']} µs (median of {cpu['rounds']}): "
+                f"ratio {c['ratio']} (target <= 1.25)"
+            )
+        print(
+            f"API requests during one spawn: stock {api['stock']['total']}, "
+            f"SovereignSpawner {api['ours']['total']}"
+        )
+        for label in ("stock", "ours"):
+            for route, n in api[label]["by_route"].items():
+                print(f"  {label:5} {n:3} {route}")
+    return 0
+
+
+_POLICY = load_policy(POLICY_PATH).policy
+
+if __name__ == "__main__":
+    sys.exit(main())
