@@ -7,6 +7,7 @@ from pathlib import Path
 from sovereign_hub import __version__
 from sovereign_hub.cli import build_parser
 from sovereign_hub.policy.schema import reference_markdown
+from sovereign_hub.spawner import SovereignSpawner
 
 project = "Sovereign Hub"
 author = "Sovereign Hub developers"
@@ -34,6 +35,17 @@ def _cli_help() -> str:
     return "\n".join(sections) + "\n"
 
 
+def _traits_table(cls: type) -> str:
+    rows = ["| setting | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, trait in sorted(cls.class_own_traits(config=True).items()):
+        help_text = " ".join((trait.help or "").split()).replace("|", "\\|")
+        default = trait.default_value_repr() if not isinstance(trait.default_value, type) else ""
+        rows.append(
+            f"| `{cls.__name__}.{name}` | {type(trait).__name__} | `{default}` | {help_text} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -42,3 +54,4 @@ def _write_if_changed(path: Path, text: str) -> None:
 _GENERATED.mkdir(exist_ok=True)
 _write_if_changed(_GENERATED / "policy-fields.md", reference_markdown())
 _write_if_changed(_GENERATED / "cli.md", _cli_help())
+_write_if_changed(_GENERATED / "spawner-traits.md", _traits_table(SovereignSpawner))

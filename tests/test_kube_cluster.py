@@ -240,11 +240,20 @@ async def test_gpu_pod_pends_with_the_schedulers_reason_until_gpus_are_freed(kub
         "2 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: 1 Preemption is "
         "not helpful for scheduling, 2 No preemption victims found for incoming pod."
     )
-    pending = await core.read_namespaced_pod("small", ns)
+
+    # The event and the pod's condition are written separately, in no set order
+    # (as by kube-scheduler): wait for the condition.
+    async def unschedulable():
+        pod = await core.read_namespaced_pod("small", ns)
+        conditions = pod.status.conditions or []
+        return (
+            pod
+            if any(c.type == "PodScheduled" and c.reason == "Unschedulable" for c in conditions)
+            else None
+        )
+
+    pending = await eventually(unschedulable)
     assert pending.status.phase == "Pending"
-    assert any(
-        c.type == "PodScheduled" and c.reason == "Unschedulable" for c in pending.status.conditions
-    )
     await core.delete_namespaced_pod("big", ns)
     assert (await phase(core, ns, "small", "Running")).spec.node_name == kube.nodes["eu-gpu-1"]
 
