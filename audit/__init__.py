@@ -1,1 +1,24 @@
-"""The audit trail: event schemas, durable spool, sinks and verification (issue #6)."""
+"""The audit trail: event schemas, durable spool, sinks and verification.
+
+In ``jupyterhub_config.py``::
+
+    c.AuditTrail.spool_dir = "/srv/jupyterhub/audit-spool"
+    c.AuditTrail.sinks = [{"type": "sqlite", "path": "/srv/jupyterhub/audit.sqlite"}]
+    from sovereign_hub.audit import hub_reporter
+    c.SovereignSpawner.reporter = hub_reporter(c)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .reporter import AuditReporter
+from .trail import AuditTrail
+
+
+def hub_reporter(config: Any) -> AuditReporter:
+    """Start this hub's audit trail from ``c.AuditTrail.*`` and return the spawner's reporter."""
+    return AuditReporter(AuditTrail(config=config).start())
+
+
+__all__ = ["AuditReporter", "AuditTrail", "hub_reporter"]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from sovereign_hub import __version__
+from sovereign_hub.audit.schemas import schema_files
 from sovereign_hub.cli import build_parser
 from sovereign_hub.policy.schema import reference_markdown
 from sovereign_hub.spawner import SovereignSpawner
@@ -46,6 +49,25 @@ def _traits_table(cls: type) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _audit_events() -> str:
+    out = []
+    for path in schema_files():
+        schema = yaml.safe_load(path.read_text())
+        required = set(schema.get("required", []))
+        out += [f"## {schema['title']}", "", f"`{schema['$id']}` (version {schema['version']})", ""]
+        out += [
+            " ".join(schema["description"].split()),
+            "",
+            "| field | type | required |",
+            "| --- | --- | --- |",
+        ]
+        for name, spec in schema["properties"].items():
+            kind = spec.get("type") or " \\| ".join(f"`{v}`" for v in spec.get("enum", []))
+            out.append(f"| `{name}` | {kind} | {'yes' if name in required else ''} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -55,3 +77,4 @@ _GENERATED.mkdir(exist_ok=True)
 _write_if_changed(_GENERATED / "policy-fields.md", reference_markdown())
 _write_if_changed(_GENERATED / "cli.md", _cli_help())
 _write_if_changed(_GENERATED / "spawner-traits.md", _traits_table(SovereignSpawner))
+_write_if_changed(_GENERATED / "audit-events.md", _audit_events())

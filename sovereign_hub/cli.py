@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import __version__
+from .audit import cli as audit_cli
 from .policy import cli as policy_cli
 
 
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sovhub {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     policy_cli.register(commands)
+    audit_cli.register(commands)
     return parser
 
 

@@ -53,11 +53,20 @@ class SessionEvent:
         return {k: v for k, v in data.items() if v not in (None, (), {}, 0) or k == "gpus"}
 
 
+class AuditUnavailable(RuntimeError):
+    """The audit trail cannot record events and is configured to fail closed."""
+
+
 class Reporter:
     """Receives every session event. Implementations must not block: queue and return."""
 
     def report(self, event: SessionEvent) -> None:
         raise NotImplementedError
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Reporter:
+        # A process-wide service placed in traitlets config, which deep-copies
+        # config for every spawner: all of them must share this one.
+        return self
 
 
 class LogReporter(Reporter):

@@ -40,7 +40,7 @@ from sovereign_hub.policy import (
     entitlements,
     load_policy,
 )
-from sovereign_hub.reporting import LogReporter, Reporter, SessionEvent
+from sovereign_hub.reporting import AuditUnavailable, LogReporter, Reporter, SessionEvent
 
 from .form import form_context, render_form
 from .identity import identity_from
@@ -231,11 +231,15 @@ class SovereignSpawner(KubeSpawner):
     def _key(self) -> tuple[str, str]:
         return (self.user.name, self.name)
 
-    def _report(self, kind: str, **fields: Any) -> None:
+    def _report(self, kind: str, *, required: bool = False, **fields: Any) -> None:
+        """Report an event. When ``required`` and the audit trail fails closed, refuse (503)."""
+        event = SessionEvent(kind=kind, user=self.user.name, server=self.name, **fields)  # type: ignore[arg-type]
         try:
-            self.reporter.report(
-                SessionEvent(kind=kind, user=self.user.name, server=self.name, **fields)
-            )  # type: ignore[arg-type]
+            self.reporter.report(event)
+        except AuditUnavailable as exc:
+            if required:
+                raise SpawnRefused(503, str(exc)) from None
+            self.log.error("audit trail refused %s for %s: %s", kind, self._log_name, exc)
         except Exception:
             self.log.exception("reporting %s for %s failed", kind, self._log_name)
 
@@ -293,7 +297,11 @@ class SovereignSpawner(KubeSpawner):
             pins=dict(self.pins),
         )
         self._report(
-            "spawn_requested", profile=profile, region=choice.region, request=_safe(request_fields)
+            "spawn_requested",
+            required=True,
+            profile=profile,
+            region=choice.region,
+            request=_safe(request_fields),
         )
         decision = self.ledger.decide_and_hold(self._key, identity, request, policy)
         if isinstance(decision, Denied):

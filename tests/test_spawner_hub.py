@@ -11,7 +11,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,10 +58,11 @@ def policy_copy(tmp_path):
 def start_hub(kube, tmp_path):
     hubs: list[Hub] = []
 
-    def start(policy: Path, cleanup_servers: bool = True, **extra) -> Hub:
+    def start(policy: Path, cleanup_servers: bool = True, extra_config: str = "", **extra) -> Hub:
         config = (
             hub_config(kube, policy, **extra)
             + f"c.JupyterHub.cleanup_servers = {cleanup_servers}\n"
+            + extra_config
         )
         hub = Hub(tmp_path / "hub", config, env={"KUBECONFIG": str(kube.kubeconfig)})
         hubs.append(hub)
@@ -341,3 +344,63 @@ async def test_spawn_form_submission_starts_the_chosen_profile(kube, core, start
     pod = await pod_of(core, kube, "ana")
     assert pod.metadata.labels["sovereign-hub.io/profile"] == "cpu-small"
     assert pod.spec.node_name == kube.nodes["eu-cpu-1"]
+
+
+async def test_the_audit_trail_records_refusals_starts_and_stops(
+    kube, start_hub, policy_copy, tmp_path, monkeypatch
+):
+    from sovereign_hub.audit.store import Filters, read
+
+    key = "k" * 40
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", key)  # inherited by the hub process
+    store = tmp_path / "audit.sqlite"
+    audit = f"""
+c.AuditTrail.spool_dir = {str(tmp_path / "spool")!r}
+c.AuditTrail.hub_instance = "hub-test"
+c.AuditTrail.sinks = [{{"type": "sqlite", "path": {str(store)!r}}}]
+from sovereign_hub.audit import hub_reporter
+c.SovereignSpawner.reporter = hub_reporter(c)
+"""
+    hub = start_hub(policy_copy, extra_config=audit)
+    add_users(hub, "eu-researchers", "ana")
+    add_users(hub, "us-analysts", "bob")
+    assert spawn(hub, "bob", profile="gpu-a100").status_code == 403
+    assert spawn(hub, "ana", profile="gpu-a100").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    hub.api("DELETE", "/users/ana/server")
+    hub.wait_for_server("ana", ready=False)
+
+    def events():
+        return list(read(str(store))) if store.exists() else []
+
+    for _ in range(100):
+        if any(r["schema"].endswith("/server-stopped/v1") for r in events()):
+            break
+        time.sleep(0.1)
+    records = events()
+    by_type = {r["schema"].split("/")[-2]: r["data"] for r in records}
+    assert by_type["spawn-denied"]["subject"] == "bob"
+    assert by_type["spawn-denied"]["reasons"][0]["code"] == "profile_not_entitled"
+    started = by_type["server-started"]
+    assert (started["subject"], started["region"], started["gpus"], started["gpu_type"]) == (
+        "ana",
+        "eu",
+        1,
+        "a100",
+    )
+    assert (
+        started["digest"]
+        == "sha256:69c72823a4e0dbee17114bbe44d0377bc9a39504a76f6314995f7d5bfaa98d60"
+    )
+    assert started["node"] == kube.nodes["eu-gpu-1"]
+    assert by_type["server-stopped"]["gpus"] == 1
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    assert list(read(str(store), Filters(user="bob", event="spawn-denied")))
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("sovhub")), "audit", "verify", str(store)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+    assert "chain intact" in result.stdout

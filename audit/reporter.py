@@ -1,0 +1,82 @@
+"""The spawner's and authenticator's session events, as audit events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sovereign_hub.reporting import Reporter, SessionEvent
+
+from . import schemas
+from .trail import AuditTrail
+
+_SCHEMA = {
+    "spawn_requested": schemas.SPAWN_REQUESTED,
+    "spawn_denied": schemas.SPAWN_DENIED,
+    "server_started": schemas.SERVER_STARTED,
+    "spawn_failed": schemas.SPAWN_FAILED,
+    "server_stopped": schemas.SERVER_STOPPED,
+    "image_pin_changed": schemas.IMAGE_PIN_CHANGED,
+}
+_PLACEMENT = (
+    "profile",
+    "region",
+    "channel",
+    "image",
+    "image_version",
+    "gpu_type",
+    "quota_group",
+    "node",
+)
+
+
+def event_data(event: SessionEvent) -> dict[str, Any]:
+    data: dict[str, Any] = {"actor": event.user, "subject": event.user}
+    if event.kind != "image_pin_changed":
+        data["server"] = event.server
+    if event.kind == "spawn_requested":
+        data.update(
+            {k: v for k, v in event.request.items() if k in ("profile", "region", "version")}
+        )
+        if event.profile:
+            data["profile"] = event.profile
+        return data
+    for name in _PLACEMENT:
+        value = getattr(event, name)
+        if value is not None:
+            data[name] = value
+    if event.image and "@" in event.image:
+        data["digest"] = event.image.rsplit("@", 1)[1]
+    if event.kind in ("server_started", "spawn_failed", "server_stopped"):
+        data["gpus"] = event.gpus
+    if event.kind == "spawn_denied":
+        data = {
+            k: data[k] for k in ("actor", "subject", "server", "profile", "region") if k in data
+        }
+        data["reasons"] = [{"code": c, "message": m} for c, m in event.reasons]
+    elif event.kind == "spawn_failed":
+        data["detail"] = (event.detail or "")[:4000]
+    elif event.kind == "server_stopped":
+        data["reason"] = event.stop_reason or "unknown"
+    elif event.kind == "image_pin_changed":
+        data = {
+            k: v
+            for k, v in data.items()
+            if k in ("actor", "subject", "channel", "image", "image_version", "digest")
+        }
+        if event.previous_image:
+            data["previous_image"] = event.previous_image
+        data["reason"] = event.detail
+    return data
+
+
+class AuditReporter(Reporter):
+    """Writes session events to an :class:`AuditTrail`.
+
+    Raises :class:`~sovereign_hub.reporting.AuditUnavailable` when the trail fails closed.
+    """
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self.trail = trail
+
+    def report(self, event: SessionEvent) -> None:
+        self.trail.emit(_SCHEMA[event.kind], event_data(event))

@@ -1,0 +1,51 @@
+"""The contract every audit sink implements.
+
+A shipper thread owns each sink: it batches records from the spool, calls
+:meth:`Sink.deliver`, retries with back-off when it raises, and advances the
+sink's cursor only after it returns. So a sink only has to write one batch,
+atomically where its store allows, and raise on any failure. Delivery is at
+least once: a sink whose store has a unique key on the event ``id`` should
+ignore duplicates.
+
+Subclasses implement:
+
+- ``deliver(records)``: write the batch, or raise;
+- optionally ``open()`` (connect; called before the first delivery and after a
+  failure) and ``close()``;
+- ``from_options(options)`` when they take configuration beyond ``name``.
+
+Credentials come from files or the environment, never from the policy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SinkConfigError(ValueError):
+    """A sink configured wrongly: names the sink, the option and what is allowed."""
+
+
+class Sink:
+    name: str = "sink"
+
+    def __init__(self, name: str | None = None) -> None:
+        if name is not None:
+            self.name = name
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Sink:
+        try:
+            return cls(**options)
+        except TypeError as exc:
+            raise SinkConfigError(f"audit sink {cls.__name__}: {exc}") from None
+
+    def open(self) -> None:
+        """Connect. Called before the first delivery and again after a failure."""
+
+    def deliver(self, records: list[dict[str, Any]]) -> None:
+        """Write ``records`` (in sequence order) or raise."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,132 @@
+"""Audit trail costs (issue #6).
+
+1. Time an emit adds to the caller (the hub's event loop): validate, chain,
+   append to the spool. p50/p99 over 100,000 events (target: p99 <= 50 µs),
+   alone and while an in-process shipper thread delivers to SQLite.
+2. Sustained delivery from a full spool into SQLite, in events/s and as a
+   ratio to a raw batched insert of the same rows on the same run.
+   (The PostgreSQL sink and its figure come with that sink.)
+
+Run: `make bench` or `python benchmarks/bench_audit.py [--events N] [--json]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sovereign_hub.audit import schemas
+from sovereign_hub.audit.shipper import Shipper
+from sovereign_hub.audit.sinks.sqlite import SCHEMA, SQLiteSink, row
+from sovereign_hub.audit.spool import Spool
+from sovereign_hub.audit.trail import AuditTrail
+
+EVENT = {
+    "actor": "ana",
+    "subject": "ana",
+    "server": "",
+    "profile": "gpu-a100",
+    "region": "eu",
+    "image": "quay.io/jupyter/pytorch-notebook@sha256:" + "6" * 64,
+    "digest": "sha256:" + "6" * 64,
+    "gpus": 1,
+    "gpu_type": "a100",
+    "node": "eu-gpu-1",
+}
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def emit_latency(tmp: Path, events: int, sinks: list[dict]) -> dict:
+    trail = AuditTrail(spool_dir=str(tmp), sinks=sinks, spool_limit_bytes=2**34).start()
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(events):
+        t0 = clock()
+        trail.emit(schemas.SERVER_STARTED, EVENT)
+        samples.append((clock() - t0) / 1000)
+    trail.drain(timeout=600)
+    trail.stop()
+    return {
+        "p50_us": round(statistics.median(samples), 1),
+        "p99_us": round(percentile(samples, 0.99), 1),
+    }
+
+
+def delivery(spool_dir: Path, store: Path, events: int) -> dict:
+    """Spool -> SQLite throughput from a full spool, against a raw insert of the same rows."""
+    spool = Spool(spool_dir, segment_bytes=8 * 2**20)
+    shipper = Shipper(spool, SQLiteSink(str(store), name="bench"), batch=500, idle=0.01)
+    start = time.perf_counter()
+    shipper.start()
+    assert shipper.drain(events, timeout=600)
+    shipped = events / (time.perf_counter() - start)
+    shipper.stop()
+    records = spool.read_after(0, events)
+    spool.close()
+    raw = sqlite3.connect(store.with_name("raw.sqlite"))
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.executescript(SCHEMA)
+    start = time.perf_counter()
+    for i in range(0, len(records), 500):
+        with raw:
+            raw.executemany(
+                "INSERT OR IGNORE INTO audit_events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [row(r) for r in records[i : i + 500]],
+            )
+    direct = len(records) / (time.perf_counter() - start)
+    raw.close()
+    return {
+        "events_per_s": round(shipped),
+        "raw_events_per_s": round(direct),
+        "ratio": round(shipped / direct, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("SOVEREIGN_AUDIT_HMAC_KEY", "benchmark-key-" + "0" * 32)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        alone = emit_latency(root / "alone", args.events, [])
+        shipping = emit_latency(
+            root / "shipping", args.events, [{"type": "sqlite", "path": str(root / "s.sqlite")}]
+        )
+        rate = delivery(root / "alone", root / "d.sqlite", args.events)
+    report = {
+        "events": args.events,
+        "emit_alone": alone,
+        "emit_with_in_process_shipper": shipping,
+        "target_emit_p99_us": 50,
+        "sqlite_delivery": rate,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"emit, {args.events:,} events: p50 {alone['p50_us']} µs, "
+            f"p99 {alone['p99_us']} µs alone; p50 {shipping['p50_us']} µs, "
+            f"p99 {shipping['p99_us']} µs while a shipper thread delivers (target p99 <= 50 µs)"
+        )
+        print(
+            f"delivery spool -> SQLite: {rate['events_per_s']:,} events/s; raw batched insert "
+            f"of the same rows {rate['raw_events_per_s']:,} events/s; ratio {rate['ratio']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
