@@ -10,6 +10,9 @@ from . import schemas
 from .trail import AuditTrail
 
 _SCHEMA = {
+    "login": schemas.LOGIN,
+    "login_denied": schemas.LOGIN_DENIED,
+    "logout": schemas.LOGOUT,
     "spawn_requested": schemas.SPAWN_REQUESTED,
     "spawn_denied": schemas.SPAWN_DENIED,
     "server_started": schemas.SERVER_STARTED,
@@ -31,6 +34,13 @@ _PLACEMENT = (
 
 def event_data(event: SessionEvent) -> dict[str, Any]:
     data: dict[str, Any] = {"actor": event.user, "subject": event.user}
+    if event.kind == "login":
+        return {**data, "groups": sorted(event.groups)[:500], "admin": bool(event.admin)}
+    if event.kind == "login_denied":
+        code, message = event.reasons[0] if event.reasons else ("denied", event.detail or "")
+        return {**data, "reason_code": code[:64], "reason": message[:2000]}
+    if event.kind == "logout":
+        return data
     if event.kind != "image_pin_changed":
         data["server"] = event.server
     if event.kind == "spawn_requested":

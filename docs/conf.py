@@ -8,6 +8,7 @@ import yaml
 
 from sovereign_hub import __version__
 from sovereign_hub.audit.schemas import schema_files
+from sovereign_hub.authenticator import SovereignAuthenticator
 from sovereign_hub.cli import build_parser
 from sovereign_hub.policy.schema import reference_markdown
 from sovereign_hub.spawner import SovereignSpawner
@@ -78,3 +79,4 @@ _write_if_changed(_GENERATED / "policy-fields.md", reference_markdown())
 _write_if_changed(_GENERATED / "cli.md", _cli_help())
 _write_if_changed(_GENERATED / "spawner-traits.md", _traits_table(SovereignSpawner))
 _write_if_changed(_GENERATED / "audit-events.md", _audit_events())
+_write_if_changed(_GENERATED / "authenticator-traits.md", _traits_table(SovereignAuthenticator))

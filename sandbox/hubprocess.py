@@ -38,11 +38,13 @@ class Hub:
     ``self.token`` belongs to a service with the admin role, for the REST API.
     """
 
-    def __init__(self, workdir: Path, config: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, config: str, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
         if not CHP.exists():
             raise RuntimeError(f"{CHP} is missing: run `npm ci` (make install does)")
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
         self.hub_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16)

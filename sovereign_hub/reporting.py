@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 SessionEventKind = Literal[
+    "login",
+    "login_denied",
+    "logout",
     "spawn_requested",
     "spawn_denied",
     "server_started",
@@ -46,6 +49,8 @@ class SessionEvent:
     reasons: tuple[tuple[str, str], ...] = ()
     stop_reason: StopReason | None = None
     detail: str | None = None
+    groups: tuple[str, ...] = ()
+    admin: bool | None = None
     request: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,83 @@
+"""What the identity provider says about a user, read defensively.
+
+Pure functions: every odd shape a provider can send (a missing groups claim,
+a string instead of a list, non-strings, thousands of groups) has one
+defined outcome, never an exception that would become a 500.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+USERNAME = re.compile(r"^[^\s/\\?#%\x00-\x1f]{1,128}$")
+
+
+def claim(data: Mapping[str, Any], path: str) -> Any:
+    """``claim(d, "org.department")`` → ``d["org"]["department"]``, or None."""
+    value: Any = data
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Groups:
+    names: frozenset[str]
+    notes: tuple[str, ...] = field(default=())
+    """Why the raw claim was not taken as is (for the log)."""
+
+
+def groups_from(value: Any, *, keep: Iterable[str] | None = None, limit: int = 1000) -> Groups:
+    """Normalise a groups claim.
+
+    Missing or null: no groups. A string: one group (some providers send a
+    single group that way). A list: its non-empty strings, others ignored.
+    More than ``limit``: only those in ``keep`` (the groups the hub uses).
+    """
+    notes: list[str] = []
+    if value is None:
+        return Groups(frozenset(), ("the groups claim is missing",))
+    if isinstance(value, str):
+        values: list[Any] = [value]
+        notes.append("the groups claim is a single string")
+    elif isinstance(value, list | tuple):
+        values = list(value)
+    else:
+        return Groups(frozenset(), (f"the groups claim is a {type(value).__name__}, not a list",))
+    names = {v.strip() for v in values if isinstance(v, str) and v.strip() and len(v) <= 256}
+    if len(names) != len(values):
+        notes.append(
+            f"{len(values) - len(names)} group value(s) were not usable text and were ignored"
+        )
+    if len(names) > limit:
+        wanted = set(keep or ())
+        notes.append(
+            f"{len(names)} groups exceed the limit of {limit}: only those the hub uses are kept"
+        )
+        names &= wanted
+    return Groups(frozenset(names), tuple(notes))
+
+
+def attributes_from(data: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, list[str]]:
+    """Policy attributes (e.g. ``country``) from the claims named in ``mapping``."""
+    out: dict[str, list[str]] = {}
+    for name, path in mapping.items():
+        value = claim(data, path)
+        values = value if isinstance(value, list | tuple) else [value]
+        kept = [str(v) for v in values if isinstance(v, str | int) and not isinstance(v, bool)][:50]
+        if kept:
+            out[name] = kept
+    return out
+
+
+def username_from(data: Mapping[str, Any], path: str) -> str | None:
+    """The username claim, if it is text a hub URL and a Kubernetes label slug can carry."""
+    value = claim(data, path)
+    if not isinstance(value, str) or not USERNAME.match(value.strip()):
+        return None
+    return value.strip().lower()

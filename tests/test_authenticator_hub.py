@@ -1,0 +1,151 @@
+"""SovereignAuthenticator end to end: a real OIDC provider process and a real hub.
+
+The provider is oidc-provider-mock on loopback (nonces required); the browser
+is a requests session that follows the redirects and posts the provider's
+login form, as a person would.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from urllib.parse import urljoin
+
+import pytest
+import requests
+
+from sovereign_hub.sandbox.hubprocess import Hub, free_port
+from sovereign_hub.sandbox.oidc import OidcProvider
+from tests.conftest import ROOT
+
+USERS = [
+    {"sub": "ana", "preferred_username": "ana", "groups": ["eu-researchers"], "country": "DE"},
+    {"sub": "carol", "preferred_username": "carol", "groups": ["contractors"]},
+    {"sub": "ada", "preferred_username": "ada", "groups": ["platform-admins"]},
+    {"sub": "bob", "preferred_username": "bob", "groups": ["us-analysts"]},
+    {"sub": "weird", "preferred_username": "has/slash", "groups": "eu-researchers"},
+]
+
+
+@pytest.fixture
+def provider(tmp_path):
+    p = OidcProvider(USERS, tmp_path / "oidc.log")
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def hub(provider, tmp_path):
+    port = free_port()
+    config = f"""
+c.JupyterHub.authenticator_class = "sovereign"
+c.SovereignAuthenticator.issuer = {provider.issuer!r}
+c.SovereignAuthenticator.client_id = "jupyterhub"
+c.SovereignAuthenticator.client_secret = "not-a-real-secret"
+c.SovereignAuthenticator.oauth_callback_url = "http://127.0.0.1:{port}/hub/oauth_callback"
+c.SovereignAuthenticator.policy_file = {str(ROOT / "examples" / "policy.yaml")!r}
+c.SovereignAuthenticator.attribute_claims = {{"country": "country"}}
+c.SovereignAuthenticator.admin_groups = {{"platform-admins"}}
+c.SovereignAuthenticator.auth_refresh_age = 1
+c.JupyterHub.redirect_to_server = False  # these tests are about logging in, not spawning
+"""
+    h = Hub(
+        tmp_path / "hub", config, env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)}, port=port
+    )
+    yield h
+    h.stop()
+
+
+def login(hub: Hub, sub: str) -> requests.Response:
+    """The browser's walk: hub -> provider's login form -> post the user -> back to the hub."""
+    session = requests.Session()
+    page = session.get(f"{hub.url}/hub/oauth_login", timeout=30)
+    assert "/oauth2/authorize" in page.url, page.url
+    assert "nonce=" in page.url
+    assert "code_challenge=" in page.url
+    form_action = re.search(r'<form[^>]*action="([^"]*)"', page.text)
+    action = (
+        urljoin(page.url, form_action.group(1))
+        if form_action and form_action.group(1)
+        else page.url
+    )
+    response = session.post(action, data={"sub": sub, "action": "allow"}, timeout=30)
+    response.session = session  # type: ignore[attr-defined]
+    return response
+
+
+def user_model(hub: Hub, name: str) -> dict:
+    return hub.api("GET", f"/users/{name}").json()
+
+
+def test_an_entitled_user_logs_in_with_groups_and_attributes(hub):
+    response = login(hub, "ana")
+    assert response.status_code == 200, response.text[-2000:]
+    assert response.url.startswith(hub.url)
+    model = user_model(hub, "ana")
+    assert model["groups"] == ["eu-researchers"]
+    assert model["admin"] is False
+    assert model["auth_state"]["sovereign"] == {"attributes": {"country": ["DE"]}}
+    assert "login" in hub.logs()
+
+
+def test_a_user_with_no_entitlement_gets_a_clear_page(hub):
+    response = login(hub, "carol")
+    assert response.status_code == 403
+    assert "none of your groups gives access to this hub" in response.text
+    assert "Traceback" not in response.text
+    assert "login_denied" in hub.logs()
+
+
+def test_admin_comes_from_the_admin_group(hub, provider):
+    assert login(hub, "ada").status_code == 200
+    assert user_model(hub, "ada")["admin"] is True
+    # Removing the group revokes admin at the next login.
+    provider.set_user({"sub": "ada", "preferred_username": "ada", "groups": ["eu-researchers"]})
+    assert login(hub, "ada").status_code == 200
+    assert user_model(hub, "ada")["admin"] is False
+
+
+def test_groups_change_between_logins(hub, provider):
+    assert login(hub, "bob").status_code == 200
+    assert user_model(hub, "bob")["groups"] == ["us-analysts"]
+    provider.set_user(
+        {"sub": "bob", "preferred_username": "bob", "groups": ["eu-researchers", "us-analysts"]}
+    )
+    assert login(hub, "bob").status_code == 200
+    assert sorted(user_model(hub, "bob")["groups"]) == ["eu-researchers", "us-analysts"]
+    provider.set_user({"sub": "bob", "preferred_username": "bob", "groups": []})
+    assert login(hub, "bob").status_code == 403
+
+
+def test_refresh_rereads_the_providers_claims(hub, provider):
+    response = login(hub, "ana")
+    session = response.session  # type: ignore[attr-defined]
+    provider.set_user(
+        {
+            "sub": "ana",
+            "preferred_username": "ana",
+            "groups": ["eu-researchers", "us-analysts"],
+            "country": "FR",
+        }
+    )
+    time.sleep(1.5)  # past auth_refresh_age
+    assert session.get(f"{hub.url}/hub/home", timeout=30).status_code == 200
+    model = user_model(hub, "ana")
+    assert sorted(model["groups"]) == ["eu-researchers", "us-analysts"]
+    assert model["auth_state"]["sovereign"]["attributes"] == {"country": ["FR"]}
+
+
+def test_an_unusable_username_is_refused_not_a_500(hub):
+    response = login(hub, "weird")
+    assert response.status_code == 403
+    assert "is not a usable username" in response.text
+
+
+def test_a_provider_that_is_down_gives_a_clear_503(hub, provider):
+    provider.stop()
+    response = requests.get(f"{hub.url}/hub/oauth_login", timeout=30)
+    assert response.status_code == 503
+    assert "The identity provider" in response.text
+    assert "is unreachable" in response.text
