@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum | cut -d' ' -f1)
 
-.PHONY: install sandbox test lint unit docs bench clean
+.PHONY: install sandbox preview test lint unit docs bench clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml package-lock.json
 install: $(STAMP)
 
 sandbox: $(STAMP)
+	@$(BIN)/python -m sovereign_hub.sandbox
+
+preview: $(STAMP)
 	@$(BIN)/python -m sovereign_hub.sandbox.preview examples/policy.yaml
 
 lint: $(STAMP)
@@ -36,6 +39,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_policy.py
 	$(BIN)/python benchmarks/bench_kube.py
 	$(BIN)/python benchmarks/bench_spawner.py
+	$(BIN)/python benchmarks/bench_audit.py
+	$(BIN)/python benchmarks/bench_sandbox.py
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache

@@ -74,7 +74,11 @@ c.JupyterHub.cleanup_servers = True
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self._wait_healthy()
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()  # never leave a half-started hub (and its proxy) behind
+            raise
 
     def _wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

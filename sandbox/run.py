@@ -1,0 +1,185 @@
+"""The sandbox: the whole of Sovereign Hub on one machine, with Kubernetes emulated.
+
+``make sandbox`` (or ``python -m sovereign_hub.sandbox``) starts, all on
+127.0.0.1: an OpenID Connect provider with the demo users, the emulated
+Kubernetes (API server, scheduler, process kubelet) with a two-region node
+inventory, and JupyterHub with its proxy, the Sovereign spawner and
+authenticator, the example policy and the audit trail in SQLite. Ctrl-C stops
+everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sovereign_hub.policy import PolicyError, load_policy
+
+from .hubprocess import Hub, free_port
+from .kube.cluster import Cluster
+from .kube.inventory import InventoryError, load_inventory
+from .oidc import OidcProvider
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    sub: str
+    groups: tuple[str, ...]
+    country: str
+    shows: str
+
+
+DEMO_USERS = (
+    DemoUser("ana", ("eu-researchers",), "DE", "EU researcher: GPU profiles, EU region only"),
+    DemoUser("bob", ("us-analysts",), "US", "US analyst: CPU only, US region only"),
+    DemoUser("carol", ("contractors",), "NL", "no entitlement: refused with a clear page"),
+    DemoUser("ada", ("platform-admins",), "DE", "platform admin: the hub's admin panel"),
+    DemoUser(
+        "sam",
+        ("security-auditors",),
+        "DE",
+        "security auditor: may log in to review the audit trail",
+    ),
+)
+
+
+def hub_config(*, issuer: str, port: int, policy: Path, cluster: Cluster, state: Path) -> str:
+    singleuser = Path(sys.executable).with_name("jupyterhub-singleuser")
+    root_args = ["--allow-root"] if os.geteuid() == 0 else []
+    return f"""
+c.JupyterHub.authenticator_class = "sovereign"
+c.SovereignAuthenticator.issuer = {issuer!r}
+c.SovereignAuthenticator.client_id = "sovereign-sandbox"
+c.SovereignAuthenticator.client_secret = "sandbox-only-secret"
+c.SovereignAuthenticator.oauth_callback_url = "http://127.0.0.1:{port}/hub/oauth_callback"
+c.SovereignAuthenticator.policy_file = {str(policy)!r}
+c.SovereignAuthenticator.attribute_claims = {{"country": "country"}}
+c.SovereignAuthenticator.admin_groups = {{"platform-admins"}}
+c.SovereignAuthenticator.auditor_groups = {{"security-auditors"}}
+
+c.JupyterHub.spawner_class = "sovereign"
+c.SovereignSpawner.policy_file = {str(policy)!r}
+c.SovereignSpawner.namespace = {cluster.namespace!r}
+c.SovereignSpawner.cmd = [{str(singleuser)!r}]
+c.SovereignSpawner.args = {root_args!r}
+c.SovereignSpawner.default_url = "/lab"
+c.SovereignSpawner.start_timeout = 120
+
+c.AuditTrail.spool_dir = {str(state / "audit-spool")!r}
+c.AuditTrail.hmac_key_file = {str(state / "audit-hmac-key")!r}
+c.AuditTrail.hub_instance = "sandbox"
+c.AuditTrail.sinks = [{{"type": "sqlite", "path": {str(state / "audit.sqlite")!r}}}]
+from sovereign_hub.audit import hub_reporter
+c.SovereignSpawner.reporter = c.SovereignAuthenticator.reporter = hub_reporter(c)
+"""
+
+
+def banner(url: str, issuer: str, cluster: Cluster, state: Path) -> str:
+    users = "\n".join(f"    {u.sub:6} {u.shows}" for u in DEMO_USERS)
+    return f"""
+  Sovereign Hub sandbox is running.
+  ============================================================================
+  NOTE: Kubernetes is EMULATED here (an API server, scheduler and a process
+  kubelet on this machine: notebook "pods" are local processes). Production
+  runs on a real cluster with `helm install`.
+
+  Open:        {url}
+  Log in as (type the name on the provider's page, no password):
+{users}
+
+  Identity provider:  {issuer}
+  Kubernetes API:     {cluster.server}   (KUBECONFIG={cluster.kubeconfig})
+  Audit trail:        .venv/bin/sovhub audit query {state / "audit.sqlite"}
+                      SOVEREIGN_AUDIT_HMAC_KEY=$(cat {state / "audit-hmac-key"}) \\
+                        .venv/bin/sovhub audit verify {state / "audit.sqlite"}
+
+  Press Ctrl-C to stop everything.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sovereign_hub.sandbox", description=__doc__)
+    parser.add_argument(
+        "--policy", default=str(ROOT / "examples" / "policy.yaml"), help="policy file"
+    )
+    parser.add_argument("--nodes", default=str(HERE / "nodes.yaml"), help="node inventory (YAML)")
+    parser.add_argument("--port", type=int, default=8000, help="port of the hub (default 8000)")
+    parser.add_argument("--state-dir", default=".sandbox", help="where the sandbox keeps its state")
+    args = parser.parse_args(argv)
+
+    policy = Path(args.policy).resolve()
+    try:
+        load_policy(policy)
+        inventory = load_inventory(args.nodes)
+    except (PolicyError, InventoryError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    state = Path(args.state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    key = state / "audit-hmac-key"
+    if not key.exists():
+        key.write_text(secrets.token_hex(32))
+        key.chmod(0o600)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    started = time.monotonic()
+    users = [
+        {"sub": u.sub, "preferred_username": u.sub, "groups": list(u.groups), "country": u.country}
+        for u in DEMO_USERS
+    ]
+    provider = OidcProvider(users, state / "oidc.log")
+    cluster: Cluster | None = None
+    hub: Hub | None = None
+    try:
+        cluster = Cluster(inventory, state / "kube").start()
+        env = {"KUBECONFIG": str(cluster.kubeconfig), "JUPYTERHUB_CRYPT_KEY": _crypt_key(state)}
+        config = hub_config(
+            issuer=provider.issuer, port=args.port, policy=policy, cluster=cluster, state=state
+        )
+        hub = Hub(state / "hub", config, env=env, port=args.port)
+        print(banner(hub.url, provider.issuer, cluster, state))
+        print(
+            f"  (started in {time.monotonic() - started:.1f} s; hub log: {hub.log_path})",
+            flush=True,
+        )
+        while not stop.wait(1.0):
+            if hub.process.poll() is not None:
+                print(
+                    f"jupyterhub exited ({hub.process.returncode}); see {hub.log_path}",
+                    file=sys.stderr,
+                )
+                return 1
+        return 0
+    finally:
+        print("\n  Stopping: hub, notebook servers, Kubernetes, identity provider…", flush=True)
+        if hub is not None:
+            hub.stop()
+        if cluster is not None:
+            cluster.stop()
+        provider.stop()
+        print("  Stopped.", flush=True)
+
+
+def _crypt_key(state: Path) -> str:
+    path = state / "crypt-key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

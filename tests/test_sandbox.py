@@ -1,0 +1,150 @@
+"""The README's first command: the whole sandbox, used as a newcomer would (over HTTP).
+
+Kubernetes is emulated by the sandbox itself. The browser is a requests
+session that follows redirects and posts the provider's login form and the
+spawn form; the headless-Chromium walk-through belongs to the browser test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urljoin
+
+import pytest
+import requests
+
+from sovereign_hub.audit.store import read
+from sovereign_hub.sandbox.hubprocess import free_port
+
+SOVHUB = Path(sys.executable).with_name("sovhub")
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    port = free_port()
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sovereign_hub.sandbox",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    deadline = time.monotonic() + 90
+    for line in proc.stdout:  # type: ignore[union-attr]
+        lines.append(line)
+        if "Press Ctrl-C" in line or time.monotonic() > deadline:
+            break
+    banner = "".join(lines)
+    assert "Kubernetes is EMULATED" in banner, banner
+    issuer = re.search(r"Identity provider:\s+(\S+)", banner).group(1)  # type: ignore[union-attr]
+    yield {
+        "url": f"http://127.0.0.1:{port}",
+        "port": port,
+        "state": state,
+        "proc": proc,
+        "issuer": issuer,
+    }
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+
+
+def login(url: str, user: str) -> tuple[requests.Session, requests.Response]:
+    session = requests.Session()
+    page = session.get(f"{url}/hub/oauth_login", timeout=30)
+    action = re.search(r'<form[^>]*action="([^"]*)"', page.text)
+    target = urljoin(page.url, action.group(1)) if action and action.group(1) else page.url
+    return session, session.post(target, data={"sub": user, "action": "allow"}, timeout=60)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_sandbox_end_to_end_and_a_clean_stop(sandbox):
+    url = sandbox["url"]
+    # The EU researcher starts the GPU profile from the spawn form and gets JupyterLab.
+    ana, page = login(url, "ana")
+    assert page.status_code == 200
+    form = ana.get(f"{url}/hub/spawn", timeout=30).content.decode()
+    assert 'value="gpu-a100"' in form
+    data = {
+        "profile": "gpu-a100",
+        "region-gpu-a100": "eu",
+        "_xsrf": ana.cookies.get("_xsrf", path="/hub/"),
+    }
+    started = ana.post(f"{url}/hub/spawn", data=data, timeout=60, allow_redirects=False)
+    assert started.status_code == 302, started.text[-1500:]
+    for _ in range(240):
+        lab = ana.get(f"{url}/user/ana/lab", timeout=30)
+        if lab.status_code == 200 and "JupyterLab" in lab.text:
+            break
+        time.sleep(0.5)
+    assert lab.status_code == 200
+    assert "JupyterLab" in lab.text
+
+    # The US analyst's form has no GPU profile, and forging one is refused on the form.
+    bob, _ = login(url, "bob")
+    form = bob.get(f"{url}/hub/spawn", timeout=30).content.decode()
+    assert 'value="gpu-a100"' not in form
+    forged = bob.post(
+        f"{url}/hub/spawn",
+        data={"profile": "gpu-a100", "_xsrf": bob.cookies.get("_xsrf", path="/hub/")},
+        timeout=60,
+    )
+    assert forged.status_code == 403
+    assert "is not available to you" in forged.content.decode()
+
+    # The user with no entitlement gets the clear page.
+    _, carol = login(url, "carol")
+    assert carol.status_code == 403
+    assert "none of your groups gives access" in carol.text
+
+    # The audit trail has it all, and its chain verifies.
+    store = sandbox["state"] / "audit.sqlite"
+    for _ in range(50):
+        kinds = {r["schema"].split("/")[-2] for r in read(str(store))} if store.exists() else set()
+        if {"login", "login-denied", "server-started", "spawn-denied"} <= kinds:
+            break
+        time.sleep(0.2)
+    assert {"login", "login-denied", "server-started", "spawn-denied"} <= kinds
+    key = (sandbox["state"] / "audit-hmac-key").read_text()
+    verified = subprocess.run(
+        [str(SOVHUB), "audit", "verify", str(store)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SOVEREIGN_AUDIT_HMAC_KEY": key},
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout
+
+    # Ctrl-C stops everything it started.
+    proc = sandbox["proc"]
+    pod_ips = [r["data"].get("node") for r in read(str(store))]
+    assert pod_ips
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    issuer_port = int(sandbox["issuer"].rsplit(":", 1)[1])
+    assert not listening(sandbox["port"])
+    assert not listening(issuer_port)
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(sandbox["state"])], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout.strip() == ""
