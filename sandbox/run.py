@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sovereign_hub.policy import PolicyError, load_policy
 
-from .hubprocess import Hub, free_port
+from .hubprocess import Hub
 from .kube.cluster import Cluster
 from .kube.inventory import InventoryError, load_inventory
 from .oidc import OidcProvider
