@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class ProcessKubelet:
         namespace: str | None = None,
         entrypoints: dict[str, list[str]] | None = None,
         first_ip: int = 2,
+        ip_block: int | None = None,
         base_env: dict[str, str] | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
@@ -112,6 +114,10 @@ class ProcessKubelet:
         self.pods: dict[str, PodRuntime] = {}
         self._next_ip = first_ip
         self._free_ips: list[str] = []
+        # Each kubelet draws addresses from its own 127.N.0.0/16, chosen at
+        # random, so two emulated clusters on one machine (a sandbox and a test
+        # run) do not hand the same address to two pods.
+        self._block = ip_block if ip_block is not None else secrets.randbelow(250) + 2
         if namespace is None:
             self.informer = Informer(self.core.list_pod_for_all_namespaces, self._on_change)
         else:
@@ -139,7 +145,7 @@ class ProcessKubelet:
             return self._free_ips.pop(0)
         n = self._next_ip
         self._next_ip += 1
-        return f"127.0.{n // 254}.{n % 254 + 1}" if n >= 254 else f"127.0.0.{n}"
+        return f"127.{self._block}.{n // 254}.{n % 254 + 1}"
 
     # -- reconciling --------------------------------------------------------
     async def _on_change(self, kind: str, pod: dict[str, Any] | None) -> None:

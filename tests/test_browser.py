@@ -1,0 +1,97 @@
+"""The sandbox in a real browser: headless Debian Chromium driven by Playwright.
+
+Kubernetes is emulated by the sandbox. Playwright never downloads a browser:
+it drives /usr/bin/chromium with the flags DESIGN.md gives. Screenshots are
+saved under test-artifacts/ for review.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_sandbox import sandbox  # noqa: F401 - the running sandbox fixture
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        "Debian's chromium is not installed (make test installs it: apt-get install chromium)",
+        allow_module_level=True,
+    )
+sync_playwright = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed"
+).sync_playwright
+
+
+@pytest.fixture
+def browser():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+def sign_in(browser, url: str, user: str):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(f"{url}/hub/oauth_login")
+    page.fill("input[name=sub]", user)
+    page.screenshot(path=str(ARTIFACTS / f"{user}-01-provider-login.png"))
+    page.click("button:has-text('Authorize')")
+    page.wait_for_load_state()
+    return page
+
+
+def test_researcher_runs_a_notebook_on_a_gpu_profile(browser, sandbox):  # noqa: F811
+    page = sign_in(browser, sandbox["url"], "ana")
+    page.wait_for_selector("#profile-gpu-a100")
+    page.screenshot(path=str(ARTIFACTS / "ana-02-spawn-form.png"), full_page=True)
+    assert page.is_visible("text=1 × NVIDIA A100 40 GB")
+    page.check("#profile-gpu-a100")
+    page.click("#spawn_form button[type=submit]")
+    page.wait_for_url("**/user/ana/lab**", timeout=120_000)
+    page.wait_for_selector(".jp-LauncherCard", timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "ana-03-jupyterlab.png"))
+    page.click(".jp-LauncherCard[data-category='Notebook']")
+    # Locators, not element handles: JupyterLab re-renders cells as it loads.
+    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+    editor.wait_for(timeout=60_000)
+    # A cell run before the kernel is connected is not run at all: wait for it, as a person would.
+    page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=90_000)
+    editor.click()
+    page.keyboard.type("print(6 * 7)")
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-OutputArea-output", has_text="42").first
+    try:
+        output.wait_for(timeout=90_000)
+    finally:
+        page.screenshot(path=str(ARTIFACTS / "ana-04-after-run.png"))
+    assert output.inner_text().strip() == "42"
+    page.screenshot(path=str(ARTIFACTS / "ana-04-cell-output.png"))
+
+
+def test_analyst_sees_no_gpu_profile_and_unentitled_user_sees_why(browser, sandbox):  # noqa: F811
+    bob = sign_in(browser, sandbox["url"], "bob")
+    bob.wait_for_selector("#profile-cpu-small")
+    assert bob.query_selector("#profile-gpu-a100") is None
+    assert bob.is_visible("text=United States (Virginia)")
+    bob.screenshot(path=str(ARTIFACTS / "bob-02-spawn-form.png"), full_page=True)
+    carol = sign_in(browser, sandbox["url"], "carol")
+    assert carol.is_visible("text=none of your groups gives access to this hub")
+    carol.screenshot(path=str(ARTIFACTS / "carol-02-no-access.png"), full_page=True)
