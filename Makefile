@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser sandbox preview test lint unit docs bench clean
+.PHONY: install browser sandbox test lint unit docs bench clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,6 @@ install: $(STAMP)
 
 sandbox: $(STAMP)
 	@$(BIN)/python -m sovereign_hub.sandbox
-
-preview: $(STAMP)
-	@$(BIN)/python -m sovereign_hub.sandbox.preview examples/policy.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,26 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urljoin
 
 import requests
 
 from sovereign_hub.sandbox.hubprocess import free_port
+from sovereign_hub.sandbox.oidc import login_via_provider
 
 
 def login(url: str, user: str) -> requests.Session:
-    session = requests.Session()
-    page = session.get(f"{url}/hub/oauth_login", timeout=30)
-    action = re.search(r'<form[^>]*action="([^"]*)"', page.text)
-    target = urljoin(page.url, action.group(1)) if action and action.group(1) else page.url
-    session.post(target, data={"sub": user, "action": "allow"}, timeout=60).raise_for_status()
+    session, response = login_via_provider(url, user)
+    response.raise_for_status()
     return session
 
 

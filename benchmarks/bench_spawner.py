@@ -38,9 +38,10 @@ from sovereign_hub.sandbox.kube.inventory import load_inventory
 from sovereign_hub.spawner import SovereignSpawner
 from sovereign_hub.spawner.identity import identity_from
 from sovereign_hub.spawner.options import parse_user_options
-from sovereign_hub.spawner.overlay import Home, plan_traits
+from sovereign_hub.spawner.overlay import MANAGED_TRAITS, Home, plan_traits
 from sovereign_hub.spawner.pvc import home_claim_name, make_home_pvc
 from sovereign_hub.spawner.quota import GpuLedger
+from sovereign_hub.spawner.security import RESTRICTED_DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_PATH = ROOT / "examples" / "policy.yaml"
@@ -49,29 +50,8 @@ SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
 
 
 PROFILES = ("gpu-a100", "cpu-small")
-TRAITS = (
-    "image",
-    "cpu_guarantee",
-    "cpu_limit",
-    "mem_guarantee",
-    "mem_limit",
-    "extra_resource_guarantees",
-    "extra_resource_limits",
-    "node_affinity_required",
-    "tolerations",
-    "extra_labels",
-    "extra_annotations",
-    "environment",
-    "volumes",
-    "volume_mounts",
-    "uid",
-    "gid",
-    "fs_gid",
-    "allow_privilege_escalation",
-    "automount_service_account_token",
-    "pod_security_context",
-    "container_security_context",
-)
+# What the plan and the secure defaults set: the stock spawner gets the same values.
+TRAITS = (*MANAGED_TRAITS, *RESTRICTED_DEFAULTS)
 
 
 async def prepare_ours(spawner: SovereignSpawner, ledger: GpuLedger, profile: str) -> None:

@@ -9,11 +9,13 @@ claims while it runs.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 
@@ -66,3 +68,17 @@ class OidcProvider:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self._log.close()
+
+
+def login_via_provider(
+    hub_url: str, sub: str, timeout: float = 60
+) -> tuple[requests.Session, requests.Response]:
+    """Log in to a hub as a browser would: follow it to the provider, post the user, come back.
+
+    Returns the session (with the hub's cookies) and the hub's final answer.
+    """
+    session = requests.Session()
+    page = session.get(f"{hub_url}/hub/oauth_login", timeout=timeout)
+    action = re.search(r'<form[^>]*action="([^"]*)"', page.text)
+    target = urljoin(page.url, action.group(1)) if action and action.group(1) else page.url
+    return session, session.post(target, data={"sub": sub, "action": "allow"}, timeout=timeout)

@@ -15,13 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urljoin
 
 import pytest
 import requests
 
 from sovereign_hub.audit.store import read
 from sovereign_hub.sandbox.hubprocess import free_port
+from sovereign_hub.sandbox.oidc import login_via_provider
 
 SOVHUB = Path(sys.executable).with_name("sovhub")
 
@@ -66,11 +66,7 @@ def sandbox(tmp_path):
 
 
 def login(url: str, user: str) -> tuple[requests.Session, requests.Response]:
-    session = requests.Session()
-    page = session.get(f"{url}/hub/oauth_login", timeout=30)
-    action = re.search(r'<form[^>]*action="([^"]*)"', page.text)
-    target = urljoin(page.url, action.group(1)) if action and action.group(1) else page.url
-    return session, session.post(target, data={"sub": user, "action": "allow"}, timeout=60)
+    return login_via_provider(url, user)
 
 
 def listening(port: int) -> bool:
