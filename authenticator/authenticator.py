@@ -16,6 +16,7 @@ an enterprise deployment needs:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import hmac
@@ -26,9 +27,9 @@ from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLoginHandler, OAuthLogoutHandler
 from tornado import web
 from tornado.httpclient import HTTPClientError
-from traitlets import Dict, Instance, Integer, Set, Unicode, default
+from traitlets import Bool, Dict, Float, Instance, Integer, Set, Unicode, default
 
-from sovereign_hub.policy import PolicyError, load_policy
+from sovereign_hub.policy import Identity, PolicyError, entitlements, load_policy
 from sovereign_hub.reporting import LogReporter, Reporter, SessionEvent
 
 from .claims import attributes_from, claim, groups_from, username_from
@@ -128,6 +129,20 @@ class SovereignAuthenticator(GenericOAuthenticator):
         config=True,
         help="Receives login, login-refused and logout events (the spawner's reporter interface).",
     )
+    provider_timeout = Float(
+        10.0,
+        config=True,
+        help="""Seconds to wait for the provider's discovery document. A provider that is down
+        or slower than this gives users a 503 page saying it is unreachable.""",
+    )
+    stop_unentitled_servers = Bool(
+        False,
+        config=True,
+        help="""When a refresh (`auth_refresh_age`) shows that a user lost the entitlement to a
+        running server's profile or region, stop that server (reported as `server-stopped`
+        with reason `entitlement_lost`). Off: the loss applies from the next start.
+        Requires `policy_file`.""",
+    )
 
     @default("reporter")
     def _default_reporter(self) -> Reporter:
@@ -164,6 +179,7 @@ class SovereignAuthenticator(GenericOAuthenticator):
         super().__init__(**kwargs)
         self._nonce_key = secrets.token_bytes(32)
         self._verifier: IdTokenVerifier | None = None
+        self._stopping: set[asyncio.Future[Any]] = set()
 
     # -- discovery -------------------------------------------------------------
     async def discover(self) -> None:
@@ -173,7 +189,12 @@ class SovereignAuthenticator(GenericOAuthenticator):
             raise ProviderUnavailable("SovereignAuthenticator.issuer is not configured")
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
-            config = await self.httpfetch(url, label="discovery", request_timeout=10)
+            config = await self.httpfetch(
+                url,
+                label="discovery",
+                connect_timeout=self.provider_timeout,
+                request_timeout=self.provider_timeout,
+            )
         except (HTTPClientError, OSError) as exc:
             raise ProviderUnavailable(
                 f"The identity provider ({self.issuer}) is unreachable, so you cannot log in "
@@ -312,3 +333,46 @@ class SovereignAuthenticator(GenericOAuthenticator):
             )
         )
         return model  # type: ignore[no-any-return]
+
+    async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
+        model = await super().refresh_user(user, handler, **kwargs)
+        if self.stop_unentitled_servers and isinstance(model, dict) and handler is not None:
+            for name in self._unentitled_servers(user, model):
+                spawner = user.spawners[name]
+                allocation = getattr(spawner, "_allocation", None)
+                if isinstance(allocation, dict):
+                    allocation["stopped"] = "entitlement_lost"
+                self.log.warning(
+                    "stopping %s's server %r: its entitlement was lost", user.name, name
+                )
+                # In the background: the user's request must not wait for the stop.
+                task = asyncio.ensure_future(handler.stop_single_user(user, name))
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
+        return model
+
+    def _unentitled_servers(self, user: Any, model: dict[str, Any]) -> list[str]:
+        if not self.policy_file:
+            return []
+        try:
+            policy = load_policy(self.policy_file).policy
+        except PolicyError:
+            return []
+        attributes = ((model.get("auth_state") or {}).get("sovereign") or {}).get(
+            "attributes"
+        ) or {}
+        identity = Identity(
+            user.name,
+            frozenset(model.get("groups") or []),
+            {k: tuple(v) for k, v in attributes.items()},
+        )
+        granted = entitlements(identity, policy)
+        lost = []
+        for name, spawner in user.spawners.items():
+            allocation = getattr(spawner, "_allocation", None)
+            if not spawner.active or not isinstance(allocation, dict):
+                continue
+            grant = granted.get(str(allocation.get("profile")))
+            if grant is None or allocation.get("region") not in grant.regions:
+                lost.append(name)
+        return lost

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urljoin
 
 import pytest
@@ -141,6 +143,37 @@ def test_an_unusable_username_is_refused_not_a_500(hub):
     response = login(hub, "weird")
     assert response.status_code == 403
     assert "is not a usable username" in response.text
+
+
+def test_a_slow_provider_gives_a_clear_503(tmp_path):
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(5)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = f"""
+c.JupyterHub.authenticator_class = "sovereign"
+c.SovereignAuthenticator.issuer = "http://127.0.0.1:{server.server_port}"
+c.SovereignAuthenticator.client_id = "jupyterhub"
+c.SovereignAuthenticator.client_secret = "x"
+c.SovereignAuthenticator.provider_timeout = 2
+"""
+    hub = Hub(tmp_path / "hub", config, env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)})
+    try:
+        start = time.monotonic()
+        response = requests.get(f"{hub.url}/hub/oauth_login", timeout=30)
+        assert response.status_code == 503
+        assert "is unreachable" in response.text
+        assert time.monotonic() - start < 5  # the timeout, not the provider, decided
+    finally:
+        hub.stop()
+        server.shutdown()
 
 
 def test_a_provider_that_is_down_gives_a_clear_503(hub, provider):
