@@ -29,7 +29,7 @@ from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Dict, Float, Instance, Integer, Set, Unicode, default
 
-from sovereign_hub.policy import Identity, PolicyError, entitlements, load_policy
+from sovereign_hub.policy import Identity, PolicyError, cached_policy, entitlements
 from sovereign_hub.reporting import LogReporter, Reporter, SessionEvent
 
 from .claims import attributes_from, claim, groups_from, username_from
@@ -297,7 +297,7 @@ class SovereignAuthenticator(GenericOAuthenticator):
         if not self.policy_file:
             return set()
         try:
-            return set(load_policy(self.policy_file).policy.groups)
+            return set(cached_policy(self.policy_file).policy.groups)
         except PolicyError as exc:
             self.log.error("policy %s is invalid:\n%s", self.policy_file, exc)
             return set()
@@ -355,7 +355,7 @@ class SovereignAuthenticator(GenericOAuthenticator):
         if not self.policy_file:
             return []
         try:
-            policy = load_policy(self.policy_file).policy
+            policy = cached_policy(self.policy_file).policy
         except PolicyError:
             return []
         attributes = ((model.get("auth_state") or {}).get("sovereign") or {}).get(

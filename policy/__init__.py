@@ -22,7 +22,7 @@ from .decision import (
     Toleration,
     Usage,
 )
-from .load import LoadedPolicy, load_policy, parse_policy
+from .load import LoadedPolicy, cached_policy, load_policy, parse_policy
 from .model import Policy
 from .problems import PolicyError, Problem
 
@@ -46,6 +46,7 @@ __all__ = [
     "SpawnRequest",
     "Toleration",
     "Usage",
+    "cached_policy",
     "decide",
     "entitlements",
     "load_policy",

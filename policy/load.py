@@ -166,3 +166,21 @@ def load_policy(path: str | FsPath) -> LoadedPolicy:
     except OSError as exc:
         raise PolicyError(name, [Problem((), f"cannot read the file: {exc.strerror}")]) from None
     return parse_policy(data, name)
+
+
+_CACHE: dict[str, tuple[float, LoadedPolicy]] = {}
+
+
+def cached_policy(path: str | FsPath) -> LoadedPolicy:
+    """The policy at ``path``, read again only when the file changes.
+
+    For code that consults the policy on every request (spawns, logins): the
+    chart rolls the policy as a ConfigMap, so a new file means a new mtime.
+    An invalid file is never cached: every call raises its :class:`PolicyError`.
+    """
+    key = str(path)
+    mtime = FsPath(key).stat().st_mtime
+    cached = _CACHE.get(key)
+    if cached is None or cached[0] != mtime:
+        _CACHE[key] = (mtime, load_policy(key))
+    return _CACHE[key][1]

@@ -20,7 +20,6 @@ import copy
 import inspect
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -31,14 +30,13 @@ from traitlets import Bool, Instance, List, Unicode, default, validate
 from sovereign_hub.policy import (
     Denied,
     Identity,
-    LoadedPolicy,
     Pin,
     PodPlan,
     Policy,
     PolicyError,
     SpawnRequest,
+    cached_policy,
     entitlements,
-    load_policy,
 )
 from sovereign_hub.reporting import AuditUnavailable, LogReporter, Reporter, SessionEvent
 
@@ -59,23 +57,6 @@ class SpawnRefused(web.HTTPError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(status, message.replace("%", "%%"))
         self.jupyterhub_message = message
-
-
-class _PolicyCache:
-    """The policy file, reloaded when it changes (the chart rolls it as a ConfigMap)."""
-
-    def __init__(self) -> None:
-        self._loaded: dict[str, tuple[float, LoadedPolicy]] = {}
-
-    def get(self, path: str) -> LoadedPolicy:
-        mtime = Path(path).stat().st_mtime
-        cached = self._loaded.get(path)
-        if cached is None or cached[0] != mtime:
-            self._loaded[path] = (mtime, load_policy(path))
-        return self._loaded[path][1]
-
-
-_POLICIES = _PolicyCache()
 
 
 class SovereignSpawner(KubeSpawner):
@@ -210,7 +191,7 @@ class SovereignSpawner(KubeSpawner):
     # -- inputs ------------------------------------------------------------
     def policy(self) -> Policy:
         try:
-            return _POLICIES.get(self.policy_file).policy
+            return cached_policy(self.policy_file).policy
         except PolicyError as exc:
             self.log.error("policy %s is invalid:\n%s", self.policy_file, exc)
             raise SpawnRefused(

@@ -365,24 +365,28 @@ class ProcessKubelet:
         rt.mounts.sort(key=lambda m: len(m[0]), reverse=True)
 
     async def _secret_data(self, ns: str, name: str, optional: bool = False) -> dict[str, bytes]:
-        try:
-            secret = await rawapi.call(self.core.read_namespaced_secret, name, ns)
-        except ApiException as exc:
-            if exc.status == 404 and optional:
-                return {}
-            raise ConfigError("CreateContainerConfigError", f'secret "{name}" not found') from None
-        return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        data = await self._object_data(
+            self.core.read_namespaced_secret, "secret", ns, name, optional
+        )
+        return {k: base64.b64decode(v) for k, v in data.items()}
 
     async def _configmap_data(self, ns: str, name: str, optional: bool = False) -> dict[str, bytes]:
+        data = await self._object_data(
+            self.core.read_namespaced_config_map, "configmap", ns, name, optional
+        )
+        return {k: v.encode() for k, v in data.items()}
+
+    async def _object_data(
+        self, read: Any, kind: str, ns: str, name: str, optional: bool
+    ) -> dict[str, str]:
+        """The ``data`` of a Secret or ConfigMap; missing fails the container unless optional."""
         try:
-            configmap = await rawapi.call(self.core.read_namespaced_config_map, name, ns)
+            obj = await rawapi.call(read, name, ns)
         except ApiException as exc:
             if exc.status == 404 and optional:
                 return {}
-            raise ConfigError(
-                "CreateContainerConfigError", f'configmap "{name}" not found'
-            ) from None
-        return {k: v.encode() for k, v in (configmap.get("data") or {}).items()}
+            raise ConfigError("CreateContainerConfigError", f'{kind} "{name}" not found') from None
+        return dict(obj.get("data") or {})
 
     async def _container_env(
         self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any]
