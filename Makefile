@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser sandbox test lint unit docs bench clean
+.PHONY: install system sandbox test lint unit docs bench clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Debian's Chromium for the browser tests (Playwright drives it; it never downloads one).
-browser:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+# Debian packages the tests start for real: Chromium (Playwright drives it; it
+# never downloads one), PostgreSQL 15 and rsyslog with TLS (audit stores).
+SYSTEM_PACKAGES := chromium postgresql rsyslog rsyslog-openssl
 
-unit: $(STAMP) browser
+system:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$$missing; \
+	fi
+
+unit: $(STAMP) system
 	$(BIN)/python -m pytest
 
 docs: $(STAMP)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .sinks.postgresql import is_postgres_url
 
 
 class StoreError(ValueError):
@@ -24,7 +27,7 @@ class Filters:
     digest: str | None = None
 
 
-def _record(row: sqlite3.Row) -> dict[str, Any]:
+def _record(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "seq": row["seq"],
         "id": row["id"],
@@ -39,12 +42,17 @@ def _record(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def read(store: str, filters: Filters | None = None) -> Iterator[dict[str, Any]]:
-    """Records of ``store`` (a SQLite file, ``sqlite:///path``, or a JSON-lines export), in order.
+    """Records of ``store``, in order.
 
-    SQLite is read in each hub's chain order; an export in file order, so a
-    reordered export is visible to verification.
+    ``store`` is a PostgreSQL URL (``postgresql://…``), a SQLite file (or
+    ``sqlite:///path``), or a JSON-lines export. Databases are read in each
+    hub's chain order; an export in file order, so a reordered export is
+    visible to verification.
     """
     filters = filters or Filters()
+    if is_postgres_url(store):
+        yield from _read_postgres(store, filters)
+        return
     path = Path(store.removeprefix("sqlite:///"))
     if not path.exists():
         raise StoreError(f"{store}: no such audit store")
@@ -60,23 +68,7 @@ def read(store: str, filters: Filters | None = None) -> Iterator[dict[str, Any]]
                 if _matches(record, filters):
                     yield record
         return
-    clauses, params = [], []
-    for column, value in (
-        ("subject", filters.user),
-        ("event", filters.event),
-        ("region", filters.region),
-        ("digest", filters.digest),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if filters.since:
-        clauses.append("time >= ?")
-        params.append(filters.since)
-    if filters.until:
-        clauses.append("time < ?")
-        params.append(filters.until)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, params = _where(filters, "?")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
@@ -89,6 +81,59 @@ def read(store: str, filters: Filters | None = None) -> Iterator[dict[str, Any]]
         raise StoreError(f"{store}: not an audit store ({exc})") from None
     finally:
         db.close()
+
+
+def _where(filters: Filters, mark: str) -> tuple[str, list[str]]:
+    """A WHERE clause of fixed column names, with every value a bound parameter."""
+    clauses, params = [], []
+    for column, value in (
+        ("subject", filters.user),
+        ("event", filters.event),
+        ("region", filters.region),
+        ("digest", filters.digest),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            params.append(value)
+    if filters.since:
+        clauses.append(f"time >= {mark}")
+        params.append(filters.since)
+    if filters.until:
+        clauses.append(f"time < {mark}")
+        params.append(filters.until)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def _read_postgres(store: str, filters: Filters) -> Iterator[dict[str, Any]]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    where, params = _where(filters, "%s")
+    try:
+        db = psycopg.connect(store, connect_timeout=10, row_factory=dict_row)
+    except psycopg.Error as exc:
+        raise StoreError(f"{_redact(store)}: cannot connect ({exc})") from None
+    try:
+        # A named (server-side) cursor streams a trail of any size in pages.
+        with db.transaction(), db.cursor(name="sovhub_audit_read") as cur:
+            cur.itersize = 2000
+            cur.execute(f"SELECT * FROM audit_events {where} ORDER BY hub, seq", params)  # noqa: S608
+            yield from (_record(r) for r in cur)
+    except psycopg.errors.UndefinedTable:
+        raise StoreError(f"{_redact(store)}: not an audit store (no audit_events table)") from None
+    except psycopg.Error as exc:
+        raise StoreError(f"{_redact(store)}: {exc}") from None
+    finally:
+        db.close()
+
+
+def _redact(url: str) -> str:
+    """The URL without a password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _matches(record: dict[str, Any], f: Filters) -> bool:

@@ -86,6 +86,13 @@ class AuditTrail(LoggingConfigurable):
     shipper_idle = Float(
         0.05, config=True, help="Seconds a shipper waits for new records when it has none."
     )
+    retry_max_seconds = Float(
+        30.0,
+        config=True,
+        help="""Longest wait between a shipper's retries while its store is failing (the
+        wait doubles from 0.1 s up to this), so delivery resumes within this long of the
+        store's return.""",
+    )
 
     def start(self) -> AuditTrail:
         self._key = self._load_key()
@@ -102,7 +109,13 @@ class AuditTrail(LoggingConfigurable):
         self._dropped = 0
         self.emitted = 0
         self.shippers = [
-            Shipper(self.spool, make_sink(spec), batch=self.batch_size, idle=self.shipper_idle)
+            Shipper(
+                self.spool,
+                make_sink(spec),
+                batch=self.batch_size,
+                idle=self.shipper_idle,
+                backoff_max=self.retry_max_seconds,
+            )
             for spec in self.sinks
         ]
         for shipper in self.shippers:

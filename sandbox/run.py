@@ -20,12 +20,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sovereign_hub.audit.sinks.postgresql import is_postgres_url
 from sovereign_hub.policy import PolicyError, load_policy
 
 from .hubprocess import Hub
 from .kube.cluster import Cluster
 from .kube.inventory import InventoryError, load_inventory
 from .oidc import OidcProvider
+from .postgres import LocalPostgres
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -53,7 +55,15 @@ DEMO_USERS = (
 )
 
 
-def hub_config(*, issuer: str, port: int, policy: Path, cluster: Cluster, state: Path) -> str:
+def hub_config(
+    *, issuer: str, port: int, policy: Path, cluster: Cluster, state: Path, store: str = ""
+) -> str:
+    """The hub's configuration; ``store`` is a PostgreSQL URL or empty for SQLite in ``state``."""
+    sink = (
+        {"type": "postgresql", "dsn": store}
+        if store
+        else {"type": "sqlite", "path": str(state / "audit.sqlite")}
+    )
     singleuser = Path(sys.executable).with_name("jupyterhub-singleuser")
     root_args = ["--allow-root"] if os.geteuid() == 0 else []
     return f"""
@@ -78,13 +88,13 @@ c.SovereignSpawner.start_timeout = 120
 c.AuditTrail.spool_dir = {str(state / "audit-spool")!r}
 c.AuditTrail.hmac_key_file = {str(state / "audit-hmac-key")!r}
 c.AuditTrail.hub_instance = "sandbox"
-c.AuditTrail.sinks = [{{"type": "sqlite", "path": {str(state / "audit.sqlite")!r}}}]
+c.AuditTrail.sinks = [{sink!r}]
 from sovereign_hub.audit import hub_reporter
 c.SovereignSpawner.reporter = c.SovereignAuthenticator.reporter = hub_reporter(c)
 """
 
 
-def banner(url: str, issuer: str, cluster: Cluster, state: Path) -> str:
+def banner(url: str, issuer: str, cluster: Cluster, state: Path, store: str) -> str:
     users = "\n".join(f"    {u.sub:6} {u.shows}" for u in DEMO_USERS)
     return f"""
   Sovereign Hub sandbox is running.
@@ -99,9 +109,9 @@ def banner(url: str, issuer: str, cluster: Cluster, state: Path) -> str:
 
   Identity provider:  {issuer}
   Kubernetes API:     {cluster.server}   (KUBECONFIG={cluster.kubeconfig})
-  Audit trail:        .venv/bin/sovhub audit query {state / "audit.sqlite"}
+  Audit trail:        .venv/bin/sovhub audit query {store}
                       SOVEREIGN_AUDIT_HMAC_KEY=$(cat {state / "audit-hmac-key"}) \\
-                        .venv/bin/sovhub audit verify {state / "audit.sqlite"}
+                        .venv/bin/sovhub audit verify {store}
 
   Press Ctrl-C to stop everything.
 """
@@ -115,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", default=str(HERE / "nodes.yaml"), help="node inventory (YAML)")
     parser.add_argument("--port", type=int, default=8000, help="port of the hub (default 8000)")
     parser.add_argument("--state-dir", default=".sandbox", help="where the sandbox keeps its state")
+    parser.add_argument(
+        "--audit-store",
+        default="sqlite",
+        help="where the audit trail is stored: `sqlite` (default, in the state directory), "
+        "`postgresql` (start a local PostgreSQL server for this run, from Debian's package), "
+        "or a `postgresql://` URL of an existing database",
+    )
     args = parser.parse_args(argv)
 
     policy = Path(args.policy).resolve()
@@ -124,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     except (PolicyError, InventoryError) as exc:
         print(exc, file=sys.stderr)
         return 1
+    if args.audit_store not in ("sqlite", "postgresql") and not is_postgres_url(args.audit_store):
+        print(
+            f"--audit-store: {args.audit_store!r} is not `sqlite`, `postgresql` "
+            "or a postgresql:// URL",
+            file=sys.stderr,
+        )
+        return 2
     state = Path(args.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     key = state / "audit-hmac-key"
@@ -143,14 +167,30 @@ def main(argv: list[str] | None = None) -> int:
     provider = OidcProvider(users, state / "oidc.log")
     cluster: Cluster | None = None
     hub: Hub | None = None
+    database: LocalPostgres | None = None
     try:
+        if args.audit_store == "postgresql":
+            database = LocalPostgres()
+            database.__enter__()
+            store = database.url
+        elif is_postgres_url(args.audit_store):
+            store = args.audit_store
+        else:
+            store = ""
         cluster = Cluster(inventory, state / "kube").start()
         env = {"KUBECONFIG": str(cluster.kubeconfig), "JUPYTERHUB_CRYPT_KEY": _crypt_key(state)}
         config = hub_config(
-            issuer=provider.issuer, port=args.port, policy=policy, cluster=cluster, state=state
+            issuer=provider.issuer,
+            port=args.port,
+            policy=policy,
+            cluster=cluster,
+            state=state,
+            store=store,
         )
         hub = Hub(state / "hub", config, env=env, port=args.port)
-        print(banner(hub.url, provider.issuer, cluster, state))
+        print(
+            banner(hub.url, provider.issuer, cluster, state, store or str(state / "audit.sqlite"))
+        )
         print(
             f"  (started in {time.monotonic() - started:.1f} s; hub log: {hub.log_path})",
             flush=True,
@@ -170,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         if cluster is not None:
             cluster.stop()
         provider.stop()
+        if database is not None:
+            database.__exit__(None, None, None)
         print("  Stopped.", flush=True)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from kubernetes_asyncio import client, config
 
 from sovereign_hub.sandbox.kube.cluster import Cluster, write_kubeconfig
 from sovereign_hub.sandbox.kube.inventory import load_inventory
+from sovereign_hub.sandbox.postgres import LocalPostgres, PostgresUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_NODES = Path(__file__).parent / "data" / "nodes.yaml"
@@ -102,3 +104,29 @@ async def eventually(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def require_postgres() -> None:
+    """Skip, saying why, where PostgreSQL's server is missing; in CI its absence is a failure."""
+    try:
+        from sovereign_hub.sandbox.postgres import server_bin
+
+        server_bin()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must install PostgreSQL (make system): {exc}")
+        pytest.skip(f"needs a real PostgreSQL server: {exc}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """One real PostgreSQL 15 server on 127.0.0.1 for the session (Debian's binaries)."""
+    require_postgres()
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres_server: LocalPostgres) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.create_database(f"t_{uuid.uuid4().hex[:12]}")

@@ -19,15 +19,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from sovereign_hub.audit.store import read
+from sovereign_hub.audit.store import Filters, read
 from sovereign_hub.sandbox.hubprocess import free_port
 from sovereign_hub.sandbox.oidc import login_via_provider
+from tests.conftest import require_postgres
 
 SOVHUB = Path(sys.executable).with_name("sovhub")
 
 
-@pytest.fixture
-def sandbox(tmp_path):
+def launch(tmp_path: Path, *extra: str) -> dict:
+    """Start `python -m sovereign_hub.sandbox` and wait for its banner."""
     port = free_port()
     state = tmp_path / "state"
     proc = subprocess.Popen(
@@ -39,6 +40,7 @@ def sandbox(tmp_path):
             str(port),
             "--state-dir",
             str(state),
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -53,16 +55,28 @@ def sandbox(tmp_path):
     banner = "".join(lines)
     assert "Kubernetes is EMULATED" in banner, banner
     issuer = re.search(r"Identity provider:\s+(\S+)", banner).group(1)  # type: ignore[union-attr]
-    yield {
+    store = re.search(r"Audit trail:\s+\S+ audit query (\S+)", banner).group(1)  # type: ignore[union-attr]
+    return {
         "url": f"http://127.0.0.1:{port}",
         "port": port,
         "state": state,
         "proc": proc,
         "issuer": issuer,
+        "store": store,
     }
+
+
+def interrupt(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    running = launch(tmp_path)
+    yield running
+    interrupt(running["proc"])
 
 
 def login(url: str, user: str) -> tuple[requests.Session, requests.Response]:
@@ -144,3 +158,40 @@ def test_the_sandbox_end_to_end_and_a_clean_stop(sandbox):
         ["pgrep", "-f", str(sandbox["state"])], capture_output=True, text=True, check=False
     )
     assert leftovers.stdout.strip() == ""
+
+
+def test_the_sandbox_with_postgresql_as_the_audit_store(tmp_path):
+    """`--audit-store postgresql` starts a real local PostgreSQL; events land there."""
+    require_postgres()
+    running = launch(tmp_path, "--audit-store", "postgresql")
+    try:
+        store = running["store"]
+        assert store.startswith("postgresql://"), store
+        pg_port = int(re.search(r":(\d+)/", store).group(1))  # type: ignore[union-attr]
+        _, page = login(running["url"], "bob")
+        assert page.status_code == 200
+        login(running["url"], "carol")
+        deadline = time.monotonic() + 30
+        kinds: set[str] = set()
+        while time.monotonic() < deadline and not {"login", "login-denied"} <= kinds:
+            kinds = {r["schema"].rstrip("/").split("/")[-2] for r in read(store)}
+            time.sleep(0.5)
+        assert {"login", "login-denied"} <= kinds
+        logins = list(read(store, Filters(user="bob", event="login")))
+        assert logins
+        assert logins[0]["data"]["subject"] == "bob"
+    finally:
+        interrupt(running["proc"])
+    assert running["proc"].returncode == 0
+    assert not listening(pg_port), "the sandbox's PostgreSQL outlived it"
+
+
+def test_the_sandbox_refuses_an_unknown_audit_store(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "sovereign_hub.sandbox", "--audit-store", "mysql://db/x",
+         "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--audit-store" in done.stderr
+    assert "mysql://db/x" in done.stderr

@@ -10,9 +10,14 @@ from typing import Any
 
 from .base import Sink, SinkConfigError
 from .jsonl import JsonLinesSink
+from .postgresql import PostgreSQLSink
 from .sqlite import SQLiteSink
 
-SINKS: dict[str, type[Sink]] = {"sqlite": SQLiteSink, "jsonl": JsonLinesSink}
+SINKS: dict[str, type[Sink]] = {
+    "sqlite": SQLiteSink,
+    "postgresql": PostgreSQLSink,
+    "jsonl": JsonLinesSink,
+}
 
 
 def make_sink(spec: dict[str, Any]) -> Sink:
@@ -26,4 +31,12 @@ def make_sink(spec: dict[str, Any]) -> Sink:
     return SINKS[kind].from_options(options)
 
 
-__all__ = ["SINKS", "JsonLinesSink", "SQLiteSink", "Sink", "SinkConfigError", "make_sink"]
+__all__ = [
+    "SINKS",
+    "JsonLinesSink",
+    "PostgreSQLSink",
+    "SQLiteSink",
+    "Sink",
+    "SinkConfigError",
+    "make_sink",
+]

@@ -1,0 +1,155 @@
+"""PostgreSQL: the shared store for production hubs, deduplicated by event id.
+
+Each batch is one transaction: the rows are streamed with ``COPY`` into a
+session-local staging table, then moved into ``audit_events`` with
+``ON CONFLICT (id) DO NOTHING``, so a batch re-sent after a lost
+acknowledgement adds nothing. A different record claiming a (hub, seq) pair
+that is already stored is not ignored: the insert fails and the shipper keeps
+retrying and logging, because that means two chains claim one hub name.
+
+The driver is psycopg 3 (binary build): maintained by the PostgreSQL
+community's psycopg project, with COPY support and libpq's own handling of
+``PGPASSWORD``, ``PGPASSFILE`` and TLS settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .base import Sink, SinkConfigError
+from .sqlite import row
+
+COLUMNS = (
+    "id, hub, seq, time, schema, version, event, actor, subject, region, digest, data, prev, mac"
+)
+
+# Every statement is idempotent, so hubs starting together may all run it; the
+# advisory lock keeps their concurrent CREATEs from colliding in the catalogue.
+SCHEMA = """
+SELECT pg_advisory_xact_lock(7263011);
+CREATE TABLE IF NOT EXISTS audit_events (
+    id TEXT PRIMARY KEY,
+    hub TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    time TEXT NOT NULL,
+    schema TEXT NOT NULL,
+    version TEXT NOT NULL,
+    event TEXT NOT NULL,
+    actor TEXT,
+    subject TEXT,
+    region TEXT,
+    digest TEXT,
+    data TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    mac TEXT NOT NULL,
+    UNIQUE (hub, seq)
+);
+CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events (time, id);
+CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, time, id);
+CREATE INDEX IF NOT EXISTS audit_events_event ON audit_events (event, time, id);
+CREATE INDEX IF NOT EXISTS audit_events_region ON audit_events (region, time, id);
+CREATE INDEX IF NOT EXISTS audit_events_digest ON audit_events (digest, time, id);
+"""
+
+
+def is_postgres_url(store: str) -> bool:
+    return store.startswith(("postgresql://", "postgres://"))
+
+
+class PostgreSQLSink(Sink):
+    """Delivers to a PostgreSQL database given as a libpq URL or key=value string.
+
+    The password never goes in ``dsn``: give ``password_file`` (a mounted
+    Secret), or let libpq read ``PGPASSWORD`` or ``PGPASSFILE``.
+    """
+
+    name = "postgresql"
+
+    def __init__(
+        self,
+        dsn: str,
+        password_file: str = "",
+        connect_timeout: int = 10,
+        statement_timeout_ms: int = 30_000,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        import psycopg.conninfo
+
+        try:
+            parsed = psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as exc:
+            raise SinkConfigError(
+                f"audit sink {self.name}: dsn: not a libpq URL ({str(exc).strip()})"
+            ) from None
+        if parsed.get("password"):
+            raise SinkConfigError(
+                f"audit sink {self.name}: dsn: must not contain a password; put it in "
+                "password_file (a mounted Secret) or the PGPASSWORD environment variable"
+            )
+        if password_file and not Path(password_file).is_file():
+            raise SinkConfigError(
+                f"audit sink {self.name}: password_file: {password_file} is not a file"
+            )
+        self.dsn = dsn
+        self.password_file = password_file
+        self.connect_timeout = connect_timeout
+        self.statement_timeout_ms = statement_timeout_ms
+        self._db: Any = None
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        extra: dict[str, Any] = {}
+        if self.password_file:
+            extra["password"] = Path(self.password_file).read_text().strip()
+        return psycopg.connect(
+            self.dsn,
+            connect_timeout=self.connect_timeout,
+            application_name="sovereign-hub-audit",
+            options=f"-c statement_timeout={int(self.statement_timeout_ms)}",
+            **extra,
+        )
+
+    def open(self) -> None:
+        self.close()
+        db = self._connect()
+        try:
+            with db.transaction():
+                db.execute(SCHEMA)
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS audit_incoming "
+                "(LIKE audit_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            db.commit()
+        except Exception:
+            db.close()
+            raise
+        self._db = db
+
+    def deliver(self, records: list[dict[str, Any]]) -> None:
+        if self._db is None:
+            self.open()
+        db = self._db
+        try:
+            with db.transaction(), db.cursor() as cur:
+                with cur.copy(f"COPY audit_incoming ({COLUMNS}) FROM STDIN") as copy:
+                    for record in records:
+                        copy.write_row(row(record))
+                cur.execute(
+                    f"INSERT INTO audit_events ({COLUMNS}) "  # noqa: S608 - fixed names
+                    f"SELECT {COLUMNS} FROM audit_incoming ORDER BY hub, seq "
+                    "ON CONFLICT (id) DO NOTHING"
+                )
+        except Exception:
+            # A broken connection is not reused: the shipper reopens before retrying.
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            finally:
+                self._db = None

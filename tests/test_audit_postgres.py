@@ -1,0 +1,244 @@
+"""The PostgreSQL audit sink against a real PostgreSQL 15 server on 127.0.0.1.
+
+Delivery, deduplication, tamper detection, a 30-second outage in a stream of
+10,000 events, a slow (locked) store, and `sovhub audit` against a URL.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sovereign_hub.audit import schemas
+from sovereign_hub.audit.sinks import SinkConfigError, make_sink
+from sovereign_hub.audit.sinks.postgresql import PostgreSQLSink
+from sovereign_hub.audit.store import Filters, read
+from sovereign_hub.audit.trail import AuditTrail
+from sovereign_hub.audit.verify import verify
+from sovereign_hub.sandbox.postgres import LocalPostgres
+from tests.conftest import require_postgres
+
+KEY = "pg-test-key-" + "k" * 32
+SOVHUB = str(Path(sys.executable).with_name("sovhub"))
+
+
+@pytest.fixture(autouse=True)
+def hmac_key(monkeypatch):
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", KEY)
+
+
+def started(user: str, region: str = "eu", i: int = 0) -> dict:
+    return {
+        "actor": user,
+        "subject": user,
+        "server": "",
+        "profile": "cpu-small",
+        "region": region,
+        "image": "quay.io/jupyter/base-notebook@sha256:" + f"{i % 10}" * 64,
+        "digest": "sha256:" + f"{i % 10}" * 64,
+        "gpus": 0,
+        "gpu_type": "",
+        "node": f"{region}-cpu-1",
+    }
+
+
+def pg_trail(tmp_path: Path, url: str, **config) -> AuditTrail:
+    return AuditTrail(
+        spool_dir=str(tmp_path / "spool"),
+        sinks=[{"type": "postgresql", "dsn": url}],
+        hub_instance="hub-pg",
+        **config,
+    ).start()
+
+
+def count(url: str, sql: str = "SELECT count(*), count(DISTINCT id) FROM audit_events") -> tuple:
+    with psycopg.connect(url) as db:
+        return db.execute(sql).fetchone()
+
+
+def test_events_land_in_postgresql_and_the_chain_verifies(tmp_path, pg_url):
+    t = pg_trail(tmp_path, pg_url)
+    for i in range(200):
+        t.emit(
+            schemas.SERVER_STARTED, started("ana" if i % 2 else "bob", "eu" if i % 4 else "us", i)
+        )
+    assert t.drain()
+    t.stop()
+    assert count(pg_url) == (200, 200)
+    records = list(read(pg_url))
+    assert [r["seq"] for r in records] == list(range(1, 201))
+    report = verify(records, KEY.encode())
+    assert report.ok, report.findings
+    assert report.verified_through == {"hub-pg": 200}
+    us_bob = list(read(pg_url, Filters(user="bob", region="us", event="server-started")))
+    assert us_bob
+    assert all(r["data"]["subject"] == "bob" and r["data"]["region"] == "us" for r in us_bob)
+    assert len(us_bob) == 50
+
+
+def test_a_batch_delivered_twice_is_stored_once(pg_url, tmp_path):
+    t = pg_trail(tmp_path, pg_url)
+    for i in range(10):
+        t.emit(schemas.SERVER_STARTED, started("ana", i=i))
+    assert t.drain()
+    t.stop()
+    records = list(read(pg_url))
+    sink = PostgreSQLSink(pg_url)
+    sink.deliver(records)  # an acknowledgement lost: the shipper re-sends the batch
+    sink.deliver(records[3:7])
+    sink.close()
+    assert count(pg_url) == (10, 10)
+
+
+def test_a_forged_record_claiming_a_stored_sequence_number_is_refused(pg_url, tmp_path):
+    t = pg_trail(tmp_path, pg_url)
+    t.emit(schemas.SERVER_STARTED, started("ana"))
+    assert t.drain()
+    t.stop()
+    (record,) = read(pg_url)
+    forged = dict(record, id="00000000-0000-4000-8000-000000000000")
+    sink = PostgreSQLSink(pg_url)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        sink.deliver([forged])
+    sink.close()
+    assert count(pg_url) == (1, 1)
+
+
+def test_tampering_in_postgresql_is_caught_at_the_record(tmp_path, pg_url):
+    t = pg_trail(tmp_path, pg_url)
+    for i in range(20):
+        t.emit(schemas.SERVER_STARTED, started("ana", i=i))
+    assert t.drain()
+    t.stop()
+    with psycopg.connect(pg_url) as db:
+        db.execute("UPDATE audit_events SET data = replace(data, '\"eu\"', '\"us\"') WHERE seq = 7")
+        db.execute("DELETE FROM audit_events WHERE seq = 12")
+    result = subprocess.run(
+        [SOVHUB, "audit", "verify", pg_url, "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    findings = {(f["kind"], f["seq"]) for f in json.loads(result.stdout)["findings"]}
+    assert ("changed", 7) in findings
+    assert any(kind == "dropped" and seq in (12, 13) for kind, seq in findings)
+
+
+def test_sovhub_audit_query_and_export_read_postgresql(tmp_path, pg_url):
+    t = pg_trail(tmp_path, pg_url)
+    for i in range(30):
+        t.emit(schemas.SERVER_STARTED, started("ana" if i < 10 else "carol", i=i))
+    assert t.drain()
+    t.stop()
+    query = subprocess.run(
+        [SOVHUB, "audit", "query", pg_url, "--user", "ana", "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in query.stdout.splitlines()]
+    assert len(lines) == 10
+    assert {r["data"]["subject"] for r in lines} == {"ana"}
+    export = tmp_path / "export.jsonl"
+    with open(export, "w") as out:
+        subprocess.run([SOVHUB, "audit", "export", pg_url], stdout=out, check=True, timeout=60)
+    assert verify(read(str(export)), KEY.encode()).ok
+    missing = subprocess.run(
+        [SOVHUB, "audit", "query", pg_url.rsplit("/", 1)[0] + "/no_such_db"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert "cannot connect" in missing.stderr
+    assert "no_such_db" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"dsn": "postgresql://audit:hunter2@db/audit"}, "must not contain a password"),
+        ({"dsn": "this is not a dsn"}, "not a libpq URL"),
+        ({"dsn": "postgresql://db/audit", "password_file": "/no/such/file"}, "password_file"),
+        ({"dsn": "postgresql://db/audit", "colour": "red"}, "colour"),
+    ],
+)
+def test_a_misconfigured_postgresql_sink_names_the_option(spec, message):
+    with pytest.raises(SinkConfigError, match=message) as caught:
+        make_sink({"type": "postgresql", **spec})
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_password_comes_from_a_file(tmp_path, postgres_server, pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("CREATE ROLE auditwriter LOGIN PASSWORD 's3cret-pass'")
+        db.execute(f"GRANT ALL ON DATABASE {pg_url.rsplit('/', 1)[1]} TO auditwriter")
+        db.execute("GRANT ALL ON SCHEMA public TO auditwriter")
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-pass\n")
+    url = pg_url.replace("postgres@", "auditwriter@")
+    sink = make_sink({"type": "postgresql", "dsn": url, "password_file": str(secret)})
+    sink.open()
+    sink.close()
+
+
+def test_postgresql_stopped_for_30_seconds_loses_and_duplicates_nothing(tmp_path):
+    """10,000 events; the server is stopped for 30 s in the middle of the stream."""
+    require_postgres()
+    with LocalPostgres() as server:
+        t = pg_trail(tmp_path, server.url, retry_max_seconds=2.0)
+        for i in range(3000):
+            t.emit(schemas.SERVER_STARTED, started(f"user{i % 37}", i=i))
+        assert t.drain(timeout=60)
+        server.stop(mode="immediate")  # as a crash: no clean shutdown of sessions
+        down_at = time.monotonic()
+        emitted_while_down = 0
+        while time.monotonic() - down_at < 30:
+            for _ in range(250):
+                t.emit(schemas.SERVER_STARTED, started("dora", i=emitted_while_down))
+                emitted_while_down += 1
+            time.sleep(1)
+            if emitted_while_down >= 6000:
+                break
+        time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
+        assert t.shippers[0].failures > 0
+        assert t.shippers[0].acked == 3000  # nothing acknowledged while the store was down
+        server.start()
+        for i in range(10_000 - 3000 - emitted_while_down):
+            t.emit(schemas.SERVER_STARTED, started("erin", i=i))
+        assert t.seq == 10_000
+        assert t.drain(timeout=120)
+        t.stop()
+        assert count(server.url) == (10_000, 10_000)
+        assert count(server.url, "SELECT min(seq), max(seq) FROM audit_events") == (1, 10_000)
+        assert verify(read(server.url), KEY.encode()).ok
+
+
+def test_a_slow_store_delays_delivery_but_never_the_emitter(tmp_path, pg_url):
+    """The table is locked by another session for 3 s: emits stay fast, delivery waits."""
+    t = pg_trail(tmp_path, pg_url)
+    t.emit(schemas.SERVER_STARTED, started("ana"))
+    assert t.drain()
+    locked = threading.Event()
+
+    def hold_lock() -> None:
+        with psycopg.connect(pg_url) as db, db.transaction():
+            db.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            time.sleep(3)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    assert locked.wait(10)
+    slowest = 0.0
+    for i in range(500):
+        t0 = time.perf_counter()
+        t.emit(schemas.SERVER_STARTED, started("ana", i=i))
+        slowest = max(slowest, time.perf_counter() - t0)
+    assert slowest < 0.5  # a generous bound: the store's 3 s wait never reaches the emitter
+    assert t.shippers[0].acked == 1  # the batch waits on the lock
+    holder.join()
+    assert t.drain(timeout=30)
+    t.stop()
+    assert count(pg_url) == (501, 501)
