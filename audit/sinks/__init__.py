@@ -10,13 +10,21 @@ from typing import Any
 
 from .base import Sink, SinkConfigError
 from .jsonl import JsonLinesSink
+from .loki import LokiSink
+from .opensearch import OpenSearchSink
 from .postgresql import PostgreSQLSink
 from .sqlite import SQLiteSink
+from .syslog import SyslogSink
+from .webhook import WebhookSink
 
 SINKS: dict[str, type[Sink]] = {
     "sqlite": SQLiteSink,
     "postgresql": PostgreSQLSink,
     "jsonl": JsonLinesSink,
+    "syslog": SyslogSink,
+    "loki": LokiSink,
+    "opensearch": OpenSearchSink,
+    "webhook": WebhookSink,
 }
 
 
@@ -34,9 +42,13 @@ def make_sink(spec: dict[str, Any]) -> Sink:
 __all__ = [
     "SINKS",
     "JsonLinesSink",
+    "LokiSink",
+    "OpenSearchSink",
     "PostgreSQLSink",
     "SQLiteSink",
     "Sink",
     "SinkConfigError",
+    "SyslogSink",
+    "WebhookSink",
     "make_sink",
 ]

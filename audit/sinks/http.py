@@ -1,0 +1,100 @@
+"""What the HTTP sinks share: one session, TLS settings, credentials from files or environment.
+
+The client is ``requests`` (already installed with JupyterHub): connection
+pooling, proxies from the environment and certificate checking, with
+nothing of ours to maintain.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .base import Sink, SinkConfigError
+
+
+class HttpError(RuntimeError):
+    """A store answered with an error; the shipper keeps the batch and retries."""
+
+
+def secret(sink: str, option: str, file: str, env: str) -> str:
+    """A credential from a file (a mounted Secret) or an environment variable."""
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise SinkConfigError(f"audit sink {sink}: {option}_file: {file} is not a file")
+        return path.read_text().strip()
+    if env:
+        if env not in os.environ:
+            raise SinkConfigError(f"audit sink {sink}: {option}_env: ${env} is not set")
+        return os.environ[env]
+    return ""
+
+
+class HttpSink(Sink):
+    """An HTTP(S) store. ``token_file``/``token_env`` give a bearer token; the
+    ``username`` with ``password_file``/``password_env`` give basic auth."""
+
+    def __init__(
+        self,
+        url: str,
+        token_file: str = "",
+        token_env: str = "",
+        username: str = "",
+        password_file: str = "",
+        password_env: str = "",
+        ca_file: str = "",
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        if not url.startswith(("http://", "https://")):
+            raise SinkConfigError(f"audit sink {self.name}: url: {url!r} is not an http(s) URL")
+        for header in headers or {}:
+            if header.lower() in ("authorization", "cookie"):
+                raise SinkConfigError(
+                    f"audit sink {self.name}: headers: {header} must not be set in "
+                    "configuration; use token_file or password_file"
+                )
+        self.url = url.rstrip("/")
+        self.token = secret(self.name, "token", token_file, token_env)
+        password = secret(self.name, "password", password_file, password_env)
+        self.auth = (username, password) if username else None
+        self.verify: str | bool = ca_file or True
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self._session: Any = None
+
+    def open(self) -> None:
+        import requests
+
+        self.close()
+        session = requests.Session()
+        session.headers.update(self.headers)
+        session.headers["User-Agent"] = "sovereign-hub-audit"
+        if self.token:
+            session.headers["Authorization"] = f"Bearer {self.token}"
+        session.auth = self.auth
+        session.verify = self.verify
+        self._session = session
+
+    def post(self, path: str, body: bytes, content_type: str, **headers: str) -> Any:
+        if self._session is None:
+            self.open()
+        response = self._session.post(
+            self.url + path,
+            data=body,
+            headers={"Content-Type": content_type, **headers},
+            timeout=self.timeout,
+        )
+        if response.status_code >= 300:
+            # The body may echo what was sent; the status line is enough to act on.
+            raise HttpError(f"{self.name}: {path or '/'} answered HTTP {response.status_code}")
+        return response
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None

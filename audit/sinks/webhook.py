@@ -1,0 +1,38 @@
+"""A generic HTTPS webhook: each batch is one JSON POST.
+
+Body: ``{"records": [...]}``, records as stored (with ``id``, ``seq``,
+``prev`` and ``mac``, so the receiver can deduplicate and verify). With a
+``signing_key_file``, the header ``X-Sovereign-Signature: sha256=<hex>`` is
+the HMAC-SHA256 of the body under that key, as GitHub-style webhooks do.
+``Idempotency-Key`` names the batch (hub, first and last sequence numbers),
+the same on every retry. Any 2xx answer acknowledges the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from .http import HttpSink, secret
+
+
+class WebhookSink(HttpSink):
+    name = "webhook"
+
+    def __init__(
+        self, url: str, signing_key_file: str = "", signing_key_env: str = "", **options: Any
+    ) -> None:
+        super().__init__(url, **options)
+        self.signing_key = secret(self.name, "signing_key", signing_key_file, signing_key_env)
+
+    def deliver(self, records: list[dict[str, Any]]) -> None:
+        body = json.dumps({"records": records}, sort_keys=True, separators=(",", ":")).encode()
+        headers = {
+            "Idempotency-Key": f"{records[0]['hub']}:{records[0]['seq']}-{records[-1]['seq']}"
+        }
+        if self.signing_key:
+            mac = hmac.new(self.signing_key.encode(), body, hashlib.sha256).hexdigest()
+            headers["X-Sovereign-Signature"] = f"sha256={mac}"
+        self.post("", body, "application/json", **headers)
