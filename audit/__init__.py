@@ -12,13 +12,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import metrics
+from .hubhooks import install
 from .reporter import AuditReporter
 from .trail import AuditTrail
 
 
 def hub_reporter(config: Any) -> AuditReporter:
-    """Start this hub's audit trail from ``c.AuditTrail.*`` and return the spawner's reporter."""
-    return AuditReporter(AuditTrail(config=config).start())
+    """Start this hub's audit trail from ``c.AuditTrail.*`` and return the spawner's reporter.
+
+    Also records the hub's state-changing REST API requests and its own
+    ``server-action`` events, and exposes the trail's metrics on ``/hub/metrics``.
+    """
+    trail = AuditTrail(config=config).start()
+    install(config, trail)
+    metrics.watch(trail)
+    return AuditReporter(trail)
 
 
 __all__ = ["AuditReporter", "AuditTrail", "hub_reporter"]

@@ -87,6 +87,16 @@ class AuditReporter(Reporter):
 
     def __init__(self, trail: AuditTrail) -> None:
         self.trail = trail
+        self._policies: dict[str, str] = {}
 
     def report(self, event: SessionEvent) -> None:
         self.trail.emit(_SCHEMA[event.kind], event_data(event))
+
+    def policy_seen(self, path: str, sha256: str) -> None:
+        if self._policies.get(path) == sha256:
+            return
+        self._policies[path] = sha256
+        self.trail.emit(
+            schemas.POLICY_LOADED,
+            {"actor": "system", "subject": "system", "policy_file": path, "policy_sha256": sha256},
+        )

@@ -107,6 +107,7 @@ class AuditTrail(LoggingConfigurable):
         self._prev = str(head["mac"]) if head else GENESIS
         self._hub = self.hub_instance or os.uname().nodename
         self._dropped = 0
+        self.dropped_total = 0
         self.emitted = 0
         self.shippers = [
             Shipper(
@@ -155,6 +156,7 @@ class AuditTrail(LoggingConfigurable):
                     "are unreachable), so this action is refused. Ask your administrator."
                 )
             self._dropped += 1
+            self.dropped_total += 1
             self.log.critical(
                 "audit spool full: dropped a %s event (%d so far)", schema_id, self._dropped
             )
@@ -193,6 +195,11 @@ class AuditTrail(LoggingConfigurable):
     @property
     def seq(self) -> int:
         return self._seq
+
+    @property
+    def hub(self) -> str:
+        """This hub instance's name in its events."""
+        return self._hub
 
     def drain(self, timeout: float = 30.0) -> bool:
         return all(s.drain(self._seq, timeout) for s in self.shippers)

@@ -297,10 +297,12 @@ class SovereignAuthenticator(GenericOAuthenticator):
         if not self.policy_file:
             return set()
         try:
-            return set(cached_policy(self.policy_file).policy.groups)
+            loaded = cached_policy(self.policy_file)
         except PolicyError as exc:
             self.log.error("policy %s is invalid:\n%s", self.policy_file, exc)
             return set()
+        self.reporter.policy_seen(str(self.policy_file), loaded.sha256)
+        return set(loaded.policy.groups)
 
     def _relevant_groups(self) -> set[str]:
         return self._policy_groups() | set(self.admin_groups) | set(self.auditor_groups)

@@ -68,6 +68,12 @@ class Reporter:
     def report(self, event: SessionEvent) -> None:
         raise NotImplementedError
 
+    def policy_seen(self, path: str, sha256: str) -> None:
+        """The hub is deciding with the policy at ``path`` whose hash is ``sha256``.
+
+        Called on every use; implementations record only a change of hash.
+        """
+
     def __deepcopy__(self, memo: dict[int, Any]) -> Reporter:
         # A process-wide service placed in traitlets config, which deep-copies
         # config for every spawner: all of them must share this one.

@@ -191,7 +191,7 @@ class SovereignSpawner(KubeSpawner):
     # -- inputs ------------------------------------------------------------
     def policy(self) -> Policy:
         try:
-            return cached_policy(self.policy_file).policy
+            loaded = cached_policy(self.policy_file)
         except PolicyError as exc:
             self.log.error("policy %s is invalid:\n%s", self.policy_file, exc)
             raise SpawnRefused(
@@ -203,6 +203,8 @@ class SovereignSpawner(KubeSpawner):
             raise SpawnRefused(
                 500, f"The hub's policy {self.policy_file} cannot be read: {exc.strerror}"
             ) from None
+        self.reporter.policy_seen(str(self.policy_file), loaded.sha256)
+        return loaded.policy
 
     async def identity(self) -> Identity:
         auth_state = await self.user.get_auth_state()

@@ -61,6 +61,10 @@ VALID = [
             "status": 204,
         },
     ),
+    (
+        schemas.HUB_SERVER_ACTION,
+        {"actor": "system", "subject": "ana", "action": "stop", "server": ""},
+    ),
 ]
 INVALID = [
     (schemas.LOGIN, {"subject": "ana"}),  # no actor
@@ -104,7 +108,7 @@ INVALID = [
 
 def test_every_schema_file_is_registered_with_a_versioned_id():
     files = schemas.schema_files()
-    assert len(files) == len(REGISTRY.schema_ids) == 11
+    assert len(files) == len(REGISTRY.schema_ids) == 12
     for path in files:
         raw = yaml.safe_load(path.read_text())
         assert raw["$id"].endswith(f"/{path.parent.name}/{path.stem}")
