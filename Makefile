@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system helm sandbox test lint unit docs bench clean
+.PHONY: install system helm checkov sandbox test lint unit docs bench clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -60,7 +60,15 @@ $(HELM4):
 
 helm: $(HELM3) $(HELM4)
 
-unit: $(STAMP) system helm
+# checkov, the security scanner, in a venv of its own (its pins clash with ours).
+CHECKOV := .tools/checkov/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet 'checkov==3.3.30'
+
+checkov: $(CHECKOV)
+
+unit: $(STAMP) system helm checkov
 	$(BIN)/python -m pytest
 
 docs: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -69,6 +70,44 @@ def _audit_events() -> str:
     return "\n".join(out)
 
 
+def _values_reference() -> str:
+    """Every chart value from values.schema.json, with its type, default and constraints."""
+    import yaml
+
+    chart = Path(__file__).parent.parent / "helm" / "sovereign-hub"
+    schema = json.loads((chart / "values.schema.json").read_text())
+    defaults = yaml.safe_load((chart / "values.yaml").read_text())
+    rows = ["| value | type | default | allowed |", "| --- | --- | --- | --- |"]
+
+    def walk(node: dict, path: str, default: object) -> None:
+        props = node.get("properties")
+        if props and path != "policy":
+            for name, child in props.items():
+                sub = default.get(name) if isinstance(default, dict) else None
+                walk(child, f"{path}.{name}" if path else name, sub)
+            return
+        kind = node.get("type", "object" if "$ref" in node else "")
+        kind = " or ".join(kind) if isinstance(kind, list) else kind
+        allowed = []
+        if "enum" in node:
+            allowed.append(", ".join(f"`{v}`" for v in node["enum"]))
+        if "pattern" in node:
+            allowed.append(f"pattern `{node['pattern']}`")
+        for key in ("minimum", "minItems", "minLength"):
+            if key in node:
+                allowed.append(f"{key} {node[key]}")
+        if path == "policy":
+            allowed.append("the policy document: see {doc}`policy`")
+        shown = "" if default in (None, "", {}, []) else f"`{json.dumps(default)}`"
+        if len(shown) > 60:
+            shown = "(see values.yaml)"
+        cell = "; ".join(allowed).replace("|", "\\|")
+        rows.append(f"| `{path}` | {kind} | {shown.replace('|', '/')} | {cell} |")
+
+    walk(schema, "", defaults)
+    return "\n".join(rows) + "\n"
+
+
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -77,6 +116,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 _GENERATED.mkdir(exist_ok=True)
 _write_if_changed(_GENERATED / "policy-fields.md", reference_markdown())
 _write_if_changed(_GENERATED / "cli.md", _cli_help())
+_write_if_changed(_GENERATED / "chart-values.md", _values_reference())
 _write_if_changed(_GENERATED / "spawner-traits.md", _traits_table(SovereignSpawner))
 _write_if_changed(_GENERATED / "audit-events.md", _audit_events())
 _write_if_changed(_GENERATED / "authenticator-traits.md", _traits_table(SovereignAuthenticator))

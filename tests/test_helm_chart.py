@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import json
 import os
+import re
+import secrets
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +24,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sovereign_hub.audit.store import read
 from sovereign_hub.policy import parse_policy
 from sovereign_hub.policy.decision import LABEL_PREFIX
+from sovereign_hub.sandbox.hubprocess import Hub, free_port
+from sovereign_hub.sandbox.oidc import OidcProvider, login_via_provider
 from sovereign_hub.spawner.security import restricted_violations
 from tests.conftest import ROOT
 
@@ -66,8 +73,10 @@ def run(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def render(helm: Path, *values: Path, sets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    args = ["template", "rel", str(CHART), "--namespace", "hub"]
+def render(
+    helm: Path, *values: Path, sets: tuple[str, ...] = (), namespace: str = "hub"
+) -> list[dict[str, Any]]:
+    args = ["template", "rel", str(CHART), "--namespace", namespace]
     for v in values:
         args += ["-f", str(v)]
     for s in sets:
@@ -284,9 +293,14 @@ def test_secrets_are_generated_once_and_kept_or_referenced(example_policy_values
     assert volumes["audit-pg"]["secret"]["secretName"] == "audit-pg"
     # No secret value is ever written into a ConfigMap.
     for config in by_kind(full, "ConfigMap"):
-        text = yaml.safe_dump(config)
-        assert "BEGIN CERTIFICATE" not in text
-        assert "client-secret" not in text
+        assert "BEGIN CERTIFICATE" not in yaml.safe_dump(config)
+    given = render(helm_binary("4.1"), sets=("auth.clientSecret.value=sekrit-value-123",))
+    for config in by_kind(given, "ConfigMap"):
+        assert "sekrit-value-123" not in yaml.safe_dump(config)
+    hub = next(d for d in by_kind(given, "Deployment") if d["metadata"]["name"].endswith("-hub"))
+    assert not [
+        e for e in hub["spec"]["template"]["spec"]["containers"][0]["env"] if "valueFrom" in e
+    ]  # secrets reach the hub as files, not environment
 
 
 def invalid_files() -> list[Path]:
@@ -365,7 +379,14 @@ def test_the_generated_hub_config_sets_up_the_sovereign_components(
     monkeypatch.setenv("SOVEREIGN_HUB_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("SOVEREIGN_POLICY_FILE", str(tmp_path / "policy.yaml"))
     monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY_FILE", str(tmp_path / "hmac"))
-    monkeypatch.setenv("SOVEREIGN_OIDC_CLIENT_SECRET", "from-the-secret")
+    (tmp_path / "oidc").mkdir()
+    (tmp_path / "oidc" / "client-secret").write_text("from-the-secret\n")
+    (tmp_path / "secrets").mkdir()
+    for name in ("cookie-secret", "crypt-key"):
+        (tmp_path / "secrets" / name).write_text(secrets.token_hex(32))
+    (tmp_path / "secrets" / "proxy-token").write_text("proxy-token-value")
+    monkeypatch.setenv("SOVEREIGN_OIDC_SECRET_DIR", str(tmp_path / "oidc"))
+    monkeypatch.setenv("SOVEREIGN_HUB_SECRETS_DIR", str(tmp_path / "secrets"))
     c = PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
     try:
         assert c.JupyterHub.spawner_class == "sovereign"
@@ -388,6 +409,8 @@ def test_the_generated_hub_config_sets_up_the_sovereign_components(
         assert c.ConfigurableHTTPProxy.api_url == "http://rel-sovereign-hub-proxy-api:8001"
         assert c.JupyterHub.hub_connect_url == "http://rel-sovereign-hub-hub:8081"
         assert c.AuditTrail.on_spool_full == "fail-open"
+        assert c.ConfigurableHTTPProxy.auth_token == "proxy-token-value"
+        assert len(c.CryptKeeper["keys"][0]) == 32
         assert c.JupyterHub.shutdown_on_logout is True  # hub.extraConfig ran
         (culler,) = c.JupyterHub.services
         assert "--timeout=7200" in culler["command"]
@@ -398,3 +421,136 @@ def test_the_generated_hub_config_sets_up_the_sovereign_components(
         assert "log_function" in c.JupyterHub.tornado_settings  # the audit hooks are attached
     finally:
         c.SovereignSpawner.reporter.trail.stop()
+
+
+def test_the_rendered_policy_passes_sovhub_policy_check(tmp_path, example_policy_values):
+    docs = render(helm_binary("4.1"), example_policy_values)
+    (policy,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-policy")]
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy["data"]["policy.yaml"])
+    sovhub = Path(sys.executable).with_name("sovhub")
+    done = subprocess.run(
+        [str(sovhub), "policy", "check", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_rendered_hub_config_runs_a_real_hub_against_the_emulated_cluster(
+    kube, tmp_path, example_policy_values
+):
+    """The chart's jupyterhub_config.py and values, in a real JupyterHub on the emulated cluster.
+
+    The only overrides are the addresses a cluster's Service DNS would give
+    (hub and proxy on 127.0.0.1, the proxy started by the hub), set through
+    the chart's own `hub.extraConfig`, plus the test's admin service.
+    """
+    provider = OidcProvider(
+        [
+            {
+                "sub": "ana",
+                "preferred_username": "ana",
+                "groups": ["eu-researchers"],
+                "country": "DE",
+            }
+        ],
+        tmp_path / "oidc.log",
+    )
+    port, hub_port, proxy_api = free_port(), free_port(), free_port()
+    addresses = (
+        f'c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"\n'
+        f'c.JupyterHub.hub_connect_url = "http://127.0.0.1:{hub_port}"\n'
+        "c.ConfigurableHTTPProxy.should_start = True\n"
+        f'c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api}"\n'
+    )
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "hub": {"extraConfig": {"99-addresses": addresses}},
+                "auth": {
+                    "issuer": provider.issuer,
+                    "callbackUrl": f"http://127.0.0.1:{port}/hub/oauth_callback",
+                    "attributeClaims": {"country": "country"},
+                    "clientSecret": {"value": "test-client-secret"},
+                },
+                "audit": {"sinks": [{"type": "sqlite", "path": str(tmp_path / "audit.sqlite")}]},
+            }
+        )
+    )
+    docs = render(helm_binary("4.1"), example_policy_values, values, namespace=kube.namespace)
+    config_dir = tmp_path / "chart"
+    config_dir.mkdir()
+    for doc in by_kind(docs, "ConfigMap"):
+        for name, text in doc["data"].items():
+            (config_dir / name).write_text(text)
+    (config_dir / "hmac").write_text(secrets.token_hex(32))
+    (config_dir / "oidc").mkdir()
+    (config_dir / "oidc" / "client-secret").write_text("test-client-secret")
+    env = {
+        "KUBECONFIG": str(kube.kubeconfig),
+        "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
+        "SOVEREIGN_HUB_CONFIG_DIR": str(config_dir),
+        "SOVEREIGN_HUB_STATE_DIR": str(tmp_path / "state"),
+        "SOVEREIGN_POLICY_FILE": str(config_dir / "policy.yaml"),
+        "SOVEREIGN_AUDIT_HMAC_KEY_FILE": str(config_dir / "hmac"),
+        "SOVEREIGN_OIDC_SECRET_DIR": str(config_dir / "oidc"),
+        "SOVEREIGN_HUB_SECRETS_DIR": str(config_dir / "no-such-dir"),  # env fallbacks
+    }
+    (tmp_path / "state").mkdir()
+    chart_config = config_dir / "jupyterhub_config.py"
+    test_admin = (
+        "_admin_service = c.JupyterHub.services[0]\n"
+        "_admin_role = c.JupyterHub.load_roles[0]\n"
+        f"exec(compile(open({str(chart_config)!r}).read(), {str(chart_config)!r}, 'exec'))\n"
+        "c.JupyterHub.services.append(_admin_service)\n"
+        "c.JupyterHub.load_roles.append(_admin_role)\n"
+    )
+    hub = Hub(tmp_path / "hub", test_admin, env=env, port=port)
+    try:
+        _, page = login_via_provider(hub.url, "ana")
+        assert page.status_code == 200
+        services = {s["name"] for s in hub.api("GET", "/services").json().values()}
+        assert "idle-culler" in services
+        log = hub.log_path.read_text()
+        assert "Starting managed service idle-culler" in log
+    finally:
+        hub.stop()
+        provider.stop()
+    kinds = {r["schema"].rstrip("/").split("/")[-2] for r in read(str(tmp_path / "audit.sqlite"))}
+    assert {"login", "policy-loaded"} <= kinds
+
+
+CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
+INSTALL_GUIDE = ROOT / "docs" / "howto" / "install-with-helm.md"
+
+
+def documented_exceptions() -> set[tuple[str, str]]:
+    """(check id, resource) pairs from the guide's table of accepted checkov findings."""
+    rows = re.findall(r"^\| `(CKV2?_K8S_\d+)` \| `([^`]+)` \|", INSTALL_GUIDE.read_text(), re.M)
+    return set(rows)
+
+
+def test_checkov_finds_nothing_on_the_defaults_but_the_documented_exceptions(tmp_path):
+    """checkov's Kubernetes checks on the default render, offline (`unshare -n`, --skip-download)."""
+    if not CHECKOV.exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install checkov (make checkov)")
+        pytest.skip("checkov is not in .tools/: run `make checkov`")
+    done = run(helm_binary("4.1"), "template", "rel", str(CHART), "--namespace", "hub")
+    (tmp_path / "chart.yaml").write_text(done.stdout)
+    scan = subprocess.run(
+        ["unshare", "-n", str(CHECKOV), "-d", str(tmp_path), "--framework", "kubernetes",
+         "--skip-download", "--quiet", "--compact", "-o", "json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    report = json.loads(scan.stdout)
+    report = report[0] if isinstance(report, list) else report
+    assert report["summary"]["parsing_errors"] == 0
+    assert report["summary"]["passed"] > 200
+    failed = {
+        (c["check_id"], c["resource"].split(".", 2)[0] + "/" + c["resource"].split(".", 2)[2])
+        for c in report["results"]["failed_checks"]
+    }
+    allowed = documented_exceptions()
+    assert allowed, "the install guide lists no exceptions"
+    assert failed <= allowed, f"undocumented findings: {sorted(failed - allowed)}"

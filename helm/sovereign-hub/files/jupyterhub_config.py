@@ -13,6 +13,15 @@ STATE = Path(os.environ.get("SOVEREIGN_HUB_STATE_DIR", "/srv/jupyterhub"))
 values = yaml.safe_load((HERE / "values.yaml").read_text())
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
+SECRETS = Path(os.environ.get("SOVEREIGN_HUB_SECRETS_DIR", "/etc/sovereign-hub/hub-secrets"))
+
+
+def secret(name: str, directory: Path = SECRETS) -> str:
+    """A secret from its mounted file; empty when it is not mounted."""
+    path = directory / name
+    return path.read_text().strip() if path.exists() else ""
+
+
 names = values["names"]
 namespace = values["release"]["namespace"]
 hub_values = values["hub"]
@@ -23,6 +32,15 @@ c.JupyterHub.hub_connect_url = f"http://{names['hub']}:8081"
 c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = f"http://{names['proxyApi']}:8001"
 c.JupyterHub.cleanup_servers = False  # servers outlive a hub restart
+# Without the mounted files (a local run), JupyterHub reads its usual
+# environment variables instead: JPY_COOKIE_SECRET, JUPYTERHUB_CRYPT_KEY,
+# CONFIGPROXY_AUTH_TOKEN.
+if cookie := secret("cookie-secret"):
+    c.JupyterHub.cookie_secret = bytes.fromhex(cookie)
+if crypt_key := secret("crypt-key"):
+    c.CryptKeeper.keys = [bytes.fromhex(crypt_key)]
+if proxy_token := secret("proxy-token"):
+    c.ConfigurableHTTPProxy.auth_token = proxy_token
 c.JupyterHub.authenticate_prometheus = hub_values["metrics"]["authenticatePrometheus"]
 
 db = hub_values["db"]
@@ -53,7 +71,9 @@ host = (values["ingressHosts"] or [""])[0]
 c.JupyterHub.authenticator_class = "sovereign"
 c.SovereignAuthenticator.issuer = auth["issuer"]
 c.SovereignAuthenticator.client_id = auth["clientId"]
-c.SovereignAuthenticator.client_secret = os.environ.get("SOVEREIGN_OIDC_CLIENT_SECRET", "")
+c.SovereignAuthenticator.client_secret = secret(
+    "client-secret", Path(os.environ.get("SOVEREIGN_OIDC_SECRET_DIR", "/etc/sovereign-hub/oidc"))
+)
 c.SovereignAuthenticator.oauth_callback_url = auth["callbackUrl"] or (
     f"https://{host}/hub/oauth_callback" if host else ""
 )

@@ -30,11 +30,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "sh.image" -}}{{ .repository }}@{{ .digest }}{{- end -}}
 
 {{/* The restricted Pod Security Standard, for pods and for containers. */}}
+{{/* Argument: the uid; high uids keep clear of the node's own users. */}}
 {{- define "sh.podSecurity" -}}
 runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-fsGroup: 1000
+runAsUser: {{ . }}
+runAsGroup: {{ . }}
+fsGroup: {{ . }}
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
