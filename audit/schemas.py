@@ -33,6 +33,7 @@ IMAGE_PIN_CHANGED = f"{BASE}/image-pin-changed/v1"
 POLICY_LOADED = f"{BASE}/policy-loaded/v1"
 API_ACTION = f"{BASE}/api-action/v1"
 HUB_SERVER_ACTION = f"{BASE}/hub-server-action/v1"
+AUDIT_VIEWED = f"{BASE}/audit-viewed/v1"
 
 
 class InvalidEvent(ValueError):

@@ -23,7 +23,7 @@ from pathlib import Path
 from sovereign_hub.audit.sinks.postgresql import is_postgres_url
 from sovereign_hub.policy import PolicyError, load_policy
 
-from .hubprocess import Hub
+from .hubprocess import Hub, free_port
 from .kube.cluster import Cluster
 from .kube.inventory import InventoryError, load_inventory
 from .oidc import OidcProvider
@@ -91,6 +91,16 @@ c.AuditTrail.hub_instance = "sandbox"
 c.AuditTrail.sinks = [{sink!r}]
 from sovereign_hub.audit import hub_reporter
 c.SovereignSpawner.reporter = c.SovereignAuthenticator.reporter = hub_reporter(c)
+
+from sovereign_hub.audit.viewer import add_audit_viewer
+add_audit_viewer(
+    c,
+    store={store or str(state / "audit.sqlite")!r},
+    hmac_key_file={str(state / "audit-hmac-key")!r},
+    spool_dir={str(state / "audit-viewer-spool")!r},
+    groups=["security-auditors"],
+    port={free_port()},
+)
 """
 
 
@@ -107,6 +117,7 @@ def banner(url: str, issuer: str, cluster: Cluster, state: Path, store: str) -> 
   Log in as (type the name on the provider's page, no password):
 {users}
 
+  Audit viewer:       {url}/services/audit/   (log in as sam)
   Identity provider:  {issuer}
   Kubernetes API:     {cluster.server}   (KUBECONFIG={cluster.kubeconfig})
   Audit trail:        .venv/bin/sovhub audit query {store}

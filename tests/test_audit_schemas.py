@@ -65,6 +65,10 @@ VALID = [
         schemas.HUB_SERVER_ACTION,
         {"actor": "system", "subject": "ana", "action": "stop", "server": ""},
     ),
+    (
+        schemas.AUDIT_VIEWED,
+        {"actor": "sam", "subject": "ana", "view": "timeline", "filters": {"user": "ana"}},
+    ),
 ]
 INVALID = [
     (schemas.LOGIN, {"subject": "ana"}),  # no actor
@@ -108,7 +112,7 @@ INVALID = [
 
 def test_every_schema_file_is_registered_with_a_versioned_id():
     files = schemas.schema_files()
-    assert len(files) == len(REGISTRY.schema_ids) == 12
+    assert len(files) == len(REGISTRY.schema_ids) == 13
     for path in files:
         raw = yaml.safe_load(path.read_text())
         assert raw["$id"].endswith(f"/{path.parent.name}/{path.stem}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sovereign_hub.sandbox.oidc import login_via_provider
 from tests.conftest import ROOT
 from tests.test_sandbox import sandbox  # noqa: F401 - the running sandbox fixture
 
@@ -95,3 +96,39 @@ def test_analyst_sees_no_gpu_profile_and_unentitled_user_sees_why(browser, sandb
     carol = sign_in(browser, sandbox["url"], "carol")
     assert carol.is_visible("text=none of your groups gives access to this hub")
     carol.screenshot(path=str(ARTIFACTS / "carol-02-no-access.png"), full_page=True)
+
+
+def test_auditor_reviews_a_session_and_a_non_auditor_is_refused(browser, sandbox):  # noqa: F811
+    url = sandbox["url"]
+    ana, _ = login_via_provider(url, "ana")
+    form = {
+        "profile": "cpu-small",
+        "region-cpu-small": "eu",
+        "_xsrf": ana.cookies.get("_xsrf", path="/hub/"),
+    }
+    assert (
+        ana.post(f"{url}/hub/spawn", data=form, timeout=60, allow_redirects=False).status_code
+        == 302
+    )
+    sam = sign_in(browser, url, "sam")
+    sam.goto(f"{url}/services/audit/")
+    sam.wait_for_selector("#timeline")
+    sam.fill("input[name=user]", "ana")
+    sam.click("form.filters button[type=submit]")
+    sam.wait_for_selector("#timeline")
+    events = sam.locator("#timeline tbody tr td:nth-child(2)").all_inner_texts()
+    assert "spawn-requested" in events
+    assert all(
+        s == "ana" for s in sam.locator("#timeline tbody tr td:nth-child(4)").all_inner_texts()
+    )
+    sam.screenshot(path=str(ARTIFACTS / "sam-01-audit-timeline.png"), full_page=True)
+    sam.click("#timeline tbody tr td:nth-child(4) a >> nth=0")
+    sam.wait_for_selector("section.session", timeout=60_000)
+    assert sam.is_visible("text=cpu-small")
+    sam.screenshot(path=str(ARTIFACTS / "sam-02-audit-session.png"), full_page=True)
+    bob = sign_in(browser, url, "bob")
+    response = bob.goto(f"{url}/services/audit/")
+    assert response is not None
+    assert response.status == 403
+    assert bob.is_visible("text=custom:audit:read")
+    bob.screenshot(path=str(ARTIFACTS / "bob-03-audit-refused.png"), full_page=True)

@@ -412,13 +412,18 @@ def test_the_generated_hub_config_sets_up_the_sovereign_components(
         assert c.ConfigurableHTTPProxy.auth_token == "proxy-token-value"
         assert len(c.CryptKeeper["keys"][0]) == 32
         assert c.JupyterHub.shutdown_on_logout is True  # hub.extraConfig ran
-        (culler,) = c.JupyterHub.services
+        culler = next(s for s in c.JupyterHub.services if s["name"] == "idle-culler")
         assert "--timeout=7200" in culler["command"]
         assert "--max-age=86400" in culler["command"]
-        assert c.JupyterHub.load_roles[0]["scopes"] == [
+        assert next(r for r in c.JupyterHub.load_roles if r["name"] == "idle-culler")["scopes"] == [
             "list:users", "read:users:activity", "read:servers", "delete:servers"
         ]  # fmt: skip
         assert "log_function" in c.JupyterHub.tornado_settings  # the audit hooks are attached
+        viewer = next(s for s in c.JupyterHub.services if s["name"] == "audit")
+        assert viewer["url"] == "http://rel-sovereign-hub-hub:10101"
+        assert viewer["oauth_client_allowed_scopes"] == ["custom:audit:read"]
+        readers = next(r for r in c.JupyterHub.load_roles if r["name"] == "audit-readers")
+        assert readers["groups"] == ["security-auditors"]
     finally:
         c.SovereignSpawner.reporter.trail.stop()
 

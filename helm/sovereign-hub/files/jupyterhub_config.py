@@ -119,6 +119,23 @@ if cull["enabled"]:
         }
     ]
 
+# The audit viewer for the auditor groups, reading the first database sink.
+databases = [s for s in audit["sinks"] if s["type"] in ("sqlite", "postgresql")]
+if auth["auditorGroups"] and databases:
+    from sovereign_hub.audit.viewer import add_audit_viewer
+
+    first = databases[0]
+    add_audit_viewer(
+        c,
+        store=first.get("path") or first["dsn"],
+        password_file=first.get("password_file", ""),
+        hmac_key_file=c.AuditTrail.hmac_key_file,
+        spool_dir=str(STATE / "audit-viewer-spool"),
+        groups=auth["auditorGroups"],
+        port=10101,
+        url_host=names["hub"],
+    )
+
 for _name, snippet in sorted(hub_values["extraConfig"].items()):
     exec(compile(snippet, f"hub.extraConfig.{_name}", "exec"))  # noqa: S102 - the admin's own config
 

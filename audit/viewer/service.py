@@ -1,0 +1,107 @@
+"""``python -m sovereign_hub.audit.viewer``: the viewer as a hub-managed service.
+
+JupyterHub starts it with its service environment (API token, OAuth client,
+URL and prefix). What the viewer reads, and where its own ``audit-viewed``
+events go, are traits, set by environment variable or a config file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tornado.ioloop import IOLoop
+from traitlets import Integer, Unicode, default
+from traitlets.config import Application
+
+from ..sinks.postgresql import is_postgres_url
+from ..trail import AuditTrail
+from .app import make_app
+
+
+class AuditViewer(Application):
+    name = "sovereign-audit-viewer"
+    description = "Sovereign Hub's audit viewer, a JupyterHub service."
+
+    store = Unicode(
+        config=True,
+        help="""The audit store to read: a SQLite path or a postgresql:// URL (no password;
+        libpq reads PGPASSWORD or PGPASSFILE). Default: $SOVEREIGN_AUDIT_STORE.""",
+    )
+    hmac_key_file = Unicode(
+        config=True,
+        help="""File with the chain's HMAC key, for verification on demand. Default:
+        $SOVEREIGN_AUDIT_HMAC_KEY_FILE.""",
+    )
+    spool_dir = Unicode(
+        config=True,
+        help="""Spool of the viewer's own audit trail (its audit-viewed events). Default:
+        $SOVEREIGN_AUDIT_VIEWER_SPOOL.""",
+    )
+    hub_instance = Unicode(
+        "audit-viewer",
+        config=True,
+        help="Name of the viewer's own chain in the trail (separate from the hub's).",
+    )
+    password_file = Unicode(
+        config=True,
+        help="""File with the PostgreSQL password of `store`, if it needs one. Default:
+        $SOVEREIGN_AUDIT_STORE_PASSWORD_FILE.""",
+    )
+    port = Integer(
+        0, config=True, help="Port to listen on. 0: the port of $JUPYTERHUB_SERVICE_URL."
+    )
+
+    @default("store")
+    def _store(self) -> str:
+        return os.environ.get("SOVEREIGN_AUDIT_STORE", "")
+
+    @default("hmac_key_file")
+    def _key_file(self) -> str:
+        return os.environ.get("SOVEREIGN_AUDIT_HMAC_KEY_FILE", "")
+
+    @default("password_file")
+    def _password_file(self) -> str:
+        return os.environ.get("SOVEREIGN_AUDIT_STORE_PASSWORD_FILE", "")
+
+    @default("spool_dir")
+    def _spool(self) -> str:
+        return os.environ.get("SOVEREIGN_AUDIT_VIEWER_SPOOL", "audit-viewer-spool")
+
+    def start(self) -> None:
+        if not self.store:
+            raise SystemExit("audit viewer: set SOVEREIGN_AUDIT_STORE (a SQLite path or URL)")
+        key = Path(self.hmac_key_file).read_bytes().strip() if self.hmac_key_file else b""
+        sink = (
+            {
+                "type": "postgresql",
+                "dsn": self.store,
+                "name": "store",
+                "password_file": self.password_file,
+            }
+            if is_postgres_url(self.store)
+            else {"type": "sqlite", "path": self.store, "name": "store"}
+        )
+        trail = AuditTrail(
+            spool_dir=self.spool_dir,
+            sinks=[sink],
+            hub_instance=self.hub_instance,
+            hmac_key_file=self.hmac_key_file,
+        ).start()
+        url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8890"))
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/audit/")
+        app = make_app(
+            store=self.store, password_file=self.password_file, trail=trail, key=key, prefix=prefix,
+            cookie_secret=secrets.token_bytes(32),
+        )  # fmt: skip
+        app.listen(self.port or url.port or 8890, address=url.hostname or "127.0.0.1")
+        self.log.info("audit viewer on %s%s reading %s", url.netloc, prefix, self.store)
+        try:
+            IOLoop.current().start()
+        finally:
+            trail.stop()
+
+
+main = AuditViewer.launch_instance

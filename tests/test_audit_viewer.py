@@ -1,0 +1,291 @@
+"""The audit viewer: queries on SQLite and a real PostgreSQL, and the service in the
+sandbox's real hub (OAuth, the custom scope, refusals, escaping, exports)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from tornado.escape import xhtml_escape
+
+from sovereign_hub.audit import schemas
+from sovereign_hub.audit.trail import AuditTrail
+from sovereign_hub.audit.viewer.app import csv_cell
+from sovereign_hub.audit.viewer.query import BadFilter, Query, Store
+from sovereign_hub.sandbox.oidc import login_via_provider
+from tests.test_sandbox import interrupt, launch
+
+KEY = "viewer-test-key-" + "v" * 32
+EVIL = "<script>alert('x')</script><img src=x onerror=alert(1)>"
+INJECTIONS = ["' OR '1'='1", "x'; DROP TABLE audit_events; --", '" OR 1=1 --', "%' OR 'a' LIKE '%"]
+
+
+def fill(trail: AuditTrail, n: int = 30) -> None:
+    for i in range(n):
+        user = ("ana", "bob", "carol")[i % 3]
+        trail.emit(
+            schemas.SPAWN_REQUESTED,
+            {"actor": user, "subject": user, "server": "", "profile": "cpu-small"},
+        )
+        if user == "bob":
+            trail.emit(schemas.SPAWN_DENIED, {
+                "actor": user, "subject": user, "server": "", "profile": "gpu-a100",
+                "reasons": [{"code": "profile_not_entitled", "message": f"not for bob {i} {EVIL}"}]})  # fmt: skip
+        else:
+            trail.emit(schemas.SERVER_STARTED, {
+                "actor": user, "subject": user, "server": "", "profile": "cpu-small",
+                "region": "eu" if user == "ana" else "us", "image": "q/x@sha256:" + "a" * 64,
+                "digest": "sha256:" + "a" * 64, "gpus": 0, "node": "n1"})  # fmt: skip
+            trail.emit(schemas.SERVER_STOPPED, {
+                "actor": "admin", "subject": user, "server": "", "gpus": 0,
+                "reason": "entitlement_lost" if i == 3 else "user"})  # fmt: skip
+    trail.emit(schemas.API_ACTION, {"actor": "admin", "subject": "ana", "method": "DELETE",
+                                    "route": "/hub/api/users/ana/server", "target_user": "ana",
+                                    "status": 204})  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path, monkeypatch) -> Store:
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", KEY)
+    if request.param == "sqlite":
+        location = str(tmp_path / "audit.sqlite")
+        sink = {"type": "sqlite", "path": location}
+    else:
+        location = request.getfixturevalue("pg_url")
+        sink = {"type": "postgresql", "dsn": location}
+    trail = AuditTrail(spool_dir=str(tmp_path / "spool"), sinks=[sink], hub_instance="h").start()
+    fill(trail)
+    assert trail.drain()
+    trail.stop()
+    return Store(location)
+
+
+def test_pages_are_newest_first_and_keyset_paging_sees_every_row_once(store):
+    seen, after = [], ""
+    while True:
+        rows, after = store.page(Query(), after=after, limit=7)
+        seen += rows
+        if not after:
+            break
+    assert len(seen) == len({r["id"] for r in seen}) == 81
+    keys = [(r["time"], r["id"]) for r in seen]
+    assert keys == sorted(keys, reverse=True)
+
+
+def test_filters_combine(store):
+    rows, _ = store.page(Query(user="ana", event="server-started", region="eu"), limit=100)
+    assert len(rows) == 10
+    assert {(r["data"]["subject"], r["event"], r["data"]["region"]) for r in rows} == {
+        ("ana", "server-started", "eu")
+    }
+    refused, _ = store.page(Query(outcome="refused"), limit=100)
+    assert {r["event"] for r in refused} == {"spawn-denied"}
+    assert len(refused) == 10
+    digest, _ = store.page(Query(digest="sha256:" + "a" * 64), limit=100)
+    assert len(digest) == 20
+    future, _ = store.page(Query(since="2999-01-01"), limit=100)
+    assert future == []
+
+
+@pytest.mark.parametrize("field", ["user", "region"])
+@pytest.mark.parametrize("value", INJECTIONS)
+def test_no_filter_changes_the_query(store, field, value):
+    rows, _ = store.page(Query(**{field: value}), limit=100)
+    assert rows == []
+    assert len(store.page(Query(), limit=200)[0]) == 81  # the table is intact
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"event": "login' OR '1'='1"}, "event"),
+        ({"outcome": "all"}, "outcome"),
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-13-01'; --"}, "until"),
+        ({"digest": "sha256:abc"}, "digest"),
+        ({"user": "x" * 300}, "user"),
+    ],
+)
+def test_bad_filters_are_refused_naming_the_field(raw, message):
+    with pytest.raises(BadFilter, match=message):
+        Query.parse(raw)
+
+
+def test_a_forged_cursor_is_refused(store):
+    with pytest.raises(BadFilter, match="after"):
+        store.page(Query(), after="not-a-cursor")
+
+
+def test_sessions_and_anomalies(store):
+    (session, *_) = store.sessions("bob")
+    assert session["outcome"] == "refused"
+    assert session["reasons"][0]["code"] == "profile_not_entitled"
+    ana = store.sessions("ana")
+    assert ana[0]["outcome"] == "stopped (user)"
+    assert ana[0]["digest"] == "sha256:" + "a" * 64
+    groups = store.anomalies()
+    assert len(groups["refused spawns"]) == 10
+    assert [r["data"]["subject"] for r in groups["entitlement losses"]] == ["ana"]
+    assert [r["data"]["route"] for r in groups["admin actions on other users"]] == [
+        "/hub/api/users/ana/server"
+    ]
+
+
+def test_csv_cells_are_never_formulas():
+    assert csv_cell('=HYPERLINK("x")') == '\'=HYPERLINK("x")'
+    assert csv_cell("+1") == "'+1"
+    assert csv_cell("@SUM(A1)") == "'@SUM(A1)"
+    assert csv_cell("ana") == "ana"
+
+
+# -- the service in a real hub -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox_with_events(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("viewer")
+    running = launch(tmp)
+    url = running["url"]
+    # ana starts a CPU server, bob is refused the GPU profile, carol cannot log in.
+    ana, _ = login_via_provider(url, "ana")
+    xsrf = ana.cookies.get("_xsrf", path="/hub/")
+    r = ana.post(f"{url}/hub/spawn", data={"profile": "cpu-small", "region-cpu-small": "eu", "_xsrf": xsrf},
+                 timeout=60, allow_redirects=False)  # fmt: skip
+    assert r.status_code == 302
+    bob, _ = login_via_provider(url, "bob")
+    forged = bob.post(f"{url}/hub/api/users/bob/server", json={"profile": "gpu-a100", "region": "eu"},
+                      headers={"X-XSRFToken": bob.cookies.get("_xsrf", path="/hub/")}, timeout=30)  # fmt: skip
+    assert forged.status_code == 403
+    login_via_provider(url, "carol")
+    # An event whose text is HTML, as an attacker-chosen value might be.
+    os.environ["SOVEREIGN_AUDIT_HMAC_KEY"] = (running["state"] / "audit-hmac-key").read_text()
+    injector = AuditTrail(spool_dir=str(tmp / "inj-spool"), hub_instance="injector",
+                          sinks=[{"type": "sqlite", "path": running["store"]}]).start()  # fmt: skip
+    injector.emit(schemas.LOGIN_DENIED, {"actor": "mallory", "subject": "mallory",
+                                         "reason_code": "x", "reason": EVIL})  # fmt: skip
+    assert injector.drain()
+    injector.stop()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(
+                f"{url}/services/audit/", timeout=5, allow_redirects=False
+            ).status_code in (302, 403):
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    yield running
+    interrupt(running["proc"])
+
+
+def viewer(session: requests.Session, url: str, path: str = "", **params) -> requests.Response:
+    return session.get(f"{url}/services/audit/{path}", params=params, timeout=60)
+
+
+def test_an_auditor_filters_by_user_and_sees_the_session(sandbox_with_events):
+    url = sandbox_with_events["url"]
+    sam, _ = login_via_provider(url, "sam")
+    page = viewer(sam, url, user="bob")
+    assert page.status_code == 200, page.text
+    assert "spawn-denied" in page.text
+    session = viewer(sam, url, "session", user="ana")
+    assert session.status_code == 200
+    assert "cpu-small" in session.text
+    assert "sha256:" in session.text
+    anomalies = viewer(sam, url, "anomalies")
+    assert "Refused logins" in anomalies.text
+    assert "carol" in anomalies.text
+
+
+def test_event_text_is_shown_as_text_never_as_html(sandbox_with_events):
+    url = sandbox_with_events["url"]
+    sam, _ = login_via_provider(url, "sam")
+    page = viewer(sam, url, user="mallory")
+    assert page.status_code == 200
+    assert EVIL not in page.text
+    assert xhtml_escape(EVIL) in page.text  # shown, as text
+    assert "script-src" not in page.headers["Content-Security-Policy"]  # no script may run at all
+
+
+def test_without_the_scope_a_signed_in_user_gets_a_clear_403(sandbox_with_events):
+    url = sandbox_with_events["url"]
+    bob, _ = login_via_provider(url, "bob")
+    page = viewer(bob, url)
+    assert page.status_code == 403
+    assert "custom:audit:read" in page.text
+    assert "spawn-denied" not in page.text
+
+
+def test_without_login_the_viewer_sends_you_to_the_hub(sandbox_with_events):
+    url = sandbox_with_events["url"]
+    page = requests.get(f"{url}/services/audit/?user=ana", timeout=30, allow_redirects=False)
+    assert page.status_code == 302
+    assert "/hub/api/oauth2/authorize" in page.headers["Location"]
+
+
+@pytest.mark.parametrize(
+    "field", ["user", "event", "since", "until", "region", "digest", "outcome"]
+)
+def test_every_filter_resists_injection_over_http(sandbox_with_events, field):
+    url = sandbox_with_events["url"]
+    sam, _ = login_via_provider(url, "sam")
+    for value in INJECTIONS:
+        page = viewer(sam, url, **{field: value})
+        assert page.status_code in (200, 400), page.text
+        if page.status_code == 400:
+            assert field in page.text  # says which filter is wrong
+        else:
+            assert "No events match." in page.text
+    assert "spawn-denied" in viewer(sam, url).text  # the trail is still there
+
+
+def test_exports_follow_the_filter_and_views_are_audited(sandbox_with_events):
+    url = sandbox_with_events["url"]
+    sam, _ = login_via_provider(url, "sam")
+    exported = viewer(sam, url, "export.csv", user="bob")
+    assert exported.status_code == 200
+    assert exported.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert rows
+    assert {r["subject"] for r in rows} == {"bob"}
+    lines = viewer(sam, url, "export.jsonl", user="bob").text.splitlines()
+    assert {json.loads(line)["data"]["subject"] for line in lines} == {"bob"}
+    store = Store(sandbox_with_events["store"])
+    deadline = time.monotonic() + 30
+    viewed = []
+    while time.monotonic() < deadline and not any(
+        r["data"]["view"] == "export-csv" for r in viewed
+    ):
+        viewed, _ = store.page(Query(event="audit-viewed"), limit=200)
+        time.sleep(0.5)
+    csv_views = [r["data"] for r in viewed if r["data"]["view"] == "export-csv"]
+    assert csv_views[0]["actor"] == "sam"
+    assert csv_views[0]["filters"] == {"user": "bob"}
+
+
+def test_chain_status_is_verified_on_demand_and_the_cli_agrees(sandbox_with_events):
+    url = sandbox_with_events["url"]
+    sam, _ = login_via_provider(url, "sam")
+    chain = viewer(sam, url, "chain")
+    assert "has not been verified" in chain.text
+    xsrf = sam.cookies.get("_xsrf", path="/services/audit/")
+    done = sam.post(f"{url}/services/audit/chain", data={"_xsrf": xsrf}, timeout=60)
+    assert done.status_code == 200
+    assert 'id="chain-status"' in done.text
+    assert "Intact" in done.text
+    state = sandbox_with_events["state"]
+    verified = subprocess.run(
+        [str(Path(sys.executable).with_name("sovhub")), "audit", "verify", sandbox_with_events["store"],
+         "--key-file", str(state / "audit-hmac-key")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
