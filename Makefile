@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system helm checkov sandbox test lint unit docs bench clean
+.PHONY: install system helm checkov notebook-env gpu-lock-check lock sandbox test lint unit docs bench clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml package-lock.json
 
 install: $(STAMP)
 
-sandbox: $(STAMP)
+sandbox: $(STAMP) notebook-env
 	@$(BIN)/python -m sovereign_hub.sandbox
 
 lint: $(STAMP)
@@ -28,7 +28,7 @@ lint: $(STAMP)
 
 # Debian packages the tests start for real: Chromium (Playwright drives it; it
 # never downloads one), PostgreSQL 15 and rsyslog with TLS (audit stores).
-SYSTEM_PACKAGES := chromium postgresql rsyslog rsyslog-openssl unzip
+SYSTEM_PACKAGES := chromium postgresql rsyslog rsyslog-openssl unzip docker-registry
 
 system:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
@@ -60,6 +60,45 @@ $(HELM4):
 
 helm: $(HELM3) $(HELM4)
 
+# The notebook environment of images/notebook-cpu, from its hashed lock: the
+# sandbox's notebook "pods" run in it. Wheels are downloaded once (hashes
+# checked), then the venv is installed from them with no index.
+NOTEBOOK_LOCK := images/notebook-cpu/requirements.lock
+NOTEBOOK_WHEELS := .tools/wheels/notebook-cpu
+NOTEBOOK_STAMP := .venv-notebook/.installed-$(shell cksum < $(NOTEBOOK_LOCK) | cut -d' ' -f1)
+
+$(NOTEBOOK_STAMP): $(NOTEBOOK_LOCK) | $(STAMP)
+	$(BIN)/python -m pip download --quiet --require-hashes --only-binary=:all: \
+		-r $(NOTEBOOK_LOCK) -d $(NOTEBOOK_WHEELS)
+	rm -rf .venv-notebook && $(PYTHON) -m venv .venv-notebook
+	.venv-notebook/bin/python -m pip install --quiet --no-index --find-links $(NOTEBOOK_WHEELS) \
+		--require-hashes -r $(NOTEBOOK_LOCK)
+	touch $@
+
+notebook-env: $(NOTEBOOK_STAMP)
+
+# The GPU lock must resolve for linux x86_64 / CPython 3.12. uv reads only
+# package metadata, so no CUDA wheel is downloaded (pip's dry run downloaded
+# 4.2 GB of them here).
+GPU_LOCK := images/notebook-gpu/requirements.lock
+.tools/gpu-lock-resolved.txt: $(GPU_LOCK) | $(STAMP)
+	mkdir -p .tools
+	$(BIN)/uv pip compile --quiet --no-header --no-annotate $(GPU_LOCK) \
+		--python-platform x86_64-manylinux_2_28 --python-version 3.12 -o $@
+
+gpu-lock-check: .tools/gpu-lock-resolved.txt
+
+# Maintainers: re-lock the images' environments (needs PyPI).
+lock: $(STAMP)
+	$(BIN)/uv pip compile --quiet --no-header --generate-hashes pyproject.toml --extra hub \
+		--python-version 3.12 --python-platform x86_64-manylinux_2_28 -o images/hub/requirements.lock
+	$(BIN)/uv pip compile --quiet --no-header --generate-hashes images/hub/build-requirements.in \
+		--python-version 3.12 -o images/hub/build-requirements.lock
+	$(BIN)/uv pip compile --quiet --no-header --generate-hashes --universal --python-version 3.11 \
+		images/notebook-cpu/requirements.in -o images/notebook-cpu/requirements.lock
+	$(BIN)/uv pip compile --quiet --no-header --generate-hashes --universal --python-version 3.11 \
+		images/notebook-gpu/requirements.in -o images/notebook-gpu/requirements.lock
+
 # checkov, the security scanner, in a venv of its own (its pins clash with ours).
 CHECKOV := .tools/checkov/bin/checkov
 $(CHECKOV):
@@ -68,7 +107,7 @@ $(CHECKOV):
 
 checkov: $(CHECKOV)
 
-unit: $(STAMP) system helm checkov
+unit: $(STAMP) system helm checkov notebook-env gpu-lock-check
 	$(BIN)/python -m pytest
 
 docs: $(STAMP)
@@ -85,4 +124,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sandbox.py
 
 clean:
-	rm -rf $(VENV) .tools docs/_build .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-notebook .tools docs/_build .pytest_cache .ruff_cache

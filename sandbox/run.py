@@ -55,6 +55,24 @@ DEMO_USERS = (
 )
 
 
+# The environment of images/notebook-cpu, built from its hashed lock by `make
+# notebook-env`: notebook "pods" run what the image ships.
+NOTEBOOK_VENV = ROOT / ".venv-notebook"
+
+
+def notebook_command() -> Path:
+    """The single-user server of the notebook image's environment (or, without it, ours)."""
+    command = NOTEBOOK_VENV / "bin" / "jupyterhub-singleuser"
+    if command.exists():
+        return command
+    print(
+        f"  note: {NOTEBOOK_VENV} is missing (make notebook-env builds it from "
+        "images/notebook-cpu's lock); notebooks run in the hub's environment",
+        file=sys.stderr,
+    )
+    return Path(sys.executable).with_name("jupyterhub-singleuser")
+
+
 def hub_config(
     *, issuer: str, port: int, policy: Path, cluster: Cluster, state: Path, store: str = ""
 ) -> str:
@@ -64,7 +82,7 @@ def hub_config(
         if store
         else {"type": "sqlite", "path": str(state / "audit.sqlite")}
     )
-    singleuser = Path(sys.executable).with_name("jupyterhub-singleuser")
+    singleuser = notebook_command()
     root_args = ["--allow-root"] if os.geteuid() == 0 else []
     return f"""
 c.JupyterHub.authenticator_class = "sovereign"

@@ -7,6 +7,7 @@ import sys
 
 from . import __version__
 from .audit import cli as audit_cli
+from .images import cli as images_cli
 from .policy import cli as policy_cli
 
 
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     policy_cli.register(commands)
     audit_cli.register(commands)
+    images_cli.register(commands)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Image references and digests: resolve tags through the OCI distribution API, pin them."""
