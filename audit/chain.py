@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Any
+
+import orjson
 
 GENESIS = "0" * 64
 """The ``prev`` of the first record of a hub's chain."""
 
 
 def canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Sorted keys, no spaces, UTF-8: the bytes a MAC covers.
+
+    orjson produces exactly what ``json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`` does for the values events hold (strings, integers,
+    booleans, null, lists, objects; no event schema has a float), in a tenth
+    of the time, which matters because it runs on every emit. A test keeps the
+    two in agreement.
+    """
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
 def seal(record: dict[str, Any], key: bytes) -> str:

@@ -27,7 +27,12 @@ def _segment_seq(path: Path) -> int:
 
 class Spool:
     def __init__(
-        self, directory: Path, *, segment_bytes: int = 8 * 2**20, fsync_interval: float = 0.2
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 8 * 2**20,
+        fsync_interval: float = 0.2,
+        writer: bool = True,
     ) -> None:
         self.directory = directory
         self.segments_dir = directory / "segments"
@@ -39,8 +44,14 @@ class Spool:
         self._fd: int | None = None
         self._size = 0
         self._dirty = False
-        self.head: dict[str, Any] | None = self._recover()
+        self.writer = writer
         self._stop = threading.Event()
+        self.head: dict[str, Any] | None = None
+        if not writer:
+            # A reader in another process (the shipper process): it must never
+            # cut what looks like a torn line, which the writer may be finishing.
+            return
+        self.head = self._recover()
         self._flusher = threading.Thread(
             target=self._flush_loop, args=(fsync_interval,), name="audit-spool-fsync", daemon=True
         )
@@ -66,6 +77,8 @@ class Spool:
 
     # -- writing -----------------------------------------------------------
     def append(self, line: bytes, seq: int) -> None:
+        if not self.writer:
+            raise RuntimeError("this spool was opened for reading only")
         with self._lock:
             if self._fd is None or self._size >= self.segment_bytes:
                 self._rotate(seq)
@@ -91,13 +104,22 @@ class Spool:
             self.flush()
 
     def flush(self) -> None:
+        # fsync outside the lock, on a duplicate descriptor: an emit never
+        # waits for the disk, and a rotation may close the original meanwhile.
         with self._lock:
-            if self._fd is not None and self._dirty:
-                os.fsync(self._fd)
-                self._dirty = False
+            if self._fd is None or not self._dirty:
+                return
+            fd = os.dup(self._fd)
+            self._dirty = False
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self._stop.set()
+        if not self.writer:
+            return
         self._flusher.join(timeout=2)
         with self._lock:
             if self._fd is not None:

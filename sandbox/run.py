@@ -106,6 +106,7 @@ c.SovereignSpawner.start_timeout = 120
 c.AuditTrail.spool_dir = {str(state / "audit-spool")!r}
 c.AuditTrail.hmac_key_file = {str(state / "audit-hmac-key")!r}
 c.AuditTrail.hub_instance = "sandbox"
+c.AuditTrail.shipping = "process"
 c.AuditTrail.sinks = [{sink!r}]
 from sovereign_hub.audit import hub_reporter
 c.SovereignSpawner.reporter = c.SovereignAuthenticator.reporter = hub_reporter(c)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sovereign_hub.audit import schemas
 from sovereign_hub.audit.sinks import SINKS
@@ -276,3 +278,28 @@ def test_a_killed_hub_loses_nothing_it_emitted(tmp_path):
     records = list(read(str(db)))
     assert [r["seq"] for r in records] == list(range(1, emitted + 1))  # none lost, none twice
     assert verify(records, KEY.encode()).ok
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
+def test_the_canonical_form_is_sorted_compact_utf8_json(value):
+    """orjson's output is byte for byte json.dumps(sort_keys, compact, ensure_ascii=False)."""
+    from sovereign_hub.audit.chain import canonical
+
+    try:
+        expected = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+    except UnicodeEncodeError:  # a lone surrogate: neither can encode it
+        with pytest.raises((TypeError, ValueError)):
+            canonical(value)
+        return
+    assert canonical(value) == expected

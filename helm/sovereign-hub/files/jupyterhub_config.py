@@ -97,6 +97,7 @@ c.AuditTrail.on_spool_full = audit["onSpoolFull"]
 c.AuditTrail.spool_limit_bytes = audit["spoolLimitBytes"]
 c.AuditTrail.hub_instance = values["release"]["fullname"]
 c.AuditTrail.sinks = audit["sinks"]
+c.AuditTrail.shipping = "process"  # delivery never competes with the hub for the GIL
 
 # Idle culling, as a hub-managed service with only the scopes it needs.
 cull = values["cull"]
