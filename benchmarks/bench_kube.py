@@ -45,7 +45,12 @@ def main() -> int:
         async def run() -> dict:
             api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
             try:
-                result = await burst(client.CoreV1Api(api), cluster.namespace, args.pods)
+                result = await burst(
+                    client.CoreV1Api(api),
+                    cluster.namespace,
+                    args.pods,
+                    scheduler_name=cluster.scheduler_name,
+                )
             finally:
                 await api.close()
             return dataclasses.asdict(result)

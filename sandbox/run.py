@@ -98,6 +98,7 @@ c.SovereignAuthenticator.auditor_groups = {{"security-auditors"}}
 c.JupyterHub.spawner_class = "sovereign"
 c.SovereignSpawner.policy_file = {str(policy)!r}
 c.SovereignSpawner.namespace = {cluster.namespace!r}
+c.SovereignSpawner.scheduler_name = {cluster.scheduler_name!r}
 c.SovereignSpawner.cmd = [{str(singleuser)!r}]
 c.SovereignSpawner.args = {root_args!r}
 c.SovereignSpawner.default_url = "/lab"

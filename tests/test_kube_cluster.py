@@ -55,12 +55,23 @@ US = {
 GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
+# The scheduler that must place the test's pods: the emulated cluster's own,
+# or, on a real API server, the local scheduler (never the cluster's, which
+# would bind them to real nodes). Set per test from the `kube` fixture.
+SCHEDULER = {"name": "default-scheduler"}
+
+
+@pytest.fixture(autouse=True)
+def scheduler_of(kube):
+    SCHEDULER["name"] = kube.scheduler_name
+
+
 def pod(name: str, command: list[str], **spec) -> dict:
     container = {"name": "notebook", "image": NS_IMAGE, "command": command}
     container.update(spec.pop("container", {}))
     return {
         "metadata": {"name": name, "labels": {"app": "test"}},
-        "spec": {"containers": [container], **spec},
+        "spec": {"containers": [container], "schedulerName": SCHEDULER["name"], **spec},
     }
 
 
@@ -131,9 +142,7 @@ async def test_environment_is_built_as_kubernetes_builds_it(kube, core):
     )
     await core.create_namespaced_pod(ns, spec)
     done = await phase(core, ns, "env", "Succeeded")
-    # Raw: the generated client would JSON-decode a log that happens to be JSON.
-    response = await core.read_namespaced_pod_log("env", ns, _preload_content=False)
-    seen = json.loads((await response.text()).strip())
+    seen = json.loads(kube.pod_log(ns, "env").strip())
     assert seen["MESSAGE"] == "hello world $(LITERAL)"
     assert seen["POD"] == "env"
     assert seen["IP"] == done.status.pod_ip
@@ -306,4 +315,4 @@ async def test_claim_must_exist_then_binds_and_keeps_data_across_pods(kube, core
     )
     await core.create_namespaced_pod(ns, read)
     await phase(core, ns, "reader", "Succeeded")
-    assert (await core.read_namespaced_pod_log("reader", ns)).strip() == "kept"
+    assert kube.pod_log(ns, "reader").strip() == "kept"

@@ -24,7 +24,9 @@ async def test_sixty_concurrent_pods_fill_capacity_and_the_rest_pend(small_clust
     api = await config.new_client_from_config(config_file=str(small_cluster.kubeconfig))
     try:
         core = client.CoreV1Api(api)
-        result = await burst(core, small_cluster.namespace, 60)
+        result = await burst(
+            core, small_cluster.namespace, 60, scheduler_name=small_cluster.scheduler_name
+        )
         assert (result.running, result.pending) == (45, 15)
         assert result.watched_pods == 60
         assert result.watch_agrees

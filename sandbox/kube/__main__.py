@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--state-dir", help="where pods' logs and volumes live (default: a temporary directory)"
     )
+    parser.add_argument(
+        "--api-only",
+        action="store_true",
+        help="run only the API server, with no nodes, scheduler or kubelet: a stand-in for a "
+        "real API server, e.g. for SOVEREIGN_TEST_KUBECONFIG",
+    )
     args = parser.parse_args(argv)
     try:
         inventory = load_inventory(args.nodes)
@@ -32,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Cluster(inventory, state) as cluster:
+    with Cluster(inventory, state, real_nodes=args.api_only) as cluster:
         print("Kubernetes is EMULATED: API server, scheduler and process kubelet on this machine.")
         print(f"API server: {cluster.server}")
         print(f"kubeconfig: {cluster.kubeconfig}")

@@ -35,7 +35,11 @@ def _settled(pod: dict[str, Any], failed: set[str]) -> bool:
 
 
 async def burst(
-    core: client.CoreV1Api, namespace: str, count: int, timeout: float = 120
+    core: client.CoreV1Api,
+    namespace: str,
+    count: int,
+    timeout: float = 120,
+    scheduler_name: str = "default-scheduler",
 ) -> BurstResult:
     seen: dict[str, dict[str, Any]] = {}
     failed: set[str] = set()
@@ -64,6 +68,7 @@ async def burst(
         {
             "metadata": {"name": f"burst-{i:03d}", "labels": {"app": "burst"}},
             "spec": {
+                "schedulerName": scheduler_name,
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": 1,
                 "containers": [

@@ -126,6 +126,23 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def pod_log(self, namespace: str, name: str, container: str = "") -> str:
+        """A pod's log. Pods this cluster's process kubelet runs are read from its files:
+        on a real API server, `pods/log` would ask the node's kubelet, and these
+        nodes have none. Otherwise through the API, as `kubectl logs` would."""
+        if self.kubelet is not None:
+            return self.kubelet.read_log(namespace, name, container)
+
+        async def fetch() -> str:
+            assert self._client is not None  # noqa: S101
+            core = client.CoreV1Api(self._client)
+            response = await core.read_namespaced_pod_log(
+                name, namespace, container=container or None, _preload_content=False
+            )
+            return str(await response.text())
+
+        return str(self.call(fetch()))
+
     # -- the cluster -------------------------------------------------------
     async def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)

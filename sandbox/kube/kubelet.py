@@ -178,6 +178,14 @@ class ProcessKubelet:
             rt = self._runtime(pod)
             rt.supervisor = asyncio.create_task(self._supervise(rt, pod))
 
+    def read_log(self, namespace: str, name: str, container: str = "") -> str:
+        """The log this kubelet wrote for a pod's container (its only one by default)."""
+        directory = self.log_dir / namespace / name
+        logs = [directory / f"{container}.log"] if container else sorted(directory.glob("*.log"))
+        if len(logs) != 1 or not logs[0].exists():
+            raise FileNotFoundError(f"no log of {namespace}/{name} {container}".rstrip())
+        return logs[0].read_text(errors="replace")
+
     def _runtime(self, pod: dict[str, Any]) -> PodRuntime:
         meta = pod["metadata"]
         container = pod["spec"]["containers"][0]["name"]

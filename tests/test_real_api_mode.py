@@ -1,0 +1,54 @@
+"""The SOVEREIGN_TEST_KUBECONFIG switch, exercised here against the emulated API server
+run alone (`python -m sovereign_hub.sandbox.kube --api-only`) standing in for a real one.
+
+No real API server can run on these machines. In this mode the fixtures
+treat the server as a real cluster: a fresh namespace per test, the
+inventory's Node objects created through the API, the local scheduler binding
+through the `binding` subresource and the process kubelet patching `status`,
+with only pods that name the local scheduler being theirs. This runs the
+cluster and KubeSpawner-fidelity suites that way, in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, TEST_NODES
+
+SUITES = ["tests/test_kube_cluster.py", "tests/test_kubespawner_fidelity.py",
+          "tests/test_kube_concurrency.py"]  # fmt: skip
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("SOVEREIGN_TEST_KUBECONFIG")),
+    reason="already running against SOVEREIGN_TEST_KUBECONFIG",
+)
+def test_the_suites_pass_against_a_standalone_api_server(tmp_path):
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sovereign_hub.sandbox.kube", "--nodes", str(TEST_NODES),
+         "--api-only", "--state-dir", str(tmp_path / "api")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        banner = ""
+        deadline = time.monotonic() + 30
+        while "kubeconfig:" not in banner and time.monotonic() < deadline:
+            banner += server.stdout.readline()  # type: ignore[union-attr]
+        kubeconfig = re.search(r"kubeconfig:\s+(\S+)", banner).group(1)  # type: ignore[union-attr]
+        env = {**os.environ, "SOVEREIGN_TEST_KUBECONFIG": kubeconfig}
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUITES],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout[-6000:]
+        assert re.search(r"\d+ passed", run.stdout)
+        assert "skipped" not in run.stdout.splitlines()[-1]
+    finally:
+        server.terminate()
+        server.wait(30)
