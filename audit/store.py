@@ -83,25 +83,30 @@ def read(store: str, filters: Filters | None = None) -> Iterator[dict[str, Any]]
         db.close()
 
 
-def _where(filters: Filters, mark: str) -> tuple[str, list[str]]:
-    """A WHERE clause of fixed column names, with every value a bound parameter."""
-    clauses, params = [], []
+def clauses(filters: Filters, mark: str) -> tuple[list[str], list[str]]:
+    """SQL conditions on fixed column names, with every value a bound parameter."""
+    out, params = [], []
     for column, value in (
         ("subject", filters.user),
         ("event", filters.event),
         ("region", filters.region),
         ("digest", filters.digest),
     ):
-        if value is not None:
-            clauses.append(f"{column} = {mark}")
+        if value:
+            out.append(f"{column} = {mark}")
             params.append(value)
     if filters.since:
-        clauses.append(f"time >= {mark}")
+        out.append(f"time >= {mark}")
         params.append(filters.since)
     if filters.until:
-        clauses.append(f"time < {mark}")
+        out.append(f"time < {mark}")
         params.append(filters.until)
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+    return out, params
+
+
+def _where(filters: Filters, mark: str) -> tuple[str, list[str]]:
+    conditions, params = clauses(filters, mark)
+    return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), params
 
 
 def _read_postgres(store: str, filters: Filters) -> Iterator[dict[str, Any]]:

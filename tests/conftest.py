@@ -130,3 +130,27 @@ def postgres_server() -> Iterator[LocalPostgres]:
 def pg_url(postgres_server: LocalPostgres) -> str:
     """A fresh, empty database on the session's PostgreSQL server."""
     return postgres_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+def require_program(name: str, fallback: str, package: str) -> str:
+    """The path of a Debian program the test starts; skip (saying why) or, in CI, fail."""
+    import shutil
+
+    path = shutil.which(name) or fallback
+    if not Path(path).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must install {package} (make system)")
+        pytest.skip(f"needs Debian's {package}: apt-get install {package}")
+    return path
+
+
+def stop_process(process: Any, timeout: float = 10) -> None:
+    """Terminate a server the test started; kill it if it does not stop in time."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from sovereign_hub.sandbox.hubprocess import free_port
+from tests.conftest import stop_process
 
 
 @dataclass
@@ -196,9 +197,4 @@ input(type="imtcp" address="127.0.0.1" port="{self.tls_port}" ruleset="audit"
         ]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)

@@ -16,7 +16,7 @@ import yaml
 
 from sovereign_hub.images.reference import Reference, ReferenceError
 from sovereign_hub.policy import load_policy
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_program
 
 IMAGES = ROOT / "images"
 DOCKERFILES = sorted(IMAGES.glob("*/Dockerfile"))
@@ -187,10 +187,7 @@ def test_bad_references_are_refused(text):
 def registry(tmp_path):
     from tests.registry import LocalRegistry
 
-    if not (shutil.which("docker-registry") or Path("/usr/bin/docker-registry").exists()):
-        if os.environ.get("CI"):
-            pytest.fail("CI must install docker-registry (make system)")
-        pytest.skip("needs Debian's docker-registry: apt-get install docker-registry")
+    require_program("docker-registry", "/usr/bin/docker-registry", "docker-registry")
     server = LocalRegistry(tmp_path / "registry")
     yield server
     server.stop()
@@ -259,10 +256,7 @@ def test_pin_of_a_single_platform_tag_and_clear_errors(tmp_path, registry):
 def test_pin_follows_the_bearer_token_challenge(tmp_path):
     from tests.registry import LocalRegistry, TokenService
 
-    if not (shutil.which("docker-registry") or Path("/usr/bin/docker-registry").exists()):
-        if os.environ.get("CI"):
-            pytest.fail("CI must install docker-registry (make system)")
-        pytest.skip("needs Debian's docker-registry: apt-get install docker-registry")
+    require_program("docker-registry", "/usr/bin/docker-registry", "docker-registry")
     tokens = TokenService(tmp_path)
     server = LocalRegistry(tmp_path / "registry", tokens)
     try:

@@ -18,39 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from .base import Sink, SinkConfigError
-from .sqlite import row
+from .table import COLUMNS, ddl, row
 
-COLUMNS = (
-    "id, hub, seq, time, schema, version, event, actor, subject, region, digest, data, prev, mac"
-)
+__all__ = ["COLUMNS", "SCHEMA", "PostgreSQLSink", "is_postgres_url"]
 
-# Every statement is idempotent, so hubs starting together may all run it; the
-# advisory lock keeps their concurrent CREATEs from colliding in the catalogue.
-SCHEMA = """
-SELECT pg_advisory_xact_lock(7263011);
-CREATE TABLE IF NOT EXISTS audit_events (
-    id TEXT PRIMARY KEY,
-    hub TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    time TEXT NOT NULL,
-    schema TEXT NOT NULL,
-    version TEXT NOT NULL,
-    event TEXT NOT NULL,
-    actor TEXT,
-    subject TEXT,
-    region TEXT,
-    digest TEXT,
-    data TEXT NOT NULL,
-    prev TEXT NOT NULL,
-    mac TEXT NOT NULL,
-    UNIQUE (hub, seq)
-);
-CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events (time, id);
-CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, time, id);
-CREATE INDEX IF NOT EXISTS audit_events_event ON audit_events (event, time, id);
-CREATE INDEX IF NOT EXISTS audit_events_region ON audit_events (region, time, id);
-CREATE INDEX IF NOT EXISTS audit_events_digest ON audit_events (digest, time, id);
-"""
+# Hubs starting together may all run this; the advisory lock keeps their
+# concurrent CREATEs from colliding in the catalogue.
+SCHEMA = "SELECT pg_advisory_xact_lock(7263011);\n" + ddl("BIGINT")
 
 
 def is_postgres_url(store: str) -> bool:

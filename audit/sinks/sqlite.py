@@ -2,56 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from ..schemas import family
 from .base import Sink
+from .table import ddl, row
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_events (
-    id TEXT PRIMARY KEY,
-    hub TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    time TEXT NOT NULL,
-    schema TEXT NOT NULL,
-    version TEXT NOT NULL,
-    event TEXT NOT NULL,
-    actor TEXT,
-    subject TEXT,
-    region TEXT,
-    digest TEXT,
-    data TEXT NOT NULL,
-    prev TEXT NOT NULL,
-    mac TEXT NOT NULL,
-    UNIQUE (hub, seq)
-);
-CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events (time);
-CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, time);
-CREATE INDEX IF NOT EXISTS audit_events_event ON audit_events (event, time);
-"""
+__all__ = ["SCHEMA", "SQLiteSink", "row"]
 
-
-def row(record: dict[str, Any]) -> tuple[Any, ...]:
-    data = record["data"]
-    return (
-        record["id"],
-        record["hub"],
-        record["seq"],
-        record["time"],
-        record["schema"],
-        record["version"],
-        family(record["schema"]),
-        data.get("actor"),
-        data.get("subject"),
-        data.get("region"),
-        data.get("digest"),
-        json.dumps(data, sort_keys=True),
-        record["prev"],
-        record["mac"],
-    )
+SCHEMA = ddl("INTEGER")
 
 
 class SQLiteSink(Sink):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..sinks.postgresql import is_postgres_url
-from ..store import StoreError, _record
+from ..store import Filters, StoreError, _record, clauses
 
 EVENTS = (
     "login", "login-denied", "logout", "spawn-requested", "spawn-denied", "server-started",
@@ -75,22 +75,14 @@ class Query:
 
 
 def where(query: Query, mark: str) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (("subject", query.user), ("event", query.event),
-                          ("region", query.region), ("digest", query.digest)):  # fmt: skip
-        if value:
-            clauses.append(f"{column} = {mark}")
-            params.append(value)
-    if query.since:
-        clauses.append(f"time >= {mark}")
-        params.append(query.since)
-    if query.until:
-        clauses.append(f"time < {mark}")
-        params.append(query.until)
+    filters = Filters(
+        user=query.user or None, event=query.event or None, since=query.since or None,
+        until=query.until or None, region=query.region or None, digest=query.digest or None,
+    )  # fmt: skip
+    conditions, params = clauses(filters, mark)
     if query.outcome:
-        clauses.append(OUTCOMES[query.outcome][0])
-    return clauses, params
+        conditions.append(OUTCOMES[query.outcome][0])
+    return conditions, list(params)
 
 
 def encode_cursor(row: dict[str, Any]) -> str:
