@@ -103,6 +103,7 @@ lock: $(STAMP)
 CHECKOV := .tools/checkov/bin/checkov
 $(CHECKOV):
 	$(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet --upgrade pip
 	.tools/checkov/bin/python -m pip install --quiet 'checkov==3.3.30'
 
 checkov: $(CHECKOV)
