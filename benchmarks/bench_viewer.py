@@ -6,8 +6,8 @@ with COPY straight into the table the PostgreSQL sink creates, with its
 indexes; building a million-record HMAC chain through the spool would add
 minutes and nothing to what a query costs.
 
-Each figure is `Store.page`, as the viewer calls it per request (a new
-connection each time), p50 and p99 over repeated runs. The baseline is the
+Each figure is `Store.page`, as the viewer calls it per request (through
+its connection pool), p50 and p99 over repeated runs. The baseline is the
 same SQL on an already-open connection: the raw store on the same run.
 
 Run: `make bench` or `python benchmarks/bench_viewer.py [--events N] [--json]`.
@@ -116,6 +116,7 @@ def main() -> int:
             "viewer": timed(lambda: store.page(Query(event="spawn-denied"), after=deep), args.runs)
         }
         open_db.close()
+        store.close()
         assert first_page
     if args.json:
         print(json.dumps(report, indent=2))

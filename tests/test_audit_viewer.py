@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def fill(trail: AuditTrail, n: int = 30) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path, monkeypatch) -> Store:
+def store(request, tmp_path, monkeypatch) -> Iterator[Store]:
     monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", KEY)
     if request.param == "sqlite":
         location = str(tmp_path / "audit.sqlite")
@@ -65,7 +66,9 @@ def store(request, tmp_path, monkeypatch) -> Store:
     fill(trail)
     assert trail.drain()
     trail.stop()
-    return Store(location)
+    store = Store(location)
+    yield store
+    store.close()
 
 
 def test_pages_are_newest_first_and_keyset_paging_sees_every_row_once(store):

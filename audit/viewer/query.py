@@ -100,33 +100,56 @@ def decode_cursor(text: str) -> tuple[str, str]:
 
 
 class Store:
-    """One audit store (SQLite path or PostgreSQL URL), opened per use."""
+    """One audit store: a SQLite file opened per use, or PostgreSQL through a pool.
 
-    def __init__(self, location: str, password_file: str = "") -> None:
+    The pool (psycopg_pool, the psycopg project's own) keeps a few connections
+    open, so a page costs its query rather than a new connection each time.
+    """
+
+    def __init__(self, location: str, password_file: str = "", pool_size: int = 4) -> None:
         self.location = location
         self.password = Path(password_file).read_text().strip() if password_file else ""
         self.postgres = is_postgres_url(location)
         self.mark = "%s" if self.postgres else "?"
+        self.pool_size = pool_size
+        self._pool: Any = None
+
+    def _postgres_pool(self) -> Any:
+        if self._pool is None:
+            from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
+
+            kwargs: dict[str, Any] = {"row_factory": dict_row, "connect_timeout": 10}
+            if self.password:
+                kwargs["password"] = self.password
+            self._pool = ConnectionPool(
+                self.location, min_size=1, max_size=self.pool_size, kwargs=kwargs, open=True,
+                timeout=15, name="audit-viewer",
+            )  # fmt: skip
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
         if self.postgres:
             import psycopg
-            from psycopg.rows import dict_row
+            from psycopg_pool import PoolTimeout
 
-            extra = {"password": self.password} if self.password else {}
             try:
-                db = psycopg.connect(
-                    self.location, connect_timeout=10, row_factory=dict_row, **extra
-                )
-            except psycopg.Error as exc:
-                raise StoreError(f"cannot connect to the audit store ({exc})") from None
-        else:
-            path = Path(self.location.removeprefix("sqlite:///"))
-            if not path.exists():
-                raise StoreError(f"{path}: no audit store yet")
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-            db.row_factory = sqlite3.Row
+                with self._postgres_pool().connection() as db:
+                    yield db
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                raise StoreError(f"cannot reach the audit store ({exc})") from None
+            return
+        path = Path(self.location.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise StoreError(f"{path}: no audit store yet")
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        db.row_factory = sqlite3.Row
         try:
             yield db
         finally:
