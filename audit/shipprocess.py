@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sovereign_hub.processes import stop_process
+
 from .shipper import Shipper
 from .sinks import make_sink
 from .spool import Spool
@@ -118,10 +120,4 @@ class ShipperProcess:
                          for spec in settings["sinks"]]  # fmt: skip
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)

@@ -18,6 +18,8 @@ from typing import Any
 
 import requests
 
+from sovereign_hub.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 CHP = Path(
     os.environ.get("SOVEREIGN_CHP", ROOT / "node_modules" / ".bin" / "configurable-http-proxy")
@@ -116,11 +118,5 @@ c.JupyterHub.cleanup_servers = True
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=30)
         self._log.close()

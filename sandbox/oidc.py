@@ -19,6 +19,8 @@ from urllib.parse import urljoin
 
 import requests
 
+from sovereign_hub.processes import stop_process
+
 from .hubprocess import free_port
 
 
@@ -61,12 +63,7 @@ class OidcProvider:
         response.raise_for_status()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process, timeout=10)
         self._log.close()
 
 

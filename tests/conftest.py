@@ -142,15 +142,3 @@ def require_program(name: str, fallback: str, package: str) -> str:
             pytest.fail(f"CI must install {package} (make system)")
         pytest.skip(f"needs Debian's {package}: apt-get install {package}")
     return path
-
-
-def stop_process(process: Any, timeout: float = 10) -> None:
-    """Terminate a server the test started; kill it if it does not stop in time."""
-    import subprocess
-
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

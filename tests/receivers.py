@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from sovereign_hub.processes import stop_process
 from sovereign_hub.sandbox.hubprocess import free_port
-from tests.conftest import stop_process
 
 
 @dataclass
@@ -197,4 +197,4 @@ input(type="imtcp" address="127.0.0.1" port="{self.tls_port}" ruleset="audit"
         ]
 
     def stop(self) -> None:
-        stop_process(self.process)
+        stop_process(self.process, timeout=10)

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from sovereign_hub.processes import stop_process
 from sovereign_hub.sandbox.hubprocess import free_port
-from tests.conftest import stop_process
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -182,5 +182,5 @@ class LocalRegistry:
                                                     "manifests": manifests}, OCI_INDEX)  # fmt: skip
 
     def stop(self) -> None:
-        stop_process(self.process)
+        stop_process(self.process, timeout=10)
         self.log.close()
