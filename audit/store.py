@@ -41,7 +41,9 @@ def _record(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def read(store: str, filters: Filters | None = None) -> Iterator[dict[str, Any]]:
+def read(
+    store: str, filters: Filters | None = None, password: str = ""
+) -> Iterator[dict[str, Any]]:
     """Records of ``store``, in order.
 
     ``store`` is a PostgreSQL URL (``postgresql://…``), a SQLite file (or
@@ -51,7 +53,7 @@ def read(store: str, filters: Filters | None = None) -> Iterator[dict[str, Any]]
     """
     filters = filters or Filters()
     if is_postgres_url(store):
-        yield from _read_postgres(store, filters)
+        yield from _read_postgres(store, filters, password)
         return
     path = Path(store.removeprefix("sqlite:///"))
     if not path.exists():
@@ -109,13 +111,14 @@ def _where(filters: Filters, mark: str) -> tuple[str, list[str]]:
     return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), params
 
 
-def _read_postgres(store: str, filters: Filters) -> Iterator[dict[str, Any]]:
+def _read_postgres(store: str, filters: Filters, password: str) -> Iterator[dict[str, Any]]:
     import psycopg
     from psycopg.rows import dict_row
 
     where, params = _where(filters, "%s")
     try:
-        db = psycopg.connect(store, connect_timeout=10, row_factory=dict_row)
+        extra = {"password": password} if password else {}
+        db = psycopg.connect(store, connect_timeout=10, row_factory=dict_row, **extra)
     except psycopg.Error as exc:
         raise StoreError(f"{_redact(store)}: cannot connect ({exc})") from None
     try:

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -101,6 +102,16 @@ class LocalPostgres:
         if made.returncode != 0 and "already exists" not in made.stderr:
             raise RuntimeError(f"createdb {name}: {made.stderr.strip()}")
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def require_password(self, role: str) -> None:
+        """Make ``role`` authenticate with its password over TCP (SCRAM); others stay trusted."""
+        hba = self.data / "pg_hba.conf"
+        rule = f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+        text = hba.read_text()
+        if rule not in text:
+            hba.write_text(rule + text)  # the first matching line wins
+            self._run("pg_ctl", "-D", str(self.data), "reload")
+            time.sleep(0.5)  # the postmaster re-reads pg_hba.conf asynchronously
 
     def stop(self, mode: str = "fast") -> None:
         if (self.data / "postmaster.pid").exists():

@@ -22,10 +22,16 @@ from sovereign_hub.audit.sinks.postgresql import PostgreSQLSink
 from sovereign_hub.audit.store import Filters, read
 from sovereign_hub.audit.trail import AuditTrail
 from sovereign_hub.audit.verify import verify
+from sovereign_hub.audit.viewer.query import Query, Store
 from sovereign_hub.sandbox.postgres import LocalPostgres
 from tests.conftest import require_postgres
 
 KEY = "pg-test-key-" + "k" * 32
+RECORD = {
+    "seq": 1, "time": "2026-11-26T10:00:00.000000Z", "hub": "hub-pw",
+    "schema": "https://sovereign-hub.io/events/logout/v1", "version": "1",
+    "data": {"actor": "ana", "subject": "ana"}, "prev": "0" * 64, "mac": "m" * 64,
+}  # fmt: skip
 SOVHUB = str(Path(sys.executable).with_name("sovhub"))
 
 
@@ -175,12 +181,25 @@ def test_the_password_comes_from_a_file(tmp_path, postgres_server, pg_url):
         db.execute("CREATE ROLE auditwriter LOGIN PASSWORD 's3cret-pass'")
         db.execute(f"GRANT ALL ON DATABASE {pg_url.rsplit('/', 1)[1]} TO auditwriter")
         db.execute("GRANT ALL ON SCHEMA public TO auditwriter")
+    postgres_server.require_password("auditwriter")
     secret = tmp_path / "password"
     secret.write_text("s3cret-pass\n")
     url = pg_url.replace("postgres@", "auditwriter@")
     sink = make_sink({"type": "postgresql", "dsn": url, "password_file": str(secret)})
-    sink.open()
+    sink.deliver([{**RECORD, "id": "11111111-1111-4111-8111-111111111111"}])
     sink.close()
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    refused = make_sink({"type": "postgresql", "dsn": url, "password_file": str(wrong)})
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        refused.open()
+    # The review tools and the audit viewer read with the same password.
+    assert [r["seq"] for r in read(url, password="s3cret-pass")] == [1]
+    viewer = Store(url, str(secret))
+    try:
+        assert viewer.page(Query())[0][0]["seq"] == 1
+    finally:
+        viewer.close()
 
 
 def test_postgresql_stopped_for_30_seconds_loses_and_duplicates_nothing(tmp_path):

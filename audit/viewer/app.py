@@ -59,11 +59,11 @@ class Verification:
         self.result: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
 
-    async def run(self, store: str, key: bytes) -> dict[str, Any]:
+    async def run(self, store: Store, key: bytes) -> dict[str, Any]:
         async with self._lock:
             started = time.time()
             report = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: verify(read(store), key)
+                None, lambda: verify(read(store.location, password=store.password), key)
             )
             self.result = {
                 "ok": report.ok,
@@ -198,7 +198,7 @@ class ChainHandler(ViewerHandler):
     async def post(self) -> None:
         self.record_view("verify")
         try:
-            await self.check.run(self.store.location, self.key)
+            await self.check.run(self.store, self.key)
         except StoreError as exc:
             raise web.HTTPError(503, log_message=str(exc)) from exc
         self.redirect(self.base() + "chain")
