@@ -75,10 +75,8 @@ class Query:
 
 
 def where(query: Query, mark: str) -> tuple[list[str], list[Any]]:
-    filters = Filters(
-        user=query.user or None, event=query.event or None, since=query.since or None,
-        until=query.until or None, region=query.region or None, digest=query.digest or None,
-    )  # fmt: skip
+    # The store's own conditions (they treat an empty value as no filter), plus outcome.
+    filters = Filters(**{name: getattr(query, name) for name in Filters.__dataclass_fields__})
     conditions, params = clauses(filters, mark)
     if query.outcome:
         conditions.append(OUTCOMES[query.outcome][0])
