@@ -77,14 +77,10 @@ def entitlements(identity: Identity, policy: Policy) -> Entitlements:
     )
 
 
-def _newest(channel: Channel) -> int:
-    return max(i for i, v in enumerate(channel.versions) if not v.revoked)
-
-
 def _choose_image(name: str, channel: Channel, request: SpawnRequest) -> ImagePlan | Reason:
     versions = channel.versions
-    index = {v.version: i for i, v in enumerate(versions)}
-    newest = _newest(channel)
+    index = channel.position
+    newest = channel.newest
     current = request.pins.get(name)
     at = index.get(current.version) if current else None
     if current is not None and at is not None and versions[at].image != current.image:

@@ -226,6 +226,16 @@ class Channel(_Model):
             raise _fail("versions", "every version is revoked; add a version users can be moved to")
         return self
 
+    @cached_property
+    def position(self) -> dict[str, int]:
+        """Each version's index in ``versions``, built once (the model is immutable)."""
+        return {v.version: i for i, v in enumerate(self.versions)}
+
+    @cached_property
+    def newest(self) -> int:
+        """Index of the newest version that is not revoked."""
+        return max(i for i, v in enumerate(self.versions) if not v.revoked)
+
 
 class Resources(_Model):
     """What a pod is guaranteed (request) and may use at most (limit)."""

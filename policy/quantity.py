@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -37,6 +38,7 @@ class QuantityError(ValueError):
     """A string that is not a Kubernetes quantity."""
 
 
+@lru_cache(maxsize=1024)  # a policy names few quantities, and every spawn converts them
 def parse_quantity(text: str) -> Decimal:
     """Return the value of a Kubernetes quantity string.
 

@@ -128,8 +128,19 @@ def _as_dict(value: Any) -> Any:
 def _volume_kinds(volume: Any) -> dict[str, Any]:
     if isinstance(volume, Mapping):
         return dict(volume)
-    set_fields = (a for a in volume.openapi_types if getattr(volume, a) is not None)
-    return {volume.attribute_map[a]: True for a in set_fields}
+    # A client model keeps each field as "_<attribute>"; reading the instance's own
+    # values spares a getattr for each of the thirty-odd volume sources.
+    names = volume.attribute_map
+    fields = (k[1:] for k, v in vars(volume).items() if v is not None)
+    kinds = {names[f]: True for f in fields if f in names}
+    return {**kinds, "name": volume.name}
+
+
+def _ports(ports: Any) -> list[dict[str, Any]]:
+    return [
+        {"hostPort": p.get("hostPort") if isinstance(p, Mapping) else p.host_port}
+        for p in ports or []
+    ]
 
 
 def security_view(pod: Any) -> dict[str, Any]:
@@ -161,7 +172,7 @@ def security_view(pod: Any) -> dict[str, Any]:
                     c.get("securityContext") if isinstance(c, Mapping) else c.security_context
                 )
                 or {},
-                "ports": _as_dict(c.get("ports") if isinstance(c, Mapping) else c.ports) or [],
+                "ports": _ports(c.get("ports") if isinstance(c, Mapping) else c.ports),
             }
             for c in getattr(spec, attr, None) or []
         ]

@@ -299,8 +299,7 @@ class SovereignSpawner(KubeSpawner):
             )
         plan = decision.plan
         try:
-            home = Home(home_claim_name(self.user.name, plan.region), self.home_mount_path)
-            self._apply_traits(plan_traits(plan, self._baseline, home))
+            home = self.apply_plan(plan)
             self._allocation = _allocation(plan, home)
             if plan.image.notice:
                 self._notices.append(plan.image.notice)
@@ -326,6 +325,24 @@ class SovereignSpawner(KubeSpawner):
         self._allocation["node"] = node
         self._report("server_started", **_plan_fields(plan), node=node)
         return url
+
+    def apply_plan(self, plan: PodPlan) -> Home:
+        """Set KubeSpawner's traits for ``plan``; return the home volume it mounts."""
+        home = Home(home_claim_name(self.user.name, plan.region), self.home_mount_path)
+        self._apply_traits(plan_traits(plan, self._baseline, home))
+        return home
+
+    def home_claim(self, plan: PodPlan, home: Home) -> dict[str, Any]:
+        """The PersistentVolumeClaim of ``home``, created unless it exists."""
+        return make_home_pvc(
+            name=home.claim_name,
+            username=self.user.name,
+            region=plan.region,
+            storage_class=plan.storage_class,
+            size=self.home_size,
+            access_modes=tuple(self.home_access_modes),
+            labels=self._build_common_labels({}),
+        )
 
     def _apply_traits(self, values: dict[str, Any]) -> None:
         # Every managed trait is given its value for this plan; one that already
@@ -361,15 +378,7 @@ class SovereignSpawner(KubeSpawner):
             )
 
     async def _ensure_home(self, plan: PodPlan, home: Home) -> None:
-        body = make_home_pvc(
-            name=home.claim_name,
-            username=self.user.name,
-            region=plan.region,
-            storage_class=plan.storage_class,
-            size=self.home_size,
-            access_modes=tuple(self.home_access_modes),
-            labels=self._build_common_labels({}),
-        )
+        body = self.home_claim(plan, home)
         try:
             await self.api.create_namespaced_persistent_volume_claim(
                 namespace=self.namespace, body=body

@@ -12,12 +12,22 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from kubernetes_asyncio.client import (
+    V1ConfigMapVolumeSource,
+    V1Container,
+    V1ContainerPort,
+    V1HostPathVolumeSource,
+    V1PodSecurityContext,
+    V1SecurityContext,
+    V1Sysctl,
+    V1Volume,
+)
 
 from sovereign_hub.policy import Identity, SpawnRequest, Usage, decide, load_policy
 from sovereign_hub.spawner import SovereignSpawner
 from sovereign_hub.spawner.overlay import Home, plan_traits
 from sovereign_hub.spawner.pvc import home_claim_name, make_home_pvc
-from sovereign_hub.spawner.security import manifest_dict, restricted_violations
+from sovereign_hub.spawner.security import manifest_dict, restricted_violations, security_view
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.usefixtures("offline_kubeconfig")
@@ -275,3 +285,49 @@ async def test_restricted_checker_catches_each_rule(mutate, violation):
     spec = copy.deepcopy((await pod_for(spawner(), plan_for("cpu-small")))["spec"])
     mutate(spec)
     assert any(violation in v for v in restricted_violations(spec)), restricted_violations(spec)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda spec: spec.volumes.append(
+            V1Volume(name="h", host_path=V1HostPathVolumeSource(path="/"))
+        ),
+        lambda spec: spec.volumes.append(
+            V1Volume(name="c", config_map=V1ConfigMapVolumeSource(name="settings"))
+        ),
+        lambda spec: spec.containers[0].ports.append(
+            V1ContainerPort(container_port=8888, host_port=8888)
+        ),
+        lambda spec: setattr(spec.containers[0], "ports", None),
+        lambda spec: setattr(
+            spec,
+            "security_context",
+            V1PodSecurityContext(
+                run_as_user=0, sysctls=[V1Sysctl(name="kernel.msgmax", value="1")]
+            ),
+        ),
+        lambda spec: spec.init_containers.append(
+            V1Container(
+                name="setup",
+                image="busybox",
+                security_context=V1SecurityContext(privileged=True),
+            )
+        ),
+    ],
+)
+async def test_the_checks_view_of_a_client_model_pod_is_its_manifest(mutate):
+    """An admin hook may add client models (volumes, ports, containers). The restricted check
+    reads them without serialising the whole pod; it must judge exactly what the manifest
+    sent to Kubernetes will hold."""
+    s = spawner()
+    for name, value in plan_traits(
+        plan_for("cpu-small"), s._baseline, Home("home-ana-eu", s.home_mount_path)
+    ).items():
+        setattr(s, name, value)
+    pod = await s.get_pod_manifest()
+    pod.spec.init_containers = pod.spec.init_containers or []
+    mutate(pod.spec)
+    assert restricted_violations(security_view(pod)) == restricted_violations(
+        manifest_dict(pod)["spec"]
+    )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sovereign_hub.spawner.options import (
     Choice,
     OptionsError,
+    checked_user_options,
     options_from_form_data,
     parse_user_options,
 )
@@ -75,3 +78,29 @@ def test_form_fields_become_options():
         "version": "2026.11",
     }
     assert options_from_form_data({}) == {}
+
+
+_keys = st.sampled_from(["profile", "region", "version", "image", "colour", "", "Profile"])
+_values = st.one_of(
+    st.none(),
+    st.text(max_size=5),
+    st.text(alphabet="ab", min_size=98, max_size=103),  # either side of MAX_VALUE_LENGTH
+    st.integers(),
+    st.lists(st.text(max_size=3), max_size=2),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(_keys, _values, max_size=8))
+def test_the_shortcut_for_well_formed_options_agrees_with_the_full_check(options):
+    """parse_user_options skips the full check for short strings of allowed keys; whatever
+    it is given, its answer (a choice, or a refusal with its status and message) is the
+    full check's."""
+
+    def outcome(parse):
+        try:
+            return parse(options)
+        except OptionsError as exc:
+            return (exc.status, exc.message)
+
+    assert outcome(parse_user_options) == outcome(checked_user_options)
