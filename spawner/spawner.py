@@ -184,6 +184,8 @@ class SovereignSpawner(KubeSpawner):
         # admin's, so the restricted check sees the pod exactly as it will be created.
         self._admin_pod_hook = self.modify_pod_hook
         self.modify_pod_hook = self._restricted_pod_hook
+        # This spawn's starting point when a pre_spawn_hook changed managed traits.
+        self._spawn_baseline: dict[str, Any] | None = None
         self.pins: dict[str, Pin] = {}
         self._allocation: dict[str, Any] | None = None
         self._notices: list[str] = []
@@ -245,6 +247,24 @@ class SovereignSpawner(KubeSpawner):
         profile handling must not reinterpret them."""
 
     # -- lifecycle -------------------------------------------------------------
+    def run_pre_spawn_hook(self) -> Any:
+        """Run the admin's ``pre_spawn_hook`` on the admin's own values of the managed traits.
+
+        The hook then sees no setting of an earlier plan, and what it adds (an environment
+        variable, a volume, a label) is kept under this spawn's plan instead of being reset.
+        """
+        self._spawn_baseline = None
+        if not self.pre_spawn_hook:
+            return None
+        return self._run_pre_spawn_hook()
+
+    async def _run_pre_spawn_hook(self) -> None:
+        self._apply_traits(copy.deepcopy(self._baseline))
+        result = self.pre_spawn_hook(self)
+        if inspect.isawaitable(result):
+            await result
+        self._spawn_baseline = {name: copy.deepcopy(getattr(self, name)) for name in MANAGED_TRAITS}
+
     def start(self) -> asyncio.Future[Any]:
         self._start_future = asyncio.ensure_future(self._start_with_policy())
         return self._start_future
@@ -329,7 +349,8 @@ class SovereignSpawner(KubeSpawner):
     def apply_plan(self, plan: PodPlan) -> Home:
         """Set KubeSpawner's traits for ``plan``; return the home volume it mounts."""
         home = Home(home_claim_name(self.user.name, plan.region), self.home_mount_path)
-        self._apply_traits(plan_traits(plan, self._baseline, home))
+        baseline = self._baseline if self._spawn_baseline is None else self._spawn_baseline
+        self._apply_traits(plan_traits(plan, baseline, home))
         return home
 
     def home_claim(self, plan: PodPlan, home: Home) -> dict[str, Any]:

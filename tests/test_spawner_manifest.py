@@ -331,3 +331,42 @@ async def test_the_checks_view_of_a_client_model_pod_is_its_manifest(mutate):
     assert restricted_violations(security_view(pod)) == restricted_violations(
         manifest_dict(pod)["spec"]
     )
+
+
+async def test_a_pre_spawn_hook_adds_to_the_plan_and_sees_no_earlier_plan():
+    """JupyterHub runs pre_spawn_hook before start(). What it adds to the traits the plan
+    manages is kept for that spawn; the policy's own settings still win; and the hook
+    starts from the admin's values, never from the previous spawn's GPU settings."""
+    seen = []
+
+    async def hook(spawner):
+        seen.append((list(spawner.tolerations), dict(spawner.extra_resource_limits)))
+        spawner.environment["TEAM_TOKEN_FILE"] = "/secrets/team"
+        spawner.volumes.append({"name": "team", "secret": {"secretName": "team"}})
+        spawner.volume_mounts.append({"name": "team", "mountPath": "/secrets"})
+        spawner.image = "docker.io/library/python:latest"  # not the hook's to choose
+
+    s = spawner(environment={"ADMIN": "1"}, pre_spawn_hook=hook)
+    for profile in ("gpu-a100", "cpu-small"):
+        await s.run_pre_spawn_hook()
+        s.apply_plan(plan_for(profile))
+        pod = manifest_dict(await s.modify_pod_hook(s, await s.get_pod_manifest()))
+        container = pod["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["TEAM_TOKEN_FILE"] == "/secrets/team"
+        assert env["ADMIN"] == "1"
+        assert env["SOVEREIGN_HUB_PROFILE"] == profile
+        assert [v["name"] for v in pod["spec"]["volumes"]] == ["team", "sovereign-home"]
+        assert container["image"] == (TORCH if profile == "gpu-a100" else BASE)
+    # Before the CPU spawn the hook saw the admin's values, not the GPU plan's.
+    assert seen == [([], {}), ([], {})]
+    assert s._baseline["environment"] == {"ADMIN": "1"}
+    assert s._baseline["volumes"] == []
+
+
+async def test_without_a_pre_spawn_hook_the_admin_baseline_is_used():
+    s = spawner(environment={"ADMIN": "1"})
+    assert s.run_pre_spawn_hook() is None
+    s.apply_plan(plan_for("cpu-small"))
+    assert s.environment["ADMIN"] == "1"
+    assert s.environment["SOVEREIGN_HUB_PROFILE"] == "cpu-small"
