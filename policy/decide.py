@@ -8,6 +8,7 @@ and every rule can be tested in isolation.
 from __future__ import annotations
 
 from datetime import timedelta
+from types import MappingProxyType
 
 from .decision import (
     LABEL_PREFIX,
@@ -27,7 +28,7 @@ from .decision import (
     Toleration,
     Usage,
 )
-from .model import Channel, Policy, PolicyIndex, Profile, Region
+from .model import Channel, Placement, Policy, PolicyIndex, Profile, Region
 
 
 def _policy_groups(identity: Identity, index: PolicyIndex) -> list[str]:
@@ -189,9 +190,35 @@ def _reserve_gpus(
 def _plan(
     policy: Policy, name: str, profile: Profile, region: str, image: ImagePlan, gpu: GpuPlan | None
 ) -> PodPlan:
+    place = _placement(policy, name, region, image, gpu)
+    return PodPlan(
+        profile=name,
+        region=region,
+        image=image,
+        cpu_guarantee=str(profile.cpu.guarantee),
+        cpu_limit=str(profile.cpu.limit),
+        memory_guarantee=str(profile.memory.guarantee),
+        memory_limit=str(profile.memory.limit),
+        gpu=gpu,
+        node_affinity=place.node_affinity,
+        tolerations=place.tolerations,
+        storage_class=policy.regions[region].storage_class,
+        labels=place.labels,
+        environment=place.environment,
+    )
+
+
+def _placement(
+    policy: Policy, name: str, region: str, image: ImagePlan, gpu: GpuPlan | None
+) -> Placement:
+    # Everything here follows from the key, and a policy has few profiles, regions and
+    # versions: each placement is built once per policy and shared by every plan.
+    key = (name, region, image.channel, image.image, image.version, gpu.type if gpu else None)
+    known = policy.index.placements.get(key)
+    if known is not None:
+        return known
     sched = policy.scheduling
-    place = policy.regions[region]
-    affinity = [NodeRequirement(sched.region_label, "In", place.node_regions)]
+    affinity = [NodeRequirement(sched.region_label, "In", policy.regions[region].node_regions)]
     tolerations: tuple[Toleration, ...] = ()
     labels = {
         f"{LABEL_PREFIX}region": region,
@@ -212,21 +239,9 @@ def _plan(
         )
         labels[f"{LABEL_PREFIX}gpu-type"] = gpu.type
         env["SOVEREIGN_HUB_GPU_TYPE"] = gpu.type
-    return PodPlan(
-        profile=name,
-        region=region,
-        image=image,
-        cpu_guarantee=str(profile.cpu.guarantee),
-        cpu_limit=str(profile.cpu.limit),
-        memory_guarantee=str(profile.memory.guarantee),
-        memory_limit=str(profile.memory.limit),
-        gpu=gpu,
-        node_affinity=tuple(affinity),
-        tolerations=tolerations,
-        storage_class=place.storage_class,
-        labels=labels,
-        environment=env,
-    )
+    made = Placement(tuple(affinity), tolerations, MappingProxyType(labels), MappingProxyType(env))
+    policy.index.placements[key] = made
+    return made
 
 
 def _deny(code: str, message: str) -> Denied:

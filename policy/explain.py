@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,9 @@ from .load import LoadedPolicy
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, dict):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, tuple | list | frozenset):
         return [_plain(v) for v in value]
@@ -22,7 +25,7 @@ def _plain(value: Any) -> Any:
 
 def plan_to_json(plan: PodPlan) -> dict[str, Any]:
     """A plan as JSON-safe data (the shape ``--json`` prints and the docs describe)."""
-    return _plain(dataclasses.asdict(plan))  # type: ignore[no-any-return]
+    return _plain(plan)  # type: ignore[no-any-return]
 
 
 def explanation(

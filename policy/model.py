@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -28,6 +29,9 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from .quantity import Quantity
+
+if TYPE_CHECKING:
+    from .decision import NodeRequirement, Toleration
 
 DIGEST_REF = re.compile(
     r"^(?P<repo>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+)"
@@ -354,3 +358,15 @@ class PolicyIndex:
     """Position of each group in the document (quota precedence)."""
     grants: dict[str, tuple[frozenset[str], frozenset[str]]]
     """(profiles, regions) each group grants."""
+    placements: dict[tuple[str | None, ...], Placement] = field(default_factory=dict)
+    """Placements decide() has built, by profile, region, image and GPU type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """The part of a pod plan that follows from profile, region, image and GPU type alone."""
+
+    node_affinity: tuple[NodeRequirement, ...]
+    tolerations: tuple[Toleration, ...]
+    labels: Mapping[str, str]
+    environment: Mapping[str, str]
