@@ -131,10 +131,18 @@ async def test_forged_requests_are_refused_and_no_pod_is_created(
     assert "spawn_denied" in hub.logs()
 
 
+PRE_SPAWN_HOOK = """
+async def add_team(spawner):
+    spawner.environment["TEAM"] = "team-" + spawner.user.name
+    spawner.extra_labels["team"] = "team-" + spawner.user.name
+c.Spawner.pre_spawn_hook = add_team
+"""
+
+
 async def test_gpu_profile_lands_on_an_eu_gpu_node_and_us_users_stay_in_the_us(
     kube, core, start_hub, policy_copy
 ):
-    hub = start_hub(policy_copy)
+    hub = start_hub(policy_copy, extra_config=PRE_SPAWN_HOOK)
     add_users(hub, "eu-researchers", "ana")
     add_users(hub, "us-analysts", "bob")
     assert spawn(hub, "ana", profile="gpu-a100").status_code in (201, 202)
@@ -150,6 +158,10 @@ async def test_gpu_profile_lands_on_an_eu_gpu_node_and_us_users_stay_in_the_us(
     )
     assert ana.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
     assert ana.spec.automount_service_account_token is False
+    # What the admin's pre_spawn_hook adds is kept alongside the plan.
+    env = {e.name: e.value for e in ana.spec.containers[0].env}
+    assert (env["TEAM"], env["SOVEREIGN_HUB_REGION"]) == ("team-ana", "eu")
+    assert ana.metadata.labels["team"] == "team-ana"
     bob = await pod_of(core, kube, "bob")
     assert bob.spec.node_name == kube.nodes["us-cpu-1"]
     assert bob.metadata.labels["sovereign-hub.io/region"] == "us"
