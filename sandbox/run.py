@@ -11,6 +11,7 @@ everything it started.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -196,19 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         for u in DEMO_USERS
     ]
     provider = OidcProvider(users, state / "oidc.log")
-    cluster: Cluster | None = None
-    hub: Hub | None = None
-    database: LocalPostgres | None = None
-    try:
+    with contextlib.ExitStack() as running:
+        # Unwound last to first: hub, Kubernetes, identity provider, PostgreSQL.
+        running.callback(print, "  Stopped.", flush=True)
+        store = ""
         if args.audit_store == "postgresql":
-            database = LocalPostgres()
-            database.__enter__()
-            store = database.url
+            store = running.enter_context(LocalPostgres()).url
         elif is_postgres_url(args.audit_store):
             store = args.audit_store
-        else:
-            store = ""
-        cluster = Cluster(inventory, state / "kube").start()
+        running.callback(provider.stop)
+        cluster = running.enter_context(Cluster(inventory, state / "kube"))
         env = {"KUBECONFIG": str(cluster.kubeconfig), "JUPYTERHUB_CRYPT_KEY": _crypt_key(state)}
         config = hub_config(
             issuer=provider.issuer,
@@ -218,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
             state=state,
             store=store,
         )
+        running.callback(
+            print, "\n  Stopping: hub, notebook servers, Kubernetes, identity provider…", flush=True
+        )
         hub = Hub(state / "hub", config, env=env, port=args.port)
+        running.callback(hub.stop)
         print(
             banner(hub.url, provider.issuer, cluster, state, store or str(state / "audit.sqlite"))
         )
@@ -234,16 +236,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 return 1
         return 0
-    finally:
-        print("\n  Stopping: hub, notebook servers, Kubernetes, identity provider…", flush=True)
-        if hub is not None:
-            hub.stop()
-        if cluster is not None:
-            cluster.stop()
-        provider.stop()
-        if database is not None:
-            database.__exit__(None, None, None)
-        print("  Stopped.", flush=True)
 
 
 def _crypt_key(state: Path) -> str:
