@@ -161,6 +161,54 @@ async def test_discovery_reports_core_v1_with_subresources(emulator):
     } <= names
 
 
+async def test_the_coordination_group_serves_leases(emulator):
+    """Leases live in the coordination.k8s.io/v1 group, discovered and served under /apis,
+    and never under the core /api/v1."""
+    headers = {"Authorization": "Bearer t0ken"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(f"{emulator.url}/apis") as r:
+            groups = (await r.json())["groups"]
+        async with session.get(f"{emulator.url}/apis/coordination.k8s.io/v1") as r:
+            resources = await r.json()
+        async with session.get(f"{emulator.url}/api/v1/namespaces/default/leases") as r:
+            core_status = r.status
+        async with session.get(f"{emulator.url}/apis/coordination.k8s.io/v1/pods") as r:
+            misplaced_status = r.status
+    assert [g["preferredVersion"]["groupVersion"] for g in groups] == ["coordination.k8s.io/v1"]
+    assert resources["groupVersion"] == "coordination.k8s.io/v1"
+    assert [(r["name"], r["kind"], r["namespaced"]) for r in resources["resources"]] == [
+        ("leases", "Lease", True)
+    ]
+    assert (core_status, misplaced_status) == (404, 404)
+
+    leases = client.CoordinationV1Api(emulator.core.api_client)
+    body = {
+        "metadata": {"name": "node-a"},
+        "spec": {"holderIdentity": "node-a", "leaseDurationSeconds": 40},
+    }
+    created = await leases.create_namespaced_lease("kube-node-lease", body)
+    assert created.spec.holder_identity == "node-a"
+    listed = await raw(emulator.core, leases.list_namespaced_lease, "kube-node-lease")
+    assert (listed["kind"], listed["apiVersion"]) == ("LeaseList", "coordination.k8s.io/v1")
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["node-a"]
+    stale = created
+    await leases.patch_namespaced_lease(
+        "node-a", "kube-node-lease", {"spec": {"leaseTransitions": 1}}
+    )
+    with pytest.raises(ApiException) as info:
+        await leases.replace_namespaced_lease("node-a", "kube-node-lease", stale)
+    assert info.value.status == 409
+    body["metadata"]["name"] = "node-b"
+    body["spec"]["leaseDurationSeconds"] = 0
+    with pytest.raises(ApiException) as info:
+        await leases.create_namespaced_lease("kube-node-lease", body)
+    assert info.value.status == 422
+    assert (
+        "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"
+        in (json.loads(info.value.body)["message"])
+    )
+
+
 async def test_list_with_label_and_field_selectors_and_paging(emulator):
     core = emulator.core
     for i in range(5):

@@ -6,14 +6,17 @@ against a real API server with SOVEREIGN_TEST_KUBECONFIG.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
 
 import aiohttp
 import pytest
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from sovereign_hub.sandbox.kube.leases import NodeLeases
 from tests.conftest import eventually
 
 NS_IMAGE = "registry.example/nb@sha256:" + "a" * 64
@@ -316,3 +319,36 @@ async def test_claim_must_exist_then_binds_and_keeps_data_across_pods(kube, core
     await core.create_namespaced_pod(ns, read)
     await phase(core, ns, "reader", "Succeeded")
     assert kube.pod_log(ns, "reader").strip() == "kept"
+
+
+async def test_every_node_has_a_lease_renewed_as_a_kubelet_does(kube, core):
+    """Without heartbeats a real cluster's node lifecycle controller would take the emulated
+    nodes for unreachable after 40 s. Each has a Lease in kube-node-lease, owned by its Node,
+    and the kubelet renews it on a quarter of its duration."""
+    if kube.leases is None:
+        pytest.skip("SOVEREIGN_TEST_NODES=real: the cluster's own kubelets renew their leases")
+    leases = client.CoordinationV1Api(core.api_client)
+    found = {}
+    for node in kube.nodes.values():
+        lease = await leases.read_namespaced_lease(node, "kube-node-lease")
+        owner = (await core.read_node(node)).metadata.uid
+        assert lease.spec.holder_identity == node
+        assert lease.spec.lease_duration_seconds == 40
+        assert [(o.kind, o.name, o.uid) for o in lease.metadata.owner_references] == [
+            ("Node", node, owner)
+        ]
+        found[node] = lease
+    assert kube.leases.renew_seconds == 10
+    # The same loop with a shorter period, so the test need not wait ten seconds.
+    heartbeat = NodeLeases(core.api_client, kube.nodes.values(), renew_seconds=0.05)
+    running = asyncio.create_task(heartbeat.run())
+    try:
+        for node, before in found.items():
+
+            async def renewed(node=node, before=before):
+                after = await leases.read_namespaced_lease(node, "kube-node-lease")
+                return after.spec.renew_time > before.spec.renew_time
+
+            await eventually(renewed, timeout=5)
+    finally:
+        running.cancel()

@@ -113,6 +113,14 @@ def validate(resource: str, kind: str, obj: Obj) -> None:
             )
         if not (spec.get("resources") or {}).get("requests", {}).get("storage"):
             causes.append(("spec.resources[storage]", "Required value"))
+    elif resource == "leases":
+        for field, least, words in (
+            ("leaseDurationSeconds", 1, "greater than 0"),
+            ("leaseTransitions", 0, "greater than or equal to 0"),
+        ):
+            value = spec.get(field)
+            if value is not None and (not isinstance(value, int) or value < least):
+                causes.append((f"spec.{field}", f"Invalid value: {value}: must be {words}"))
     if causes:
         raise Invalid(kind, name, causes)
 

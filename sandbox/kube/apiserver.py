@@ -89,16 +89,17 @@ def conflict(resource: Resource, name: str) -> ApiError:
 
 def _route_of(request: web.Request) -> str:
     parts = request.path.strip("/").split("/")
-    if len(parts) > 3 and parts[2] == "namespaces":
-        parts[3] = "{ns}"
-    if len(parts) > 5:
-        parts[5] = "{name}"
+    base = 2 if parts[0] == "api" else 3  # /api/v1/… or /apis/<group>/v1/…
+    if len(parts) > base + 1 and parts[base] == "namespaces":
+        parts[base + 1] = "{ns}"
+    if len(parts) > base + 3:
+        parts[base + 3] = "{name}"
     watch = " (watch)" if request.query.get("watch") in _TRUE else ""
     return f"{request.method} /{'/'.join(parts)}{watch}"
 
 
 def _out(resource: Resource, obj: Obj) -> Obj:
-    return {"kind": resource.kind, "apiVersion": "v1", **obj}
+    return {"kind": resource.kind, "apiVersion": resource.api_version, **obj}
 
 
 class ApiServer:
@@ -125,7 +126,7 @@ class ApiServer:
         self.requests: Counter[str] = Counter()
         """Client requests served (not the emulated scheduler's or kubelet's), by
         ``METHOD path-with-names-elided``, for benchmarks."""
-        for ns in ("default", "kube-system", "kube-public"):
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.store.create(
                 "namespaces", admission.default("namespaces", {"metadata": {"name": ns}})
             )
@@ -139,7 +140,9 @@ class ApiServer:
         app.router.add_get("/api", self._api_versions)
         app.router.add_get("/api/v1", self._resource_list)
         app.router.add_get("/apis", self._groups)
+        app.router.add_get("/apis/{group}/v1", self._resource_list)
         app.router.add_route("*", "/api/v1/{tail:.+}", self._dispatch)
+        app.router.add_route("*", "/apis/{group}/v1/{tail:.+}", self._dispatch)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
@@ -193,11 +196,20 @@ class ApiServer:
         )
 
     async def _groups(self, request: web.Request) -> web.Response:
-        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        groups = []
+        for name in sorted({r.group for r in RESOURCES.values() if r.group}):
+            version = {"groupVersion": f"{name}/v1", "version": "v1"}
+            groups.append({"name": name, "versions": [version], "preferredVersion": version})
+        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 
     async def _resource_list(self, request: web.Request) -> web.Response:
+        group = request.match_info.get("group", "")
+        if not any(r.group == group for r in RESOURCES.values()):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
         entries = []
         for r in RESOURCES.values():
+            if r.group != group:
+                continue
             verbs = [
                 "create",
                 "delete",
@@ -231,7 +243,13 @@ class ApiServer:
                     }
                 )
         return web.json_response(
-            {"kind": "APIResourceList", "groupVersion": "v1", "resources": entries}
+            {
+                "kind": "APIResourceList",
+                # As a real server: only a named group's list carries apiVersion.
+                **({"apiVersion": "v1"} if group else {}),
+                "groupVersion": f"{group}/v1" if group else "v1",
+                "resources": entries,
+            }
         )
 
     # -- routing ----------------------------------------------------------
@@ -244,6 +262,7 @@ class ApiServer:
         resource = RESOURCES.get(plural)
         if (
             resource is None
+            or resource.group != request.match_info.get("group", "")
             or len(parts) > 3
             or (namespace is not None and not resource.namespaced)
         ):
@@ -332,7 +351,7 @@ class ApiServer:
             meta["remainingItemCount"] = len(items) - start - limit
         return {
             "kind": resource.list_kind,
-            "apiVersion": "v1",
+            "apiVersion": resource.api_version,
             "metadata": meta,
             "items": copy.deepcopy(page),
         }
@@ -409,7 +428,11 @@ class ApiServer:
                         await self._send(
                             response,
                             "BOOKMARK",
-                            {"kind": resource.kind, "apiVersion": "v1", "metadata": meta},
+                            {
+                                "kind": resource.kind,
+                                "apiVersion": resource.api_version,
+                                "metadata": meta,
+                            },
                         )
                 continue
             if change is None:

@@ -35,6 +35,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from .apiserver import CLUSTER_USER_AGENT, ApiServer
 from .inventory import Inventory, node_object
 from .kubelet import ProcessKubelet
+from .leases import NodeLeases
 from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Cluster:
         self._runner: web.AppRunner | None = None
         self._client: client.ApiClient | None = None
         self.kubelet: ProcessKubelet | None = None
+        self.leases: NodeLeases | None = None
 
     # -- thread plumbing ---------------------------------------------------
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
@@ -183,6 +185,10 @@ class Cluster:
                 _content_type="application/merge-patch+json",
             )
             self.nodes[spec.name] = node["metadata"]["name"]
+        # Heartbeats, as the nodes' kubelets would send them: without them a real
+        # cluster's node lifecycle controller takes the nodes for unreachable.
+        self.leases = NodeLeases(self._client, self.nodes.values())
+        await self.leases.renew_all()
         watch_ns = None if self.emulated else self.namespace
         scheduler = Scheduler(self._client, namespace=watch_ns, scheduler_name=self.scheduler_name)
         self.kubelet = ProcessKubelet(
@@ -194,6 +200,7 @@ class Cluster:
         self._tasks = [
             asyncio.create_task(scheduler.run()),
             asyncio.create_task(self.kubelet.run()),
+            asyncio.create_task(self.leases.run()),
         ]
         await scheduler.nodes.synced.wait()
         await self.kubelet.informer.synced.wait()
@@ -208,6 +215,8 @@ class Cluster:
             core = client.CoreV1Api(self._client)
             with contextlib.suppress(ApiException):
                 await core.delete_namespace(self.namespace)
+            if self.leases is not None:
+                await self.leases.delete()
             for name in self.nodes.values():
                 with contextlib.suppress(ApiException):
                     await core.delete_node(name)

@@ -33,10 +33,16 @@ class Resource:
     namespaced: bool = True
     subresources: frozenset[str] = frozenset()
     short: str = ""
+    group: str = ""
+    """API group; empty for the core group served under /api/v1."""
 
     @property
     def list_kind(self) -> str:
         return f"{self.kind}List"
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/v1" if self.group else "v1"
 
 
 RESOURCES: dict[str, Resource] = {
@@ -54,6 +60,7 @@ RESOURCES: dict[str, Resource] = {
         Resource("events", "Event"),
         Resource("nodes", "Node", namespaced=False, subresources=frozenset({"status"})),
         Resource("namespaces", "Namespace", namespaced=False, subresources=frozenset({"status"})),
+        Resource("leases", "Lease", group="coordination.k8s.io"),
     )
 }
 
