@@ -7,7 +7,6 @@ and answers as the real API documents (contract tests).
 
 from __future__ import annotations
 
-import datetime
 import json
 import shutil
 import subprocess
@@ -19,13 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from sovereign_hub.processes import stop_process
 from sovereign_hub.sandbox.hubprocess import free_port
+from sovereign_hub.sandbox.tls import local_certificates
 
 
 @dataclass
@@ -77,55 +72,6 @@ class Receiver:
         self.server.server_close()
 
 
-def certificates(directory: Path) -> dict[str, Path]:
-    """A CA and a server certificate for 127.0.0.1, as PEM files."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-
-    def cert(subject: str, key: Any, issuer: x509.Name, signer: Any, ca: bool) -> x509.Certificate:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            import ipaddress
-
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    ca = cert("test CA", ca_key, ca_name, ca_key, True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    server = cert("127.0.0.1", key, ca_name, ca_key, False)
-    paths = {
-        "ca": directory / "ca.pem",
-        "cert": directory / "cert.pem",
-        "key": directory / "key.pem",
-    }
-    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths["cert"].write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    paths["key"].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 # One line per message, fields split by a marker no test message contains.
 SEP = "|~|"
 TEMPLATE = SEP.join(
@@ -143,7 +89,9 @@ class Rsyslog:
             raise FileNotFoundError("rsyslogd is not installed: `apt-get install rsyslog`")
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self.tls = certificates(directory / "tls")  # anew on a restart: the sinks trust the CA file
+        self.tls = local_certificates(
+            directory / "tls", common_name="test CA", days=1
+        )  # anew on a restart: the sinks trust the CA file
         self.tcp_port, self.tls_port = tcp_port or free_port(), tls_port or free_port()
         self.output = directory / "messages.log"
         self.output.touch()

@@ -87,6 +87,10 @@ def conflict(resource: Resource, name: str) -> ApiError:
     )
 
 
+# What a real cluster's system:public-info-viewer role lets anyone read, signed in or not.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version", "/version/"})
+
+
 def _route_of(request: web.Request) -> str:
     parts = request.path.strip("/").split("/")
     base = 2 if parts[0] == "api" else 3  # /api/v1/… or /apis/<group>/v1/…
@@ -155,7 +159,7 @@ class ApiServer:
     async def _errors(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self.token is not None and request.path not in ("/healthz", "/readyz", "/livez"):
+        if self.token is not None and request.path not in PUBLIC_PATHS:
             supplied = request.headers.get("Authorization", "")
             if not secrets.compare_digest(supplied, f"Bearer {self.token}"):
                 return web.json_response(

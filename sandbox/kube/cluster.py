@@ -17,9 +17,11 @@ a JupyterHub can all use it through its kubeconfig.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import secrets
+import ssl
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -32,6 +34,7 @@ from aiohttp import web
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ..tls import local_certificates
 from .apiserver import CLUSTER_USER_AGENT, ApiServer
 from .inventory import Inventory, node_object
 from .kubelet import ProcessKubelet
@@ -43,11 +46,16 @@ EMULATED_SCHEDULER = "default-scheduler"
 LOCAL_SCHEDULER_ON_REAL_API = "sovereign-test-scheduler"
 
 
-def write_kubeconfig(path: Path, server: str, token: str, namespace: str) -> Path:
+def write_kubeconfig(
+    path: Path, server: str, token: str, namespace: str, ca_file: Path | None = None
+) -> Path:
+    cluster: dict[str, str] = {"server": server}
+    if ca_file is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_file.read_bytes()).decode()
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "sovereign", "cluster": {"server": server}}],
+        "clusters": [{"name": "sovereign", "cluster": cluster}],
         "users": [{"name": "sovereign-admin", "user": {"token": token}}],
         "contexts": [
             {
@@ -153,12 +161,17 @@ class Cluster:
             self.api = ApiServer(token=token, log_dir=self.state_dir / "logs")
             self._runner = web.AppRunner(self.api.app(), handle_signals=False)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            # HTTPS, as every real API server: Go clients (kubectl, Helm) send
+            # credentials over TLS only.
+            tls = local_certificates(self.state_dir / "tls", common_name="emulated Kubernetes CA")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls["cert"], tls["key"])
+            site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self.server = f"http://127.0.0.1:{port}"
+            self.server = f"https://127.0.0.1:{port}"
             self.kubeconfig = write_kubeconfig(
-                self.state_dir / "kubeconfig", self.server, token, self.namespace
+                self.state_dir / "kubeconfig", self.server, token, self.namespace, tls["ca"]
             )
         else:
             assert self.kubeconfig_path is not None  # noqa: S101
