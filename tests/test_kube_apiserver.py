@@ -209,6 +209,46 @@ async def test_the_coordination_group_serves_leases(emulator):
     )
 
 
+async def test_a_streaming_list_ends_its_initial_events_with_a_bookmark(emulator):
+    """sendInitialEvents (KEP-3157), as client-go's watch-list and so kubectl wait use it: the
+    current state as ADDED events, a BOOKMARK annotated k8s.io/initial-events-end at that
+    state's version, then changes."""
+    core = emulator.core
+    for name in ("a", "b"):
+        await core.create_namespaced_config_map("default", {"metadata": {"name": name}})
+    headers = {"Authorization": "Bearer t0ken"}
+    query = (
+        "watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"
+        "&allowWatchBookmarks=true&timeoutSeconds=2"
+    )
+    events = []
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.get(f"{emulator.url}/api/v1/namespaces/default/configmaps?{query}") as r,
+    ):
+        async for line in r.content:
+            event = json.loads(line)
+            events.append(event)
+            if event["type"] == "BOOKMARK" and len(events) == 3:
+                await core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
+            if len(events) == 4:
+                break
+    kinds = [(e["type"], e["object"]["metadata"].get("name")) for e in events]
+    assert kinds == [("ADDED", "a"), ("ADDED", "b"), ("BOOKMARK", None), ("ADDED", "c")]
+    end = events[2]["object"]["metadata"]
+    assert end["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert int(end["resourceVersion"]) < int(events[3]["object"]["metadata"]["resourceVersion"])
+    # Without NotOlderThan and bookmarks the request is refused, as apimachinery refuses it.
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.get(f"{emulator.url}/api/v1/pods?watch=1&sendInitialEvents=true") as r,
+    ):
+        assert r.status == 422
+        body = await r.json()
+    fields = {c["field"] for c in body["details"]["causes"]}
+    assert fields == {"resourceVersionMatch", "allowWatchBookmarks"}
+
+
 async def test_list_with_label_and_field_selectors_and_paging(emulator):
     core = emulator.core
     for i in range(5):

@@ -102,6 +102,28 @@ def _route_of(request: web.Request) -> str:
     return f"{request.method} /{'/'.join(parts)}{watch}"
 
 
+def _check_watch_list(match: str | None, bookmarks: bool) -> None:
+    """A streaming list (``sendInitialEvents``) asks for its state as apimachinery requires."""
+    causes = []
+    if match != "NotOlderThan":
+        causes.append(
+            (
+                "resourceVersionMatch",
+                "Forbidden: sendInitialEvents requires setting resourceVersionMatch to "
+                "NotOlderThan",
+            )
+        )
+    if not bookmarks:
+        causes.append(
+            (
+                "allowWatchBookmarks",
+                "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true",
+            )
+        )
+    if causes:
+        raise admission.Invalid("ListOptions", "", causes)
+
+
 def _out(resource: Resource, obj: Obj) -> Obj:
     return {"kind": resource.kind, "apiVersion": resource.api_version, **obj}
 
@@ -367,11 +389,14 @@ class ApiServer:
         rv = request.query.get("resourceVersion", "")
         timeout = float(request.query.get("timeoutSeconds") or 0) or None
         bookmarks = request.query.get("allowWatchBookmarks") in _TRUE
+        initial_events = request.query.get("sendInitialEvents") in _TRUE
+        if initial_events:
+            _check_watch_list(request.query.get("resourceVersionMatch"), bookmarks)
         # Register and read the backlog with no await in between, so no change
         # can fall between the two.
         watcher = self.store.watch(resource.plural, namespace, selector.matches)
         try:
-            if rv in ("", "0"):
+            if initial_events or rv in ("", "0"):
                 backlog = [
                     ("ADDED", o)
                     for o in self.store.list(resource.plural, namespace)
@@ -390,11 +415,22 @@ class ApiServer:
                 )
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
             await response.prepare(request)
-            if rv not in ("", "0") and changes is None:
+            if not initial_events and rv not in ("", "0") and changes is None:
                 await self._send(response, "ERROR", status_body(410, "Expired", expired))
                 return response
             for type_, obj in backlog:
                 await self._send(response, type_, _out(resource, obj))
+            if initial_events:
+                # The streaming list's end: the state just sent is the one at this version.
+                meta = {
+                    "resourceVersion": str(self.store.rv),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                }
+                await self._send(
+                    response,
+                    "BOOKMARK",
+                    {"kind": resource.kind, "apiVersion": resource.api_version, "metadata": meta},
+                )
             await self._stream(request, response, resource, watcher, timeout, bookmarks)
             return response
         finally:
