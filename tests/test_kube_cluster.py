@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 
 import aiohttp
@@ -17,7 +18,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from sovereign_hub.sandbox.kube.leases import NodeLeases
-from tests.conftest import eventually
+from tests.conftest import ROOT, eventually
 
 NS_IMAGE = "registry.example/nb@sha256:" + "a" * 64
 PY = sys.executable
@@ -352,3 +353,39 @@ async def test_every_node_has_a_lease_renewed_as_a_kubelet_does(kube, core):
             await eventually(renewed, timeout=5)
     finally:
         running.cancel()
+
+
+KUBECTL = ROOT / ".tools" / "kubectl-1.35" / "kubectl"
+
+
+def test_kubectl_a_go_client_works_against_the_cluster(kube):
+    """kubectl 1.35 (client-go) against the cluster: it sends its token because the API server
+    speaks TLS, reads discovery, creates a pod, waits for it through a streaming list
+    (sendInitialEvents), reads its log and deletes it, waiting again. `--validate=false`:
+    the emulator serves no OpenAPI document for client-side validation."""
+    if not KUBECTL.exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must fetch kubectl (make helm)")
+        pytest.skip("needs kubectl: make helm")
+
+    def kubectl(*args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [str(KUBECTL), "--kubeconfig", str(kube.kubeconfig), "-n", kube.namespace, *args],
+            input=stdin, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    names = kubectl("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").split()
+    assert set(kube.nodes.values()) <= set(names)
+    manifest = pod("hello", [PY, "-c", "print('hello from the pod', flush=True); "
+                             "import time; time.sleep(600)"])  # fmt: skip
+    manifest.update(apiVersion="v1", kind="Pod")
+    assert "pod/hello created" in kubectl("apply", "--validate=false", "-f", "-",
+                                          stdin=json.dumps(manifest))  # fmt: skip
+    assert "condition met" in kubectl("wait", "--for=condition=Ready", "pod/hello", "--timeout=30s")
+    log = kubectl("logs", "hello") if kube.emulated else kube.pod_log(kube.namespace, "hello")
+    assert log == "hello from the pod\n"
+    assert kubectl("get", "pod", "hello", "-o", "jsonpath={.status.phase}") == "Running"
+    kubectl("delete", "pod", "hello", "--wait=true", "--timeout=30s")
+    assert kubectl("get", "pods", "-o", "name") == ""
