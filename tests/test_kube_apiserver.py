@@ -21,6 +21,7 @@ from kubernetes_asyncio.watch import Watch
 from sovereign_hub.sandbox.kube.apiserver import ApiServer
 from sovereign_hub.sandbox.kube.cluster import write_kubeconfig
 from sovereign_hub.sandbox.kube.store import Store
+from sovereign_hub.sandbox.kube.tables import human_duration
 
 IMAGE = "registry.example/nb@sha256:" + "a" * 64
 
@@ -247,6 +248,68 @@ async def test_a_streaming_list_ends_its_initial_events_with_a_bookmark(emulator
         body = await r.json()
     fields = {c["field"] for c in body["details"]["causes"]}
     assert fields == {"resourceVersionMatch", "allowWatchBookmarks"}
+
+
+KUBECTL_ACCEPT = (
+    "application/json;as=Table;v=v1;g=meta.k8s.io,"
+    "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+)
+
+
+async def test_tables_for_kubectl_get(emulator):
+    """kubectl get asks for a meta.k8s.io Table and prints its cells; the emulator renders
+    what kube-apiserver's printers render for pods (a crash-looping container, a pod being
+    deleted) and its default columns for other resources."""
+    core = emulator.core
+    await core.create_namespaced_pod("default", pod_body("crashing"))
+    await core.patch_namespaced_pod_status(
+        "crashing",
+        "default",
+        {"status": {"phase": "Running", "containerStatuses": [{
+            "name": "notebook", "ready": False, "restartCount": 4, "image": IMAGE, "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}},
+    )  # fmt: skip
+    await core.create_namespaced_config_map("default", {"metadata": {"name": "settings"}})
+    headers = {"Authorization": "Bearer t0ken", "Accept": KUBECTL_ACCEPT}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(f"{emulator.url}/api/v1/namespaces/default/pods") as r:
+            pods = await r.json()
+        async with session.get(f"{emulator.url}/api/v1/namespaces/default/configmaps/settings"
+                               "?includeObject=None") as r:  # fmt: skip
+            maps = await r.json()
+        async with session.get(f"{emulator.url}/api/v1") as r:
+            short = {x["name"]: x.get("shortNames") for x in (await r.json())["resources"]}
+    assert (pods["kind"], pods["apiVersion"]) == ("Table", "meta.k8s.io/v1")
+    assert [c["name"] for c in pods["columnDefinitions"]][:5] == [
+        "Name",
+        "Ready",
+        "Status",
+        "Restarts",
+        "Age",
+    ]
+    (row,) = pods["rows"]
+    assert row["cells"][:4] == ["crashing", "0/1", "CrashLoopBackOff", "4"]
+    assert row["object"]["kind"] == "PartialObjectMetadata"
+    assert row["object"]["metadata"]["name"] == "crashing"
+    assert [c["name"] for c in maps["columnDefinitions"]] == ["Name", "Created At"]
+    assert maps["rows"][0]["cells"][0] == "settings"
+    assert "object" not in maps["rows"][0]
+    assert (short["pods"], short["persistentvolumeclaims"], short["secrets"]) == (
+        ["po"],
+        ["pvc"],
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(-5, "<invalid>"), (-1, "0s"), (0, "0s"), (119, "119s"), (120, "2m"), (200, "3m20s"),
+     (600, "10m"), (179 * 60, "179m"), (3 * 3600, "3h"), (3 * 3600 + 300, "3h5m"),
+     (8 * 3600, "8h"), (47 * 3600, "47h"), (50 * 3600, "2d2h"), (8 * 86400, "8d"),
+     (800 * 86400, "2y70d"), (3000 * 86400, "8y")],
+)  # fmt: skip
+def test_ages_are_written_as_apimachinery_writes_them(seconds, text):
+    assert human_duration(seconds) == text
 
 
 async def test_list_with_label_and_field_selectors_and_paging(emulator):

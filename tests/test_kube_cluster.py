@@ -387,5 +387,12 @@ def test_kubectl_a_go_client_works_against_the_cluster(kube):
     log = kubectl("logs", "hello") if kube.emulated else kube.pod_log(kube.namespace, "hello")
     assert log == "hello from the pod\n"
     assert kubectl("get", "pod", "hello", "-o", "jsonpath={.status.phase}") == "Running"
+    # Human output comes from the server's tables; short names from discovery.
+    header, row = kubectl("get", "po", "-o", "wide").splitlines()
+    assert header.split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert row.split()[:4] == ["hello", "1/1", "Running", "0"]
+    node = kubectl("get", "pod", "hello", "-o", "jsonpath={.spec.nodeName}")
+    assert node in row.split()
+    assert f"{node} Ready" in " ".join(kubectl("get", "no", node).split())
     kubectl("delete", "pod", "hello", "--wait=true", "--timeout=30s")
     assert kubectl("get", "pods", "-o", "name") == ""

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import admission
+from . import admission, tables
 from .patch import APPLY_PATCH, PatchError, apply_patch
 from .selectors import Selector, SelectorError
 from .store import RESOURCES, Expired, Obj, Resource, Store, now_iso
@@ -253,6 +253,7 @@ class ApiServer:
                     "namespaced": r.namespaced,
                     "kind": r.kind,
                     "verbs": verbs,
+                    **({"shortNames": [r.short]} if r.short else {}),
                 }
             )
             for sub in sorted(r.subresources):
@@ -302,7 +303,17 @@ class ApiServer:
             if method == "GET":
                 if request.query.get("watch") in _TRUE:
                     return await self._watch(request, resource, namespace)
-                return web.json_response(self._list(request, resource, namespace))
+                listed = self._list(request, resource, namespace)
+                if tables.wants_table(request.headers.get("Accept", "")):
+                    return web.json_response(
+                        tables.table(
+                            resource.plural,
+                            listed["items"],
+                            listed["metadata"],
+                            request.query.get("includeObject", "Metadata"),
+                        )
+                    )
+                return web.json_response(listed)
             if method == "POST":
                 return await self._create(request, resource, namespace)
             if method == "DELETE":
@@ -314,7 +325,12 @@ class ApiServer:
             if sub == "binding" and method == "POST":
                 return await self._bind(request, resource, ns, name)
             if method == "GET":
-                return web.json_response(_out(resource, self._get(resource, ns, name)))
+                obj = _out(resource, self._get(resource, ns, name))
+                if sub is None and tables.wants_table(request.headers.get("Accept", "")):
+                    meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
+                    include = request.query.get("includeObject", "Metadata")
+                    return web.json_response(tables.table(resource.plural, [obj], meta, include))
+                return web.json_response(obj)
             if method == "PUT":
                 return await self._replace(request, resource, ns, name, sub)
             if method == "PATCH":

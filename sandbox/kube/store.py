@@ -48,18 +48,27 @@ class Resource:
 RESOURCES: dict[str, Resource] = {
     r.plural: r
     for r in (
-        Resource("pods", "Pod", subresources=frozenset({"status", "binding", "log"})),
+        Resource("pods", "Pod", subresources=frozenset({"status", "binding", "log"}), short="po"),
         Resource(
-            "persistentvolumeclaims", "PersistentVolumeClaim", subresources=frozenset({"status"})
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            subresources=frozenset({"status"}),
+            short="pvc",
         ),
-        Resource("services", "Service", subresources=frozenset({"status"})),
-        Resource("endpoints", "Endpoints"),
+        Resource("services", "Service", subresources=frozenset({"status"}), short="svc"),
+        Resource("endpoints", "Endpoints", short="ep"),
         Resource("secrets", "Secret"),
-        Resource("configmaps", "ConfigMap"),
-        Resource("serviceaccounts", "ServiceAccount"),
-        Resource("events", "Event"),
-        Resource("nodes", "Node", namespaced=False, subresources=frozenset({"status"})),
-        Resource("namespaces", "Namespace", namespaced=False, subresources=frozenset({"status"})),
+        Resource("configmaps", "ConfigMap", short="cm"),
+        Resource("serviceaccounts", "ServiceAccount", short="sa"),
+        Resource("events", "Event", short="ev"),
+        Resource("nodes", "Node", namespaced=False, subresources=frozenset({"status"}), short="no"),
+        Resource(
+            "namespaces",
+            "Namespace",
+            namespaced=False,
+            subresources=frozenset({"status"}),
+            short="ns",
+        ),
         Resource("leases", "Lease", group="coordination.k8s.io"),
     )
 }
