@@ -270,8 +270,15 @@ async def test_tables_for_kubectl_get(emulator):
             "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}},
     )  # fmt: skip
     await core.create_namespaced_config_map("default", {"metadata": {"name": "settings"}})
+    await core.create_namespaced_event("default", {
+        "metadata": {"name": "crashing.1"}, "type": "Warning", "reason": "BackOff",
+        "message": "Back-off restarting failed container ", "count": 4,
+        "involvedObject": {"kind": "Pod", "name": "crashing", "namespace": "default"},
+        "source": {"component": "kubelet", "host": "eu-cpu-1"}})  # fmt: skip
     headers = {"Authorization": "Bearer t0ken", "Accept": KUBECTL_ACCEPT}
     async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(f"{emulator.url}/api/v1/namespaces/default/events") as r:
+            events = await r.json()
         async with session.get(f"{emulator.url}/api/v1/namespaces/default/pods") as r:
             pods = await r.json()
         async with session.get(f"{emulator.url}/api/v1/namespaces/default/configmaps/settings"
@@ -291,6 +298,11 @@ async def test_tables_for_kubectl_get(emulator):
     assert row["cells"][:4] == ["crashing", "0/1", "CrashLoopBackOff", "4"]
     assert row["object"]["kind"] == "PartialObjectMetadata"
     assert row["object"]["metadata"]["name"] == "crashing"
+    (event,) = events["rows"]
+    assert event["cells"][1:] == [
+        "Warning", "BackOff", "pod/crashing", "", "kubelet, eu-cpu-1",
+        "Back-off restarting failed container", event["cells"][7], 4, "crashing.1",
+    ]  # fmt: skip
     assert [c["name"] for c in maps["columnDefinitions"]] == ["Name", "Created At"]
     assert maps["rows"][0]["cells"][0] == "settings"
     assert "object" not in maps["rows"][0]

@@ -2,7 +2,7 @@
 
 kubectl prints the columns the API server sends. A server that sends plain
 lists gets only names and ages printed, so the emulator renders the columns
-kube-apiserver's printers render for pods, nodes and claims, and its default
+kube-apiserver's printers render for pods, nodes, events and claims, and its default
 (name, creation time) for the rest. Cells follow the printers' wording
 (``1/1``, ``Running``, ``Ready,SchedulingDisabled``, ``RWO``, ages as
 ``HumanDuration`` writes them).
@@ -53,12 +53,15 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365}y"
 
 
-def _age(obj: Obj, now: datetime) -> str:
-    created = obj["metadata"].get("creationTimestamp")
-    if not created:
+def _since(timestamp: str | None, now: datetime) -> str:
+    if not timestamp:
         return "<unknown>"
-    moment = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     return human_duration((now - moment).total_seconds())
+
+
+def _age(obj: Obj, now: datetime) -> str:
+    return _since(obj["metadata"].get("creationTimestamp"), now)
 
 
 def _pod_cells(pod: Obj, now: datetime) -> list[Any]:
@@ -144,6 +147,24 @@ def _claim_cells(claim: Obj, now: datetime) -> list[Any]:
     ]
 
 
+def _event_cells(event: Obj, now: datetime) -> list[Any]:
+    involved = event.get("involvedObject") or {}
+    source = event.get("source") or {}
+    first = event.get("firstTimestamp") or event["metadata"].get("creationTimestamp")
+    return [
+        _since(event.get("lastTimestamp") or first, now),
+        event.get("type", ""),
+        event.get("reason", ""),
+        f"{involved.get('kind', '').lower()}/{involved.get('name', '')}",
+        involved.get("fieldPath", ""),
+        ", ".join(v for v in (source.get("component"), source.get("host")) if v),
+        (event.get("message") or "").strip(),
+        _since(first, now),
+        event.get("count", 1),
+        event["metadata"]["name"],
+    ]
+
+
 def _default_cells(obj: Obj, now: datetime) -> list[Any]:
     return [obj["metadata"]["name"], obj["metadata"].get("creationTimestamp")]
 
@@ -163,6 +184,13 @@ _PRINTERS: dict[str, tuple[list[Column], Callable[[Obj, datetime], list[Any]]]] 
          ("External-IP", "string", 1), ("OS-Image", "string", 1),
          ("Kernel-Version", "string", 1), ("Container-Runtime", "string", 1)],
         _node_cells,
+    ),
+    "events": (
+        [("Last Seen", "string", 0), ("Type", "string", 0), ("Reason", "string", 0),
+         ("Object", "string", 0), ("Subobject", "string", 1), ("Source", "string", 1),
+         ("Message", "string", 0), ("First Seen", "string", 1), ("Count", "integer", 1),
+         ("Name", "string", 1)],
+        _event_cells,
     ),
     "persistentvolumeclaims": (
         [("Name", "string", 0), ("Status", "string", 0), ("Volume", "string", 0),
