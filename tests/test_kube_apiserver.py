@@ -313,6 +313,30 @@ async def test_tables_for_kubectl_get(emulator):
     )
 
 
+async def test_a_watch_for_kubectl_get_w_sends_one_row_tables(emulator):
+    """kubectl get -w watches with the Table media type: each event is a one-row Table, and
+    only the first carries the column definitions."""
+    core = emulator.core
+    await core.create_namespaced_pod("default", pod_body("first"))
+    headers = {"Authorization": "Bearer t0ken", "Accept": KUBECTL_ACCEPT}
+    url = f"{emulator.url}/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=2"
+    events = []
+    async with aiohttp.ClientSession(headers=headers) as session, session.get(url) as r:
+        async for line in r.content:
+            events.append(json.loads(line))
+            if len(events) == 1:
+                await core.create_namespaced_pod("default", pod_body("second"))
+            if len(events) == 2:
+                break
+    assert [e["type"] for e in events] == ["ADDED", "ADDED"]
+    assert [e["object"]["kind"] for e in events] == ["Table", "Table"]
+    assert [len(e["object"]["columnDefinitions"]) > 0 for e in events] == [True, False]
+    assert [e["object"]["rows"][0]["cells"][:3] for e in events] == [
+        ["first", "0/1", "Pending"],
+        ["second", "0/1", "Pending"],
+    ]
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [(-5, "<invalid>"), (-1, "0s"), (0, "0s"), (119, "119s"), (120, "2m"), (200, "3m20s"),

@@ -23,6 +23,7 @@ import string
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,27 @@ def _check_watch_list(match: str | None, bookmarks: bool) -> None:
         )
     if causes:
         raise admission.Invalid("ListOptions", "", causes)
+
+
+def _watch_encoder(request: web.Request, resource: Resource) -> Callable[[Obj], Obj]:
+    """How each watched object is sent: as itself, or as a one-row Table when the client
+    asked for tables (`kubectl get -w`). As kube-apiserver does, only the first Table
+    carries the column definitions."""
+    if not tables.wants_table(request.headers.get("Accept", "")):
+        return partial(_out, resource)
+    include = request.query.get("includeObject", "Metadata")
+    sent_columns = False
+
+    def encode(obj: Obj) -> Obj:
+        nonlocal sent_columns
+        meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
+        table = tables.table(resource.plural, [_out(resource, obj)], meta, include)
+        if sent_columns:
+            table["columnDefinitions"] = []
+        sent_columns = True
+        return table
+
+    return encode
 
 
 def _out(resource: Resource, obj: Obj) -> Obj:
@@ -408,6 +430,7 @@ class ApiServer:
         initial_events = request.query.get("sendInitialEvents") in _TRUE
         if initial_events:
             _check_watch_list(request.query.get("resourceVersionMatch"), bookmarks)
+        encode = _watch_encoder(request, resource)
         # Register and read the backlog with no await in between, so no change
         # can fall between the two.
         watcher = self.store.watch(resource.plural, namespace, selector.matches)
@@ -435,7 +458,7 @@ class ApiServer:
                 await self._send(response, "ERROR", status_body(410, "Expired", expired))
                 return response
             for type_, obj in backlog:
-                await self._send(response, type_, _out(resource, obj))
+                await self._send(response, type_, encode(obj))
             if initial_events:
                 # The streaming list's end: the state just sent is the one at this version.
                 meta = {
@@ -447,7 +470,7 @@ class ApiServer:
                     "BOOKMARK",
                     {"kind": resource.kind, "apiVersion": resource.api_version, "metadata": meta},
                 )
-            await self._stream(request, response, resource, watcher, timeout, bookmarks)
+            await self._stream(request, response, resource, watcher, timeout, bookmarks, encode)
             return response
         finally:
             self.store.unwatch(watcher)
@@ -463,6 +486,7 @@ class ApiServer:
         watcher: Any,
         timeout: float | None,
         bookmarks: bool,
+        encode: Callable[[Obj], Obj],
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
@@ -496,7 +520,7 @@ class ApiServer:
             event = watcher.translate(change)
             if event is not None:
                 try:
-                    await self._send(response, event[0], _out(resource, event[1]))
+                    await self._send(response, event[0], encode(event[1]))
                 except ConnectionError:
                     return
 
