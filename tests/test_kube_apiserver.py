@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import aiohttp
@@ -270,11 +271,14 @@ async def test_tables_for_kubectl_get(emulator):
             "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}},
     )  # fmt: skip
     await core.create_namespaced_config_map("default", {"metadata": {"name": "settings"}})
+    now = datetime.now(UTC)
     await core.create_namespaced_event("default", {
         "metadata": {"name": "crashing.1"}, "type": "Warning", "reason": "BackOff",
         "message": "Back-off restarting failed container ", "count": 4,
         "involvedObject": {"kind": "Pod", "name": "crashing", "namespace": "default"},
-        "source": {"component": "kubelet", "host": "eu-cpu-1"}})  # fmt: skip
+        "source": {"component": "kubelet", "host": "eu-cpu-1"},
+        "lastTimestamp": (now - timedelta(seconds=90)).isoformat(),  # with fractions
+        "firstTimestamp": (now - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")})  # fmt: skip
     headers = {"Authorization": "Bearer t0ken", "Accept": KUBECTL_ACCEPT}
     async with aiohttp.ClientSession(headers=headers) as session:
         async with session.get(f"{emulator.url}/api/v1/namespaces/default/events") as r:
@@ -303,6 +307,8 @@ async def test_tables_for_kubectl_get(emulator):
         "Warning", "BackOff", "pod/crashing", "", "kubelet, eu-cpu-1",
         "Back-off restarting failed container", event["cells"][7], 4, "crashing.1",
     ]  # fmt: skip
+    assert event["cells"][0] in {f"{n}s" for n in range(90, 100)}  # 90 s ago, give or take
+    assert event["cells"][7] == "3h"
     assert [c["name"] for c in maps["columnDefinitions"]] == ["Name", "Created At"]
     assert maps["rows"][0]["cells"][0] == "settings"
     assert "object" not in maps["rows"][0]

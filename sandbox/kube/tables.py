@@ -54,9 +54,12 @@ def human_duration(seconds: float) -> str:
 
 
 def _since(timestamp: str | None, now: datetime) -> str:
-    if not timestamp:
+    try:
+        moment = datetime.fromisoformat(timestamp or "")
+    except ValueError:  # a client may write any string into an event's timestamps
         return "<unknown>"
-    moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
     return human_duration((now - moment).total_seconds())
 
 
