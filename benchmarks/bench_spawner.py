@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import kubernetes_asyncio.config.kube_config as kube_config
+from jupyterhub.utils import maybe_future
 from kubespawner import KubeSpawner
 
 from sovereign_hub.policy import SpawnRequest, load_policy
@@ -77,7 +78,8 @@ async def prepare_ours(spawner: SovereignSpawner, ledger: GpuLedger, profile: st
     home = spawner.apply_plan(plan)
     spawner.home_claim(plan, home)
     pod = await spawner.get_pod_manifest()
-    await spawner.modify_pod_hook(spawner, pod)  # KubeSpawner calls it next: our restricted check
+    # KubeSpawner calls the hook next, as here: our restricted check.
+    await maybe_future(spawner.modify_pod_hook(spawner, pod))
 
 
 async def prepare_stock(spawner: KubeSpawner) -> None:

@@ -408,12 +408,22 @@ class SovereignSpawner(KubeSpawner):
             if exc.status != 409:  # an existing claim is the user's home: keep it
                 raise
 
-    async def _restricted_pod_hook(self, spawner: KubeSpawner, pod: Any) -> Any:
-        """The last look at the pod before it is created: the admin's hook, then the check."""
+    def _restricted_pod_hook(self, spawner: KubeSpawner, pod: Any) -> Any:
+        """The last look at the pod before it is created: the admin's hook, then the check.
+
+        Synchronous unless the admin's hook is not: KubeSpawner awaits the hook through
+        ``maybe_future``, which would otherwise schedule a task for every spawn.
+        """
         if self._admin_pod_hook is not None:
             pod = self._admin_pod_hook(spawner, pod)
             if inspect.isawaitable(pod):
-                pod = await pod
+                return self._check_when_ready(pod)
+        return self._check_restricted(pod)
+
+    async def _check_when_ready(self, pending: Any) -> Any:
+        return self._check_restricted(await pending)
+
+    def _check_restricted(self, pod: Any) -> Any:
         if self.enforce_restricted:
             problems = restricted_violations(security_view(pod))
             if problems:

@@ -12,6 +12,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from jupyterhub.utils import maybe_future
 from kubernetes_asyncio.client import (
     V1ConfigMapVolumeSource,
     V1Container,
@@ -60,7 +61,7 @@ async def pod_for(s: SovereignSpawner, plan) -> dict:
         setattr(s, name, value)
     # As KubeSpawner does: build the pod, then pass it through modify_pod_hook.
     pod = await s.get_pod_manifest()
-    return manifest_dict(await s.modify_pod_hook(s, pod))
+    return manifest_dict(await maybe_future(s.modify_pod_hook(s, pod)))
 
 
 async def test_gpu_pod_manifest():
@@ -200,26 +201,49 @@ async def test_a_privileged_override_is_refused():
         await pod_for(s, plan_for("cpu-small"))
 
 
-async def test_an_admin_hook_cannot_make_the_pod_privileged():
-    def hook(spawner, pod):
-        context = pod.spec.containers[0].security_context
-        if isinstance(context, dict):
-            context["privileged"] = True
-        else:
-            context.privileged = True
+def as_written(kind: str, change):
+    """An admin's modify_pod_hook, plain or a coroutine function (KubeSpawner takes both)."""
+
+    def plain(spawner, pod):
+        change(pod)
         return pod
 
+    async def coroutine(spawner, pod):
+        change(pod)
+        return pod
+
+    return plain if kind == "plain" else coroutine
+
+
+def make_privileged(pod):
+    context = pod.spec.containers[0].security_context
+    if isinstance(context, dict):
+        context["privileged"] = True
+    else:
+        context.privileged = True
+
+
+@pytest.mark.parametrize("kind", ["plain", "coroutine"])
+async def test_an_admin_hook_cannot_make_the_pod_privileged(kind):
+    hook = as_written(kind, make_privileged)
     with pytest.raises(Exception, match=r"securityContext\.privileged must not be true"):
         await pod_for(spawner(modify_pod_hook=hook), plan_for("cpu-small"))
 
 
-async def test_an_admin_hook_still_runs():
-    def hook(spawner, pod):
-        pod.metadata.labels["hooked"] = "yes"
-        return pod
-
+@pytest.mark.parametrize("kind", ["plain", "coroutine"])
+async def test_an_admin_hook_still_runs(kind):
+    hook = as_written(kind, lambda pod: pod.metadata.labels.update(hooked="yes"))
     pod = await pod_for(spawner(modify_pod_hook=hook), plan_for("cpu-small"))
     assert pod["metadata"]["labels"]["hooked"] == "yes"
+
+
+async def test_without_an_async_admin_hook_the_check_needs_no_task():
+    """KubeSpawner awaits the hook through maybe_future: a plain return spares a task."""
+    s = spawner()
+    pod = {"spec": {"containers": [{"name": "notebook", "securityContext": {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}}]}}  # fmt: skip
+    assert s.modify_pod_hook(s, pod) is pod
 
 
 def test_home_claim_is_per_user_and_region():
@@ -350,7 +374,7 @@ async def test_a_pre_spawn_hook_adds_to_the_plan_and_sees_no_earlier_plan():
     for profile in ("gpu-a100", "cpu-small"):
         await s.run_pre_spawn_hook()
         s.apply_plan(plan_for(profile))
-        pod = manifest_dict(await s.modify_pod_hook(s, await s.get_pod_manifest()))
+        pod = manifest_dict(await maybe_future(s.modify_pod_hook(s, await s.get_pod_manifest())))
         container = pod["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["TEAM_TOKEN_FILE"] == "/secrets/team"
