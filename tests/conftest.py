@@ -15,13 +15,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from kubernetes_asyncio import client, config
 
 from sovereign_hub.sandbox.kube.cluster import Cluster, write_kubeconfig
 from sovereign_hub.sandbox.kube.inventory import load_inventory
+from sovereign_hub.sandbox.oidc import OidcProvider
 from sovereign_hub.sandbox.postgres import LocalPostgres, PostgresUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +107,22 @@ async def eventually(
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
+def missing(what: str, make: str, how: str | None = None) -> NoReturn:
+    """Skip a test whose real component is not installed, saying how to get it; in CI, where
+    `make test` installs every one, fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide {what} (`{make}`)")
+    pytest.skip(f"needs {what}: {how or f'run `{make}`'}")
+
+
+def require_tool(path: Path, make_target: str) -> Path:
+    """A binary or environment `make <make_target>` puts in .tools/ (Helm, kubectl, checkov…)."""
+    if not path.exists():
+        shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        missing(str(shown), f"make {make_target}")
+    return path
+
+
 def require_postgres() -> None:
     """Skip, saying why, where PostgreSQL's server is missing; in CI its absence is a failure."""
     try:
@@ -113,9 +130,7 @@ def require_postgres() -> None:
 
         server_bin()
     except PostgresUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must install PostgreSQL (make system): {exc}")
-        pytest.skip(f"needs a real PostgreSQL server: {exc}")
+        missing(f"a real PostgreSQL server ({exc})", "make system")
 
 
 @pytest.fixture(scope="session")
@@ -132,13 +147,22 @@ def pg_url(postgres_server: LocalPostgres) -> str:
     return postgres_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
+ANA = {"sub": "ana", "preferred_username": "ana", "groups": ["eu-researchers"], "country": "DE"}
+
+
+@pytest.fixture
+def oidc_ana(tmp_path: Path) -> Iterator[OidcProvider]:
+    """A real OIDC provider process whose one user is ana (eu-researchers, country DE)."""
+    provider = OidcProvider([ANA], tmp_path / "oidc.log")
+    yield provider
+    provider.stop()
+
+
 def require_program(name: str, fallback: str, package: str) -> str:
     """The path of a Debian program the test starts; skip (saying why) or, in CI, fail."""
     import shutil
 
     path = shutil.which(name) or fallback
     if not Path(path).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must install {package} (make system)")
-        pytest.skip(f"needs Debian's {package}: apt-get install {package}")
+        missing(f"Debian's {package}", "make system", f"apt-get install {package}")
     return path

@@ -14,7 +14,7 @@ import time
 
 from sovereign_hub.audit.store import read
 from sovereign_hub.sandbox.hubprocess import Hub, free_port
-from sovereign_hub.sandbox.oidc import OidcProvider, login_via_provider
+from sovereign_hub.sandbox.oidc import login_via_provider
 from sovereign_hub.sandbox.run import hub_config
 from tests.conftest import ROOT
 
@@ -25,16 +25,11 @@ def family(record: dict) -> str:
     return record["schema"].rstrip("/").split("/")[-2]
 
 
-def test_the_hub_records_api_actions_server_actions_policy_and_metrics(kube, tmp_path):
-    provider = OidcProvider(
-        [{"sub": "ana", "preferred_username": "ana", "groups": ["eu-researchers"],
-          "country": "DE"}],
-        tmp_path / "oidc.log",
-    )  # fmt: skip
+def test_the_hub_records_api_actions_server_actions_policy_and_metrics(kube, tmp_path, oidc_ana):
     port = free_port()
     (tmp_path / "audit-hmac-key").write_text(secrets.token_hex(32))
     config = hub_config(
-        issuer=provider.issuer, port=port, policy=POLICY, cluster=kube, state=tmp_path
+        issuer=oidc_ana.issuer, port=port, policy=POLICY, cluster=kube, state=tmp_path
     )
     env = {"KUBECONFIG": str(kube.kubeconfig), "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)}
     hub = Hub(tmp_path / "hub", config, env=env, port=port)
@@ -54,7 +49,6 @@ def test_the_hub_records_api_actions_server_actions_policy_and_metrics(kube, tmp
         metrics = hub.api("GET", "/../metrics").text
     finally:
         hub.stop()
-        provider.stop()
 
     store = str(tmp_path / "audit.sqlite")
     deadline = time.monotonic() + 20

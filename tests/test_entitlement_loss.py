@@ -13,27 +13,16 @@ import time
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from sovereign_hub.sandbox.hubprocess import Hub, free_port
-from sovereign_hub.sandbox.oidc import OidcProvider, login_via_provider
+from sovereign_hub.sandbox.oidc import login_via_provider
 from sovereign_hub.sandbox.run import hub_config
-from tests.conftest import ROOT, eventually
+from tests.conftest import ANA, ROOT, eventually
 
 
-async def test_a_server_stops_when_its_entitlement_is_lost(kube, core, tmp_path):
-    provider = OidcProvider(
-        [
-            {
-                "sub": "ana",
-                "preferred_username": "ana",
-                "groups": ["eu-researchers"],
-                "country": "DE",
-            }
-        ],
-        tmp_path / "oidc.log",
-    )
+async def test_a_server_stops_when_its_entitlement_is_lost(kube, core, tmp_path, oidc_ana):
     port = free_port()
     (tmp_path / "audit-hmac-key").write_text(secrets.token_hex(32))
     config = hub_config(
-        issuer=provider.issuer,
+        issuer=oidc_ana.issuer,
         port=port,
         policy=ROOT / "examples" / "policy.yaml",
         cluster=kube,
@@ -63,9 +52,7 @@ async def test_a_server_stops_when_its_entitlement_is_lost(kube, core, tmp_path)
         ).status.phase == "Running"
 
         # The provider moves ana to the US group: her EU server is no longer entitled.
-        provider.set_user(
-            {"sub": "ana", "preferred_username": "ana", "groups": ["us-analysts"], "country": "DE"}
-        )
+        oidc_ana.set_user({**ANA, "groups": ["us-analysts"]})
         time.sleep(1.5)  # past auth_refresh_age
         assert session.get(f"{hub.url}/hub/home", timeout=30).status_code == 200
         hub.wait_for_server("ana", ready=False, timeout=60)
@@ -82,7 +69,6 @@ async def test_a_server_stops_when_its_entitlement_is_lost(kube, core, tmp_path)
         assert sorted(hub.api("GET", "/users/ana").json()["groups"]) == ["us-analysts"]
     finally:
         hub.stop()
-        provider.stop()
     from sovereign_hub.audit.store import read
 
     stops = [

@@ -28,9 +28,9 @@ from sovereign_hub.audit.store import read
 from sovereign_hub.policy import parse_policy
 from sovereign_hub.policy.decision import LABEL_PREFIX
 from sovereign_hub.sandbox.hubprocess import Hub, free_port
-from sovereign_hub.sandbox.oidc import OidcProvider, login_via_provider
+from sovereign_hub.sandbox.oidc import login_via_provider
 from sovereign_hub.spawner.security import restricted_violations
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_tool
 
 CHART = ROOT / "helm" / "sovereign-hub"
 HERE = Path(__file__).parent / "helm"
@@ -45,12 +45,7 @@ CUSTOM_KINDS = {"ServiceMonitor", "HTTPRoute"}
 
 
 def helm_binary(version: str) -> Path:
-    path = HELMS[version]
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must fetch Helm {version} (make helm)")
-        pytest.skip(f"Helm {version} is not in .tools/: run `make helm`")
-    return path
+    return require_tool(HELMS[version], "helm")
 
 
 @pytest.fixture(params=sorted(HELMS), ids=lambda v: f"helm-{v}")
@@ -441,7 +436,7 @@ def test_the_rendered_policy_passes_sovhub_policy_check(tmp_path, example_policy
 
 
 def test_the_rendered_hub_config_runs_a_real_hub_against_the_emulated_cluster(
-    kube, tmp_path, example_policy_values
+    kube, tmp_path, example_policy_values, oidc_ana
 ):
     """The chart's jupyterhub_config.py and values, in a real JupyterHub on the emulated cluster.
 
@@ -449,17 +444,6 @@ def test_the_rendered_hub_config_runs_a_real_hub_against_the_emulated_cluster(
     (hub and proxy on 127.0.0.1, the proxy started by the hub), set through
     the chart's own `hub.extraConfig`, plus the test's admin service.
     """
-    provider = OidcProvider(
-        [
-            {
-                "sub": "ana",
-                "preferred_username": "ana",
-                "groups": ["eu-researchers"],
-                "country": "DE",
-            }
-        ],
-        tmp_path / "oidc.log",
-    )
     port, hub_port, proxy_api = free_port(), free_port(), free_port()
     addresses = (
         f'c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"\n'
@@ -473,7 +457,7 @@ def test_the_rendered_hub_config_runs_a_real_hub_against_the_emulated_cluster(
             {
                 "hub": {"extraConfig": {"99-addresses": addresses}},
                 "auth": {
-                    "issuer": provider.issuer,
+                    "issuer": oidc_ana.issuer,
                     "callbackUrl": f"http://127.0.0.1:{port}/hub/oauth_callback",
                     "attributeClaims": {"country": "country"},
                     "clientSecret": {"value": "test-client-secret"},
@@ -520,7 +504,6 @@ def test_the_rendered_hub_config_runs_a_real_hub_against_the_emulated_cluster(
         assert "Starting managed service idle-culler" in log
     finally:
         hub.stop()
-        provider.stop()
     kinds = {r["schema"].rstrip("/").split("/")[-2] for r in read(str(tmp_path / "audit.sqlite"))}
     assert {"login", "policy-loaded"} <= kinds
 
@@ -537,10 +520,7 @@ def documented_exceptions() -> set[tuple[str, str]]:
 
 def test_checkov_finds_nothing_on_the_defaults_but_the_documented_exceptions(tmp_path):
     """checkov's Kubernetes checks on the default render, offline (`unshare -n`, --skip-download)."""
-    if not CHECKOV.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must install checkov (make checkov)")
-        pytest.skip("checkov is not in .tools/: run `make checkov`")
+    require_tool(CHECKOV, "checkov")
     done = run(helm_binary("4.1"), "template", "rel", str(CHART), "--namespace", "hub")
     (tmp_path / "chart.yaml").write_text(done.stdout)
     scan = subprocess.run(

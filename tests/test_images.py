@@ -16,7 +16,7 @@ import yaml
 
 from sovereign_hub.images.reference import Reference, ReferenceError
 from sovereign_hub.policy import load_policy
-from tests.conftest import ROOT, require_program
+from tests.conftest import ROOT, require_program, require_tool
 
 IMAGES = ROOT / "images"
 DOCKERFILES = sorted(IMAGES.glob("*/Dockerfile"))
@@ -37,13 +37,6 @@ def logical_lines(path: Path) -> list[str]:
             lines.append(current.strip())
             current = ""
     return [line for line in lines if line]
-
-
-def require(tool: Path | str, make_target: str) -> None:
-    if not Path(tool).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run `make {make_target}`")
-        pytest.skip(f"{tool} is missing: run `make {make_target}`")
 
 
 def test_there_are_the_three_images():
@@ -128,7 +121,7 @@ def test_every_locked_requirement_is_pinned_with_hashes(lock):
 
 def test_the_cpu_lock_installs_offline_into_a_fresh_venv(tmp_path):
     """From the wheels CI downloaded (`make notebook-env`), with no network at all."""
-    require(WHEELS, "notebook-env")
+    require_tool(WHEELS, "notebook-env")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     install = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index",
@@ -147,7 +140,7 @@ def test_the_cpu_lock_installs_offline_into_a_fresh_venv(tmp_path):
 def test_the_gpu_lock_resolves_for_linux_x86_64():
     """CI resolves the GPU lock for linux x86_64 / CPython 3.12 (`make gpu-lock-check`,
     metadata only, no CUDA wheel downloaded); every locked pin must come back unchanged."""
-    require(GPU_RESOLVED, "gpu-lock-check")
+    require_tool(GPU_RESOLVED, "gpu-lock-check")
     resolved = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", GPU_RESOLVED.read_text(), re.M))
     lock = (IMAGES / "notebook-gpu" / "requirements.lock").read_text()
     locked = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", lock, re.M))
@@ -277,7 +270,7 @@ def test_the_sandbox_runs_notebooks_in_the_cpu_lock_environment():
     """The sandbox's notebook "pods" run `.venv-notebook`, built from images/notebook-cpu's lock."""
     from sovereign_hub.sandbox.run import NOTEBOOK_VENV, notebook_command
 
-    require(NOTEBOOK_VENV / "bin" / "jupyterhub-singleuser", "notebook-env")
+    require_tool(NOTEBOOK_VENV / "bin" / "jupyterhub-singleuser", "notebook-env")
     assert notebook_command() == NOTEBOOK_VENV / "bin" / "jupyterhub-singleuser"
     frozen = subprocess.run([str(NOTEBOOK_VENV / "bin" / "python"), "-m", "pip", "freeze"],
                             capture_output=True, text=True, timeout=120, check=True).stdout  # fmt: skip

@@ -18,7 +18,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from sovereign_hub.sandbox.kube.leases import NodeLeases
-from tests.conftest import ROOT, eventually
+from tests.conftest import ROOT, eventually, require_tool
 
 NS_IMAGE = "registry.example/nb@sha256:" + "a" * 64
 PY = sys.executable
@@ -363,10 +363,7 @@ def test_kubectl_a_go_client_works_against_the_cluster(kube):
     speaks TLS, reads discovery, creates a pod, waits for it through a streaming list
     (sendInitialEvents), reads its log and deletes it, waiting again. `--validate=false`:
     the emulator serves no OpenAPI document for client-side validation."""
-    if not KUBECTL.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must fetch kubectl (make helm)")
-        pytest.skip("needs kubectl: make helm")
+    require_tool(KUBECTL, "helm")
 
     def kubectl(*args: str, stdin: str | None = None) -> str:
         done = subprocess.run(
