@@ -125,25 +125,43 @@ def _check_watch_list(match: str | None, bookmarks: bool) -> None:
         raise admission.Invalid("ListOptions", "", causes)
 
 
+def _table_include(request: web.Request) -> str | None:
+    """The ``includeObject`` of a request that asks for a Table (kubectl's Accept header), or
+    None when the client wants the objects themselves."""
+    if not tables.wants_table(request.headers.get("Accept", "")):
+        return None
+    return request.query.get("includeObject", "Metadata")
+
+
+def _as_table(resource: Resource, objects: list[Obj], meta: Obj | None, include: str) -> Obj:
+    """``objects`` as a Table; ``meta`` is the list's, or None for one object's version."""
+    if meta is None:
+        meta = {"resourceVersion": objects[0]["metadata"].get("resourceVersion", "")}
+    return tables.table(resource.plural, [_out(resource, o) for o in objects], meta, include)
+
+
 def _watch_encoder(request: web.Request, resource: Resource) -> Callable[[Obj], Obj]:
     """How each watched object is sent: as itself, or as a one-row Table when the client
     asked for tables (`kubectl get -w`). As kube-apiserver does, only the first Table
     carries the column definitions."""
-    if not tables.wants_table(request.headers.get("Accept", "")):
+    include = _table_include(request)
+    if include is None:
         return partial(_out, resource)
-    include = request.query.get("includeObject", "Metadata")
     sent_columns = False
 
     def encode(obj: Obj) -> Obj:
         nonlocal sent_columns
-        meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
-        table = tables.table(resource.plural, [_out(resource, obj)], meta, include)
+        table = _as_table(resource, [obj], None, include)
         if sent_columns:
             table["columnDefinitions"] = []
         sent_columns = True
         return table
 
     return encode
+
+
+def _bookmark(resource: Resource, meta: Obj) -> Obj:
+    return {"kind": resource.kind, "apiVersion": resource.api_version, "metadata": meta}
 
 
 def _out(resource: Resource, obj: Obj) -> Obj:
@@ -326,15 +344,9 @@ class ApiServer:
                 if request.query.get("watch") in _TRUE:
                     return await self._watch(request, resource, namespace)
                 listed = self._list(request, resource, namespace)
-                if tables.wants_table(request.headers.get("Accept", "")):
-                    return web.json_response(
-                        tables.table(
-                            resource.plural,
-                            listed["items"],
-                            listed["metadata"],
-                            request.query.get("includeObject", "Metadata"),
-                        )
-                    )
+                if (include := _table_include(request)) is not None:
+                    table = _as_table(resource, listed["items"], listed["metadata"], include)
+                    return web.json_response(table)
                 return web.json_response(listed)
             if method == "POST":
                 return await self._create(request, resource, namespace)
@@ -347,12 +359,10 @@ class ApiServer:
             if sub == "binding" and method == "POST":
                 return await self._bind(request, resource, ns, name)
             if method == "GET":
-                obj = _out(resource, self._get(resource, ns, name))
-                if sub is None and tables.wants_table(request.headers.get("Accept", "")):
-                    meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
-                    include = request.query.get("includeObject", "Metadata")
-                    return web.json_response(tables.table(resource.plural, [obj], meta, include))
-                return web.json_response(obj)
+                obj = self._get(resource, ns, name)
+                if sub is None and (include := _table_include(request)) is not None:
+                    return web.json_response(_as_table(resource, [obj], None, include))
+                return web.json_response(_out(resource, obj))
             if method == "PUT":
                 return await self._replace(request, resource, ns, name, sub)
             if method == "PATCH":
@@ -465,11 +475,7 @@ class ApiServer:
                     "resourceVersion": str(self.store.rv),
                     "annotations": {"k8s.io/initial-events-end": "true"},
                 }
-                await self._send(
-                    response,
-                    "BOOKMARK",
-                    {"kind": resource.kind, "apiVersion": resource.api_version, "metadata": meta},
-                )
+                await self._send(response, "BOOKMARK", _bookmark(resource, meta))
             await self._stream(request, response, resource, watcher, timeout, bookmarks, encode)
             return response
         finally:
@@ -505,15 +511,7 @@ class ApiServer:
                     next_bookmark = loop.time() + self.bookmark_interval
                     meta = {"resourceVersion": str(self.store.rv)}
                     with contextlib.suppress(ConnectionError):
-                        await self._send(
-                            response,
-                            "BOOKMARK",
-                            {
-                                "kind": resource.kind,
-                                "apiVersion": resource.api_version,
-                                "metadata": meta,
-                            },
-                        )
+                        await self._send(response, "BOOKMARK", _bookmark(resource, meta))
                 continue
             if change is None:
                 return
