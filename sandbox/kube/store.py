@@ -127,6 +127,8 @@ class Store:
         self.objects: dict[str, dict[tuple[str, str], Obj]] = {r: {} for r in RESOURCES}
         self.history: deque[Change] = deque(maxlen=history)
         self.watchers: set[Watcher] = set()
+        self.listeners: set[asyncio.Queue[Change]] = set()
+        """Every change, for the emulated controllers (:mod:`.controllers`)."""
 
     # -- reading -----------------------------------------------------------
     def get(self, resource: str, namespace: str, name: str) -> Obj | None:
@@ -143,6 +145,8 @@ class Store:
         self.history.append(change)
         for watcher in self.watchers:
             watcher.queue.put_nowait(change)
+        for listener in self.listeners:
+            listener.put_nowait(change)
 
     def _bump(self, obj: Obj) -> None:
         self.rv += 1
@@ -191,6 +195,14 @@ class Store:
 
     def unwatch(self, watcher: Watcher) -> None:
         self.watchers.discard(watcher)
+
+    def subscribe(self) -> asyncio.Queue[Change]:
+        queue: asyncio.Queue[Change] = asyncio.Queue()
+        self.listeners.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Change]) -> None:
+        self.listeners.discard(queue)
 
     def close_watches(self) -> None:
         for watcher in self.watchers:

@@ -1,0 +1,299 @@
+"""The API verbs on a :class:`.store.Store`, with no HTTP: what a request does to the state.
+
+Each function is synchronous, so on the API server's event loop a verb is
+atomic, as a real server's single etcd transaction is. The HTTP layer
+(:mod:`.apiserver`) reads the request, calls one of these and writes the
+answer; tests can call them directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import secrets
+import string
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from . import admission
+from .errors import ApiError, bad_request, conflict, not_found
+from .patch import PatchError, apply_patch
+from .selectors import Selector
+from .store import RESOURCES, Obj, Resource, Store, now_iso
+
+_NAME_CHARS = string.ascii_lowercase + string.digits
+# Set by the server alone: whatever a client sends for them on create is dropped.
+_SERVER_SET = ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation")
+# Kept from the stored object on every update, whatever the client sends.
+_KEPT_ON_UPDATE = (
+    "uid",
+    "creationTimestamp",
+    "namespace",
+    "name",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+)
+
+
+def out(resource: Resource, obj: Obj) -> Obj:
+    """An object as clients receive it: with its kind and apiVersion."""
+    return {"kind": resource.kind, "apiVersion": resource.api_version, **obj}
+
+
+def get(store: Store, resource: Resource, namespace: str, name: str) -> Obj:
+    obj = store.get(resource.plural, namespace, name)
+    if obj is None:
+        raise not_found(resource, name)
+    return obj
+
+
+def list_page(
+    store: Store,
+    resource: Resource,
+    namespace: str | None,
+    selector: Selector,
+    *,
+    limit: int = 0,
+    continue_token: str = "",
+) -> Obj:
+    """A list, optionally one page of it (``limit``/``continue``)."""
+    items = [o for o in store.list(resource.plural, namespace) if selector.matches(o)]
+    meta: Obj = {"resourceVersion": str(store.rv)}
+    start = 0
+    if continue_token:
+        try:
+            start = int(json.loads(base64.urlsafe_b64decode(continue_token))["start"])
+        except (ValueError, KeyError, TypeError):
+            raise bad_request("invalid continue token") from None
+    page = items[start : start + limit] if limit else items[start:]
+    if limit and start + limit < len(items):
+        meta["continue"] = base64.urlsafe_b64encode(
+            json.dumps({"start": start + limit}).encode()
+        ).decode()
+        meta["remainingItemCount"] = len(items) - start - limit
+    return {
+        "kind": resource.list_kind,
+        "apiVersion": resource.api_version,
+        "metadata": meta,
+        "items": copy.deepcopy(page),
+    }
+
+
+def _require_namespace(store: Store, namespace: str) -> Obj:
+    nsobj = store.get("namespaces", "", namespace)
+    if nsobj is None:
+        raise ApiError(
+            404,
+            "NotFound",
+            f'namespaces "{namespace}" not found',
+            {"name": namespace, "kind": "namespaces"},
+        )
+    return nsobj
+
+
+def create(store: Store, resource: Resource, namespace: str | None, body: Any) -> Obj:
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be an object")
+    meta = body.setdefault("metadata", {})
+    if resource.namespaced:
+        ns = namespace or meta.get("namespace") or "default"
+        if meta.get("namespace") not in (None, ns):
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request"
+            )
+        nsobj = _require_namespace(store, ns)
+        meta["namespace"] = ns
+        if nsobj["status"].get("phase") == "Terminating":
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"unable to create new content in namespace {ns} because it is being terminated",
+            )
+    else:
+        meta.pop("namespace", None)
+    for key in _SERVER_SET:
+        meta.pop(key, None)
+    if not meta.get("name") and meta.get("generateName"):
+        meta["name"] = meta["generateName"] + "".join(secrets.choice(_NAME_CHARS) for _ in range(5))
+    obj = admission.default(resource.plural, body)
+    admission.validate(resource.plural, resource.kind, obj)
+    if store.get(resource.plural, meta.get("namespace", ""), meta["name"]) is not None:
+        raise ApiError(
+            409,
+            "AlreadyExists",
+            f'{resource.plural} "{meta["name"]}" already exists',
+            {"name": meta["name"], "kind": resource.plural},
+        )
+    return store.create(resource.plural, obj)
+
+
+def _merged(resource: Resource, old: Obj, new: Obj, sub: str | None) -> Obj:
+    """The stored object after an update of the main resource or its status."""
+    new = copy.deepcopy(new)
+    new_meta = new.setdefault("metadata", {})
+    for key in _KEPT_ON_UPDATE:
+        if key in old["metadata"]:
+            new_meta[key] = old["metadata"][key]
+        else:
+            new_meta.pop(key, None)
+    if sub == "status":
+        result = copy.deepcopy(old)
+        result["status"] = new.get("status", {})
+        return result
+    if "status" in old and "status" in resource.subresources:
+        new["status"] = copy.deepcopy(old["status"])
+    if resource.plural == "pods":
+        admission.check_pod_update(old, new)
+    admission.validate(resource.plural, resource.kind, new)
+    return new
+
+
+def _store_update(store: Store, resource: Resource, old: Obj, new: Obj) -> Obj:
+    meta = new["metadata"]
+    # An update that removes the last finalizer of an object being deleted
+    # completes the deletion (a pod only once its grace period is zero).
+    released = meta.get("deletionTimestamp") and not meta.get("finalizers")
+    if released and (resource.plural != "pods" or meta.get("deletionGracePeriodSeconds") == 0):
+        return store.delete(resource.plural, new)
+    return store.update(resource.plural, new, old)
+
+
+def replace(
+    store: Store, resource: Resource, ns: str, name: str, body: Any, sub: str | None
+) -> Obj:
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be an object")
+    old = get(store, resource, ns, name)
+    if (given := body.get("metadata", {}).get("name")) not in (None, name):
+        raise bad_request(
+            f"the name of the object ({given}) does not match the name on the URL ({name})"
+        )
+    wanted = body.get("metadata", {}).get("resourceVersion")
+    if wanted and wanted != old["metadata"]["resourceVersion"]:
+        raise conflict(resource, name)
+    return _store_update(store, resource, old, _merged(resource, old, body, sub))
+
+
+def patch(
+    store: Store,
+    resource: Resource,
+    ns: str,
+    name: str,
+    content_type: str,
+    body: Any,
+    sub: str | None,
+) -> Obj:
+    old = get(store, resource, ns, name)
+    try:
+        patched = apply_patch(content_type, copy.deepcopy(old), body)
+    except PatchError as exc:
+        if "unsupported patch type" in str(exc):
+            raise ApiError(415, "UnsupportedMediaType", str(exc)) from None
+        raise ApiError(422, "Invalid", str(exc)) from None
+    wanted = patched.get("metadata", {}).get("resourceVersion")
+    if wanted and wanted != old["metadata"]["resourceVersion"]:
+        raise conflict(resource, name)
+    return _store_update(store, resource, old, _merged(resource, old, patched, sub))
+
+
+def bind(store: Store, ns: str, name: str, body: Any) -> None:
+    """``pods/binding``: assign a pending pod to a node, once."""
+    target = (body.get("target") or {}) if isinstance(body, dict) else {}
+    node = target.get("name")
+    if target.get("kind", "Node") != "Node" or not node:
+        raise bad_request("a binding's target must name a Node")
+    old = get(store, RESOURCES["pods"], ns, name)
+    if old["metadata"].get("deletionTimestamp"):
+        raise ApiError(
+            409, "Conflict", f"pod {name} is being deleted, cannot be assigned to a host"
+        )
+    if old["spec"].get("nodeName"):
+        raise ApiError(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is '
+            f'already assigned to node "{old["spec"]["nodeName"]}"',
+        )
+    new = copy.deepcopy(old)
+    new["spec"]["nodeName"] = node
+    conditions = [c for c in new["status"].get("conditions", []) if c.get("type") != "PodScheduled"]
+    conditions.append(
+        {
+            "type": "PodScheduled",
+            "status": "True",
+            "lastProbeTime": None,
+            "lastTransitionTime": now_iso(),
+        }
+    )
+    new["status"]["conditions"] = conditions
+    store.update("pods", new, old)
+
+
+def delete(store: Store, resource: Resource, ns: str, name: str, options: Obj) -> Obj:
+    """Delete one object under ``options`` (a DeleteOptions, already decoded)."""
+    old = get(store, resource, ns, name)
+    uid = (options.get("preconditions") or {}).get("uid")
+    if uid and uid != old["metadata"]["uid"]:
+        raise ApiError(
+            409,
+            "Conflict",
+            f"Precondition failed: UID in precondition: {uid}, "
+            f"UID in object meta: {old['metadata']['uid']}",
+        )
+    if resource.plural == "namespaces":
+        return terminate_namespace(store, old)
+    if resource.plural == "pods":
+        return delete_pod(store, old, options.get("gracePeriodSeconds"))
+    if old["metadata"].get("finalizers"):
+        if old["metadata"].get("deletionTimestamp"):
+            return old
+        new = copy.deepcopy(old)
+        new["metadata"]["deletionTimestamp"] = now_iso()
+        new["metadata"]["deletionGracePeriodSeconds"] = 0
+        return store.update(resource.plural, new, old)
+    return store.delete(resource.plural, old)
+
+
+def delete_pod(store: Store, old: Obj, grace_param: Any) -> Obj:
+    spec, meta = old["spec"], old["metadata"]
+    grace = (
+        int(grace_param)
+        if grace_param is not None
+        else int(spec.get("terminationGracePeriodSeconds", 30))
+    )
+    terminal = old.get("status", {}).get("phase") in ("Succeeded", "Failed")
+    # Like the real server: a pod no kubelet runs (unbound or finished) goes at once.
+    if (grace <= 0 or not spec.get("nodeName") or terminal) and not meta.get("finalizers"):
+        return store.delete("pods", old)
+    current = meta.get("deletionGracePeriodSeconds")
+    if current is not None and grace >= current:
+        return old
+    new = copy.deepcopy(old)
+    new["metadata"]["deletionTimestamp"] = (
+        datetime.now(UTC) + timedelta(seconds=max(grace, 0))
+    ).strftime("%Y-%m-%dT%H:%M:%SZ")
+    new["metadata"]["deletionGracePeriodSeconds"] = max(grace, 0)
+    return store.update("pods", new, old)
+
+
+def terminate_namespace(store: Store, old: Obj) -> Obj:
+    """Mark a namespace Terminating; the namespace controller empties and removes it."""
+    if old["status"].get("phase") == "Terminating":
+        return old
+    new = copy.deepcopy(old)
+    new["metadata"]["deletionTimestamp"] = now_iso()
+    new["status"]["phase"] = "Terminating"
+    return store.update("namespaces", new, old)
+
+
+def delete_collection(
+    store: Store, resource: Resource, namespace: str | None, selector: Selector, options: Obj
+) -> None:
+    for obj in [o for o in store.list(resource.plural, namespace) if selector.matches(o)]:
+        if resource.plural == "pods":
+            delete_pod(store, obj, options.get("gracePeriodSeconds"))
+        else:
+            store.delete(resource.plural, obj)
