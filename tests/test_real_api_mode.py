@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import ROOT, TEST_NODES
 
 SUITES = ["tests/test_kube_cluster.py", "tests/test_kubespawner_fidelity.py",
+          "tests/test_kube_conformance.py",
           "tests/test_kube_concurrency.py"]  # fmt: skip
 
 

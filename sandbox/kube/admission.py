@@ -33,6 +33,8 @@ _LABEL_MSG = (
 )
 # Resources whose names must be DNS labels rather than subdomains.
 _LABEL_NAMED = {"services", "namespaces"}
+NOT_READY = "node.kubernetes.io/not-ready"
+UNREACHABLE = "node.kubernetes.io/unreachable"
 _POD_MUTABLE = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
 _cluster_ips = (f"10.96.{i // 250}.{i % 250 + 1}" for i in itertools.count())
 
@@ -76,7 +78,60 @@ def _check_labels(meta: dict[str, Any], causes: list[tuple[str, str]]) -> None:
             )
 
 
+def _check_owner_references(meta: dict[str, Any], causes: list[tuple[str, str]]) -> None:
+    """``ValidateOwnerReferences``: every reference names its owner fully; one controller."""
+    refs = meta.get("ownerReferences") or []
+    for ref in refs:
+        for key, words in (
+            ("apiVersion", "version must not be empty"),
+            ("kind", "kind must not be empty"),
+            ("name", "name must not be empty"),
+            ("uid", "uid must not be empty"),
+        ):
+            if not ref.get(key):
+                causes.append((f"metadata.ownerReferences.{key}", f'Invalid value: "": {words}'))
+    if sum(1 for ref in refs if ref.get("controller")) > 1:
+        causes.append(
+            (
+                "metadata.ownerReferences",
+                "Invalid value: only one reference can have Controller set to true",
+            )
+        )
+
+
+def _check_mounts(
+    path: str, container: dict[str, Any], volumes: set[str], causes: list[tuple[str, str]]
+) -> None:
+    seen: set[str] = set()
+    for j, mount in enumerate(container.get("volumeMounts") or []):
+        where = f"{path}.volumeMounts[{j}]"
+        if mount.get("name") not in volumes:
+            causes.append((f"{where}.name", f'Not found: "{mount.get("name", "")}"'))
+        mount_path = mount.get("mountPath", "")
+        if not mount_path:
+            causes.append((f"{where}.mountPath", "Required value"))
+        elif mount_path in seen:
+            causes.append((f"{where}.mountPath", f'Invalid value: "{mount_path}": must be unique'))
+        seen.add(mount_path)
+        sub = mount.get("subPath", "")
+        if sub.startswith("/"):
+            causes.append((f"{where}.subPath", f'Invalid value: "{sub}": must be a relative path'))
+        elif ".." in sub.split("/"):
+            causes.append((f"{where}.subPath", f"Invalid value: \"{sub}\": must not contain '..'"))
+
+
 def _check_pod(spec: dict[str, Any], causes: list[tuple[str, str]]) -> None:
+    volumes: set[str] = set()
+    for i, volume in enumerate(spec.get("volumes") or []):
+        vname = volume.get("name", "")
+        if not DNS1123_LABEL.match(vname):
+            causes.append((f"spec.volumes[{i}].name", f'Invalid value: "{vname}": {_LABEL_MSG}'))
+        elif vname in volumes:
+            causes.append((f"spec.volumes[{i}].name", f'Duplicate value: "{vname}"'))
+        volumes.add(vname)
+    for group in ("containers", "initContainers"):
+        for i, container in enumerate(spec.get(group) or []):
+            _check_mounts(f"spec.{group}[{i}]", container, volumes, causes)
     containers = spec.get("containers") or []
     if not containers:
         causes.append(("spec.containers", "Required value"))
@@ -103,6 +158,7 @@ def validate(resource: str, kind: str, obj: Obj) -> None:
     else:
         _check_name(resource, name, causes)
     _check_labels(meta, causes)
+    _check_owner_references(meta, causes)
     spec = obj.get("spec") or {}
     if resource == "pods":
         _check_pod(spec, causes)
@@ -152,7 +208,7 @@ def default(resource: str, obj: Obj) -> Obj:
         spec.setdefault("enableServiceLinks", True)
         spec.setdefault("priority", 0)
         tolerations = spec.setdefault("tolerations", [])
-        for taint in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        for taint in (NOT_READY, UNREACHABLE):
             if not any(t.get("key") == taint for t in tolerations):
                 tolerations.append(
                     {
@@ -188,6 +244,12 @@ def default(resource: str, obj: Obj) -> Obj:
             port.setdefault("protocol", "TCP")
             port.setdefault("targetPort", port.get("port"))
         obj["status"] = {"loadBalancer": {}}
+    elif resource == "nodes":
+        # The TaintNodesByCondition admission plugin: every new Node starts not ready for
+        # scheduling; the node lifecycle controller lifts it once the node reports Ready.
+        taints = spec.setdefault("taints", [])
+        if not any(t.get("key") == NOT_READY and t.get("effect") == "NoSchedule" for t in taints):
+            taints.append({"key": NOT_READY, "effect": "NoSchedule"})
     elif resource == "namespaces":
         spec.setdefault("finalizers", ["kubernetes"])
         obj["status"] = {"phase": "Active"}

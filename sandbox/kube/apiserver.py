@@ -26,7 +26,9 @@ from aiohttp import web
 
 from . import admission, discovery, podsubresources, verbs, watchstream
 from .controllers import run_controller
+from .controllers.garbagecollector import collect_garbage
 from .controllers.namespaces import NamespaceController
+from .controllers.nodelifecycle import NodeLifecycleController
 from .errors import NO_SUCH_RESOURCE, ApiError, bad_request, status_body
 from .patch import APPLY_PATCH
 from .selectors import Selector, SelectorError
@@ -50,11 +52,11 @@ def _route_of(request: web.Request) -> str:
     return f"{request.method} /{'/'.join(parts)}{watch}"
 
 
-def _selector(request: web.Request) -> Selector:
+def _selector(request: web.Request, resource: Resource) -> Selector:
     try:
         return Selector.parse(
             request.query.get("labelSelector"), request.query.get("fieldSelector")
-        )
+        ).for_resource(resource.plural)
     except SelectorError as exc:
         raise bad_request(str(exc)) from None
 
@@ -111,7 +113,7 @@ class ApiServer:
         return app
 
     async def _start_controllers(self, app: web.Application) -> None:
-        for reconcile in (NamespaceController(),):
+        for reconcile in (NamespaceController(), NodeLifecycleController(), collect_garbage):
             task = asyncio.get_running_loop().create_task(run_controller(self.store, reconcile))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -179,7 +181,7 @@ class ApiServer:
     ) -> web.StreamResponse:
         method = request.method
         if method == "GET":
-            selector = _selector(request)
+            selector = _selector(request, resource)
             if request.query.get("watch") in _TRUE:
                 return await watchstream.watch(
                     request, self.store, resource, namespace, selector, self.bookmark_interval
@@ -189,8 +191,8 @@ class ApiServer:
             created = verbs.create(self.store, resource, namespace, await _body(request))
             return web.json_response(verbs.out(resource, created), status=201)
         if method == "DELETE":
-            selector = _selector(request)
-            options = {"gracePeriodSeconds": request.query.get("gracePeriodSeconds")}
+            selector = _selector(request, resource)
+            options = verbs.delete_options(request.query, await request.read())
             verbs.delete_collection(self.store, resource, namespace, selector, options)
             listed = verbs.list_page(self.store, resource, namespace, selector)
             return web.json_response(listed)
@@ -216,9 +218,8 @@ class ApiServer:
     ) -> web.StreamResponse:
         method = request.method
         if sub == "log" and method == "GET":
-            return podsubresources.log(
-                request, verbs.get(self.store, resource, ns, name), self.log_dir
-            )
+            pod = verbs.get(self.store, resource, ns, name)
+            return await podsubresources.log(request, self.store, pod, self.log_dir)
         if sub == "binding" and method == "POST":
             verbs.bind(self.store, ns, name, await _body(request))
             created = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
@@ -245,12 +246,7 @@ class ApiServer:
             patched = verbs.patch(self.store, resource, ns, name, content_type, body, sub)
             return web.json_response(verbs.out(resource, patched))
         if method == "DELETE" and sub is None:
-            options: dict[str, Any] = {}
-            if request.can_read_body:
-                body = await _body(request)
-                options = body if isinstance(body, dict) else {}
-            grace = request.query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
-            options = {**options, "gracePeriodSeconds": grace}
+            options = verbs.delete_options(request.query, await request.read())
             deleted = verbs.delete(self.store, resource, ns, name, options)
             return web.json_response(verbs.out(resource, deleted))
         raise _not_allowed()

@@ -35,6 +35,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..tls import local_certificates
+from . import rawapi
+from .admission import NOT_READY, UNREACHABLE
 from .apiserver import CLUSTER_USER_AGENT, ApiServer
 from .inventory import Inventory, node_object
 from .kubelet import ProcessKubelet
@@ -44,6 +46,8 @@ from .scheduler import Scheduler
 log = logging.getLogger(__name__)
 EMULATED_SCHEDULER = "default-scheduler"
 LOCAL_SCHEDULER_ON_REAL_API = "sovereign-test-scheduler"
+NODE_OWNER_LABEL = "sovereign-hub.io/test-namespace"
+"""On a real API server: the test namespace whose run created the node."""
 
 
 def write_kubeconfig(
@@ -186,24 +190,35 @@ class Cluster:
         if self.real_nodes:
             return
         prefix = "" if self.emulated else f"{self.namespace}-"
+        # Nodes are cluster-scoped: on a shared API server each test run marks its own,
+        # and its scheduler sees only those (not nodes an earlier run left behind).
+        node_selector = None if self.emulated else f"{NODE_OWNER_LABEL}={self.namespace}"
         for spec in self.inventory.nodes:
             node = node_object(spec)
-            node["metadata"]["name"] = prefix + spec.name
-            node["metadata"]["labels"]["kubernetes.io/hostname"] = prefix + spec.name
+            name = prefix + spec.name
+            node["metadata"]["name"] = name
+            node["metadata"]["labels"]["kubernetes.io/hostname"] = name
+            if not self.emulated:
+                node["metadata"]["labels"][NODE_OWNER_LABEL] = self.namespace
             status = node.pop("status")
             await core.create_node(node)
+            # Registered before anything else can fail, so stop() always removes it.
+            self.nodes[spec.name] = name
             await core.patch_node_status(
-                node["metadata"]["name"],
-                {"status": status},
-                _content_type="application/merge-patch+json",
+                name, {"status": status}, _content_type="application/merge-patch+json"
             )
-            self.nodes[spec.name] = node["metadata"]["name"]
         # Heartbeats, as the nodes' kubelets would send them: without them a real
         # cluster's node lifecycle controller takes the nodes for unreachable.
         self.leases = NodeLeases(self._client, self.nodes.values())
         await self.leases.renew_all()
+        await self._wait_schedulable(core)
         watch_ns = None if self.emulated else self.namespace
-        scheduler = Scheduler(self._client, namespace=watch_ns, scheduler_name=self.scheduler_name)
+        scheduler = Scheduler(
+            self._client,
+            namespace=watch_ns,
+            scheduler_name=self.scheduler_name,
+            node_selector=node_selector,
+        )
         self.kubelet = ProcessKubelet(
             self._client,
             nodes=set(self.nodes.values()),
@@ -217,6 +232,31 @@ class Cluster:
         ]
         await scheduler.nodes.synced.wait()
         await self.kubelet.informer.synced.wait()
+
+    async def _wait_schedulable(self, core: client.CoreV1Api, timeout: float = 90.0) -> None:
+        """Wait until the node lifecycle controller has lifted the not-ready taint that every
+        new Node gets (the emulated control plane's, or a real cluster's controller manager,
+        which looks every 5 s)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            tainted = []
+            for name in self.nodes.values():
+                node = await rawapi.call(core.read_node, name)
+                if any(
+                    t.get("key") in (NOT_READY, UNREACHABLE) and t.get("effect") == "NoSchedule"
+                    for t in node.get("spec", {}).get("taints") or []
+                ):
+                    tainted.append(name)
+            if not tainted:
+                return
+            if loop.time() > deadline:
+                raise RuntimeError(
+                    f"nodes {', '.join(tainted)} are still tainted {NOT_READY} after "
+                    f"{timeout:.0f} s: the cluster's node lifecycle controller "
+                    "(kube-controller-manager) did not take them for Ready"
+                )
+            await asyncio.sleep(0.1)
 
     async def _stop(self) -> None:
         for task in self._tasks:

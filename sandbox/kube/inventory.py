@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +55,29 @@ def load_inventory(path: str | Path) -> Inventory:
         raise InventoryError("\n".join(rows)) from None
 
 
+def node_conditions(moment: str | None = None) -> list[dict[str, Any]]:
+    """The conditions a healthy kubelet posts, each with its heartbeat and transition time."""
+    stamp = moment or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rows = [
+        ("MemoryPressure", "False", "KubeletHasSufficientMemory",
+         "kubelet has sufficient memory available"),
+        ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ("Ready", "True", "KubeletReady", "process kubelet is posting ready status"),
+    ]  # fmt: skip
+    return [
+        {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": stamp,
+            "lastTransitionTime": stamp,
+        }
+        for kind, status, reason, message in rows
+    ]
+
+
 def node_object(spec: NodeSpec) -> dict[str, Any]:
     """The Node as a kubelet would register it (standard labels, capacity, Ready)."""
     allocatable = {k: str(v) for k, v in spec.allocatable.items()}
@@ -72,14 +96,7 @@ def node_object(spec: NodeSpec) -> dict[str, Any]:
         "status": {
             "capacity": allocatable,
             "allocatable": allocatable,
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "process kubelet is posting ready status",
-                },
-            ],
+            "conditions": node_conditions(),
             "addresses": [
                 {"type": "InternalIP", "address": "127.0.0.1"},
                 {"type": "Hostname", "address": spec.name},

@@ -31,6 +31,7 @@ import re
 import secrets
 import shutil
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,14 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import rawapi
+from .events import EventRecorder
 from .informer import Informer
 from .store import now_iso
 
 log = logging.getLogger(__name__)
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
+REPEAT_EVENT_AFTER = 30.0
 
 
 class ConfigError(Exception):
@@ -67,6 +70,27 @@ def expand(text: str, env: dict[str, str]) -> str:
     return _VAR.sub(sub, text)
 
 
+def exit_code(returncode: int) -> int:
+    """A container's exit code as a kubelet reports it: killed by signal N is 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def terminated_state(code: int, started: str, pid: int) -> dict[str, Any]:
+    return {
+        "exitCode": code,
+        "reason": "Completed" if code == 0 else "Error",
+        "startedAt": started,
+        "finishedAt": now_iso(),
+        "containerID": f"process://{pid}",
+    }
+
+
+def pod_log_dir(log_dir: Path, namespace: str, name: str, uid: str) -> Path:
+    """Where a pod's container logs live: one folder per pod instance (uid), so a new pod
+    with a reused name starts with empty logs, as on a real node."""
+    return log_dir / namespace / name / uid
+
+
 @dataclass
 class PodRuntime:
     uid: str
@@ -74,13 +98,17 @@ class PodRuntime:
     name: str
     ip: str
     root: Path
-    log_path: Path
+    log_dir: Path
+    """This pod's logs: ``<container>/<restartCount>.log``, one file per container instance."""
+    container: str = ""
     process: asyncio.subprocess.Process | None = None
     supervisor: asyncio.Task[None] | None = None
     terminator: asyncio.Task[None] | None = None
     terminating: bool = False
     restarts: int = 0
     started_at: str = field(default_factory=now_iso)
+    container_started: str | None = None
+    """When the current container instance started (its ``startedAt``)."""
     mounts: list[tuple[str, Path]] = field(default_factory=list)
 
 
@@ -98,6 +126,7 @@ class ProcessKubelet:
         base_env: dict[str, str] | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
+        self.events = EventRecorder(self.core, "kubelet", host_is_node=True)
         self.nodes = nodes
         self.state_dir = state_dir
         self.log_dir = state_dir / "logs"
@@ -179,24 +208,27 @@ class ProcessKubelet:
             rt.supervisor = asyncio.create_task(self._supervise(rt, pod))
 
     def read_log(self, namespace: str, name: str, container: str = "") -> str:
-        """The log this kubelet wrote for a pod's container (its only one by default)."""
-        directory = self.log_dir / namespace / name
-        logs = [directory / f"{container}.log"] if container else sorted(directory.glob("*.log"))
-        if len(logs) != 1 or not logs[0].exists():
+        """The current log this kubelet wrote for a pod's container (its only one by default):
+        of the newest pod of that name, its latest container instance."""
+        pods = sorted((self.log_dir / namespace / name).glob("*/"), key=lambda p: p.stat().st_mtime)
+        containers = sorted(pods[-1].glob("*/")) if pods else []
+        if container:
+            containers = [c for c in containers if c.name == container]
+        if len(containers) != 1:
             raise FileNotFoundError(f"no log of {namespace}/{name} {container}".rstrip())
-        return logs[0].read_text(errors="replace")
+        instances = sorted(containers[0].glob("*.log"), key=lambda p: int(p.stem))
+        return instances[-1].read_text(errors="replace")
 
     def _runtime(self, pod: dict[str, Any]) -> PodRuntime:
         meta = pod["metadata"]
-        container = pod["spec"]["containers"][0]["name"]
-        log_path = self.log_dir / meta["namespace"] / meta["name"] / f"{container}.log"
         rt = PodRuntime(
             uid=meta["uid"],
             namespace=meta["namespace"],
             name=meta["name"],
             ip=self._allocate_ip(),
             root=self.state_dir / "pods" / meta["uid"],
-            log_path=log_path,
+            log_dir=pod_log_dir(self.log_dir, meta["namespace"], meta["name"], meta["uid"]),
+            container=pod["spec"]["containers"][0]["name"],
         )
         self.pods[rt.uid] = rt
         return rt
@@ -214,27 +246,36 @@ class ProcessKubelet:
     async def _supervise(self, rt: PodRuntime, pod: dict[str, Any]) -> None:
         spec = pod["spec"]
         container = spec["containers"][0]
+        field_path = f"spec.containers{{{container['name']}}}"
         try:
             if len(spec["containers"]) > 1 or spec.get("initContainers"):
                 raise ConfigError(
                     "CreateContainerError",
                     "the process kubelet runs exactly one container per pod and no init containers",
                 )
+            await self._pull(pod, container, field_path)
             argv, env, cwd = await self._prepare(rt, pod, container)
-        except ConfigError as exc:
+        except (ConfigError, OSError) as exc:
+            # A kubelet that cannot start a container says why, in its status and an event.
+            reason = exc.reason if isinstance(exc, ConfigError) else "CreateContainerConfigError"
+            message = str(exc) if isinstance(exc, ConfigError) else f"{exc.strerror}: {exc}"
             await self._patch_status(
                 rt,
                 pod,
                 "Pending",
-                {"waiting": {"reason": exc.reason, "message": str(exc)}},
+                {"waiting": {"reason": reason, "message": message}},
                 ready=False,
+            )
+            await self.events.record(
+                pod, "Warning", "Failed", f"Error: {message}", field_path=field_path
             )
             return
         policy = spec.get("restartPolicy", "Always")
         backoff = BACKOFF_START
         while not rt.terminating:
-            rt.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(rt.log_path, "ab") as logfile:
+            log_path = rt.log_dir / rt.container / f"{rt.restarts}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as logfile:
                 try:
                     rt.process = await asyncio.create_subprocess_exec(
                         *argv,
@@ -246,20 +287,29 @@ class ProcessKubelet:
                         start_new_session=True,
                     )
                 except OSError as exc:
+                    message = f"cannot start {argv[0]!r}: {exc.strerror}"
                     await self._patch_status(
                         rt,
                         pod,
                         "Pending",
-                        {
-                            "waiting": {
-                                "reason": "RunContainerError",
-                                "message": f"cannot start {argv[0]!r}: {exc.strerror}",
-                            }
-                        },
+                        {"waiting": {"reason": "RunContainerError", "message": message}},
                         ready=False,
                     )
+                    await self.events.record(
+                        pod, "Warning", "Failed", f"Error: {message}", field_path=field_path
+                    )
                     return
-            started = now_iso()
+            started = rt.container_started = now_iso()
+            await self.events.record(
+                pod,
+                "Normal",
+                "Created",
+                f"Created container: {rt.container}",
+                field_path=field_path,
+            )
+            await self.events.record(
+                pod, "Normal", "Started", f"Started container {rt.container}", field_path=field_path
+            )
             probe = container.get("readinessProbe")
             await self._patch_status(
                 rt, pod, "Running", {"running": {"startedAt": started}}, ready=probe is None
@@ -269,18 +319,12 @@ class ProcessKubelet:
                 if probe
                 else None
             )
-            code = await rt.process.wait()
+            code = exit_code(await rt.process.wait())
             if prober:
                 prober.cancel()
             if rt.terminating:
                 return
-            terminated = {
-                "exitCode": code,
-                "reason": "Completed" if code == 0 else "Error",
-                "startedAt": started,
-                "finishedAt": now_iso(),
-                "containerID": f"process://{rt.process.pid}",
-            }
+            terminated = terminated_state(code, started, rt.process.pid)
             if policy == "Never" or (policy == "OnFailure" and code == 0):
                 phase = "Succeeded" if code == 0 else "Failed"
                 await self._patch_status(rt, pod, phase, {"terminated": terminated}, ready=False)
@@ -299,8 +343,29 @@ class ProcessKubelet:
                 ready=False,
                 last_state={"terminated": terminated},
             )
+            await self.events.record(
+                pod,
+                "Warning",
+                "BackOff",
+                f"Back-off restarting failed container {rt.container} in pod "
+                f"{rt.name}_{rt.namespace}({rt.uid})",
+                field_path=field_path,
+            )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _pull(self, pod: dict[str, Any], container: dict[str, Any], field_path: str) -> None:
+        """Images are not pulled here (the process runs from this machine); the events say
+        what a kubelet would for the container's pull policy."""
+        image = container.get("image", "")
+        if container.get("imagePullPolicy") == "Always":
+            await self.events.record(
+                pod, "Normal", "Pulling", f'Pulling image "{image}"', field_path=field_path
+            )
+            message = f'Successfully pulled image "{image}" in 0s (0s including waiting)'
+        else:
+            message = f'Container image "{image}" already present on machine'
+        await self.events.record(pod, "Normal", "Pulled", message, field_path=field_path)
 
     async def _prepare(
         self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any]
@@ -367,8 +432,11 @@ class ProcessKubelet:
                     ).items():
                         (host / key).write_bytes(data)
             if sub := mount.get("subPath"):
+                # A subPath that names a file (a ConfigMap key, say) is mounted as that
+                # file; one that does not exist yet is created as a directory.
                 host = host / sub
-                host.mkdir(parents=True, exist_ok=True)
+                if not host.exists():
+                    host.mkdir(parents=True)
             rt.mounts.append((mount["mountPath"], host))
         rt.mounts.sort(key=lambda m: len(m[0]), reverse=True)
 
@@ -472,12 +540,22 @@ class ProcessKubelet:
         await asyncio.sleep(float(probe.get("initialDelaySeconds", 0)))
         period = min(float(probe.get("periodSeconds", 10)), 1.0)
         threshold = int(probe.get("failureThreshold", 3))
-        ready, failures = False, 0
+        ready, failures, last_unhealthy = False, 0, -REPEAT_EVENT_AFTER
         ports = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
         async with aiohttp.ClientSession() as session:
             while True:
                 ok = await self._check(session, rt, probe, ports)
                 failures = 0 if ok else failures + 1
+                # Repeats are folded, as the kubelet's event correlator folds them.
+                if not ok and time.monotonic() - last_unhealthy > REPEAT_EVENT_AFTER:
+                    last_unhealthy = time.monotonic()
+                    await self.events.record(
+                        pod,
+                        "Warning",
+                        "Unhealthy",
+                        "Readiness probe failed",
+                        field_path=f"spec.containers{{{rt.container}}}",
+                    )
                 if ok != ready and (ok or failures >= threshold):
                     ready = ok
                     await self._patch_status(
@@ -592,24 +670,31 @@ class ProcessKubelet:
 
     async def _terminate(self, rt: PodRuntime, pod: dict[str, Any]) -> None:
         grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+        if rt.process is not None and rt.process.returncode is None:
+            await self.events.record(
+                pod,
+                "Normal",
+                "Killing",
+                f"Stopping container {rt.container}",
+                field_path=f"spec.containers{{{rt.container}}}",
+            )
         code = await self._kill(rt, grace)
         if rt.supervisor:
             rt.supervisor.cancel()
-        if code is not None:
-            terminated = {
-                "exitCode": code,
-                "reason": "Completed" if code == 0 else "Error",
-                "finishedAt": now_iso(),
-            }
+        if code is not None and rt.process is not None:
+            terminated = terminated_state(
+                exit_code(code), rt.container_started or rt.started_at, rt.process.pid
+            )
             phase = "Succeeded" if code == 0 else "Failed"
             await self._patch_status(rt, pod, phase, {"terminated": terminated}, ready=False)
         try:
+            # One DeleteOptions in the body: a real API server reads a DELETE's options
+            # from its body alone when it has one, and ignores the query string.
             await rawapi.call(
                 self.core.delete_namespaced_pod,
                 rt.name,
                 rt.namespace,
-                grace_period_seconds=0,
-                body={"preconditions": {"uid": rt.uid}},
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": rt.uid}},
             )
         except ApiException as exc:
             if exc.status not in (404, 409):

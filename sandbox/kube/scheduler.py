@@ -19,6 +19,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import rawapi
+from .events import EventRecorder
 from .informer import Informer
 from .scheduling import place
 from .store import now_iso
@@ -35,13 +36,17 @@ class Scheduler:
         namespace: str | None = None,
         scheduler_name: str = "default-scheduler",
         resync: float = 2.0,
+        node_selector: str | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
         self.namespace = namespace
         self.scheduler_name = scheduler_name
         self.resync = resync
         self.wake = asyncio.Event()
-        self.nodes = Informer(self.core.list_node, self._changed)
+        self.events = EventRecorder(self.core, scheduler_name)
+        # ``node_selector``: a label selector for the nodes this scheduler may use.
+        selectors = {"label_selector": node_selector} if node_selector else {}
+        self.nodes = Informer(self.core.list_node, self._changed, **selectors)
         if namespace is None:
             self.pods = Informer(self.core.list_pod_for_all_namespaces, self._changed)
         else:
@@ -203,34 +208,4 @@ class Scheduler:
                 raise
 
     async def _event(self, pod: dict[str, Any], type_: str, reason: str, message: str) -> str:
-        meta = pod["metadata"]
-        stamp = now_iso()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "reason": reason,
-            "message": message,
-            "type": type_,
-            "source": {"component": self.scheduler_name},
-            "reportingComponent": self.scheduler_name,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        try:
-            event = await rawapi.call(self.core.create_namespaced_event, meta["namespace"], body)
-            return str(event["metadata"]["name"])
-        except ApiException as exc:
-            log.warning(
-                "could not record event for %s/%s: %s", meta["namespace"], meta["name"], exc.status
-            )
-            return ""
+        return await self.events.record(pod, type_, reason, message)

@@ -2,8 +2,9 @@
 
 Follows apimachinery's grammar: equality (``a=b``, ``a==b``, ``a!=b``) and,
 for labels, set-based requirements (``a in (x,y)``, ``a notin (x)``, ``a``,
-``!a``). Field selectors support equality on any dotted path, which is what
-the API server allows for the fields each resource indexes.
+``!a``). Field selectors support equality on the fields each resource
+allows (:data:`FIELD_LABELS`, as each registry's ``GetAttrs`` lists them);
+any other field is refused as a real API server refuses it.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def parse_field_selector(text: str | None) -> tuple[Requirement, ...]:
 
 
 def field_value(obj: Mapping[str, Any], path: str) -> str:
+    if path == "source":  # an Event's `source` field label is its source component
+        path = "source.component"
     value: Any = obj
     for part in path.split("."):
         value = value.get(part) if isinstance(value, Mapping) else None
@@ -98,6 +101,48 @@ def field_value(obj: Mapping[str, Any], path: str) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
+
+
+_META = frozenset({"metadata.name", "metadata.namespace"})
+FIELD_LABELS: dict[str, frozenset[str]] = {
+    "pods": _META
+    | {
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    },
+    "nodes": _META | {"spec.unschedulable"},
+    "namespaces": _META | {"status.phase"},
+    "secrets": _META | {"type"},
+    "services": _META | {"spec.clusterIP", "spec.type"},
+    "events": _META
+    | {
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    },
+}
+"""Field selectors each resource supports; the rest support only ``metadata.*``."""
+
+
+def check_field_labels(plural: str, fields: tuple[Requirement, ...]) -> None:
+    allowed = FIELD_LABELS.get(plural, _META)
+    for requirement in fields:
+        if requirement.key not in allowed:
+            raise SelectorError(f"field label not supported: {requirement.key}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +155,11 @@ class Selector:
     @classmethod
     def parse(cls, label_selector: str | None, field_selector: str | None) -> Selector:
         return cls(parse_label_selector(label_selector), parse_field_selector(field_selector))
+
+    def for_resource(self, plural: str) -> Selector:
+        """This selector, checked against the field labels ``plural`` supports."""
+        check_field_labels(plural, self.fields)
+        return self
 
     def matches(self, obj: Mapping[str, Any] | None) -> bool:
         if obj is None:

@@ -232,19 +232,110 @@ def bind(store: Store, ns: str, name: str, body: Any) -> None:
     store.update("pods", new, old)
 
 
-def delete(store: Store, resource: Resource, ns: str, name: str, options: Obj) -> Obj:
-    """Delete one object under ``options`` (a DeleteOptions, already decoded)."""
-    old = get(store, resource, ns, name)
-    uid = (options.get("preconditions") or {}).get("uid")
-    if uid and uid != old["metadata"]["uid"]:
+PROPAGATION = ("Foreground", "Background", "Orphan")
+ORPHAN_FINALIZER = "orphan"
+FOREGROUND_FINALIZER = "foregroundDeletion"
+
+
+def delete_options(query: Any, body: bytes) -> Obj:
+    """The DeleteOptions of a ``DELETE``, as kube-apiserver decodes them.
+
+    A request with a body takes every option from the body and ignores the query
+    string; one without takes them from the query (``preconditions`` cannot be
+    given there). Values are checked as ``ValidateDeleteOptions`` checks them.
+    """
+    if body.strip():
+        try:
+            options = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise bad_request("the request body is not valid JSON") from None
+        if not isinstance(options, dict):
+            raise bad_request("the request body must be a DeleteOptions object")
+        if options.get("kind", "DeleteOptions") != "DeleteOptions":
+            raise bad_request(
+                f"the body of a DELETE must be a DeleteOptions, not a {options.get('kind')}"
+            )
+    else:
+        options = {k: query[k] for k in ("gracePeriodSeconds", "propagationPolicy") if k in query}
+        if "orphanDependents" in query:
+            options["orphanDependents"] = query["orphanDependents"] in ("true", "1")
+        if "dryRun" in query:
+            options["dryRun"] = query.getall("dryRun") if hasattr(query, "getall") else []
+    grace = options.get("gracePeriodSeconds")
+    if grace is not None:
+        try:
+            options["gracePeriodSeconds"] = int(grace)
+        except (TypeError, ValueError):
+            raise bad_request(f"gracePeriodSeconds must be an integer, not {grace!r}") from None
+    causes = []
+    policy = options.get("propagationPolicy")
+    if policy is not None and policy not in PROPAGATION:
+        supported = ", ".join(f'"{p}"' for p in PROPAGATION)
+        causes.append(
+            (
+                "propagationPolicy",
+                f'Unsupported value: "{policy}": supported values: {supported}, "nil"',
+            )
+        )
+    if policy is not None and options.get("orphanDependents") is not None:
+        causes.append(
+            (
+                "propagationPolicy",
+                f'Invalid value: "{policy}": orphanDependents and deletionPropagation cannot be '
+                "both set",
+            )
+        )
+    for value in options.get("dryRun") or []:
+        if value != "All":
+            causes.append(("dryRun", f'Unsupported value: "{value}": supported values: "All"'))
+    if causes:
+        raise admission.Invalid("DeleteOptions", "", causes)
+    return options
+
+
+def _check_preconditions(resource: Resource, old: Obj, options: Obj) -> None:
+    wanted = options.get("preconditions") or {}
+    meta = old["metadata"]
+    if (uid := wanted.get("uid")) and uid != meta["uid"]:
         raise ApiError(
             409,
             "Conflict",
-            f"Precondition failed: UID in precondition: {uid}, "
-            f"UID in object meta: {old['metadata']['uid']}",
+            f"Precondition failed: UID in precondition: {uid}, UID in object meta: {meta['uid']}",
         )
+    rv = wanted.get("resourceVersion")
+    if rv and rv != meta["resourceVersion"]:
+        raise ApiError(
+            409,
+            "Conflict",
+            f"Precondition failed: ResourceVersion in precondition: {rv}, "
+            f"ResourceVersion in object meta: {meta['resourceVersion']}",
+        )
+
+
+def _propagation_finalizer(options: Obj) -> str | None:
+    """The garbage collector's finalizer a deletion asks for (none for Background)."""
+    policy = options.get("propagationPolicy")
+    if policy == "Foreground":
+        return FOREGROUND_FINALIZER
+    if policy == "Orphan" or options.get("orphanDependents") is True:
+        return ORPHAN_FINALIZER
+    return None
+
+
+def delete(store: Store, resource: Resource, ns: str, name: str, options: Obj) -> Obj:
+    """Delete one object under ``options`` (decoded by :func:`delete_options`)."""
+    old = get(store, resource, ns, name)
+    _check_preconditions(resource, old, options)
+    if options.get("dryRun"):
+        return old
     if resource.plural == "namespaces":
         return terminate_namespace(store, old)
+    finalizer = _propagation_finalizer(options)
+    if finalizer and finalizer not in (old["metadata"].get("finalizers") or []):
+        # The garbage collector removes this finalizer once dependents are handled.
+        new = copy.deepcopy(old)
+        new["metadata"]["finalizers"] = [*(old["metadata"].get("finalizers") or []), finalizer]
+        old = store.update(resource.plural, new, old)
     if resource.plural == "pods":
         return delete_pod(store, old, options.get("gracePeriodSeconds"))
     if old["metadata"].get("finalizers"):
@@ -257,7 +348,8 @@ def delete(store: Store, resource: Resource, ns: str, name: str, options: Obj) -
     return store.delete(resource.plural, old)
 
 
-def delete_pod(store: Store, old: Obj, grace_param: Any) -> Obj:
+def delete_pod(store: Store, old: Obj, grace_param: int | None) -> Obj:
+    """A pod's graceful deletion, as the pod strategy's ``CheckGracefulDelete`` decides it."""
     spec, meta = old["spec"], old["metadata"]
     grace = (
         int(grace_param)
@@ -265,17 +357,21 @@ def delete_pod(store: Store, old: Obj, grace_param: Any) -> Obj:
         else int(spec.get("terminationGracePeriodSeconds", 30))
     )
     terminal = old.get("status", {}).get("phase") in ("Succeeded", "Failed")
-    # Like the real server: a pod no kubelet runs (unbound or finished) goes at once.
-    if (grace <= 0 or not spec.get("nodeName") or terminal) and not meta.get("finalizers"):
+    # A pod no kubelet runs (unbound or finished) goes at once.
+    if not spec.get("nodeName") or terminal:
+        grace = 0
+    elif grace < 0:
+        grace = 1
+    if grace == 0 and not meta.get("finalizers"):
         return store.delete("pods", old)
     current = meta.get("deletionGracePeriodSeconds")
     if current is not None and grace >= current:
         return old
     new = copy.deepcopy(old)
-    new["metadata"]["deletionTimestamp"] = (
-        datetime.now(UTC) + timedelta(seconds=max(grace, 0))
-    ).strftime("%Y-%m-%dT%H:%M:%SZ")
-    new["metadata"]["deletionGracePeriodSeconds"] = max(grace, 0)
+    new["metadata"]["deletionTimestamp"] = (datetime.now(UTC) + timedelta(seconds=grace)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    new["metadata"]["deletionGracePeriodSeconds"] = grace
     return store.update("pods", new, old)
 
 
@@ -293,7 +389,5 @@ def delete_collection(
     store: Store, resource: Resource, namespace: str | None, selector: Selector, options: Obj
 ) -> None:
     for obj in [o for o in store.list(resource.plural, namespace) if selector.matches(o)]:
-        if resource.plural == "pods":
-            delete_pod(store, obj, options.get("gracePeriodSeconds"))
-        else:
-            store.delete(resource.plural, obj)
+        meta = obj["metadata"]
+        delete(store, resource, meta.get("namespace", ""), meta["name"], options)

@@ -39,7 +39,10 @@ async def run_controller(
             try:
                 again = reconcile(store, changes)
             except Exception:
-                log.exception("emulated controller %s failed", type(reconcile).__name__)
+                log.exception(
+                    "emulated controller %s failed",
+                    getattr(reconcile, "__name__", type(reconcile).__name__),
+                )
                 again = True
     finally:
         store.unsubscribe(queue)

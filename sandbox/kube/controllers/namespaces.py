@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from ..store import RESOURCES, Change, Store
-from ..verbs import delete_pod
+from ..verbs import delete
 
 SETTLE_SECONDS = 0.2
 
@@ -35,10 +35,8 @@ class NamespaceController:
                     continue
                 for obj in list(store.list(plural, ns)):
                     remaining += 1
-                    if plural == "pods":
-                        delete_pod(store, obj, None)
-                    elif not obj["metadata"].get("deletionTimestamp"):
-                        store.delete(plural, obj)
+                    if plural == "pods" or not obj["metadata"].get("deletionTimestamp"):
+                        delete(store, resource, ns, obj["metadata"]["name"], {})
             if remaining == 0 and now - first >= SETTLE_SECONDS:
                 store.delete("namespaces", ns_obj)
                 del self._seen[ns]

@@ -1,0 +1,147 @@
+"""The garbage collector: dependents follow their owners, by ``ownerReferences``.
+
+As kube-controller-manager's garbage collector does:
+
+- **Background** (the default): once every owner a dependent names is gone
+  (no object of that kind and name with that uid), the dependent is deleted;
+  a dependent that still has a live owner loses only the dangling reference.
+- **Foreground**: an owner deleted with ``propagationPolicy: Foreground``
+  carries the ``foregroundDeletion`` finalizer; its dependents are deleted,
+  and the finalizer is removed (completing the owner's deletion) only when
+  no dependent with ``blockOwnerDeletion: true`` is left.
+- **Orphan**: an owner carrying the ``orphan`` finalizer has its references
+  removed from every dependent, then the finalizer.
+
+An owner reference is looked up in the dependent's namespace, or among
+cluster-scoped objects; a namespaced owner never owns a cluster-scoped
+dependent.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+from ..store import RESOURCES, Change, Obj, Resource, Store
+from ..verbs import FOREGROUND_FINALIZER, ORPHAN_FINALIZER, delete, delete_pod
+
+_BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES.values()}
+
+
+def _all_objects(store: Store) -> Iterator[tuple[Resource, Obj]]:
+    for resource in RESOURCES.values():
+        for obj in list(store.list(resource.plural, None)):
+            yield resource, obj
+
+
+def _owner(store: Store, dependent: Resource, ns: str, ref: Obj) -> Obj | None:
+    """The live owner a reference names, or None when it is gone (or never was)."""
+    owner = _BY_KIND.get((ref.get("apiVersion"), ref.get("kind")))
+    if owner is None or (owner.namespaced and not dependent.namespaced):
+        return None
+    obj = store.get(owner.plural, ns if owner.namespaced else "", ref.get("name", ""))
+    if obj is None or obj["metadata"]["uid"] != ref.get("uid"):
+        return None
+    return obj
+
+
+def _delete_dependent(store: Store, resource: Resource, obj: Obj) -> None:
+    meta = obj["metadata"]
+    if resource.plural == "pods":
+        delete_pod(store, obj, None)
+    elif not meta.get("deletionTimestamp"):
+        delete(store, resource, meta.get("namespace", ""), meta["name"], {})
+
+
+def _drop_finalizer(store: Store, resource: Resource, obj: Obj, finalizer: str) -> None:
+    new = copy.deepcopy(obj)
+    new["metadata"]["finalizers"] = [
+        f for f in obj["metadata"].get("finalizers") or [] if f != finalizer
+    ]
+    if not new["metadata"]["finalizers"]:
+        del new["metadata"]["finalizers"]
+    meta = new["metadata"]
+    released = meta.get("deletionTimestamp") and not meta.get("finalizers")
+    if released and (resource.plural != "pods" or meta.get("deletionGracePeriodSeconds") == 0):
+        store.delete(resource.plural, new)
+    else:
+        store.update(resource.plural, new, obj)
+
+
+def collect_garbage(store: Store, changes: list[Change]) -> bool:
+    """One pass of the garbage collector; True while an owner waits on its dependents."""
+    if changes and not any(
+        c.type == "DELETED"
+        or c.obj["metadata"].get("ownerReferences")
+        or c.obj["metadata"].get("deletionTimestamp")
+        for c in changes
+    ):
+        return False
+    waiting = False
+    objects = list(_all_objects(store))
+    dependents: dict[str, list[tuple[Resource, Obj]]] = {}
+    for resource, obj in objects:
+        for ref in obj["metadata"].get("ownerReferences") or []:
+            dependents.setdefault(ref.get("uid", ""), []).append((resource, obj))
+    # Owners being deleted in the foreground or with orphaning.
+    for resource, owner in objects:
+        meta = owner["metadata"]
+        finalizers = meta.get("finalizers") or []
+        if not meta.get("deletionTimestamp"):
+            continue
+        mine = dependents.get(meta["uid"], [])
+        if ORPHAN_FINALIZER in finalizers:
+            for dep_resource, dep in mine:
+                current = store.get(
+                    dep_resource.plural,
+                    dep["metadata"].get("namespace", ""),
+                    dep["metadata"]["name"],
+                )
+                if current is None:
+                    continue
+                new = copy.deepcopy(current)
+                new["metadata"]["ownerReferences"] = [
+                    r
+                    for r in current["metadata"].get("ownerReferences") or []
+                    if r.get("uid") != meta["uid"]
+                ]
+                if not new["metadata"]["ownerReferences"]:
+                    del new["metadata"]["ownerReferences"]
+                store.update(dep_resource.plural, new, current)
+            _drop_finalizer(store, resource, owner, ORPHAN_FINALIZER)
+        elif FOREGROUND_FINALIZER in finalizers:
+            blocking = False
+            for dep_resource, dep in mine:
+                _delete_dependent(store, dep_resource, dep)
+                ref = next(
+                    r for r in dep["metadata"]["ownerReferences"] if r.get("uid") == meta["uid"]
+                )
+                dep_meta = dep["metadata"]
+                if ref.get("blockOwnerDeletion") and store.get(
+                    dep_resource.plural, dep_meta.get("namespace", ""), dep_meta["name"]
+                ):
+                    blocking = True
+            if blocking:
+                waiting = True
+            else:
+                current = store.get(resource.plural, meta.get("namespace", ""), meta["name"])
+                if current is not None:
+                    _drop_finalizer(store, resource, current, FOREGROUND_FINALIZER)
+    # Dependents whose owners are gone (Background).
+    for resource, obj in objects:
+        meta = obj["metadata"]
+        refs = meta.get("ownerReferences") or []
+        if not refs:
+            continue
+        current = store.get(resource.plural, meta.get("namespace", ""), meta["name"])
+        if current is None or current["metadata"].get("uid") != meta["uid"]:
+            continue
+        refs = current["metadata"].get("ownerReferences") or []
+        live = [r for r in refs if _owner(store, resource, meta.get("namespace", ""), r)]
+        if not live and refs:
+            _delete_dependent(store, resource, current)
+        elif len(live) < len(refs):
+            new = copy.deepcopy(current)
+            new["metadata"]["ownerReferences"] = live
+            store.update(resource.plural, new, current)
+    return waiting
