@@ -25,11 +25,12 @@ from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLoginHandler, OAuthLogoutHandler
-from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Dict, Float, Instance, Integer, Set, Unicode, default
 
-from sovereign_hub.policy import Identity, PolicyError, cached_policy, entitlements
+from sovereign_hub.identity import AUTH_STATE_KEY, auth_state_entry, identity_from
+from sovereign_hub.policy import PolicyError, cached_policy, entitlements
+from sovereign_hub.refusals import Refused
 from sovereign_hub.reporting import LogReporter, Reporter, SessionEvent
 
 from .claims import attributes_from, claim, groups_from, username_from
@@ -40,16 +41,18 @@ _EXPECTED_NONCE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-class ProviderUnavailable(web.HTTPError):
+class ProviderUnavailable(Refused):
+    """The identity provider cannot be reached or trusted right now (503)."""
+
     def __init__(self, message: str) -> None:
-        super().__init__(503, message.replace("%", "%%"))
-        self.jupyterhub_message = message
+        super().__init__(503, message)
 
 
-class LoginRefused(web.HTTPError):
+class LoginRefused(Refused):
+    """A login the hub will not accept, with why (403)."""
+
     def __init__(self, message: str) -> None:
-        super().__init__(403, message.replace("%", "%%"))
-        self.jupyterhub_message = message
+        super().__init__(403, message)
 
 
 class SovereignLoginHandler(OAuthLoginHandler):
@@ -290,22 +293,23 @@ class SovereignAuthenticator(GenericOAuthenticator):
         self, token_info: dict[str, Any], user_info: dict[str, Any]
     ) -> dict[str, Any]:
         state = super().build_auth_state_dict(token_info, user_info)
-        state["sovereign"] = {"attributes": attributes_from(user_info, self.attribute_claims)}
+        state[AUTH_STATE_KEY] = auth_state_entry(attributes_from(user_info, self.attribute_claims))
         return state  # type: ignore[no-any-return]
 
-    def _policy_groups(self) -> set[str]:
+    def _policy_groups(self) -> set[str] | None:
+        """The groups the policy names; None when no policy is configured or it is unusable."""
         if not self.policy_file:
-            return set()
+            return None
         try:
             loaded = cached_policy(self.policy_file)
         except PolicyError as exc:
-            self.log.error("policy %s is invalid:\n%s", self.policy_file, exc)
-            return set()
+            self.log.error("policy %s cannot be used:\n%s", self.policy_file, exc)
+            return None
         self.reporter.policy_seen(str(self.policy_file), loaded.sha256)
         return set(loaded.policy.groups)
 
     def _relevant_groups(self) -> set[str]:
-        return self._policy_groups() | set(self.admin_groups) | set(self.auditor_groups)
+        return (self._policy_groups() or set()) | set(self.admin_groups) | set(self.auditor_groups)
 
     async def check_allowed(self, username: str, auth_model: dict[str, Any]) -> bool:
         if await super().check_allowed(username, auth_model):
@@ -313,7 +317,18 @@ class SovereignAuthenticator(GenericOAuthenticator):
         groups = set(auth_model.get("groups") or [])
         if auth_model.get("admin") or groups & set(self.auditor_groups):
             return True
-        if not self.policy_file or groups & self._policy_groups():
+        if not self.policy_file:
+            return True
+        policy_groups = self._policy_groups()
+        if policy_groups is None:
+            # Missing or invalid (the error is logged): no one is entitled until it is fixed.
+            raise self._refuse(
+                username,
+                "policy_unavailable",
+                "the hub's policy cannot be read right now, so no notebook entitlement can be "
+                "checked; ask your platform team to run `sovhub policy check` on it",
+            )
+        if groups & policy_groups:
             return True
         self.report(
             SessionEvent(
@@ -340,10 +355,6 @@ class SovereignAuthenticator(GenericOAuthenticator):
         model = await super().refresh_user(user, handler, **kwargs)
         if self.stop_unentitled_servers and isinstance(model, dict) and handler is not None:
             for name in self._unentitled_servers(user, model):
-                spawner = user.spawners[name]
-                allocation = getattr(spawner, "_allocation", None)
-                if isinstance(allocation, dict):
-                    allocation["stopped"] = "entitlement_lost"
                 self.log.warning(
                     "stopping %s's server %r: its entitlement was lost", user.name, name
                 )
@@ -354,27 +365,23 @@ class SovereignAuthenticator(GenericOAuthenticator):
         return model
 
     def _unentitled_servers(self, user: Any, model: dict[str, Any]) -> list[str]:
+        """The user's running servers whose profile or region ``model`` no longer grants.
+
+        Asks each Sovereign spawner (:meth:`SovereignSpawner.check_entitlement`), which
+        also records why its coming stop happens; other spawners are left alone.
+        """
         if not self.policy_file:
             return []
         try:
             policy = cached_policy(self.policy_file).policy
         except PolicyError:
             return []
-        attributes = ((model.get("auth_state") or {}).get("sovereign") or {}).get(
-            "attributes"
-        ) or {}
-        identity = Identity(
-            user.name,
-            frozenset(model.get("groups") or []),
-            {k: tuple(v) for k, v in attributes.items()},
-        )
+        identity = identity_from(user.name, model.get("groups") or [], model.get("auth_state"))
         granted = entitlements(identity, policy)
-        lost = []
-        for name, spawner in user.spawners.items():
-            allocation = getattr(spawner, "_allocation", None)
-            if not spawner.active or not isinstance(allocation, dict):
-                continue
-            grant = granted.get(str(allocation.get("profile")))
-            if grant is None or allocation.get("region") not in grant.regions:
-                lost.append(name)
-        return lost
+        return [
+            name
+            for name, spawner in user.spawners.items()
+            if spawner.active
+            and callable(getattr(spawner, "check_entitlement", None))
+            and not spawner.check_entitlement(granted)
+        ]

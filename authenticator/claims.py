@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sovereign_hub.identity import attributes
+
 USERNAME = re.compile(r"^[^\s/\\?#%\x00-\x1f]{1,128}$")
 
 
@@ -64,15 +66,12 @@ def groups_from(value: Any, *, keep: Iterable[str] | None = None, limit: int = 1
 
 
 def attributes_from(data: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, list[str]]:
-    """Policy attributes (e.g. ``country``) from the claims named in ``mapping``."""
-    out: dict[str, list[str]] = {}
-    for name, path in mapping.items():
-        value = claim(data, path)
-        values = value if isinstance(value, list | tuple) else [value]
-        kept = [str(v) for v in values if isinstance(v, str | int) and not isinstance(v, bool)][:50]
-        if kept:
-            out[name] = kept
-    return out
+    """Policy attributes (e.g. ``country``) from the claims named in ``mapping``.
+
+    Values are normalised as the spawner reads them back (:mod:`sovereign_hub.identity`).
+    """
+    found = attributes({name: claim(data, path) for name, path in mapping.items()})
+    return {name: list(values) for name, values in found.items()}
 
 
 def username_from(data: Mapping[str, Any], path: str) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import inspect
 import time
 from datetime import UTC, datetime
@@ -24,11 +25,12 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
-from tornado import web
 from traitlets import Bool, Instance, List, Unicode, default, validate
 
+from sovereign_hub.identity import identity_from
 from sovereign_hub.policy import (
     Denied,
+    Entitlements,
     Identity,
     Pin,
     PodPlan,
@@ -38,25 +40,16 @@ from sovereign_hub.policy import (
     cached_policy,
     entitlements,
 )
+from sovereign_hub.refusals import SpawnRefused
 from sovereign_hub.reporting import AuditUnavailable, LogReporter, Reporter, SessionEvent
 
 from .form import form_context, render_form
-from .identity import identity_from
 from .options import OptionsError, options_from_form_data, parse_user_options
 from .overlay import MANAGED_TRAITS, Home, plan_traits
 from .pvc import home_claim_name, make_home_pvc
 from .quota import SHARED, GpuLedger
 from .security import RESTRICTED_DEFAULTS, restricted_violations, security_view
-
-STATE_KEY = "sovereign"
-
-
-class SpawnRefused(web.HTTPError):
-    """A refused spawn: shown on the spawn form and returned by the REST API with its status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(status, message.replace("%", "%%"))
-        self.jupyterhub_message = message
+from .state import STATE_KEY, Allocation, read_state, state_entry
 
 
 class SovereignSpawner(KubeSpawner):
@@ -187,7 +180,7 @@ class SovereignSpawner(KubeSpawner):
         # This spawn's starting point when a pre_spawn_hook changed managed traits.
         self._spawn_baseline: dict[str, Any] | None = None
         self.pins: dict[str, Pin] = {}
-        self._allocation: dict[str, Any] | None = None
+        self.allocation: Allocation | None = None
         self._notices: list[str] = []
 
     # -- inputs ------------------------------------------------------------
@@ -200,10 +193,6 @@ class SovereignSpawner(KubeSpawner):
                 500,
                 "The hub's policy is invalid; ask your administrator to run "
                 f"`sovhub policy check`. {exc.problems[0].render(exc.file)}",
-            ) from None
-        except OSError as exc:
-            raise SpawnRefused(
-                500, f"The hub's policy {self.policy_file} cannot be read: {exc.strerror}"
             ) from None
         self.reporter.policy_seen(str(self.policy_file), loaded.sha256)
         return loaded.policy
@@ -320,7 +309,7 @@ class SovereignSpawner(KubeSpawner):
         plan = decision.plan
         try:
             home = self.apply_plan(plan)
-            self._allocation = _allocation(plan, home)
+            self.allocation = Allocation.of(plan, home.claim_name, time.time())
             if plan.image.notice:
                 self._notices.append(plan.image.notice)
             await self._ensure_home(plan, home)
@@ -342,8 +331,8 @@ class SovereignSpawner(KubeSpawner):
             else None
         )
         node = (pod or {}).get("spec", {}).get("nodeName")
-        self._allocation["node"] = node
-        self._report("server_started", **_plan_fields(plan), node=node)
+        self.allocation = dataclasses.replace(self.allocation, node=node)
+        self._report("server_started", **self.allocation.placement(), node=node)
         return url
 
     def apply_plan(self, plan: PodPlan) -> Home:
@@ -374,8 +363,8 @@ class SovereignSpawner(KubeSpawner):
 
     def _spawn_failed(self, plan: PodPlan, detail: str) -> None:
         self.ledger.release(self._key)
-        self._allocation = None
-        self._report("spawn_failed", **_plan_fields(plan), detail=detail)
+        self.allocation = None
+        self._report("spawn_failed", **Allocation.of(plan, "", 0).placement(), detail=detail)
 
     def _timeout_message(self) -> str:
         warnings = [e.get("message", "") for e in self.events if e.get("type") == "Warning"]
@@ -442,79 +431,64 @@ class SovereignSpawner(KubeSpawner):
 
     async def poll(self) -> int | None:
         status = await super().poll()
-        if status is not None and self._allocation is not None:
-            self._allocation["stopped"] = "failure"
+        if status is not None and self.allocation is not None:
+            self.allocation = dataclasses.replace(self.allocation, stopped="failure")
         return status
+
+    def check_entitlement(self, granted: Entitlements) -> bool:
+        """Whether this running server's profile and region are still in ``granted``.
+
+        What the authenticator asks at a refresh. When they are not, the stop that
+        follows is reported with the reason ``entitlement_lost``. A server with
+        no allocation (not started by this spawner) is left alone: True.
+        """
+        allocation = self.allocation
+        if allocation is None:
+            return True
+        grant = granted.get(allocation.profile)
+        if grant is not None and allocation.region in grant.regions:
+            return True
+        self.allocation = dataclasses.replace(allocation, stopped="entitlement_lost")
+        return False
 
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)
-        allocation = self._allocation or {}
+        allocation = self.allocation
         self.ledger.release(self._key)
-        if allocation:
+        if allocation is not None:
             self._report(
                 "server_stopped",
-                profile=allocation.get("profile"),
-                region=allocation.get("region"),
-                image=allocation.get("image"),
-                gpus=allocation.get("gpus", 0),
-                quota_group=allocation.get("quota_group"),
-                node=allocation.get("node"),
-                stop_reason=allocation.get("stopped", "unknown"),
+                profile=allocation.profile,
+                region=allocation.region,
+                image=allocation.image,
+                gpus=allocation.gpus,
+                quota_group=allocation.quota_group,
+                node=allocation.node,
+                stop_reason=allocation.stopped or "unknown",
             )
 
     # -- persisted state -------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
-        state[STATE_KEY] = {
-            "pins": {channel: pin.to_state() for channel, pin in self.pins.items()},
-            "allocation": self._allocation,
-        }
+        state[STATE_KEY] = state_entry(self.pins, self.allocation)
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        mine = state.get(STATE_KEY) or {}
-        self.pins = {}
-        for channel, pin in (mine.get("pins") or {}).items():
-            try:
-                self.pins[channel] = Pin.from_state(pin)
-            except (KeyError, ValueError):
-                self.log.warning(
-                    "ignoring unreadable image pin for %s in channel %s", self._log_name, channel
-                )
-        self._allocation = mine.get("allocation")
-        if self._allocation and self._allocation.get("gpus"):
+        self.pins, self.allocation = read_state(state, self.log, self._log_name)
+        if self.allocation is not None and self.allocation.gpus and self.allocation.quota_group:
             # A running server after a hub restart: its GPUs are still held.
-            self.ledger.hold(
-                self._key, self._allocation["quota_group"], int(self._allocation["gpus"])
-            )
+            self.ledger.hold(self._key, self.allocation.quota_group, self.allocation.gpus)
 
     def clear_state(self) -> None:
         super().clear_state()
-        self._allocation = None  # pins persist across servers; the allocation does not
+        self.allocation = None  # pins persist across servers; the allocation does not
 
 
 def _options_from_form(formdata: dict[str, list[str]], spawner: Any = None) -> dict[str, str]:
     # JupyterHub calls this with the form data alone (and the spawner only when
     # the signature names it), not as a bound method.
     return options_from_form_data(formdata)
-
-
-def _plan_fields(plan: PodPlan) -> dict[str, Any]:
-    return {
-        "profile": plan.profile,
-        "region": plan.region,
-        "channel": plan.image.channel,
-        "image": plan.image.image,
-        "image_version": plan.image.version,
-        "gpus": plan.gpu.count if plan.gpu else 0,
-        "gpu_type": plan.gpu.type if plan.gpu else None,
-        "quota_group": plan.gpu.quota_group if plan.gpu else None,
-    }
-
-
-def _allocation(plan: PodPlan, home: Home) -> dict[str, Any]:
-    return {**_plan_fields(plan), "home": home.claim_name, "started": time.time()}
 
 
 def _safe(options: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,12 @@ def provider(tmp_path):
 
 
 @pytest.fixture
-def hub(provider, tmp_path):
+def policy_file():
+    return ROOT / "examples" / "policy.yaml"
+
+
+@pytest.fixture
+def hub(provider, tmp_path, policy_file):
     port = free_port()
     config = f"""
 c.JupyterHub.authenticator_class = "sovereign"
@@ -46,7 +51,7 @@ c.SovereignAuthenticator.issuer = {provider.issuer!r}
 c.SovereignAuthenticator.client_id = "jupyterhub"
 c.SovereignAuthenticator.client_secret = "not-a-real-secret"
 c.SovereignAuthenticator.oauth_callback_url = "http://127.0.0.1:{port}/hub/oauth_callback"
-c.SovereignAuthenticator.policy_file = {str(ROOT / "examples" / "policy.yaml")!r}
+c.SovereignAuthenticator.policy_file = {str(policy_file)!r}
 c.SovereignAuthenticator.attribute_claims = {{"country": "country"}}
 c.SovereignAuthenticator.admin_groups = {{"platform-admins"}}
 c.SovereignAuthenticator.auth_refresh_age = 1
@@ -143,6 +148,19 @@ def test_an_unusable_username_is_refused_not_a_500(hub):
     response = login(hub, "weird")
     assert response.status_code == 403
     assert "is not a usable username" in response.text
+
+
+@pytest.mark.parametrize("policy_file", [ROOT / "examples" / "no-such-policy.yaml"])
+def test_a_missing_policy_refuses_login_with_a_reason_not_a_500(hub):
+    response = login(hub, "ana")
+    assert response.status_code == 403, response.text[-2000:]
+    assert "the hub&#39;s policy cannot be read right now" in response.text
+    assert "Traceback" not in response.text
+    logs = hub.logs()
+    assert "no-such-policy.yaml: 1 problem in the policy document" in logs
+    assert "policy_unavailable" in logs
+    # An admin is not locked out by it: they can log in and fix the deployment.
+    assert login(hub, "ada").status_code == 200
 
 
 def test_a_slow_provider_gives_a_clear_503(tmp_path):
