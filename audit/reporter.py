@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sovereign_hub.reporting import Reporter, SessionEvent
+from sovereign_hub.reporting import Reporter, SessionEvent, recordable_request
 
 from . import schemas
 from .trail import AuditTrail
@@ -44,9 +44,7 @@ def event_data(event: SessionEvent) -> dict[str, Any]:
     if event.kind != "image_pin_changed":
         data["server"] = event.server
     if event.kind == "spawn_requested":
-        data.update(
-            {k: v for k, v in event.request.items() if k in ("profile", "region", "version")}
-        )
+        data.update(recordable_request(event.request))
         if event.profile:
             data["profile"] = event.profile
         return data

@@ -201,6 +201,18 @@ async def test_a_privileged_override_is_refused():
         await pod_for(s, plan_for("cpu-small"))
 
 
+async def test_the_check_is_configured_under_the_spawners_own_name():
+    from traitlets.config import Config
+
+    config = Config()
+    config.SovereignSpawner.enforce_restricted = False
+    config.SovereignSpawner.privileged = True
+    pod = await pod_for(
+        SovereignSpawner(_mock=True, namespace="hub", config=config), plan_for("cpu-small")
+    )
+    assert pod["spec"]["containers"][0]["securityContext"]["privileged"] is True
+
+
 def as_written(kind: str, change):
     """An admin's modify_pod_hook, plain or a coroutine function (KubeSpawner takes both)."""
 
