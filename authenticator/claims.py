@@ -80,3 +80,26 @@ def username_from(data: Mapping[str, Any], path: str) -> str | None:
     if not isinstance(value, str) or not USERNAME.match(value.strip()):
         return None
     return value.strip().lower()
+
+
+def with_claim(data: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``data`` with the (dotted) claim ``path`` set to ``value``."""
+    head, _, rest = path.partition(".")
+    out = dict(data)
+    if not rest:
+        out[head] = value
+    else:
+        inner = data.get(head)
+        out[head] = with_claim(inner if isinstance(inner, Mapping) else {}, rest, value)
+    return out
+
+
+def group_overage(data: Mapping[str, Any], path: str) -> bool:
+    """Whether the provider sent a link to the groups instead of the groups claim.
+
+    Microsoft Entra ID does this for users in more than 200 groups (150 in SAML):
+    the token then names the claim in ``_claim_names`` and the Graph API address
+    to fetch it from in ``_claim_sources`` (OpenID Connect's distributed claims).
+    """
+    names = data.get("_claim_names")
+    return isinstance(names, Mapping) and path.split(".")[0] in names

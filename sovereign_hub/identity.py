@@ -40,9 +40,24 @@ def attributes(raw: Any) -> dict[str, tuple[str, ...]]:
     return {name: values for name, values in out.items() if values}
 
 
-def auth_state_entry(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """What the authenticator stores under :data:`AUTH_STATE_KEY` (JSON-safe)."""
-    return {"attributes": {name: list(values) for name, values in attributes(attrs).items()}}
+def auth_state_entry(attrs: Mapping[str, Any], id_token_groups: Any = None) -> dict[str, Any]:
+    """What the authenticator stores under :data:`AUTH_STATE_KEY` (JSON-safe).
+
+    ``id_token_groups``: the groups claim of the last verified ID token, as sent, kept for a
+    refresh that finds no groups elsewhere (``SovereignAuthenticator.refresh_groups_from``).
+    """
+    entry: dict[str, Any] = {
+        "attributes": {name: list(values) for name, values in attributes(attrs).items()}
+    }
+    if id_token_groups is not None:
+        entry["idTokenGroups"] = id_token_groups
+    return entry
+
+
+def id_token_groups(auth_state: Mapping[str, Any] | None) -> Any:
+    """The groups claim :func:`auth_state_entry` kept from the last verified ID token, or None."""
+    entry = (auth_state or {}).get(AUTH_STATE_KEY)
+    return entry.get("idTokenGroups") if isinstance(entry, Mapping) else None
 
 
 def identity_from(
