@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system helm checkov notebook-env gpu-lock-check base-wheels lock sandbox test lint unit docs bench clean
+.PHONY: install system helm checkov notebook-env gpu-lock-check base-wheels lock sandbox test lint suite unit docs bench clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,7 @@ sandbox: $(STAMP) notebook-env
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy policy
 
 # Debian packages the tests start for real: Chromium (Playwright drives it; it
 # never downloads one), PostgreSQL 15 and rsyslog with TLS (audit stores).
@@ -133,13 +134,19 @@ $(CHECKOV):
 
 checkov: $(CHECKOV)
 
-unit: $(STAMP) system helm checkov notebook-env gpu-lock-check base-wheels
+# The whole suite, with every real component it starts (what CI runs).
+suite: $(STAMP) system helm checkov notebook-env gpu-lock-check base-wheels
 	$(BIN)/python -m pytest
+
+# The fast lane: no real process, browser, Helm or checkov (tests marked
+# `integration` in tests/conftest.py are left out); under a minute.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration" -p no:cacheprovider
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
-test: lint unit docs
+test: lint suite docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_policy.py
