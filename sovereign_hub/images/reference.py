@@ -28,7 +28,7 @@ class ImageReferenceError(ValueError):
     ``kind`` is a stable code for the problem (``image_digest``, ``image_tag``…).
     """
 
-    def __init__(self, message: str, kind: str = "image_reference") -> None:
+    def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
         self.kind = kind
 
