@@ -154,11 +154,11 @@ class SovereignSpawner(RestrictedPods, KubeSpawner):
         try:
             loaded = cached_policy(self.policy_file)
         except PolicyError as exc:
-            self.log.error("policy %s is invalid:\n%s", self.policy_file, exc)
+            self.log.error("policy %s cannot be used:\n%s", self.policy_file, exc)
             raise SpawnRefused(
                 500,
-                "The hub's policy is invalid; ask your administrator to run "
-                f"`sovhub policy check`. {exc.problems[0].render(exc.file)}",
+                "The hub's policy cannot be used (missing or invalid); ask your administrator "
+                f"to run `sovhub policy check`. {exc.problems[0].render(exc.file)}",
             ) from None
         self.reporter.policy_seen(str(self.policy_file), loaded.sha256)
         return loaded.policy
