@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system helm checkov notebook-env gpu-lock-check lock sandbox test lint unit docs bench clean
+.PHONY: install system helm checkov notebook-env gpu-lock-check base-wheels lock sandbox test lint suite unit docs bench clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,7 @@ sandbox: $(STAMP) notebook-env
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy policy
 
 # Debian packages the tests start for real: Chromium (Playwright drives it; it
 # never downloads one), PostgreSQL 15 and rsyslog with TLS (audit stores).
@@ -85,6 +86,23 @@ $(NOTEBOOK_STAMP): $(NOTEBOOK_LOCK) | $(STAMP)
 
 notebook-env: $(NOTEBOOK_STAMP)
 
+# Wheels of the core distribution's dependencies (no extras), for the test that
+# installs `sovereign-hub` alone into a fresh venv with no index, as an admin
+# who only runs `sovhub policy` would. The project's own wheel is built by the
+# test from the tree (with the build backend from here), so it is removed here.
+BASE_WHEELS := .tools/wheels/sovhub-base
+BASE_WHEELS_STAMP := $(BASE_WHEELS)/.complete-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+$(BASE_WHEELS_STAMP): pyproject.toml | $(STAMP)
+	rm -rf $(BASE_WHEELS) && mkdir -p $(BASE_WHEELS)
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(BASE_WHEELS) .
+	rm -f $(BASE_WHEELS)/sovereign_hub-*.whl
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --dest $(BASE_WHEELS) \
+		'setuptools>=75' wheel
+	touch $@
+
+base-wheels: $(BASE_WHEELS_STAMP)
+
 # The GPU lock must resolve for linux x86_64 / CPython 3.12. uv reads only
 # package metadata, so no CUDA wheel is downloaded (pip's dry run downloaded
 # 4.2 GB of them here).
@@ -116,16 +134,23 @@ $(CHECKOV):
 
 checkov: $(CHECKOV)
 
-unit: $(STAMP) system helm checkov notebook-env gpu-lock-check
+# The whole suite, with every real component it starts (what CI runs).
+suite: $(STAMP) system helm checkov notebook-env gpu-lock-check base-wheels
 	$(BIN)/python -m pytest
+
+# The fast lane: no real process, browser, Helm or checkov (tests marked
+# `integration` in tests/conftest.py are left out); under a minute.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration" -p no:cacheprovider
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
-test: lint unit docs
+test: lint suite docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_policy.py
+	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_kube.py
 	$(BIN)/python benchmarks/bench_spawner.py
 	$(BIN)/python benchmarks/bench_audit.py

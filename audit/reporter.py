@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sovereign_hub.reporting import Reporter, SessionEvent
+from sovereign_hub.images.reference import digest_of
+from sovereign_hub.reporting import Reporter, SessionEvent, recordable_request
 
 from . import schemas
 from .trail import AuditTrail
@@ -44,9 +45,7 @@ def event_data(event: SessionEvent) -> dict[str, Any]:
     if event.kind != "image_pin_changed":
         data["server"] = event.server
     if event.kind == "spawn_requested":
-        data.update(
-            {k: v for k, v in event.request.items() if k in ("profile", "region", "version")}
-        )
+        data.update(recordable_request(event.request))
         if event.profile:
             data["profile"] = event.profile
         return data
@@ -54,8 +53,8 @@ def event_data(event: SessionEvent) -> dict[str, Any]:
         value = getattr(event, name)
         if value is not None:
             data[name] = value
-    if event.image and "@" in event.image:
-        data["digest"] = event.image.rsplit("@", 1)[1]
+    if event.image and digest_of(event.image):
+        data["digest"] = digest_of(event.image)
     if event.kind in ("server_started", "spawn_failed", "server_stopped"):
         data["gpus"] = event.gpus
     if event.kind == "spawn_denied":

@@ -25,31 +25,48 @@ from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLoginHandler, OAuthLogoutHandler
-from tornado import web
 from tornado.httpclient import HTTPClientError
-from traitlets import Bool, Dict, Float, Instance, Integer, Set, Unicode, default
+from tornado.web import HTTPError
+from traitlets import Bool, Dict, Enum, Float, Instance, Integer, Set, Unicode, default
 
-from sovereign_hub.policy import Identity, PolicyError, cached_policy, entitlements
+from sovereign_hub.identity import (
+    AUTH_STATE_KEY,
+    auth_state_entry,
+    id_token_groups,
+    identity_from,
+)
+from sovereign_hub.policy import PolicyError, cached_policy, entitlements
+from sovereign_hub.refusals import Refused
 from sovereign_hub.reporting import LogReporter, Reporter, SessionEvent
 
-from .claims import attributes_from, claim, groups_from, username_from
+from .claims import attributes_from, claim, group_overage, groups_from, username_from, with_claim
 from .tokens import IdTokenVerifier, TokenRejected
 
 _EXPECTED_NONCE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "sovereign_nonce", default=None
 )
+# Within one login or refresh: the groups claim of the last ID token verified for this user,
+# and (at a refresh) the subject the user logged in as.
+_ID_TOKEN_GROUPS: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "sovereign_id_token_groups", default=None
+)
+_REFRESHING_SUB: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "sovereign_refreshing_sub", default=None
+)
 
 
-class ProviderUnavailable(web.HTTPError):
+class ProviderUnavailable(Refused):
+    """The identity provider cannot be reached or trusted right now (503)."""
+
     def __init__(self, message: str) -> None:
-        super().__init__(503, message.replace("%", "%%"))
-        self.jupyterhub_message = message
+        super().__init__(503, message)
 
 
-class LoginRefused(web.HTTPError):
+class LoginRefused(Refused):
+    """A login the hub will not accept, with why (403)."""
+
     def __init__(self, message: str) -> None:
-        super().__init__(403, message.replace("%", "%%"))
-        self.jupyterhub_message = message
+        super().__init__(403, message)
 
 
 class SovereignLoginHandler(OAuthLoginHandler):
@@ -134,6 +151,23 @@ class SovereignAuthenticator(GenericOAuthenticator):
         config=True,
         help="""Seconds to wait for the provider's discovery document. A provider that is down
         or slower than this gives users a 503 page saying it is unreachable.""",
+    )
+    refresh_groups_from = Enum(
+        ["userinfo", "id_token", "last_id_token"],
+        "userinfo",
+        config=True,
+        help="""Where a refresh (`auth_refresh_age`) takes the user's groups from.
+
+        `userinfo` (default): the provider's userinfo endpoint, with the other claims; right
+        for providers that put groups there (Keycloak, Okta).
+        `id_token`: a fresh ID token from the refresh-token grant, verified as at login
+        (signature, issuer, audience, expiry, same subject); for Microsoft Entra ID, whose
+        userinfo carries no groups. Needs a refresh token (Entra: add `offline_access` to
+        `scope`). With no refresh token, or a grant answered without an ID token, the groups
+        of the last verified ID token are kept and this is logged; a refused grant or token
+        sends the user to log in again.
+        `last_id_token`: claims from userinfo, but when they carry no groups claim the groups
+        of the last verified ID token are kept, so group changes apply at the next login.""",
     )
     stop_unentitled_servers = Bool(
         False,
@@ -231,6 +265,7 @@ class SovereignAuthenticator(GenericOAuthenticator):
     async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> Any:
         await self.discover()
         token = _EXPECTED_NONCE.set(self.nonce_for(handler.get_argument("state", "")))
+        groups_token = _ID_TOKEN_GROUPS.set(None)
         try:
             return await super().authenticate(handler, data, **kwargs)
         except TokenRejected as exc:
@@ -245,18 +280,28 @@ class SovereignAuthenticator(GenericOAuthenticator):
             ) from None
         finally:
             _EXPECTED_NONCE.reset(token)
+            _ID_TOKEN_GROUPS.reset(groups_token)
 
     async def token_to_user(self, token_info: dict[str, Any]) -> dict[str, Any]:
         nonce = _EXPECTED_NONCE.get()
         if nonce is None:
-            # A refresh: current claims come from the userinfo endpoint.
             await self.discover()
-            return await super().token_to_user(token_info)  # type: ignore[no-any-return]
+            return await self._refreshed_claims(token_info)
         id_token = token_info.get("id_token")
         if not id_token:
             raise TokenRejected("no_id_token", "the provider returned no ID token")
+        return await self._verified_claims(id_token, nonce, token_info)
+
+    async def _verified_claims(
+        self, id_token: str, nonce: str | None, token_info: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The ID token's claims once verified, with userinfo's on top when there is one."""
         assert self._verifier is not None  # noqa: S101 - discover() ran
         claims = await self._verifier.verify(id_token, nonce)
+        refreshing_sub = _REFRESHING_SUB.get()
+        if nonce is None and claims.get("sub") != refreshing_sub:
+            raise TokenRejected("sub_mismatch", "the refreshed ID token names another user")
+        _ID_TOKEN_GROUPS.set(claim(claims, self.groups_claim))
         if self.userdata_url:
             info = await super().token_to_user(token_info)
             if info.get("sub") != claims.get("sub"):
@@ -265,6 +310,45 @@ class SovereignAuthenticator(GenericOAuthenticator):
                 )
             claims = {**claims, **info}
         return claims
+
+    async def _refreshed_claims(self, token_info: dict[str, Any]) -> dict[str, Any]:
+        """A refresh's claims, with groups from where `refresh_groups_from` says."""
+        if self.refresh_groups_from == "id_token":
+            fresh = await self._refresh_grant(token_info)
+            # OAuthenticator builds the new auth_state from this same dict: the refreshed
+            # tokens replace the old (a provider may send no new refresh token: keep it).
+            token_info.update(fresh)
+            if fresh.get("id_token"):
+                return await self._verified_claims(fresh["id_token"], None, token_info)
+            if fresh:
+                self.log.warning(
+                    "the provider answered the refresh-token grant without an ID token: "
+                    "keeping the groups of the last verified one"
+                )
+        info: dict[str, Any] = await super().token_to_user(token_info)
+        if self.refresh_groups_from != "userinfo" and claim(info, self.groups_claim) is None:
+            kept = _ID_TOKEN_GROUPS.get()
+            if kept is not None:
+                info = with_claim(info, self.groups_claim, kept)
+        return info
+
+    async def _refresh_grant(self, token_info: dict[str, Any]) -> dict[str, Any]:
+        refresh_token = token_info.get("refresh_token")
+        if not refresh_token:
+            self.log.warning(
+                "no refresh token to fetch a fresh ID token with (for Entra ID, add "
+                "offline_access to SovereignAuthenticator.scope): keeping the groups of the "
+                "last verified ID token"
+            )
+            return {}
+        params = self.build_refresh_token_request_params(refresh_token)
+        try:
+            fresh: dict[str, Any] = await self.get_token_info(None, params)
+        except (HTTPClientError, HTTPError) as exc:
+            raise TokenRejected(
+                "refresh_refused", f"the provider refused the refresh-token grant ({exc})"
+            ) from None
+        return fresh
 
     def user_info_to_username(self, user_info: dict[str, Any]) -> str:
         name = username_from(
@@ -290,22 +374,27 @@ class SovereignAuthenticator(GenericOAuthenticator):
         self, token_info: dict[str, Any], user_info: dict[str, Any]
     ) -> dict[str, Any]:
         state = super().build_auth_state_dict(token_info, user_info)
-        state["sovereign"] = {"attributes": attributes_from(user_info, self.attribute_claims)}
+        # The last verified ID token's groups are kept only where a refresh may need them.
+        kept = None if self.refresh_groups_from == "userinfo" else _ID_TOKEN_GROUPS.get()
+        state[AUTH_STATE_KEY] = auth_state_entry(
+            attributes_from(user_info, self.attribute_claims), id_token_groups=kept
+        )
         return state  # type: ignore[no-any-return]
 
-    def _policy_groups(self) -> set[str]:
+    def _policy_groups(self) -> set[str] | None:
+        """The groups the policy names; None when no policy is configured or it is unusable."""
         if not self.policy_file:
-            return set()
+            return None
         try:
             loaded = cached_policy(self.policy_file)
         except PolicyError as exc:
-            self.log.error("policy %s is invalid:\n%s", self.policy_file, exc)
-            return set()
+            self.log.error("policy %s cannot be used:\n%s", self.policy_file, exc)
+            return None
         self.reporter.policy_seen(str(self.policy_file), loaded.sha256)
         return set(loaded.policy.groups)
 
     def _relevant_groups(self) -> set[str]:
-        return self._policy_groups() | set(self.admin_groups) | set(self.auditor_groups)
+        return (self._policy_groups() or set()) | set(self.admin_groups) | set(self.auditor_groups)
 
     async def check_allowed(self, username: str, auth_model: dict[str, Any]) -> bool:
         if await super().check_allowed(username, auth_model):
@@ -313,7 +402,27 @@ class SovereignAuthenticator(GenericOAuthenticator):
         groups = set(auth_model.get("groups") or [])
         if auth_model.get("admin") or groups & set(self.auditor_groups):
             return True
-        if not self.policy_file or groups & self._policy_groups():
+        user_info = (auth_model.get("auth_state") or {}).get(self.user_auth_state_key) or {}
+        if not groups and group_overage(user_info, self.groups_claim):
+            raise self._refuse(
+                username,
+                "group_overage",
+                "the identity provider sent a link instead of your groups because you are in "
+                "too many (Entra ID sends at most 200); ask your platform team to send only the "
+                "groups assigned to this application, or app roles",
+            )
+        if not self.policy_file:
+            return True
+        policy_groups = self._policy_groups()
+        if policy_groups is None:
+            # Missing or invalid (the error is logged): no one is entitled until it is fixed.
+            raise self._refuse(
+                username,
+                "policy_unavailable",
+                "the hub's policy cannot be read right now, so no notebook entitlement can be "
+                "checked; ask your platform team to run `sovhub policy check` on it",
+            )
+        if groups & policy_groups:
             return True
         self.report(
             SessionEvent(
@@ -337,13 +446,20 @@ class SovereignAuthenticator(GenericOAuthenticator):
         return model  # type: ignore[no-any-return]
 
     async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
-        model = await super().refresh_user(user, handler, **kwargs)
+        auth_state = await user.get_auth_state() if self.enable_auth_state else None
+        previous = (auth_state or {}).get(self.user_auth_state_key) or {}
+        sub_token = _REFRESHING_SUB.set(previous.get("sub"))
+        groups_token = _ID_TOKEN_GROUPS.set(id_token_groups(auth_state))
+        try:
+            model = await super().refresh_user(user, handler, **kwargs)
+        except TokenRejected as exc:
+            self.log.warning("refresh of %s refused (%s): log in again", user.name, exc.reason)
+            return False
+        finally:
+            _REFRESHING_SUB.reset(sub_token)
+            _ID_TOKEN_GROUPS.reset(groups_token)
         if self.stop_unentitled_servers and isinstance(model, dict) and handler is not None:
             for name in self._unentitled_servers(user, model):
-                spawner = user.spawners[name]
-                allocation = getattr(spawner, "_allocation", None)
-                if isinstance(allocation, dict):
-                    allocation["stopped"] = "entitlement_lost"
                 self.log.warning(
                     "stopping %s's server %r: its entitlement was lost", user.name, name
                 )
@@ -354,27 +470,23 @@ class SovereignAuthenticator(GenericOAuthenticator):
         return model
 
     def _unentitled_servers(self, user: Any, model: dict[str, Any]) -> list[str]:
+        """The user's running servers whose profile or region ``model`` no longer grants.
+
+        Asks each Sovereign spawner (:meth:`SovereignSpawner.check_entitlement`), which
+        also records why its coming stop happens; other spawners are left alone.
+        """
         if not self.policy_file:
             return []
         try:
             policy = cached_policy(self.policy_file).policy
         except PolicyError:
             return []
-        attributes = ((model.get("auth_state") or {}).get("sovereign") or {}).get(
-            "attributes"
-        ) or {}
-        identity = Identity(
-            user.name,
-            frozenset(model.get("groups") or []),
-            {k: tuple(v) for k, v in attributes.items()},
-        )
+        identity = identity_from(user.name, model.get("groups") or [], model.get("auth_state"))
         granted = entitlements(identity, policy)
-        lost = []
-        for name, spawner in user.spawners.items():
-            allocation = getattr(spawner, "_allocation", None)
-            if not spawner.active or not isinstance(allocation, dict):
-                continue
-            grant = granted.get(str(allocation.get("profile")))
-            if grant is None or allocation.get("region") not in grant.regions:
-                lost.append(name)
-        return lost
+        return [
+            name
+            for name, spawner in user.spawners.items()
+            if spawner.active
+            and callable(getattr(spawner, "check_entitlement", None))
+            and not spawner.check_entitlement(granted)
+        ]

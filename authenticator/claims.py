@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sovereign_hub.identity import attributes
+
 USERNAME = re.compile(r"^[^\s/\\?#%\x00-\x1f]{1,128}$")
 
 
@@ -64,15 +66,12 @@ def groups_from(value: Any, *, keep: Iterable[str] | None = None, limit: int = 1
 
 
 def attributes_from(data: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, list[str]]:
-    """Policy attributes (e.g. ``country``) from the claims named in ``mapping``."""
-    out: dict[str, list[str]] = {}
-    for name, path in mapping.items():
-        value = claim(data, path)
-        values = value if isinstance(value, list | tuple) else [value]
-        kept = [str(v) for v in values if isinstance(v, str | int) and not isinstance(v, bool)][:50]
-        if kept:
-            out[name] = kept
-    return out
+    """Policy attributes (e.g. ``country``) from the claims named in ``mapping``.
+
+    Values are normalised as the spawner reads them back (:mod:`sovereign_hub.identity`).
+    """
+    found = attributes({name: claim(data, path) for name, path in mapping.items()})
+    return {name: list(values) for name, values in found.items()}
 
 
 def username_from(data: Mapping[str, Any], path: str) -> str | None:
@@ -81,3 +80,26 @@ def username_from(data: Mapping[str, Any], path: str) -> str | None:
     if not isinstance(value, str) or not USERNAME.match(value.strip()):
         return None
     return value.strip().lower()
+
+
+def with_claim(data: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``data`` with the (dotted) claim ``path`` set to ``value``."""
+    head, _, rest = path.partition(".")
+    out = dict(data)
+    if not rest:
+        out[head] = value
+    else:
+        inner = data.get(head)
+        out[head] = with_claim(inner if isinstance(inner, Mapping) else {}, rest, value)
+    return out
+
+
+def group_overage(data: Mapping[str, Any], path: str) -> bool:
+    """Whether the provider sent a link to the groups instead of the groups claim.
+
+    Microsoft Entra ID does this for users in more than 200 groups (150 in SAML):
+    the token then names the claim in ``_claim_names`` and the Graph API address
+    to fetch it from in ``_claim_sources`` (OpenID Connect's distributed claims).
+    """
+    names = data.get("_claim_names")
+    return isinstance(names, Mapping) and path.split(".")[0] in names

@@ -42,12 +42,12 @@ import kubernetes_asyncio.config.kube_config as kube_config
 from jupyterhub.utils import maybe_future
 from kubespawner import KubeSpawner
 
+from sovereign_hub.identity import identity_from
 from sovereign_hub.policy import SpawnRequest, load_policy
 from sovereign_hub.sandbox.hubprocess import Hub
 from sovereign_hub.sandbox.kube.cluster import Cluster, write_kubeconfig
 from sovereign_hub.sandbox.kube.inventory import load_inventory
 from sovereign_hub.spawner import SovereignSpawner
-from sovereign_hub.spawner.identity import identity_from
 from sovereign_hub.spawner.options import parse_user_options
 from sovereign_hub.spawner.overlay import MANAGED_TRAITS
 from sovereign_hub.spawner.quota import GpuLedger

@@ -41,8 +41,15 @@ def _cli_help() -> str:
 
 
 def _traits_table(cls: type) -> str:
+    # The settings this project adds, including those of its mixins (RestrictedPods):
+    # a trait's this_class names the class that defines it.
+    ours = {
+        name: trait
+        for name, trait in cls.class_traits(config=True).items()
+        if trait.this_class.__module__.startswith("sovereign_hub.")
+    }
     rows = ["| setting | type | default | meaning |", "| --- | --- | --- | --- |"]
-    for name, trait in sorted(cls.class_own_traits(config=True).items()):
+    for name, trait in sorted(ours.items()):
         help_text = " ".join((trait.help or "").split()).replace("|", "\\|")
         default = trait.default_value_repr() if not isinstance(trait.default_value, type) else ""
         rows.append(

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from sovereign_hub.images.reference import digest_of
+
 LABEL_PREFIX = "sovereign-hub.io/"
 
 
@@ -129,7 +131,7 @@ class ImagePlan:
 
     @property
     def digest(self) -> str:
-        return self.image.rsplit("@", 1)[1]
+        return digest_of(self.image)
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,10 +176,15 @@ def cached_policy(path: str | FsPath) -> LoadedPolicy:
 
     For code that consults the policy on every request (spawns, logins): the
     chart rolls the policy as a ConfigMap, so a new file means a new mtime.
-    An invalid file is never cached: every call raises its :class:`PolicyError`.
+    An invalid or unreadable file is never cached: every call raises its
+    :class:`PolicyError`, the one error type callers need to catch.
     """
     key = str(path)
-    mtime = FsPath(key).stat().st_mtime
+    try:
+        mtime = FsPath(key).stat().st_mtime
+    except OSError as exc:
+        _CACHE.pop(key, None)
+        raise PolicyError(key, [Problem((), f"cannot read the file: {exc.strerror}")]) from None
     cached = _CACHE.get(key)
     if cached is None or cached[0] != mtime:
         _CACHE[key] = (mtime, load_policy(key))

@@ -28,16 +28,13 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from sovereign_hub.images.reference import PINNED, ImageReferenceError, require_pinned
+
 from .quantity import Quantity
 
 if TYPE_CHECKING:
     from .decision import NodeRequirement, Toleration
 
-DIGEST_REF = re.compile(
-    r"^(?P<repo>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+)"
-    r"@(?P<digest>sha256:[0-9a-f]{64})$"
-)
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _SLUG = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 _LABEL_KEY = re.compile(
@@ -65,33 +62,10 @@ def _slug(value: str) -> str:
 
 
 def _image(value: str) -> str:
-    if DIGEST_REF.match(value):
-        return value
-    name, at, digest = value.partition("@")
-    if at and not _DIGEST.match(digest):
-        raise _fail(
-            "image_digest",
-            f"{value!r} has a malformed digest: expected registry/repo@sha256: followed by "
-            "64 lowercase hex digits",
-        )
-    if at and ":" in name.rsplit("/", 1)[-1]:
-        raise _fail(
-            "image_tag_and_digest",
-            f"{value!r} has both a tag and a digest; write only the digest "
-            "(registry/repo@sha256:...) so what runs cannot be misread",
-        )
-    if at:
-        raise _fail(
-            "image_name",
-            f"{value!r} must name its registry and repository (registry/repo@sha256:...); "
-            "for Docker Hub write docker.io/library/NAME",
-        )
-    raise _fail(
-        "image_tag",
-        f"{value!r} is not pinned by digest; images must be written "
-        "registry/repo@sha256:<64 hex> (tags can move; `sovhub images pin` resolves a tag "
-        "to its digest)",
-    )
+    try:
+        return require_pinned(value)
+    except ImageReferenceError as exc:
+        raise _fail(exc.kind, str(exc)) from None
 
 
 def _cidr(value: str) -> str:
@@ -121,7 +95,7 @@ def _pattern(regex: re.Pattern[str], what: str) -> AfterValidator:
 
 Slug = Annotated[str, AfterValidator(_slug), Field(json_schema_extra={"pattern": _SLUG.pattern})]
 ImageRef = Annotated[
-    str, AfterValidator(_image), Field(json_schema_extra={"pattern": DIGEST_REF.pattern})
+    str, AfterValidator(_image), Field(json_schema_extra={"pattern": PINNED.pattern})
 ]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 LabelValue = Annotated[str, _pattern(_LABEL_VALUE, "Kubernetes label value")]

@@ -74,7 +74,7 @@ class Quantity:
         if isinstance(raw, bool) or not isinstance(raw, str | int | float):
             raise PydanticCustomError(
                 "quantity_type",
-                f"expected a Kubernetes quantity ({_EXAMPLES}), got {type(raw).__name__}",
+                f"expected a Kubernetes quantity ({_EXAMPLES}), got {_yaml_kind(raw)}",
             )
         text = raw if isinstance(raw, str) else repr(raw)
         try:
@@ -107,3 +107,9 @@ class Quantity:
             ],
             "description": f"A Kubernetes quantity ({_EXAMPLES}).",
         }
+
+
+def _yaml_kind(value: Any) -> str:
+    # Say what the admin wrote in YAML terms: the loader reads lists as tuples.
+    names = {"tuple": "a list", "list": "a list", "dict": "a mapping", "NoneType": "null"}
+    return names.get(type(value).__name__, type(value).__name__)

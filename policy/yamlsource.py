@@ -10,7 +10,7 @@ itself so that both are caught, with the line and column of each problem.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -22,7 +22,7 @@ MAX_BYTES = 1024 * 1024
 MAX_NODES = 200_000
 """Largest number of YAML nodes visited, counting each alias expansion again."""
 
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -107,7 +107,8 @@ class _Walker:
             if isinstance(node, yaml.SequenceNode):
                 # Tuples, because the typed model is immutable and validated strictly.
                 return tuple(self.walk(child, (*path, i)) for i, child in enumerate(node.value))
-            return self._mapping(node, path)
+            # What is left of a composed node: a mapping (scalars and sequences are above).
+            return self._mapping(cast(yaml.MappingNode, node), path)
         finally:
             self.active.discard(id(node))
 

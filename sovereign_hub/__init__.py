@@ -6,9 +6,24 @@ policy document and the pure decision), :mod:`sovereign_hub.spawner`,
 :mod:`sovereign_hub.sandbox`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("sovereign-hub")
-except PackageNotFoundError:  # pragma: no cover - running from an unbuilt tree
-    __version__ = "0.0.0"
+from functools import cache
+
+
+@cache
+def _version() -> str:
+    # importlib.metadata costs tens of milliseconds to import: read it only when asked,
+    # so `sovhub policy check` and the hub's imports do not pay for it.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sovereign-hub")
+    except PackageNotFoundError:  # pragma: no cover - running from an unbuilt tree
+        return "0.0.0"
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,6 +22,26 @@ SessionEventKind = Literal[
     "server_stopped",
     "image_pin_changed",
 ]
+OPTION_KEYS = ("profile", "region", "version")
+"""The only ``user_options`` a user may send (the spawner refuses others), and the only
+parts of a request an event records."""
+MAX_OPTION_LENGTH = 100
+"""Longest accepted option value, in characters."""
+
+
+def recordable_request(options: dict[str, Any]) -> dict[str, str]:
+    """What may be recorded of a request: the allowed keys with short text values, nothing else.
+
+    Applied to what the user sent before it is checked, so a refused request is
+    recorded without echoing whatever it carried.
+    """
+    return {
+        key: value
+        for key, value in options.items()
+        if key in OPTION_KEYS and isinstance(value, str) and len(value) <= MAX_OPTION_LENGTH
+    }
+
+
 StopReason = Literal["user", "admin", "idle_cull", "failure", "entitlement_lost", "unknown"]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import jinja2
 
+from sovereign_hub.images.reference import digest_of
 from sovereign_hub.policy import (
     Allowed,
     Identity,
@@ -85,7 +86,7 @@ def form_context(
             {
                 "version": v.version,
                 "released": v.released.isoformat(),
-                "digest_short": v.image.rsplit("@", 1)[1][:19],
+                "digest_short": digest_of(v.image)[:19],
             }
             for v in versions[index + 1 :]
             if not v.revoked

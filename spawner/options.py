@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-ALLOWED = ("profile", "region", "version")
-MAX_VALUE_LENGTH = 100
+from sovereign_hub.reporting import MAX_OPTION_LENGTH, OPTION_KEYS
+
+ALLOWED = OPTION_KEYS
+MAX_VALUE_LENGTH = MAX_OPTION_LENGTH
 MAX_KEYS = 16
 MAX_BYTES = 4096
 
@@ -166,3 +168,9 @@ def options_from_form_data(form: Mapping[str, list[str]]) -> dict[str, str]:
         if version := first(f"version-{profile}"):
             out["version"] = version
     return out
+
+
+def options_from_form(formdata: dict[str, list[str]], spawner: Any = None) -> dict[str, str]:
+    """``Spawner.options_from_form``: JupyterHub calls it with the form data alone (and the
+    spawner only when the signature names it), not as a bound method."""
+    return options_from_form_data(formdata)

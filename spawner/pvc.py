@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner.slugs import safe_slug
 
 from sovereign_hub.policy.decision import LABEL_PREFIX
@@ -45,3 +46,13 @@ def make_home_pvc(
             "resources": {"requests": {"storage": size}},
         },
     }
+
+
+async def ensure_claim(api: Any, namespace: str, body: dict[str, Any]) -> None:
+    """Create the claim ``body`` unless one of its name exists: an existing claim is the
+    user's home, and is kept as it is (never resized or replaced)."""
+    try:
+        await api.create_namespaced_persistent_volume_claim(namespace=namespace, body=body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise

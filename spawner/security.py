@@ -2,14 +2,21 @@
 
 The checker reads the fields the standard names (not strings), so it can
 judge any pod spec: the spawner's before it creates a pod, and the chart's.
+:class:`RestrictedPods` gives a KubeSpawner subclass the defaults and the check.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
+from traitlets import Bool, default
+from traitlets.config import Configurable
+
+from sovereign_hub.refusals import SpawnRefused
 
 # KubeSpawner trait defaults that make every user pod restricted.
 RESTRICTED_DEFAULTS: dict[str, Any] = {
@@ -186,3 +193,81 @@ def manifest_dict(model: Any) -> Any:
     loop; an instance without ``__init__`` has all serialisation needs.
     """
     return ApiClient.__new__(ApiClient).sanitize_for_serialization(model)
+
+
+class RestrictedPods(Configurable):
+    """For a KubeSpawner subclass: restricted defaults, and the last look at each pod.
+
+    The defaults make every user pod meet the standard with no admin setting
+    (non-root uid, no privilege escalation, all capabilities dropped,
+    RuntimeDefault seccomp, no API token mounted). The check runs as
+    KubeSpawner's ``modify_pod_hook``, after the admin's own hook, so it sees
+    the pod exactly as it will be created; call :meth:`install_restricted_hook`
+    once, from ``__init__``.
+    """
+
+    enforce_restricted = Bool(
+        True,
+        config=True,
+        help="""Refuse to create a user pod that breaks the Kubernetes restricted Pod Security
+        Standard (for example because extra config made it privileged). Off only for debugging.""",
+    )
+
+    @default("uid")
+    def _default_uid(self) -> int:
+        return int(RESTRICTED_DEFAULTS["uid"])
+
+    @default("gid")
+    def _default_gid(self) -> int:
+        return int(RESTRICTED_DEFAULTS["gid"])
+
+    @default("fs_gid")
+    def _default_fs_gid(self) -> int:
+        return int(RESTRICTED_DEFAULTS["fs_gid"])
+
+    @default("allow_privilege_escalation")
+    def _default_ape(self) -> bool:
+        return False
+
+    @default("automount_service_account_token")
+    def _default_automount(self) -> bool:
+        return False
+
+    @default("pod_security_context")
+    def _default_psc(self) -> dict[str, Any]:
+        return copy.deepcopy(RESTRICTED_DEFAULTS["pod_security_context"])
+
+    @default("container_security_context")
+    def _default_csc(self) -> dict[str, Any]:
+        return copy.deepcopy(RESTRICTED_DEFAULTS["container_security_context"])
+
+    def install_restricted_hook(self) -> None:
+        """Wrap the admin's ``modify_pod_hook`` (if any) with the restricted check."""
+        self._admin_pod_hook = getattr(self, "modify_pod_hook", None)
+        self.modify_pod_hook = self._restricted_pod_hook
+
+    def _restricted_pod_hook(self, spawner: Any, pod: Any) -> Any:
+        """The admin's hook, then the check.
+
+        Synchronous unless the admin's hook is not: KubeSpawner awaits the hook through
+        ``maybe_future``, which would otherwise schedule a task for every spawn.
+        """
+        if self._admin_pod_hook is not None:
+            pod = self._admin_pod_hook(spawner, pod)
+            if inspect.isawaitable(pod):
+                return self._check_when_ready(pod)
+        return self._check_restricted(pod)
+
+    async def _check_when_ready(self, pending: Any) -> Any:
+        return self._check_restricted(await pending)
+
+    def _check_restricted(self, pod: Any) -> Any:
+        if self.enforce_restricted:
+            problems = restricted_violations(security_view(pod))
+            if problems:
+                raise SpawnRefused(
+                    500,
+                    "Refusing to create a pod that breaks the restricted Pod Security Standard: "
+                    + "; ".join(problems),
+                )
+        return pod

@@ -17,49 +17,46 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import inspect
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
-from tornado import web
-from traitlets import Bool, Instance, List, Unicode, default, validate
+from traitlets import Instance, List, Unicode, default, validate
 
+from sovereign_hub.identity import identity_from
 from sovereign_hub.policy import (
     Denied,
+    Entitlements,
     Identity,
     Pin,
     PodPlan,
     Policy,
     PolicyError,
-    SpawnRequest,
     cached_policy,
-    entitlements,
 )
-from sovereign_hub.reporting import AuditUnavailable, LogReporter, Reporter, SessionEvent
+from sovereign_hub.refusals import SpawnRefused
+from sovereign_hub.reporting import (
+    AuditUnavailable,
+    LogReporter,
+    Reporter,
+    SessionEvent,
+    recordable_request,
+)
 
 from .form import form_context, render_form
-from .identity import identity_from
-from .options import OptionsError, options_from_form_data, parse_user_options
+from .options import OptionsError, options_from_form, parse_user_options
 from .overlay import MANAGED_TRAITS, Home, plan_traits
-from .pvc import home_claim_name, make_home_pvc
+from .pvc import ensure_claim, home_claim_name, make_home_pvc
 from .quota import SHARED, GpuLedger
-from .security import RESTRICTED_DEFAULTS, restricted_violations, security_view
-
-STATE_KEY = "sovereign"
-
-
-class SpawnRefused(web.HTTPError):
-    """A refused spawn: shown on the spawn form and returned by the REST API with its status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(status, message.replace("%", "%%"))
-        self.jupyterhub_message = message
+from .request import refusal_message, spawn_request, timeout_message
+from .security import RestrictedPods
+from .state import STATE_KEY, Allocation, read_state, state_entry
 
 
-class SovereignSpawner(KubeSpawner):
+class SovereignSpawner(RestrictedPods, KubeSpawner):
     """Spawn each user's server as the Sovereign Hub policy decides.
 
     Configure the policy with ``policy_file``. KubeSpawner's own settings
@@ -99,12 +96,6 @@ class SovereignSpawner(KubeSpawner):
         help="""Shown to a user whose groups grant no profile, on the spawn page and in
         API refusals.""",
     )
-    enforce_restricted = Bool(
-        True,
-        config=True,
-        help="""Refuse to create a user pod that breaks the Kubernetes restricted Pod Security
-        Standard (for example because extra config made it privileged). Off only for debugging.""",
-    )
     reporter = Instance(
         Reporter,
         config=True,
@@ -125,35 +116,6 @@ class SovereignSpawner(KubeSpawner):
     def _default_ledger(self) -> GpuLedger:
         return SHARED
 
-    # Secure by default: the restricted Pod Security Standard, no API token in pods.
-    @default("uid")
-    def _default_uid(self) -> int:
-        return int(RESTRICTED_DEFAULTS["uid"])
-
-    @default("gid")
-    def _default_gid(self) -> int:
-        return int(RESTRICTED_DEFAULTS["gid"])
-
-    @default("fs_gid")
-    def _default_fs_gid(self) -> int:
-        return int(RESTRICTED_DEFAULTS["fs_gid"])
-
-    @default("allow_privilege_escalation")
-    def _default_ape(self) -> bool:
-        return False
-
-    @default("automount_service_account_token")
-    def _default_automount(self) -> bool:
-        return False
-
-    @default("pod_security_context")
-    def _default_psc(self) -> dict[str, Any]:
-        return copy.deepcopy(RESTRICTED_DEFAULTS["pod_security_context"])
-
-    @default("container_security_context")
-    def _default_csc(self) -> dict[str, Any]:
-        return copy.deepcopy(RESTRICTED_DEFAULTS["container_security_context"])
-
     @default("storage_pvc_ensure")
     def _default_storage_pvc_ensure(self) -> bool:
         # Home volumes are per region, so this spawner makes them itself.
@@ -165,7 +127,7 @@ class SovereignSpawner(KubeSpawner):
 
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
-        return _options_from_form
+        return options_from_form
 
     @validate("profile_list")
     def _no_profile_list(self, proposal: Any) -> Any:
@@ -180,14 +142,11 @@ class SovereignSpawner(KubeSpawner):
         super().__init__(*args, **kwargs)
         # The admin's own values of the traits a plan overrides: each spawn starts from these.
         self._baseline = {name: copy.deepcopy(getattr(self, name)) for name in MANAGED_TRAITS}
-        # KubeSpawner calls modify_pod_hook after building the pod: ours wraps the
-        # admin's, so the restricted check sees the pod exactly as it will be created.
-        self._admin_pod_hook = self.modify_pod_hook
-        self.modify_pod_hook = self._restricted_pod_hook
+        self.install_restricted_hook()
         # This spawn's starting point when a pre_spawn_hook changed managed traits.
         self._spawn_baseline: dict[str, Any] | None = None
         self.pins: dict[str, Pin] = {}
-        self._allocation: dict[str, Any] | None = None
+        self.allocation: Allocation | None = None
         self._notices: list[str] = []
 
     # -- inputs ------------------------------------------------------------
@@ -195,15 +154,11 @@ class SovereignSpawner(KubeSpawner):
         try:
             loaded = cached_policy(self.policy_file)
         except PolicyError as exc:
-            self.log.error("policy %s is invalid:\n%s", self.policy_file, exc)
+            self.log.error("policy %s cannot be used:\n%s", self.policy_file, exc)
             raise SpawnRefused(
                 500,
-                "The hub's policy is invalid; ask your administrator to run "
-                f"`sovhub policy check`. {exc.problems[0].render(exc.file)}",
-            ) from None
-        except OSError as exc:
-            raise SpawnRefused(
-                500, f"The hub's policy {self.policy_file} cannot be read: {exc.strerror}"
+                "The hub's policy cannot be used (missing or invalid); ask your administrator "
+                f"to run `sovhub policy check`. {exc.problems[0].render(exc.file)}",
             ) from None
         self.reporter.policy_seen(str(self.policy_file), loaded.sha256)
         return loaded.policy
@@ -271,65 +226,45 @@ class SovereignSpawner(KubeSpawner):
 
     async def _start_with_policy(self) -> Any:
         self._notices = []
-        request_fields = (
-            dict(self.user_options or {}) if isinstance(self.user_options, dict) else {}
-        )
+        sent = recordable_request(self.user_options if isinstance(self.user_options, dict) else {})
         try:
             choice = parse_user_options(self.user_options)
         except OptionsError as exc:
-            self._report(
-                "spawn_denied",
-                reasons=(("invalid_options", exc.message),),
-                request=_safe(request_fields),
-            )
+            self._report("spawn_denied", reasons=(("invalid_options", exc.message),), request=sent)
             raise SpawnRefused(exc.status, exc.message) from None
         identity = await self.identity()
         policy = self.policy()
-        profile = choice.profile
-        if profile is None:
-            granted = entitlements(identity, policy)
-            if not granted:
-                self._report("spawn_denied", reasons=(("no_entitlement", self.no_access_message),))
-                raise SpawnRefused(403, self.no_access_message)
-            profile = granted.grants[0].profile
-        request = SpawnRequest(
-            profile,
-            datetime.now(UTC),
-            region=choice.region,
-            version=choice.version,
-            pins=dict(self.pins),
-        )
+        request = spawn_request(choice, identity, policy, self.pins, datetime.now(UTC))
+        if request is None:
+            self._report("spawn_denied", reasons=(("no_entitlement", self.no_access_message),))
+            raise SpawnRefused(403, self.no_access_message)
         self._report(
             "spawn_requested",
             required=True,
-            profile=profile,
+            profile=request.profile,
             region=choice.region,
-            request=_safe(request_fields),
+            request=sent,
         )
         decision = self.ledger.decide_and_hold(self._key, identity, request, policy)
         if isinstance(decision, Denied):
             reasons = tuple((r.code, r.message) for r in decision.reasons)
-            self._report("spawn_denied", profile=profile, region=choice.region, reasons=reasons)
-            status = 403
-            raise SpawnRefused(
-                status,
-                decision.message
-                if identity.groups
-                else f"{decision.message} {self.no_access_message}",
+            self._report(
+                "spawn_denied", profile=request.profile, region=choice.region, reasons=reasons
             )
+            raise SpawnRefused(403, refusal_message(decision, identity, self.no_access_message))
         plan = decision.plan
         try:
             home = self.apply_plan(plan)
-            self._allocation = _allocation(plan, home)
+            self.allocation = Allocation.of(plan, home.claim_name, time.time())
             if plan.image.notice:
                 self._notices.append(plan.image.notice)
-            await self._ensure_home(plan, home)
+            await ensure_claim(self.api, self.namespace, self.home_claim(plan, home))
             url = await asyncio.wait_for(super().start(), timeout=self.start_timeout * 0.95)
         except asyncio.CancelledError:
             self._spawn_failed(plan, "cancelled")
             raise
         except TimeoutError:
-            message = self._timeout_message()
+            message = timeout_message(self.start_timeout, self.events)
             self._spawn_failed(plan, message)
             raise TimeoutError(message) from None
         except Exception as exc:
@@ -342,8 +277,8 @@ class SovereignSpawner(KubeSpawner):
             else None
         )
         node = (pod or {}).get("spec", {}).get("nodeName")
-        self._allocation["node"] = node
-        self._report("server_started", **_plan_fields(plan), node=node)
+        self.allocation = dataclasses.replace(self.allocation, node=node)
+        self._report("server_started", **self.allocation.placement(), node=node)
         return url
 
     def apply_plan(self, plan: PodPlan) -> Home:
@@ -374,16 +309,8 @@ class SovereignSpawner(KubeSpawner):
 
     def _spawn_failed(self, plan: PodPlan, detail: str) -> None:
         self.ledger.release(self._key)
-        self._allocation = None
-        self._report("spawn_failed", **_plan_fields(plan), detail=detail)
-
-    def _timeout_message(self) -> str:
-        warnings = [e.get("message", "") for e in self.events if e.get("type") == "Warning"]
-        why = f" The scheduler reports: {warnings[-1]}" if warnings else ""
-        return (
-            f"Your server did not start within {self.start_timeout} seconds.{why} "
-            "Try a smaller profile or another region, or try again later."
-        )
+        self.allocation = None
+        self._report("spawn_failed", **Allocation.of(plan, "", 0).placement(), detail=detail)
 
     def _record_pin(self, plan: PodPlan) -> None:
         image = plan.image
@@ -398,42 +325,6 @@ class SovereignSpawner(KubeSpawner):
                 detail=image.change,
             )
 
-    async def _ensure_home(self, plan: PodPlan, home: Home) -> None:
-        body = self.home_claim(plan, home)
-        try:
-            await self.api.create_namespaced_persistent_volume_claim(
-                namespace=self.namespace, body=body
-            )
-        except ApiException as exc:
-            if exc.status != 409:  # an existing claim is the user's home: keep it
-                raise
-
-    def _restricted_pod_hook(self, spawner: KubeSpawner, pod: Any) -> Any:
-        """The last look at the pod before it is created: the admin's hook, then the check.
-
-        Synchronous unless the admin's hook is not: KubeSpawner awaits the hook through
-        ``maybe_future``, which would otherwise schedule a task for every spawn.
-        """
-        if self._admin_pod_hook is not None:
-            pod = self._admin_pod_hook(spawner, pod)
-            if inspect.isawaitable(pod):
-                return self._check_when_ready(pod)
-        return self._check_restricted(pod)
-
-    async def _check_when_ready(self, pending: Any) -> Any:
-        return self._check_restricted(await pending)
-
-    def _check_restricted(self, pod: Any) -> Any:
-        if self.enforce_restricted:
-            problems = restricted_violations(security_view(pod))
-            if problems:
-                raise SpawnRefused(
-                    500,
-                    "Refusing to create a pod that breaks the restricted Pod Security Standard: "
-                    + "; ".join(problems),
-                )
-        return pod
-
     async def progress(self) -> Any:
         for notice in self._notices:
             yield {"progress": 1, "message": notice}
@@ -442,85 +333,55 @@ class SovereignSpawner(KubeSpawner):
 
     async def poll(self) -> int | None:
         status = await super().poll()
-        if status is not None and self._allocation is not None:
-            self._allocation["stopped"] = "failure"
+        if status is not None and self.allocation is not None:
+            self.allocation = dataclasses.replace(self.allocation, stopped="failure")
         return status
+
+    def check_entitlement(self, granted: Entitlements) -> bool:
+        """Whether this running server's profile and region are still in ``granted``.
+
+        What the authenticator asks at a refresh. When they are not, the stop that
+        follows is reported with the reason ``entitlement_lost``. A server with
+        no allocation (not started by this spawner) is left alone: True.
+        """
+        allocation = self.allocation
+        if allocation is None:
+            return True
+        grant = granted.get(allocation.profile)
+        if grant is not None and allocation.region in grant.regions:
+            return True
+        self.allocation = dataclasses.replace(allocation, stopped="entitlement_lost")
+        return False
 
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)
-        allocation = self._allocation or {}
+        allocation = self.allocation
         self.ledger.release(self._key)
-        if allocation:
+        if allocation is not None:
             self._report(
                 "server_stopped",
-                profile=allocation.get("profile"),
-                region=allocation.get("region"),
-                image=allocation.get("image"),
-                gpus=allocation.get("gpus", 0),
-                quota_group=allocation.get("quota_group"),
-                node=allocation.get("node"),
-                stop_reason=allocation.get("stopped", "unknown"),
+                profile=allocation.profile,
+                region=allocation.region,
+                image=allocation.image,
+                gpus=allocation.gpus,
+                quota_group=allocation.quota_group,
+                node=allocation.node,
+                stop_reason=allocation.stopped or "unknown",
             )
 
     # -- persisted state -------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
-        state[STATE_KEY] = {
-            "pins": {channel: pin.to_state() for channel, pin in self.pins.items()},
-            "allocation": self._allocation,
-        }
+        state[STATE_KEY] = state_entry(self.pins, self.allocation)
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        mine = state.get(STATE_KEY) or {}
-        self.pins = {}
-        for channel, pin in (mine.get("pins") or {}).items():
-            try:
-                self.pins[channel] = Pin.from_state(pin)
-            except (KeyError, ValueError):
-                self.log.warning(
-                    "ignoring unreadable image pin for %s in channel %s", self._log_name, channel
-                )
-        self._allocation = mine.get("allocation")
-        if self._allocation and self._allocation.get("gpus"):
+        self.pins, self.allocation = read_state(state, self.log, self._log_name)
+        if self.allocation is not None and self.allocation.gpus and self.allocation.quota_group:
             # A running server after a hub restart: its GPUs are still held.
-            self.ledger.hold(
-                self._key, self._allocation["quota_group"], int(self._allocation["gpus"])
-            )
+            self.ledger.hold(self._key, self.allocation.quota_group, self.allocation.gpus)
 
     def clear_state(self) -> None:
         super().clear_state()
-        self._allocation = None  # pins persist across servers; the allocation does not
-
-
-def _options_from_form(formdata: dict[str, list[str]], spawner: Any = None) -> dict[str, str]:
-    # JupyterHub calls this with the form data alone (and the spawner only when
-    # the signature names it), not as a bound method.
-    return options_from_form_data(formdata)
-
-
-def _plan_fields(plan: PodPlan) -> dict[str, Any]:
-    return {
-        "profile": plan.profile,
-        "region": plan.region,
-        "channel": plan.image.channel,
-        "image": plan.image.image,
-        "image_version": plan.image.version,
-        "gpus": plan.gpu.count if plan.gpu else 0,
-        "gpu_type": plan.gpu.type if plan.gpu else None,
-        "quota_group": plan.gpu.quota_group if plan.gpu else None,
-    }
-
-
-def _allocation(plan: PodPlan, home: Home) -> dict[str, Any]:
-    return {**_plan_fields(plan), "home": home.claim_name, "started": time.time()}
-
-
-def _safe(options: dict[str, Any]) -> dict[str, Any]:
-    """What may be recorded of a request: short strings of the allowed keys only."""
-    return {
-        k: v
-        for k, v in options.items()
-        if k in ("profile", "region", "version") and isinstance(v, str) and len(v) <= 100
-    }
+        self.allocation = None  # pins persist across servers; the allocation does not

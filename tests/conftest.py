@@ -166,3 +166,54 @@ def require_program(name: str, fallback: str, package: str) -> str:
     if not Path(path).exists():
         missing(f"Debian's {package}", "make system", f"apt-get install {package}")
     return path
+
+
+# The fast lane (`make unit`) runs what needs no real process, browser, Helm or
+# checkov: `-m "not integration"`. A test is integration when it asks for a
+# fixture that starts a real component, or sits in a module that drives one
+# directly; new tests of that kind are caught by the fixture rule.
+_PROCESS_FIXTURES = frozenset(
+    {
+        "make_cluster",
+        "kube",
+        "core",
+        "postgres_server",
+        "pg_url",
+        "oidc_ana",
+        "provider",
+        "hub",
+        "start_hub",
+        "registry",
+        "plain_install",
+    }
+)
+_PROCESS_MODULES = frozenset(
+    {
+        "test_browser",
+        "test_helm_chart",
+        "test_images",
+        "test_sandbox",
+        "test_real_api_mode",
+        "test_kubespawner_fidelity",
+        "test_kube_apiserver",
+        "test_kube_cluster",
+        "test_kube_concurrency",
+        "test_kube_scheduling",
+        "test_audit_shipprocess",
+        "test_audit_postgres",
+        "test_audit_hub",
+        "test_audit_sinks",
+        "test_audit_viewer",
+        "test_spawner_hub",
+        "test_entitlement_loss",
+        "test_authenticator_hub",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if module in _PROCESS_MODULES or fixtures & _PROCESS_FIXTURES:
+            item.add_marker(pytest.mark.integration)

@@ -38,7 +38,17 @@ def provider(tmp_path):
 
 
 @pytest.fixture
-def hub(provider, tmp_path):
+def policy_file():
+    return ROOT / "examples" / "policy.yaml"
+
+
+@pytest.fixture
+def extra_config():
+    return ""
+
+
+@pytest.fixture
+def hub(provider, tmp_path, policy_file, extra_config):
     port = free_port()
     config = f"""
 c.JupyterHub.authenticator_class = "sovereign"
@@ -46,11 +56,12 @@ c.SovereignAuthenticator.issuer = {provider.issuer!r}
 c.SovereignAuthenticator.client_id = "jupyterhub"
 c.SovereignAuthenticator.client_secret = "not-a-real-secret"
 c.SovereignAuthenticator.oauth_callback_url = "http://127.0.0.1:{port}/hub/oauth_callback"
-c.SovereignAuthenticator.policy_file = {str(ROOT / "examples" / "policy.yaml")!r}
+c.SovereignAuthenticator.policy_file = {str(policy_file)!r}
 c.SovereignAuthenticator.attribute_claims = {{"country": "country"}}
 c.SovereignAuthenticator.admin_groups = {{"platform-admins"}}
 c.SovereignAuthenticator.auth_refresh_age = 1
 c.JupyterHub.redirect_to_server = False  # these tests are about logging in, not spawning
+{extra_config}
 """
     h = Hub(
         tmp_path / "hub", config, env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)}, port=port
@@ -139,10 +150,89 @@ def test_refresh_rereads_the_providers_claims(hub, provider):
     assert model["auth_state"]["sovereign"]["attributes"] == {"country": ["FR"]}
 
 
+# Microsoft Entra ID puts groups in the ID token but not in userinfo. The provider here
+# sends the same claims from both, so a user whose groups claim is removed is what a
+# refresh against Entra's userinfo sees: no groups claim at all.
+ANA_WITHOUT_GROUPS = {"sub": "ana", "preferred_username": "ana", "country": "FR"}
+
+
+def refreshed(hub: Hub, provider: OidcProvider, response, claims) -> dict:
+    session = response.session  # type: ignore[attr-defined]
+    provider.set_user(claims)
+    time.sleep(1.5)  # past auth_refresh_age
+    assert session.get(f"{hub.url}/hub/home", timeout=30).status_code == 200
+    return user_model(hub, "ana")
+
+
+def test_by_default_a_refresh_takes_groups_from_userinfo(hub, provider):
+    model = refreshed(hub, provider, login(hub, "ana"), ANA_WITHOUT_GROUPS)
+    assert model["groups"] == []  # right for Keycloak or Okta; Entra needs a setting below
+
+
+@pytest.mark.parametrize(
+    "extra_config", ['c.SovereignAuthenticator.refresh_groups_from = "last_id_token"']
+)
+def test_last_id_token_keeps_the_groups_when_userinfo_carries_none(hub, provider):
+    model = refreshed(hub, provider, login(hub, "ana"), ANA_WITHOUT_GROUPS)
+    assert model["groups"] == ["eu-researchers"]
+    # The other claims still follow the provider.
+    assert model["auth_state"]["sovereign"]["attributes"] == {"country": ["FR"]}
+
+
+@pytest.mark.parametrize(
+    "extra_config",
+    [
+        'c.SovereignAuthenticator.refresh_groups_from = "id_token"\n'
+        # This provider accepts the refresh grant only with HTTP Basic client authentication.
+        "c.SovereignAuthenticator.basic_auth = True"
+    ],
+)
+def test_id_token_mode_refreshes_through_the_refresh_grant(hub, provider):
+    response = login(hub, "ana")
+    before = user_model(hub, "ana")["auth_state"]
+    model = refreshed(hub, provider, response, ANA_WITHOUT_GROUPS)
+    # The grant ran: new tokens are kept. This provider sends no ID token with them
+    # (test_authenticator_refresh.py covers one that does), so the last verified
+    # token's groups stay, and the log says why.
+    assert model["auth_state"]["access_token"] != before["access_token"], hub.logs()[-3000:]
+    assert model["groups"] == ["eu-researchers"]
+    assert "answered the refresh-token grant without an ID token" in hub.logs()
+
+
+def test_entra_group_overage_is_refused_with_the_reason(hub, provider):
+    provider.set_user(
+        {
+            "sub": "ana",
+            "preferred_username": "ana",
+            "_claim_names": {"groups": "src1"},
+            "_claim_sources": {
+                "src1": {"endpoint": "https://graph.microsoft.com/v1.0/users/ana/getMemberObjects"}
+            },
+        }
+    )
+    response = login(hub, "ana")
+    assert response.status_code == 403
+    assert "sent a link instead of your groups" in response.text
+    assert "group_overage" in hub.logs()
+
+
 def test_an_unusable_username_is_refused_not_a_500(hub):
     response = login(hub, "weird")
     assert response.status_code == 403
     assert "is not a usable username" in response.text
+
+
+@pytest.mark.parametrize("policy_file", [ROOT / "examples" / "no-such-policy.yaml"])
+def test_a_missing_policy_refuses_login_with_a_reason_not_a_500(hub):
+    response = login(hub, "ana")
+    assert response.status_code == 403, response.text[-2000:]
+    assert "the hub&#39;s policy cannot be read right now" in response.text
+    assert "Traceback" not in response.text
+    logs = hub.logs()
+    assert "no-such-policy.yaml: 1 problem in the policy document" in logs
+    assert "policy_unavailable" in logs
+    # An admin is not locked out by it: they can log in and fix the deployment.
+    assert login(hub, "ada").status_code == 200
 
 
 def test_a_slow_provider_gives_a_clear_503(tmp_path):

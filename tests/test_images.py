@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sovereign_hub.images.reference import Reference, ReferenceError
+from sovereign_hub.images.reference import ImageReferenceError, Reference
 from sovereign_hub.policy import load_policy
 from tests.conftest import ROOT, require_program, require_tool
 
@@ -172,7 +172,7 @@ def test_references_parse_like_docker(text, expected):
 
 @pytest.mark.parametrize("text", ["quay.io/Jupyter/x:1", "x@sha256:abc", "x:bad tag"])
 def test_bad_references_are_refused(text):
-    with pytest.raises(ReferenceError):
+    with pytest.raises(ImageReferenceError):
         Reference.parse(text)
 
 

@@ -42,3 +42,14 @@ def test_a_broken_file_is_never_cached(tmp_path):
     shutil.copy(ROOT / "examples" / "policy.yaml", path)
     touch_later(path, 5)
     assert cached_policy(path).policy.groups
+
+
+def test_a_missing_file_is_a_policy_error_naming_it(tmp_path):
+    path = tmp_path / "policy.yaml"
+    shutil.copy(ROOT / "examples" / "policy.yaml", path)
+    assert cached_policy(path).policy.groups
+    path.unlink()  # e.g. a ConfigMap unmounted: the cached copy must not be served
+    with pytest.raises(PolicyError) as error:
+        cached_policy(path)
+    assert error.value.file == str(path)
+    assert error.value.problems[0].message == "cannot read the file: No such file or directory"

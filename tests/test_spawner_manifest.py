@@ -201,6 +201,18 @@ async def test_a_privileged_override_is_refused():
         await pod_for(s, plan_for("cpu-small"))
 
 
+async def test_the_check_is_configured_under_the_spawners_own_name():
+    from traitlets.config import Config
+
+    config = Config()
+    config.SovereignSpawner.enforce_restricted = False
+    config.SovereignSpawner.privileged = True
+    pod = await pod_for(
+        SovereignSpawner(_mock=True, namespace="hub", config=config), plan_for("cpu-small")
+    )
+    assert pod["spec"]["containers"][0]["securityContext"]["privileged"] is True
+
+
 def as_written(kind: str, change):
     """An admin's modify_pod_hook, plain or a coroutine function (KubeSpawner takes both)."""
 
@@ -394,3 +406,18 @@ async def test_without_a_pre_spawn_hook_the_admin_baseline_is_used():
     s.apply_plan(plan_for("cpu-small"))
     assert s.environment["ADMIN"] == "1"
     assert s.environment["SOVEREIGN_HUB_PROFILE"] == "cpu-small"
+
+
+async def test_a_missing_policy_refuses_the_spawn_naming_the_file(tmp_path):
+    from sovereign_hub.spawner import SpawnRefused
+
+    missing = tmp_path / "policy.yaml"
+    s = spawner(policy_file=str(missing))
+    with pytest.raises(SpawnRefused) as refused:
+        s.policy()
+    assert refused.value.status_code == 500
+    assert refused.value.jupyterhub_message == (
+        "The hub's policy cannot be used (missing or invalid); ask your administrator to run "
+        f"`sovhub policy check`. {missing}: (document): cannot read the file: "
+        "No such file or directory"
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 from sovereign_hub.policy import PolicyError
 
 from .pin import PinError, diff, pin_dockerfile, pin_policy
-from .reference import Reference, ReferenceError
+from .reference import ImageReferenceError, Reference
 from .registry import Registry, RegistryError
 
 
@@ -17,7 +17,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
     try:
         ref = Reference.parse(args.image)
         resolved = Registry(plain_http=args.plain_http).resolve(ref)
-    except (ReferenceError, RegistryError) as exc:
+    except (ImageReferenceError, RegistryError) as exc:
         print(f"sovhub images pin: {exc}", file=sys.stderr)
         return 1
     kind = "multi-arch index" if resolved.multi_arch else "manifest"

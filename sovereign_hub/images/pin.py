@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 
 from sovereign_hub.policy import parse_policy
 
-from .reference import Reference, ReferenceError
+from .reference import ImageReferenceError, Reference
 
 
 class PinError(ValueError):
@@ -41,7 +41,7 @@ def pin_dockerfile(text: str, ref: Reference, digest: str) -> str:
         if match:
             try:
                 current = Reference.parse(match.group(2))
-            except ReferenceError:
+            except ImageReferenceError:
                 current = None
             if current and (current.registry, current.repository) == (
                 ref.registry,

@@ -1,0 +1,50 @@
+"""From a checked choice to the request the policy decides on, and what a refused user reads.
+
+Pure: the spawner fetches the identity, the policy, its pins and the clock,
+and these functions only combine them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sovereign_hub.policy import Denied, Identity, Pin, Policy, SpawnRequest, entitlements
+
+from .options import Choice
+
+
+def spawn_request(
+    choice: Choice, identity: Identity, policy: Policy, pins: Mapping[str, Pin], now: datetime
+) -> SpawnRequest | None:
+    """The request for ``choice``; None when it names no profile and the user is granted none.
+
+    With no profile chosen (a REST request with no options), the user's first
+    granted profile, in the policy's order, is taken. A chosen profile is passed
+    on as is: whether it is granted is the decision's to say, with its reasons.
+    """
+    profile = choice.profile
+    if profile is None:
+        granted = entitlements(identity, policy)
+        if not granted:
+            return None
+        profile = granted.grants[0].profile
+    return SpawnRequest(profile, now, region=choice.region, version=choice.version, pins=dict(pins))
+
+
+def refusal_message(decision: Denied, identity: Identity, no_access_message: str) -> str:
+    """What a denied user reads: the decision's message, and whom to ask if they have no groups."""
+    if identity.groups:
+        return decision.message
+    return f"{decision.message} {no_access_message}"
+
+
+def timeout_message(start_timeout: float, events: Sequence[Mapping[str, Any]]) -> str:
+    """Why a server did not start in time: the scheduler's last warning, and what to try."""
+    warnings = [e.get("message", "") for e in events if e.get("type") == "Warning"]
+    why = f" The scheduler reports: {warnings[-1]}" if warnings else ""
+    return (
+        f"Your server did not start within {start_timeout} seconds.{why} "
+        "Try a smaller profile or another region, or try again later."
+    )

@@ -1,0 +1,113 @@
+"""What the spawner persists: pins and the allocation, read back exactly or dropped with a warning."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import UTC, datetime
+
+import pytest
+
+from sovereign_hub.policy import Identity, Pin, entitlements
+from sovereign_hub.spawner import SovereignSpawner
+from sovereign_hub.spawner.state import STATE_KEY, Allocation, read_state, state_entry
+from tests.test_spawner_manifest import POLICY, plan_for
+
+ALLOCATION = Allocation(
+    profile="gpu-a100",
+    region="eu",
+    channel="pytorch",
+    image="quay.io/jupyter/pytorch-notebook@sha256:" + "1" * 64,
+    image_version="2026.10",
+    gpus=1,
+    gpu_type="a100",
+    quota_group="eu-researchers",
+    home="home-ana-eu",
+    started=1764000000.5,
+    node="gpu-eu-1",
+)
+
+# The shape the spawner wrote before Allocation existed: hubs restarted onto this
+# code must read their running servers' allocations unchanged.
+STORED = {
+    "profile": "gpu-a100",
+    "region": "eu",
+    "channel": "pytorch",
+    "image": "quay.io/jupyter/pytorch-notebook@sha256:" + "1" * 64,
+    "image_version": "2026.10",
+    "gpus": 1,
+    "gpu_type": "a100",
+    "quota_group": "eu-researchers",
+    "home": "home-ana-eu",
+    "started": 1764000000.5,
+    "node": "gpu-eu-1",
+}
+
+
+def test_allocation_state_is_the_stored_shape_and_reads_back():
+    assert ALLOCATION.to_state() == {**STORED, "stopped": None}
+    assert Allocation.from_state(STORED) == ALLOCATION
+    stopped = dataclasses.replace(ALLOCATION, stopped="entitlement_lost")
+    assert Allocation.from_state(stopped.to_state()) == stopped
+
+
+def test_allocation_of_a_plan():
+    plan = plan_for("gpu-a100")
+    allocation = Allocation.of(plan, "home-ana-eu", 12.0)
+    assert allocation.placement() == {
+        "profile": "gpu-a100",
+        "region": "eu",
+        "channel": plan.image.channel,
+        "image": plan.image.image,
+        "image_version": plan.image.version,
+        "gpus": plan.gpu.count,
+        "gpu_type": plan.gpu.type,
+        "quota_group": "eu-researchers",
+    }
+    assert (allocation.home, allocation.started, allocation.node) == ("home-ana-eu", 12.0, None)
+
+
+@pytest.mark.parametrize(
+    ("broken", "why"),
+    [
+        ({k: v for k, v in STORED.items() if k != "profile"}, "no profile"),
+        ({**STORED, "gpus": "two"}, "gpus not a number"),
+        ({**STORED, "stopped": "bored"}, "unknown stop reason"),
+    ],
+)
+def test_an_unreadable_allocation_is_dropped_with_a_warning(broken, why, caplog):
+    pin = Pin("pytorch", "2026.10", STORED["image"], datetime(2026, 10, 1, tzinfo=UTC))
+    state = {STATE_KEY: {"pins": {"pytorch": pin.to_state()}, "allocation": broken}}
+    with caplog.at_level(logging.WARNING):
+        pins, allocation = read_state(state, logging.getLogger("t"), "ana")
+    assert allocation is None, why
+    assert pins == {"pytorch": pin}
+    assert "ignoring unreadable allocation of ana's server" in caplog.text
+
+
+def test_state_entry_round_trips():
+    pin = Pin("pytorch", "2026.10", STORED["image"], datetime(2026, 10, 1, tzinfo=UTC))
+    entry = state_entry({"pytorch": pin}, ALLOCATION)
+    assert read_state({STATE_KEY: entry}, logging.getLogger("t"), "ana") == (
+        {"pytorch": pin},
+        ALLOCATION,
+    )
+    assert state_entry({}, None) == {"pins": {}, "allocation": None}
+
+
+@pytest.mark.usefixtures("offline_kubeconfig")
+async def test_check_entitlement_marks_the_coming_stop_only_when_lost():
+    spawner = SovereignSpawner(_mock=True, namespace="hub")
+    spawner.allocation = ALLOCATION
+    researcher = entitlements(Identity("ana", frozenset({"eu-researchers"})), POLICY)
+    assert spawner.check_entitlement(researcher) is True
+    assert spawner.allocation.stopped is None
+    nobody = entitlements(Identity("ana", frozenset()), POLICY)
+    assert spawner.check_entitlement(nobody) is False
+    assert spawner.allocation.stopped == "entitlement_lost"
+
+
+@pytest.mark.usefixtures("offline_kubeconfig")
+async def test_a_server_without_allocation_is_left_alone():
+    spawner = SovereignSpawner(_mock=True, namespace="hub")
+    assert spawner.check_entitlement(entitlements(Identity("ana"), POLICY)) is True
