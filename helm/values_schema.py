@@ -68,7 +68,18 @@ ABSOLUTE_PATH = {"type": "string", "pattern": "^/"}
 VOLUMES = {"type": "array", "items": {"type": "object", "required": ["name"]}}
 MOUNTS = {"type": "array", "items": {"type": "object", "required": ["name", "mountPath"]}}
 TOLERATIONS = {"type": "array", "items": {"type": "object"}}
-ENV = {**free_map(), "propertyNames": {"pattern": "^[-._a-zA-Z][-._a-zA-Z0-9]*$"}}
+
+
+def named_map(pattern: str, values: dict | None = None) -> dict:
+    """A map whose keys match ``pattern``: a bad key is refused at the map's own path."""
+    return {
+        "type": "object",
+        "patternProperties": {pattern: values or {"type": "string"}},
+        "additionalProperties": False,
+    }
+
+
+ENV = named_map("^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 PINNED_IMAGE = {"type": "string", "pattern": "^[^@]+@sha256:[0-9a-f]{64}$"}
 PEERS = {
     "type": "array",
@@ -204,15 +215,14 @@ def values_schema() -> dict:
                     "existingSecret": {"type": "string"},
                     "extraEnv": ENV,
                     # Each snippet becomes a ConfigMap key: extra-config.<name>.py.
-                    "extraConfig": {**free_map(), "propertyNames": {"pattern": CONFIGMAP_KEY}},
-                    "extraFiles": {
-                        "type": "object",
-                        "propertyNames": {"pattern": CONFIGMAP_KEY},
-                        "additionalProperties": obj(
+                    "extraConfig": named_map(CONFIGMAP_KEY),
+                    "extraFiles": named_map(
+                        CONFIGMAP_KEY,
+                        obj(
                             {"mountPath": ABSOLUTE_PATH, "stringData": STRING},
                             ("mountPath", "stringData"),
                         ),
-                    },
+                    ),
                     "extraVolumes": VOLUMES,
                     "extraVolumeMounts": MOUNTS,
                     "templatePaths": {"type": "array", "items": ABSOLUTE_PATH},
