@@ -1,0 +1,207 @@
+"""The chart's hub as its pod sees it: its own network namespace, a Service name that
+resolves to an address that is not the pod's, and egress limited by the rendered
+NetworkPolicy as nftables rules (sovereign_hub.sandbox.podnet and .netpol).
+
+No Kubernetes runs here: the pods are network namespaces on a bridge, with
+addresses from 198.18.0.0/15, and nothing is routed off them. Each test shows
+the harness catching one of issue 17's defects: the same check fails on the
+defective configuration and passes on the chart's.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from traitlets.config import Config
+
+from sovereign_hub.hubconfig import Site, configure
+from sovereign_hub.sandbox.netpol import Endpoint, Namespace, egress_rules, nft_ruleset
+from sovereign_hub.sandbox.podnet import PodNetwork, unavailable
+from tests.conftest import missing
+from tests.test_helm_chart import by_kind, helm_binary, render
+
+HUB_LABELS = {
+    "app.kubernetes.io/name": "sovereign-hub",
+    "app.kubernetes.io/instance": "rel",
+    "app.kubernetes.io/component": "hub",
+}
+PROXY_LABELS = {**HUB_LABELS, "app.kubernetes.io/component": "proxy"}
+SERVICE_ADDRESS = "198.18.0.200"  # the hub Service's "ClusterIP": on no pod
+LISTEN = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
+while True:
+    c, _ = s.accept(); c.sendall(b"ok"); c.close()
+"""
+CONNECT = """
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2) as s:
+        print(s.recv(2).decode() or "connected")
+except OSError as e:
+    print(type(e).__name__)
+"""
+
+
+@pytest.fixture
+def network() -> Iterator[PodNetwork]:
+    if why := unavailable():
+        missing(f"network namespaces and nftables ({why})", "make system")
+    with PodNetwork() as net:
+        yield net
+    # Every namespace and link is gone.
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert net.id not in listed
+
+
+def hub_policy(tmp_path: Path, values: dict) -> dict:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    docs = render(helm_binary("4.1"), path)
+    return next(
+        d
+        for d in by_kind(docs, "NetworkPolicy")
+        if d["metadata"]["name"] == "rel-sovereign-hub-hub"
+    )
+
+
+def connect(net: PodNetwork, pod, host: str, port: int) -> str:
+    return net.run(pod, [sys.executable, "-c", CONNECT, host, str(port)]).stdout.strip()
+
+
+def wait_listening(net: PodNetwork, pod, port: int, process) -> None:
+    deadline = time.monotonic() + 20
+    while net.run(pod, ["ss", "-ltnH", f"sport = :{port}"]).stdout.strip() == "":
+        assert process.poll() is None, "listener exited"
+        assert time.monotonic() < deadline, f"nothing listens on {port}"
+        time.sleep(0.1)
+
+
+SYSLOG_SINKS = {
+    "audit": {
+        "sinks": [
+            {"type": "sqlite", "path": "/srv/jupyterhub/audit.sqlite"},
+            {"type": "syslog", "host": "siem.corp.example", "tls": True},  # the install guide's
+        ]
+    }
+}
+
+
+def test_the_hub_reaches_the_guides_syslog_sink_on_6514_and_nothing_else(network, tmp_path):
+    siem = network.add_pod("siem.corp.example")
+    hub = network.add_pod("hub", hosts={"siem.corp.example": siem.ip})
+    for port in (6514, 7000):
+        listener = network.popen(siem, [sys.executable, "-c", LISTEN, str(port)])
+        wait_listening(network, siem, port, listener)
+    pod = Endpoint("hub", HUB_LABELS, hub.ip)
+
+    # The defect: the hub's egress as the chart had it (443 and 6443, no sink ports).
+    before = hub_policy(tmp_path, {"audit": {"sinks": SYSLOG_SINKS["audit"]["sinks"][:1]}})
+    network.enforce(hub, nft_ruleset(egress_rules([before], pod), table="before"))
+    assert connect(network, hub, "siem.corp.example", 6514) == "TimeoutError"
+    network.run(hub, ["nft", "delete", "table", "inet", "before"])
+
+    # The chart now: the sink's port follows audit.sinks.
+    after = hub_policy(tmp_path, SYSLOG_SINKS)
+    network.enforce(hub, nft_ruleset(egress_rules([after], pod)))
+    assert connect(network, hub, "siem.corp.example", 6514) == "ok"
+    assert connect(network, hub, "siem.corp.example", 7000) == "TimeoutError"
+
+
+def test_an_in_cluster_store_is_reached_by_its_selector(network, tmp_path):
+    relay = network.add_pod("rsyslog.logging")
+    intruder = network.add_pod("intruder.other")
+    hub = network.add_pod("hub")
+    for pod in (relay, intruder):
+        listener = network.popen(pod, [sys.executable, "-c", LISTEN, "1514"])
+        wait_listening(network, pod, 1514, listener)
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "logging"}},
+            "podSelector": {"matchLabels": {"app": "rsyslog"}}}  # fmt: skip
+    policy = hub_policy(
+        tmp_path,
+        {"audit": {"sinks": [{"type": "sqlite", "path": "/srv/jupyterhub/audit.sqlite"},
+                             {"type": "syslog", "host": "rsyslog.logging", "port": 1514,
+                              "egressTo": [peer]}]}},
+    )  # fmt: skip
+    endpoints = [
+        Endpoint("hub", HUB_LABELS, hub.ip),
+        Endpoint("logging", {"app": "rsyslog"}, relay.ip),
+        Endpoint("other", {"app": "rsyslog"}, intruder.ip),
+    ]
+    rules = egress_rules([policy], endpoints[0], endpoints, [Namespace("logging", {})])
+    network.enforce(hub, nft_ruleset(rules))
+    assert connect(network, hub, relay.ip, 1514) == "ok"
+    assert connect(network, hub, intruder.ip, 1514) == "TimeoutError"
+
+
+def viewer_service(tmp_path: Path) -> dict:
+    """The audit viewer's service entry, as sovereign_hub.hubconfig makes it for the pod."""
+    values_file = tmp_path / "viewer-values.yaml"
+    values_file.write_text(yaml.safe_dump({"auth": {"auditorGroups": ["auditors"]}}))
+    docs = render(helm_binary("4.1"), values_file)
+    (config,) = [
+        d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-hub-config")
+    ]
+    values = yaml.safe_load(config["data"]["values.yaml"])
+    values["audit"]["sinks"] = [{"type": "sqlite", "path": str(tmp_path / "audit.sqlite")}]
+    (tmp_path / "key").write_text("k" * 64)
+    c = Config()
+    configure(c, values, Site.pod({"SOVEREIGN_HUB_STATE_DIR": str(tmp_path),
+                                   "SOVEREIGN_AUDIT_HMAC_KEY_FILE": str(tmp_path / "key")}))  # fmt: skip
+    return next(s for s in c.JupyterHub.services if s["name"] == "audit")
+
+
+def start_viewer(network: PodNetwork, hub, service: dict, log: Path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        **service["environment"],
+        "JUPYTERHUB_SERVICE_URL": service["url"],
+        "JUPYTERHUB_SERVICE_PREFIX": "/services/audit/",
+        "JUPYTERHUB_API_TOKEN": "t" * 32,
+        "JUPYTERHUB_API_URL": "http://rel-sovereign-hub-hub:8081/hub/api",
+        "JUPYTERHUB_CLIENT_ID": "service-audit",
+    }
+    with open(log, "wb") as out:
+        return network.popen(hub, [*service["command"]], env=env, stdout=out,
+                             stderr=subprocess.STDOUT, cwd=log.parent)  # fmt: skip
+
+
+def test_the_proxy_reaches_the_audit_viewer_in_the_hubs_pod(network, tmp_path):
+    """The viewer's URL names the hub Service, which resolves to an address on no pod."""
+    names = {"rel-sovereign-hub-hub": SERVICE_ADDRESS}
+    hub = network.add_pod("hub", hosts=names)
+    proxy = network.add_pod("proxy", hosts=names)
+    service = viewer_service(tmp_path)
+    assert service["url"] == "http://rel-sovereign-hub-hub:10101"
+
+    # The defect: listening on the Service's name, i.e. its ClusterIP.
+    defective = {
+        **service,
+        "environment": {**service["environment"], "SOVEREIGN_AUDIT_VIEWER_IP": ""},
+    }
+    viewer = start_viewer(network, hub, defective, tmp_path / "defective.log")
+    assert viewer.wait(timeout=60) != 0
+    assert "Cannot assign requested address" in (tmp_path / "defective.log").read_text()
+
+    viewer = start_viewer(network, hub, service, tmp_path / "viewer.log")
+    wait_listening(network, hub, 10101, viewer)
+    fetch = (
+        "import urllib.request as u, urllib.error as e, sys\n"
+        "class N(u.HTTPRedirectHandler):\n"
+        "    def redirect_request(self, *a): return None\n"
+        "try: print(u.build_opener(N).open(sys.argv[1], timeout=5).status)\n"
+        "except e.HTTPError as x: print(x.code)\n"
+    )
+    answer = network.run(
+        proxy, [sys.executable, "-c", fetch, f"http://{hub.ip}:10101/services/audit/"]
+    )
+    assert answer.stdout.strip() in ("302", "403"), (
+        answer.stderr + (tmp_path / "viewer.log").read_text()
+    )
