@@ -254,3 +254,30 @@ def test_an_unknown_pre_puller_channel_is_refused_naming_it(helm, example_policy
     assert done.returncode != 0
     assert 'prePuller.channels: "pytroch" is not a channel of the policy; known:' in done.stderr
     assert "pytorch" in done.stderr
+
+
+def test_the_proxy_and_the_hub_itself_may_reach_the_audit_viewer(helm):
+    """Found by the pod network harness: `/services/audit/` timed out in the proxy's egress,
+    and the hub's own check of its managed viewer (through the hub Service) was refused."""
+    from sovereign_hub.hubconfig import VIEWER_PORT
+
+    docs = render(helm)
+    hub_component = {"matchLabels": {"app.kubernetes.io/name": "sovereign-hub",
+                                     "app.kubernetes.io/instance": "rel",
+                                     "app.kubernetes.io/component": "hub"}}  # fmt: skip
+    proxy = one(docs, "NetworkPolicy", f"{NAME}-proxy")
+    assert ([{"podSelector": hub_component}],
+            [{"port": 8081, "protocol": "TCP"}, {"port": VIEWER_PORT, "protocol": "TCP"}]
+            ) in egress_ports(proxy)  # fmt: skip
+    hub = one(docs, "NetworkPolicy", f"{NAME}-hub")
+    assert ([{"podSelector": hub_component}], [{"port": VIEWER_PORT, "protocol": "TCP"}]) in (
+        egress_ports(hub)
+    )
+    (viewer_ingress,) = [
+        r for r in hub["spec"]["ingress"] if {"port": VIEWER_PORT, "protocol": "TCP"} in r["ports"]
+    ]
+    assert {"podSelector": hub_component} in viewer_ingress["from"]
+    service = one(docs, "Service", f"{NAME}-hub")
+    assert {"name": "audit-viewer", "port": VIEWER_PORT, "targetPort": VIEWER_PORT} in (
+        service["spec"]["ports"]
+    )

@@ -205,3 +205,118 @@ def test_the_proxy_reaches_the_audit_viewer_in_the_hubs_pod(network, tmp_path):
     assert answer.stdout.strip() in ("302", "403"), (
         answer.stderr + (tmp_path / "viewer.log").read_text()
     )
+
+
+PROXY_SERVICE_ADDRESS = "198.18.0.201"  # the proxy-api Service's "ClusterIP"
+
+
+def services_nat(services: dict[str, str]) -> str:
+    """kube-proxy's part: each Service address DNATed to its one pod, before the filter."""
+    rules = "\n".join(f"    ip daddr {vip} dnat to {pod}" for vip, pod in services.items())
+    return (
+        "table ip sovhub_services {\n  chain output {\n"
+        "    type nat hook output priority -100; policy accept;\n"
+        f"{rules}\n  }}\n}}\n"
+    )
+
+
+def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(network, tmp_path):
+    """The rendered Deployments' commands, files and environment, in pods whose egress is the
+    rendered NetworkPolicies; the proxy is configurable-http-proxy as its Deployment says."""
+    from sovereign_hub.sandbox.hubprocess import BIN, CHP
+
+    values = tmp_path / "values.yaml"
+    state = tmp_path / "state"
+    state.mkdir()
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "auth": {"auditorGroups": ["auditors"]},
+                "audit": {"sinks": [{"type": "sqlite", "path": str(state / "audit.sqlite")}]},
+                "cull": {"enabled": False},
+            }
+        )
+    )
+    docs = render(helm_binary("4.1"), values)
+    deployments = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in by_kind(docs, "Deployment")
+    }
+    policies = [d for d in by_kind(docs, "NetworkPolicy")]
+    config = tmp_path / "config"
+    config.mkdir()
+    for doc in by_kind(docs, "ConfigMap"):
+        for name, text in doc["data"].items():
+            (config / name).write_text(text)
+    secrets_dir = tmp_path / "hub-secrets"
+    secrets_dir.mkdir()
+    tokens = {"cookie-secret": "ab" * 32, "crypt-key": "cd" * 32, "proxy-token": "p" * 40,
+              "metrics-token": "m" * 40}  # fmt: skip
+    for name, value in tokens.items():
+        (secrets_dir / name).write_text(value)
+    (tmp_path / "hmac").write_text("k" * 64)
+
+    names = {"rel-sovereign-hub-hub": SERVICE_ADDRESS,
+             "rel-sovereign-hub-proxy-api": PROXY_SERVICE_ADDRESS}  # fmt: skip
+    hub = network.add_pod("hub", hosts=names)
+    proxy = network.add_pod("proxy", hosts=names)
+    client = network.add_pod("client", hosts=names)
+    nat = services_nat({SERVICE_ADDRESS: hub.ip, PROXY_SERVICE_ADDRESS: proxy.ip})
+    endpoints = [Endpoint("hub", HUB_LABELS, hub.ip), Endpoint("hub", PROXY_LABELS, proxy.ip)]
+    for pod, endpoint in zip((hub, proxy), endpoints, strict=True):
+        network.enforce(pod, nat)
+        network.enforce(pod, nft_ruleset(egress_rules(policies, endpoint, endpoints)))
+    network.enforce(client, nat)
+
+    (chp,) = deployments["rel-sovereign-hub-proxy"]["containers"]
+    assert chp["command"][0] == "configurable-http-proxy"
+    with open(tmp_path / "proxy.log", "wb") as out:
+        network.popen(proxy, [str(CHP), *chp["command"][1:]], stdout=out, stderr=subprocess.STDOUT,
+                      env={"PATH": "/usr/bin:/bin", "CONFIGPROXY_AUTH_TOKEN": tokens["proxy-token"]})  # fmt: skip
+    (container,) = deployments["rel-sovereign-hub-hub"]["containers"]
+    args = [a.replace("/usr/local/etc/sovereign-hub", str(config)) for a in container["args"]]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    env.update(
+        PATH=f"{BIN}:/usr/bin:/bin",
+        # The pod's mounts, where this test put them (hubconfig.Site.pod reads these).
+        SOVEREIGN_HUB_CONFIG_DIR=str(config),
+        SOVEREIGN_HUB_STATE_DIR=str(state),
+        SOVEREIGN_POLICY_FILE=str(config / "policy.yaml"),
+        SOVEREIGN_AUDIT_HMAC_KEY_FILE=str(tmp_path / "hmac"),
+        SOVEREIGN_HUB_SECRETS_DIR=str(secrets_dir),
+        SOVEREIGN_OIDC_SECRET_DIR=str(tmp_path / "no-oidc-secret"),
+    )
+    assert container["workingDir"] == "/srv/jupyterhub"
+    log = tmp_path / "hub.log"
+    with open(log, "wb") as out:
+        hub_process = network.popen(hub, [str(BIN / args[0]), *args[1:]], env=env, cwd=state,
+                                    stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    fetch = (
+        "import urllib.request as u, urllib.error as e, sys\n"
+        "class N(u.HTTPRedirectHandler):\n"
+        "    def redirect_request(self, *a): return None\n"
+        "try:\n"
+        "    r = u.build_opener(N).open(sys.argv[1], timeout=5); print(r.status)\n"
+        "except e.HTTPError as x: print(x.code, x.headers.get('Location', ''))\n"
+        "except OSError as x: print(type(x).__name__)\n"
+    )
+    deadline = time.monotonic() + 90
+    while True:
+        assert hub_process.poll() is None, log.read_text()[-5000:]
+        health = network.run(
+            client, [sys.executable, "-c", fetch, f"http://{proxy.ip}:8000/hub/health"]
+        )
+        if health.stdout.strip() == "200":
+            break
+        assert time.monotonic() < deadline, health.stdout + log.read_text()[-5000:]
+        time.sleep(0.5)
+    # The viewer, started by the hub in its pod, reached through the proxy by the
+    # Service's address: its own answer is a redirect to the hub's OAuth.
+    deadline = time.monotonic() + 60
+    while True:
+        viewer = network.run(client, [sys.executable, "-c", fetch,
+                                      f"http://{proxy.ip}:8000/services/audit/"])  # fmt: skip
+        code, _, location = viewer.stdout.strip().partition(" ")
+        if code == "302" and "oauth2/authorize" in location:
+            break
+        assert time.monotonic() < deadline, viewer.stdout + log.read_text()[-5000:]
+        time.sleep(0.5)

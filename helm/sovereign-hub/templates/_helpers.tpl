@@ -27,6 +27,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
+{{/* The audit viewer's port in the hub's pod (sovereign_hub.hubconfig.VIEWER_PORT). */}}
+{{- define "sh.viewerPort" -}}10101{{- end -}}
+
 {{- define "sh.image" -}}{{ .repository }}@{{ .digest }}{{- end -}}
 
 {{/* The restricted Pod Security Standard, for pods and for containers. */}}
