@@ -21,6 +21,7 @@ Every namespace, link and hosts file is deleted by :meth:`PodNetwork.close`.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -72,6 +73,7 @@ class PodNetwork:
         self.node = f"shn-{self.id}"
         self.pods: dict[str, Pod] = {}
         self._next = 2
+        self._extra: list[str] = []  # extra addresses, routed from every pod
         _run("ip", "netns", "add", self.node)
         _run("ip", "-n", self.node, "link", "add", "br0", "type", "bridge")
         _run("ip", "-n", self.node, "link", "set", "br0", "up")
@@ -82,12 +84,26 @@ class PodNetwork:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add_pod(self, name: str, hosts: Mapping[str, str] | None = None) -> Pod:
-        """A pod with the next free address; ``hosts`` maps names to addresses for it."""
+    def add_pod(
+        self,
+        name: str,
+        hosts: Mapping[str, str] | None = None,
+        ip: str | None = None,
+        extra_addresses: Sequence[str] = (),
+    ) -> Pod:
+        """A pod with ``ip`` (else the next free address of 198.18.0.0/24).
+
+        ``hosts`` maps names to addresses for it; ``extra_addresses`` are
+        more addresses it answers on (a stand-in for the cloud metadata
+        server, say), reached from the other pods over the bridge.
+        """
         index = len(self.pods)
         netns = f"shp-{self.id}-{index}"
-        ip = str(NETWORK[self._next])
-        self._next += 1
+        if ip is None:
+            ip = str(NETWORK[self._next])
+            self._next += 1
+        elif ipaddress.ip_address(ip) not in NETWORK:
+            raise ValueError(f"pod {name}: {ip} is not in {NETWORK}")
         pod = Pod(name, netns, ip)
         self.pods[name] = pod
         _run("ip", "netns", "add", netns)
@@ -98,6 +114,14 @@ class PodNetwork:
         _run("ip", "-n", netns, "addr", "add", f"{ip}/{NETWORK.prefixlen}", "dev", "eth0")
         _run("ip", "-n", netns, "link", "set", "eth0", "up")
         _run("ip", "-n", netns, "link", "set", "lo", "up")
+        for address in self._extra:  # on the bridge: no router, a direct route
+            _run("ip", "-n", netns, "route", "add", f"{address}/32", "dev", "eth0")
+        for address in extra_addresses:
+            _run("ip", "-n", netns, "addr", "add", f"{address}/32", "dev", "eth0")
+            for other in self.pods.values():
+                if other.netns != netns:
+                    _run("ip", "-n", other.netns, "route", "add", f"{address}/32", "dev", "eth0")
+            self._extra.append(address)
         etc = NETNS_ETC / netns
         etc.mkdir(parents=True, exist_ok=True)
         lines = ["127.0.0.1 localhost", f"{ip} {name}"]
@@ -132,3 +156,5 @@ class PodNetwork:
             subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=30)  # noqa: S603, S607
             shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
         self.pods.clear()
+        with contextlib.suppress(OSError):  # /etc/netns itself, if nothing else uses it
+            NETNS_ETC.rmdir()

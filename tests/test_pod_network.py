@@ -320,3 +320,44 @@ def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(
             break
         assert time.monotonic() < deadline, viewer.stdout + log.read_text()[-5000:]
         time.sleep(0.5)
+
+
+REGIONS = {
+    "policy": {
+        "regions": {
+            "eu": {"displayName": "EU", "nodeRegions": ["eu-central-1"],
+                   "storageClass": "standard", "egressCidrs": ["198.18.0.16/28"]},
+            "us": {"displayName": "US", "nodeRegions": ["us-east-1"],
+                   "storageClass": "standard", "egressCidrs": ["198.18.0.32/28"]},
+        }
+    }
+}  # fmt: skip
+NOTEBOOK_LABELS = {**HUB_LABELS, "app.kubernetes.io/component": "singleuser-server"}
+
+
+def test_an_eu_notebook_reaches_eu_endpoints_only_never_us_or_the_metadata_address(
+    network, tmp_path
+):
+    """The rendered singleuser and per-region policies on a notebook pod labelled as the
+    spawner labels it (sovereign-hub.io/region=eu)."""
+    path = tmp_path / "regions.yaml"
+    path.write_text(yaml.safe_dump(REGIONS))
+    policies = by_kind(render(helm_binary("4.1"), path), "NetworkPolicy")
+    eu = network.add_pod("eu-data", ip="198.18.0.20")
+    us = network.add_pod("us-data", ip="198.18.0.40")
+    metadata = network.add_pod("metadata", ip="198.18.0.60", extra_addresses=["169.254.169.254"])
+    notebook = network.add_pod("notebook", ip="198.18.0.10")
+    for pod in (eu, us, metadata):
+        for port in (443, 80):
+            listener = network.popen(pod, [sys.executable, "-c", LISTEN, str(port)])
+            wait_listening(network, pod, port, listener)
+    # Without the policies everything answers, the metadata address included.
+    assert connect(network, notebook, "169.254.169.254", 80) == "ok"
+    assert connect(network, notebook, us.ip, 443) == "ok"
+
+    pod = Endpoint("hub", {**NOTEBOOK_LABELS, "sovereign-hub.io/region": "eu"}, notebook.ip)
+    network.enforce(notebook, nft_ruleset(egress_rules(policies, pod, [pod])))
+    assert connect(network, notebook, eu.ip, 443) == "ok"
+    assert connect(network, notebook, us.ip, 443) == "TimeoutError"
+    assert connect(network, notebook, "169.254.169.254", 80) == "TimeoutError"
+    assert connect(network, notebook, metadata.ip, 443) == "TimeoutError"
