@@ -258,7 +258,8 @@ def test_an_unknown_pre_puller_channel_is_refused_naming_it(helm, example_policy
 
 def test_the_proxy_and_the_hub_itself_may_reach_the_audit_viewer(helm):
     """Found by the pod network harness: `/services/audit/` timed out in the proxy's egress,
-    and the hub's own check of its managed viewer (through the hub Service) was refused."""
+    and the hub's own check of its managed viewer and the idle culler's calls to the hub
+    API (both through the hub Service, back into the hub's pod) were refused."""
     from sovereign_hub.hubconfig import VIEWER_PORT
 
     docs = render(helm)
@@ -270,9 +271,9 @@ def test_the_proxy_and_the_hub_itself_may_reach_the_audit_viewer(helm):
             [{"port": 8081, "protocol": "TCP"}, {"port": VIEWER_PORT, "protocol": "TCP"}]
             ) in egress_ports(proxy)  # fmt: skip
     hub = one(docs, "NetworkPolicy", f"{NAME}-hub")
-    assert ([{"podSelector": hub_component}], [{"port": VIEWER_PORT, "protocol": "TCP"}]) in (
-        egress_ports(hub)
-    )
+    # Hairpin: the hub's services call the hub API by the hub Service's address too.
+    hairpin = [{"port": 8081, "protocol": "TCP"}, {"port": VIEWER_PORT, "protocol": "TCP"}]
+    assert ([{"podSelector": hub_component}], hairpin) in egress_ports(hub)
     (viewer_ingress,) = [
         r for r in hub["spec"]["ingress"] if {"port": VIEWER_PORT, "protocol": "TCP"} in r["ports"]
     ]

@@ -233,7 +233,7 @@ def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(
             {
                 "auth": {"auditorGroups": ["auditors"]},
                 "audit": {"sinks": [{"type": "sqlite", "path": str(state / "audit.sqlite")}]},
-                "cull": {"enabled": False},
+                "cull": {"enabled": True, "every": 10},
             }
         )
     )
@@ -319,6 +319,12 @@ def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(
         if code == "302" and "oauth2/authorize" in location:
             break
         assert time.monotonic() < deadline, viewer.stdout + log.read_text()[-5000:]
+        time.sleep(0.5)
+    # The idle culler, another service in the hub's pod, calls the hub's API by the
+    # hub Service's address too (JupyterHub gives services the hub's connect URL).
+    deadline = time.monotonic() + 60
+    while "200 GET /hub/api/users" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-5000:]
         time.sleep(0.5)
 
 
