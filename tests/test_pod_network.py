@@ -10,6 +10,7 @@ defective configuration and passes on the chart's.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from traitlets.config import Config
 from sovereign_hub.hubconfig import Site, configure
 from sovereign_hub.sandbox.netpol import Endpoint, Namespace, egress_rules, nft_ruleset
 from sovereign_hub.sandbox.podnet import PodNetwork, unavailable
-from tests.conftest import missing
+from tests.conftest import ROOT, missing
 from tests.test_helm_chart import by_kind, helm_binary, render
 
 HUB_LABELS = {
@@ -208,6 +209,23 @@ def test_the_proxy_reaches_the_audit_viewer_in_the_hubs_pod(network, tmp_path):
 
 
 PROXY_SERVICE_ADDRESS = "198.18.0.201"  # the proxy-api Service's "ClusterIP"
+# Follows the hub to the provider's form, posts the user, and stops at the hub's
+# callback: its answer is the login (a redirect and the hub's login cookie). The
+# page after it would spawn, and no Kubernetes API runs in this harness.
+LOGIN = """
+import re, requests
+from urllib.parse import urljoin
+s = requests.Session()
+page = s.get("http://hub.corp.example:8000/hub/oauth_login", timeout=30)
+action = re.search(r'<form[^>]*action="([^"]*)"', page.text)
+target = urljoin(page.url, action.group(1)) if action and action.group(1) else page.url
+answer = s.post(target, data={"sub": "ada", "action": "allow"}, allow_redirects=False, timeout=30)
+while answer.is_redirect and "/hub/oauth_callback" not in answer.headers["Location"]:
+    answer = s.get(urljoin(answer.url, answer.headers["Location"]), allow_redirects=False)
+callback = s.get(urljoin(answer.url, answer.headers["Location"]), allow_redirects=False, timeout=30)
+print(callback.status_code, callback.headers.get("Location"),
+      any(c.name.startswith("jupyterhub-") for c in s.cookies))
+"""
 
 
 def services_nat(services: dict[str, str]) -> str:
@@ -222,7 +240,12 @@ def services_nat(services: dict[str, str]) -> str:
 
 def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(network, tmp_path):
     """The rendered Deployments' commands, files and environment, in pods whose egress is the
-    rendered NetworkPolicies; the proxy is configurable-http-proxy as its Deployment says."""
+    rendered NetworkPolicies; the proxy is configurable-http-proxy as its Deployment says,
+    the identity provider a real one (oidc-provider-mock) in a pod of its own on 443.
+
+    Through the proxy a client pod sees the hub's health, the audit viewer and a
+    login; the idle culler calls the hub API through the hub Service.
+    """
     from sovereign_hub.sandbox.hubprocess import BIN, CHP
 
     values = tmp_path / "values.yaml"
@@ -231,7 +254,13 @@ def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(
     values.write_text(
         yaml.safe_dump(
             {
-                "auth": {"auditorGroups": ["auditors"]},
+                "auth": {
+                    # The identity provider is another pod, on 443 as the chart's egress expects.
+                    "issuer": "http://login.corp.example:443",
+                    "callbackUrl": "http://hub.corp.example:8000/hub/oauth_callback",
+                    "adminGroups": ["platform-admins"],
+                    "auditorGroups": ["auditors"],
+                },
                 "audit": {"sinks": [{"type": "sqlite", "path": str(state / "audit.sqlite")}]},
                 "cull": {"enabled": True, "every": 10},
             }
@@ -257,9 +286,22 @@ def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(
 
     names = {"rel-sovereign-hub-hub": SERVICE_ADDRESS,
              "rel-sovereign-hub-proxy-api": PROXY_SERVICE_ADDRESS}  # fmt: skip
+    idp = network.add_pod("login.corp.example")
+    names["login.corp.example"] = idp.ip
     hub = network.add_pod("hub", hosts=names)
     proxy = network.add_pod("proxy", hosts=names)
-    client = network.add_pod("client", hosts=names)
+    client = network.add_pod("client", hosts={**names, "hub.corp.example": proxy.ip})
+    user = {"sub": "ada", "preferred_username": "ada", "groups": ["platform-admins"]}
+    with open(tmp_path / "idp.log", "wb") as out:
+        provider = network.popen(
+            idp,
+            [str(BIN / "oidc-provider-mock"), "--host", "0.0.0.0", "--port", "443",
+             "--require-nonce", "true", "--user-claims", json.dumps(user)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    wait_listening(network, idp, 443, provider)
+    (tmp_path / "oidc").mkdir()
+    (tmp_path / "oidc" / "client-secret").write_text("client-secret-of-the-hub")
     nat = services_nat({SERVICE_ADDRESS: hub.ip, PROXY_SERVICE_ADDRESS: proxy.ip})
     endpoints = [Endpoint("hub", HUB_LABELS, hub.ip), Endpoint("hub", PROXY_LABELS, proxy.ip)]
     for pod, endpoint in zip((hub, proxy), endpoints, strict=True):
@@ -283,8 +325,25 @@ def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(
         SOVEREIGN_POLICY_FILE=str(config / "policy.yaml"),
         SOVEREIGN_AUDIT_HMAC_KEY_FILE=str(tmp_path / "hmac"),
         SOVEREIGN_HUB_SECRETS_DIR=str(secrets_dir),
-        SOVEREIGN_OIDC_SECRET_DIR=str(tmp_path / "no-oidc-secret"),
+        SOVEREIGN_OIDC_SECRET_DIR=str(tmp_path / "oidc"),
     )
+    # Kubernetes' API server is emulated, and for want of an address of its own it
+    # runs on the hub pod's loopback: the spawner only needs it to exist here.
+    with open(tmp_path / "kube.log", "wb") as out:
+        kube = network.popen(
+            hub,
+            [sys.executable, "-m", "sovereign_hub.sandbox.kube", "--api-only",
+             "--nodes", str(ROOT / "tests" / "data" / "nodes.yaml"),
+             "--state-dir", str(tmp_path / "kube")],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "kubeconfig:" not in (tmp_path / "kube.log").read_text():
+        assert kube.poll() is None, (tmp_path / "kube.log").read_text()
+        assert time.monotonic() < deadline, (tmp_path / "kube.log").read_text()
+        time.sleep(0.2)
+    kubeconfig = (tmp_path / "kube.log").read_text().split("kubeconfig:")[1].split()[0]
+    env["KUBECONFIG"] = kubeconfig
     assert container["workingDir"] == "/srv/jupyterhub"
     log = tmp_path / "hub.log"
     with open(log, "wb") as out:
@@ -320,6 +379,14 @@ def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(
             break
         assert time.monotonic() < deadline, viewer.stdout + log.read_text()[-5000:]
         time.sleep(0.5)
+    # A login, as a browser in the client pod: hub → identity provider → back; the hub
+    # exchanges the code with the provider's pod on 443, through its egress policy.
+    login = network.run(client, [sys.executable, "-c", LOGIN], timeout=90)
+    status, location, cookie = login.stdout.split() or ["", "", ""]
+    assert (status, cookie) == ("302", "True"), (
+        login.stdout + login.stderr + log.read_text()[-5000:]
+    )
+    assert location in ("/hub/", "/hub/spawn")  # logged in: on to the user's server
     # The idle culler, another service in the hub's pod, calls the hub's API by the
     # hub Service's address too (JupyterHub gives services the hub's connect URL).
     deadline = time.monotonic() + 60
