@@ -28,8 +28,10 @@ lint: $(STAMP)
 	$(BIN)/mypy policy
 
 # Debian packages the tests start for real: Chromium (Playwright drives it; it
-# never downloads one), PostgreSQL 15 and rsyslog with TLS (audit stores).
-SYSTEM_PACKAGES := chromium postgresql rsyslog rsyslog-openssl unzip docker-registry
+# never downloads one), PostgreSQL 15 and rsyslog with TLS (audit stores),
+# nftables and iproute2 (NetworkPolicies enforced in network namespaces).
+SYSTEM_PACKAGES := chromium postgresql rsyslog rsyslog-openssl unzip docker-registry \
+	nftables iproute2
 
 system:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \

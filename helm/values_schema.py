@@ -62,6 +62,44 @@ CIDR = {
     "type": "string",
     "pattern": r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$|^[0-9a-fA-F:]+/[0-9]{1,3}$",
 }
+CONFIGMAP_KEY = "^[-._a-zA-Z0-9]+$"
+ABSOLUTE_PATH = {"type": "string", "pattern": "^/"}
+# Volumes and mounts are Kubernetes' own objects: the API server checks them.
+VOLUMES = {"type": "array", "items": {"type": "object", "required": ["name"]}}
+MOUNTS = {"type": "array", "items": {"type": "object", "required": ["name", "mountPath"]}}
+TOLERATIONS = {"type": "array", "items": {"type": "object"}}
+
+
+def named_map(pattern: str, values: dict | None = None) -> dict:
+    """A map whose keys match ``pattern``: a bad key is refused at the map's own path."""
+    return {
+        "type": "object",
+        "patternProperties": {pattern: values or {"type": "string"}},
+        "additionalProperties": False,
+    }
+
+
+ENV = named_map("^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+PINNED_IMAGE = {"type": "string", "pattern": "^[^@]+@sha256:[0-9a-f]{64}$"}
+PEERS = {
+    "type": "array",
+    "items": obj(
+        {
+            "podSelector": {"type": "object"},
+            "namespaceSelector": {"type": "object"},
+            "ipBlock": obj({"cidr": CIDR, "except": {"type": "array", "items": CIDR}}, ("cidr",)),
+        },
+        minProperties=1,
+    ),
+    "description": "NetworkPolicy peers the hub may reach this sink at (in-cluster stores).",
+}
+
+
+def egress_allow_rules(*extra: str) -> dict:
+    """Zero to JupyterHub's predefined egress rules, by the same names."""
+    names = ("dnsPortsCloudMetadataServer", "dnsPortsKubeSystemNamespace", "dnsPortsPrivateIPs")
+    return obj({name: {"type": "boolean"} for name in (*names, *extra)})
+
 
 # One schema per sink type: the options `AuditTrail.sinks` accepts.
 _HTTP = {
@@ -113,7 +151,7 @@ REQUIRED_OPTION = {
 def sink() -> dict:
     rules = []
     for kind, options in SINKS.items():
-        then = obj({"type": {"const": kind}, "name": DNS_NAME, **options})
+        then = obj({"type": {"const": kind}, "name": DNS_NAME, "egressTo": PEERS, **options})
         if kind in REQUIRED_OPTION:
             then["required"] = [REQUIRED_OPTION[kind]]
         rules.append({"if": {"properties": {"type": {"const": kind}}}, "then": then})
@@ -134,7 +172,11 @@ def values_schema() -> dict:
         {
             "nameOverride": {"type": "string", "maxLength": 30},
             "fullnameOverride": {"type": "string", "maxLength": 40},
-            "imagePullSecrets": {"type": "array", "items": obj({"name": {"type": "string"}})},
+            "imagePullSecrets": {
+                "type": "array",
+                "items": obj({"name": {"type": "string", "minLength": 1}}, ("name",)),
+            },
+            "secrets": obj({"generate": {"type": "boolean"}}),
             "global": {"type": "object"},  # Helm passes it to every chart
             "hub": obj(
                 {
@@ -171,8 +213,21 @@ def values_schema() -> dict:
                         },
                     ),
                     "existingSecret": {"type": "string"},
-                    "extraEnv": free_map(),
-                    "extraConfig": free_map(),
+                    "extraEnv": ENV,
+                    # Each snippet becomes a ConfigMap key: extra-config.<name>.py.
+                    "extraConfig": named_map(CONFIGMAP_KEY),
+                    "extraFiles": named_map(
+                        CONFIGMAP_KEY,
+                        obj(
+                            {"mountPath": ABSOLUTE_PATH, "stringData": STRING},
+                            ("mountPath", "stringData"),
+                        ),
+                    ),
+                    "extraVolumes": VOLUMES,
+                    "extraVolumeMounts": MOUNTS,
+                    "templatePaths": {"type": "array", "items": ABSOLUTE_PATH},
+                    "templateVars": {"type": "object"},
+                    "serviceAccount": obj({"annotations": free_map()}),
                     "nodeSelector": free_map(),
                     "tolerations": LIST,
                     "affinity": {"type": "object"},
@@ -204,6 +259,7 @@ def values_schema() -> dict:
                                     }
                                 ),
                             },
+                            "egressAllowRules": egress_allow_rules("privateIPs", "nonPrivateIPs"),
                         }
                     ),
                     "metrics": obj(
@@ -234,7 +290,9 @@ def values_schema() -> dict:
                     "nodeSelector": free_map(),
                     "tolerations": LIST,
                     "pdb": PDB,
-                    "networkPolicy": obj({"enabled": {"type": "boolean"}}),
+                    "networkPolicy": obj(
+                        {"enabled": {"type": "boolean"}, "egressAllowRules": egress_allow_rules()}
+                    ),
                 }
             ),
             "singleuser": obj(
@@ -246,9 +304,25 @@ def values_schema() -> dict:
                         {
                             "enabled": {"type": "boolean"},
                             "blockedCidrs": {"type": "array", "items": CIDR},
+                            "egressAllowRules": egress_allow_rules(),
                         }
                     ),
                     "extraLabels": free_map(),
+                    "extraEnv": ENV,
+                    "extraTolerations": TOLERATIONS,
+                    "storage": obj(
+                        {
+                            "extraVolumes": VOLUMES,
+                            "extraVolumeMounts": MOUNTS,
+                            "homeAccessModes": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "enum": ["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
+                                },
+                            },
+                        }
+                    ),
                 }
             ),
             "prePuller": obj(
@@ -257,6 +331,8 @@ def values_schema() -> dict:
                     "pause": image(),
                     "resources": RESOURCES,
                     "extraTolerations": LIST,
+                    "channels": {"type": "array", "items": STRING},
+                    "extraImages": {"type": "array", "items": PINNED_IMAGE},
                 }
             ),
             "cull": obj(
@@ -349,6 +425,29 @@ def values_schema() -> dict:
         },
         ("hub", "proxy", "singleuser", "auth", "audit", "policy"),
         title="Sovereign Hub chart values",
+        # Without generated Secrets (GitOps), the admin's own must be named.
+        **{
+            "if": {
+                "properties": {"secrets": {"properties": {"generate": {"const": False}}}},
+                "required": ["secrets"],
+            },
+            "then": {
+                "properties": {
+                    "hub": {
+                        "required": ["existingSecret"],
+                        "properties": {"existingSecret": {"minLength": 1}},
+                    },
+                    "audit": {
+                        "properties": {
+                            "hmacKey": {
+                                "required": ["existingSecret"],
+                                "properties": {"existingSecret": {"minLength": 1}},
+                            }
+                        }
+                    },
+                },
+            },
+        },
     )
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "$defs": defs}
 

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from sovereign_hub.audit.sinks.postgresql import is_postgres_url
 from sovereign_hub.policy import PolicyError, load_policy
 
@@ -74,54 +76,66 @@ def notebook_command() -> Path:
     return Path(sys.executable).with_name("jupyterhub-singleuser")
 
 
-def hub_config(
-    *, issuer: str, port: int, policy: Path, cluster: Cluster, state: Path, store: str = ""
-) -> str:
-    """The hub's configuration; ``store`` is a PostgreSQL URL or empty for SQLite in ``state``."""
+def sandbox_values(*, issuer: str, port: int, namespace: str, store: str, state: Path) -> dict:
+    """The sandbox's hub, in the chart's values shape (``sovereign_hub.hubconfig``)."""
     sink = (
         {"type": "postgresql", "dsn": store}
         if store
         else {"type": "sqlite", "path": str(state / "audit.sqlite")}
     )
+    return {
+        "release": {"name": "sandbox", "namespace": namespace, "fullname": "sandbox"},
+        "labels": {
+            "app.kubernetes.io/name": "sovereign-hub",
+            "app.kubernetes.io/instance": "sandbox",
+        },
+        "hub": {"metrics": {"authenticatePrometheus": True}},
+        "singleuser": {"homeMountPath": "/home/jovyan", "homeSize": "10Gi", "startTimeout": 120},
+        "cull": {"enabled": False},
+        "auth": {
+            "issuer": issuer,
+            "clientId": "sovereign-sandbox",
+            "callbackUrl": f"http://127.0.0.1:{port}/hub/oauth_callback",
+            "scopes": ["openid", "profile", "email"],
+            "usernameClaim": "preferred_username",
+            "groupsClaim": "groups",
+            "attributeClaims": {"country": "country"},
+            "adminGroups": ["platform-admins"],
+            "auditorGroups": ["security-auditors"],
+            "stopUnentitledServers": False,
+        },
+        "audit": {"onSpoolFull": "fail-closed", "spoolLimitBytes": 536870912, "sinks": [sink]},
+    }
+
+
+def hub_config(
+    *, issuer: str, port: int, policy: Path, cluster: Cluster, state: Path, store: str = ""
+) -> str:
+    """The hub's configuration: the chart's mapping (``sovereign_hub.hubconfig``) for a
+    local run, plus what only the sandbox sets (the emulated scheduler, the notebook
+    command). ``store`` is a PostgreSQL URL or empty for SQLite in ``state``."""
+    state.mkdir(parents=True, exist_ok=True)
+    values = sandbox_values(
+        issuer=issuer, port=port, namespace=cluster.namespace, store=store, state=state
+    )
+    (state / "values.yaml").write_text(yaml.safe_dump(values))
+    (state / "oidc").mkdir(exist_ok=True)
+    (state / "oidc" / "client-secret").write_text("sandbox-only-secret")
     singleuser = notebook_command()
     root_args = ["--allow-root"] if os.geteuid() == 0 else []
     return f"""
-c.JupyterHub.authenticator_class = "sovereign"
-c.SovereignAuthenticator.issuer = {issuer!r}
-c.SovereignAuthenticator.client_id = "sovereign-sandbox"
-c.SovereignAuthenticator.client_secret = "sandbox-only-secret"
-c.SovereignAuthenticator.oauth_callback_url = "http://127.0.0.1:{port}/hub/oauth_callback"
-c.SovereignAuthenticator.policy_file = {str(policy)!r}
-c.SovereignAuthenticator.attribute_claims = {{"country": "country"}}
-c.SovereignAuthenticator.admin_groups = {{"platform-admins"}}
-c.SovereignAuthenticator.auditor_groups = {{"security-auditors"}}
+from pathlib import Path
+from sovereign_hub.hubconfig import Site, attach_audit, configure, load_values
 
-c.JupyterHub.spawner_class = "sovereign"
-c.SovereignSpawner.policy_file = {str(policy)!r}
-c.SovereignSpawner.namespace = {cluster.namespace!r}
+site = Site.local(
+    Path({str(state)!r}), policy_file=Path({str(policy)!r}), viewer_port={free_port()}
+)
+configure(c, load_values(site.config_dir / "values.yaml"), site)
 c.SovereignSpawner.scheduler_name = {cluster.scheduler_name!r}
 c.SovereignSpawner.cmd = [{str(singleuser)!r}]
 c.SovereignSpawner.args = {root_args!r}
 c.SovereignSpawner.default_url = "/lab"
-c.SovereignSpawner.start_timeout = 120
-
-c.AuditTrail.spool_dir = {str(state / "audit-spool")!r}
-c.AuditTrail.hmac_key_file = {str(state / "audit-hmac-key")!r}
-c.AuditTrail.hub_instance = "sandbox"
-c.AuditTrail.shipping = "process"
-c.AuditTrail.sinks = [{sink!r}]
-from sovereign_hub.audit import hub_reporter
-c.SovereignSpawner.reporter = c.SovereignAuthenticator.reporter = hub_reporter(c)
-
-from sovereign_hub.audit.viewer import add_audit_viewer
-add_audit_viewer(
-    c,
-    store={store or str(state / "audit.sqlite")!r},
-    hmac_key_file={str(state / "audit-hmac-key")!r},
-    spool_dir={str(state / "audit-viewer-spool")!r},
-    groups=["security-auditors"],
-    port={free_port()},
-)
+attach_audit(c)
 """
 
 

@@ -292,3 +292,50 @@ def test_chain_status_is_verified_on_demand_and_the_cli_agrees(sandbox_with_even
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_in_a_pod_the_viewer_listens_on_its_own_address_not_the_service_name(tmp_path):
+    """The chart's service URL names the hub's Service (a ClusterIP no pod can bind).
+
+    The viewer must listen on the address it is given instead; here 127.0.0.1
+    stands in for the pod's 0.0.0.0 so the test stays on loopback. Before the
+    fix it tried to bind the Service's name and exited.
+    """
+    from sovereign_hub.sandbox.hubprocess import free_port
+
+    port = free_port()
+    (tmp_path / "key").write_text("k" * 64)
+    env = {
+        **os.environ,
+        "JUPYTERHUB_SERVICE_URL": f"http://rel-sovereign-hub-hub.invalid:{port}",
+        "JUPYTERHUB_SERVICE_PREFIX": "/services/audit/",
+        "JUPYTERHUB_API_TOKEN": "t" * 32,
+        "JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api",
+        "JUPYTERHUB_CLIENT_ID": "service-audit",
+        "SOVEREIGN_AUDIT_STORE": str(tmp_path / "audit.sqlite"),
+        "SOVEREIGN_AUDIT_HMAC_KEY_FILE": str(tmp_path / "key"),
+        "SOVEREIGN_AUDIT_VIEWER_SPOOL": str(tmp_path / "spool"),
+        "SOVEREIGN_AUDIT_VIEWER_IP": "127.0.0.1",
+    }
+    log = tmp_path / "viewer.log"
+    with open(log, "wb") as out:
+        viewer = subprocess.Popen(
+            [sys.executable, "-m", "sovereign_hub.audit.viewer"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert viewer.poll() is None, log.read_text()
+            try:
+                answer = requests.get(
+                    f"http://127.0.0.1:{port}/services/audit/", timeout=2, allow_redirects=False
+                )
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert answer.status_code in (302, 403)  # the viewer's own answer: log in first
+    finally:
+        viewer.terminate()
+        viewer.wait(timeout=30)

@@ -50,6 +50,13 @@ class AuditViewer(Application):
         help="""File with the PostgreSQL password of `store`, if it needs one. Default:
         $SOVEREIGN_AUDIT_STORE_PASSWORD_FILE.""",
     )
+    ip = Unicode(
+        config=True,
+        help="""Address to listen on. Empty (the default): the host of
+        $JUPYTERHUB_SERVICE_URL, right when that is a loopback address. In a pod
+        the service URL names the hub's Service, whose ClusterIP the pod cannot
+        bind: set 0.0.0.0 there. Default: $SOVEREIGN_AUDIT_VIEWER_IP.""",
+    )
     port = Integer(
         0, config=True, help="Port to listen on. 0: the port of $JUPYTERHUB_SERVICE_URL."
     )
@@ -65,6 +72,10 @@ class AuditViewer(Application):
     @default("password_file")
     def _password_file(self) -> str:
         return os.environ.get("SOVEREIGN_AUDIT_STORE_PASSWORD_FILE", "")
+
+    @default("ip")
+    def _ip(self) -> str:
+        return os.environ.get("SOVEREIGN_AUDIT_VIEWER_IP", "")
 
     @default("spool_dir")
     def _spool(self) -> str:
@@ -96,8 +107,11 @@ class AuditViewer(Application):
             store=self.store, password_file=self.password_file, trail=trail, key=key, prefix=prefix,
             cookie_secret=secrets.token_bytes(32),
         )  # fmt: skip
-        app.listen(self.port or url.port or 8890, address=url.hostname or "127.0.0.1")
-        self.log.info("audit viewer on %s%s reading %s", url.netloc, prefix, self.store)
+        address = self.ip or url.hostname or "127.0.0.1"
+        app.listen(self.port or url.port or 8890, address=address)
+        self.log.info(
+            "audit viewer on %s (for %s%s) reading %s", address, url.netloc, prefix, self.store
+        )
         try:
             IOLoop.current().start()
         finally:

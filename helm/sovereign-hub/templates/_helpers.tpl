@@ -27,6 +27,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
+{{/* The audit viewer's port in the hub's pod (sovereign_hub.hubconfig.VIEWER_PORT). */}}
+{{- define "sh.viewerPort" -}}10101{{- end -}}
+
 {{- define "sh.image" -}}{{ .repository }}@{{ .digest }}{{- end -}}
 
 {{/* The restricted Pod Security Standard, for pods and for containers. */}}
@@ -127,7 +130,8 @@ on the network's leading bits. Arguments: (list cidr address); prints "true".
   "release" (dict "name" .Release.Name "namespace" .Release.Namespace "fullname" $full)
   "names" (dict "hub" (printf "%s-hub" $full) "proxyApi" (printf "%s-proxy-api" $full))
   "labels" (dict "app.kubernetes.io/name" (include "sh.name" .) "app.kubernetes.io/instance" .Release.Name)
-  "hub" (dict "db" (omit .Values.hub.db "passwordSecret") "metrics" .Values.hub.metrics "extraConfig" .Values.hub.extraConfig)
+  "hub" (dict "db" (omit .Values.hub.db "passwordSecret" "pvc") "metrics" .Values.hub.metrics "templatePaths" .Values.hub.templatePaths "templateVars" .Values.hub.templateVars)
+  "imagePullSecrets" .Values.imagePullSecrets
   "singleuser" .Values.singleuser
   "cull" .Values.cull
   "auth" (omit .Values.auth "clientSecret")
@@ -137,11 +141,56 @@ on the network's leading bits. Arguments: (list cidr address); prints "true".
 {{- toYaml $values -}}
 {{- end -}}
 
-{{/* DNS to the cluster's resolver, wherever it runs. */}}
+{{/*
+DNS egress, as Zero to JupyterHub's egressAllowRules: port 53 on the cloud
+metadata server (GKE answers DNS there), on pods in kube-system, and on the
+private ranges (NodeLocal DNSCache, a resolver outside the cluster).
+Argument: an egressAllowRules mapping.
+*/}}
 {{- define "sh.dnsEgress" -}}
+{{- if or .dnsPortsCloudMetadataServer .dnsPortsKubeSystemNamespace .dnsPortsPrivateIPs }}
 - to:
-    - namespaceSelector: {}
+    {{- if .dnsPortsCloudMetadataServer }}
+    - ipBlock: {cidr: 169.254.169.254/32}
+    {{- end }}
+    {{- if .dnsPortsKubeSystemNamespace }}
+    - namespaceSelector:
+        matchLabels: {kubernetes.io/metadata.name: kube-system}
+    {{- end }}
+    {{- if .dnsPortsPrivateIPs }}
+    {{- range list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" }}
+    - ipBlock: {cidr: {{ . }}}
+    {{- end }}
+    {{- end }}
   ports:
     - {port: 53, protocol: UDP}
     - {port: 53, protocol: TCP}
+{{- end }}
+{{- end -}}
+
+{{/*
+The port an audit sink is reached on, from its options: syslog's `port`
+(6514 by default, as the sink's), a PostgreSQL DSN's port (5432), an HTTP
+sink URL's port (443 for https, 80 for http). Prints nothing for file sinks.
+*/}}
+{{- define "sh.sinkPort" -}}
+{{- if eq .type "syslog" -}}
+{{- .port | default 6514 -}}
+{{- else if eq .type "postgresql" -}}
+{{- $port := "" -}}
+{{- if regexMatch "^postgres(ql)?://" .dsn -}}
+{{- $host := (urlParse .dsn).host -}}
+{{- if contains ":" $host }}{{ $port = last (splitList ":" $host) }}{{ end -}}
+{{- else -}}
+{{- $port = regexFind "[0-9]+" (regexFind "port=[0-9]+" .dsn) -}}
+{{- end -}}
+{{- $port | default "5432" -}}
+{{- else if has .type (list "loki" "opensearch" "webhook") -}}
+{{- $url := urlParse .url -}}
+{{- if contains ":" $url.host -}}
+{{- last (splitList ":" $url.host) -}}
+{{- else -}}
+{{- if eq $url.scheme "https" }}443{{ else }}80{{ end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
