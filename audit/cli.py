@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .chain import Keyring
-from .signing import KeyFileError, PublicKeys, new_private_key_pem
+from .retention import describe, retain
+from .signing import KeyFileError, PublicKeys, Signer, new_private_key_pem
 from .store import Filters, StoreError, read
 from .verify import DEFAULT_GRACE, verify
 
@@ -33,9 +34,7 @@ def _as_of(text: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise SystemExit(f"sovhub audit verify: --as-of: {text!r} is not an ISO 8601 time") from (
-            None
-        )
+        raise SystemExit(f"sovhub audit: {text!r} is not an ISO 8601 time") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -121,6 +120,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"  [boundary] {note}" if " began " in note else f"  [note] {note}")
     return status
+
+
+def cmd_retain(args: argparse.Namespace) -> int:
+    if _as_of(args.before) is None:
+        return EXIT_USAGE
+    try:
+        signer = Signer.from_file(args.signing_key)
+        password = Path(args.password_file).read_text().strip() if args.password_file else ""
+        written = retain(args.store, args.before, signer, password=password)
+    except (OSError, KeyFileError, StoreError) as exc:
+        print(f"sovhub audit retain: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for record in written:
+        print(describe(record))
+    if not written:
+        print(f"{args.store}: no checkpoint range older than {args.before}; nothing removed")
+    return 0
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -224,6 +240,22 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_verify)
+
+    retention = sub.add_parser(
+        "retain",
+        help="remove records older than a time, leaving a signed record of what went",
+        description="In a SQLite or PostgreSQL store, remove each hub epoch's records up to "
+        "its newest checkpoint older than --before (whole checkpoint ranges only, so what "
+        "stays remains provable) and write in their place one retention record signed with "
+        "--signing-key, which `verify` checks with the public key.",
+    )
+    retention.add_argument("store", metavar="STORE")
+    retention.add_argument("--before", required=True, help="ISO 8601 cut-off time")
+    retention.add_argument(
+        "--signing-key", required=True, metavar="FILE", help="Ed25519 private key (PEM)"
+    )
+    retention.add_argument("--password-file", help="PostgreSQL password, from a file")
+    retention.set_defaults(func=cmd_retain)
 
     keygen = sub.add_parser(
         "keygen",

@@ -33,6 +33,10 @@ RECORD = {
     "data": {"actor": "ana", "subject": "ana"}, "prev": "0" * 64, "mac": "m" * 64,
 }  # fmt: skip
 SOVHUB = str(Path(sys.executable).with_name("sovhub"))
+EVENTS = (
+    "SELECT count(*), count(DISTINCT id) FROM audit_events "
+    "WHERE event NOT IN ('epoch-started', 'checkpoint')"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -77,12 +81,13 @@ def test_events_land_in_postgresql_and_the_chain_verifies(tmp_path, pg_url):
         )
     assert t.drain()
     t.stop()
-    assert count(pg_url) == (200, 200)
+    # 200 events, the epoch's first record and the final checkpoint
+    assert count(pg_url) == (202, 202)
     records = list(read(pg_url))
-    assert [r["seq"] for r in records] == list(range(1, 201))
+    assert [r["seq"] for r in records] == list(range(1, 203))
     report = verify(records, KEY.encode())
-    assert report.ok, report.findings
-    assert report.verified_through == {"hub-pg": 200}
+    assert report.proven, (report.findings, report.caveats)
+    assert report.verified_through == {"hub-pg": 202}
     us_bob = list(read(pg_url, Filters(user="bob", region="us", event="server-started")))
     assert us_bob
     assert all(r["data"]["subject"] == "bob" and r["data"]["region"] == "us" for r in us_bob)
@@ -100,7 +105,7 @@ def test_a_batch_delivered_twice_is_stored_once(pg_url, tmp_path):
     sink.deliver(records)  # an acknowledgement lost: the shipper re-sends the batch
     sink.deliver(records[3:7])
     sink.close()
-    assert count(pg_url) == (10, 10)
+    assert count(pg_url) == (12, 12)
 
 
 def test_a_forged_record_claiming_a_stored_sequence_number_is_refused(pg_url, tmp_path):
@@ -108,13 +113,13 @@ def test_a_forged_record_claiming_a_stored_sequence_number_is_refused(pg_url, tm
     t.emit(schemas.SERVER_STARTED, started("ana"))
     assert t.drain()
     t.stop()
-    (record,) = read(pg_url)
+    _, record, _ = read(pg_url)  # epoch start, the event, the final checkpoint
     forged = dict(record, id="00000000-0000-4000-8000-000000000000")
     sink = PostgreSQLSink(pg_url)
     with pytest.raises(psycopg.errors.UniqueViolation):
         sink.deliver([forged])
     sink.close()
-    assert count(pg_url) == (1, 1)
+    assert count(pg_url) == (3, 3)
 
 
 def test_tampering_in_postgresql_is_caught_at_the_record(tmp_path, pg_url):
@@ -210,6 +215,7 @@ def test_postgresql_stopped_for_30_seconds_loses_and_duplicates_nothing(tmp_path
         for i in range(3000):
             t.emit(schemas.SERVER_STARTED, started(f"user{i % 37}", i=i))
         assert t.drain(timeout=60)
+        delivered_before = t.seq
         server.stop(mode="immediate")  # as a crash: no clean shutdown of sessions
         down_at = time.monotonic()
         emitted_while_down = 0
@@ -222,16 +228,19 @@ def test_postgresql_stopped_for_30_seconds_loses_and_duplicates_nothing(tmp_path
                 break
         time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
         assert t.shippers[0].failures > 0
-        assert t.shippers[0].acked == 3000  # nothing acknowledged while the store was down
+        # nothing acknowledged while the store was down
+        assert t.shippers[0].acked == delivered_before
         server.start()
         for i in range(10_000 - 3000 - emitted_while_down):
             t.emit(schemas.SERVER_STARTED, started("erin", i=i))
-        assert t.seq == 10_000
+        assert t.emitted == 10_000
         assert t.drain(timeout=120)
         t.stop()
-        assert count(server.url) == (10_000, 10_000)
-        assert count(server.url, "SELECT min(seq), max(seq) FROM audit_events") == (1, 10_000)
-        assert verify(read(server.url), KEY.encode()).ok
+        assert count(server.url, EVENTS) == (10_000, 10_000)
+        written = t.seq  # the events, the epoch's first record and the checkpoints
+        assert count(server.url) == (written, written)
+        assert count(server.url, "SELECT min(seq), max(seq) FROM audit_events") == (1, written)
+        assert verify(read(server.url), KEY.encode()).proven
 
 
 def test_a_slow_store_delays_delivery_but_never_the_emitter(tmp_path, pg_url):
@@ -256,8 +265,8 @@ def test_a_slow_store_delays_delivery_but_never_the_emitter(tmp_path, pg_url):
         t.emit(schemas.SERVER_STARTED, started("ana", i=i))
         slowest = max(slowest, time.perf_counter() - t0)
     assert slowest < 0.5  # a generous bound: the store's 3 s wait never reaches the emitter
-    assert t.shippers[0].acked == 1  # the batch waits on the lock
+    assert t.shippers[0].acked == 2  # the batch waits on the lock (after epoch start, event)
     holder.join()
     assert t.drain(timeout=30)
     t.stop()
-    assert count(pg_url) == (501, 501)
+    assert count(pg_url, EVENTS) == (501, 501)
