@@ -7,6 +7,8 @@ Delivery, deduplication, tamper detection, a 30-second outage in a stream of
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ import psycopg
 import pytest
 
 from sovereign_hub.audit import schemas
+from sovereign_hub.audit.signing import new_private_key_pem
 from sovereign_hub.audit.sinks import SinkConfigError, make_sink
 from sovereign_hub.audit.sinks.postgresql import PostgreSQLSink
 from sovereign_hub.audit.store import Filters, read
@@ -25,6 +28,7 @@ from sovereign_hub.audit.verify import verify
 from sovereign_hub.audit.viewer.query import Query, Store
 from sovereign_hub.sandbox.postgres import LocalPostgres
 from tests.conftest import require_postgres
+from tests.test_audit_migrations import V1_DDL, V1_INSERT, legacy_chain, v1_rows
 
 KEY = "pg-test-key-" + "k" * 32
 RECORD = {
@@ -270,3 +274,104 @@ def test_a_slow_store_delays_delivery_but_never_the_emitter(tmp_path, pg_url):
     assert t.drain(timeout=30)
     t.stop()
     assert count(pg_url, EVENTS) == (501, 501)
+
+
+def test_a_running_hub_that_loses_its_spool_resumes_delivery_in_a_new_epoch(tmp_path, pg_url):
+    """The spool of a running trail is deleted (an emptyDir gone with its pod).
+
+    Before epochs, the restarted hub began again at seq 1 under the same name,
+    PostgreSQL refused every record for ever, the spool filled and, fail-closed,
+    logins stopped. Now delivery resumes and `verify` names the boundary.
+    """
+    private, public = tmp_path / "signing.pem", tmp_path / "signing.pub"
+    key, pub, _ = new_private_key_pem()
+    private.write_bytes(key)
+    public.write_bytes(pub)
+    first = pg_trail(tmp_path, pg_url, signing_key_file=str(private))
+    for i in range(40):
+        first.emit(schemas.SERVER_STARTED, started("ana", i=i))
+    assert first.drain()
+    stored_end = first.seq
+    shutil.rmtree(tmp_path / "spool")  # the volume goes while the hub runs
+    for i in range(5):  # written into the deleted spool: lost with it
+        first.emit(schemas.SERVER_STARTED, started("lost", i=i))
+    first.stop(final_delivery_timeout=0.5)
+    second = pg_trail(tmp_path, pg_url, signing_key_file=str(private))
+    assert second.epoch != first.epoch
+    for i in range(400):
+        second.emit(schemas.SERVER_STARTED, started("bob", i=i))
+    assert second.drain(timeout=60)
+    assert second.shippers[0].failures == 0  # not one refusal by the store
+    second.stop()
+    records = list(read(pg_url))
+    start = next(r for r in records if r.get("epoch") == second.epoch and r["seq"] == 1)
+    assert start["data"]["previous_state"] == "found"
+    assert (start["data"]["previous_epoch"], start["data"]["previous_seq"]) == (
+        first.epoch,
+        stored_end,
+    )
+    assert count(pg_url, EVENTS + " AND subject = 'bob'") == (400, 400)
+    env = {k: v for k, v in os.environ.items() if k != "SOVEREIGN_AUDIT_HMAC_KEY"}
+    result = subprocess.run(
+        [SOVHUB, "audit", "verify", pg_url, "--public-key", str(public)],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"[boundary] hub-pg epoch {second.epoch} began at" in result.stdout
+    assert f"ended at hub-pg epoch {first.epoch} #{stored_end}, as postgresql showed" in (
+        result.stdout
+    )
+    assert verify(read(pg_url), KEY.encode()).proven
+
+
+def test_a_hub_starting_while_postgresql_is_down_starts_anyway_and_delivers_later(tmp_path):
+    """No chain position and no store: the epoch's predecessor is 'unknown', never an outage."""
+    require_postgres()
+    with LocalPostgres() as server:
+        first = pg_trail(tmp_path, server.url)
+        first.emit(schemas.SERVER_STARTED, started("ana"))
+        assert first.drain()
+        first.stop()
+        shutil.rmtree(tmp_path / "spool")
+        server.stop(mode="immediate")
+        began = time.monotonic()
+        second = pg_trail(tmp_path, server.url, epoch_lookup_timeout=1.0, retry_max_seconds=0.5)
+        assert time.monotonic() - began < 10
+        second.emit(schemas.SERVER_STARTED, started("bob"))  # accepted while the store is down
+        server.start()
+        assert second.drain(timeout=60)
+        second.stop()
+        records = list(read(server.url))
+    start = next(r for r in records if r.get("epoch") == second.epoch and r["seq"] == 1)
+    assert start["data"]["previous_state"] == "unknown"
+    assert "unreachable: postgresql" in start["data"]["looked_in"]
+    report = verify(records, KEY.encode())
+    assert report.ok, report.findings
+    assert any("without knowing where the chain before it ended" in n for n in report.notes)
+
+
+def test_a_version_1_table_is_upgraded_in_place(tmp_path, pg_url):
+    """The first release's table, with rows, is migrated when a sink opens it."""
+    legacy = legacy_chain("hub-pg", 20, KEY)
+    with psycopg.connect(pg_url) as db:
+        db.execute(V1_DDL.format(bigint="BIGINT"))
+        with db.cursor() as cur:
+            cur.executemany(V1_INSERT, v1_rows(legacy))
+    t = pg_trail(tmp_path, pg_url)
+    t.emit(schemas.SERVER_STARTED, started("ana"))
+    assert t.drain()
+    t.stop()
+    with psycopg.connect(pg_url) as db:
+        assert db.execute("SELECT version FROM audit_schema").fetchall() == [(2,)]
+        constraints = {
+            name
+            for (name,) in db.execute(
+                "SELECT conname FROM pg_constraint WHERE conrelid = 'audit_events'::regclass"
+            )
+        }
+    assert "audit_events_hub_epoch_seq_key" in constraints
+    assert "audit_events_hub_seq_key" not in constraints
+    records = list(read(pg_url))
+    assert records[:20] == legacy
+    assert records[20]["data"]["previous_seq"] == 20
+    assert verify(records, KEY.encode()).proven
