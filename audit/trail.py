@@ -210,6 +210,10 @@ class AuditTrail(LoggingConfigurable):
         self._pending_checked = 0.0
         self._pending = self.spool.pending_bytes()
         if previous is not None:
+            # Say when the first checkpoint is due, so removing every checkpoint
+            # of a young epoch is as visible as cutting an older one.
+            previous["every_records"] = self.checkpoint_every_records
+            previous["every_seconds"] = math.ceil(self.checkpoint_every_seconds)
             self._validators.validate(schemas.EPOCH_STARTED, previous)
             with self._lock:
                 self._write(schemas.EPOCH_STARTED, previous)

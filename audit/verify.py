@@ -374,6 +374,11 @@ class _Verifier:
         checkpoint = chain.last_checkpoint
         if chain.vouched:
             return
+        cut = f"#{int(checkpoint['seq'])}" if checkpoint else ""
+        if checkpoint is None and chain.start is not None and chain.retention is None:
+            # A young epoch: its first record says when the first checkpoint is due.
+            checkpoint, cut = chain.start, "#1, the epoch's start"
+            tail = tail[1:]  # the epoch's first record is the mark, not the tail
         if checkpoint is None:
             if chain.records and chain.retention is None:
                 self.report.caveats.append(
@@ -389,8 +394,8 @@ class _Verifier:
         data = checkpoint["data"]
         if not tail and chain.final:
             return  # stopped cleanly, nothing after: complete
-        every_records, every_seconds = int(data["every_records"]), int(data["every_seconds"])
-        cut = f"#{int(checkpoint['seq'])}"
+        every_records = int(data.get("every_records", 0))
+        every_seconds = int(data.get("every_seconds", 0))
         if every_records and len(tail) > every_records:
             self.find(
                 "missing-checkpoint",
