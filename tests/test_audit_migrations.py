@@ -113,6 +113,7 @@ def test_a_version_1_store_is_upgraded_in_place_and_a_lost_spool_continues_in_a_
         "actor": "system", "subject": "", "previous_state": "found", "previous_epoch": "",
         "previous_seq": 30, "previous_mac": legacy[-1]["mac"],
         "previous_time": legacy[-1]["time"], "looked_in": "sqlite",
+        "every_records": 1000, "every_seconds": 60,
     }  # fmt: skip
     report = verify(records, KEY.encode())
     assert report.proven, (report.findings, report.caveats)
