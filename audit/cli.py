@@ -68,7 +68,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"sovhub audit verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    status = 0 if report.proven else EXIT_UNPROVEN if report.ok else EXIT_BROKEN
+    status = (
+        EXIT_BROKEN if not report.ok else EXIT_UNPROVEN if args.strict and not report.proven else 0
+    )
     if args.json:
         print(
             json.dumps(
@@ -103,7 +105,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         through = ", ".join(
             f"{hub} through #{seq}" for hub, seq in sorted(report.verified_through.items())
         )
-        verdict = "chain intact" if report.proven else "chain intact, NOT PROVEN COMPLETE"
+        verdict = "chain intact" if report.proven else "chain intact, NOT YET PROVEN COMPLETE"
         print(
             f"{args.store}: {verdict}: {report.records} records ({through or 'empty'}); "
             f"checked: {evidence}"
@@ -208,10 +210,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         help="check the tamper-evident chain of a store or export",
         description="Verify every hub's chain in STORE (a SQLite file, a PostgreSQL URL or a "
         "JSON-lines export), epoch by epoch, with the HMAC key, the signing public key, or "
-        "both. Exit 0 when intact and proven complete up to a final or current checkpoint; "
-        "1 naming each changed, dropped, inserted, reordered or truncated record or epoch; "
-        "2 on bad usage; 3 when intact but not proven complete (records after the newest "
-        "checkpoint, whose successor is not yet due, or an unchecked retention record).",
+        "both. Exit 0 when intact; 1 naming each changed, dropped, inserted, reordered or "
+        "truncated record or epoch (a tail whose checkpoint is overdue counts as truncated); "
+        "2 on bad usage; with --strict, 3 when intact but not proven complete (records after "
+        "the newest checkpoint whose successor is not yet due, or a retention record whose "
+        "signature was not checked).",
     )
     check.add_argument("store", metavar="STORE")
     check.add_argument(
@@ -237,6 +240,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         default=DEFAULT_GRACE,
         help="seconds a checkpoint may be late (delivery lag) before the tail it should have "
         f"sealed counts as truncated (default {DEFAULT_GRACE:.0f})",
+    )
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 3 unless the trail is proven complete (for archives and exports: the "
+        "newest records are sealed by a checkpoint)",
     )
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_verify)

@@ -93,9 +93,11 @@ def test_the_issue_example_a_cut_tail_no_longer_verifies_as_intact(tmp_path, sig
     cut = write(tmp_path / "cut.jsonl", records[:-5])
     # Right away: the records after the newest checkpoint cannot be proven complete.
     now = sovhub_verify(cut)
-    assert now.returncode == 3, now.stdout
-    assert "NOT PROVEN COMPLETE" in now.stdout
+    assert "NOT YET PROVEN COMPLETE" in now.stdout
     assert "[unproven]" in now.stdout
+    assert now.returncode == 0  # as for a live store, whose newest records await a checkpoint
+    assert sovhub_verify(cut, "--strict").returncode == 3  # archives: only proven passes
+    assert sovhub_verify(write(tmp_path / "w.jsonl", records), "--strict").returncode == 0
     # Once the next checkpoint was due (here: an auditor a day later), it is a truncation.
     later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     for args, hmac in (
@@ -270,7 +272,7 @@ def test_retention_removes_whole_ranges_and_signs_what_went(tmp_path):
     assert result.returncode == 0, result.stdout
     assert f"records #1..#{through} were removed by retention" in result.stdout
     # With the HMAC key alone the signature is not checked: intact, not proven.
-    assert sovhub_verify(store).returncode == 3
+    assert sovhub_verify(store, "--strict").returncode == 3
     # Removing more than the signed record says is still found.
     db = sqlite3.connect(store)
     db.execute("DELETE FROM audit_events WHERE seq = ?", (through + 1,))
