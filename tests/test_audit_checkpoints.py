@@ -290,3 +290,15 @@ def test_retention_removes_whole_ranges_and_signs_what_went(tmp_path):
     db.close()
     report = verify(read(str(store)), None, PublicKeys.from_files([public]))
     assert "retention" in {f.kind for f in report.findings}
+
+
+def test_removing_every_checkpoint_of_a_young_epoch_is_found_once_one_was_due(tmp_path):
+    """The epoch's first record says when its first checkpoint is due."""
+    private, public = keypair(tmp_path)
+    run_trail(tmp_path, 5, signing_key_file=str(private))
+    records = [r for r in lines(tmp_path / "x.jsonl") if family_of(r) != "checkpoint"]
+    keys = PublicKeys.from_files([public])
+    assert verify(records, None, keys).ok  # young: not yet provable either way
+    assert verify(records, None, keys).caveats
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert [f.kind for f in verify(records, None, keys, as_of=later).findings] == ["truncated"]
