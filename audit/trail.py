@@ -98,7 +98,8 @@ class AuditTrail(LoggingConfigurable):
         help="""Write a checkpoint after this many records (default 1000). A removed or
         truncated record is provable from the next checkpoint on. 0: no count limit (then
         `checkpoint_every_seconds` must be set). Signing costs about 50 µs once per
-        checkpoint, not per emit.""",
+        checkpoint, not per emit. Both 0: no checkpoints at all, so nothing proves a
+        trail complete (not recommended).""",
     )
     checkpoint_every_seconds = Float(
         60.0,
@@ -173,6 +174,7 @@ class AuditTrail(LoggingConfigurable):
         self._dropped = 0
         self.dropped_total = 0
         self.emitted = 0
+        self._checkpoints = self.checkpoint_every_records > 0 or self.checkpoint_every_seconds > 0
         self._resume_checkpoints()
         sinks = [make_sink(spec) for spec in self.sinks]  # configuration errors surface here
         # No chain position: a new hub, or its spool was lost. Start a new epoch
@@ -240,6 +242,8 @@ class AuditTrail(LoggingConfigurable):
         self._first = self._seq + 1
         self._last_checkpoint = ""
         self._checkpoint_at = time.monotonic()
+        if not self._checkpoints:
+            return
         after, last = self.spool.since_last(lambda r: family_of(r) == "checkpoint")
         if last is not None and last.get("epoch", "") == self._epoch:
             self._last_checkpoint = fingerprint(last)
@@ -273,10 +277,15 @@ class AuditTrail(LoggingConfigurable):
             # Records since the last checkpoint stay until the next covers them,
             # so a restarted trail can still hash them.
             sinks = [s.sink.name for s in self.shippers]
-            self.spool.collect(sinks, keep_from=self._first)
+            keep = self._first if self._checkpoints else None
+            self.spool.collect(sinks, keep_from=keep)
             self._pending = self.spool.pending_bytes()
             delivered = min((s.acked for s in self.shippers), default=self._seq)
-            if self._pending >= self.spool_limit_bytes and delivered >= self._first:
+            if (
+                self._checkpoints
+                and self._pending >= self.spool_limit_bytes
+                and delivered >= self._first
+            ):
                 # Every store has what is kept only for the next checkpoint: write
                 # it now rather than refuse service for space the stores freed.
                 with self._lock:
@@ -333,7 +342,8 @@ class AuditTrail(LoggingConfigurable):
         mac = self._hmac.copy()
         mac.update(body)
         record["mac"] = self._prev = mac.hexdigest()
-        self._leaves.append(leaf_from(body, self._prev))
+        if self._checkpoints:
+            self._leaves.append(leaf_from(body, self._prev))
         line = body[:-1] + b',"mac":"' + self._prev.encode() + b'"}\n'
         self.spool.append(line, self._seq)
         self._pending += len(line)
@@ -405,8 +415,9 @@ class AuditTrail(LoggingConfigurable):
         self._ticker_stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
-        with self._lock:
-            self._checkpoint(final=True)
+        if self._checkpoints:
+            with self._lock:
+                self._checkpoint(final=True)
         if final_delivery_timeout > 0:
             self.drain(final_delivery_timeout)
         if self._process is not None:
