@@ -185,7 +185,7 @@ def checkpoint_costs(root: Path, events: int) -> dict:
         trail.checkpoint()
         samples.append((time.perf_counter_ns() - t0) / 1000)
     trail.stop()
-    p99 = {name: statistics.median(r["p99_us"] for r in rs) for name, rs in runs.items()}
+    p99 = {name: round(statistics.median(r["p99_us"] for r in rs), 1) for name, rs in runs.items()}
     return {
         "off": runs["off"],
         "on": runs["on"],
