@@ -40,7 +40,7 @@ from .schemas import Validators
 from .shipper import Shipper
 from .shipprocess import RemoteShipper, ShipperProcess
 from .signing import Signer
-from .sinks import make_sink
+from .sinks import Sink, make_sink
 from .spool import Spool
 
 
@@ -182,6 +182,21 @@ class AuditTrail(LoggingConfigurable):
         previous = (
             previous_end(sinks, self._hub, self.epoch_lookup_timeout) if head is None else None
         )
+        self._start_shippers(sinks)
+        self._pending_checked = 0.0
+        self._pending = self.spool.pending_bytes()
+        if previous is not None:
+            self._begin_epoch(previous)
+        self._ticker_stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if self.checkpoint_every_seconds > 0:
+            self._ticker = threading.Thread(
+                target=self._tick, name="audit-checkpoints", daemon=True
+            )
+            self._ticker.start()
+        return self
+
+    def _start_shippers(self, sinks: list[Sink]) -> None:
         self._process: ShipperProcess | None = None
         if self.shipping == "process":
             for sink in sinks:
@@ -209,31 +224,23 @@ class AuditTrail(LoggingConfigurable):
             ]
             for shipper in self.shippers:
                 shipper.start()  # type: ignore[union-attr]
-        self._pending_checked = 0.0
-        self._pending = self.spool.pending_bytes()
-        if previous is not None:
-            # Say when the first checkpoint is due, so removing every checkpoint
-            # of a young epoch is as visible as cutting an older one.
-            previous["every_records"] = self.checkpoint_every_records
-            previous["every_seconds"] = math.ceil(self.checkpoint_every_seconds)
-            self._validators.validate(schemas.EPOCH_STARTED, previous)
-            with self._lock:
-                self._write(schemas.EPOCH_STARTED, previous)
-            # A new hub (the store holds none of its chain) is routine; a lost
-            # spool or an unreachable store is worth an operator's attention.
-            level = logging.INFO if previous["previous_state"] == "none" else logging.WARNING
-            self.log.log(
-                level, "audit trail %s: no chain position in %s; started epoch %s (previous: %s)",
-                self._hub, self.spool_dir, self._epoch, previous["previous_state"],
-            )  # fmt: skip
-        self._ticker_stop = threading.Event()
-        self._ticker: threading.Thread | None = None
-        if self.checkpoint_every_seconds > 0:
-            self._ticker = threading.Thread(
-                target=self._tick, name="audit-checkpoints", daemon=True
-            )
-            self._ticker.start()
-        return self
+
+    def _begin_epoch(self, previous: dict[str, Any]) -> None:
+        """Write the first record of a new epoch, naming where the stored chain ended."""
+        # Say when the first checkpoint is due, so removing every checkpoint
+        # of a young epoch is as visible as cutting an older one.
+        previous["every_records"] = self.checkpoint_every_records
+        previous["every_seconds"] = math.ceil(self.checkpoint_every_seconds)
+        self._validators.validate(schemas.EPOCH_STARTED, previous)
+        with self._lock:
+            self._write(schemas.EPOCH_STARTED, previous)
+        # A new hub (the store holds none of its chain) is routine; a lost
+        # spool or an unreachable store is worth an operator's attention.
+        level = logging.INFO if previous["previous_state"] == "none" else logging.WARNING
+        self.log.log(
+            level, "audit trail %s: no chain position in %s; started epoch %s (previous: %s)",
+            self._hub, self.spool_dir, self._epoch, previous["previous_state"],
+        )  # fmt: skip
 
     def _resume_checkpoints(self) -> None:
         """Find the last checkpoint in the spool and the records written after it, so

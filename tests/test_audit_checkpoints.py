@@ -302,3 +302,28 @@ def test_removing_every_checkpoint_of_a_young_epoch_is_found_once_one_was_due(tm
     assert verify(records, None, keys).caveats
     later = datetime.now(UTC) + timedelta(hours=1)
     assert [f.kind for f in verify(records, None, keys, as_of=later).findings] == ["truncated"]
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(tmp_path):
+    out = tmp_path / "signing.pem"
+    made = subprocess.run(
+        [SOVHUB, "audit", "keygen", str(out)], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    signer = Signer.from_file(out)
+    assert signer.key_id in made.stdout
+    assert (
+        PublicKeys.from_files([tmp_path / "signing.pem.pub"]).check(
+            signer.key_id, b"payload", signer.sign(b"payload")
+        )
+        is None
+    )
+    again = subprocess.run(
+        [SOVHUB, "audit", "keygen", str(out)], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert again.returncode == 2
+    assert "exists" in again.stderr
+    assert Signer.from_file(out).key_id == signer.key_id
