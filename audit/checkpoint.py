@@ -40,11 +40,6 @@ def leaf(record: dict[str, Any]) -> bytes:
     return hashlib.sha256(body(record) + str(record.get("mac", "")).encode()).digest()
 
 
-def leaf_from(body_bytes: bytes, mac: str) -> bytes:
-    """:func:`leaf` from bytes the trail already has (the emit path)."""
-    return hashlib.sha256(body_bytes + mac.encode()).digest()
-
-
 def digest(leaves: list[bytes]) -> str:
     return hashlib.sha256(b"".join(leaves)).hexdigest()
 

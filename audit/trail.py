@@ -34,7 +34,7 @@ from sovereign_hub.reporting import AuditUnavailable
 
 from . import schemas
 from .chain import GENESIS, canonical, key_id
-from .checkpoint import digest, family_of, fingerprint, leaf, leaf_from, signed_payload
+from .checkpoint import digest, family_of, fingerprint, leaf, signed_payload
 from .epoch import new_epoch_id, previous_end
 from .schemas import Validators
 from .shipper import Shipper
@@ -349,9 +349,12 @@ class AuditTrail(LoggingConfigurable):
         mac = self._hmac.copy()
         mac.update(body)
         record["mac"] = self._prev = mac.hexdigest()
+        mac_bytes = self._prev.encode()
         if self._checkpoints:
-            self._leaves.append(leaf_from(body, self._prev))
-        line = body[:-1] + b',"mac":"' + self._prev.encode() + b'"}\n'
+            leaf_hash = hashlib.sha256(body)
+            leaf_hash.update(mac_bytes)
+            self._leaves.append(leaf_hash.digest())  # what checkpoint.leaf() recomputes
+        line = body[:-1] + b',"mac":"' + mac_bytes + b'"}\n'
         self.spool.append(line, self._seq)
         self._pending += len(line)
         for shipper in self.shippers:
