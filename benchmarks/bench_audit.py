@@ -35,11 +35,13 @@ from sovereign_hub.audit.signing import new_private_key_pem
 from sovereign_hub.audit.sinks.postgresql import COLUMNS as PG_COLUMNS
 from sovereign_hub.audit.sinks.postgresql import SCHEMA as PG_SCHEMA
 from sovereign_hub.audit.sinks.postgresql import PostgreSQLSink
+from sovereign_hub.audit.sinks.sqlite import INSERT as SQLITE_INSERT
 from sovereign_hub.audit.sinks.sqlite import SCHEMA, SQLiteSink, row
 from sovereign_hub.audit.spool import Spool
 from sovereign_hub.audit.trail import AuditTrail
 from sovereign_hub.sandbox.postgres import LocalPostgres
 
+PG_MARKS = ",".join("%s" for _ in PG_COLUMNS.split(", "))
 EVENT = {
     "actor": "ana",
     "subject": "ana",
@@ -97,7 +99,7 @@ def delivery(spool_dir: Path, store: Path, events: int) -> dict:
     for i in range(0, len(records), 500):
         with raw:
             raw.executemany(
-                "INSERT OR IGNORE INTO audit_events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                SQLITE_INSERT,
                 [row(r) for r in records[i : i + 500]],
             )
     direct = len(records) / (time.perf_counter() - start)
@@ -141,7 +143,7 @@ def pg_delivery(spool_dir: Path, events: int) -> dict:
                         if method == "insert":
                             cur.executemany(
                                 f"INSERT INTO audit_events ({PG_COLUMNS}) VALUES "  # noqa: S608
-                                "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                                f"({PG_MARKS}) "
                                 "ON CONFLICT (id) DO NOTHING",
                                 rows[i : i + 500],
                             )
