@@ -298,8 +298,9 @@ def test_webhook_contract_signature_idempotency_and_bearer_token(tmp_path):
         expected = hmac.new(b"sign-key", request.body, hashlib.sha256).hexdigest()
         assert request.headers["x-sovereign-signature"] == f"sha256={expected}"
         records = json.loads(request.body)["records"]
+        # The epoch keeps a hub that lost its spool from reusing an earlier batch's key.
         assert request.headers["idempotency-key"] == (
-            f"hub-1:{records[0]['seq']}-{records[-1]['seq']}"
+            f"hub-1:{records[0]['epoch']}:{records[0]['seq']}-{records[-1]['seq']}"
         )
         seqs += [r["seq"] for r in records]
     assert seqs == list(range(1, 23))  # 20 events, the epoch start, the final checkpoint
