@@ -6,22 +6,36 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+from .chain import Keyring
+from .retention import describe, retain
+from .signing import KeyFileError, PublicKeys, Signer, new_private_key_pem
 from .store import Filters, StoreError, read
-from .verify import verify
+from .verify import DEFAULT_GRACE, verify
 
 EXIT_BROKEN = 1
 EXIT_USAGE = 2
+EXIT_UNPROVEN = 3
 
 
-def _key(args: argparse.Namespace) -> bytes:
+def _keys(args: argparse.Namespace) -> Keyring:
+    """The HMAC keys: every --key-file (several after a rotation), else the environment."""
     if args.key_file:
-        return Path(args.key_file).read_bytes().strip()
+        return Keyring(Path(f).read_bytes().strip() for f in args.key_file)
     key = os.environ.get("SOVEREIGN_AUDIT_HMAC_KEY", "").encode()
-    if not key:
-        raise SystemExit("sovhub audit verify: give --key-file or set SOVEREIGN_AUDIT_HMAC_KEY")
-    return key
+    return Keyring([key] if key else [])
+
+
+def _as_of(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(f"sovhub audit: {text!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _filters(args: argparse.Namespace) -> Filters:
@@ -37,38 +51,109 @@ def _filters(args: argparse.Namespace) -> Filters:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
-        report = verify(read(args.store), _key(args))
+        keys = _keys(args)
+        public = PublicKeys.from_files(args.public_key or [])
+    except (OSError, KeyFileError) as exc:
+        print(f"sovhub audit verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not keys and not public:
+        print(
+            "sovhub audit verify: give --public-key (anyone can verify with it), or the HMAC "
+            "key with --key-file or SOVEREIGN_AUDIT_HMAC_KEY",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        report = verify(read(args.store), keys, public, as_of=_as_of(args.as_of), grace=args.grace)
     except StoreError as exc:
         print(f"sovhub audit verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    status = (
+        EXIT_BROKEN if not report.ok else EXIT_UNPROVEN if args.strict and not report.proven else 0
+    )
     if args.json:
         print(
             json.dumps(
                 {
                     "ok": report.ok,
+                    "proven": report.proven,
                     "records": report.records,
                     "verifiedThrough": report.verified_through,
+                    "checkedWith": {"hmac": bool(keys), "publicKeys": sorted(public.keys)},
                     "findings": [
-                        {"kind": f.kind, "hub": f.hub, "seq": f.seq, "message": f.message}
+                        {
+                            "kind": f.kind,
+                            "hub": f.hub,
+                            "epoch": f.epoch,
+                            "seq": f.seq,
+                            "message": f.message,
+                        }
                         for f in report.findings
                     ],
+                    "caveats": report.caveats,
+                    "notes": report.notes,
+                    "epochs": [e.summary() for e in report.epochs],
                 },
                 indent=2,
             )
         )
-    elif report.ok:
+        return status
+    evidence = " and ".join(
+        x for x in ("HMAC chain" if keys else "", "signed checkpoints" if public else "") if x
+    )
+    if report.ok:
         through = ", ".join(
             f"{hub} through #{seq}" for hub, seq in sorted(report.verified_through.items())
         )
-        print(f"{args.store}: chain intact: {report.records} records ({through or 'empty'})")
+        verdict = "chain intact" if report.proven else "chain intact, NOT YET PROVEN COMPLETE"
+        print(
+            f"{args.store}: {verdict}: {report.records} records ({through or 'empty'}); "
+            f"checked: {evidence}"
+        )
     else:
         print(
             f"{args.store}: chain BROKEN: {len(report.findings)} problem(s) "
-            f"in {report.records} records"
+            f"in {report.records} records; checked: {evidence}"
         )
         for finding in report.findings:
             print(f"  [{finding.kind}] {finding.message}")
-    return 0 if report.ok else EXIT_BROKEN
+    for caveat in report.caveats:
+        print(f"  [unproven] {caveat}")
+    for note in report.notes:
+        print(f"  [boundary] {note}" if " began " in note else f"  [note] {note}")
+    return status
+
+
+def cmd_retain(args: argparse.Namespace) -> int:
+    if _as_of(args.before) is None:
+        return EXIT_USAGE
+    try:
+        signer = Signer.from_file(args.signing_key)
+        password = Path(args.password_file).read_text().strip() if args.password_file else ""
+        written = retain(args.store, args.before, signer, password=password)
+    except (OSError, KeyFileError, StoreError) as exc:
+        print(f"sovhub audit retain: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for record in written:
+        print(describe(record))
+    if not written:
+        print(f"{args.store}: no checkpoint range older than {args.before}; nothing removed")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    private, public, kid = new_private_key_pem()
+    out = Path(args.out)
+    if out.exists():
+        print(f"sovhub audit keygen: {out} exists; not overwriting a key", file=sys.stderr)
+        return EXIT_USAGE
+    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as f:
+        f.write(private)
+    public_path = out.with_name(out.name + ".pub")
+    public_path.write_bytes(public)
+    print(f"signing key {kid}: private {out} (keep it in a Secret), public {public_path}")
+    return 0
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -123,16 +208,72 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     check = sub.add_parser(
         "verify",
         help="check the tamper-evident chain of a store or export",
-        description="Verify every hub's HMAC chain in STORE (an audit SQLite file or a JSON-lines "
-        "export). Exit 0 when intact; 1 naming each changed, dropped, inserted or reordered "
-        "record.",
+        description="Verify every hub's chain in STORE (a SQLite file, a PostgreSQL URL or a "
+        "JSON-lines export), epoch by epoch, with the HMAC key, the signing public key, or "
+        "both. Exit 0 when intact; 1 naming each changed, dropped, inserted, reordered or "
+        "truncated record or epoch (a tail whose checkpoint is overdue counts as truncated); "
+        "2 on bad usage; with --strict, 3 when intact but not proven complete (records after "
+        "the newest checkpoint whose successor is not yet due, or a retention record whose "
+        "signature was not checked).",
     )
     check.add_argument("store", metavar="STORE")
     check.add_argument(
-        "--key-file", help="file with the HMAC key (default: $SOVEREIGN_AUDIT_HMAC_KEY)"
+        "--key-file",
+        action="append",
+        help="file with an HMAC key (default: $SOVEREIGN_AUDIT_HMAC_KEY); repeat it for the "
+        "keys of earlier rotations",
+    )
+    check.add_argument(
+        "--public-key",
+        action="append",
+        metavar="FILE",
+        help="PEM file with an Ed25519 public key that signs checkpoints (no HMAC key needed); "
+        "repeat it for the keys of earlier rotations",
+    )
+    check.add_argument(
+        "--as-of",
+        help="ISO 8601 time to judge overdue checkpoints against (default: now)",
+    )
+    check.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        help="seconds a checkpoint may be late (delivery lag) before the tail it should have "
+        f"sealed counts as truncated (default {DEFAULT_GRACE:.0f})",
+    )
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 3 unless the trail is proven complete (for archives and exports: the "
+        "newest records are sealed by a checkpoint)",
     )
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_verify)
+
+    retention = sub.add_parser(
+        "retain",
+        help="remove records older than a time, leaving a signed record of what went",
+        description="In a SQLite or PostgreSQL store, remove each hub epoch's records up to "
+        "its newest checkpoint older than --before (whole checkpoint ranges only, so what "
+        "stays remains provable) and write in their place one retention record signed with "
+        "--signing-key, which `verify` checks with the public key.",
+    )
+    retention.add_argument("store", metavar="STORE")
+    retention.add_argument("--before", required=True, help="ISO 8601 cut-off time")
+    retention.add_argument(
+        "--signing-key", required=True, metavar="FILE", help="Ed25519 private key (PEM)"
+    )
+    retention.add_argument("--password-file", help="PostgreSQL password, from a file")
+    retention.set_defaults(func=cmd_retain)
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="create an Ed25519 key pair for signing checkpoints",
+        description="Write a new private key to OUT (mode 0600, never overwritten) and its "
+        "public key to OUT.pub, and print the key id checkpoints will name.",
+    )
+    keygen.add_argument("out", metavar="OUT")
+    keygen.set_defaults(func=cmd_keygen)
 
     query = sub.add_parser("query", help="list events, filtered")
     query.add_argument("store", metavar="STORE")

@@ -34,6 +34,9 @@ POLICY_LOADED = f"{BASE}/policy-loaded/v1"
 API_ACTION = f"{BASE}/api-action/v1"
 HUB_SERVER_ACTION = f"{BASE}/hub-server-action/v1"
 AUDIT_VIEWED = f"{BASE}/audit-viewed/v1"
+CHECKPOINT = f"{BASE}/checkpoint/v1"
+EPOCH_STARTED = f"{BASE}/epoch-started/v1"
+RETENTION = f"{BASE}/retention/v1"
 
 
 class InvalidEvent(ValueError):

@@ -16,7 +16,7 @@ import itertools
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,20 @@ class Spool:
                 os.close(self._fd)
                 self._fd = None
 
+    def since_last(
+        self, is_mark: Callable[[dict[str, Any]], bool]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The records after the last one for which ``is_mark`` holds, and that one
+        (None when no segment holds one: then every record in the spool)."""
+        after: list[dict[str, Any]] = []
+        for path in reversed(self.segments()):
+            records = list(self._records(path))
+            for i in range(len(records) - 1, -1, -1):
+                if is_mark(records[i]):
+                    return records[i + 1 :] + after, records[i]
+            after = records + after
+        return after, None
+
     # -- reading (shippers) ----------------------------------------------------
     def reader(self, after: int) -> SpoolReader:
         return SpoolReader(self, after)
@@ -171,11 +185,14 @@ class Spool:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
-    def collect(self, sinks: list[str]) -> None:
-        """Delete segments every sink has acknowledged (never the one being written)."""
+    def collect(self, sinks: list[str], keep_from: int | None = None) -> None:
+        """Delete segments every sink has acknowledged (never the one being written),
+        keeping any that holds a record from ``keep_from`` on."""
         if not sinks:
             return
         done = min(self.cursor(s) for s in sinks)
+        if keep_from is not None:
+            done = min(done, keep_from - 1)
         segments = self.segments()
         for current, following in itertools.pairwise(segments):
             if _segment_seq(following) - 1 <= done:

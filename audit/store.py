@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ class Filters:
 
 
 def _record(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+    record = {
         "seq": row["seq"],
         "id": row["id"],
         "time": row["time"],
@@ -39,6 +39,18 @@ def _record(row: Mapping[str, Any]) -> dict[str, Any]:
         "prev": row["prev"],
         "mac": row["mac"],
     }
+    # Records written before epochs and key ids existed had neither field,
+    # and their MACs cover exactly what they had: add them only when set.
+    names = row.keys()
+    for name in ("epoch", "kid"):
+        if name in names and row[name]:
+            record[name] = row[name]
+    return record
+
+
+def _order(columns: Iterable[str]) -> str:
+    """Each hub's chains in order: epochs sort by the time they began."""
+    return "hub, epoch, seq" if "epoch" in columns else "hub, seq"
 
 
 def read(
@@ -74,10 +86,12 @@ def read(
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(audit_events)")]
+        order = _order(columns)
         yield from (
             _record(r)
             # The clauses are fixed strings; every value is a bound parameter.
-            for r in db.execute(f"SELECT * FROM audit_events {where} ORDER BY hub, seq", params)  # noqa: S608
+            for r in db.execute(f"SELECT * FROM audit_events {where} ORDER BY {order}", params)  # noqa: S608
         )
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{store}: not an audit store ({exc})") from None
@@ -124,8 +138,16 @@ def _read_postgres(store: str, filters: Filters, password: str) -> Iterator[dict
     try:
         # A named (server-side) cursor streams a trail of any size in pages.
         with db.transaction(), db.cursor(name="sovhub_audit_read") as cur:
+            columns = [
+                r["column_name"]
+                for r in db.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = 'audit_events' AND table_schema = current_schema()"
+                )
+            ]
             cur.itersize = 2000
-            cur.execute(f"SELECT * FROM audit_events {where} ORDER BY hub, seq", params)  # noqa: S608
+            order = _order(columns)
+            cur.execute(f"SELECT * FROM audit_events {where} ORDER BY {order}", params)  # noqa: S608
             yield from (_record(r) for r in cur)
     except psycopg.errors.UndefinedTable:
         raise StoreError(f"{_redact(store)}: not an audit store (no audit_events table)") from None

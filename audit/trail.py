@@ -5,14 +5,22 @@ event against its schema, links it to its predecessor with an HMAC, and
 appends it to the spool. Everything slow (stores, networks, retries) happens
 in shipper threads, so emitting never waits on a store, and a store outage
 only delays delivery.
+
+The trail also writes records about itself: an ``epoch-started`` record when
+it starts without a chain position (see :mod:`.epoch`), and signed
+``checkpoint`` records every so many records or seconds and when it stops
+(see :mod:`.checkpoint`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 import os
 import secrets
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -24,11 +32,15 @@ from traitlets.config import LoggingConfigurable
 
 from sovereign_hub.reporting import AuditUnavailable
 
-from .chain import GENESIS, canonical
+from . import schemas
+from .chain import GENESIS, canonical, key_id
+from .checkpoint import digest, family_of, fingerprint, leaf, signed_payload
+from .epoch import new_epoch_id, previous_end
 from .schemas import Validators
 from .shipper import Shipper
 from .shipprocess import RemoteShipper, ShipperProcess
-from .sinks import make_sink
+from .signing import Signer
+from .sinks import Sink, make_sink
 from .spool import Spool
 
 
@@ -71,6 +83,40 @@ class AuditTrail(LoggingConfigurable):
         help="""File holding the chain's HMAC key (a Kubernetes Secret). Empty: the
         SOVEREIGN_AUDIT_HMAC_KEY environment variable.""",
     )
+    signing_key_file = Unicode(
+        "",
+        config=True,
+        help="""File holding the Ed25519 private key (PEM, PKCS#8, unencrypted; a Kubernetes
+        Secret) that signs checkpoints, so anyone with the public key can verify the trail
+        without the HMAC key (`sovhub audit verify --public-key`). Generate a pair with
+        `sovhub audit keygen`. Empty (the default): checkpoints are still written but
+        unsigned, protecting the tail only for holders of the HMAC key.""",
+    )
+    checkpoint_every_records = Integer(
+        1000,
+        config=True,
+        help="""Write a checkpoint after this many records (default 1000). A removed or
+        truncated record is provable from the next checkpoint on. 0: no count limit (then
+        `checkpoint_every_seconds` must be set). Signing costs about 50 µs once per
+        checkpoint, not per emit. Both 0: no checkpoints at all, so nothing proves a
+        trail complete (not recommended).""",
+    )
+    checkpoint_every_seconds = Float(
+        60.0,
+        config=True,
+        help="""Write a checkpoint at least this often, in seconds, even when nothing
+        happened (default 60), so a verifier can tell a trail whose tail was cut off from
+        one that is merely quiet: the tail after a checkpoint that is older than this is
+        reported as truncated. 0: no time limit (not recommended: a truncated tail is then
+        only provable when the trail stopped cleanly).""",
+    )
+    epoch_lookup_timeout = Float(
+        3.0,
+        config=True,
+        help="""Seconds a hub starting without a chain position waits for its first SQL
+        sink to say where the previous chain ended (default 3). When none answers, the new
+        epoch records `unknown` and the hub starts anyway: never an outage.""",
+    )
     hub_instance = Unicode(
         "",
         config=True,
@@ -105,9 +151,17 @@ class AuditTrail(LoggingConfigurable):
     )
 
     def start(self) -> AuditTrail:
+        if self.checkpoint_every_records < 0 or self.checkpoint_every_seconds < 0:
+            raise ValueError(
+                "AuditTrail.checkpoint_every_records and checkpoint_every_seconds must be >= 0 "
+                f"(got {self.checkpoint_every_records} and {self.checkpoint_every_seconds})"
+            )
         self._key = self._load_key()
+        self._kid = key_id(self._key)
         self._hmac = hmac.new(self._key, digestmod=hashlib.sha256)
+        self._signer = Signer.from_file(self.signing_key_file) if self.signing_key_file else None
         self._validators = Validators()
+        self._lock = threading.Lock()
         # Segments of at most an eighth of the limit, so acknowledged space is
         # reclaimed in small steps (the segment being written is never deleted).
         segment = min(8 * 2**20, max(4096, self.spool_limit_bytes // 8))
@@ -115,11 +169,34 @@ class AuditTrail(LoggingConfigurable):
         head = self.spool.head
         self._seq = int(head["seq"]) if head else 0
         self._prev = str(head["mac"]) if head else GENESIS
+        self._epoch = str(head.get("epoch", "")) if head else new_epoch_id()
         self._hub = self.hub_instance or os.uname().nodename
         self._dropped = 0
         self.dropped_total = 0
         self.emitted = 0
+        self._checkpoints = self.checkpoint_every_records > 0 or self.checkpoint_every_seconds > 0
+        self._resume_checkpoints()
         sinks = [make_sink(spec) for spec in self.sinks]  # configuration errors surface here
+        # No chain position: a new hub, or its spool was lost. Start a new epoch
+        # that names where the stored chain ended; never refuse.
+        previous = (
+            previous_end(sinks, self._hub, self.epoch_lookup_timeout) if head is None else None
+        )
+        self._start_shippers(sinks)
+        self._pending_checked = 0.0
+        self._pending = self.spool.pending_bytes()
+        if previous is not None:
+            self._begin_epoch(previous)
+        self._ticker_stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if self.checkpoint_every_seconds > 0:
+            self._ticker = threading.Thread(
+                target=self._tick, name="audit-checkpoints", daemon=True
+            )
+            self._ticker.start()
+        return self
+
+    def _start_shippers(self, sinks: list[Sink]) -> None:
         self._process: ShipperProcess | None = None
         if self.shipping == "process":
             for sink in sinks:
@@ -147,9 +224,46 @@ class AuditTrail(LoggingConfigurable):
             ]
             for shipper in self.shippers:
                 shipper.start()  # type: ignore[union-attr]
-        self._pending_checked = 0.0
-        self._pending = self.spool.pending_bytes()
-        return self
+
+    def _begin_epoch(self, previous: dict[str, Any]) -> None:
+        """Write the first record of a new epoch, naming where the stored chain ended."""
+        # Say when the first checkpoint is due, so removing every checkpoint
+        # of a young epoch is as visible as cutting an older one.
+        previous["every_records"] = self.checkpoint_every_records
+        previous["every_seconds"] = math.ceil(self.checkpoint_every_seconds)
+        self._validators.validate(schemas.EPOCH_STARTED, previous)
+        with self._lock:
+            self._write(schemas.EPOCH_STARTED, previous)
+        # A new hub (the store holds none of its chain) is routine; a lost
+        # spool or an unreachable store is worth an operator's attention.
+        level = logging.INFO if previous["previous_state"] == "none" else logging.WARNING
+        self.log.log(
+            level, "audit trail %s: no chain position in %s; started epoch %s (previous: %s)",
+            self._hub, self.spool_dir, self._epoch, previous["previous_state"],
+        )  # fmt: skip
+
+    def _resume_checkpoints(self) -> None:
+        """Find the last checkpoint in the spool and the records written after it, so
+        the next checkpoint covers exactly what the previous one did not."""
+        self._leaves: list[bytes] = []
+        self._first = self._seq + 1
+        self._last_checkpoint = ""
+        self._checkpoint_at = time.monotonic()
+        if not self._checkpoints:
+            return
+        after, last = self.spool.since_last(lambda r: family_of(r) == "checkpoint")
+        if last is not None and last.get("epoch", "") == self._epoch:
+            self._last_checkpoint = fingerprint(last)
+        if after:
+            self._first = int(after[0]["seq"])
+            self._leaves = [leaf(r) for r in after]
+
+    def _tick(self) -> None:
+        interval = self.checkpoint_every_seconds
+        while not self._ticker_stop.wait(min(1.0, interval / 4)):
+            if time.monotonic() - self._checkpoint_at >= interval:
+                with self._lock:
+                    self._checkpoint(final=False)
 
     def _load_key(self) -> bytes:
         if self.hmac_key_file:
@@ -167,8 +281,24 @@ class AuditTrail(LoggingConfigurable):
     def _full(self) -> bool:
         now = time.monotonic()
         if now - self._pending_checked > 1.0:  # stat the segments at most once a second
-            self.spool.collect([s.sink.name for s in self.shippers])
+            # Records since the last checkpoint stay until the next covers them,
+            # so a restarted trail can still hash them.
+            sinks = [s.sink.name for s in self.shippers]
+            keep = self._first if self._checkpoints else None
+            self.spool.collect(sinks, keep_from=keep)
             self._pending = self.spool.pending_bytes()
+            delivered = min((s.acked for s in self.shippers), default=self._seq)
+            if (
+                self._checkpoints
+                and self._pending >= self.spool_limit_bytes
+                and delivered >= self._first
+            ):
+                # Every store has what is kept only for the next checkpoint: write
+                # it now rather than refuse service for space the stores freed.
+                with self._lock:
+                    self._checkpoint(final=False)
+                self.spool.collect(sinks, keep_from=self._first)
+                self._pending = self.spool.pending_bytes()
             self._pending_checked = now
         return self._pending >= self.spool_limit_bytes
 
@@ -190,32 +320,77 @@ class AuditTrail(LoggingConfigurable):
         if self._dropped:
             self._dropped, dropped = 0, self._dropped
             self.log.critical("audit spool has room again after dropping %d events", dropped)
-        return self._append(schema_id, data)
+        with self._lock:
+            record = self._write(schema_id, data)
+            self.emitted += 1
+            if 0 < self.checkpoint_every_records <= len(self._leaves):
+                self._checkpoint(final=False)
+        return record
 
-    def _append(self, schema_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    def _write(self, schema_id: str, data: dict[str, Any], at: str = "") -> dict[str, Any]:
+        """Chain and spool one record (the caller holds the lock)."""
         self._seq += 1
         record = {
             "seq": self._seq,
             "id": str(uuid.uuid4()),
-            "time": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "time": at or _now(),
             "hub": self._hub,
+            "kid": self._kid,
             "schema": schema_id,
             "version": self._validators.versions[schema_id],
             "data": data,
             "prev": self._prev,
         }
+        if self._epoch:  # the epoch-less chain of earlier versions continues without one
+            record["epoch"] = self._epoch
         # One serialisation: the canonical body is what the MAC covers and,
         # with the MAC appended, the line stored.
         body = canonical(record)
         mac = self._hmac.copy()
         mac.update(body)
         record["mac"] = self._prev = mac.hexdigest()
-        line = body[:-1] + b',"mac":"' + self._prev.encode() + b'"}\n'
+        mac_bytes = self._prev.encode()
+        if self._checkpoints:
+            leaf_hash = hashlib.sha256(body)
+            leaf_hash.update(mac_bytes)
+            self._leaves.append(leaf_hash.digest())  # what checkpoint.leaf() recomputes
+        line = body[:-1] + b',"mac":"' + mac_bytes + b'"}\n'
         self.spool.append(line, self._seq)
         self._pending += len(line)
-        self.emitted += 1
         for shipper in self.shippers:
             shipper.wake.set()
+        return record
+
+    def _checkpoint(self, *, final: bool) -> dict[str, Any]:
+        """Write a checkpoint covering the records since the last (the caller holds the lock)."""
+        data: dict[str, Any] = {
+            "actor": "system",
+            "subject": "",
+            "first_seq": self._first,
+            "last_seq": self._seq,
+            "digest": digest(self._leaves),
+            "previous": self._last_checkpoint,
+            "every_records": self.checkpoint_every_records,
+            "every_seconds": math.ceil(self.checkpoint_every_seconds),
+            "final": final,
+            "key_id": self._signer.key_id if self._signer else "",
+            "signature": "",
+        }
+        if self._signer is not None:
+            # The signature covers the record's identity, which _write fixes;
+            # so sign a preview of exactly what it will write.
+            preview = {
+                "hub": self._hub, "epoch": self._epoch, "seq": self._seq + 1,
+                "time": _now(), "schema": schemas.CHECKPOINT, "data": data,
+            }  # fmt: skip
+            data["signature"] = self._signer.sign(signed_payload(preview))
+            record = self._write(schemas.CHECKPOINT, data, preview["time"])
+        else:
+            record = self._write(schemas.CHECKPOINT, data)
+        self._leaves = []
+        self._first = self._seq + 1
+        self._last_checkpoint = fingerprint(record)
+        self._checkpoint_at = time.monotonic()
         return record
 
     @property
@@ -230,13 +405,41 @@ class AuditTrail(LoggingConfigurable):
     def drain(self, timeout: float = 30.0) -> bool:
         return all(s.drain(self._seq, timeout) for s in self.shippers)
 
-    def stop(self) -> None:
+    @property
+    def epoch(self) -> str:
+        """This trail's epoch id ("" for a chain begun before epochs existed)."""
+        return self._epoch
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Write a checkpoint now (tests, and before an export that must be provable)."""
+        with self._lock:
+            return self._checkpoint(final=False)
+
+    def stop(self, final_delivery_timeout: float = 5.0) -> None:
+        """Seal the chain with a final checkpoint and stop the shippers.
+
+        The shippers get up to ``final_delivery_timeout`` seconds to deliver
+        what is left, so a cleanly stopped trail's stores end in its final
+        checkpoint; whatever they cannot deliver stays in the spool for the
+        next start."""
+        self._ticker_stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+        if self._checkpoints:
+            with self._lock:
+                self._checkpoint(final=True)
+        if final_delivery_timeout > 0:
+            self.drain(final_delivery_timeout)
         if self._process is not None:
             self._process.stop()
         else:
             for shipper in self.shippers:
                 shipper.stop()  # type: ignore[union-attr]
         self.spool.close()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def new_key() -> str:

@@ -47,7 +47,7 @@ def rows(n: int, seed: int = 7):
         yield (
             str(uuid.UUID(int=rng.getrandbits(128))), "bench", i + 1, when,
             f"{BASE}/{event}/v1", "1", event, user, user, region, digest,
-            json.dumps(data, sort_keys=True), "0" * 64, "0" * 64,
+            json.dumps(data, sort_keys=True), "0" * 64, "0" * 64, "20260601T000000Z-000000", "",
         )  # fmt: skip
 
 

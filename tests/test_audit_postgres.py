@@ -7,6 +7,8 @@ Delivery, deduplication, tamper detection, a 30-second outage in a stream of
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ import psycopg
 import pytest
 
 from sovereign_hub.audit import schemas
+from sovereign_hub.audit.signing import new_private_key_pem
 from sovereign_hub.audit.sinks import SinkConfigError, make_sink
 from sovereign_hub.audit.sinks.postgresql import PostgreSQLSink
 from sovereign_hub.audit.store import Filters, read
@@ -25,6 +28,7 @@ from sovereign_hub.audit.verify import verify
 from sovereign_hub.audit.viewer.query import Query, Store
 from sovereign_hub.sandbox.postgres import LocalPostgres
 from tests.conftest import require_postgres
+from tests.test_audit_migrations import V1_DDL, V1_INSERT, legacy_chain, v1_rows
 
 KEY = "pg-test-key-" + "k" * 32
 RECORD = {
@@ -33,6 +37,10 @@ RECORD = {
     "data": {"actor": "ana", "subject": "ana"}, "prev": "0" * 64, "mac": "m" * 64,
 }  # fmt: skip
 SOVHUB = str(Path(sys.executable).with_name("sovhub"))
+EVENTS = (
+    "SELECT count(*), count(DISTINCT id) FROM audit_events "
+    "WHERE event NOT IN ('epoch-started', 'checkpoint')"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -77,12 +85,13 @@ def test_events_land_in_postgresql_and_the_chain_verifies(tmp_path, pg_url):
         )
     assert t.drain()
     t.stop()
-    assert count(pg_url) == (200, 200)
+    # 200 events, the epoch's first record and the final checkpoint
+    assert count(pg_url) == (202, 202)
     records = list(read(pg_url))
-    assert [r["seq"] for r in records] == list(range(1, 201))
+    assert [r["seq"] for r in records] == list(range(1, 203))
     report = verify(records, KEY.encode())
-    assert report.ok, report.findings
-    assert report.verified_through == {"hub-pg": 200}
+    assert report.proven, (report.findings, report.caveats)
+    assert report.verified_through == {"hub-pg": 202}
     us_bob = list(read(pg_url, Filters(user="bob", region="us", event="server-started")))
     assert us_bob
     assert all(r["data"]["subject"] == "bob" and r["data"]["region"] == "us" for r in us_bob)
@@ -100,7 +109,7 @@ def test_a_batch_delivered_twice_is_stored_once(pg_url, tmp_path):
     sink.deliver(records)  # an acknowledgement lost: the shipper re-sends the batch
     sink.deliver(records[3:7])
     sink.close()
-    assert count(pg_url) == (10, 10)
+    assert count(pg_url) == (12, 12)
 
 
 def test_a_forged_record_claiming_a_stored_sequence_number_is_refused(pg_url, tmp_path):
@@ -108,13 +117,13 @@ def test_a_forged_record_claiming_a_stored_sequence_number_is_refused(pg_url, tm
     t.emit(schemas.SERVER_STARTED, started("ana"))
     assert t.drain()
     t.stop()
-    (record,) = read(pg_url)
+    _, record, _ = read(pg_url)  # epoch start, the event, the final checkpoint
     forged = dict(record, id="00000000-0000-4000-8000-000000000000")
     sink = PostgreSQLSink(pg_url)
     with pytest.raises(psycopg.errors.UniqueViolation):
         sink.deliver([forged])
     sink.close()
-    assert count(pg_url) == (1, 1)
+    assert count(pg_url) == (3, 3)
 
 
 def test_tampering_in_postgresql_is_caught_at_the_record(tmp_path, pg_url):
@@ -210,6 +219,7 @@ def test_postgresql_stopped_for_30_seconds_loses_and_duplicates_nothing(tmp_path
         for i in range(3000):
             t.emit(schemas.SERVER_STARTED, started(f"user{i % 37}", i=i))
         assert t.drain(timeout=60)
+        delivered_before = t.seq
         server.stop(mode="immediate")  # as a crash: no clean shutdown of sessions
         down_at = time.monotonic()
         emitted_while_down = 0
@@ -222,16 +232,19 @@ def test_postgresql_stopped_for_30_seconds_loses_and_duplicates_nothing(tmp_path
                 break
         time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
         assert t.shippers[0].failures > 0
-        assert t.shippers[0].acked == 3000  # nothing acknowledged while the store was down
+        # nothing acknowledged while the store was down
+        assert t.shippers[0].acked == delivered_before
         server.start()
         for i in range(10_000 - 3000 - emitted_while_down):
             t.emit(schemas.SERVER_STARTED, started("erin", i=i))
-        assert t.seq == 10_000
+        assert t.emitted == 10_000
         assert t.drain(timeout=120)
         t.stop()
-        assert count(server.url) == (10_000, 10_000)
-        assert count(server.url, "SELECT min(seq), max(seq) FROM audit_events") == (1, 10_000)
-        assert verify(read(server.url), KEY.encode()).ok
+        assert count(server.url, EVENTS) == (10_000, 10_000)
+        written = t.seq  # the events, the epoch's first record and the checkpoints
+        assert count(server.url) == (written, written)
+        assert count(server.url, "SELECT min(seq), max(seq) FROM audit_events") == (1, written)
+        assert verify(read(server.url), KEY.encode()).proven
 
 
 def test_a_slow_store_delays_delivery_but_never_the_emitter(tmp_path, pg_url):
@@ -256,8 +269,109 @@ def test_a_slow_store_delays_delivery_but_never_the_emitter(tmp_path, pg_url):
         t.emit(schemas.SERVER_STARTED, started("ana", i=i))
         slowest = max(slowest, time.perf_counter() - t0)
     assert slowest < 0.5  # a generous bound: the store's 3 s wait never reaches the emitter
-    assert t.shippers[0].acked == 1  # the batch waits on the lock
+    assert t.shippers[0].acked == 2  # the batch waits on the lock (after epoch start, event)
     holder.join()
     assert t.drain(timeout=30)
     t.stop()
-    assert count(pg_url) == (501, 501)
+    assert count(pg_url, EVENTS) == (501, 501)
+
+
+def test_a_running_hub_that_loses_its_spool_resumes_delivery_in_a_new_epoch(tmp_path, pg_url):
+    """The spool of a running trail is deleted (an emptyDir gone with its pod).
+
+    Before epochs, the restarted hub began again at seq 1 under the same name,
+    PostgreSQL refused every record for ever, the spool filled and, fail-closed,
+    logins stopped. Now delivery resumes and `verify` names the boundary.
+    """
+    private, public = tmp_path / "signing.pem", tmp_path / "signing.pub"
+    key, pub, _ = new_private_key_pem()
+    private.write_bytes(key)
+    public.write_bytes(pub)
+    first = pg_trail(tmp_path, pg_url, signing_key_file=str(private))
+    for i in range(40):
+        first.emit(schemas.SERVER_STARTED, started("ana", i=i))
+    assert first.drain()
+    stored_end = first.seq
+    shutil.rmtree(tmp_path / "spool")  # the volume goes while the hub runs
+    for i in range(5):  # written into the deleted spool: lost with it
+        first.emit(schemas.SERVER_STARTED, started("lost", i=i))
+    first.stop(final_delivery_timeout=0.5)
+    second = pg_trail(tmp_path, pg_url, signing_key_file=str(private))
+    assert second.epoch != first.epoch
+    for i in range(400):
+        second.emit(schemas.SERVER_STARTED, started("bob", i=i))
+    assert second.drain(timeout=60)
+    assert second.shippers[0].failures == 0  # not one refusal by the store
+    second.stop()
+    records = list(read(pg_url))
+    start = next(r for r in records if r.get("epoch") == second.epoch and r["seq"] == 1)
+    assert start["data"]["previous_state"] == "found"
+    assert (start["data"]["previous_epoch"], start["data"]["previous_seq"]) == (
+        first.epoch,
+        stored_end,
+    )
+    assert count(pg_url, EVENTS + " AND subject = 'bob'") == (400, 400)
+    env = {k: v for k, v in os.environ.items() if k != "SOVEREIGN_AUDIT_HMAC_KEY"}
+    result = subprocess.run(
+        [SOVHUB, "audit", "verify", pg_url, "--public-key", str(public)],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"[boundary] hub-pg epoch {second.epoch} began at" in result.stdout
+    assert f"ended at hub-pg epoch {first.epoch} #{stored_end}, as postgresql showed" in (
+        result.stdout
+    )
+    assert verify(read(pg_url), KEY.encode()).proven
+
+
+def test_a_hub_starting_while_postgresql_is_down_starts_anyway_and_delivers_later(tmp_path):
+    """No chain position and no store: the epoch's predecessor is 'unknown', never an outage."""
+    require_postgres()
+    with LocalPostgres() as server:
+        first = pg_trail(tmp_path, server.url)
+        first.emit(schemas.SERVER_STARTED, started("ana"))
+        assert first.drain()
+        first.stop()
+        shutil.rmtree(tmp_path / "spool")
+        server.stop(mode="immediate")
+        began = time.monotonic()
+        second = pg_trail(tmp_path, server.url, epoch_lookup_timeout=1.0, retry_max_seconds=0.5)
+        assert time.monotonic() - began < 10
+        second.emit(schemas.SERVER_STARTED, started("bob"))  # accepted while the store is down
+        server.start()
+        assert second.drain(timeout=60)
+        second.stop()
+        records = list(read(server.url))
+    start = next(r for r in records if r.get("epoch") == second.epoch and r["seq"] == 1)
+    assert start["data"]["previous_state"] == "unknown"
+    assert "unreachable: postgresql" in start["data"]["looked_in"]
+    report = verify(records, KEY.encode())
+    assert report.ok, report.findings
+    assert any("without knowing where the chain before it ended" in n for n in report.notes)
+
+
+def test_a_version_1_table_is_upgraded_in_place(tmp_path, pg_url):
+    """The first release's table, with rows, is migrated when a sink opens it."""
+    legacy = legacy_chain("hub-pg", 20, KEY)
+    with psycopg.connect(pg_url) as db:
+        db.execute(V1_DDL.format(bigint="BIGINT"))
+        with db.cursor() as cur:
+            cur.executemany(V1_INSERT, v1_rows(legacy))
+    t = pg_trail(tmp_path, pg_url)
+    t.emit(schemas.SERVER_STARTED, started("ana"))
+    assert t.drain()
+    t.stop()
+    with psycopg.connect(pg_url) as db:
+        assert db.execute("SELECT version FROM audit_schema").fetchall() == [(2,)]
+        constraints = {
+            name
+            for (name,) in db.execute(
+                "SELECT conname FROM pg_constraint WHERE conrelid = 'audit_events'::regclass"
+            )
+        }
+    assert "audit_events_hub_epoch_seq_key" in constraints
+    assert "audit_events_hub_seq_key" not in constraints
+    records = list(read(pg_url))
+    assert records[:20] == legacy
+    assert records[20]["data"]["previous_seq"] == 20
+    assert verify(records, KEY.encode()).proven

@@ -80,7 +80,8 @@ def test_syslog_rfc5424_reaches_a_real_rsyslog(tmp_path, rsyslog, tls):
     trail = emit_some(tmp_path, [spec])
     assert trail.drain()
     trail.stop()
-    wait_for(lambda: len(rsyslog.messages()) == 20)
+    # 20 events, with the epoch's first record and the final checkpoint
+    wait_for(lambda: len(rsyslog.messages()) == 22)
     messages = rsyslog.messages()
     denied = [m for m in messages if m["msgid"] == "spawn-denied"]
     logins = [m for m in messages if m["msgid"] == "login"]
@@ -93,8 +94,8 @@ def test_syslog_rfc5424_reaches_a_real_rsyslog(tmp_path, rsyslog, tls):
     # The JSON body is the whole record: the chain verifies from what the SIEM holds.
     records = [json.loads(m["msg"].lstrip("\ufeff")) for m in messages]
     records.sort(key=lambda r: r["seq"])
-    assert verify(records, KEY.encode()).ok
-    assert records[0]["data"]["subject"] == "zoë"
+    assert verify(records, KEY.encode()).proven
+    assert records[1]["data"]["subject"] == "zoë"
     first = next(m for m in messages if json.loads(m["msg"].lstrip("\ufeff"))["seq"] == 1)
     assert first["sd"] == (
         f'[sovereignHub@32473 id="{records[0]["id"]}" seq="1" mac="{records[0]["mac"]}"]'
@@ -106,7 +107,7 @@ def test_syslog_reconnects_after_the_receiver_restarts(tmp_path, rsyslog):
     spec = {"type": "syslog", "host": "127.0.0.1", "port": rsyslog.tcp_port, "tls": False}
     trail = emit_some(tmp_path, [spec], n=5)
     assert trail.drain()
-    wait_for(lambda: len(rsyslog.messages()) == 5)
+    wait_for(lambda: len(rsyslog.messages()) == 6)  # the epoch's first record and 5 events
     rsyslog.stop()
     time.sleep(0.5)
     for _ in range(5):
@@ -116,9 +117,9 @@ def test_syslog_reconnects_after_the_receiver_restarts(tmp_path, rsyslog):
     try:
         assert trail.drain()
         trail.stop()
-        wait_for(lambda: len(again.messages()) == 10)
+        wait_for(lambda: len(again.messages()) == 12)  # and the final checkpoint
         seqs = sorted(json.loads(m["msg"].lstrip("\ufeff"))["seq"] for m in again.messages())
-        assert seqs == list(range(1, 11))
+        assert seqs == list(range(1, 13))
     finally:
         again.stop()
 
@@ -173,7 +174,7 @@ def test_loki_contract_push_api(tmp_path):
                 # The entry's time is the event's, to the microsecond, in nanoseconds.
                 assert ts.endswith("000")
                 entries.append(record)
-    assert sorted(r["seq"] for r in entries) == list(range(1, 21))
+    assert sorted(r["seq"] for r in entries) == list(range(1, 23))  # + epoch start, checkpoint
 
 
 def test_loki_errors_are_retried_not_lost(tmp_path):
@@ -199,7 +200,7 @@ def test_loki_errors_are_retried_not_lost(tmp_path):
         for s in json.loads(r.body)["streams"]
         for _, line in s["values"]
     }
-    assert delivered == set(range(1, 9))
+    assert delivered == set(range(1, 11))  # 8 events, the epoch start, the final checkpoint
 
 
 class FakeIndex:
@@ -248,7 +249,7 @@ def test_opensearch_contract_bulk_api_and_deduplication(tmp_path):
         sink.close()
     finally:
         receiver.close()
-    assert len(index.docs) == 20
+    assert len(index.docs) == 22  # 20 events, the epoch start, the final checkpoint
     doc = next(iter(index.docs.values()))
     assert doc["_index"] == "audit-eu"
     assert doc["@timestamp"] == doc["time"]
@@ -297,11 +298,12 @@ def test_webhook_contract_signature_idempotency_and_bearer_token(tmp_path):
         expected = hmac.new(b"sign-key", request.body, hashlib.sha256).hexdigest()
         assert request.headers["x-sovereign-signature"] == f"sha256={expected}"
         records = json.loads(request.body)["records"]
+        # The epoch keeps a hub that lost its spool from reusing an earlier batch's key.
         assert request.headers["idempotency-key"] == (
-            f"hub-1:{records[0]['seq']}-{records[-1]['seq']}"
+            f"hub-1:{records[0]['epoch']}:{records[0]['seq']}-{records[-1]['seq']}"
         )
         seqs += [r["seq"] for r in records]
-    assert seqs == list(range(1, 21))
+    assert seqs == list(range(1, 23))  # 20 events, the epoch start, the final checkpoint
 
 
 def test_no_credential_appears_in_a_delivery_error(tmp_path, caplog):

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sovereign_hub.audit import schemas
+from sovereign_hub.audit.checkpoint import SYSTEM_FAMILIES, family_of
 from sovereign_hub.audit.sinks import SINKS
 from sovereign_hub.audit.sinks.base import Sink
 from sovereign_hub.audit.store import read
@@ -43,6 +44,11 @@ def denied(user: str, i: int = 0) -> dict:
     }
 
 
+def events(records) -> list[dict]:
+    """The records about users, without the trail's own (epoch start, checkpoints)."""
+    return [r for r in records if family_of(r) not in SYSTEM_FAMILIES]
+
+
 def trail(tmp_path: Path, sinks: list[dict] | None = None, **config) -> AuditTrail:
     if sinks is None:
         sinks = [{"type": "sqlite", "path": str(tmp_path / "audit.sqlite")}]
@@ -65,10 +71,13 @@ def test_events_reach_every_sink_and_the_chain_verifies(tmp_path):
     t.stop()
     for store in ("a.sqlite", "a.jsonl"):
         records = list(read(str(tmp_path / store)))
-        assert [r["seq"] for r in records] == list(range(1, 51))
+        # The epoch's first record, the 50 events, the final checkpoint.
+        assert [r["seq"] for r in records] == list(range(1, 53))
+        assert [family_of(r) for r in (records[0], records[-1])] == ["epoch-started", "checkpoint"]
+        assert len(events(records)) == 50
         report = verify(records, KEY.encode())
-        assert report.ok
-        assert report.verified_through == {"hub-a": 50}
+        assert report.proven, (report.findings, report.caveats)
+        assert report.verified_through == {"hub-a": 52}
 
 
 def test_chain_continues_across_restarts(tmp_path):
@@ -82,9 +91,11 @@ def test_chain_continues_across_restarts(tmp_path):
     t.drain()
     t.stop()
     records = list(read(str(tmp_path / "audit.sqlite")))
-    assert [r["seq"] for r in records] == [1, 2, 3, 4]
-    assert records[3]["prev"] == records[2]["mac"]
-    assert verify(records, KEY.encode()).ok
+    # epoch start, 3 events, final checkpoint; then the same epoch goes on.
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5, 6, 7]
+    assert len({r["epoch"] for r in records}) == 1
+    assert records[5]["prev"] == records[4]["mac"]
+    assert verify(records, KEY.encode()).proven
 
 
 def test_invalid_events_are_refused_at_the_emit_site(tmp_path):
@@ -142,12 +153,12 @@ def test_tamper_in_sqlite_is_caught(tmp_path):
     t.stop()
     db = sqlite3.connect(tmp_path / "audit.sqlite")
     db.execute(
-        "UPDATE audit_events SET data = replace(data, 'refusal 3', 'nothing to see') WHERE seq = 4"
+        "UPDATE audit_events SET data = replace(data, 'refusal 3', 'nothing to see') WHERE seq = 5"
     )
     db.execute("DELETE FROM audit_events WHERE seq = 8")
     db.commit()
     db.close()
-    assert kinds(read(str(tmp_path / "audit.sqlite"))) == [("changed", 4), ("dropped", 8)]
+    assert kinds(read(str(tmp_path / "audit.sqlite"))) == [("changed", 5), ("dropped", 8)]
 
 
 def test_verify_cli_reports_the_break(tmp_path, export):
@@ -167,7 +178,8 @@ def test_verify_cli_reports_the_break(tmp_path, export):
         check=False,
     )
     assert result.returncode == 1
-    assert "[dropped] records hub-a#6 are missing before #7" in result.stdout
+    epoch = export[0]["epoch"]
+    assert f"[dropped] records hub-a epoch {epoch}#6 are missing before #7" in result.stdout
 
 
 class Outage(Sink):
@@ -199,7 +211,10 @@ def test_a_store_outage_delays_and_loses_nothing(tmp_path, outage):
     assert outage.received == []
     assert t.drain(timeout=20)
     t.stop()
-    assert [r["seq"] for r in outage.received] == list(range(1, 2001))
+    received = outage.received
+    assert [r["seq"] for r in received] == list(range(1, len(received) + 1))
+    assert len(events(received)) == 2000
+    assert verify(received, KEY.encode()).proven
     assert t.shippers[0].failures >= 1
 
 
@@ -240,6 +255,7 @@ EMITTER = textwrap.dedent(
     """
     import sys, time
     from sovereign_hub.audit import schemas
+from sovereign_hub.audit.checkpoint import SYSTEM_FAMILIES, family_of
     from sovereign_hub.audit.trail import AuditTrail
     t = AuditTrail(spool_dir=sys.argv[1], sinks=[{"type": "sqlite", "path": sys.argv[2]}], hub_instance="hub-a").start()
     i = 0
@@ -276,8 +292,9 @@ def test_a_killed_hub_loses_nothing_it_emitted(tmp_path):
     assert t.drain(timeout=30)
     t.stop()
     records = list(read(str(db)))
-    assert [r["seq"] for r in records] == list(range(1, emitted + 1))  # none lost, none twice
-    assert verify(records, KEY.encode()).ok
+    # none lost, none twice, and the final checkpoint of the restarted trail
+    assert [r["seq"] for r in records] == list(range(1, emitted + 2))
+    assert verify(records, KEY.encode()).proven
 
 
 @given(

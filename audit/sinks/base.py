@@ -12,7 +12,10 @@ Subclasses implement:
 - ``deliver(records)``: write the batch, or raise;
 - optionally ``open()`` (connect; called before the first delivery and after a
   failure) and ``close()``;
-- ``from_options(options)`` when they take configuration beyond ``name``.
+- ``from_options(options)`` when they take configuration beyond ``name``;
+- ``head(hub, timeout)`` when their store can be read back (SQL stores): the
+  last record of the hub's chain, which a hub that lost its spool names at
+  the start of its new epoch.
 
 Credentials come from files or the environment, never from the policy.
 """
@@ -45,6 +48,12 @@ class Sink:
 
     def deliver(self, records: list[dict[str, Any]]) -> None:
         """Write ``records`` (in sequence order) or raise."""
+        raise NotImplementedError
+
+    def head(self, hub: str, timeout: float) -> dict[str, Any] | None:
+        """``{epoch, seq, mac, time}`` of ``hub``'s last stored record (latest epoch),
+        None when the store holds none; raise when the store cannot be read in
+        ``timeout`` seconds. Write-only stores raise NotImplementedError."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -3,9 +3,11 @@
 Each batch is one transaction: the rows are streamed with ``COPY`` into a
 session-local staging table, then moved into ``audit_events`` with
 ``ON CONFLICT (id) DO NOTHING``, so a batch re-sent after a lost
-acknowledgement adds nothing. A different record claiming a (hub, seq) pair
+acknowledgement adds nothing. A different record claiming a (hub, epoch, seq)
 that is already stored is not ignored: the insert fails and the shipper keeps
-retrying and logging, because that means two chains claim one hub name.
+retrying and logging, because that means two chains claim one hub name. A hub
+that lost its spool does not meet this: it starts a new epoch (see
+:mod:`..epoch`). The table is upgraded in place on open (:mod:`.migrations`).
 
 The driver is psycopg 3 (binary build): maintained by the PostgreSQL
 community's psycopg project, with COPY support and libpq's own handling of
@@ -18,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from .base import Sink, SinkConfigError
+from .migrations import migrate_postgres
 from .table import COLUMNS, ddl, row
 
 __all__ = ["COLUMNS", "SCHEMA", "PostgreSQLSink", "is_postgres_url"]
 
-# Hubs starting together may all run this; the advisory lock keeps their
-# concurrent CREATEs from colliding in the catalogue.
+# The current table, for tools and benchmarks that create one directly; the
+# sink itself goes through migrate_postgres, which also upgrades old tables.
 SCHEMA = "SELECT pg_advisory_xact_lock(7263011);\n" + ddl("BIGINT")
 
 
@@ -72,26 +75,41 @@ class PostgreSQLSink(Sink):
         self.statement_timeout_ms = statement_timeout_ms
         self._db: Any = None
 
-    def _connect(self) -> Any:
+    def _connect(self, timeout: float | None = None) -> Any:
         import psycopg
 
         extra: dict[str, Any] = {}
         if self.password_file:
             extra["password"] = Path(self.password_file).read_text().strip()
+        statement_ms = int(self.statement_timeout_ms if timeout is None else timeout * 1000)
         return psycopg.connect(
             self.dsn,
-            connect_timeout=self.connect_timeout,
+            connect_timeout=self.connect_timeout if timeout is None else max(1, round(timeout)),
             application_name="sovereign-hub-audit",
-            options=f"-c statement_timeout={int(self.statement_timeout_ms)}",
+            options=f"-c statement_timeout={statement_ms}",
             **extra,
         )
+
+    def head(self, hub: str, timeout: float) -> dict[str, Any] | None:
+        db = self._connect(timeout)
+        try:
+            migrate_postgres(db)
+            found = db.execute(
+                "SELECT epoch, seq, mac, time FROM audit_events WHERE hub = %s AND seq > 0 "
+                "ORDER BY epoch DESC, seq DESC LIMIT 1",
+                (hub,),
+            ).fetchone()
+        finally:
+            db.close()
+        if found is None:
+            return None
+        return dict(zip(("epoch", "seq", "mac", "time"), found, strict=True))
 
     def open(self) -> None:
         self.close()
         db = self._connect()
         try:
-            with db.transaction():
-                db.execute(SCHEMA)
+            migrate_postgres(db)
             db.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS audit_incoming "
                 "(LIKE audit_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"

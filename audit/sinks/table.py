@@ -1,9 +1,17 @@
-"""The ``audit_events`` table both SQL stores share: its columns, indexes and rows.
+"""The ``audit_events`` table both SQL stores share: its columns, indexes, rows and versions.
 
 One table, one row per record: the columns queries filter on (event type,
 actor, subject, region, digest) next to the record's exact JSON, so what the
 MAC covered can always be verified. The indexes lead with each filter column
 and end in ``(time, id)``, the audit viewer's keyset order.
+
+The table is versioned (``audit_schema.version``) and upgraded in place by
+:mod:`.migrations` when a sink opens it:
+
+- **1**: the first release; one chain per hub, ``UNIQUE (hub, seq)``.
+- **2**: chain epochs and key ids: ``epoch`` and ``kid`` columns (empty for
+  rows written before), ``UNIQUE (hub, epoch, seq)``, so a hub that lost its
+  spool starts a new epoch at seq 1 instead of being refused for ever.
 """
 
 from __future__ import annotations
@@ -13,7 +21,10 @@ from typing import Any
 
 from ..schemas import family
 
+VERSION = 2
+
 # name, type; "BIGINT" is spelled per store (SQLite's INTEGER is 64-bit already).
+# Columns added by a migration go at the end, where ALTER TABLE puts them.
 _COLUMNS = (
     ("id", "TEXT PRIMARY KEY"),
     ("hub", "TEXT NOT NULL"),
@@ -29,8 +40,11 @@ _COLUMNS = (
     ("data", "TEXT NOT NULL"),
     ("prev", "TEXT NOT NULL"),
     ("mac", "TEXT NOT NULL"),
+    ("epoch", "TEXT NOT NULL DEFAULT ''"),
+    ("kid", "TEXT NOT NULL DEFAULT ''"),
 )
 COLUMNS = ", ".join(name for name, _ in _COLUMNS)
+PLACEHOLDERS = ",".join("?" for _ in _COLUMNS)
 _INDEXES = {
     "audit_events_time": "time, id",
     "audit_events_subject": "subject, time, id",
@@ -40,18 +54,25 @@ _INDEXES = {
 }
 
 
+def create_table(bigint: str, name: str = "audit_events") -> str:
+    """CREATE TABLE (idempotent) for the current version."""
+    columns = ",\n    ".join(f"{n} {t.replace('BIGINT', bigint)}" for n, t in _COLUMNS)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {name} (\n    {columns},\n"
+        f"    CONSTRAINT audit_events_hub_epoch_seq_key UNIQUE (hub, epoch, seq)\n)"
+    )
+
+
+def create_indexes() -> list[str]:
+    return [
+        f"CREATE INDEX IF NOT EXISTS {name} ON audit_events ({cols})"
+        for name, cols in _INDEXES.items()
+    ]
+
+
 def ddl(bigint: str) -> str:
     """CREATE statements (idempotent) for a store whose 64-bit integer type is ``bigint``."""
-    columns = ",\n    ".join(f"{n} {t.replace('BIGINT', bigint)}" for n, t in _COLUMNS)
-    indexes = "\n".join(
-        f"CREATE INDEX IF NOT EXISTS {name} ON audit_events ({cols});"
-        for name, cols in _INDEXES.items()
-    )
-    return (
-        f"CREATE TABLE IF NOT EXISTS audit_events (\n    {columns},\n    UNIQUE (hub, seq)\n);\n"
-        + indexes
-        + "\n"
-    )
+    return ";\n".join([create_table(bigint), *create_indexes()]) + ";\n"
 
 
 def row(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -72,4 +93,6 @@ def row(record: dict[str, Any]) -> tuple[Any, ...]:
         json.dumps(data, sort_keys=True),
         record["prev"],
         record["mac"],
+        record.get("epoch", ""),
+        record.get("kid", ""),
     )

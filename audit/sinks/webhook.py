@@ -4,8 +4,10 @@ Body: ``{"records": [...]}``, records as stored (with ``id``, ``seq``,
 ``prev`` and ``mac``, so the receiver can deduplicate and verify). With a
 ``signing_key_file``, the header ``X-Sovereign-Signature: sha256=<hex>`` is
 the HMAC-SHA256 of the body under that key, as GitHub-style webhooks do.
-``Idempotency-Key`` names the batch (hub, first and last sequence numbers),
-the same on every retry. Any 2xx answer acknowledges the batch.
+``Idempotency-Key`` names the batch (hub, epoch, first and last sequence
+numbers), the same on every retry; the epoch keeps a hub that lost its spool
+and started again at seq 1 from being taken for a retry of old batches. Any
+2xx answer acknowledges the batch.
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ import json
 from typing import Any
 
 from .http import HttpSink, secret
+
+
+def idempotency_key(records: list[dict[str, Any]]) -> str:
+    first, last = records[0], records[-1]
+    epoch = f":{first['epoch']}" if first.get("epoch") else ""
+    return f"{first['hub']}{epoch}:{first['seq']}-{last['seq']}"
 
 
 class WebhookSink(HttpSink):
@@ -29,9 +37,7 @@ class WebhookSink(HttpSink):
 
     def deliver(self, records: list[dict[str, Any]]) -> None:
         body = json.dumps({"records": records}, sort_keys=True, separators=(",", ":")).encode()
-        headers = {
-            "Idempotency-Key": f"{records[0]['hub']}:{records[0]['seq']}-{records[-1]['seq']}"
-        }
+        headers = {"Idempotency-Key": idempotency_key(records)}
         if self.signing_key:
             mac = hmac.new(self.signing_key.encode(), body, hashlib.sha256).hexdigest()
             headers["X-Sovereign-Signature"] = f"sha256={mac}"

@@ -70,6 +70,8 @@ class Verification:
                 "records": report.records,
                 "verified_through": report.verified_through,
                 "findings": [(f.kind, f.hub, f.seq, f.message) for f in report.findings],
+                "caveats": report.caveats,
+                "notes": report.notes,
                 "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
                 "seconds": round(time.time() - started, 2),
             }

@@ -25,8 +25,10 @@ from ..store import Filters, StoreError, _record, clauses
 EVENTS = (
     "login", "login-denied", "logout", "spawn-requested", "spawn-denied", "server-started",
     "spawn-failed", "server-stopped", "image-pin-changed", "policy-loaded", "api-action",
-    "hub-server-action", "audit-viewed",
+    "hub-server-action", "audit-viewed", "epoch-started",
 )  # fmt: skip
+# The trail's proofs about itself: for `sovhub audit verify`, not for reading.
+PROOFS = "event NOT IN ('checkpoint', 'retention')"
 OUTCOMES = {
     "refused": ("event IN ('spawn-denied', 'login-denied')", ()),
     "failed": ("event = 'spawn-failed'", ()),
@@ -78,6 +80,7 @@ def where(query: Query, mark: str) -> tuple[list[str], list[Any]]:
     # The store's own conditions (they treat an empty value as no filter), plus outcome.
     filters = Filters(**{name: getattr(query, name) for name in Filters.__dataclass_fields__})
     conditions, params = clauses(filters, mark)
+    conditions.append(PROOFS)
     if query.outcome:
         conditions.append(OUTCOMES[query.outcome][0])
     return conditions, list(params)

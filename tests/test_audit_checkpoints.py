@@ -1,0 +1,329 @@
+"""Signed checkpoints, epochs, key rotation and retention, as an auditor meets them.
+
+Every scenario runs a real trail into SQLite or a JSON-lines file and checks
+the verdict of `sovhub audit verify` (the real command, as a process) or of
+`verify()`: with the HMAC key, with the public key alone, or both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sovereign_hub.audit import schemas
+from sovereign_hub.audit.chain import Keyring
+from sovereign_hub.audit.checkpoint import family_of, signed_payload
+from sovereign_hub.audit.signing import PublicKeys, Signer, new_private_key_pem
+from sovereign_hub.audit.store import read
+from sovereign_hub.audit.trail import AuditTrail
+from sovereign_hub.audit.verify import verify
+
+KEY = "checkpoint-test-key-" + "c" * 32
+SOVHUB = str(Path(sys.executable).with_name("sovhub"))
+
+
+@pytest.fixture(autouse=True)
+def hmac_key(monkeypatch):
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", KEY)
+
+
+def keypair(directory: Path, name: str = "signing") -> tuple[Path, Path]:
+    private, public, _ = new_private_key_pem()
+    (directory / f"{name}.pem").write_bytes(private)
+    (directory / f"{name}.pub").write_bytes(public)
+    return directory / f"{name}.pem", directory / f"{name}.pub"
+
+
+def logout(i: int) -> dict:
+    return {"actor": f"user{i}", "subject": f"user{i}"}
+
+
+def run_trail(tmp_path: Path, n: int, *, spool: str = "spool", **config) -> AuditTrail:
+    config.setdefault("sinks", [{"type": "jsonl", "path": str(tmp_path / "x.jsonl")}])
+    t = AuditTrail(spool_dir=str(tmp_path / spool), hub_instance="hub-a", **config).start()
+    for i in range(n):
+        t.emit(schemas.LOGOUT, logout(i))
+    assert t.drain()
+    t.stop()
+    return t
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def sovhub_verify(store: Path | str, *args: str, hmac: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "SOVEREIGN_AUDIT_HMAC_KEY"}
+    if hmac:
+        env["SOVEREIGN_AUDIT_HMAC_KEY"] = KEY
+    return subprocess.run(
+        [SOVHUB, "audit", "verify", str(store), *args],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def signed_export(tmp_path) -> tuple[list[dict], Path]:
+    """120 events, a checkpoint every 25 records, signed; the trail stopped cleanly."""
+    private, public = keypair(tmp_path)
+    run_trail(tmp_path, 120, signing_key_file=str(private), checkpoint_every_records=25)
+    return lines(tmp_path / "x.jsonl"), public
+
+
+def test_the_issue_example_a_cut_tail_no_longer_verifies_as_intact(tmp_path, signed_export):
+    """Issue #19: an export with its last 5 records removed verified as 'chain intact'."""
+    records, public = signed_export
+    whole = sovhub_verify(write(tmp_path / "whole.jsonl", records), "--public-key", str(public))
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert "chain intact:" in whole.stdout
+    cut = write(tmp_path / "cut.jsonl", records[:-5])
+    # Right away: the records after the newest checkpoint cannot be proven complete.
+    now = sovhub_verify(cut)
+    assert "NOT YET PROVEN COMPLETE" in now.stdout
+    assert "[unproven]" in now.stdout
+    assert now.returncode == 0  # as for a live store, whose newest records await a checkpoint
+    assert sovhub_verify(cut, "--strict").returncode == 3  # archives: only proven passes
+    assert sovhub_verify(write(tmp_path / "w.jsonl", records), "--strict").returncode == 0
+    # Once the next checkpoint was due (here: an auditor a day later), it is a truncation.
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    for args, hmac in (
+        (("--as-of", later), True),
+        (("--as-of", later, "--public-key", str(public)), False),
+    ):
+        result = sovhub_verify(cut, *args, hmac=hmac)
+        assert result.returncode == 1, result.stdout
+        assert "[truncated]" in result.stdout
+        assert "chain intact" not in result.stdout
+
+
+def test_the_public_key_alone_verifies_and_needs_no_hmac_key(tmp_path, signed_export):
+    records, public = signed_export
+    checkpoints = [r for r in records if family_of(r) == "checkpoint"]
+    assert len(checkpoints) == 5  # 121 records / 25, and the final one
+    assert checkpoints[-1]["data"]["final"] is True
+    result = sovhub_verify(
+        write(tmp_path / "x2.jsonl", records), "--public-key", str(public), "--json", hmac=False
+    )
+    assert result.returncode == 0, result.stdout
+    report = json.loads(result.stdout)
+    assert report["proven"]
+    assert report["checkedWith"]["hmac"] is False
+    assert report["checkedWith"]["publicKeys"] == [checkpoints[0]["data"]["key_id"]]
+    refused = sovhub_verify(tmp_path / "x2.jsonl", hmac=False)
+    assert refused.returncode == 2
+    assert "--public-key" in refused.stderr
+
+
+def public_findings(records: list[dict], public: Path) -> list[tuple[str, int]]:
+    report = verify(records, None, PublicKeys.from_files([public]))
+    return [(f.kind, f.seq) for f in report.findings]
+
+
+def test_with_the_public_key_a_changed_record_breaks_the_signed_digest(signed_export):
+    records, public = signed_export
+    records[9]["data"]["subject"] = "mallory"  # seq 10, covered by the checkpoint at #26
+    assert public_findings(records, public) == [("digest", 26)]
+
+
+def test_with_the_public_key_a_removed_record_is_named(signed_export):
+    records, public = signed_export
+    del records[40]  # seq 41
+    assert public_findings(records, public) == [("dropped", 41)]
+
+
+def test_with_the_public_key_a_removed_checkpoint_is_found(signed_export):
+    records, public = signed_export
+    position = next(i for i, r in enumerate(records) if family_of(r) == "checkpoint")
+    del records[position]  # the first checkpoint, #26
+    findings = public_findings(records, public)
+    assert ("dropped", 26) in findings
+    assert ("checkpoint-chain", 52) in findings
+
+
+def test_a_checkpoint_signed_by_another_key_is_refused(tmp_path, signed_export):
+    records, _public = signed_export
+    _, other = keypair(tmp_path, "other")
+    report = verify(records, None, PublicKeys.from_files([other]))
+    assert {f.kind for f in report.findings} == {"signature"}
+    assert "not among the public keys given" in report.findings[0].message
+
+
+def test_unsigned_checkpoints_protect_only_holders_of_the_hmac_key(tmp_path):
+    run_trail(tmp_path, 30, checkpoint_every_records=10)
+    records = lines(tmp_path / "x.jsonl")
+    assert verify(records, KEY.encode()).proven
+    _, public = keypair(tmp_path)
+    report = verify(records, None, PublicKeys.from_files([public]))
+    assert {f.kind for f in report.findings} == {"unsigned"}
+
+
+def test_checkpoints_are_written_on_time_even_when_nothing_happens(tmp_path):
+    private, public = keypair(tmp_path)
+    t = AuditTrail(
+        spool_dir=str(tmp_path / "spool"), hub_instance="hub-a", signing_key_file=str(private),
+        checkpoint_every_seconds=0.4, sinks=[{"type": "jsonl", "path": str(tmp_path / "x.jsonl")}],
+    ).start()  # fmt: skip
+    t.emit(schemas.LOGOUT, logout(0))
+    time.sleep(1.6)
+    assert t.drain()
+    records = lines(tmp_path / "x.jsonl")
+    beats = [r for r in records if family_of(r) == "checkpoint"]
+    assert len(beats) >= 2
+    assert beats[0]["data"]["last_seq"] == 2  # the epoch start and the event
+    assert beats[-1]["data"]["first_seq"] == beats[-1]["data"]["last_seq"] + 1  # idle
+    report = verify(records, None, PublicKeys.from_files([public]))
+    assert report.ok, report.findings
+    # A silent hub whose heartbeats stopped arriving is told from a quiet one.
+    later = datetime.now(UTC) + timedelta(hours=1)
+    stale = verify(records, None, PublicKeys.from_files([public]), as_of=later)
+    assert [f.kind for f in stale.findings] == ["truncated"]
+    t.stop()
+
+
+def test_a_lost_spool_starts_a_new_epoch_and_a_dropped_epoch_is_found(tmp_path):
+    private, public = keypair(tmp_path)
+    store = tmp_path / "audit.sqlite"
+    sinks = [{"type": "sqlite", "path": str(store)}]
+    first = run_trail(tmp_path, 10, sinks=sinks, signing_key_file=str(private))
+    shutil.rmtree(tmp_path / "spool")  # the hub's volume is gone
+    second = run_trail(tmp_path, 10, sinks=sinks, signing_key_file=str(private))
+    assert second.epoch != first.epoch
+    records = list(read(str(store)))
+    start = next(r for r in records if r.get("epoch") == second.epoch and r["seq"] == 1)
+    assert start["data"]["previous_state"] == "found"
+    assert start["data"]["previous_epoch"] == first.epoch
+    assert start["data"]["previous_seq"] == first.seq
+    result = sovhub_verify(store, "--public-key", str(public))
+    assert result.returncode == 0, result.stdout
+    assert f"[boundary] hub-a epoch {second.epoch} began at" in result.stdout
+    assert f"ended at hub-a epoch {first.epoch} #{first.seq}" in result.stdout
+    # Removing the first epoch whole is found from what the second one says.
+    db = sqlite3.connect(store)
+    db.execute("DELETE FROM audit_events WHERE epoch = ?", (first.epoch,))
+    db.commit()
+    db.close()
+    report = verify(read(str(store)), None, PublicKeys.from_files([public]))
+    assert [f.kind for f in report.findings] == ["dropped-epoch"]
+
+
+def test_hmac_and_signing_keys_rotate_with_key_ids(tmp_path, monkeypatch):
+    old_private, old_public = keypair(tmp_path, "old")
+    new_private, new_public = keypair(tmp_path, "new")
+    run_trail(tmp_path, 10, signing_key_file=str(old_private))
+    new_key = "rotated-key-" + "r" * 32
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", new_key)
+    run_trail(tmp_path, 10, signing_key_file=str(new_private))
+    records = lines(tmp_path / "x.jsonl")
+    assert len({r["kid"] for r in records}) == 2
+    both = Keyring([KEY.encode(), new_key.encode()])
+    publics = PublicKeys.from_files([old_public, new_public])
+    assert verify(records, both, publics).proven
+    only_new = verify(records, Keyring([new_key.encode()]))
+    assert {f.kind for f in only_new.findings} == {"unknown-key"}
+    only_new_public = verify(records, None, PublicKeys.from_files([new_public]))
+    assert {f.kind for f in only_new_public.findings} == {"signature"}
+    (tmp_path / "old.key").write_text(KEY)
+    (tmp_path / "new.key").write_text(new_key)
+    result = sovhub_verify(
+        tmp_path / "x.jsonl", "--key-file", str(tmp_path / "old.key"),
+        "--key-file", str(tmp_path / "new.key"), "--public-key", str(old_public),
+        "--public-key", str(new_public), hmac=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
+
+
+def test_retention_removes_whole_ranges_and_signs_what_went(tmp_path):
+    private, public = keypair(tmp_path)
+    store = tmp_path / "audit.sqlite"
+    sinks = [{"type": "sqlite", "path": str(store)}]
+    run_trail(tmp_path, 60, sinks=sinks, signing_key_file=str(private), checkpoint_every_records=20)
+    cutoff = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    time.sleep(0.05)
+    run_trail(tmp_path, 15, sinks=sinks, signing_key_file=str(private), checkpoint_every_records=20)
+    before = list(read(str(store)))
+    retained = subprocess.run(
+        [SOVHUB, "audit", "retain", str(store), "--before", cutoff, "--signing-key", str(private)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert retained.returncode == 0, retained.stderr
+    after = list(read(str(store)))
+    note = after[0]
+    assert family_of(note) == "retention"
+    assert note["seq"] == 0
+    through = note["data"]["through_seq"]
+    assert family_of(next(r for r in before if r["seq"] == through)) == "checkpoint"
+    assert [r["seq"] for r in after[1:]] == [r["seq"] for r in before if r["seq"] > through]
+    assert note["data"]["removed"] == through
+    result = sovhub_verify(store, "--public-key", str(public))
+    assert result.returncode == 0, result.stdout
+    assert f"records #1..#{through} were removed by retention" in result.stdout
+    # With the HMAC key alone the signature is not checked: intact, not proven.
+    assert sovhub_verify(store, "--strict").returncode == 3
+    # Removing more than the signed record says is still found.
+    db = sqlite3.connect(store)
+    db.execute("DELETE FROM audit_events WHERE seq = ?", (through + 1,))
+    db.commit()
+    db.close()
+    assert sovhub_verify(store, "--public-key", str(public)).returncode == 1
+    # A retention record re-signed by someone else's key is refused.
+    other, _ = keypair(tmp_path, "other")
+    forger = Signer.from_file(other)
+    data = {**note["data"], "removed": 1, "key_id": forger.key_id}
+    data["signature"] = forger.sign(signed_payload({**note, "data": data}))
+    db = sqlite3.connect(store)
+    db.execute("UPDATE audit_events SET data = ? WHERE seq = 0", (json.dumps(data),))
+    db.commit()
+    db.close()
+    report = verify(read(str(store)), None, PublicKeys.from_files([public]))
+    assert "retention" in {f.kind for f in report.findings}
+
+
+def test_removing_every_checkpoint_of_a_young_epoch_is_found_once_one_was_due(tmp_path):
+    """The epoch's first record says when its first checkpoint is due."""
+    private, public = keypair(tmp_path)
+    run_trail(tmp_path, 5, signing_key_file=str(private))
+    records = [r for r in lines(tmp_path / "x.jsonl") if family_of(r) != "checkpoint"]
+    keys = PublicKeys.from_files([public])
+    assert verify(records, None, keys).ok  # young: not yet provable either way
+    assert verify(records, None, keys).caveats
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert [f.kind for f in verify(records, None, keys, as_of=later).findings] == ["truncated"]
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(tmp_path):
+    out = tmp_path / "signing.pem"
+    made = subprocess.run(
+        [SOVHUB, "audit", "keygen", str(out)], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    signer = Signer.from_file(out)
+    assert signer.key_id in made.stdout
+    assert (
+        PublicKeys.from_files([tmp_path / "signing.pem.pub"]).check(
+            signer.key_id, b"payload", signer.sign(b"payload")
+        )
+        is None
+    )
+    again = subprocess.run(
+        [SOVHUB, "audit", "keygen", str(out)], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert again.returncode == 2
+    assert "exists" in again.stderr
+    assert Signer.from_file(out).key_id == signer.key_id
