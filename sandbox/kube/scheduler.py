@@ -1,6 +1,6 @@
 """A scheduler that binds pending pods through the API, as kube-scheduler does.
 
-It watches nodes and pods, decides with :func:`.scheduling.place`, binds with
+It watches nodes and pods, decides with :func:`.placement.place`, binds with
 the ``pods/binding`` subresource, and for a pod that fits nowhere records a
 ``FailedScheduling`` event (aggregated: the count goes up when the same
 message repeats) and the ``PodScheduled=False`` condition. Pods are retried
@@ -21,7 +21,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from . import rawapi
 from .events import EventRecorder
 from .informer import Informer
-from .scheduling import place
+from .placement import place
 from .store import now_iso
 
 log = logging.getLogger(__name__)

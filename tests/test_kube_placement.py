@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from sovereign_hub.sandbox.kube.scheduling import place, pod_requests
+from sovereign_hub.sandbox.kube.placement import place, pod_requests
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
