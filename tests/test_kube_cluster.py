@@ -361,7 +361,8 @@ KUBECTL = ROOT / ".tools" / "kubectl-1.35" / "kubectl"
 def test_kubectl_a_go_client_works_against_the_cluster(kube):
     """kubectl 1.35 (client-go) against the cluster: it sends its token because the API server
     speaks TLS, reads discovery, creates a pod, waits for it through a streaming list
-    (sendInitialEvents), reads its log and deletes it, waiting again. `--validate=false`:
+    (sendInitialEvents), reads its log, runs commands in it (exec over WebSocket, with stdin
+    and the exit code) and deletes it, waiting again. `--validate=false`:
     the emulator serves no OpenAPI document for client-side validation."""
     require_tool(KUBECTL, "helm")
 
@@ -391,5 +392,15 @@ def test_kubectl_a_go_client_works_against_the_cluster(kube):
     node = kubectl("get", "pod", "hello", "-o", "jsonpath={.spec.nodeName}")
     assert node in row.split()
     assert f"{node} Ready" in " ".join(kubectl("get", "no", node).split())
+    if kube.emulated:  # exec is proxied to the node's kubelet: only the emulated nodes have one
+        said = kubectl("exec", "-i", "hello", "--", PY, "-c",
+                       "import sys; print(sys.stdin.read().upper())", stdin="from kubectl")  # fmt: skip
+        assert said == "FROM KUBECTL\n"
+        failed = subprocess.run(
+            [str(KUBECTL), "--kubeconfig", str(kube.kubeconfig), "-n", kube.namespace,
+             "exec", "hello", "--", PY, "-c", "raise SystemExit(4)"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert failed.returncode == 4, failed.stderr
     kubectl("delete", "pod", "hello", "--wait=true", "--timeout=30s")
     assert kubectl("get", "pods", "-o", "name") == ""

@@ -659,3 +659,150 @@ async def test_logs_follow_until_the_container_ends(kube, core, make_pod):
     status, text = await asyncio.wait_for(logs(core, ns, "ticker", follow="true"), 20)
     assert status == 200
     assert text == "0\n1\n2\n"
+
+
+# -- exec -----------------------------------------------------------------------------
+
+
+def needs_local_kubelet(kube) -> None:
+    if not kube.emulated:
+        pytest.skip(
+            "pods/exec on a real API server is proxied to the node's kubelet: the local "
+            "kubelet's nodes serve no kubelet port"
+        )
+
+
+async def exec_ws(kube, ns: str, name: str, command: list[str], stdin: bytes | None = None):
+    """One pods/exec over the v5 remote-command WebSocket; returns (stdout, stderr, status)."""
+    import ssl
+    from urllib.parse import urlencode
+
+    import aiohttp
+    import yaml
+
+    config = yaml.safe_load(kube.kubeconfig.read_text())
+    token = config["users"][0]["user"]["token"]
+    query = [("command", c) for c in command] + [("stdout", "true"), ("stderr", "true")]
+    if stdin is not None:
+        query.append(("stdin", "true"))
+    url = f"{kube.server}/api/v1/namespaces/{ns}/pods/{name}/exec?{urlencode(query)}"
+    context = ssl.create_default_context(cafile=str(kube.state_dir / "tls" / "ca.pem"))
+    out, err, status = b"", b"", None
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(
+            url, protocols=("v5.channel.k8s.io",), ssl=context,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as ws,
+    ):  # fmt: skip
+        assert ws.protocol == "v5.channel.k8s.io"
+        if stdin is not None:
+            await ws.send_bytes(b"\x00" + stdin)
+            await ws.send_bytes(b"\xff\x00")  # v5: close stdin
+        async for message in ws:
+            channel, data = message.data[0], message.data[1:]
+            if channel == 1:
+                out += data
+            elif channel == 2:
+                err += data
+            elif channel == 3:
+                status = json.loads(data)
+    return out, err, status
+
+
+async def test_exec_runs_in_the_container_over_the_websocket_protocol(kube, core, make_pod):
+    """pods/exec speaks the remote-command WebSocket protocol (v5.channel.k8s.io: a stream
+    number before each message, 255 to half-close stdin, a Status on channel 3 with the exit
+    code), in the container's environment (docs, "Get a Shell to a Running Container")."""
+    needs_local_kubelet(kube)
+    ns = kube.namespace
+    body = make_pod("shell", SLEEP, container={"env": [{"name": "WHO", "value": "pod"}]})
+    await core.create_namespaced_pod(ns, body)
+    await running(core, ns, "shell")
+    script = "import os, sys; print(os.environ['WHO'], sys.stdin.read()); sys.exit(3)"
+    out, err, status = await exec_ws(kube, ns, "shell", [PY, "-c", script], stdin=b"hello")
+    assert out == b"pod hello\n"
+    assert status["status"] == "Failure"
+    assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+    out, err, status = await exec_ws(
+        kube, ns, "shell", [PY, "-c", "import sys; sys.stderr.write('e')"]
+    )
+    assert (out, err, status["status"]) == (b"", b"e", "Success")
+
+
+async def test_exec_without_an_upgrade_is_refused(kube, core, make_pod):
+    """A pods/exec request that is not a WebSocket (or SPDY) upgrade is a 400 'Upgrade request
+    required'."""
+    needs_local_kubelet(kube)
+    ns = kube.namespace
+    await core.create_namespaced_pod(ns, make_pod("plain", SLEEP))
+    await running(core, ns, "plain")
+    status, body = await raw(
+        core, "POST", f"/api/v1/namespaces/{ns}/pods/plain/exec",
+        query={"command": "true", "stdout": "true"},
+    )  # fmt: skip
+    assert status == 400
+    assert b"Upgrade request required" in body
+
+
+# -- validation that a lenient emulator would hide -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("resources", "field"),
+    [
+        ({"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}, "resources.requests[cpu]"),
+        ({"limits": {"memory": "lots"}}, "resources.limits[memory]"),
+        (
+            {"limits": {"nvidia.com/gpu": "2"}, "requests": {"nvidia.com/gpu": "1"}},
+            "resources.requests[nvidia.com/gpu]",
+        ),
+        ({"requests": {"nvidia.com/gpu": "1"}}, "resources.limits"),
+        ({"limits": {"nvidia.com/gpu": "500m"}}, "resources.limits[nvidia.com/gpu]"),
+    ],
+)
+async def test_container_resources_are_validated(kube, core, make_pod, resources, field):
+    """ValidateResourceRequirements: quantities parse; a request never exceeds its limit; an
+    extended resource (nvidia.com/gpu) is whole, cannot be overcommitted and needs a limit
+    equal to its request (docs, "Resource Management for Pods and Containers": extended
+    resources)."""
+    body = make_pod("greedy", SLEEP, container={"resources": resources})
+    with pytest.raises(ApiException) as info:
+        await core.create_namespaced_pod(kube.namespace, body)
+    assert info.value.status == 422
+    assert field in json.loads(info.value.body)["message"]
+
+
+async def test_a_dry_run_create_stores_nothing(kube, core):
+    """`dryRun=All` on a create runs admission and validation and stores nothing (API
+    concepts, "Dry-run")."""
+    ns = kube.namespace
+    made = await core.create_namespaced_config_map(
+        ns, {"metadata": {"name": "ghost"}}, dry_run="All"
+    )
+    assert made.metadata.name == "ghost"
+    assert await gone(core.read_namespaced_config_map, "ghost", ns)
+    with pytest.raises(ApiException) as info:
+        await core.create_namespaced_config_map(ns, {"metadata": {"name": "bad"}}, dry_run="Some")
+    assert info.value.status in (400, 422)
+
+
+async def test_a_claims_spec_is_immutable_but_for_its_size(kube, core):
+    """A PersistentVolumeClaim's spec cannot change after creation, except the requested
+    storage (docs, "Persistent Volumes": expanding claims)."""
+    ns = kube.namespace
+    claim = {
+        "metadata": {"name": "fixed"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "ssd-eu",
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    }  # fmt: skip
+    await core.create_namespaced_persistent_volume_claim(ns, claim)
+    with pytest.raises(ApiException) as info:
+        await core.patch_namespaced_persistent_volume_claim(
+            "fixed", ns, {"spec": {"storageClassName": "ssd-us"}}
+        )
+    assert info.value.status == 422
+    grown = await core.patch_namespaced_persistent_volume_claim(
+        "fixed", ns, {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
+    )
+    assert grown.spec.resources.requests["storage"] == "2Gi"

@@ -14,7 +14,10 @@ import base64
 import copy
 import itertools
 import re
+from decimal import Decimal
 from typing import Any
+
+from sovereign_hub.policy.quantity import QuantityError, parse_quantity
 
 from .store import Obj
 
@@ -120,6 +123,66 @@ def _check_mounts(
             causes.append((f"{where}.subPath", f"Invalid value: \"{sub}\": must not contain '..'"))
 
 
+# RelaxedEnvironmentVariableValidation (GA in 1.34): any printable ASCII but '='.
+_ENV_NAME = re.compile(r"^[\x20-\x3c\x3e-\x7e]+$")
+_NATIVE_RESOURCES = ("cpu", "memory", "ephemeral-storage", "pods")
+
+
+def _overcommittable(name: str) -> bool:
+    """Native resources (and hugepages) may be overcommitted; extended ones (a domain-prefixed
+    name such as nvidia.com/gpu) may not."""
+    return name in _NATIVE_RESOURCES or name.startswith(("hugepages-", "kubernetes.io/"))
+
+
+def _check_resources(path: str, container: dict[str, Any], causes: list[tuple[str, str]]) -> None:
+    """ValidateResourceRequirements: quantities parse, requests do not exceed limits, and an
+    extended resource is a whole number whose request equals its limit."""
+    resources = container.get("resources") or {}
+    parsed: dict[str, dict[str, Decimal]] = {}
+    for kind in ("limits", "requests"):
+        parsed[kind] = {}
+        for name, value in (resources.get(kind) or {}).items():
+            where = f"{path}.resources.{kind}[{name}]"
+            try:
+                parsed[kind][name] = parse_quantity(str(value))
+            except QuantityError:
+                causes.append(
+                    (where, f'Invalid value: "{value}": quantities must match the regular '
+                     "expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
+                )  # fmt: skip
+                continue
+            if not _overcommittable(name) and parsed[kind][name] != int(parsed[kind][name]):
+                causes.append((where, f'Invalid value: "{value}": must be an integer'))
+    limits, requests = parsed["limits"], parsed["requests"]
+    for name, request in requests.items():
+        limit = limits.get(name)
+        where = f"{path}.resources.requests[{name}]"
+        if _overcommittable(name):
+            if limit is not None and request > limit:
+                causes.append(
+                    (where, f'Invalid value: "{resources["requests"][name]}": must be less than '
+                     f"or equal to {name} limit of {resources['limits'][name]}")
+                )  # fmt: skip
+        elif limit is None:
+            causes.append((f"{path}.resources.limits", "Required value: Limit must be set for "
+                           "non overcommitable resources"))  # fmt: skip
+        elif request != limit:
+            causes.append(
+                (where, f'Invalid value: "{resources["requests"][name]}": must be equal to '
+                 f"{name} limit of {resources['limits'][name]}")
+            )  # fmt: skip
+
+
+def _check_env(path: str, container: dict[str, Any], causes: list[tuple[str, str]]) -> None:
+    for k, var in enumerate(container.get("env") or []):
+        name = var.get("name", "")
+        if not _ENV_NAME.match(name):
+            causes.append(
+                (f"{path}.env[{k}].name", f'Invalid value: "{name}": a valid environment variable '
+                 "name must consist only of printable ASCII characters other than '='")
+            )  # fmt: skip
+
+
 def _check_pod(spec: dict[str, Any], causes: list[tuple[str, str]]) -> None:
     volumes: set[str] = set()
     for i, volume in enumerate(spec.get("volumes") or []):
@@ -132,6 +195,8 @@ def _check_pod(spec: dict[str, Any], causes: list[tuple[str, str]]) -> None:
     for group in ("containers", "initContainers"):
         for i, container in enumerate(spec.get(group) or []):
             _check_mounts(f"spec.{group}[{i}]", container, volumes, causes)
+            _check_resources(f"spec.{group}[{i}]", container, causes)
+            _check_env(f"spec.{group}[{i}]", container, causes)
     containers = spec.get("containers") or []
     if not containers:
         causes.append(("spec.containers", "Required value"))
@@ -260,6 +325,28 @@ def default(resource: str, obj: Obj) -> Obj:
         for key, value in string_data.items():
             data[key] = base64.b64encode(str(value).encode()).decode()
     return obj
+
+
+def check_claim_update(old: Obj, new: Obj) -> None:
+    """A claim's spec is immutable after creation but for its requested storage (which may
+    only grow) and its volumeAttributesClassName."""
+    mutable = ("resources", "volumeAttributesClassName", "volumeName")
+
+    def masked(spec: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in spec.items() if k not in mutable}
+
+    if masked(old.get("spec") or {}) != masked(new.get("spec") or {}):
+        raise Invalid(
+            "PersistentVolumeClaim",
+            old["metadata"]["name"],
+            [
+                (
+                    "spec",
+                    "Forbidden: spec is immutable after creation except resources.requests and "
+                    "volumeAttributesClassName for bound claims",
+                )
+            ],
+        )
 
 
 def check_pod_update(old: Obj, new: Obj) -> None:

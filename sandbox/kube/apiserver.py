@@ -61,6 +61,10 @@ def _selector(request: web.Request, resource: Resource) -> Selector:
         raise bad_request(str(exc)) from None
 
 
+def _dry(request: web.Request) -> bool:
+    return verbs.dry_run(request.query.getall("dryRun", []))
+
+
 async def _body(request: web.Request) -> Any:
     try:
         return await request.json()
@@ -88,6 +92,8 @@ class ApiServer:
         self.log_dir = log_dir
         self.bookmark_interval = bookmark_interval
         self._tasks: set[asyncio.Task[None]] = set()
+        self.exec_runner: podsubresources.ExecRunner | None = None
+        """How ``pods/exec`` reaches the pod's kubelet (None: no kubelet, as in --api-only)."""
         self.requests: Counter[str] = Counter()
         """Client requests served (not the emulated scheduler's or kubelet's), by
         ``METHOD path-with-names-elided``, for benchmarks."""
@@ -188,7 +194,9 @@ class ApiServer:
                 )
             return web.json_response(self._list(request, resource, namespace, selector))
         if method == "POST":
-            created = verbs.create(self.store, resource, namespace, await _body(request))
+            created = verbs.create(
+                self.store, resource, namespace, await _body(request), dry=_dry(request)
+            )
             return web.json_response(verbs.out(resource, created), status=201)
         if method == "DELETE":
             selector = _selector(request, resource)
@@ -220,6 +228,9 @@ class ApiServer:
         if sub == "log" and method == "GET":
             pod = verbs.get(self.store, resource, ns, name)
             return await podsubresources.log(request, self.store, pod, self.log_dir)
+        if sub == "exec" and method in ("GET", "POST"):
+            pod = verbs.get(self.store, resource, ns, name)
+            return await podsubresources.exec_(request, pod, self.exec_runner)
         if sub == "binding" and method == "POST":
             verbs.bind(self.store, ns, name, await _body(request))
             created = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
@@ -232,7 +243,10 @@ class ApiServer:
         if method == "PUT":
             body = await _body(request)
             return web.json_response(
-                verbs.out(resource, verbs.replace(self.store, resource, ns, name, body, sub))
+                verbs.out(
+                    resource,
+                    verbs.replace(self.store, resource, ns, name, body, sub, dry=_dry(request)),
+                )
             )
         if method == "PATCH":
             content_type = request.headers.get("Content-Type", "")
@@ -243,7 +257,9 @@ class ApiServer:
                     "server-side apply is not supported by the emulator",
                 )
             body = await _body(request)
-            patched = verbs.patch(self.store, resource, ns, name, content_type, body, sub)
+            patched = verbs.patch(
+                self.store, resource, ns, name, content_type, body, sub, dry=_dry(request)
+            )
             return web.json_response(verbs.out(resource, patched))
         if method == "DELETE" and sub is None:
             options = verbs.delete_options(request.query, await request.read())

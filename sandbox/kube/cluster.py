@@ -225,6 +225,9 @@ class Cluster:
             state_dir=self.state_dir,
             namespace=watch_ns,
         )
+        if self.api is not None:
+            # pods/exec reaches the pod's kubelet, as a real API server proxies it there.
+            self.api.exec_runner = self.kubelet.exec_in
         self._tasks = [
             asyncio.create_task(scheduler.run()),
             asyncio.create_task(self.kubelet.run()),

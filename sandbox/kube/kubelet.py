@@ -110,6 +110,8 @@ class PodRuntime:
     container_started: str | None = None
     """When the current container instance started (its ``startedAt``)."""
     mounts: list[tuple[str, Path]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = ""
 
 
 class ProcessKubelet:
@@ -255,6 +257,7 @@ class ProcessKubelet:
                 )
             await self._pull(pod, container, field_path)
             argv, env, cwd = await self._prepare(rt, pod, container)
+            rt.env, rt.cwd = env, cwd
         except (ConfigError, OSError) as exc:
             # A kubelet that cannot start a container says why, in its status and an event.
             reason = exc.reason if isinstance(exc, ConfigError) else "CreateContainerConfigError"
@@ -396,6 +399,34 @@ class ProcessKubelet:
         Path(cwd).mkdir(parents=True, exist_ok=True)
         env.setdefault("HOME", cwd)
         return argv, env, cwd
+
+    async def exec_in(
+        self, namespace: str, name: str, container: str, command: list[str], *, stdin: bool
+    ) -> asyncio.subprocess.Process:
+        """Run ``command`` in a running pod's container, as ``pods/exec`` asks a kubelet to:
+        with the container's environment, working directory and mounts."""
+        rt = next(
+            (r for r in self.pods.values() if (r.namespace, r.name) == (namespace, name)), None
+        )
+        if rt is None or rt.process is None or rt.process.returncode is not None:
+            raise ConfigError("ContainerNotRunning", f'container not found ("{container}")')
+        argv = [self._translate(rt, expand(a, rt.env)) for a in command]
+        resolved = shutil.which(argv[0], path=rt.env.get("PATH"))
+        if resolved is None:
+            raise ConfigError(
+                "ExecError",
+                f'exec: "{argv[0]}": executable file not found in $PATH',
+            )
+        return await asyncio.create_subprocess_exec(
+            resolved,
+            *argv[1:],
+            env=rt.env,
+            cwd=rt.cwd or str(rt.root),
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
 
     def _translate(self, rt: PodRuntime, value: str) -> str:
         value = value.replace("0.0.0.0", rt.ip)  # noqa: S104 - the pod's own "network namespace"

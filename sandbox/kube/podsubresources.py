@@ -1,18 +1,22 @@
 """Pod subresources served from the node: ``pods/log`` and ``pods/exec``.
 
-A real API server proxies these to the pod's kubelet; the emulated one reads
+A real API server proxies these to the pod's kubelet. The emulated one reads
 what the process kubelet wrote under its ``log_dir`` (one file per container
-instance, ``<ns>/<pod>/<uid>/<container>/<restartCount>.log``).
+instance, ``<ns>/<pod>/<uid>/<container>/<restartCount>.log``), and hands
+``exec`` to the kubelet's :meth:`exec_in` over the remote-command WebSocket
+(SPDY, which older clients used, is not served).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
-from .errors import bad_request
+from .errors import ApiError, bad_request
 from .store import Obj, Store
 
 FOLLOW_POLL_SECONDS = 0.1
@@ -111,3 +115,97 @@ async def log(
             break
         await asyncio.sleep(FOLLOW_POLL_SECONDS)
     return response
+
+
+# -- exec ---------------------------------------------------------------------------
+# The channel protocols of the Kubernetes remote-command WebSocket: each binary message
+# starts with its stream's number. v5 adds a CLOSE message (255, stream) for half-close.
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+ExecRunner = Callable[..., Awaitable[asyncio.subprocess.Process]]
+
+
+def _exit_status(command: list[str], code: int) -> Obj:
+    """The Status a kubelet sends on the error stream when the command ends."""
+    if code == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "message": f"command terminated with non-zero exit code: error executing command "
+        f"[{' '.join(command)}], exit code {code}",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+    }
+
+
+async def _pump(
+    stream: asyncio.StreamReader | None, ws: web.WebSocketResponse, channel: int
+) -> None:
+    if stream is None:
+        return
+    while chunk := await stream.read(65536):
+        await ws.send_bytes(bytes([channel]) + chunk)
+
+
+async def exec_(request: web.Request, pod: Obj, runner: ExecRunner | None) -> web.StreamResponse:
+    """``pods/exec`` over a WebSocket, as kubectl (1.31 and later) and client-go speak it."""
+    name = pod["metadata"]["name"]
+    container = _container(request, pod)
+    command = request.query.getall("command", [])
+    if not command:
+        raise bad_request("you must specify at least 1 command")
+    flags = {k: request.query.get(k) in ("true", "1") for k in ("stdin", "stdout", "stderr", "tty")}
+    if not (flags["stdin"] or flags["stdout"] or flags["stderr"]):
+        raise bad_request("you must specify at least 1 of stdin, stdout, stderr")
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise bad_request("Upgrade request required")
+    if pod.get("status", {}).get("phase") != "Running":
+        raise bad_request(
+            f'unable to upgrade connection: container not found ("{container}") in pod {name}'
+        )
+    if runner is None:
+        # A real API server whose node's kubelet cannot be reached answers so.
+        raise ApiError(500, "InternalError", "error dialing backend: no kubelet serves this node")
+    ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0)
+    await ws.prepare(request)
+    if ws.ws_protocol not in EXEC_PROTOCOLS:
+        await ws.close(message=b"unsupported remote command protocol")
+        return ws
+    meta = pod["metadata"]
+    try:
+        process = await runner(meta["namespace"], name, container, command, stdin=flags["stdin"])
+    except Exception as exc:  # the kubelet's own refusal travels on the error channel
+        failure = {"metadata": {}, "status": "Failure", "message": str(exc)}
+        await ws.send_bytes(bytes([ERROR]) + json.dumps(failure).encode())
+        await ws.close()
+        return ws
+    stderr_channel = STDOUT if flags["tty"] else STDERR  # a TTY has one output stream
+    pumps = [
+        asyncio.create_task(_pump(process.stdout, ws, STDOUT)),
+        asyncio.create_task(_pump(process.stderr, ws, stderr_channel)),
+    ]
+
+    async def feed() -> None:
+        async for message in ws:
+            if message.type != WSMsgType.BINARY or not message.data:
+                continue
+            channel, data = message.data[0], message.data[1:]
+            if channel == STDIN and process.stdin is not None:
+                process.stdin.write(data)
+                await process.stdin.drain()
+            elif channel == CLOSE and data[:1] == bytes([STDIN]) and process.stdin is not None:
+                process.stdin.close()
+
+    feeder = asyncio.create_task(feed())
+    try:
+        code = await process.wait()
+        await asyncio.gather(*pumps)
+        status = _exit_status(command, code)
+        await ws.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
+    finally:
+        feeder.cancel()
+        if process.returncode is None:
+            process.kill()
+        await ws.close()
+    return ws

@@ -48,7 +48,9 @@ class Resource:
 RESOURCES: dict[str, Resource] = {
     r.plural: r
     for r in (
-        Resource("pods", "Pod", subresources=frozenset({"status", "binding", "log"}), short="po"),
+        Resource(
+            "pods", "Pod", subresources=frozenset({"status", "binding", "log", "exec"}), short="po"
+        ),
         Resource(
             "persistentvolumeclaims",
             "PersistentVolumeClaim",

@@ -93,7 +93,21 @@ def _require_namespace(store: Store, namespace: str) -> Obj:
     return nsobj
 
 
-def create(store: Store, resource: Resource, namespace: str | None, body: Any) -> Obj:
+def dry_run(values: list[str]) -> bool:
+    """Whether a write's ``dryRun`` asks for nothing to be stored (only "All" exists)."""
+    bad = [v for v in values if v != "All"]
+    if bad:
+        raise admission.Invalid(
+            "CreateOptions",
+            "",
+            [("dryRun", f'Unsupported value: "{bad[0]}": supported values: "All"')],
+        )
+    return bool(values)
+
+
+def create(
+    store: Store, resource: Resource, namespace: str | None, body: Any, *, dry: bool = False
+) -> Obj:
     if not isinstance(body, dict):
         raise bad_request("the request body must be an object")
     meta = body.setdefault("metadata", {})
@@ -127,6 +141,9 @@ def create(store: Store, resource: Resource, namespace: str | None, body: Any) -
             f'{resource.plural} "{meta["name"]}" already exists',
             {"name": meta["name"], "kind": resource.plural},
         )
+    if dry:
+        obj["metadata"].setdefault("creationTimestamp", now_iso())
+        return obj
     return store.create(resource.plural, obj)
 
 
@@ -147,11 +164,17 @@ def _merged(resource: Resource, old: Obj, new: Obj, sub: str | None) -> Obj:
         new["status"] = copy.deepcopy(old["status"])
     if resource.plural == "pods":
         admission.check_pod_update(old, new)
+    elif resource.plural == "persistentvolumeclaims":
+        admission.check_claim_update(old, new)
     admission.validate(resource.plural, resource.kind, new)
     return new
 
 
-def _store_update(store: Store, resource: Resource, old: Obj, new: Obj) -> Obj:
+def _store_update(
+    store: Store, resource: Resource, old: Obj, new: Obj, *, dry: bool = False
+) -> Obj:
+    if dry:
+        return new
     meta = new["metadata"]
     # An update that removes the last finalizer of an object being deleted
     # completes the deletion (a pod only once its grace period is zero).
@@ -162,7 +185,14 @@ def _store_update(store: Store, resource: Resource, old: Obj, new: Obj) -> Obj:
 
 
 def replace(
-    store: Store, resource: Resource, ns: str, name: str, body: Any, sub: str | None
+    store: Store,
+    resource: Resource,
+    ns: str,
+    name: str,
+    body: Any,
+    sub: str | None,
+    *,
+    dry: bool = False,
 ) -> Obj:
     if not isinstance(body, dict):
         raise bad_request("the request body must be an object")
@@ -174,7 +204,7 @@ def replace(
     wanted = body.get("metadata", {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
-    return _store_update(store, resource, old, _merged(resource, old, body, sub))
+    return _store_update(store, resource, old, _merged(resource, old, body, sub), dry=dry)
 
 
 def patch(
@@ -185,6 +215,8 @@ def patch(
     content_type: str,
     body: Any,
     sub: str | None,
+    *,
+    dry: bool = False,
 ) -> Obj:
     old = get(store, resource, ns, name)
     try:
@@ -196,7 +228,7 @@ def patch(
     wanted = patched.get("metadata", {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
-    return _store_update(store, resource, old, _merged(resource, old, patched, sub))
+    return _store_update(store, resource, old, _merged(resource, old, patched, sub), dry=dry)
 
 
 def bind(store: Store, ns: str, name: str, body: Any) -> None:
