@@ -43,31 +43,12 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from . import rawapi
 from .events import EventRecorder
 from .informer import Informer
+from .podenv import ConfigError, container_env, expand
 from .store import now_iso
 
 log = logging.getLogger(__name__)
-_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
 REPEAT_EVENT_AFTER = 30.0
-
-
-class ConfigError(Exception):
-    """The container cannot be started as configured (CreateContainerConfigError)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-def expand(text: str, env: dict[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion: known variables expand, $$ escapes, the rest stays."""
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        return env.get(m.group(1), m.group(0))
-
-    return _VAR.sub(sub, text)
 
 
 def exit_code(returncode: int) -> int:
@@ -377,7 +358,7 @@ class ProcessKubelet:
         await self._mount_volumes(rt, pod, container)
         env = dict(self.base_env)
         env["HOSTNAME"] = pod["metadata"]["name"]
-        env.update(await self._container_env(rt, pod, container))
+        env.update(await container_env(pod, container, rt.ip, self._read_data))
         env = {k: self._translate(rt, v) for k, v in env.items()}
         command = container.get("command") or self.entrypoints.get(container.get("image", ""), [])
         argv = [self._translate(rt, expand(a, env)) for a in [*command, *container.get("args", [])]]
@@ -471,6 +452,10 @@ class ProcessKubelet:
             rt.mounts.append((mount["mountPath"], host))
         rt.mounts.sort(key=lambda m: len(m[0]), reverse=True)
 
+    async def _read_data(self, kind: str, ns: str, name: str, optional: bool) -> dict[str, bytes]:
+        reader = self._secret_data if kind == "secret" else self._configmap_data
+        return await reader(ns, name, optional)
+
     async def _secret_data(self, ns: str, name: str, optional: bool = False) -> dict[str, bytes]:
         data = await self._object_data(
             self.core.read_namespaced_secret, "secret", ns, name, optional
@@ -494,70 +479,6 @@ class ProcessKubelet:
                 return {}
             raise ConfigError("CreateContainerConfigError", f'{kind} "{name}" not found') from None
         return dict(obj.get("data") or {})
-
-    async def _container_env(
-        self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any]
-    ) -> dict[str, str]:
-        env: dict[str, str] = {}
-        ns = rt.namespace
-        for source in container.get("envFrom") or []:
-            prefix = source.get("prefix", "")
-            if ref := source.get("secretRef"):
-                data = await self._secret_data(ns, ref["name"], bool(ref.get("optional")))
-            elif ref := source.get("configMapRef"):
-                data = await self._configmap_data(ns, ref["name"], bool(ref.get("optional")))
-            else:
-                continue
-            env.update({prefix + k: v.decode() for k, v in data.items()})
-        for var in container.get("env") or []:
-            name = var["name"]
-            if "value" in var:
-                env[name] = expand(str(var["value"]), env)
-                continue
-            source = var.get("valueFrom") or {}
-            if ref := source.get("fieldRef"):
-                env[name] = self._field(rt, pod, ref["fieldPath"])
-            elif ref := source.get("secretKeyRef"):
-                data = await self._secret_data(ns, ref["name"], bool(ref.get("optional")))
-                if ref["key"] in data:
-                    env[name] = data[ref["key"]].decode()
-                elif not ref.get("optional"):
-                    raise ConfigError(
-                        "CreateContainerConfigError",
-                        f"couldn't find key {ref['key']} in Secret {ns}/{ref['name']}",
-                    )
-            elif ref := source.get("configMapKeyRef"):
-                data = await self._configmap_data(ns, ref["name"], bool(ref.get("optional")))
-                if ref["key"] in data:
-                    env[name] = data[ref["key"]].decode()
-                elif not ref.get("optional"):
-                    raise ConfigError(
-                        "CreateContainerConfigError",
-                        f"couldn't find key {ref['key']} in ConfigMap {ns}/{ref['name']}",
-                    )
-            elif source.get("resourceFieldRef"):
-                resource = source["resourceFieldRef"]["resource"]
-                kind, _, what = resource.partition(".")
-                env[name] = str((container.get("resources") or {}).get(kind, {}).get(what, "0"))
-            else:
-                env[name] = ""
-        return env
-
-    def _field(self, rt: PodRuntime, pod: dict[str, Any], path: str) -> str:
-        meta = pod["metadata"]
-        if m := re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path):
-            return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
-        values = {
-            "metadata.name": meta["name"],
-            "metadata.namespace": meta["namespace"],
-            "metadata.uid": meta["uid"],
-            "spec.nodeName": pod["spec"].get("nodeName", ""),
-            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-            "status.podIP": rt.ip,
-            "status.hostIP": "127.0.0.1",
-            "status.podIPs": rt.ip,
-        }
-        return values.get(path, "")
 
     async def _probe(
         self,
