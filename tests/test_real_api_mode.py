@@ -26,6 +26,8 @@ SUITES = ["tests/test_kube_cluster.py", "tests/test_kubespawner_fidelity.py",
           "tests/test_kube_concurrency.py"]  # fmt: skip
 
 
+# Four suites in a subprocess: longer than the default per-test timeout.
+@pytest.mark.timeout(1200)
 @pytest.mark.skipif(
     bool(os.environ.get("SOVEREIGN_TEST_KUBECONFIG")),
     reason="already running against SOVEREIGN_TEST_KUBECONFIG",
