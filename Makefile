@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system helm checkov notebook-env gpu-lock-check lock sandbox test lint unit docs bench clean \
-	images release
+	images release bundle
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -125,6 +125,11 @@ release: $(STAMP)
 	$(BIN)/sovhub images release --registry $(REGISTRY) --policy examples/policy.yaml \
 		$(RELEASE_FLAGS)
 
+# The air-gap bundle: the chart, every built image as an OCI layout, their
+# SBOMs and a manifest of digests, in one archive (docs/howto/images.md).
+bundle: $(STAMP) helm
+	$(BIN)/sovhub images bundle --out sovereign-hub-bundle.tar
+
 # checkov, the security scanner, in a venv of its own (its pins clash with ours).
 CHECKOV := .tools/checkov/bin/checkov
 $(CHECKOV):
@@ -149,6 +154,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_viewer.py
 	$(BIN)/python benchmarks/bench_sandbox.py
+	$(BIN)/python benchmarks/bench_images.py --build
 
 clean:
 	rm -rf $(VENV) .venv-notebook .tools docs/_build .pytest_cache .ruff_cache

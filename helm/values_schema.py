@@ -33,6 +33,8 @@ def released_images() -> dict:
         "if": {"properties": {"allowUnreleasedImages": {"const": False}}},
         "then": {"properties": {"hub": not_placeholder, "proxy": not_placeholder}},
     }
+
+
 QUANTITY = {"type": ["string", "number"], "pattern": "^[0-9.]+[a-zA-Z]*$"}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 STRING = {"type": "string"}

@@ -89,6 +89,7 @@ class Built:
     seconds: float
     base: Base
     sbom: Path
+    context: Path
 
     @property
     def artifact(self) -> Artifact:
@@ -282,10 +283,16 @@ def build_image(
     name: str,
     *,
     output: Path | None = None,
+    context: Path | None = None,
+    reuse_context: bool = False,
     progress: Callable[[str], None] = lambda line: None,
 ) -> Built:
     """Build image ``name`` into the OCI layout ``output`` (default `.tools/images/oci/<name>`),
-    tagged with the version; returns its manifest digest and compressed size."""
+    tagged with the version; returns its manifest digest and compressed size.
+
+    The build context is written to ``context`` (default `.tools/images/context/<name>`);
+    with ``reuse_context`` an existing one is built again as it is (the same inputs, only
+    the build steps repeated: what the reproducibility check needs)."""
     if name not in IMAGES:
         raise BuildError(f"no image {name!r} (images: {', '.join(IMAGES)})")
     spec = IMAGES[name]
@@ -295,7 +302,9 @@ def build_image(
     for change in base.changes:
         progress(f"base {spec.base}: {change}")
     import_base(settings, base)
-    context = prepare_context(settings, spec, settings.cache / "images" / "context" / name, base)
+    context = context or settings.cache / "images" / "context" / name
+    if not (reuse_context and context.is_dir()):
+        prepare_context(settings, spec, context, base)
     output = output or settings.cache / "images" / "oci" / name
     local = f"localhost/sovereign-hub/{name}:{settings.version}"
     _run(["buildah", "bud", "--quiet", "--isolation", "chroot", "--layers=false",
@@ -318,7 +327,7 @@ def build_image(
     size = descriptor.size + manifest["config"]["size"] + sum(x["size"] for x in manifest["layers"])
     sbom = write_image_sbom(settings, spec, base, context, descriptor.digest)
     return Built(name, output, settings.version, descriptor.digest, size,
-                 time.monotonic() - started, base, sbom)  # fmt: skip
+                 time.monotonic() - started, base, sbom, context)  # fmt: skip
 
 
 def write_image_sbom(

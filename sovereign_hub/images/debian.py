@@ -36,6 +36,8 @@ DPKG_OPTIONS = (
     "path-exclude=/usr/share/info/*",
     "path-exclude=/usr/share/locale/*",
 )
+# Changed whenever mmdebstrap_command changes, so cached bases are rebuilt.
+RECIPE = "recipe 2: documentation dropped after install"
 PACKAGE_FORMAT = r"${Package}\t${Version}\t${Architecture}\n"
 
 
@@ -55,7 +57,8 @@ class BaseSpec:
         return f"localhost/sovereign-hub/base-{self.name}:{BASE_TAG}"
 
     def key(self, epoch: int) -> str:
-        text = "\n".join([self.name, *self.packages, *self.sources, str(epoch), *DPKG_OPTIONS])
+        text = "\n".join([RECIPE, self.name, *self.packages, *self.sources, str(epoch),
+                          *DPKG_OPTIONS])  # fmt: skip
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -130,7 +133,11 @@ def mmdebstrap_command(spec: BaseSpec, target: Path, debs: Path, listing: Path) 
                f"--customize-hook=dpkg-query --admindir=\"$1\"/var/lib/dpkg -W "
                f"-f='{PACKAGE_FORMAT}' > {listing}",
                # The cache was synced out above; the image keeps none of it.
-               "--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb"]  # fmt: skip
+               "--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb",
+               # The essential packages are unpacked before dpkg reads DPKG_OPTIONS: drop
+               # the documentation they brought, the copyright files excepted.
+               "--customize-hook=find \"$1\"/usr/share/doc -type f ! -name copyright "
+               "-delete"]  # fmt: skip
     command += [f"--dpkgopt={option}" for option in DPKG_OPTIONS]
     return [*command, SUITE, str(target), *spec.sources]
 
