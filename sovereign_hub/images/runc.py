@@ -70,7 +70,8 @@ def configure(config: dict[str, Any], options: RunOptions) -> dict[str, Any]:
     linux.pop("resources", None)
     linux["namespaces"] = [n for n in linux.get("namespaces", []) if n["type"] != "network"]
     spec["root"]["readonly"] = options.read_only_root
-    mounts = [m for m in spec.get("mounts", []) if m["destination"] not in options.tmpfs]
+    replaced = {*options.tmpfs, *options.binds}
+    mounts = [m for m in spec.get("mounts", []) if m["destination"] not in replaced]
     # Owned by the container's user, as a pod's emptyDir is writable through its fsGroup
     # (runc gives a tmpfs the mode of the directory it covers, so a mode alone is not enough).
     owner = [f"uid={process['user'].get('uid', 0)}", f"gid={process['user'].get('gid', 0)}"]
