@@ -408,3 +408,28 @@ def test_the_air_gap_bundle_loads_into_a_registry_and_the_chart_installs_from_it
     }
     assert f"{registry.host}/internal/hub@{images['hub'].digest}" in images_used
     assert f"{registry.host}/internal/proxy@{images['proxy'].digest}" in images_used
+
+
+def test_the_release_changes_nothing_in_the_values_but_the_images():
+    """Comments, quoting and list indentation stay, so the release's diff is reviewable."""
+    import datetime
+    import difflib
+
+    from sovereign_hub.images.release import write_values
+
+    before = (ROOT / "helm" / "sovereign-hub" / "values.yaml").read_text()
+    after = write_values(before, "values.yaml", {
+        "proxy": "reg.example:5000/sh/proxy@sha256:" + "a" * 64,
+        "notebook-cpu": "reg.example:5000/sh/nb@sha256:" + "b" * 64,
+    }, "datascience", "2026.12")  # fmt: skip
+    changed = [line for line in difflib.ndiff(before.splitlines(), after.splitlines())
+               if line.startswith(("+ ", "- "))]  # fmt: skip
+    assert changed == [
+        "-     repository: quay.io/jupyterhub/configurable-http-proxy",
+        "+     repository: reg.example:5000/sh/proxy",
+        '-     digest: "sha256:' + "0" * 64 + '"',
+        '+     digest: "sha256:' + "a" * 64 + '"',
+        "+         - version: '2026.12'",
+        "+           image: reg.example:5000/sh/nb@sha256:" + "b" * 64,
+        f"+           released: '{datetime.date.today().isoformat()}'",
+    ]

@@ -122,6 +122,9 @@ def _yaml() -> YAML:
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096
+    # The chart's values indent lists under their key (`key:\n  - item`); keep that style,
+    # so the release's diff is the digests and nothing else.
+    yaml.indent(mapping=2, sequence=4, offset=2)
     return yaml
 
 
