@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system helm checkov notebook-env gpu-lock-check base-wheels lock sandbox test lint suite unit docs bench clean
+.PHONY: install system helm checkov notebook-env gpu-lock-check base-wheels lock sandbox test lint suite \
+	unit docs bench clean images release bundle
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +31,10 @@ lint: $(STAMP)
 # Debian packages the tests start for real: Chromium (Playwright drives it; it
 # never downloads one), PostgreSQL 15 and rsyslog with TLS (audit stores),
 # nftables and iproute2 (NetworkPolicies enforced in network namespaces).
+# The image tools (docs/howto/images.md): mmdebstrap builds the Debian bases,
+# buildah the images, skopeo copies them, umoci and runc run them in the tests.
 SYSTEM_PACKAGES := chromium postgresql rsyslog rsyslog-openssl unzip docker-registry \
-	nftables iproute2
+	nftables iproute2 mmdebstrap buildah skopeo umoci runc
 
 system:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
@@ -119,13 +122,32 @@ gpu-lock-check: .tools/gpu-lock-resolved.txt
 # Maintainers: re-lock the images' environments (needs PyPI).
 lock: $(STAMP)
 	$(BIN)/uv pip compile --quiet --no-header --generate-hashes pyproject.toml --extra hub \
-		--python-version 3.12 --python-platform x86_64-manylinux_2_28 -o images/hub/requirements.lock
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 -o images/hub/requirements.lock
 	$(BIN)/uv pip compile --quiet --no-header --generate-hashes images/hub/build-requirements.in \
-		--python-version 3.12 -o images/hub/build-requirements.lock
+		--python-version 3.11 -o images/hub/build-requirements.lock
 	$(BIN)/uv pip compile --quiet --no-header --generate-hashes --universal --python-version 3.11 \
 		images/notebook-cpu/requirements.in -o images/notebook-cpu/requirements.lock
 	$(BIN)/uv pip compile --quiet --no-header --generate-hashes --universal --python-version 3.11 \
 		images/notebook-gpu/requirements.in -o images/notebook-gpu/requirements.lock
+
+# The hub, proxy and notebook-cpu images, built here from Debian packages
+# (mmdebstrap) and the hashed locks (buildah), reproducibly, each with its SBOM;
+# OCI layouts in .tools/images/oci/, digests in .tools/images/images.json.
+images: $(STAMP) system
+	$(BIN)/sovhub images build
+
+# Push the built images by digest (with their SBOMs) to REGISTRY and write the
+# digests into the chart's values and the example policy, in one step, e.g.
+#   make release REGISTRY=registry.example.org RELEASE_FLAGS=--plain-http
+release: $(STAMP)
+	@test -n "$(REGISTRY)" || { echo "usage: make release REGISTRY=host[:port]"; exit 2; }
+	$(BIN)/sovhub images release --registry $(REGISTRY) --policy examples/policy.yaml \
+		$(RELEASE_FLAGS)
+
+# The air-gap bundle: the chart, every built image as an OCI layout, their
+# SBOMs and a manifest of digests, in one archive (docs/howto/images.md).
+bundle: $(STAMP) helm
+	$(BIN)/sovhub images bundle --out sovereign-hub-bundle.tar
 
 # checkov, the security scanner, in a venv of its own (its pins clash with ours).
 CHECKOV := .tools/checkov/bin/checkov
@@ -158,6 +180,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_viewer.py
 	$(BIN)/python benchmarks/bench_sandbox.py
+	$(BIN)/python benchmarks/bench_images.py --build
 
 clean:
 	rm -rf $(VENV) .venv-notebook .tools docs/_build .pytest_cache .ruff_cache

@@ -18,6 +18,23 @@ from sovereign_hub.policy.schema import generate as policy_json_schema
 OUT = Path(__file__).parent / "sovereign-hub" / "values.schema.json"
 
 DIGEST = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
+# The placeholder an unreleased chart carries: an install with it can only fail at pull time.
+UNRELEASED = "sha256:" + "0" * 64
+
+
+def released_images() -> dict:
+    """hub and proxy digests may be the placeholder only if allowUnreleasedImages is true."""
+    not_placeholder = {"properties": {"image": {"properties": {"digest": {
+        "not": {"const": UNRELEASED},
+        "description": "the all-zero placeholder: run `make release`, or set "
+                       "allowUnreleasedImages: true to render the chart anyway",
+    }}}}}  # fmt: skip
+    return {
+        "if": {"properties": {"allowUnreleasedImages": {"const": False}}},
+        "then": {"properties": {"hub": not_placeholder, "proxy": not_placeholder}},
+    }
+
+
 QUANTITY = {"type": ["string", "number"], "pattern": "^[0-9.]+[a-zA-Z]*$"}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 STRING = {"type": "string"}
@@ -178,6 +195,11 @@ def values_schema() -> dict:
             },
             "secrets": obj({"generate": {"type": "boolean"}}),
             "global": {"type": "object"},  # Helm passes it to every chart
+            "allowUnreleasedImages": {
+                "type": "boolean",
+                "description": "Render with the all-zero placeholder digests of an "
+                "unreleased chart (development only: such pods cannot pull).",
+            },
             "hub": obj(
                 {
                     "image": image(),
@@ -425,29 +447,32 @@ def values_schema() -> dict:
         },
         ("hub", "proxy", "singleuser", "auth", "audit", "policy"),
         title="Sovereign Hub chart values",
-        # Without generated Secrets (GitOps), the admin's own must be named.
-        **{
-            "if": {
-                "properties": {"secrets": {"properties": {"generate": {"const": False}}}},
-                "required": ["secrets"],
-            },
-            "then": {
-                "properties": {
-                    "hub": {
-                        "required": ["existingSecret"],
-                        "properties": {"existingSecret": {"minLength": 1}},
-                    },
-                    "audit": {
-                        "properties": {
-                            "hmacKey": {
-                                "required": ["existingSecret"],
-                                "properties": {"existingSecret": {"minLength": 1}},
+        allOf=[
+            released_images(),
+            # Without generated Secrets (GitOps), the admin's own must be named.
+            {
+                "if": {
+                    "properties": {"secrets": {"properties": {"generate": {"const": False}}}},
+                    "required": ["secrets"],
+                },
+                "then": {
+                    "properties": {
+                        "hub": {
+                            "required": ["existingSecret"],
+                            "properties": {"existingSecret": {"minLength": 1}},
+                        },
+                        "audit": {
+                            "properties": {
+                                "hmacKey": {
+                                    "required": ["existingSecret"],
+                                    "properties": {"existingSecret": {"minLength": 1}},
+                                }
                             }
-                        }
+                        },
                     },
                 },
             },
-        },
+        ],
     )
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "$defs": defs}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sovereign_hub.policy import PolicyError
 
+from . import build_cli
 from .pin import PinError, diff, pin_dockerfile, pin_policy
 from .reference import ImageReferenceError, Reference
 from .registry import Registry, RegistryError
@@ -56,8 +57,9 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    images = commands.add_parser("images", help="resolve and pin image digests")
+    images = commands.add_parser("images", help="build, release, resolve and pin images")
     sub = images.add_subparsers(dest="images_command", required=True)
+    build_cli.register(sub)
     pin = sub.add_parser(
         "pin",
         help="resolve IMAGE's tag to its digest and pin it",

@@ -1,0 +1,435 @@
+"""The images built for real here (mmdebstrap base, hashed wheels, buildah), checked as a
+registry and a node would see them: reproducible digests, labels, users, entry points, no
+compilers or caches, a CycloneDX SBOM pushed beside each image, and each image run with runc
+(read-only root, the chart's users) until it answers over HTTP. The registry is Debian's
+docker-registry on 127.0.0.1. One build of each image is shared by the whole session."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from sovereign_hub.images import debian
+from sovereign_hub.images.build import Settings, build_image
+from sovereign_hub.images.bundle import push_chart, write_bundle
+from sovereign_hub.images.oci import blob_path, image_config, read_manifest
+from sovereign_hub.images.reference import Reference
+from sovereign_hub.images.registry import Registry
+from sovereign_hub.images.release import Pusher, release, sbom_tag
+from sovereign_hub.images.runc import Container, RunOptions, configure, unpack
+from sovereign_hub.policy import load_policy
+from sovereign_hub.sandbox.hubprocess import free_port
+from tests.conftest import ROOT, require_program, require_tool
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+TOOLS = {"mmdebstrap": "mmdebstrap", "buildah": "buildah", "skopeo": "skopeo",
+         "umoci": "umoci", "runc": "runc"}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def settings():
+    for program, package in TOOLS.items():
+        require_program(program, f"/usr/bin/{program}", package)
+    return Settings.for_checkout(ROOT)
+
+
+@pytest.fixture(scope="session")
+def images(settings, tmp_path_factory):
+    """hub, proxy and notebook-cpu, each built once (bases and downloads cached in .tools/)."""
+    out = tmp_path_factory.mktemp("images")
+    return {name: build_image(settings, name, output=out / name, context=out / f"{name}-context")
+            for name in ("hub", "proxy", "notebook-cpu")}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    from tests.registry import LocalRegistry
+
+    require_program("docker-registry", "/usr/bin/docker-registry", "docker-registry")
+    server = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    yield server
+    server.stop()
+
+
+def rootfs_files(layout: Path, tag: str) -> dict[str, tarfile.TarInfo]:
+    """Every path of the image (later layers win), read from the layer tarballs."""
+    _, manifest = read_manifest(layout, tag)
+    files: dict[str, tarfile.TarInfo] = {}
+    for layer in manifest["layers"]:
+        with tarfile.open(blob_path(layout, layer["digest"])) as tar:
+            for member in tar:
+                files[member.name.removeprefix("./")] = member
+    return files
+
+
+# -- reproducible -------------------------------------------------------------------
+
+
+def test_the_hub_image_rebuilt_from_the_same_inputs_has_the_same_digest(settings, images, tmp_path):
+    """The second build reuses the cached Debian base and the first build's context (the
+    same inputs) but runs every build step again (buildah keeps nothing between builds);
+    the manifest digest must not move."""
+    again = build_image(settings, "hub", output=tmp_path / "hub",
+                        context=images["hub"].context, reuse_context=True)  # fmt: skip
+    assert not again.base.built
+    assert again.digest == images["hub"].digest
+    first = json.loads(blob_path(images["hub"].layout, images["hub"].digest).read_bytes())
+    second = json.loads(blob_path(again.layout, again.digest).read_bytes())
+    assert first == second
+
+
+def test_a_different_commit_time_gives_a_different_digest(settings, images, tmp_path):
+    """The digest is a function of the inputs: the check above could not pass by accident."""
+    from dataclasses import replace
+
+    moved = build_image(replace(settings, epoch=settings.epoch + 86400), "proxy",
+                        output=tmp_path / "proxy", context=images["proxy"].context,
+                        reuse_context=True)  # fmt: skip
+    assert moved.digest != images["proxy"].digest
+    config = image_config(moved.layout, moved.tag)
+    assert config["created"] != image_config(images["proxy"].layout, images["proxy"].tag)["created"]
+
+
+def test_the_debian_package_set_is_recorded_and_changes_are_named(images):
+    for name in ("python", "node"):
+        recorded = debian.parse_packages(
+            (ROOT / "images" / "base" / f"{name}.packages").read_text()
+        )
+        base = images["hub" if name == "python" else "proxy"].base
+        assert recorded == base.packages
+        assert all(arch in ("amd64", "all") for _, arch in recorded.values())
+    python = images["hub"].base.packages
+    assert "python3.11" in python
+    assert "nodejs" not in python
+    assert "nodejs" in images["proxy"].base.packages
+    moved = {**python, "python3.11": ("3.11.2-6+deb12u99", "amd64"), "newpkg": ("1", "all")}
+    del moved["python3"]
+    assert debian.compare(python, moved) == [
+        "added newpkg 1",
+        f"removed python3 {python['python3'][0]}",
+        f"changed python3.11 {python['python3.11'][0]} -> 3.11.2-6+deb12u99",
+    ]
+
+
+# -- what is in the images ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "user", "command"),
+    [
+        ("hub", "10001:10001",
+         ["jupyterhub", "--config=/usr/local/etc/sovereign-hub/jupyterhub_config.py"]),
+        ("proxy", "65534:65534", ["configurable-http-proxy"]),
+        ("notebook-cpu", "1000", ["jupyterhub-singleuser"]),
+    ],
+)  # fmt: skip
+def test_labels_user_and_entry_point(images, settings, name, user, command):
+    config = image_config(images[name].layout, images[name].tag)["config"]
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == settings.version
+    assert labels["org.opencontainers.image.revision"] == settings.revision
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    assert config["User"] == user
+    assert config["Cmd"] == command
+    assert (
+        "Entrypoint" not in config or not config["Entrypoint"]
+    )  # the chart's args are the command
+    assert "Healthcheck" not in config
+
+
+@pytest.mark.parametrize("name", ["hub", "proxy", "notebook-cpu"])
+def test_no_compiler_package_cache_or_build_input_is_left(images, name):
+    files = rootfs_files(images[name].layout, images[name].tag)
+    for path in files:
+        assert not re.match(r"usr/bin/(gcc|cc|g\+\+|c\+\+|make|x86_64-linux-gnu-gcc)", path), path
+        assert not path.startswith(("root/.cache/", "root/.npm/", "tmp/")), path
+        if path.startswith(("var/lib/apt/lists/", "var/cache/apt/")) and files[path].isfile():
+            assert path.endswith("/lock"), path  # no package lists, no .deb, only apt's locks
+        assert not path.startswith("opt/venv/bin/pip"), path
+        if path.startswith("usr/share/doc/") and not (files[path].isdir() or files[path].issym()):
+            assert path.endswith("/copyright"), path  # the licences, and nothing else
+        assert not path.startswith("usr/share/man/man"), path
+
+
+def test_python_byte_code_is_hash_based(images):
+    """No source time stamp in any .pyc: the flags word says unchecked hash (0b01)."""
+    layout, tag = images["hub"].layout, images["hub"].tag
+    _, manifest = read_manifest(layout, tag)
+    checked = 0
+    with tarfile.open(blob_path(layout, manifest["layers"][-1]["digest"])) as tar:
+        for member in tar:
+            if member.name.endswith(".pyc") and "/site-packages/jupyterhub/" in member.name:
+                header = tar.extractfile(member).read(8)
+                assert int.from_bytes(header[4:8], "little") == 0b01, member.name
+                checked += 1
+    assert checked > 50
+
+
+# -- SBOM ---------------------------------------------------------------------------
+
+
+def test_each_image_has_an_sbom_of_its_debian_and_python_packages_with_hashes(images):
+    lock = (ROOT / "images" / "hub" / "requirements.lock").read_text()
+    sbom = json.loads(images["hub"].sbom.read_text())
+    assert sbom["bomFormat"] == "CycloneDX"
+    assert sbom["specVersion"] == "1.5"
+    assert sbom["metadata"]["component"]["hashes"][0]["content"] == images["hub"].digest[7:]
+    by_purl = {c["purl"]: c for c in sbom["components"]}
+    debs = [c for c in sbom["components"] if c["purl"].startswith("pkg:deb/debian/")]
+    assert len(debs) == len(images["hub"].base.packages)
+    python311 = next(c for c in debs if c["name"] == "python3.11")
+    assert python311["hashes"][0]["alg"] == "SHA-256"
+    jupyterhub = next(c for p, c in by_purl.items() if p.startswith("pkg:pypi/jupyterhub@"))
+    assert f"jupyterhub=={jupyterhub['version']}" in lock
+    assert jupyterhub["hashes"][0]["content"] in lock  # the very wheel the lock pins
+    assert any(p.startswith("pkg:pypi/sovereign-hub@") for p in by_purl)
+    proxy = json.loads(images["proxy"].sbom.read_text())
+    chp = next(c for c in proxy["components"] if c["name"] == "configurable-http-proxy")
+    assert chp["version"] == "5.2.0"
+    assert chp["hashes"][0]["alg"] == "SHA-512"
+    for document in (sbom, proxy):
+        for component in document["components"]:
+            assert {"type", "name", "version", "purl", "bom-ref"} <= component.keys()
+
+
+# -- release ------------------------------------------------------------------------
+
+
+def test_release_pushes_by_digest_with_sboms_and_pins_chart_and_policy(images, registry, tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text((ROOT / "helm" / "sovereign-hub" / "values.yaml").read_text())
+    policy = tmp_path / "policy.yaml"
+    policy.write_text((ROOT / "examples" / "policy.yaml").read_text())
+    pusher = Pusher(registry.host, "sovereign-hub", plain_http=True)
+    artifacts = [images[n].artifact for n in ("hub", "proxy", "notebook-cpu")]
+    released = release(artifacts, pusher, values=values, policies=[policy],
+                       channel="datascience", version="2026.12")  # fmt: skip
+    by_name = {r.name: r for r in released}
+    written = yaml.safe_load(values.read_text())
+    for name in ("hub", "proxy"):
+        image = written[name]["image"]
+        assert f"{image['repository']}@{image['digest']}" == by_name[name].image
+        assert image["digest"] == images[name].digest
+    notebook = f"{registry.host}/sovereign-hub/notebook-cpu@{images['notebook-cpu'].digest}"
+    channel = written["policy"]["channels"]["datascience"]["versions"]
+    assert {"version": "2026.12", "image": notebook}.items() <= channel[-1].items()
+    assert "# Written by the release" in values.read_text()  # comments kept
+    versions = {
+        v.version: v.image for v in load_policy(policy).policy.channels["datascience"].versions
+    }
+    assert versions["2026.12"] == notebook
+    for name, artifact in zip(("hub", "proxy", "notebook-cpu"), artifacts, strict=True):
+        repo = f"http://{registry.host}/v2/sovereign-hub/{name}"
+        got = requests.get(f"{repo}/manifests/{artifact.digest}", timeout=10,
+                           headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})  # fmt: skip
+        assert got.status_code == 200
+        raw = requests.get(f"{repo}/manifests/{sbom_tag(artifact.digest)}", timeout=10,
+                           headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})  # fmt: skip
+        assert by_name[name].sbom.endswith("@sha256:" + hashlib.sha256(raw.content).hexdigest())
+        sbom = raw.json()
+        assert sbom["artifactType"] == "application/vnd.cyclonedx+json"
+        assert sbom["subject"]["digest"] == artifact.digest
+        layer = requests.get(f"{repo}/blobs/{sbom['layers'][0]['digest']}", timeout=10)
+        assert layer.content == artifact.sbom.read_bytes()
+
+
+# -- run with runc ---------------------------------------------------------------------
+
+
+def test_the_runtime_config_drops_what_cannot_be_granted_here():
+    spec = {"process": {"args": ["x"], "env": ["A=1"], "user": {"uid": 0, "gid": 0},
+                        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1, "soft": 1}]},
+            "root": {"path": "rootfs"}, "mounts": [],
+            "linux": {"resources": {"memory": {}}, "namespaces": [{"type": "pid"}, {"type": "network"}]}}  # fmt: skip
+    out = configure(spec, RunOptions(args=("y",), env={"B": "2"}, uid=1000))
+    assert "rlimits" not in out["process"]
+    assert "resources" not in out["linux"]
+    assert out["linux"]["namespaces"] == [{"type": "pid"}]
+    assert out["process"]["args"] == ["y"]
+    assert out["process"]["env"] == ["A=1", "B=2"]
+    assert out["process"]["user"]["uid"] == 1000
+    assert out["root"]["readonly"] is True
+    assert any(m["destination"] == "/tmp" and m["type"] == "tmpfs" for m in out["mounts"])
+    assert spec["process"]["rlimits"]  # the input is not changed
+
+
+def wait_for(url: str, container: Container, seconds: float = 90, **kwargs) -> requests.Response:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return requests.get(url, timeout=2, **kwargs)
+        except requests.ConnectionError:
+            if container.exited() is not None:
+                pytest.fail(
+                    f"the container exited ({container.exited()}):\n{container.output()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(f"{url} did not answer:\n{container.output()[-3000:]}")
+            time.sleep(0.2)
+
+
+def run(images, name: str, tmp_path: Path, options: RunOptions) -> Container:
+    bundle = unpack(images[name].layout, images[name].tag, tmp_path / f"bundle-{name}")
+    return Container(bundle, options, tmp_path / f"{name}.log")
+
+
+def test_notebook_cpu_runs_jupyterlab_as_uid_1000_on_a_read_only_root(images, tmp_path):
+    port = free_port()
+    container = run(images, "notebook-cpu", tmp_path, RunOptions(
+        args=("jupyter-lab", "--ip=127.0.0.1", f"--port={port}", "--no-browser",
+              "--IdentityProvider.token=t0ken", "--ServerApp.root_dir=/home/jovyan"),
+        tmpfs=("/tmp", "/home/jovyan"), env={"HOME": "/home/jovyan"},
+    ))  # fmt: skip
+    try:
+        api = wait_for(f"http://127.0.0.1:{port}/api", container)
+        assert api.status_code == 200
+        assert "version" in api.json()
+        status = requests.get(f"http://127.0.0.1:{port}/api/status", timeout=5,
+                              headers={"Authorization": "token t0ken"})  # fmt: skip
+        assert status.status_code == 200
+        kernels = requests.get(f"http://127.0.0.1:{port}/api/kernelspecs", timeout=5,
+                               headers={"Authorization": "token t0ken"}).json()  # fmt: skip
+        assert "python3" in kernels["kernelspecs"]
+        pid = container.main_pid()
+        assert Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0] == "1000"
+        mounts = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+        root = next(line for line in mounts if line.split()[4] == "/")
+        assert " ro," in f" {root.split()[5]}," or root.split()[5].startswith("ro")
+    finally:
+        container.stop()
+
+
+def test_the_hub_image_runs_jupyterhub_behind_the_proxy_image(images, tmp_path):
+    """The proxy container (CHP on Debian's Node.js, as nobody) is started first; the hub
+    container (as 10001, read-only root) registers its routes with it, and /hub/health
+    answers both directly and through the proxy."""
+    proxy_port, api_port, hub_port = free_port(), free_port(), free_port()
+    token = "proxy-token-for-this-test"
+    proxy = run(images, "proxy", tmp_path, RunOptions(
+        args=("configurable-http-proxy", "--ip=127.0.0.1", f"--port={proxy_port}",
+              "--api-ip=127.0.0.1", f"--api-port={api_port}",
+              f"--default-target=http://127.0.0.1:{hub_port}"),
+        env={"CONFIGPROXY_AUTH_TOKEN": token},
+    ))  # fmt: skip
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "jupyterhub_config.py").write_text(
+        f"c.JupyterHub.bind_url = 'http://127.0.0.1:{proxy_port}'\n"
+        f"c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{hub_port}'\n"
+        "c.JupyterHub.authenticator_class = 'dummy'\n"
+        "c.JupyterHub.db_url = 'sqlite:////tmp/jupyterhub.sqlite'\n"
+        "c.JupyterHub.cookie_secret_file = '/tmp/cookie_secret'\n"
+        "c.ConfigurableHTTPProxy.should_start = False\n"
+        f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{api_port}'\n"
+        f"c.ConfigurableHTTPProxy.auth_token = '{token}'\n"
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{api_port}/api/routes", proxy,
+                 headers={"Authorization": f"token {token}"})  # fmt: skip
+        hub = run(images, "hub", tmp_path, RunOptions(
+            args=("jupyterhub", "--config=/usr/local/etc/sovereign-hub/jupyterhub_config.py",
+                  "--upgrade-db"),
+            binds={"/usr/local/etc/sovereign-hub": config}, env={"HOME": "/tmp"},
+        ))  # fmt: skip
+        try:
+            direct = wait_for(f"http://127.0.0.1:{hub_port}/hub/health", hub)
+            assert direct.status_code == 200
+            through = requests.get(f"http://127.0.0.1:{proxy_port}/hub/health", timeout=5)
+            assert through.status_code == 200
+            routes = requests.get(f"http://127.0.0.1:{api_port}/api/routes", timeout=5,
+                                  headers={"Authorization": f"token {token}"}).json()  # fmt: skip
+            assert any(r.get("target") == f"http://127.0.0.1:{hub_port}" for r in routes.values())
+            uid = Path(f"/proc/{hub.main_pid()}/status").read_text().split("Uid:")[1].split()[0]
+            assert uid == "10001"
+            spawners = requests.get(f"http://127.0.0.1:{hub_port}/hub/api/", timeout=5).json()
+            assert spawners["version"].startswith("6.1")
+        finally:
+            hub.stop()
+    finally:
+        proxy.stop()
+
+
+# -- air-gap bundle -------------------------------------------------------------------
+
+
+def test_the_air_gap_bundle_loads_into_a_registry_and_the_chart_installs_from_it(
+    settings, images, registry, tmp_path
+):
+    """What an admin on a closed network does: unpack, `skopeo copy` each layout into the
+    internal registry, `helm push` the chart there, render it from oci:// with the internal
+    repositories. Every digest must arrive unchanged."""
+    helm = require_tool(ROOT / ".tools" / "helm-4.1" / "helm", "helm")
+    out = tmp_path / "bundle.tar"
+    manifest = write_bundle([images[n].artifact for n in ("hub", "proxy", "notebook-cpu")],
+                            chart=ROOT / "helm" / "sovereign-hub", helm=helm, out=out,
+                            epoch=settings.epoch)  # fmt: skip
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(out) as tar:
+        tar.extractall(unpacked, filter="data")
+    assert json.loads((unpacked / "manifest.json").read_text()) == manifest
+    sets = ["allowUnreleasedImages=false"]
+    for name, entry in manifest["images"].items():
+        target = f"{registry.host}/internal/{name}:{entry['tag']}"
+        subprocess.run(["skopeo", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
+                        f"oci:{unpacked / entry['layout']}:{entry['tag']}", f"docker://{target}"],
+                       check=True, timeout=300)  # fmt: skip
+        pushed = Registry(plain_http=True).resolve(Reference.parse(target))
+        assert pushed.digest == entry["digest"] == images[name].digest
+        assert (unpacked / entry["sbom"]).read_bytes() == images[name].sbom.read_bytes()
+        if name in ("hub", "proxy"):
+            sets += [f"{name}.image.repository={registry.host}/internal/{name}",
+                     f"{name}.image.digest={entry['digest']}"]  # fmt: skip
+    chart = unpacked / manifest["chart"]["file"]
+    assert hashlib.sha256(chart.read_bytes()).hexdigest() == manifest["chart"]["sha256"]
+    ref = push_chart(helm, chart, registry.host, plain_http=True)
+    assert ref.startswith(f"{registry.host}/charts/sovereign-hub@sha256:")
+    version = yaml.safe_load((ROOT / "helm" / "sovereign-hub" / "Chart.yaml").read_text())[
+        "version"
+    ]
+    done = subprocess.run([str(helm), "template", "rel", f"oci://{registry.host}/charts/sovereign-hub",
+                           "--version", str(version), "--plain-http", "--set", ",".join(sets)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rendered = [d for d in yaml.safe_load_all(done.stdout) if d]
+    deployments = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Deployment"}
+    images_used = {
+        c["image"]
+        for d in deployments.values()
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert f"{registry.host}/internal/hub@{images['hub'].digest}" in images_used
+    assert f"{registry.host}/internal/proxy@{images['proxy'].digest}" in images_used
+
+
+def test_the_release_changes_nothing_in_the_values_but_the_images():
+    """Comments, quoting and list indentation stay, so the release's diff is reviewable."""
+    import datetime
+    import difflib
+
+    from sovereign_hub.images.release import write_values
+
+    before = (ROOT / "helm" / "sovereign-hub" / "values.yaml").read_text()
+    after = write_values(before, "values.yaml", {
+        "proxy": "reg.example:5000/sh/proxy@sha256:" + "a" * 64,
+        "notebook-cpu": "reg.example:5000/sh/nb@sha256:" + "b" * 64,
+    }, "datascience", "2026.12")  # fmt: skip
+    changed = [line for line in difflib.ndiff(before.splitlines(), after.splitlines())
+               if line.startswith(("+ ", "- "))]  # fmt: skip
+    assert changed == [
+        "-     repository: quay.io/jupyterhub/configurable-http-proxy",
+        "+     repository: reg.example:5000/sh/proxy",
+        '-     digest: "sha256:' + "0" * 64 + '"',
+        '+     digest: "sha256:' + "a" * 64 + '"',
+        "+         - version: '2026.12'",
+        "+           image: reg.example:5000/sh/nb@sha256:" + "b" * 64,
+        f"+           released: '{datetime.date.today().isoformat()}'",
+    ]
