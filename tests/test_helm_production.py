@@ -250,7 +250,7 @@ def test_an_unknown_pre_puller_channel_is_refused_naming_it(helm, example_policy
     from tests.test_helm_chart import CHART, run
 
     done = run(helm, "template", "rel", str(CHART), "-f", str(example_policy_values),
-               "--set", "prePuller.channels={pytroch}")  # fmt: skip
+               "--set", "prePuller.channels={pytroch}", "--set", "allowUnreleasedImages=true")  # fmt: skip
     assert done.returncode != 0
     assert 'prePuller.channels: "pytroch" is not a channel of the policy; known:' in done.stderr
     assert "pytorch" in done.stderr
