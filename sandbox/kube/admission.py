@@ -14,6 +14,7 @@ import base64
 import copy
 import itertools
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -327,26 +328,26 @@ def default(resource: str, obj: Obj) -> Obj:
     return obj
 
 
-def check_claim_update(old: Obj, new: Obj) -> None:
-    """A claim's spec is immutable after creation but for its requested storage (which may
-    only grow) and its volumeAttributesClassName."""
-    mutable = ("resources", "volumeAttributesClassName", "volumeName")
-
-    def masked(spec: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in spec.items() if k not in mutable}
-
+def _check_spec_unchanged(
+    kind: str, old: Obj, new: Obj, masked: Callable[[dict[str, Any]], Any], message: str
+) -> None:
+    """Refuse an update that changes the spec outside what ``masked`` leaves out."""
     if masked(old.get("spec") or {}) != masked(new.get("spec") or {}):
-        raise Invalid(
-            "PersistentVolumeClaim",
-            old["metadata"]["name"],
-            [
-                (
-                    "spec",
-                    "Forbidden: spec is immutable after creation except resources.requests and "
-                    "volumeAttributesClassName for bound claims",
-                )
-            ],
-        )
+        raise Invalid(kind, old["metadata"]["name"], [("spec", f"Forbidden: {message}")])
+
+
+def check_claim_update(old: Obj, new: Obj) -> None:
+    """A claim's spec is immutable after creation but for its requested storage and its
+    volumeAttributesClassName (and the volume the binder names)."""
+    mutable = ("resources", "volumeAttributesClassName", "volumeName")
+    _check_spec_unchanged(
+        "PersistentVolumeClaim",
+        old,
+        new,
+        lambda spec: {k: v for k, v in spec.items() if k not in mutable},
+        "spec is immutable after creation except resources.requests and "
+        "volumeAttributesClassName for bound claims",
+    )
 
 
 def check_pod_update(old: Obj, new: Obj) -> None:
@@ -359,17 +360,12 @@ def check_pod_update(old: Obj, new: Obj) -> None:
         ]
         return spec
 
-    if masked(old.get("spec") or {}) != masked(new.get("spec") or {}):
-        raise Invalid(
-            "Pod",
-            old["metadata"]["name"],
-            [
-                (
-                    "spec",
-                    "Forbidden: pod updates may not change fields other than "
-                    "`spec.containers[*].image`, "
-                    "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing "
-                    "tolerations) or `spec.terminationGracePeriodSeconds`",
-                )
-            ],
-        )
+    _check_spec_unchanged(
+        "Pod",
+        old,
+        new,
+        masked,
+        "pod updates may not change fields other than `spec.containers[*].image`, "
+        "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing "
+        "tolerations) or `spec.terminationGracePeriodSeconds`",
+    )
