@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 Key = tuple[str, str]  # (username, server name)
-Blocked = Literal["quota", "capacity"]
+Blocked = Literal["quota", "capacity", "absent"]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -192,7 +192,9 @@ class FairQueue:
         ``try_admit`` returns None when it admitted the waiter (and took its
         GPUs from what it tracks as free), or why the waiter does not fit. A
         pool whose head does not fit the capacity is closed to the rest of the
-        pass, and so is a group whose head does not fit its quota.
+        pass, and so is a group whose head does not fit its quota. ``absent``
+        (a place kept over a hub restart whose owner has not come back) closes
+        nothing: the waiter keeps its place and others pass it meanwhile.
         """
         closed_pools: set[Pool] = set()
         closed_groups: set[str] = set()
@@ -205,7 +207,7 @@ class FairQueue:
                 closed_pools.add(waiter.pool)
             elif blocked == "quota":
                 closed_groups.add(waiter.group)
-            else:
+            elif blocked is None:
                 self._admitted(waiter)
                 admitted.append(waiter)
         return admitted
