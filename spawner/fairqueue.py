@@ -186,7 +186,11 @@ class FairQueue:
         at = next(i for i, w in enumerate(pool) if w.key == key)
         return Place(at + 1, len(pool), sum(w.gpus for w in pool[: at + 1]))
 
-    def admit(self, try_admit: Callable[[Waiter], Blocked | None]) -> list[Waiter]:
+    def admit(
+        self,
+        try_admit: Callable[[Waiter], Blocked | None],
+        waits: Callable[[Waiter, Blocked], None] | None = None,
+    ) -> list[Waiter]:
         """One admission pass: offer waiters, in order, to ``try_admit``; return those admitted.
 
         ``try_admit`` returns None when it admitted the waiter (and took its
@@ -195,14 +199,20 @@ class FairQueue:
         pass, and so is a group whose head does not fit its quota. ``absent``
         (a place kept over a hub restart whose owner has not come back) closes
         nothing: the waiter keeps its place and others pass it meanwhile.
+        ``waits`` is told why each waiter that stays waits, including those never
+        offered because their pool or group was closed.
         """
         closed_pools: set[Pool] = set()
         closed_groups: set[str] = set()
         admitted: list[Waiter] = []
         for waiter in self.order():
-            if waiter.pool in closed_pools or waiter.group in closed_groups:
+            if waiter.group in closed_groups or waiter.pool in closed_pools:
+                if waits is not None:
+                    waits(waiter, "quota" if waiter.group in closed_groups else "capacity")
                 continue
             blocked = try_admit(waiter)
+            if blocked is not None and waits is not None:
+                waits(waiter, blocked)
             if blocked == "capacity":
                 closed_pools.add(waiter.pool)
             elif blocked == "quota":

@@ -97,7 +97,11 @@ class WaitingRoom:
         self.pods: PodSource = lambda: ()
         self._nodes: list[dict[str, Any]] = []
         self._nodes_at = 0.0
+        self._nodes_known = False
+        """Whether a node list ever arrived: without one (no RBAC to list nodes), only quota
+        decides, and the scheduler judges capacity as it did before the queue."""
         self._pump: asyncio.Task[None] | None = None
+        self._warned = False
         self._passes: set[asyncio.Future[list[Waiter]]] = set()
         self._last_policy: Policy | None = None
 
@@ -224,8 +228,11 @@ class WaitingRoom:
             try:
                 self._nodes = await self.list_nodes()
                 self._nodes_at = time.monotonic()
+                self._nodes_known = True
             except Exception as exc:  # keep the last view; the next pass retries
-                self.log.warning("listing nodes for the GPU queue failed: %s", exc)
+                log = self.log.debug if self._warned else self.log.warning
+                self._warned = True
+                log("listing nodes for the GPU queue failed (capacity is not checked): %s", exc)
         return self._pass()
 
     def _pass(self) -> list[Waiter]:
@@ -248,26 +255,28 @@ class WaitingRoom:
             if not isinstance(decision, Allowed):
                 alone = own_usage(self.ledger.usage(), waiter.user)
                 if decide(ticket.identity, ticket.request, policy, alone).allowed:
-                    ticket.blocked = "quota"
                     return "quota"
                 ticket.future.set_result(decision)  # no longer a matter of waiting
                 return None
             need = need_of(decision.plan, policy)
             nodes = views.setdefault(id(policy), self._free(policy))
-            if self.list_nodes is not None and take(nodes, need) is None:
+            # No node of the kind at all (scale-from-zero, or a typo in the policy): the
+            # queue cannot tell when one comes, so the scheduler judges, as without a queue.
+            if self._nodes_known and slots(nodes, need) and take(nodes, need) is None:
                 self.ledger.release(waiter.key)
-                ticket.blocked = "capacity"
                 return "capacity"
             self.inflight[waiter.key] = need
             ticket.future.set_result(decision)
             return None
 
-        admitted = self.queue.admit(try_admit)
+        def waits(waiter: Waiter, why: Blocked) -> None:
+            ticket = self.tickets.get(waiter.key)
+            if ticket is not None and why != "absent":
+                ticket.blocked = why
+
+        admitted = self.queue.admit(try_admit, waits)
         for waiter in admitted:
             self.tickets.pop(waiter.key, None)
-        for key, ticket in self.tickets.items():
-            if ticket.blocked not in ("quota", "capacity") or key not in self.queue:
-                ticket.blocked = "waiters_ahead"
         return admitted
 
     def _free(self, policy: Policy) -> list[NodeGpus]:

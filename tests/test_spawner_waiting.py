@@ -131,3 +131,15 @@ async def test_restored_place_is_kept_until_its_owner_returns():
     await again.run_pass()
     assert bob.future.done()
     assert carol.future.done()
+
+
+async def test_a_pool_with_no_node_at_all_is_left_to_the_scheduler():
+    room = WaitingRoom(GpuLedger(), node_ttl=0)
+
+    async def list_nodes():
+        return [node("eu-gpu-1", gpus="1", product="NVIDIA-H100")]
+
+    room.list_nodes = list_nodes
+    ticket = room.join(("a", ""), researcher("a"), request(), POLICY)
+    await room.run_pass()
+    assert ticket.future.done()  # the pod goes Pending and the scheduler explains why
