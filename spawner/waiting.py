@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Histogram
+from prometheus_client import REGISTRY, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from sovereign_hub.policy import (
     Allowed,
@@ -46,6 +49,37 @@ WAIT_SECONDS = Histogram(
     ["gpu_type", "region", "outcome"],
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, float("inf")),
 )
+
+_ROOMS: weakref.WeakSet[WaitingRoom] = weakref.WeakSet()
+
+
+class QueueCollector(Collector):
+    """Queue length and the oldest wait per pool, read from the rooms when Prometheus scrapes."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        length = GaugeMetricFamily(
+            "sovereign_gpu_queue_length",
+            "GPU spawns waiting, by GPU type and region.",
+            labels=["gpu_type", "region"],
+        )
+        oldest = GaugeMetricFamily(
+            "sovereign_gpu_queue_oldest_wait_seconds",
+            "How long the longest-waiting GPU spawn has waited, by GPU type and region.",
+            labels=["gpu_type", "region"],
+        )
+        now = time.time()
+        pools: dict[Pool, list[Waiter]] = {}
+        for room in list(_ROOMS):
+            for waiter in room.queue.waiters():
+                pools.setdefault(waiter.pool, []).append(waiter)
+        for pool, waiters in sorted(pools.items()):
+            length.add_metric([pool.gpu_type, pool.region], len(waiters))
+            oldest.add_metric([pool.gpu_type, pool.region], now - min(w.since for w in waiters))
+        yield length
+        yield oldest
+
+
+REGISTRY.register(QueueCollector())
 
 NodeLister = Callable[[], Awaitable[list[dict[str, Any]]]]
 PodSource = Callable[[], Iterable[Mapping[str, Any]]]
@@ -84,6 +118,7 @@ class WaitingRoom:
 
     def __init__(self, ledger: GpuLedger, interval: float = 2.0, node_ttl: float = 2.0) -> None:
         self.ledger = ledger
+        _ROOMS.add(self)
         self.log = logging.getLogger("sovereign_hub.gpuqueue")
         self.interval = interval
         self.node_ttl = node_ttl

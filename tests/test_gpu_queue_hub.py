@@ -9,11 +9,15 @@ leave the queue, and are admitted in order as GPUs free up.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 import tests.test_spawner_hub as hub_tests
@@ -131,7 +135,22 @@ async def test_twenty_users_wait_for_a_four_gpu_quota_in_order(
     assert re.search(r"your group's GPU quota is in use\): you are number 3 of 16 in line", message)
     assert "estimated wait about 90 minutes" in message  # 3 GPUs to free, 4 serve, 120 min each
 
-    # Ana-like impatience: user05 leaves the queue through the REST API (the page's Stop button).
+    # The admin's view: the queue per GPU type and region, in the order users see.
+    listing = subprocess.run(
+        [str(Path(sys.executable).with_name("sovhub")), "gpu-queue", "--hub", hub.url],
+        env={**os.environ, "JUPYTERHUB_API_TOKEN": hub.token},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert listing.splitlines()[0] == "a100 in eu: 16 waiting"
+    assert re.search(r"^\s+3  user06\s+-\s+eu-researchers\s+1 ", listing, re.MULTILINE), listing
+    metrics = requests.get(
+        f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.token}"}, timeout=30
+    ).text
+    assert 'sovereign_gpu_queue_length{gpu_type="a100",region="eu"} 16.0' in metrics
+
+    # Impatience: user05 leaves the queue through the REST API (the page's Stop button).
     stop(hub, "user05")
     wait_until(lambda: not server(hub, "user05"), what="user05 to leave")
     assert "you are number 2 of 15 in line" in first_queue_message(hub, "user06")

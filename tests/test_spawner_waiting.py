@@ -143,3 +143,20 @@ async def test_a_pool_with_no_node_at_all_is_left_to_the_scheduler():
     ticket = room.join(("a", ""), researcher("a"), request(), POLICY)
     await room.run_pass()
     assert ticket.future.done()  # the pod goes Pending and the scheduler explains why
+
+
+async def test_metrics_show_queue_length_and_waits_per_pool():
+    from prometheus_client import REGISTRY, generate_latest
+
+    room = WaitingRoom(GpuLedger())
+    for i in range(4):
+        room.ledger.hold((f"h{i}", ""), "eu-researchers", 1)
+    for name in ("m-ana", "m-bob"):
+        room.join((name, ""), researcher(name), request(), POLICY)
+    text = generate_latest(REGISTRY).decode()
+    assert 'sovereign_gpu_queue_length{gpu_type="a100",region="eu"}' in text
+    assert room.queue.waiters()  # kept alive until here: rooms are weakly held
+    length = REGISTRY.get_sample_value(
+        "sovereign_gpu_queue_length", {"gpu_type": "a100", "region": "eu"}
+    )
+    assert length >= 2
