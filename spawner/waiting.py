@@ -268,9 +268,10 @@ class WaitingRoom:
                 log = self.log.debug if self._warned else self.log.warning
                 self._warned = True
                 log("listing nodes for the GPU queue failed (capacity is not checked): %s", exc)
-        return self._pass()
+        return self.admit_waiting()
 
-    def _pass(self) -> list[Waiter]:
+    def admit_waiting(self) -> list[Waiter]:
+        """One admission pass on the nodes last listed (no await: atomic on the loop)."""
         policy = self._last_policy
         for key, waiter in list((w.key, w) for w in self.queue.waiters()):
             if key not in self.tickets and time.time() - waiter.since > self._max_wait(policy):
