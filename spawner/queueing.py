@@ -91,6 +91,8 @@ class GpuQueueing(Configurable):
     async def admit(self, identity: Identity, request: SpawnRequest, policy: Policy) -> Decision:
         """The decision for ``request``, after waiting in the GPU queue if it must."""
         room = self.waiting_room
+        if not room.restored:
+            self._restore_saved_places()
         room.list_nodes = self._list_nodes
         reflector = self.pod_reflector  # type: ignore[attr-defined]
         room.pods = lambda: list(reflector.pods.values()) if reflector else []
@@ -211,6 +213,24 @@ class GpuQueueing(Configurable):
             self.waiting_room.restore(waiter, saved.get("clock") or {}, float(saved["maxWait"]))
         except (KeyError, ValueError, TypeError):
             self.log.warning("ignoring an unreadable GPU queue place of %s", self._log_name)  # type: ignore[attr-defined]
+
+    def _restore_saved_places(self) -> None:
+        """After a hub restart, put back every place saved in the database, in its order.
+
+        JupyterHub loads at start-up only the spawners it thinks are running, and
+        may clear a pending one's state when it finds no pod; so every saved place
+        is read here, once, the first time the room is used.
+        """
+        self.waiting_room.restored = True
+        from jupyterhub import orm  # the hub's own models: only inside a hub
+
+        try:
+            for row in self.user.db.query(orm.Spawner):  # type: ignore[attr-defined]
+                saved = ((row.state or {}).get("sovereign") or {}).get("queued")
+                if saved and row.user is not None:
+                    self.restore_queue_place(saved)
+        except Exception:
+            self.log.exception("could not restore the GPU queue from the hub database")  # type: ignore[attr-defined]
 
     def _save_queue_state(self) -> None:
         # JupyterHub saves state only after start() returns; a place must outlive a restart.

@@ -137,6 +137,8 @@ class WaitingRoom:
         decides, and the scheduler judges capacity as it did before the queue."""
         self._pump: asyncio.Task[None] | None = None
         self._warned = False
+        self.restored = False
+        """Whether the places saved before a hub restart were put back."""
         self._passes: set[asyncio.Future[list[Waiter]]] = set()
         self._last_policy: Policy | None = None
 

@@ -180,3 +180,28 @@ async def test_twenty_users_wait_for_four_free_gpus_on_the_nodes(
     assert running(hub) == ["user00", "user02", "user03", "user04"]
     assert "you are number 1 of 15 in line" in first_queue_message(hub, "user05")
     stop(hub, *USERS)
+
+
+@pytest.mark.parametrize("gpus", [2])
+async def test_places_survive_a_hub_restart(kube, start_hub, policy_copy, gpus):
+    """Emulated Kubernetes: bob and carol wait behind ana's GPU; the hub restarts."""
+    queue_policy(policy_copy, quota=1)
+    hub = start_hub(policy_copy, cleanup_servers=False, extra_config=FAST)
+    add_users(hub, "eu-researchers", "ana", "bob", "carol")
+    for user in ("ana", "bob", "carol"):
+        assert spawn(hub, user, profile="gpu-a100").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    assert "number 2 of 2 in line" in first_queue_message(hub, "carol")
+    hub.stop()
+
+    hub = start_hub(policy_copy, cleanup_servers=False, extra_config=FAST)
+    hub.wait_for_server("ana")  # still running, still holding the group's one GPU
+    # Carol asks again first, yet bob's place, saved in the hub database, stays ahead of hers.
+    assert spawn(hub, "carol", profile="gpu-a100").status_code in (201, 202)
+    assert "number 2 of 2 in line" in first_queue_message(hub, "carol")
+    assert spawn(hub, "bob", profile="gpu-a100").status_code in (201, 202)
+    assert "number 1 of 2 in line" in first_queue_message(hub, "bob")
+    stop(hub, "ana")
+    hub.wait_for_server("bob")
+    assert server(hub, "carol").get("pending") == "spawn"
+    stop(hub, "bob", "carol")
