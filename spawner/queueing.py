@@ -124,8 +124,9 @@ class GpuQueueing(Configurable):
             self._report_queue("gpu_abandoned", waiter, detail="cancelled")
             raise
         finally:
+            # Not saved here: a hub shutting down cancels this wait too, and the saved
+            # place must outlive that; JupyterHub saves the state after a start or a stop.
             self._ticket, self._queue_phase = None, "done"
-            self._save_queue_state()
         self._report_queue("gpu_admitted", waiter)
         return decision
 
