@@ -1,4 +1,4 @@
-"""``sovhub gpu-queue``: the hub's GPU queue per GPU type and region, for admins.
+"""``sovhub gpu-queue list``: the hub's GPU queue per GPU type and region, for admins.
 
 Read through JupyterHub's REST API: each waiting spawn keeps its place in its
 server's state (``state.sovereign.queued``), which the API shows to a token
@@ -116,8 +116,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = commands.add_parser(
+    group = commands.add_parser(
         "gpu-queue", help="list the GPU queue per GPU type and region", description=__doc__
+    )
+    actions = group.add_subparsers(dest="action", required=True)
+    parser = actions.add_parser(
+        "list", help="the waiting spawns per GPU type and region, in the order the hub admits"
     )
     parser.add_argument("--hub", required=True, help="the hub's URL, e.g. https://hub.example")
     parser.add_argument(

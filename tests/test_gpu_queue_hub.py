@@ -137,7 +137,7 @@ async def test_twenty_users_wait_for_a_four_gpu_quota_in_order(
 
     # The admin's view: the queue per GPU type and region, in the order users see.
     listing = subprocess.run(
-        [str(Path(sys.executable).with_name("sovhub")), "gpu-queue", "--hub", hub.url],
+        [str(Path(sys.executable).with_name("sovhub")), "gpu-queue", "list", "--hub", hub.url],
         env={**os.environ, "JUPYTERHUB_API_TOKEN": hub.token},
         capture_output=True,
         text=True,
