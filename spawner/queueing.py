@@ -50,6 +50,10 @@ def room_for(ledger: GpuLedger) -> WaitingRoom:
     return room
 
 
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+
+
 def _minutes(seconds: float) -> str:
     minutes = max(1, round(seconds / 60))
     return "about 1 minute" if minutes == 1 else f"about {minutes} minutes"
@@ -136,8 +140,8 @@ class GpuQueueing(Configurable):
         return (
             f"No {gpu.display_name if gpu else waiter.pool.gpu_type} became free in "
             f"{region.display_name if region else waiter.pool.region} within "
-            f"{policy.gpu_queue.max_wait_minutes} minutes, the longest this hub lets a spawn "
-            "wait. Try again later, or choose another profile or region."
+            f"{_count(policy.gpu_queue.max_wait_minutes, 'minute')}, the longest this hub lets "
+            "a spawn wait. Try again later, or choose another profile or region."
         )
 
     def _report_queue(self, kind: str, waiter: Waiter, **fields: Any) -> None:

@@ -205,3 +205,37 @@ async def test_places_survive_a_hub_restart(kube, start_hub, policy_copy, gpus):
     hub.wait_for_server("bob")
     assert server(hub, "carol").get("pending") == "spawn"
     stop(hub, "bob", "carol")
+
+
+@pytest.mark.parametrize("gpus", [2])
+async def test_the_maximum_wait_outlasts_the_start_timeout_and_ends_with_a_message(
+    kube, start_hub, policy_copy, gpus
+):
+    """Emulated Kubernetes: start_timeout is 30 s, gpuQueue.maxWaitMinutes 1."""
+    doc = yaml.safe_load(queue_policy(policy_copy, quota=1).read_text())
+    doc["gpuQueue"] = {"maxWaitMinutes": 1}
+    policy_copy.write_text(yaml.safe_dump(doc, sort_keys=False))
+    hub = start_hub(policy_copy, extra_config=FAST)
+    add_users(hub, "eu-researchers", "ana", "bob")
+    assert spawn(hub, "ana", profile="gpu-a100").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    started = time.monotonic()
+    assert spawn(hub, "bob", profile="gpu-a100").status_code == 202
+    events = []
+    with hub.api("GET", "/users/bob/server/progress", stream=True, timeout=120) as response:
+        for line in response.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+                if events[-1].get("failed") or events[-1].get("ready"):
+                    break
+    waited = time.monotonic() - started
+    # JupyterHub's own 30 s start timeout did not end the wait; the policy's minute did.
+    assert 55 < waited < 90, waited
+    assert events[-1]["failed"] is True
+    assert (
+        "No NVIDIA A100 40 GB became free in European Union (Frankfurt) within 1 minute, the longest"
+        in (events[-1]["message"])
+    )
+    log = hub.log_path.read_text(errors="replace")
+    assert re.search(r"gpu_abandoned user='bob'.*detail='max_wait'", log)
+    assert not server(hub, "bob")
