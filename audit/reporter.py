@@ -20,7 +20,11 @@ _SCHEMA = {
     "spawn_failed": schemas.SPAWN_FAILED,
     "server_stopped": schemas.SERVER_STOPPED,
     "image_pin_changed": schemas.IMAGE_PIN_CHANGED,
+    "gpu_queued": schemas.GPU_QUEUED,
+    "gpu_admitted": schemas.GPU_ADMITTED,
+    "gpu_abandoned": schemas.GPU_ABANDONED,
 }
+_QUEUE = ("gpu_queued", "gpu_admitted", "gpu_abandoned")
 _PLACEMENT = (
     "profile",
     "region",
@@ -44,6 +48,8 @@ def event_data(event: SessionEvent) -> dict[str, Any]:
         return data
     if event.kind != "image_pin_changed":
         data["server"] = event.server
+    if event.kind in _QUEUE:
+        return _queue_data(event, data)
     if event.kind == "spawn_requested":
         data.update(recordable_request(event.request))
         if event.profile:
@@ -75,6 +81,23 @@ def event_data(event: SessionEvent) -> dict[str, Any]:
         if event.previous_image:
             data["previous_image"] = event.previous_image
         data["reason"] = event.detail
+    return data
+
+
+def _queue_data(event: SessionEvent, data: dict[str, Any]) -> dict[str, Any]:
+    data.update(
+        profile=event.profile or "",
+        region=event.region or "",
+        gpu_type=event.gpu_type or "",
+        gpus=event.gpus,
+        quota_group=event.quota_group or "",
+        waited_seconds=event.waited or 0.0,
+    )
+    if event.kind == "gpu_queued":
+        data["position"] = event.position or 1
+        data["blocked_by"] = event.detail or "waiters_ahead"
+    elif event.kind == "gpu_abandoned":
+        data["reason"] = event.detail or "cancelled"
     return data
 
 

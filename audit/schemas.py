@@ -37,6 +37,9 @@ AUDIT_VIEWED = f"{BASE}/audit-viewed/v1"
 CHECKPOINT = f"{BASE}/checkpoint/v1"
 EPOCH_STARTED = f"{BASE}/epoch-started/v1"
 RETENTION = f"{BASE}/retention/v1"
+GPU_QUEUED = f"{BASE}/gpu-queued/v1"
+GPU_ADMITTED = f"{BASE}/gpu-admitted/v1"
+GPU_ABANDONED = f"{BASE}/gpu-abandoned/v1"
 
 
 class InvalidEvent(ValueError):

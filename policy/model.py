@@ -288,6 +288,33 @@ class Group(_Model):
     group quota applies."""
 
 
+class GpuQueue(_Model):
+    """How GPU spawns wait when no GPU is free, instead of being refused."""
+
+    enabled: bool = True
+    """Queue a GPU spawn that the group's quota or the cluster's free GPUs cannot admit now;
+    ``false`` refuses it at once, as before the queue existed."""
+    max_wait_minutes: int = Field(default=60, ge=1, le=1440)
+    """Longest a spawn waits in the queue (1 to 1440 minutes); after it the spawn ends with a
+    message saying so."""
+    expected_session_minutes: int = Field(default=120, ge=1, le=10080)
+    """How long a GPU server usually runs (1 to 10080 minutes): the wait estimate's starting
+    point until the hub has seen servers stop."""
+    max_queued_per_pool: int = Field(default=200, ge=1, le=10000)
+    """Most spawns waiting for one GPU type in one region; later ones are refused."""
+
+    @model_validator(mode="after")
+    def _wait_fits_a_session(self) -> GpuQueue:
+        if self.max_wait_minutes > self.expected_session_minutes * 12:
+            raise _fail(
+                "gpu_queue",
+                f"maxWaitMinutes {self.max_wait_minutes} is more than 12 times "
+                f"expectedSessionMinutes {self.expected_session_minutes}: users would wait "
+                "through a dozen sessions; lower maxWaitMinutes or raise expectedSessionMinutes",
+            )
+        return self
+
+
 class Policy(_Model):
     """A Sovereign Hub policy: regions, GPUs, image channels, profiles and group entitlements."""
 
@@ -303,6 +330,8 @@ class Policy(_Model):
     """Image channels, by name."""
     profiles: dict[Slug, Profile] = Field(min_length=1)
     """Profiles, by name, in the order the spawn form lists them."""
+    gpu_queue: GpuQueue = GpuQueue()
+    """The queue GPU spawns wait in when no GPU is free."""
     groups: dict[GroupName, Group] = Field(default_factory=dict)
     """Entitlements, by identity-provider group name. When several of a user's groups grant
     the same profile and region, a GPU spawn draws on the first such group in this order

@@ -31,6 +31,11 @@ COMMANDS: dict[str, Command] = {
         "sovereign_hub.audit.cli", "verify, query and export the audit trail", extra="hub"
     ),
     "images": Command("sovereign_hub.images.cli", "resolve and pin image digests"),
+    "gpu-queue": Command(
+        "sovereign_hub.spawner.queuecli",
+        "list the GPU queue per GPU type and region",
+        extra="hub",
+    ),
 }
 
 

@@ -21,6 +21,9 @@ SessionEventKind = Literal[
     "spawn_failed",
     "server_stopped",
     "image_pin_changed",
+    "gpu_queued",
+    "gpu_admitted",
+    "gpu_abandoned",
 ]
 OPTION_KEYS = ("profile", "region", "version")
 """The only ``user_options`` a user may send (the spawner refuses others), and the only
@@ -72,6 +75,10 @@ class SessionEvent:
     groups: tuple[str, ...] = ()
     admin: bool | None = None
     request: dict[str, Any] = field(default_factory=dict)
+    position: int | None = None
+    """Place in the GPU queue (``gpu_queued``)."""
+    waited: float | None = None
+    """Seconds spent in the GPU queue (``gpu_queued`` 0, then admitted or abandoned)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

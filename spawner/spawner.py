@@ -50,13 +50,14 @@ from .form import form_context, render_form
 from .options import OptionsError, options_from_form, parse_user_options
 from .overlay import MANAGED_TRAITS, Home, plan_traits
 from .pvc import ensure_claim, home_claim_name, make_home_pvc
+from .queueing import GpuQueueing
 from .quota import SHARED, GpuLedger
 from .request import refusal_message, spawn_request, timeout_message
 from .security import RestrictedPods
 from .state import STATE_KEY, Allocation, read_state, state_entry
 
 
-class SovereignSpawner(RestrictedPods, KubeSpawner):
+class SovereignSpawner(RestrictedPods, GpuQueueing, KubeSpawner):
     """Spawn each user's server as the Sovereign Hub policy decides.
 
     Configure the policy with ``policy_file``. KubeSpawner's own settings
@@ -221,6 +222,7 @@ class SovereignSpawner(RestrictedPods, KubeSpawner):
         self._spawn_baseline = {name: copy.deepcopy(getattr(self, name)) for name in MANAGED_TRAITS}
 
     def start(self) -> asyncio.Future[Any]:
+        self.queue_timeout(self.policy_file)
         self._start_future = asyncio.ensure_future(self._start_with_policy())
         return self._start_future
 
@@ -245,7 +247,7 @@ class SovereignSpawner(RestrictedPods, KubeSpawner):
             region=choice.region,
             request=sent,
         )
-        decision = self.ledger.decide_and_hold(self._key, identity, request, policy)
+        decision = await self.admit(identity, request, policy)
         if isinstance(decision, Denied):
             reasons = tuple((r.code, r.message) for r in decision.reasons)
             self._report(
@@ -259,18 +261,19 @@ class SovereignSpawner(RestrictedPods, KubeSpawner):
             if plan.image.notice:
                 self._notices.append(plan.image.notice)
             await ensure_claim(self.api, self.namespace, self.home_claim(plan, home))
-            url = await asyncio.wait_for(super().start(), timeout=self.start_timeout * 0.95)
+            url = await asyncio.wait_for(super().start(), timeout=self._own_start_timeout * 0.95)
         except asyncio.CancelledError:
             self._spawn_failed(plan, "cancelled")
             raise
         except TimeoutError:
-            message = timeout_message(self.start_timeout, self.events)
+            message = timeout_message(self._own_start_timeout, self.events)
             self._spawn_failed(plan, message)
             raise TimeoutError(message) from None
         except Exception as exc:
             self._spawn_failed(plan, str(exc) or type(exc).__name__)
             raise
         self._record_pin(plan)
+        self.waiting_room.started(self._key)
         pod = (
             self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
             if self.pod_reflector
@@ -309,6 +312,7 @@ class SovereignSpawner(RestrictedPods, KubeSpawner):
 
     def _spawn_failed(self, plan: PodPlan, detail: str) -> None:
         self.ledger.release(self._key)
+        self.waiting_room.started(self._key)
         self.allocation = None
         self._report("spawn_failed", **Allocation.of(plan, "", 0).placement(), detail=detail)
 
@@ -328,6 +332,8 @@ class SovereignSpawner(RestrictedPods, KubeSpawner):
     async def progress(self) -> Any:
         for notice in self._notices:
             yield {"progress": 1, "message": notice}
+        async for event in self.queue_progress():
+            yield event
         async for event in super().progress():
             yield event
 
@@ -357,6 +363,7 @@ class SovereignSpawner(RestrictedPods, KubeSpawner):
         await super().stop(now=now)
         allocation = self.allocation
         self.ledger.release(self._key)
+        self.gpu_released(allocation)
         if allocation is not None:
             self._report(
                 "server_stopped",
@@ -373,11 +380,13 @@ class SovereignSpawner(RestrictedPods, KubeSpawner):
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
         state[STATE_KEY] = state_entry(self.pins, self.allocation)
+        state[STATE_KEY]["queued"] = self.queue_state()
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
         self.pins, self.allocation = read_state(state, self.log, self._log_name)
+        self.restore_queue_place((state.get(STATE_KEY) or {}).get("queued"))
         if self.allocation is not None and self.allocation.gpus and self.allocation.quota_group:
             # A running server after a hub restart: its GPUs are still held.
             self.ledger.hold(self._key, self.allocation.quota_group, self.allocation.gpus)

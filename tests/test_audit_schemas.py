@@ -31,6 +31,17 @@ CHECKPOINT = {
     "signature": "a" * 128,
 }
 
+QUEUED = {
+    **WHO,
+    "server": "",
+    "profile": "gpu-a100",
+    "region": "eu",
+    "gpu_type": "a100",
+    "gpus": 1,
+    "quota_group": "eu-researchers",
+    "waited_seconds": 0.0,
+}
+
 VALID = [
     (schemas.LOGIN, {**WHO, "groups": ["eu-researchers"], "admin": False}),
     (
@@ -55,6 +66,9 @@ VALID = [
         },
     ),
     (schemas.SPAWN_FAILED, {**WHO, "server": "", "detail": "timeout"}),
+    (schemas.GPU_QUEUED, {**QUEUED, "position": 3, "blocked_by": "capacity"}),
+    (schemas.GPU_ADMITTED, {**QUEUED, "waited_seconds": 912.5}),
+    (schemas.GPU_ABANDONED, {**QUEUED, "waited_seconds": 3600, "reason": "max_wait"}),
     (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "idle_cull"}),
     (
         schemas.IMAGE_PIN_CHANGED,
@@ -156,6 +170,11 @@ INVALID = [
     ),  # reads are not actions
     (schemas.API_ACTION, {**WHO, "method": "POST", "route": "/x", "status": 200, "body": "{...}"}),
     (schemas.SPAWN_DENIED, {**WHO, "server": "", "reasons": "no"}),
+    (schemas.GPU_QUEUED, {**QUEUED, "position": 0, "blocked_by": "quota"}),  # 1 is next
+    (schemas.GPU_QUEUED, {**QUEUED, "blocked_by": "quota"}),  # the position is the point
+    (schemas.GPU_ADMITTED, {**QUEUED, "waited_seconds": -1}),
+    (schemas.GPU_ABANDONED, {**QUEUED, "reason": "bored"}),
+    (schemas.GPU_ABANDONED, {**QUEUED, "reason": "cancelled", "others": ["bob"]}),
 ]
 
 
@@ -232,6 +251,39 @@ def test_invalid_events(schema_id, data):
             "server_stopped", "ana", profile="cpu", region="eu", image=IMAGE, stop_reason="failure"
         ),
         SessionEvent("server_stopped", "ana"),
+        SessionEvent(
+            "gpu_queued",
+            "ana",
+            profile="gpu-a100",
+            region="eu",
+            gpu_type="a100",
+            gpus=1,
+            quota_group="g",
+            waited=0.0,
+            position=2,
+            detail="quota",
+        ),
+        SessionEvent(
+            "gpu_admitted",
+            "ana",
+            profile="p",
+            region="eu",
+            gpu_type="a100",
+            gpus=2,
+            quota_group="g",
+            waited=61.2,
+        ),
+        SessionEvent(
+            "gpu_abandoned",
+            "ana",
+            profile="p",
+            region="eu",
+            gpu_type="a100",
+            gpus=1,
+            quota_group="g",
+            waited=3600.0,
+            detail="max_wait",
+        ),
         SessionEvent(
             "image_pin_changed",
             "ana",

@@ -245,6 +245,7 @@ async def test_pin_survives_a_hub_restart_until_the_user_upgrades(
 def tight_quota(policy_copy: Path, quota: int) -> Path:
     doc = yaml.safe_load(policy_copy.read_text())
     doc["groups"]["eu-researchers"].update(gpuQuota=quota, perUserGpuLimit=1)
+    doc["gpuQueue"] = {"enabled": False}  # refusals, as without the queue (test_gpu_queue_hub)
     policy_copy.write_text(yaml.safe_dump(doc, sort_keys=False))
     return policy_copy
 
