@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from sovereign_hub.pages import TEMPLATES
+
 VIEWER_PORT = 10101
 """The audit viewer's port in the hub's pod (the hub Service and NetworkPolicy name it)."""
 METRICS_SERVICE = "metrics-scraper"
@@ -215,6 +217,9 @@ def _authenticator(c: Any, values: Mapping[str, Any], site: Site) -> None:
     c.SovereignAuthenticator.auditor_groups = set(auth["auditorGroups"])
     c.SovereignAuthenticator.policy_file = str(site.policy_file)
     c.SovereignAuthenticator.stop_unentitled_servers = auth["stopUnentitledServers"]
+    # Optional until the chart's values schema names it (auth.supportContact).
+    if contact := auth.get("supportContact"):
+        c.SovereignAuthenticator.support_contact = contact
     c.SovereignAuthenticator.enable_auth_state = True
 
 
@@ -236,8 +241,8 @@ def _audit(c: Any, audit: Mapping[str, Any], instance: str, site: Site) -> None:
 
 
 def _templates(c: Any, hub: Mapping[str, Any]) -> None:
-    if paths := hub.get("templatePaths"):
-        c.JupyterHub.template_paths = list(paths)
+    # The admin's templates first, so they can replace ours; ours extend the stock pages.
+    c.JupyterHub.template_paths = [*hub.get("templatePaths", []), str(TEMPLATES)]
     if template_vars := hub.get("templateVars"):
         c.JupyterHub.template_vars = dict(template_vars)
 

@@ -17,6 +17,7 @@ import yaml
 from traitlets.config import Config
 
 from sovereign_hub.hubconfig import Site, configure, load_values, run_extra_config
+from sovereign_hub.pages import TEMPLATES
 from tests.conftest import ROOT
 from tests.test_helm_chart import HERE, by_kind, example_policy_values, helm_binary, render
 
@@ -104,6 +105,7 @@ def test_the_chart_defaults(tmp_path):
             "cookie_secret": bytes.fromhex(COOKIE),
             "spawner_class": "sovereign",
             "authenticator_class": "sovereign",
+            "template_paths": [str(TEMPLATES)],
             "authenticate_prometheus": True,
             "services": [
                 {
@@ -186,7 +188,7 @@ def test_everything_on(tmp_path, example_policy_values):
             "db_kwargs": {"connect_args": {"password": "db-password"}},
             "spawner_class": "sovereign",
             "authenticator_class": "sovereign",
-            "template_paths": ["/usr/local/share/sovereign-hub/templates"],
+            "template_paths": ["/usr/local/share/sovereign-hub/templates", str(TEMPLATES)],
             "template_vars": {"org": "Corp Research"},
             "authenticate_prometheus": True,
             "services": [

@@ -21,6 +21,7 @@ import pytest
 import requests
 import yaml
 
+from sovereign_hub.pages import TEMPLATES
 from sovereign_hub.sandbox.hubprocess import Hub
 from tests.conftest import ROOT
 
@@ -42,6 +43,7 @@ def hub_config(kube, policy: Path, **extra) -> str:
         'c.JupyterHub.authenticator_class = "dummy"',
         "c.Authenticator.allow_all = True",
         'c.JupyterHub.spawner_class = "sovereign"',
+        f"c.JupyterHub.template_paths = [{str(TEMPLATES)!r}]",
     ]
     lines += [f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()]
     return "\n".join(lines) + "\n"
@@ -333,10 +335,15 @@ async def test_spawn_form_shows_only_entitlements_and_a_no_access_page(
     }
     refused = session.post(f"{hub.url}/hub/spawn", data=data, timeout=30)
     assert refused.status_code == 403
-    assert (
-        "Profile &#39;One A100 GPU&#39; is not available to you." in refused.text
-        or "is not available to you" in refused.text
-    )
+    # The refusal card: one heading, the reason once, whom the hub saw, a way out; the form stays.
+    page = refused.text
+    assert page.count("Profile &#39;One A100 GPU&#39; is not available to you.") == 1
+    assert re.findall(r"<h1[^>]*>([^<]*)</h1>", page) == ["Your server was not started"]
+    assert "Error:" not in page
+    assert re.search(r'id="sovereign-refusal-account">bob<', page)
+    assert re.search(r'id="sovereign-refusal-groups">us-analysts<', page)
+    assert re.search(r'id="sovereign-sign-out" href="/hub/logout"', page)
+    assert 'value="cpu-small"' in page
 
 
 async def test_spawn_form_submission_starts_the_chosen_profile(kube, core, start_hub, policy_copy):
