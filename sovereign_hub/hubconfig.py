@@ -125,7 +125,7 @@ def configure(c: Any, values: Mapping[str, Any], site: Site) -> None:
     _spawner(c, values, site)
     _authenticator(c, values, site)
     _audit(c, values["audit"], values["release"]["fullname"], site)
-    _templates(c, values["hub"])
+    _templates(c, values["hub"], site)
     services: list[dict[str, Any]] = list(c.JupyterHub.get("services", []))
     roles: list[dict[str, Any]] = list(c.JupyterHub.get("load_roles", []))
     _culler(values["cull"], services, roles)
@@ -240,11 +240,15 @@ def _audit(c: Any, audit: Mapping[str, Any], instance: str, site: Site) -> None:
     c.AuditTrail.shipping = "process"  # delivery never competes with the hub for the GIL
 
 
-def _templates(c: Any, hub: Mapping[str, Any]) -> None:
+def _templates(c: Any, hub: Mapping[str, Any], site: Site) -> None:
     # The admin's templates first, so they can replace ours; ours extend the stock pages.
     c.JupyterHub.template_paths = [*hub.get("templatePaths", []), str(TEMPLATES)]
-    if template_vars := hub.get("templateVars"):
-        c.JupyterHub.template_vars = dict(template_vars)
+    from sovereign_hub.pages.status import ServerCards
+
+    c.JupyterHub.template_vars = {
+        **hub.get("templateVars", {}),
+        "sovereign_servers": ServerCards(str(site.policy_file)),
+    }
 
 
 def _culler(cull: Mapping[str, Any], services: list, roles: list) -> None:

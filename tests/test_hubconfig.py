@@ -18,6 +18,7 @@ from traitlets.config import Config
 
 from sovereign_hub.hubconfig import Site, configure, load_values, run_extra_config
 from sovereign_hub.pages import TEMPLATES
+from sovereign_hub.pages.status import ServerCards
 from tests.conftest import ROOT
 from tests.test_helm_chart import HERE, by_kind, example_policy_values, helm_binary, render
 
@@ -106,6 +107,9 @@ def test_the_chart_defaults(tmp_path):
             "spawner_class": "sovereign",
             "authenticator_class": "sovereign",
             "template_paths": [str(TEMPLATES)],
+            "template_vars": {
+                "sovereign_servers": ServerCards("/etc/sovereign-hub/policy/policy.yaml")
+            },
             "authenticate_prometheus": True,
             "services": [
                 {
@@ -189,7 +193,10 @@ def test_everything_on(tmp_path, example_policy_values):
             "spawner_class": "sovereign",
             "authenticator_class": "sovereign",
             "template_paths": ["/usr/local/share/sovereign-hub/templates", str(TEMPLATES)],
-            "template_vars": {"org": "Corp Research"},
+            "template_vars": {
+                "org": "Corp Research",
+                "sovereign_servers": ServerCards("/etc/sovereign-hub/policy/policy.yaml"),
+            },
             "authenticate_prometheus": True,
             "services": [
                 {

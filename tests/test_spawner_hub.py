@@ -44,6 +44,8 @@ def hub_config(kube, policy: Path, **extra) -> str:
         "c.Authenticator.allow_all = True",
         'c.JupyterHub.spawner_class = "sovereign"',
         f"c.JupyterHub.template_paths = [{str(TEMPLATES)!r}]",
+        "from sovereign_hub.pages.status import ServerCards",
+        f"c.JupyterHub.template_vars = {{'sovereign_servers': ServerCards({str(policy)!r})}}",
     ]
     lines += [f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()]
     return "\n".join(lines) + "\n"
@@ -423,3 +425,65 @@ c.SovereignSpawner.reporter = hub_reporter(c)
     )
     assert result.returncode == 0, result.stdout
     assert "chain intact" in result.stdout
+
+
+NEWER = """      - version: "2026.12"
+        image: quay.io/jupyter/base-notebook@sha256:{}
+        released: 2026-12-01
+""".format("c" * 64)
+
+
+def card_text(session: requests.Session, hub: Hub) -> str:
+    page = session.get(f"{hub.url}/hub/home", timeout=30).text
+    card = re.search(r'<section class="card mb-3 sovereign-server".*?</section>', page, re.S)
+    assert card, page[-3000:]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", card.group(0))).strip()
+
+
+async def test_home_page_and_rest_api_show_the_pin_and_what_comes_next(
+    kube, start_hub, policy_copy
+):
+    """The status card and the server's state in the REST API say the same facts."""
+    hub = start_hub(policy_copy)
+    add_users(hub, "eu-researchers", "ana")
+    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+    model = hub.wait_for_server("ana")
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    state = model["servers"][""]["state"]["sovereign"]
+    assert state["allocation"]["profile"] == "cpu-small"
+    assert state["allocation"]["region"] == "eu"
+    assert state["allocation"]["node"] == kube.nodes["eu-cpu-1"]
+    assert state["pins"]["datascience"]["version"] == "2026.11"
+    assert state["pins"]["datascience"]["pinnedAt"].startswith(today)
+    ana = login(hub, "ana")
+    card = card_text(ana, hub)
+    assert "Your server: running" in card
+    assert "Profile Small (CPU)" in card
+    assert "Region European Union (Frankfurt)" in card
+    assert "GPUs none" in card
+    assert f"Node {kube.nodes['eu-cpu-1']}" in card
+    assert "Data science, version 2026.11 ( sha256:876e3c3e40c4 )" in card
+    assert f"Pinned since {today}" in card
+    assert "is available" not in card
+    # A newer release: offered, never forced; it applies at the next start.
+    text = policy_copy.read_text().replace("  pytorch:\n", NEWER + "  pytorch:\n", 1)
+    policy_copy.write_text(text)
+    assert "Version 2026.12 is available. It applies at your next start" in card_text(ana, hub)
+    assert hub.api("DELETE", "/users/ana/server").status_code in (202, 204)
+    hub.wait_for_server("ana", ready=False)
+    page = ana.get(f"{hub.url}/hub/home", timeout=30).text
+    assert "Your server: stopped" in card_text(ana, hub)
+    assert (
+        'href="/hub/spawn/ana?profile=cpu-small&amp;version-cpu-small=2026.12'
+        '&amp;region-cpu-small=eu"' in page
+    )
+    # Revoking the pinned version: the next start moves, and the card says so first.
+    policy_copy.write_text(
+        text.replace(
+            "released: 2026-11-02\n", "released: 2026-11-02\n        revoked: CVE-2026-7\n", 1
+        )
+    )
+    assert (
+        "Version 2026.11 was revoked (CVE-2026-7): your next start moves to version 2026.12."
+        in card_text(ana, hub)
+    )
