@@ -243,11 +243,13 @@ def _audit(c: Any, audit: Mapping[str, Any], instance: str, site: Site) -> None:
 def _templates(c: Any, hub: Mapping[str, Any], site: Site) -> None:
     # The admin's templates first, so they can replace ours; ours extend the stock pages.
     c.JupyterHub.template_paths = [*hub.get("templatePaths", []), str(TEMPLATES)]
+    from sovereign_hub.pages.admin import AdminView
     from sovereign_hub.pages.status import ServerCards
 
     c.JupyterHub.template_vars = {
         **hub.get("templateVars", {}),
         "sovereign_servers": ServerCards(str(site.policy_file)),
+        "sovereign_admin": AdminView(str(site.policy_file)),
     }
 
 

@@ -18,6 +18,7 @@ from traitlets.config import Config
 
 from sovereign_hub.hubconfig import Site, configure, load_values, run_extra_config
 from sovereign_hub.pages import TEMPLATES
+from sovereign_hub.pages.admin import AdminView
 from sovereign_hub.pages.status import ServerCards
 from tests.conftest import ROOT
 from tests.test_helm_chart import HERE, by_kind, example_policy_values, helm_binary, render
@@ -108,7 +109,8 @@ def test_the_chart_defaults(tmp_path):
             "authenticator_class": "sovereign",
             "template_paths": [str(TEMPLATES)],
             "template_vars": {
-                "sovereign_servers": ServerCards("/etc/sovereign-hub/policy/policy.yaml")
+                "sovereign_servers": ServerCards("/etc/sovereign-hub/policy/policy.yaml"),
+                "sovereign_admin": AdminView("/etc/sovereign-hub/policy/policy.yaml"),
             },
             "authenticate_prometheus": True,
             "services": [
@@ -196,6 +198,7 @@ def test_everything_on(tmp_path, example_policy_values):
             "template_vars": {
                 "org": "Corp Research",
                 "sovereign_servers": ServerCards("/etc/sovereign-hub/policy/policy.yaml"),
+                "sovereign_admin": AdminView("/etc/sovereign-hub/policy/policy.yaml"),
             },
             "authenticate_prometheus": True,
             "services": [

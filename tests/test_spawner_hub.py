@@ -44,8 +44,10 @@ def hub_config(kube, policy: Path, **extra) -> str:
         "c.Authenticator.allow_all = True",
         'c.JupyterHub.spawner_class = "sovereign"',
         f"c.JupyterHub.template_paths = [{str(TEMPLATES)!r}]",
+        "from sovereign_hub.pages.admin import AdminView",
         "from sovereign_hub.pages.status import ServerCards",
-        f"c.JupyterHub.template_vars = {{'sovereign_servers': ServerCards({str(policy)!r})}}",
+        f"c.JupyterHub.template_vars = {{'sovereign_servers': ServerCards({str(policy)!r}), "
+        f"'sovereign_admin': AdminView({str(policy)!r})}}",
     ]
     lines += [f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()]
     return "\n".join(lines) + "\n"
@@ -487,3 +489,39 @@ async def test_home_page_and_rest_api_show_the_pin_and_what_comes_next(
         "Version 2026.11 was revoked (CVE-2026-7): your next start moves to version 2026.12."
         in card_text(ana, hub)
     )
+
+
+def table_rows(page: str, table_id: str) -> list[list[str]]:
+    table = re.search(rf'<table[^>]*id="{table_id}".*?</table>', page, re.S)
+    assert table, page[-3000:]
+    rows = re.findall(r"<tr>(.*?)</tr>", table.group(0), re.S)[1:]  # without the header
+    return [
+        [
+            re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", c)).strip()
+            for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, re.S)
+        ]
+        for r in rows
+    ]
+
+
+async def test_admin_page_shows_pins_regions_gpus_and_the_ledger(kube, start_hub, policy_copy):
+    hub = start_hub(policy_copy, extra_config="c.Authenticator.admin_users = {'ada'}\n")
+    add_users(hub, "eu-researchers", "ana")
+    hub.api("POST", "/users/carol")
+    assert spawn(hub, "ana", profile="gpu-a100").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    page = login(hub, "ada").get(f"{hub.url}/hub/admin", timeout=30).text
+    assert 'id="react-admin-hook"' in page  # JupyterHub's own panel is still there
+    assert table_rows(page, "sovereign-ledger") == [["eu-researchers", "1", "4", "ana: 1"]]
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    ana = [r for r in table_rows(page, "sovereign-user-servers") if r[0] == "ana"]
+    assert ana == [
+        [
+            "ana", "default", "running", "gpu-a100", "eu", "1 (eu-researchers)",
+            kube.nodes["eu-gpu-1"], f"pytorch 2026.11 (since {today})",
+        ]
+    ]  # fmt: skip
+    # Not for anyone else: ana's own admin page is refused, and her pages carry no table.
+    ana_session = login(hub, "ana")
+    assert ana_session.get(f"{hub.url}/hub/admin", timeout=30).status_code == 403
+    assert "sovereign-ledger" not in ana_session.get(f"{hub.url}/hub/home", timeout=30).text

@@ -9,8 +9,9 @@ signed-in user.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -151,7 +152,12 @@ class ServerCards:
     policy_file: str
     base_url: str = "/hub/"
 
-    def __call__(self, user: Any) -> list[ServerCard]:
+    def __call__(self, user: Any) -> Callable[[], list[ServerCard]]:
+        # JupyterHub calls this for every page it renders: the cards are only
+        # built when a template asks for them (`sovereign_servers()`).
+        return functools.partial(self.cards, user)
+
+    def cards(self, user: Any) -> list[ServerCard]:
         if user is None:
             return []
         try:
@@ -159,15 +165,10 @@ class ServerCards:
         except PolicyError:
             return []
         now = datetime.now(UTC)
-        return [self._card(user, spawner, policy, now) for spawner in _spawners(user)]
+        return [self._card(user, spawner, policy, now) for spawner in user.all_spawners()]
 
     def _card(self, user: Any, spawner: Any, policy: Policy, now: datetime) -> ServerCard:
-        if hasattr(spawner, "pins"):  # a live SovereignSpawner
-            pins, allocation = spawner.pins, spawner.allocation
-            running = bool(spawner.ready)
-        else:  # the database row of a server not started since the hub started
-            pins, allocation = read_state(spawner.state or {}, log, f"{user.name}:{spawner.name}")
-            running = spawner.server is not None
+        pins, allocation, running = spawner_facts(user, spawner)
         spawn_url = f"{self.base_url}spawn/{user.escaped_name}"
         if spawner.name:
             spawn_url += f"/{spawner.name}"
@@ -183,5 +184,10 @@ class ServerCards:
         )
 
 
-def _spawners(user: Any) -> Iterable[Any]:
-    return list(user.all_spawners())
+def spawner_facts(user: Any, spawner: Any) -> tuple[dict[str, Pin], Allocation | None, bool]:
+    """Pins, allocation and whether it runs, of a live spawner or a stopped server's row."""
+    if hasattr(spawner, "pins"):  # a live SovereignSpawner
+        return dict(spawner.pins), spawner.allocation, bool(spawner.ready)
+    # The database row of a server not started since the hub started.
+    pins, allocation = read_state(spawner.state or {}, log, f"{user.name}:{spawner.name}")
+    return pins, allocation, spawner.server is not None
