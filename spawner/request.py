@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sovereign_hub.pages.refusal import Refusal
+from sovereign_hub.pages.refusal import Contact, Refusal
 from sovereign_hub.policy import Denied, Identity, Pin, Policy, SpawnRequest, entitlements
 from sovereign_hub.refusals import SpawnRefused
 
@@ -51,15 +51,20 @@ def spawn_refused(message: str, identity: Identity, authenticator: Any = None) -
     The contact is the authenticator's ``support_contact`` when it has one
     (SovereignAuthenticator), so it is configured once for login and spawn.
     """
-    contact_of = getattr(authenticator, "contact", None)
     refusal = Refusal(
         SPAWN_REFUSED_HEADING,
         message,
         identity.username,
         tuple(sorted(identity.groups)),
-        contact_of() if callable(contact_of) else None,
+        contact_of(authenticator),
     )
     return SpawnRefused(403, message, refusal)
+
+
+def contact_of(authenticator: Any) -> Contact | None:
+    """The authenticator's support contact (SovereignAuthenticator's), else none."""
+    contact = getattr(authenticator, "contact", None)
+    return contact() if callable(contact) else None
 
 
 def timeout_message(start_timeout: float, events: Sequence[Mapping[str, Any]]) -> str:

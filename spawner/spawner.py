@@ -51,7 +51,13 @@ from .options import OptionsError, options_from_form, parse_user_options
 from .overlay import MANAGED_TRAITS, Home, plan_traits
 from .pvc import ensure_claim, home_claim_name, make_home_pvc
 from .quota import SHARED, GpuLedger
-from .request import refusal_message, spawn_refused, spawn_request, timeout_message
+from .request import (
+    contact_of,
+    refusal_message,
+    spawn_refused,
+    spawn_request,
+    timeout_message,
+)
 from .security import RestrictedPods
 from .state import STATE_KEY, Allocation, read_state, state_entry
 
@@ -194,6 +200,9 @@ class SovereignSpawner(RestrictedPods, KubeSpawner):
             datetime.now(UTC),
             self.no_access_message,
             last_profile=(self.user_options or {}).get("profile"),
+        )
+        context.update(
+            contact=contact_of(self.authenticator), logout_url=f"{self.hub.base_url}logout"
         )
         return render_form(context)
 

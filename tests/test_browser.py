@@ -207,6 +207,11 @@ def test_each_demo_users_view_is_accessible_and_pictured(browser, sandbox):  # n
     carol.screenshot(path=str(ARTIFACTS / "carol-02-no-access.png"))
 
     ada = sign_in(browser, url, "ada", bypass_csp=True)
+    # An admin with no notebook entitlement: the spawn page says so, whom to ask, and a way out.
+    ada.wait_for_selector("#sovereign-no-access")
+    assert ada.is_visible("#sovereign-sign-out")
+    assert ada.is_visible("text=platform-team@example.com")
+    assert_accessible(ada, "#spawn_form")
     ada.goto(f"{url}/hub/admin")
     ada.wait_for_selector("#sovereign-ledger")
     assert ada.locator("#sovereign-user-servers th", has_text="ana").count() == 1

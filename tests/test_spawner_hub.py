@@ -328,6 +328,8 @@ async def test_spawn_form_shows_only_entitlements_and_a_no_access_page(
     assert "1 × NVIDIA A100 40 GB" in ana
     carol = login(hub, "carol").get(f"{hub.url}/hub/spawn", timeout=30).content.decode()
     assert "You do not have access to start a server" in carol
+    assert "Signed in as carol; the groups the hub saw: none." in carol
+    assert re.search(r'id="sovereign-sign-out" href="/hub/logout"', carol)
     assert "#spawn_form .feedback-container { display: none; }" in carol
     # Submitting a forged choice through the form gets the reason on the form.
     session = login(hub, "bob")
