@@ -27,7 +27,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLoginHandler, OAuthLogoutHandler
 from tornado.httpclient import HTTPClientError
 from tornado.web import HTTPError
-from traitlets import Bool, Dict, Enum, Float, Instance, Integer, Set, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Instance, Integer, Set, Unicode, default, validate
 
 from sovereign_hub.identity import (
     AUTH_STATE_KEY,
@@ -35,6 +35,7 @@ from sovereign_hub.identity import (
     id_token_groups,
     identity_from,
 )
+from sovereign_hub.pages.refusal import Contact, Refusal, parse_contact
 from sovereign_hub.policy import PolicyError, cached_policy, entitlements
 from sovereign_hub.refusals import Refused
 from sovereign_hub.reporting import LogReporter, Reporter, SessionEvent
@@ -65,8 +66,11 @@ class ProviderUnavailable(Refused):
 class LoginRefused(Refused):
     """A login the hub will not accept, with why (403)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(403, message)
+    def __init__(self, message: str, refusal: Refusal | None = None) -> None:
+        super().__init__(403, message, refusal)
+
+
+LOGIN_REFUSED_HEADING = "No access to this hub"
 
 
 class SovereignLoginHandler(OAuthLoginHandler):
@@ -178,6 +182,24 @@ class SovereignAuthenticator(GenericOAuthenticator):
         Requires `policy_file`.""",
     )
 
+    support_contact = Unicode(
+        "",
+        config=True,
+        help="""Whom a refused person should ask for access: an http(s) URL (a help-desk form)
+        or an e-mail address (`platform-team@example.com`, or with `mailto:`). Shown as a
+        link on the page of a refused login and of a spawn the policy refused (the spawner
+        reads it from here). Empty (default): no contact line; the reason is still shown.""",
+    )
+
+    @validate("support_contact")
+    def _valid_contact(self, proposal: Any) -> str:
+        parse_contact(proposal["value"], source="SovereignAuthenticator.support_contact")
+        return str(proposal["value"])
+
+    def contact(self) -> Contact | None:
+        """The parsed :attr:`support_contact` (checked when set)."""
+        return parse_contact(self.support_contact)
+
     @default("reporter")
     def _default_reporter(self) -> Reporter:
         return LogReporter(self.log)
@@ -256,11 +278,15 @@ class SovereignAuthenticator(GenericOAuthenticator):
         except Exception:
             self.log.exception("reporting %s failed", event.kind)
 
-    def _refuse(self, user: str, code: str, message: str) -> LoginRefused:
+    def _refuse(
+        self, user: str, code: str, message: str, groups: tuple[str, ...] = ()
+    ) -> LoginRefused:
         self.report(
             SessionEvent(kind="login_denied", user=user or "unknown", reasons=((code, message),))
         )
-        return LoginRefused(f"Login refused: {message}.")
+        reason = f"{message[:1].upper()}{message[1:]}."
+        refusal = Refusal(LOGIN_REFUSED_HEADING, reason, user or "unknown", groups, self.contact())
+        return LoginRefused(f"Login refused: {message}.", refusal)
 
     async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> Any:
         await self.discover()
@@ -421,6 +447,7 @@ class SovereignAuthenticator(GenericOAuthenticator):
                 "policy_unavailable",
                 "the hub's policy cannot be read right now, so no notebook entitlement can be "
                 "checked; ask your platform team to run `sovhub policy check` on it",
+                tuple(sorted(groups)),
             )
         if groups & policy_groups:
             return True
@@ -431,7 +458,15 @@ class SovereignAuthenticator(GenericOAuthenticator):
                 reasons=(("no_entitlement", "none of the user's groups is named in the policy"),),
             )
         )
-        return False
+        # Raised, not `return False`: JupyterHub's own 403 could not say whom it saw.
+        refusal = Refusal(
+            LOGIN_REFUSED_HEADING,
+            self.custom_403_message,
+            username,
+            tuple(sorted(groups)),
+            self.contact(),
+        )
+        raise LoginRefused(self.custom_403_message, refusal)
 
     async def run_post_auth_hook(self, handler: Any, auth_model: dict[str, Any]) -> dict[str, Any]:
         model = await super().run_post_auth_hook(handler, auth_model)

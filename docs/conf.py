@@ -22,8 +22,15 @@ myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 source_suffix = {".md": "markdown"}
 exclude_patterns = ["_build", "_generated/*.md"]
-html_theme = "alabaster"
+# The theme of JupyterHub's and Zero to JupyterHub's documentation, so the
+# docs look like the ecosystem's; it bundles its assets (the build fetches nothing).
+html_theme = "pydata_sphinx_theme"
 html_title = "Sovereign Hub"
+html_theme_options = {
+    "navbar_end": ["theme-switcher", "navbar-icon-links"],
+    "secondary_sidebar_items": ["page-toc"],
+    "show_toc_level": 2,
+}
 
 _GENERATED = Path(__file__).parent / "_generated"
 

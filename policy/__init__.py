@@ -24,6 +24,7 @@ from .decision import (
 )
 from .load import LoadedPolicy, cached_policy, load_policy, parse_policy
 from .model import Policy
+from .outlook import NewerVersion, PinOutlook, pin_outlook
 from .problems import PolicyError, Problem
 
 __all__ = [
@@ -35,8 +36,10 @@ __all__ = [
     "Identity",
     "ImagePlan",
     "LoadedPolicy",
+    "NewerVersion",
     "NodeRequirement",
     "Pin",
+    "PinOutlook",
     "PodPlan",
     "Policy",
     "PolicyError",
@@ -51,4 +54,5 @@ __all__ = [
     "entitlements",
     "load_policy",
     "parse_policy",
+    "pin_outlook",
 ]

@@ -103,6 +103,7 @@ def sandbox_values(*, issuer: str, port: int, namespace: str, store: str, state:
             "adminGroups": ["platform-admins"],
             "auditorGroups": ["security-auditors"],
             "stopUnentitledServers": False,
+            "supportContact": "platform-team@example.com",
         },
         "audit": {"onSpoolFull": "fail-closed", "spoolLimitBytes": 536870912, "sinks": [sink]},
     }

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from sovereign_hub.pages import TEMPLATES
+
 VIEWER_PORT = 10101
 """The audit viewer's port in the hub's pod (the hub Service and NetworkPolicy name it)."""
 METRICS_SERVICE = "metrics-scraper"
@@ -123,7 +125,7 @@ def configure(c: Any, values: Mapping[str, Any], site: Site) -> None:
     _spawner(c, values, site)
     _authenticator(c, values, site)
     _audit(c, values["audit"], values["release"]["fullname"], site)
-    _templates(c, values["hub"])
+    _templates(c, values["hub"], site)
     services: list[dict[str, Any]] = list(c.JupyterHub.get("services", []))
     roles: list[dict[str, Any]] = list(c.JupyterHub.get("load_roles", []))
     _culler(values["cull"], services, roles)
@@ -215,6 +217,9 @@ def _authenticator(c: Any, values: Mapping[str, Any], site: Site) -> None:
     c.SovereignAuthenticator.auditor_groups = set(auth["auditorGroups"])
     c.SovereignAuthenticator.policy_file = str(site.policy_file)
     c.SovereignAuthenticator.stop_unentitled_servers = auth["stopUnentitledServers"]
+    # Optional until the chart's values schema names it (auth.supportContact).
+    if contact := auth.get("supportContact"):
+        c.SovereignAuthenticator.support_contact = contact
     c.SovereignAuthenticator.enable_auth_state = True
 
 
@@ -235,11 +240,17 @@ def _audit(c: Any, audit: Mapping[str, Any], instance: str, site: Site) -> None:
     c.AuditTrail.shipping = "process"  # delivery never competes with the hub for the GIL
 
 
-def _templates(c: Any, hub: Mapping[str, Any]) -> None:
-    if paths := hub.get("templatePaths"):
-        c.JupyterHub.template_paths = list(paths)
-    if template_vars := hub.get("templateVars"):
-        c.JupyterHub.template_vars = dict(template_vars)
+def _templates(c: Any, hub: Mapping[str, Any], site: Site) -> None:
+    # The admin's templates first, so they can replace ours; ours extend the stock pages.
+    c.JupyterHub.template_paths = [*hub.get("templatePaths", []), str(TEMPLATES)]
+    from sovereign_hub.pages.admin import AdminView
+    from sovereign_hub.pages.status import ServerCards
+
+    c.JupyterHub.template_vars = {
+        **hub.get("templateVars", {}),
+        "sovereign_servers": ServerCards(str(site.policy_file)),
+        "sovereign_admin": AdminView(str(site.policy_file)),
+    }
 
 
 def _culler(cull: Mapping[str, Any], services: list, roles: list) -> None:

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from tornado import web
 
+from sovereign_hub.pages.refusal import Refusal, render_refusal
+
 
 class Refused(web.HTTPError):
     """A refusal JupyterHub renders as is: on its error page and in REST API replies.
 
     JupyterHub shows ``jupyterhub_message`` instead of the status's stock text;
     tornado would read ``%`` in ``log_message`` as a format directive, so it is escaped there.
+    With a :class:`~sovereign_hub.pages.refusal.Refusal`, pages show its card
+    (``jupyterhub_html_message``: heading, reason, account, groups, contact)
+    and Sovereign Hub's templates add a sign-out button; API replies keep the
+    one sentence.
     """
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, refusal: Refusal | None = None) -> None:
         super().__init__(status, message.replace("%", "%%"))
         self.jupyterhub_message = message
+        self.sovereign_refusal = refusal
+        if refusal is not None:
+            self.jupyterhub_html_message = render_refusal(refusal)
 
 
 class SpawnRefused(Refused):

@@ -120,8 +120,11 @@ def form_context(
         chosen["checked"] = True
     return {
         "profiles": profiles,
+        "account": identity.username,
         "groups": sorted(identity.groups),
         "no_access_message": no_access_message,
+        "contact": None,
+        "logout_url": "",
     }
 
 

@@ -10,7 +10,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from sovereign_hub.pages.refusal import Contact, Refusal
 from sovereign_hub.policy import Denied, Identity, Pin, Policy, SpawnRequest, entitlements
+from sovereign_hub.refusals import SpawnRefused
 
 from .options import Choice
 
@@ -38,6 +40,31 @@ def refusal_message(decision: Denied, identity: Identity, no_access_message: str
     if identity.groups:
         return decision.message
     return f"{decision.message} {no_access_message}"
+
+
+SPAWN_REFUSED_HEADING = "Your server was not started"
+
+
+def spawn_refused(message: str, identity: Identity, authenticator: Any = None) -> SpawnRefused:
+    """The 403 for a spawn the policy refused, with the card the spawn page shows.
+
+    The contact is the authenticator's ``support_contact`` when it has one
+    (SovereignAuthenticator), so it is configured once for login and spawn.
+    """
+    refusal = Refusal(
+        SPAWN_REFUSED_HEADING,
+        message,
+        identity.username,
+        tuple(sorted(identity.groups)),
+        contact_of(authenticator),
+    )
+    return SpawnRefused(403, message, refusal)
+
+
+def contact_of(authenticator: Any) -> Contact | None:
+    """The authenticator's support contact (SovereignAuthenticator's), else none."""
+    contact = getattr(authenticator, "contact", None)
+    return contact() if callable(contact) else None
 
 
 def timeout_message(start_timeout: float, events: Sequence[Mapping[str, Any]]) -> str:

@@ -52,7 +52,13 @@ from .overlay import MANAGED_TRAITS, Home, plan_traits
 from .pvc import ensure_claim, home_claim_name, make_home_pvc
 from .queueing import GpuQueueing
 from .quota import SHARED, GpuLedger
-from .request import refusal_message, spawn_request, timeout_message
+from .request import (
+    contact_of,
+    refusal_message,
+    spawn_refused,
+    spawn_request,
+    timeout_message,
+)
 from .security import RestrictedPods
 from .state import STATE_KEY, Allocation, read_state, state_entry
 
@@ -196,6 +202,9 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, KubeSpawner):
             self.no_access_message,
             last_profile=(self.user_options or {}).get("profile"),
         )
+        context.update(
+            contact=contact_of(self.authenticator), logout_url=f"{self.hub.base_url}logout"
+        )
         return render_form(context)
 
     async def load_user_options(self) -> None:
@@ -239,7 +248,7 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, KubeSpawner):
         request = spawn_request(choice, identity, policy, self.pins, datetime.now(UTC))
         if request is None:
             self._report("spawn_denied", reasons=(("no_entitlement", self.no_access_message),))
-            raise SpawnRefused(403, self.no_access_message)
+            raise spawn_refused(self.no_access_message, identity, self.authenticator)
         self._report(
             "spawn_requested",
             required=True,
@@ -253,7 +262,8 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, KubeSpawner):
             self._report(
                 "spawn_denied", profile=request.profile, region=choice.region, reasons=reasons
             )
-            raise SpawnRefused(403, refusal_message(decision, identity, self.no_access_message))
+            message = refusal_message(decision, identity, self.no_access_message)
+            raise spawn_refused(message, identity, self.authenticator)
         plan = decision.plan
         try:
             home = self.apply_plan(plan)

@@ -7,10 +7,12 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,8 @@ from tornado.escape import xhtml_escape
 from sovereign_hub.audit import schemas
 from sovereign_hub.audit.trail import AuditTrail
 from sovereign_hub.audit.viewer.app import csv_cell
+from sovereign_hub.audit.viewer.charts import bar_chart
+from sovereign_hub.audit.viewer.overview import _gpu_hours, overview
 from sovereign_hub.audit.viewer.query import BadFilter, Query, Store
 from sovereign_hub.sandbox.oidc import login_via_provider
 from tests.test_sandbox import interrupt, launch
@@ -145,6 +149,55 @@ def test_sessions_and_anomalies(store):
     ]
 
 
+def test_the_overview_counts_by_day_region_outcome_and_reason(store):
+    ov = overview(store, datetime.now(UTC))
+    assert len(ov.days) == 14
+    assert ov.totals == {"logins": 0, "denials": 10, "starts": 20, "stops": 20}
+    assert sum(ov.series["starts"]) == 20
+    assert ov.regions == {
+        "(none)": {"ok": 0, "refused": 10, "failed": 0},
+        "eu": {"ok": 10, "refused": 0, "failed": 0},
+        "us": {"ok": 10, "refused": 0, "failed": 0},
+    }
+    assert [(code, n) for code, _, n in ov.reasons] == [("profile_not_entitled", 10)]
+    assert ov.gpu_hours == {}
+    # A window that ends before the events counts none of them.
+    before = overview(store, datetime(2020, 1, 1, tzinfo=UTC), days=3)
+    assert before.regions == {}
+    assert before.days == ("2019-12-30", "2019-12-31", "2020-01-01")
+
+
+def test_gpu_hours_pair_each_start_with_its_stop_and_count_running_servers_until_now():
+    def row(time, event, **data):
+        return {"time": time, "event": event, "data": json.dumps(data)}
+
+    rows = [
+        row("2026-11-01T10:00:00Z", "server-started", subject="ana", server="", gpus=2,
+            quota_group="eu-researchers"),
+        row("2026-11-01T10:00:00Z", "server-started", subject="bob", server="", gpus=0),
+        row("2026-11-01T11:30:00Z", "server-stopped", subject="ana", server=""),
+        row("2026-11-01T12:00:00Z", "server-started", subject="ana", server="big", gpus=1,
+            quota_group="eu-researchers"),
+        row("2026-11-01T12:00:00Z", "server-started", subject="ada", server="", gpus=4,
+            quota_group="gpu-pool"),
+        row("2026-11-01T12:15:00Z", "server-stopped", subject="ada", server=""),
+    ]  # fmt: skip
+    now = datetime(2026, 11, 1, 14, 0, tzinfo=UTC)
+    # ana: 2 GPUs x 1.5 h, then 1 GPU x 2 h still running; ada: 4 x 0.25 h
+    assert _gpu_hours(rows, now) == {"eu-researchers": 5.0, "gpu-pool": 1.0}
+
+
+def test_a_bar_chart_is_inline_svg_with_a_named_link_per_bar():
+    svg = bar_chart("Denials <b>", ["2026-11-01", "2026-11-02"], [3, 0], ["/t?a=1&b=2", "/t?x"])
+    assert svg.startswith("<svg")
+    assert svg.endswith("</svg>")
+    assert svg.count("<a ") == 2
+    assert 'href="/t?a=1&amp;b=2"' in svg
+    assert 'aria-label="Denials &lt;b&gt;, 2026-11-01: 3"' in svg
+    assert "<b>" not in svg
+    assert "script" not in svg
+
+
 def test_csv_cells_are_never_formulas():
     assert csv_cell('=HYPERLINK("x")') == '\'=HYPERLINK("x")'
     assert csv_cell("+1") == "'+1"
@@ -193,7 +246,9 @@ def sandbox_with_events(tmp_path_factory):
     interrupt(running["proc"])
 
 
-def viewer(session: requests.Session, url: str, path: str = "", **params) -> requests.Response:
+def viewer(
+    session: requests.Session, url: str, path: str = "timeline", **params
+) -> requests.Response:
     return session.get(f"{url}/services/audit/{path}", params=params, timeout=60)
 
 
@@ -220,6 +275,31 @@ def test_event_text_is_shown_as_text_never_as_html(sandbox_with_events):
     assert EVIL not in page.text
     assert xhtml_escape(EVIL) in page.text  # shown, as text
     assert "script-src" not in page.headers["Content-Security-Policy"]  # no script may run at all
+
+
+def test_the_overview_is_the_first_page_and_links_to_the_filtered_timeline(sandbox_with_events):
+    url = sandbox_with_events["url"]
+    sam, _ = login_via_provider(url, "sam")
+    page = viewer(sam, url, "")
+    assert page.status_code == 200, page.text
+    text = page.text
+    assert "<svg" in text
+    assert "<script" not in text
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    for name in ("logins", "denials", "starts", "stops"):
+        assert f'id="chart-{name}"' in text
+    assert "Logins: 0" not in text  # ana, bob and carol logged in (carol refused)
+    assert "Denials: " in text
+    assert "<code>profile_not_entitled</code>" in text
+    assert 'id="chain-summary"' in text
+    # The EU row's refused cell leads to the timeline filtered to exactly those events.
+    link = re.search(r'href="(/services/audit/timeline\?region=eu&amp;outcome=refused[^"]*)"', text)
+    assert link, text
+    filtered = sam.get(url + link.group(1).replace("&amp;", "&"), timeout=60)
+    assert filtered.status_code == 200
+    body = filtered.text.split('<table id="timeline">', 1)[1]
+    events = set(re.findall(r'<td class="[^"]*">([a-z-]+)</td>', body))
+    assert events == {"spawn-denied"}
 
 
 def test_without_the_scope_a_signed_in_user_gets_a_clear_403(sandbox_with_events):

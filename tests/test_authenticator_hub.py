@@ -17,6 +17,7 @@ from urllib.parse import urljoin
 import pytest
 import requests
 
+from sovereign_hub.pages import TEMPLATES
 from sovereign_hub.sandbox.hubprocess import Hub, free_port
 from sovereign_hub.sandbox.oidc import OidcProvider
 from tests.conftest import ROOT
@@ -60,6 +61,8 @@ c.SovereignAuthenticator.policy_file = {str(policy_file)!r}
 c.SovereignAuthenticator.attribute_claims = {{"country": "country"}}
 c.SovereignAuthenticator.admin_groups = {{"platform-admins"}}
 c.SovereignAuthenticator.auth_refresh_age = 1
+c.SovereignAuthenticator.support_contact = "platform-team@example.com"
+c.JupyterHub.template_paths = [{str(TEMPLATES)!r}]
 c.JupyterHub.redirect_to_server = False  # these tests are about logging in, not spawning
 {extra_config}
 """
@@ -104,10 +107,18 @@ def test_an_entitled_user_logs_in_with_groups_and_attributes(hub):
 
 
 def test_a_user_with_no_entitlement_gets_a_clear_page(hub):
+    """One short heading, the reason once, whom the hub saw, whom to ask, a way out."""
     response = login(hub, "carol")
     assert response.status_code == 403
-    assert "none of your groups gives access to this hub" in response.text
-    assert "Traceback" not in response.text
+    page = response.text
+    assert page.count("none of your groups gives access to this hub") == 1
+    assert re.findall(r"<h1[^>]*>([^<]*)</h1>", page) == ["No access to this hub"]
+    assert "403 :" not in page
+    assert re.search(r'id="sovereign-refusal-account">carol<', page)
+    assert re.search(r'id="sovereign-refusal-groups">contractors<', page)
+    assert 'href="mailto:platform-team@example.com">' in page
+    assert re.search(r'id="sovereign-sign-out" href="/hub/logout"', page)
+    assert "Traceback" not in page
     assert "login_denied" in hub.logs()
 
 
@@ -226,7 +237,8 @@ def test_an_unusable_username_is_refused_not_a_500(hub):
 def test_a_missing_policy_refuses_login_with_a_reason_not_a_500(hub):
     response = login(hub, "ana")
     assert response.status_code == 403, response.text[-2000:]
-    assert "the hub&#39;s policy cannot be read right now" in response.text
+    assert "The hub&#39;s policy cannot be read right now" in response.text
+    assert re.search(r'id="sovereign-refusal-groups">eu-researchers<', response.text)
     assert "Traceback" not in response.text
     logs = hub.logs()
     assert "no-such-policy.yaml: 1 problem in the policy document" in logs

@@ -28,6 +28,8 @@ FLAGS = [
     "--disable-quic",
 ]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"  # package.json; `npm ci` installs it
+WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 if not Path(CHROMIUM).exists():
     pytest.skip(
@@ -48,8 +50,10 @@ def browser():
         chromium.close()
 
 
-def sign_in(browser, url: str, user: str):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def sign_in(browser, url: str, user: str, bypass_csp: bool = False):
+    # bypass_csp lets the test inject axe-core into pages whose policy forbids any script
+    # (the audit viewer's default-src 'none'); the pages themselves are unchanged.
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=bypass_csp)
     page = context.new_page()
     page.goto(f"{url}/hub/oauth_login")
     page.fill("input[name=sub]", user)
@@ -112,6 +116,9 @@ def test_auditor_reviews_a_session_and_a_non_auditor_is_refused(browser, sandbox
     )
     sam = sign_in(browser, url, "sam")
     sam.goto(f"{url}/services/audit/")
+    sam.wait_for_selector("#chart-denials svg")
+    sam.screenshot(path=str(ARTIFACTS / "sam-00-audit-overview.png"), full_page=True)
+    sam.goto(f"{url}/services/audit/timeline")
     sam.wait_for_selector("#timeline")
     sam.fill("input[name=user]", "ana")
     sam.click("form.filters button[type=submit]")
@@ -132,3 +139,96 @@ def test_auditor_reviews_a_session_and_a_non_auditor_is_refused(browser, sandbox
     assert response.status == 403
     assert bob.is_visible("text=custom:audit:read")
     bob.screenshot(path=str(ARTIFACTS / "bob-03-audit-refused.png"), full_page=True)
+
+
+def axe_violations(page, include: str | None = None) -> list[dict]:
+    """axe-core's WCAG 2.1 A and AA violations on the page, or within ``include`` only."""
+    assert AXE.exists(), f"{AXE} is missing: run `npm ci` (make install does)"
+    page.add_script_tag(path=str(AXE))
+    return page.evaluate(
+        """async ([include, tags]) => {
+            const context = include ? {include: [include]} : document;
+            const result = await axe.run(context, {runOnly: {type: "tag", values: tags}});
+            return result.violations.map(v => ({
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map(n => n.target.join(" ")),
+            }));
+        }""",
+        [include, WCAG_AA],
+    )
+
+
+def assert_accessible(page, include: str | None = None, *, dark: bool = True) -> None:
+    """No WCAG 2.1 AA violation in the light theme, and in JupyterHub's dark theme."""
+    assert axe_violations(page, include) == [], page.url
+    if dark:
+        page.evaluate("document.documentElement.setAttribute('data-bs-theme', 'dark')")
+        assert axe_violations(page, include) == [], f"{page.url} (dark theme)"
+        page.evaluate("document.documentElement.setAttribute('data-bs-theme', 'light')")
+
+
+def tab_to(page, selector: str, limit: int = 40) -> None:
+    """Press Tab until ``selector`` has the focus, as a keyboard-only user would."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{selector} cannot be reached with the Tab key")
+
+
+def test_each_demo_users_view_is_accessible_and_pictured(browser, sandbox):  # noqa: F811
+    """ana (spawn form by keyboard, home card), carol (refusal), ada (admin), sam (overview).
+
+    Screenshots land in test-artifacts/browser/ (the docs' images are copied from there).
+    """
+    url = sandbox["url"]
+    ana = sign_in(browser, url, "ana", bypass_csp=True)
+    ana.wait_for_selector("#profile-cpu-small")
+    assert_accessible(ana, "#spawn_form")
+    # Keyboard only: choose the profile, reach Start, press Enter.
+    ana.focus("body")
+    tab_to(ana, "#profile-cpu-small")
+    ana.keyboard.press("Space")
+    assert ana.is_checked("#profile-cpu-small")
+    tab_to(ana, "#spawn_form button[type=submit]")
+    ana.keyboard.press("Enter")
+    ana.wait_for_url("**/user/ana/**", timeout=120_000)
+    ana.goto(f"{url}/hub/home")
+    ana.wait_for_selector(".sovereign-server")
+    assert ana.is_visible("text=Small (CPU)")
+    assert_accessible(ana, ".sovereign-status")
+    ana.screenshot(path=str(ARTIFACTS / "ana-05-home.png"))
+
+    carol = sign_in(browser, url, "carol", bypass_csp=True)
+    carol.wait_for_selector(".sovereign-refusal")
+    assert carol.is_visible("#sovereign-sign-out")
+    assert carol.is_visible("text=platform-team@example.com")
+    assert_accessible(carol, ".error")
+    carol.screenshot(path=str(ARTIFACTS / "carol-02-no-access.png"))
+
+    ada = sign_in(browser, url, "ada", bypass_csp=True)
+    # An admin with no notebook entitlement: the spawn page says so, whom to ask, and a way out.
+    ada.wait_for_selector("#sovereign-no-access")
+    assert ada.is_visible("#sovereign-sign-out")
+    assert ada.is_visible("text=platform-team@example.com")
+    assert_accessible(ada, "#spawn_form")
+    ada.goto(f"{url}/hub/admin")
+    ada.wait_for_selector("#sovereign-ledger")
+    assert ada.locator("#sovereign-user-servers th", has_text="ana").count() == 1
+    assert_accessible(ada, ".sovereign-admin")
+    ada.locator(".sovereign-admin").screenshot(path=str(ARTIFACTS / "ada-01-admin-section.png"))
+
+    sam = sign_in(browser, url, "sam", bypass_csp=True)
+    for path, ready in [
+        ("", "#chart-denials svg"),
+        ("timeline", "#timeline"),
+        ("session?user=ana", "main"),
+        ("anomalies", "main"),
+        ("chain", "main"),
+    ]:
+        sam.goto(f"{url}/services/audit/{path}")
+        sam.wait_for_selector(ready)
+        assert_accessible(sam, dark=False)  # the viewer has one theme of its own
+    sam.goto(f"{url}/services/audit/")
+    sam.wait_for_selector("#chart-denials svg")
+    sam.screenshot(path=str(ARTIFACTS / "sam-00-audit-overview.png"))

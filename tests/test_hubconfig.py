@@ -17,6 +17,9 @@ import yaml
 from traitlets.config import Config
 
 from sovereign_hub.hubconfig import Site, configure, load_values, run_extra_config
+from sovereign_hub.pages import TEMPLATES
+from sovereign_hub.pages.admin import AdminView
+from sovereign_hub.pages.status import ServerCards
 from tests.conftest import ROOT
 from tests.test_helm_chart import HERE, by_kind, example_policy_values, helm_binary, render
 
@@ -104,6 +107,11 @@ def test_the_chart_defaults(tmp_path):
             "cookie_secret": bytes.fromhex(COOKIE),
             "spawner_class": "sovereign",
             "authenticator_class": "sovereign",
+            "template_paths": [str(TEMPLATES)],
+            "template_vars": {
+                "sovereign_servers": ServerCards("/etc/sovereign-hub/policy/policy.yaml"),
+                "sovereign_admin": AdminView("/etc/sovereign-hub/policy/policy.yaml"),
+            },
             "authenticate_prometheus": True,
             "services": [
                 {
@@ -186,8 +194,12 @@ def test_everything_on(tmp_path, example_policy_values):
             "db_kwargs": {"connect_args": {"password": "db-password"}},
             "spawner_class": "sovereign",
             "authenticator_class": "sovereign",
-            "template_paths": ["/usr/local/share/sovereign-hub/templates"],
-            "template_vars": {"org": "Corp Research"},
+            "template_paths": ["/usr/local/share/sovereign-hub/templates", str(TEMPLATES)],
+            "template_vars": {
+                "org": "Corp Research",
+                "sovereign_servers": ServerCards("/etc/sovereign-hub/policy/policy.yaml"),
+                "sovereign_admin": AdminView("/etc/sovereign-hub/policy/policy.yaml"),
+            },
             "authenticate_prometheus": True,
             "services": [
                 {

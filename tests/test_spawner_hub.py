@@ -21,6 +21,7 @@ import pytest
 import requests
 import yaml
 
+from sovereign_hub.pages import TEMPLATES
 from sovereign_hub.sandbox.hubprocess import Hub
 from tests.conftest import ROOT
 
@@ -42,6 +43,11 @@ def hub_config(kube, policy: Path, **extra) -> str:
         'c.JupyterHub.authenticator_class = "dummy"',
         "c.Authenticator.allow_all = True",
         'c.JupyterHub.spawner_class = "sovereign"',
+        f"c.JupyterHub.template_paths = [{str(TEMPLATES)!r}]",
+        "from sovereign_hub.pages.admin import AdminView",
+        "from sovereign_hub.pages.status import ServerCards",
+        f"c.JupyterHub.template_vars = {{'sovereign_servers': ServerCards({str(policy)!r}), "
+        f"'sovereign_admin': AdminView({str(policy)!r})}}",
     ]
     lines += [f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()]
     return "\n".join(lines) + "\n"
@@ -323,6 +329,8 @@ async def test_spawn_form_shows_only_entitlements_and_a_no_access_page(
     assert "1 × NVIDIA A100 40 GB" in ana
     carol = login(hub, "carol").get(f"{hub.url}/hub/spawn", timeout=30).content.decode()
     assert "You do not have access to start a server" in carol
+    assert "Signed in as carol; the groups the hub saw: none." in carol
+    assert re.search(r'id="sovereign-sign-out" href="/hub/logout"', carol)
     assert "#spawn_form .feedback-container { display: none; }" in carol
     # Submitting a forged choice through the form gets the reason on the form.
     session = login(hub, "bob")
@@ -334,10 +342,15 @@ async def test_spawn_form_shows_only_entitlements_and_a_no_access_page(
     }
     refused = session.post(f"{hub.url}/hub/spawn", data=data, timeout=30)
     assert refused.status_code == 403
-    assert (
-        "Profile &#39;One A100 GPU&#39; is not available to you." in refused.text
-        or "is not available to you" in refused.text
-    )
+    # The refusal card: one heading, the reason once, whom the hub saw, a way out; the form stays.
+    page = refused.text
+    assert page.count("Profile &#39;One A100 GPU&#39; is not available to you.") == 1
+    assert re.findall(r"<h1[^>]*>([^<]*)</h1>", page) == ["Your server was not started"]
+    assert "Error:" not in page
+    assert re.search(r'id="sovereign-refusal-account">bob<', page)
+    assert re.search(r'id="sovereign-refusal-groups">us-analysts<', page)
+    assert re.search(r'id="sovereign-sign-out" href="/hub/logout"', page)
+    assert 'value="cpu-small"' in page
 
 
 async def test_spawn_form_submission_starts_the_chosen_profile(kube, core, start_hub, policy_copy):
@@ -417,3 +430,101 @@ c.SovereignSpawner.reporter = hub_reporter(c)
     )
     assert result.returncode == 0, result.stdout
     assert "chain intact" in result.stdout
+
+
+NEWER = """      - version: "2026.12"
+        image: quay.io/jupyter/base-notebook@sha256:{}
+        released: 2026-12-01
+""".format("c" * 64)
+
+
+def card_text(session: requests.Session, hub: Hub) -> str:
+    page = session.get(f"{hub.url}/hub/home", timeout=30).text
+    card = re.search(r'<section class="card mb-3 sovereign-server".*?</section>', page, re.S)
+    assert card, page[-3000:]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", card.group(0))).strip()
+
+
+async def test_home_page_and_rest_api_show_the_pin_and_what_comes_next(
+    kube, start_hub, policy_copy
+):
+    """The status card and the server's state in the REST API say the same facts."""
+    hub = start_hub(policy_copy)
+    add_users(hub, "eu-researchers", "ana")
+    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+    model = hub.wait_for_server("ana")
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    state = model["servers"][""]["state"]["sovereign"]
+    assert state["allocation"]["profile"] == "cpu-small"
+    assert state["allocation"]["region"] == "eu"
+    assert state["allocation"]["node"] == kube.nodes["eu-cpu-1"]
+    assert state["pins"]["datascience"]["version"] == "2026.11"
+    assert state["pins"]["datascience"]["pinnedAt"].startswith(today)
+    ana = login(hub, "ana")
+    card = card_text(ana, hub)
+    assert "Your server: running" in card
+    assert "Profile Small (CPU)" in card
+    assert "Region European Union (Frankfurt)" in card
+    assert "GPUs none" in card
+    assert f"Node {kube.nodes['eu-cpu-1']}" in card
+    assert "Data science, version 2026.11 ( sha256:876e3c3e40c4 )" in card
+    assert f"Pinned since {today}" in card
+    assert "is available" not in card
+    # A newer release: offered, never forced; it applies at the next start.
+    text = policy_copy.read_text().replace("  pytorch:\n", NEWER + "  pytorch:\n", 1)
+    policy_copy.write_text(text)
+    assert "Version 2026.12 is available. It applies at your next start" in card_text(ana, hub)
+    assert hub.api("DELETE", "/users/ana/server").status_code in (202, 204)
+    hub.wait_for_server("ana", ready=False)
+    page = ana.get(f"{hub.url}/hub/home", timeout=30).text
+    assert "Your server: stopped" in card_text(ana, hub)
+    assert (
+        'href="/hub/spawn/ana?profile=cpu-small&amp;version-cpu-small=2026.12'
+        '&amp;region-cpu-small=eu"' in page
+    )
+    # Revoking the pinned version: the next start moves, and the card says so first.
+    policy_copy.write_text(
+        text.replace(
+            "released: 2026-11-02\n", "released: 2026-11-02\n        revoked: CVE-2026-7\n", 1
+        )
+    )
+    assert (
+        "Version 2026.11 was revoked (CVE-2026-7): your next start moves to version 2026.12."
+        in card_text(ana, hub)
+    )
+
+
+def table_rows(page: str, table_id: str) -> list[list[str]]:
+    table = re.search(rf'<table[^>]*id="{table_id}".*?</table>', page, re.S)
+    assert table, page[-3000:]
+    rows = re.findall(r"<tr>(.*?)</tr>", table.group(0), re.S)[1:]  # without the header
+    return [
+        [
+            re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", c)).strip()
+            for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, re.S)
+        ]
+        for r in rows
+    ]
+
+
+async def test_admin_page_shows_pins_regions_gpus_and_the_ledger(kube, start_hub, policy_copy):
+    hub = start_hub(policy_copy, extra_config="c.Authenticator.admin_users = {'ada'}\n")
+    add_users(hub, "eu-researchers", "ana")
+    hub.api("POST", "/users/carol")
+    assert spawn(hub, "ana", profile="gpu-a100").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    page = login(hub, "ada").get(f"{hub.url}/hub/admin", timeout=30).text
+    assert 'id="react-admin-hook"' in page  # JupyterHub's own panel is still there
+    assert table_rows(page, "sovereign-ledger") == [["eu-researchers", "1", "4", "ana: 1"]]
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    ana = [r for r in table_rows(page, "sovereign-user-servers") if r[0] == "ana"]
+    assert ana == [
+        [
+            "ana", "default", "running", "gpu-a100", "eu", "1 (eu-researchers)",
+            kube.nodes["eu-gpu-1"], f"pytorch 2026.11 (since {today})",
+        ]
+    ]  # fmt: skip
+    # Not for anyone else: ana's own admin page is refused, and her pages carry no table.
+    ana_session = login(hub, "ana")
+    assert ana_session.get(f"{hub.url}/hub/admin", timeout=30).status_code == 403
+    assert "sovereign-ledger" not in ana_session.get(f"{hub.url}/hub/home", timeout=30).text

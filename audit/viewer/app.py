@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -25,6 +26,8 @@ from .. import schemas
 from ..store import StoreError, read
 from ..trail import AuditTrail
 from ..verify import verify
+from .charts import bar_chart
+from .overview import SERIES, overview
 from .query import EVENTS, OUTCOMES, BadFilter, Query, Store
 
 SCOPE = "custom:audit:read"
@@ -150,6 +153,36 @@ class ViewerHandler(HubOAuthenticated, web.RequestHandler):
         )  # fmt: skip
 
 
+class OverviewHandler(ViewerHandler):
+    """The first page: counts over time, by region and outcome, reasons, GPU hours, chain."""
+
+    @web.authenticated
+    def get(self) -> None:
+        try:
+            ov = overview(self.store, datetime.now(UTC))
+        except StoreError as exc:
+            raise web.HTTPError(503, log_message=str(exc)) from exc
+        self.record_view("overview")
+        timeline = self.base() + "timeline?"
+        charts = {}
+        for name, (_, filters) in SERIES.items():
+            links = [
+                timeline + urlencode({**filters, "since": day, "until": _next_day(day)})
+                for day in ov.days
+            ]
+            everything = timeline + urlencode({**filters, "since": ov.days[0]})
+            charts[name] = (
+                bar_chart(name.capitalize(), ov.days, ov.series[name], links),
+                ov.totals[name],
+                everything,
+            )
+        self.page("overview.html", ov=ov, charts=charts, chain=self.check.result)
+
+
+def _next_day(day: str) -> str:
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+
+
 class TimelineHandler(ViewerHandler):
     @web.authenticated
     def get(self) -> None:
@@ -251,7 +284,8 @@ def make_app(
     }
     return web.Application(
         [
-            (prefix, TimelineHandler, context),
+            (prefix, OverviewHandler, context),
+            (prefix + "timeline", TimelineHandler, context),
             (prefix + "session", SessionHandler, context),
             (prefix + "anomalies", AnomaliesHandler, context),
             (prefix + "chain", ChainHandler, context),

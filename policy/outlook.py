@@ -1,0 +1,74 @@
+"""What lies ahead for a pin: newer versions on offer, and when and why it will be moved.
+
+Pure, like :func:`~sovereign_hub.policy.decide`, and in agreement with it: a
+pin :func:`decide` would move at a start made at ``now`` is reported here as
+``moves_at_next_start``, with the same reason code (``revoked``,
+``withdrawn``, ``expired``). The home page and the REST API show this so a
+person hears of a forced move before it happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+from .decision import Pin
+from .model import Channel
+
+MoveReason = Literal["revoked", "withdrawn", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewerVersion:
+    version: str
+    image: str
+    released: date
+
+
+@dataclass(frozen=True, slots=True)
+class PinOutlook:
+    """A pin seen against its channel at one moment."""
+
+    newer: tuple[NewerVersion, ...]
+    """Versions after the pinned one that are not revoked, oldest first (an upgrade choice)."""
+    expires_on: date | None
+    """The last day the pin is kept (``maxPinAgeDays`` after it was set); None: never."""
+    move_reason: MoveReason | None
+    """Why the next start will move the pin to :attr:`move_to`; None: it stays."""
+    move_to: str | None
+    """The version a forced move goes to (the channel's newest)."""
+    revoked_because: str | None = None
+    """The channel's reason when the pinned version was revoked."""
+
+
+def pin_outlook(channel: Channel, pin: Pin, now: datetime) -> PinOutlook:
+    """The outlook of ``pin`` in ``channel`` at ``now`` (the same rules, in the same order, as
+    :func:`~sovereign_hub.policy.decide` applies at a start)."""
+    versions = channel.versions
+    newest = versions[channel.newest]
+    at = channel.position.get(pin.version)
+    if at is not None and versions[at].image != pin.image:
+        at = None  # re-pointed to another digest: the pinned image is gone
+    max_age = channel.max_pin_age_days
+    expires_on = (pin.pinned_at + timedelta(days=max_age)).date() if max_age else None
+    newer = tuple(
+        NewerVersion(v.version, v.image, v.released)
+        for v in versions[(at + 1 if at is not None else len(versions)) :]
+        if not v.revoked
+    )
+    reason: MoveReason | None = None
+    revoked_because = None
+    if at is None:
+        reason = "withdrawn"
+    elif versions[at].revoked:
+        reason, revoked_because = "revoked", versions[at].revoked
+    elif max_age is not None and now - pin.pinned_at > timedelta(days=max_age):
+        reason = "expired"
+    return PinOutlook(
+        newer=newer,
+        expires_on=expires_on,
+        move_reason=reason,
+        move_to=newest.version if reason else None,
+        revoked_because=revoked_because,
+    )

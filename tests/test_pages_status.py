@@ -1,0 +1,100 @@
+"""The home page's server cards (sovereign_hub.pages.status), built from state and policy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sovereign_hub.pages.status import PinRow, ServerCard, server_card
+from sovereign_hub.policy import Pin
+from sovereign_hub.spawner.state import Allocation
+from tests.policies import D1, D2, D3, DG, TEXT, policy
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+P = policy()
+
+
+def pin(channel: str, version: str, image: str, days_ago: int) -> Pin:
+    return Pin(channel, version, image, NOW - timedelta(days=days_ago))
+
+
+GPU = Allocation(
+    profile="gpu2",
+    region="eu",
+    channel="torch",
+    image=DG,
+    image_version="1",
+    gpus=2,
+    gpu_type="a100",
+    quota_group="eu-research",
+    node="eu-gpu-1",
+)
+
+
+def test_a_running_gpu_server_shows_what_it_runs_where_and_since_when():
+    pins = {"torch": pin("torch", "1", DG, 3), "ds": pin("ds", "2", D2, 3)}
+    card = server_card("", True, pins, GPU, P, NOW)
+    assert card == ServerCard(
+        name="",
+        running=True,
+        profile="Two GPUs",
+        region="EU",
+        gpus="2 × A100",
+        node="eu-gpu-1",
+        pins=(
+            PinRow(
+                channel="Torch",
+                version="1",
+                digest_short="sha256:999999999999",
+                pinned_since="2026-05-29",
+                upgrade_to=None,
+                notice=None,
+                urgent=False,
+            ),
+        ),
+        upgrade_url=None,
+    )
+
+
+def test_a_stopped_server_offers_the_newest_version_at_the_next_start():
+    card = server_card(
+        "",
+        False,
+        {"ds": pin("ds", "2", D2, 3)},
+        None,
+        P,
+        NOW,
+        spawn_url="/hub/spawn/ana",
+        last_options={"profile": "cpu", "region": "eu"},
+    )
+    assert card.pins[0].upgrade_to == "3"
+    assert card.upgrade_url == "/hub/spawn/ana?profile=cpu&version-cpu=3&region-cpu=eu"
+    assert (card.profile, card.gpus, card.node) == (None, None, None)
+
+
+def test_an_expiring_pin_is_announced_with_its_date_two_weeks_ahead():
+    early = server_card("", False, {"ds": pin("ds", "3", D3, 10)}, None, P, NOW)
+    assert early.pins[0].notice is None
+    soon = server_card("", False, {"ds": pin("ds", "3", D3, 20)}, None, P, NOW)
+    assert soon.pins[0].notice == (
+        "Your pin expires on 2026-06-11; the first start after that moves to version 3."
+    )
+    assert not soon.pins[0].urgent
+
+
+def test_an_expired_or_revoked_pin_says_the_next_start_moves_it():
+    expired = server_card("", False, {"ds": pin("ds", "2", D2, 31)}, None, P, NOW).pins[0]
+    assert expired.notice == (
+        "Your pin expired on 2026-05-31 (30 days): your next start moves to version 3."
+    )
+    assert expired.urgent
+    assert expired.upgrade_to is None  # the move is not a choice
+    revoked_policy = policy(
+        TEXT.replace(
+            f'image: "{D1}", released: 2026-01-01}}',
+            f'image: "{D1}", released: 2026-01-01, revoked: "CVE-2026-42 in libfoo"}}',
+        )
+    )
+    revoked = server_card("", False, {"ds": pin("ds", "1", D1, 1)}, None, revoked_policy, NOW)
+    assert revoked.pins[0].notice == (
+        "Version 1 was revoked (CVE-2026-42 in libfoo): your next start moves to version 3."
+    )
