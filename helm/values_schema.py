@@ -420,6 +420,12 @@ def values_schema() -> dict:
                     "adminGroups": {"type": "array", "items": {"type": "string"}},
                     "auditorGroups": {"type": "array", "items": {"type": "string"}},
                     "stopUnentitledServers": {"type": "boolean"},
+                    "supportContact": {
+                        "type": "string",
+                        "pattern": "^(|https?://.+|mailto:.+|[^@\\s]+@[^@\\s]+)$",
+                        "description": "Whom a refused user should ask: a URL or a mail "
+                        "address, shown on refusal pages (empty: no contact shown).",
+                    },
                 },
                 ("issuer", "clientId"),
             ),

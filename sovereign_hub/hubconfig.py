@@ -217,7 +217,6 @@ def _authenticator(c: Any, values: Mapping[str, Any], site: Site) -> None:
     c.SovereignAuthenticator.auditor_groups = set(auth["auditorGroups"])
     c.SovereignAuthenticator.policy_file = str(site.policy_file)
     c.SovereignAuthenticator.stop_unentitled_servers = auth["stopUnentitledServers"]
-    # Optional until the chart's values schema names it (auth.supportContact).
     if contact := auth.get("supportContact"):
         c.SovereignAuthenticator.support_contact = contact
     c.SovereignAuthenticator.enable_auth_state = True
