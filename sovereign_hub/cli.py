@@ -30,7 +30,7 @@ COMMANDS: dict[str, Command] = {
     "audit": Command(
         "sovereign_hub.audit.cli", "verify, query and export the audit trail", extra="hub"
     ),
-    "images": Command("sovereign_hub.images.cli", "resolve and pin image digests"),
+    "images": Command("sovereign_hub.images.cli", "build, release, resolve and pin images"),
     "gpu-queue": Command(
         "sovereign_hub.spawner.queuecli",
         "list the GPU queue per GPU type and region",
