@@ -26,6 +26,7 @@ from typing import Any
 from kubespawner import KubeSpawner
 from traitlets import Instance, List, Unicode, default, validate
 
+from sovereign_hub import logscrub
 from sovereign_hub.identity import identity_from
 from sovereign_hub.policy import (
     Denied,
@@ -140,6 +141,7 @@ class SovereignSpawner(RestrictedPods, KubeSpawner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        logscrub.install()
         # The admin's own values of the traits a plan overrides: each spawn starts from these.
         self._baseline = {name: copy.deepcopy(getattr(self, name)) for name in MANAGED_TRAITS}
         self.install_restricted_hook()
