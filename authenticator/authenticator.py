@@ -180,8 +180,9 @@ class SovereignAuthenticator(GenericOAuthenticator):
     provider_timeout = Float(
         10.0,
         config=True,
-        help="""Seconds to wait for the provider's discovery document. A provider that is down
-        or slower than this gives users a 503 page saying it is unreachable.""",
+        help="""Seconds to wait for the provider's discovery document and its published keys
+        (JWKS). A provider that is down or slower than this gives users a 503 page saying it
+        is unreachable, or a refused login (`provider_unreachable`) when only its keys are.""",
     )
     refresh_groups_from = Enum(
         ["userinfo", "id_token", "last_id_token"],
@@ -276,7 +277,9 @@ class SovereignAuthenticator(GenericOAuthenticator):
         self.token_url = config["token_endpoint"]
         if config.get("userinfo_endpoint"):
             self.userdata_url = config["userinfo_endpoint"]
-        self._verifier = IdTokenVerifier(config["jwks_uri"], self.issuer, self.client_id)
+        self._verifier = IdTokenVerifier(
+            config["jwks_uri"], self.issuer, self.client_id, timeout=self.provider_timeout
+        )
 
     def nonce_for(self, state: str) -> str:
         return hmac.new(self._nonce_key, state.encode(), hashlib.sha256).hexdigest()
