@@ -54,7 +54,7 @@ from .pvc import ensure_claim, home_claim_name, make_home_pvc
 from .quota import SHARED, GpuLedger
 from .request import refusal_message, spawn_request, timeout_message
 from .security import RestrictedPods
-from .state import STATE_KEY, Allocation, read_state, state_entry
+from .state import STATE_KEY, Allocation, allocation_from_pod, read_state, state_entry
 
 
 class SovereignSpawner(RestrictedPods, KubeSpawner):
@@ -335,9 +335,18 @@ class SovereignSpawner(RestrictedPods, KubeSpawner):
 
     async def poll(self) -> int | None:
         status = await super().poll()
+        if status is None and self.allocation is None and self.pod_reflector:
+            self._adopt(self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}"))
         if status is not None and self.allocation is not None:
             self.allocation = dataclasses.replace(self.allocation, stopped="failure")
         return status
+
+    def _adopt(self, pod: dict[str, Any] | None) -> None:
+        """Count a running pod whose allocation was never saved (see allocation_from_pod)."""
+        types = {name: t.resource for name, t in self.policy().gpu_types.items()}
+        self.allocation = allocation_from_pod(pod, types) if pod else None
+        if self.allocation is not None and self.allocation.gpus and self.allocation.quota_group:
+            self.ledger.hold(self._key, self.allocation.quota_group, self.allocation.gpus)
 
     def check_entitlement(self, granted: Entitlements) -> bool:
         """Whether this running server's profile and region are still in ``granted``.
