@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system helm checkov notebook-env gpu-lock-check base-wheels lock sandbox test lint suite \
-	unit docs bench clean images release bundle
+	unit docs bench fuzz clean images release bundle
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -166,6 +166,17 @@ suite: $(STAMP) system helm checkov notebook-env gpu-lock-check base-wheels
 # `integration` in tests/conftest.py are left out); under a minute.
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" -p no:cacheprovider
+
+# The long hunt CI cannot afford: 10,000 generated spawn requests through a real hub
+# in ten rounds of 1,000, each on a fresh hub (about 4 requests per second here, so
+# some 45 minutes), and 100,000 against the pure layer.
+fuzz: $(STAMP)
+	for round in 1 2 3 4 5 6 7 8 9 10; do \
+		SOVEREIGN_FUZZ_HTTP_SECONDS=0 SOVEREIGN_FUZZ_HTTP_EXAMPLES=1000 SOVEREIGN_FUZZ_HTTP_USERS=150 \
+		$(BIN)/python -m pytest tests/test_spawn_api_fuzz.py -q -s -p no:cacheprovider || exit 1; \
+	done
+	SOVEREIGN_FUZZ_EXAMPLES=100000 \
+		$(BIN)/python -m pytest tests/test_spawn_fuzz.py -q -p no:cacheprovider
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html

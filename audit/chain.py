@@ -35,6 +35,17 @@ def canonical(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
+def escape_surrogates(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings written as its ``\\udXXX`` escape."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {escape_surrogates(k): escape_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [escape_surrogates(v) for v in value]
+    return value
+
+
 def body(record: dict[str, Any]) -> bytes:
     """The canonical bytes of ``record`` without its own ``mac``."""
     return canonical({k: v for k, v in record.items() if k != "mac"})

@@ -33,7 +33,7 @@ from traitlets.config import LoggingConfigurable
 from sovereign_hub.reporting import AuditUnavailable
 
 from . import schemas
-from .chain import GENESIS, canonical, key_id
+from .chain import GENESIS, canonical, escape_surrogates, key_id
 from .checkpoint import digest, family_of, fingerprint, leaf, signed_payload
 from .epoch import new_epoch_id, previous_end
 from .schemas import Validators
@@ -329,9 +329,9 @@ class AuditTrail(LoggingConfigurable):
 
     def _write(self, schema_id: str, data: dict[str, Any], at: str = "") -> dict[str, Any]:
         """Chain and spool one record (the caller holds the lock)."""
-        self._seq += 1
+        seq = self._seq + 1
         record = {
-            "seq": self._seq,
+            "seq": seq,
             "id": str(uuid.uuid4()),
             "time": at or _now(),
             "hub": self._hub,
@@ -345,7 +345,16 @@ class AuditTrail(LoggingConfigurable):
             record["epoch"] = self._epoch
         # One serialisation: the canonical body is what the MAC covers and,
         # with the MAC appended, the line stored.
-        body = canonical(record)
+        try:
+            body = canonical(record)
+        except TypeError:
+            # A lone surrogate (a JSON "\\ud800" escape in a request or a claim) has no
+            # UTF-8 form: record it as its escape text rather than lose the event.
+            record["data"] = escape_surrogates(data)
+            body = canonical(record)
+        # The sequence number is taken only once the record can be written, so a record
+        # that cannot be encoded leaves no gap that `audit verify` would report as a drop.
+        self._seq = seq
         mac = self._hmac.copy()
         mac.update(body)
         record["mac"] = self._prev = mac.hexdigest()

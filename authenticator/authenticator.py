@@ -24,11 +24,12 @@ import secrets
 from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
-from oauthenticator.oauth2 import OAuthLoginHandler, OAuthLogoutHandler
+from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler, OAuthLogoutHandler
 from tornado.httpclient import HTTPClientError
 from tornado.web import HTTPError
 from traitlets import Bool, Dict, Enum, Float, Instance, Integer, Set, Unicode, default, validate
 
+from sovereign_hub import logscrub
 from sovereign_hub.identity import (
     AUTH_STATE_KEY,
     auth_state_entry,
@@ -86,6 +87,35 @@ class SovereignLoginHandler(OAuthLoginHandler):
         super().authorize_redirect(*args, **kwargs)
 
 
+class SovereignCallbackHandler(OAuthCallbackHandler):
+    """OAuthenticator's callback checks, each refusal also recorded as ``login_denied``.
+
+    A callback with the provider's error, no code, or a state that is missing or
+    is not this browser's (a replayed or forged callback) is refused by
+    OAuthenticator with 400 before :meth:`SovereignAuthenticator.authenticate`
+    runs; without this, the audit trail would not see those attempts.
+    """
+
+    def _checked(self, code: str, check: Any) -> None:
+        try:
+            check()
+        except HTTPError as exc:
+            reason = (exc.log_message or "the login callback is invalid").replace("%%", "%")
+            self.authenticator.report(
+                SessionEvent(kind="login_denied", user="unknown", reasons=((code, reason),))
+            )
+            raise
+
+    def check_error(self) -> None:
+        self._checked("provider_error", super().check_error)
+
+    def check_code(self) -> None:
+        self._checked("missing_code", super().check_code)
+
+    def check_state(self) -> None:
+        self._checked("state_mismatch", super().check_state)
+
+
 class SovereignLogoutHandler(OAuthLogoutHandler):
     async def get(self) -> None:
         user = self.current_user
@@ -108,6 +138,7 @@ class SovereignAuthenticator(GenericOAuthenticator):
     """
 
     login_handler = SovereignLoginHandler
+    callback_handler = SovereignCallbackHandler
     logout_handler = SovereignLogoutHandler
 
     issuer = Unicode(
@@ -153,8 +184,9 @@ class SovereignAuthenticator(GenericOAuthenticator):
     provider_timeout = Float(
         10.0,
         config=True,
-        help="""Seconds to wait for the provider's discovery document. A provider that is down
-        or slower than this gives users a 503 page saying it is unreachable.""",
+        help="""Seconds to wait for the provider's discovery document and its published keys
+        (JWKS). A provider that is down or slower than this gives users a 503 page saying it
+        is unreachable, or a refused login (`provider_unreachable`) when only its keys are.""",
     )
     refresh_groups_from = Enum(
         ["userinfo", "id_token", "last_id_token"],
@@ -233,6 +265,7 @@ class SovereignAuthenticator(GenericOAuthenticator):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        logscrub.install()
         self._nonce_key = secrets.token_bytes(32)
         self._verifier: IdTokenVerifier | None = None
         self._stopping: set[asyncio.Future[Any]] = set()
@@ -266,7 +299,9 @@ class SovereignAuthenticator(GenericOAuthenticator):
         self.token_url = config["token_endpoint"]
         if config.get("userinfo_endpoint"):
             self.userdata_url = config["userinfo_endpoint"]
-        self._verifier = IdTokenVerifier(config["jwks_uri"], self.issuer, self.client_id)
+        self._verifier = IdTokenVerifier(
+            config["jwks_uri"], self.issuer, self.client_id, timeout=self.provider_timeout
+        )
 
     def nonce_for(self, state: str) -> str:
         return hmac.new(self._nonce_key, state.encode(), hashlib.sha256).hexdigest()

@@ -38,7 +38,9 @@ def groups_from(value: Any, *, keep: Iterable[str] | None = None, limit: int = 1
     """Normalise a groups claim.
 
     Missing or null: no groups. A string: one group (some providers send a
-    single group that way). A list: its non-empty strings, others ignored.
+    single group that way). A list: its non-empty printable strings, others ignored
+    (a name with a control, zero-width or bidirectional character is never stripped
+    into a name the policy knows).
     More than ``limit``: only those in ``keep`` (the groups the hub uses).
     """
     notes: list[str] = []
@@ -51,10 +53,21 @@ def groups_from(value: Any, *, keep: Iterable[str] | None = None, limit: int = 1
         values = list(value)
     else:
         return Groups(frozenset(), (f"the groups claim is a {type(value).__name__}, not a list",))
-    names = {v.strip() for v in values if isinstance(v, str) and v.strip() and len(v) <= 256}
-    if len(names) != len(values):
+    texts = [v.strip(" ") for v in values if isinstance(v, str) and len(v) <= 256]
+    # A control, zero-width or bidirectional character makes a name that only looks like a
+    # group the policy names (Python's strip() would even turn "eu-researchers\x1f" into
+    # "eu-researchers"): such names are ignored, and said so, never repaired.
+    hostile = sorted({t for t in texts if not t.isprintable()})
+    names = {t for t in texts if t and t.isprintable()}
+    if hostile:
         notes.append(
-            f"{len(values) - len(names)} group value(s) were not usable text and were ignored"
+            f"{len(hostile)} group name(s) with control or invisible characters were ignored: "
+            + ", ".join(ascii(t) for t in hostile[:5])
+        )
+    if len(names) + len(hostile) != len(values):
+        notes.append(
+            f"{len(values) - len(names) - len(hostile)} group value(s) were not usable text "
+            "and were ignored"
         )
     if len(names) > limit:
         wanted = set(keep or ())

@@ -2,7 +2,10 @@
 
 Upstream OAuthenticator decodes ID tokens without checking their signature;
 we check signature (JWKS, refreshed when a new key id appears), issuer,
-audience, expiry and nonce, with **PyJWT**.
+audience, expiry and nonce, with **PyJWT**. Only asymmetric algorithms are accepted
+(no ``none``, no HMAC keyed with the public key); a JWKS endpoint that hangs is
+given ``timeout`` seconds, and one that answers garbage refuses the login with
+``jwks_unusable`` instead of failing the request.
 """
 
 from __future__ import annotations
@@ -32,12 +35,17 @@ class IdTokenVerifier:
         audience: str,
         leeway: int = 30,
         refresh_cooldown: float = 30,
+        timeout: float = 10,
     ) -> None:
         # PyJWKClient caches keys and fetches again for an unknown key id (key
         # rotation), at most once per refresh_cooldown, so forged key ids
         # cannot make the hub hammer the provider.
         self.jwks = jwt.PyJWKClient(
-            jwks_uri, cache_keys=True, lifespan=3600, timeout=10, cooldown_duration=refresh_cooldown
+            jwks_uri,
+            cache_keys=True,
+            lifespan=3600,
+            timeout=timeout,
+            cooldown_duration=refresh_cooldown,
         )
         self.issuer = issuer
         self.audience = audience
@@ -64,6 +72,12 @@ class IdTokenVerifier:
         except (jwt.PyJWKClientError, jwt.DecodeError):
             raise TokenRejected(
                 "unknown_key", "the ID token is signed with a key the provider does not publish"
+            ) from None
+        except (jwt.PyJWKSetError, ValueError, TypeError, AttributeError) as exc:
+            # Not JSON, not a key set, or keys that do not parse: refused with why, not a 500.
+            raise TokenRejected(
+                "jwks_unusable",
+                f"the provider's published keys (JWKS) are not usable ({type(exc).__name__})",
             ) from None
         try:
             claims: dict[str, Any] = jwt.decode(

@@ -1,7 +1,10 @@
 """What a user may ask for, from the spawn form or the REST API, and nothing else.
 
 ``user_options`` is untrusted input. Only ``profile``, ``region`` and
-``version`` are accepted, as short strings. Keys that would set KubeSpawner's
+``version`` are accepted, as short printable strings: control, zero-width,
+bidirectional and other invisible characters and lone surrogates are refused,
+so a look-alike name can neither select a profile nor reach the audit trail
+as bytes a store cannot hold. Keys that would set KubeSpawner's
 own settings (image, resources, placement, volumes…) are refused as
 forbidden (403), and anything else malformed as a bad request (400), before
 any decision is made.
@@ -136,6 +139,13 @@ def checked_user_options(options: Mapping[Any, Any]) -> Choice:
             raise OptionsError(400, f"option {key!r} must be text, got {type(value).__name__}")
         if len(value) > MAX_VALUE_LENGTH:
             raise OptionsError(400, f"option {key!r} is longer than {MAX_VALUE_LENGTH} characters")
+        if not value.isprintable():
+            at, char = next((i, c) for i, c in enumerate(value) if not c.isprintable())
+            raise OptionsError(
+                400,
+                f"option {key!r} contains a character that is not allowed (U+{ord(char):04X} at "
+                f"position {at}); profile, region and version names are printable text",
+            )
         values[key] = value
     return Choice(**values)
 
@@ -143,7 +153,10 @@ def checked_user_options(options: Mapping[Any, Any]) -> Choice:
 def _well_formed(options: Mapping[Any, Any]) -> bool:
     return all(
         key in ALLOWED
-        and (value is None or (type(value) is str and len(value) <= MAX_VALUE_LENGTH))
+        and (
+            value is None
+            or (type(value) is str and len(value) <= MAX_VALUE_LENGTH and value.isprintable())
+        )
         for key, value in options.items()
     )
 

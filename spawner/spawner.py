@@ -26,6 +26,7 @@ from typing import Any
 from kubespawner import KubeSpawner
 from traitlets import Instance, List, Unicode, default, validate
 
+from sovereign_hub import logscrub
 from sovereign_hub.identity import identity_from
 from sovereign_hub.policy import (
     Denied,
@@ -60,7 +61,7 @@ from .request import (
     timeout_message,
 )
 from .security import RestrictedPods
-from .state import STATE_KEY, Allocation, read_state, state_entry
+from .state import STATE_KEY, Allocation, allocation_from_pod, read_state, state_entry
 
 
 class SovereignSpawner(RestrictedPods, GpuQueueing, KubeSpawner):
@@ -147,6 +148,7 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, KubeSpawner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        logscrub.install()
         # The admin's own values of the traits a plan overrides: each spawn starts from these.
         self._baseline = {name: copy.deepcopy(getattr(self, name)) for name in MANAGED_TRAITS}
         self.install_restricted_hook()
@@ -349,9 +351,18 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, KubeSpawner):
 
     async def poll(self) -> int | None:
         status = await super().poll()
+        if status is None and self.allocation is None and self.pod_reflector:
+            self._adopt(self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}"))
         if status is not None and self.allocation is not None:
             self.allocation = dataclasses.replace(self.allocation, stopped="failure")
         return status
+
+    def _adopt(self, pod: dict[str, Any] | None) -> None:
+        """Count a running pod whose allocation was never saved (see allocation_from_pod)."""
+        types = {name: t.resource for name, t in self.policy().gpu_types.items()}
+        self.allocation = allocation_from_pod(pod, types) if pod else None
+        if self.allocation is not None and self.allocation.gpus and self.allocation.quota_group:
+            self.ledger.hold(self._key, self.allocation.quota_group, self.allocation.gpus)
 
     def check_entitlement(self, granted: Entitlements) -> bool:
         """Whether this running server's profile and region are still in ``granted``.

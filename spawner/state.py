@@ -8,12 +8,14 @@ how the GPUs a running server holds are counted again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, get_args
 
 from sovereign_hub.policy import Pin, PodPlan
+from sovereign_hub.policy.decision import LABEL_PREFIX
 from sovereign_hub.reporting import StopReason
 
 STATE_KEY = "sovereign"
@@ -131,3 +133,37 @@ def read_state(
         except (KeyError, ValueError, TypeError):
             log.warning("ignoring unreadable allocation of %s's server", who)
     return pins, allocation
+
+
+def allocation_from_pod(
+    pod: Mapping[str, Any], gpu_resources: Mapping[str, str]
+) -> Allocation | None:
+    """The allocation a running pod of this spawner shows, for a server whose saved state
+    has none: the hub was killed after the pod was created and before JupyterHub saved the
+    state. Without it, the pod's GPUs would be held by no quota. ``gpu_resources`` maps
+    each policy GPU type to its extended resource name. None for a pod without the plan's
+    labels (not made by this spawner).
+    """
+    meta = pod.get("metadata") or {}
+    labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
+    profile, region = labels.get(f"{LABEL_PREFIX}profile"), labels.get(f"{LABEL_PREFIX}region")
+    if not profile or not region:
+        return None
+    gpu_type = labels.get(f"{LABEL_PREFIX}gpu-type")
+    gpus = 0
+    if gpu_type in gpu_resources:
+        containers = (pod.get("spec") or {}).get("containers") or [{}]
+        limits = (containers[0].get("resources") or {}).get("limits") or {}
+        with contextlib.suppress(TypeError, ValueError):
+            gpus = int(limits.get(gpu_resources[gpu_type], 0))
+    return Allocation(
+        profile=profile,
+        region=region,
+        channel=labels.get(f"{LABEL_PREFIX}channel", ""),
+        image=notes.get(f"{LABEL_PREFIX}image", ""),
+        image_version=notes.get(f"{LABEL_PREFIX}image-version", ""),
+        gpus=gpus,
+        gpu_type=gpu_type,
+        quota_group=notes.get(f"{LABEL_PREFIX}gpu-quota-group") if gpus else None,
+        node=(pod.get("spec") or {}).get("nodeName"),
+    )

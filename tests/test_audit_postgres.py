@@ -98,6 +98,25 @@ def test_events_land_in_postgresql_and_the_chain_verifies(tmp_path, pg_url):
     assert len(us_bob) == 50
 
 
+def test_hostile_text_in_a_filter_column_does_not_block_delivery(tmp_path, pg_url):
+    """PostgreSQL's text type refuses NUL: a spawn-denied event whose region a user sent as
+    "eu\\x00" made every batch holding it fail, for ever. The filter column now carries it
+    escaped; the record's JSON keeps it exactly, so the chain verifies."""
+    t = pg_trail(tmp_path, pg_url)
+    hostile = {
+        "actor": "mallory", "subject": "mallory\x00", "server": "", "region": "eu\x00",
+        "profile": "\ud800", "reasons": [{"code": "unknown_region", "message": "eu\x00"}],
+    }  # fmt: skip
+    t.emit(schemas.SPAWN_DENIED, hostile)
+    t.emit(schemas.SERVER_STARTED, started("ana"))
+    assert t.drain()
+    t.stop()
+    records = list(read(pg_url))
+    denied = [r for r in records if r["schema"] == schemas.SPAWN_DENIED]
+    assert denied[0]["data"]["region"] == "eu\x00"
+    assert verify(records, KEY.encode()).ok
+
+
 def test_a_batch_delivered_twice_is_stored_once(pg_url, tmp_path):
     t = pg_trail(tmp_path, pg_url)
     for i in range(10):

@@ -17,6 +17,12 @@ from sovereign_hub.authenticator.claims import attributes_from, claim, groups_fr
         ({"a": 1}, set(), "is a dict"),
         (42, set(), "is a int"),
         (["x" * 300, "ok"], {"ok"}, "not usable text"),
+        (["eu-researchers\x1f"], set(), "control or invisible characters"),
+        (["\teu-researchers\n"], set(), "'\\teu-researchers\\n'"),
+        (["eu-researchers\u200b", "ok"], {"ok"}, "'eu-researchers\\u200b'"),
+        (["\u202eeu-researchers"], set(), "control or invisible"),
+        (["eu\x00researchers", "\ud800"], set(), "2 group name(s)"),
+        ([" eu-researchers "], {"eu-researchers"}, None),
     ],
 )
 def test_groups_claim_shapes(value, names, note):

@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urljoin
+from urllib.parse import parse_qs, urljoin, urlparse
 
 import pytest
 import requests
@@ -284,3 +284,64 @@ def test_a_provider_that_is_down_gives_a_clear_503(hub, provider):
     assert response.status_code == 503
     assert "The identity provider" in response.text
     assert "is unreachable" in response.text
+
+
+def callback_of(response: requests.Response) -> str:
+    """The hub callback URL (with the provider's code and the state) a login went through."""
+    for step in [*response.history, response]:
+        if "/hub/oauth_callback" in step.url:
+            return step.url
+    raise AssertionError("the login never reached the hub's callback")
+
+
+def start_login(hub: Hub) -> tuple[requests.Session, str]:
+    """A browser that began a login (it holds the state cookie) and the state it was given."""
+    session = requests.Session()
+    redirect = session.get(f"{hub.url}/hub/oauth_login", allow_redirects=False, timeout=30)
+    return session, parse_qs(urlparse(redirect.headers["Location"]).query)["state"][0]
+
+
+def test_replayed_codes_and_forged_states_are_refused_and_audited(hub):
+    """A code is good for one login only: replayed by an attacker inside their own login
+    (a valid state of their own), the provider refuses it and the ID token's nonce would not
+    match; replayed with someone else's state, the state check refuses it. Each refusal
+    is a ``login_denied`` event naming why, and no code appears in the hub's log."""
+    first = login(hub, "ana")
+    assert first.status_code == 200
+    victim = parse_qs(urlparse(callback_of(first)).query)
+    code, victim_state = victim["code"][0], victim["state"][0]
+
+    attacker, own_state = start_login(hub)
+    replayed = attacker.get(
+        f"{hub.url}/hub/oauth_callback", params={"code": code, "state": own_state}, timeout=30
+    )
+    assert replayed.status_code == 403, replayed.text[-2000:]
+    assert "Login refused" in replayed.text
+    assert "Traceback" not in replayed.text
+
+    forger, _ = start_login(hub)
+    forged = forger.get(
+        f"{hub.url}/hub/oauth_callback", params={"code": code, "state": victim_state}, timeout=30
+    )
+    assert forged.status_code == 400
+    assert "OAuth state mismatch" in forged.text
+    stateless = requests.get(
+        f"{hub.url}/hub/oauth_callback", params={"code": code, "state": victim_state}, timeout=30
+    )
+    assert stateless.status_code == 400
+    no_code = requests.get(f"{hub.url}/hub/oauth_callback", params={"state": "x"}, timeout=30)
+    assert no_code.status_code == 400
+    error = requests.get(
+        f"{hub.url}/hub/oauth_callback",
+        params={"error": "access_denied", "error_description": "<script>x</script>"},
+        timeout=30,
+    )
+    assert error.status_code == 400
+    assert "<script>x</script>" not in error.text
+
+    logs = hub.logs()
+    denied = [line for line in logs.splitlines() if "login_denied" in line]
+    for reason in ("token_exchange", "state_mismatch", "missing_code", "provider_error"):
+        assert any(reason in line for line in denied), (reason, denied)
+    assert code not in logs, "an authorization code was written to the hub's log"
+    assert "ana" in user_model(hub, "ana")["name"]

@@ -10,7 +10,13 @@ import pytest
 
 from sovereign_hub.policy import Identity, Pin, entitlements
 from sovereign_hub.spawner import SovereignSpawner
-from sovereign_hub.spawner.state import STATE_KEY, Allocation, read_state, state_entry
+from sovereign_hub.spawner.state import (
+    STATE_KEY,
+    Allocation,
+    allocation_from_pod,
+    read_state,
+    state_entry,
+)
 from tests.test_spawner_manifest import POLICY, plan_for
 
 ALLOCATION = Allocation(
@@ -111,3 +117,61 @@ async def test_check_entitlement_marks_the_coming_stop_only_when_lost():
 async def test_a_server_without_allocation_is_left_alone():
     spawner = SovereignSpawner(_mock=True, namespace="hub")
     assert spawner.check_entitlement(entitlements(Identity("ana"), POLICY)) is True
+
+
+def pod(labels: dict, annotations: dict, limits: dict) -> dict:
+    return {
+        "metadata": {"labels": labels, "annotations": annotations},
+        "spec": {"nodeName": "eu-gpu-1", "containers": [{"resources": {"limits": limits}}]},
+    }
+
+
+GPU_RESOURCES = {"a100": "nvidia.com/gpu", "a100-1g5gb": "nvidia.com/mig-1g.5gb"}
+
+
+def test_a_gpu_pod_whose_state_was_never_saved_is_counted_from_its_labels():
+    """The hub SIGKILLed between creating a pod and saving the spawner's state: after the
+    restart the pod's GPU must be held again (test_spawn_faults.py found it was not)."""
+    found = allocation_from_pod(
+        pod(
+            {
+                "sovereign-hub.io/profile": "gpu-a100",
+                "sovereign-hub.io/region": "eu",
+                "sovereign-hub.io/channel": "pytorch",
+                "sovereign-hub.io/gpu-type": "a100",
+            },
+            {
+                "sovereign-hub.io/image": "q/p@sha256:" + "a" * 64,
+                "sovereign-hub.io/image-version": "2026.11",
+                "sovereign-hub.io/gpu-quota-group": "eu-researchers",
+            },
+            {"cpu": "8", "nvidia.com/gpu": "1"},
+        ),
+        GPU_RESOURCES,
+    )
+    assert found == Allocation(
+        profile="gpu-a100",
+        region="eu",
+        channel="pytorch",
+        image="q/p@sha256:" + "a" * 64,
+        image_version="2026.11",
+        gpus=1,
+        gpu_type="a100",
+        quota_group="eu-researchers",
+        node="eu-gpu-1",
+    )
+
+
+def test_pods_without_the_plans_labels_or_gpus_hold_nothing():
+    assert allocation_from_pod(pod({}, {}, {"nvidia.com/gpu": "4"}), GPU_RESOURCES) is None
+    cpu = allocation_from_pod(
+        pod({"sovereign-hub.io/profile": "cpu-small", "sovereign-hub.io/region": "us"}, {}, {}),
+        GPU_RESOURCES,
+    )
+    assert (cpu.gpus, cpu.quota_group) == (0, None)
+    odd = allocation_from_pod(
+        pod({"sovereign-hub.io/profile": "p", "sovereign-hub.io/region": "eu",
+             "sovereign-hub.io/gpu-type": "a100"}, {}, {"nvidia.com/gpu": "lots"}),
+        GPU_RESOURCES,
+    )  # fmt: skip
+    assert odd.gpus == 0

@@ -86,13 +86,22 @@ def row(record: dict[str, Any]) -> tuple[Any, ...]:
         record["schema"],
         record["version"],
         family(record["schema"]),
-        data.get("actor"),
-        data.get("subject"),
-        data.get("region"),
-        data.get("digest"),
+        _column(data.get("actor")),
+        _column(data.get("subject")),
+        _column(data.get("region")),
+        _column(data.get("digest")),
         json.dumps(data, sort_keys=True),
         record["prev"],
         record["mac"],
         record.get("epoch", ""),
         record.get("kid", ""),
     )
+
+
+def _column(value: Any) -> Any:
+    """A filter column's text without NUL, which PostgreSQL's text type cannot hold: one
+    hostile value must not make a whole batch undeliverable. The ``data`` column keeps
+    the exact value (JSON escapes it), so the MAC still verifies."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\\u0000")
+    return value

@@ -41,6 +41,16 @@ def csv_cell(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA) else text
 
 
+def csv_row(r: dict[str, Any]) -> list[str]:
+    """One exported record: time, event, actor, subject, region, digest, detail, id."""
+    data = r["data"]
+    return [
+        csv_cell(v)
+        for v in (r["time"], r["event"], data.get("actor"), data.get("subject"),
+                  data.get("region"), data.get("digest"), summary(r), r["id"])
+    ]  # fmt: skip
+
+
 def summary(record: dict[str, Any]) -> str:
     data = record["data"]
     if data.get("reasons"):
@@ -257,13 +267,7 @@ class ExportHandler(ViewerHandler):
         buffer = io.StringIO()
         out = csv.writer(buffer)
         out.writerow(["time", "event", "actor", "subject", "region", "digest", "detail", "id"])
-        for r in rows:
-            data = r["data"]
-            out.writerow(
-                csv_cell(v)
-                for v in (r["time"], r["event"], data.get("actor"), data.get("subject"),
-                          data.get("region"), data.get("digest"), summary(r), r["id"])
-            )  # fmt: skip
+        out.writerows(csv_row(r) for r in rows)
         self.write(buffer.getvalue())
 
 
