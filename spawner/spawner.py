@@ -30,7 +30,6 @@ from sovereign_hub import logscrub
 from sovereign_hub.identity import identity_from
 from sovereign_hub.policy import (
     Denied,
-    Entitlements,
     Identity,
     Pin,
     PodPlan,
@@ -47,6 +46,7 @@ from sovereign_hub.reporting import (
     recordable_request,
 )
 
+from .allocating import AllocationTracking
 from .form import form_context, render_form
 from .options import OptionsError, options_from_form, parse_user_options
 from .overlay import MANAGED_TRAITS, Home, plan_traits
@@ -61,10 +61,10 @@ from .request import (
     timeout_message,
 )
 from .security import RestrictedPods
-from .state import STATE_KEY, Allocation, allocation_from_pod, read_state, state_entry
+from .state import STATE_KEY, Allocation, read_state, state_entry
 
 
-class SovereignSpawner(RestrictedPods, GpuQueueing, KubeSpawner):
+class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpawner):
     """Spawn each user's server as the Sovereign Hub policy decides.
 
     Configure the policy with ``policy_file``. KubeSpawner's own settings
@@ -357,29 +357,6 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, KubeSpawner):
             self.allocation = dataclasses.replace(self.allocation, stopped="failure")
         return status
 
-    def _adopt(self, pod: dict[str, Any] | None) -> None:
-        """Count a running pod whose allocation was never saved (see allocation_from_pod)."""
-        types = {name: t.resource for name, t in self.policy().gpu_types.items()}
-        self.allocation = allocation_from_pod(pod, types) if pod else None
-        if self.allocation is not None and self.allocation.gpus and self.allocation.quota_group:
-            self.ledger.hold(self._key, self.allocation.quota_group, self.allocation.gpus)
-
-    def check_entitlement(self, granted: Entitlements) -> bool:
-        """Whether this running server's profile and region are still in ``granted``.
-
-        What the authenticator asks at a refresh. When they are not, the stop that
-        follows is reported with the reason ``entitlement_lost``. A server with
-        no allocation (not started by this spawner) is left alone: True.
-        """
-        allocation = self.allocation
-        if allocation is None:
-            return True
-        grant = granted.get(allocation.profile)
-        if grant is not None and allocation.region in grant.regions:
-            return True
-        self.allocation = dataclasses.replace(allocation, stopped="entitlement_lost")
-        return False
-
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)
         allocation = self.allocation
@@ -408,9 +385,7 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, KubeSpawner):
         super().load_state(state)
         self.pins, self.allocation = read_state(state, self.log, self._log_name)
         self.restore_queue_place((state.get(STATE_KEY) or {}).get("queued"))
-        if self.allocation is not None and self.allocation.gpus and self.allocation.quota_group:
-            # A running server after a hub restart: its GPUs are still held.
-            self.ledger.hold(self._key, self.allocation.quota_group, self.allocation.gpus)
+        self._hold_gpus()  # a running server after a hub restart: its GPUs are still held
 
     def clear_state(self) -> None:
         super().clear_state()
