@@ -14,7 +14,7 @@ keys — sent by users of each kind (EU researcher, US analyst, both, none) as
 
 Accepted spawns run a process that never answers HTTP, so they stay pending
 (cheap) until the test stops them. The run is bounded by time, not only by
-count: ``SOVEREIGN_FUZZ_HTTP_SECONDS`` (default 60) and
+count: ``SOVEREIGN_FUZZ_HTTP_SECONDS`` (default 30) and
 ``SOVEREIGN_FUZZ_HTTP_EXAMPLES`` (default 10,000), and by the supply of fresh
 users (``SOVEREIGN_FUZZ_HTTP_USERS`` per kind, default 80: an accepted spawn
 spends its user). ``make fuzz`` reaches 10,000 in rounds of a fresh hub each.
@@ -43,7 +43,7 @@ from tests.conftest import ROOT, eventually
 POLICY_PATH = ROOT / "examples" / "policy.yaml"
 POLICY = load_policy(POLICY_PATH).policy
 VERSIONS = {v.version for c in POLICY.channels.values() for v in c.versions}
-SECONDS = float(os.environ.get("SOVEREIGN_FUZZ_HTTP_SECONDS", "60"))
+SECONDS = float(os.environ.get("SOVEREIGN_FUZZ_HTTP_SECONDS", "30"))
 EXAMPLES = int(os.environ.get("SOVEREIGN_FUZZ_HTTP_EXAMPLES", "10000"))
 KINDS = {
     "eu": ("eu-researchers",),
