@@ -72,6 +72,11 @@ def pod_log_dir(log_dir: Path, namespace: str, name: str, uid: str) -> Path:
     return log_dir / namespace / name / uid
 
 
+def instance_log(pod_dir: Path, container: str, restarts: int) -> Path:
+    """The log of one container instance: the container's ``restarts``-th run in the pod."""
+    return pod_dir / container / f"{restarts}.log"
+
+
 @dataclass
 class PodRuntime:
     uid: str
@@ -257,7 +262,7 @@ class ProcessKubelet:
         policy = spec.get("restartPolicy", "Always")
         backoff = BACKOFF_START
         while not rt.terminating:
-            log_path = rt.log_dir / rt.container / f"{rt.restarts}.log"
+            log_path = instance_log(rt.log_dir, rt.container, rt.restarts)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "ab") as logfile:
                 try:

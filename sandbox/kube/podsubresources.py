@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from .errors import ApiError, bad_request
+from .kubelet import instance_log, pod_log_dir
 from .store import Obj, Store
 
 FOLLOW_POLL_SECONDS = 0.1
@@ -73,7 +74,9 @@ async def log(
                 f'previous terminated container "{container}" in pod "{name}" not found'
             )
         restarts -= 1
-    path = log_dir / ns / name / uid / container / f"{restarts}.log" if log_dir else None
+    path = (
+        instance_log(pod_log_dir(log_dir, ns, name, uid), container, restarts) if log_dir else None
+    )
     if path is None or not path.exists():
         raise bad_request(
             f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'

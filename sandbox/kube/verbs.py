@@ -170,9 +170,9 @@ def _merged(resource: Resource, old: Obj, new: Obj, sub: str | None) -> Obj:
     return new
 
 
-def _store_update(
-    store: Store, resource: Resource, old: Obj, new: Obj, *, dry: bool = False
-) -> Obj:
+def store_update(store: Store, resource: Resource, old: Obj, new: Obj, *, dry: bool = False) -> Obj:
+    """Store ``new`` over ``old``; an update that removes the last finalizer of an object being
+    deleted completes the deletion (a pod's only once its grace period is zero)."""
     if dry:
         return new
     meta = new["metadata"]
@@ -204,7 +204,7 @@ def replace(
     wanted = body.get("metadata", {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
-    return _store_update(store, resource, old, _merged(resource, old, body, sub), dry=dry)
+    return store_update(store, resource, old, _merged(resource, old, body, sub), dry=dry)
 
 
 def patch(
@@ -228,7 +228,7 @@ def patch(
     wanted = patched.get("metadata", {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
-    return _store_update(store, resource, old, _merged(resource, old, patched, sub), dry=dry)
+    return store_update(store, resource, old, _merged(resource, old, patched, sub), dry=dry)
 
 
 def bind(store: Store, ns: str, name: str, body: Any) -> None:

@@ -23,7 +23,7 @@ import copy
 from collections.abc import Iterator
 
 from ..store import RESOURCES, Change, Obj, Resource, Store
-from ..verbs import FOREGROUND_FINALIZER, ORPHAN_FINALIZER, delete, delete_pod
+from ..verbs import FOREGROUND_FINALIZER, ORPHAN_FINALIZER, delete, delete_pod, store_update
 
 _BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES.values()}
 
@@ -60,12 +60,7 @@ def _drop_finalizer(store: Store, resource: Resource, obj: Obj, finalizer: str) 
     ]
     if not new["metadata"]["finalizers"]:
         del new["metadata"]["finalizers"]
-    meta = new["metadata"]
-    released = meta.get("deletionTimestamp") and not meta.get("finalizers")
-    if released and (resource.plural != "pods" or meta.get("deletionGracePeriodSeconds") == 0):
-        store.delete(resource.plural, new)
-    else:
-        store.update(resource.plural, new, obj)
+    store_update(store, resource, obj, new)
 
 
 def collect_garbage(store: Store, changes: list[Change]) -> bool:
