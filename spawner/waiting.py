@@ -250,7 +250,10 @@ class WaitingRoom:
         if not ticket.future.done():
             self._ensure_pump()
         try:
-            return await asyncio.wait_for(asyncio.shield(ticket.future), timeout=max_wait)
+            # asyncio.timeout: on 3.11 wait_for can return the decision and swallow a cancel
+            # that arrives with it, so a user who left the queue would still be started.
+            async with asyncio.timeout(max_wait):
+                return await asyncio.shield(ticket.future)
         except TimeoutError:
             self.leave(key)
             raise QueueEnded("max_wait") from None

@@ -128,10 +128,22 @@ class Cluster:
 
     def stop(self) -> None:
         if self._thread.is_alive():
-            with contextlib.suppress(Exception):
+            try:
                 self.call(self._stop(), timeout=60)
+            except Exception:
+                log.exception("the cluster did not stop cleanly")
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
+        if self._thread.is_alive() or self._loop.is_closed():
+            return
+        # As asyncio.run does: whatever is left is cancelled and unwound here, so no coroutine
+        # is finalised later by the garbage collector on a closed loop.
+        leftover = asyncio.all_tasks(self._loop)
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            self._loop.run_until_complete(asyncio.wait(leftover, timeout=10))
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()
 
     def __enter__(self) -> Cluster:
@@ -264,7 +276,10 @@ class Cluster:
     async def _stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=15)
+            if stuck:
+                log.warning("still running 15 s after cancel: %s", [t.get_coro() for t in stuck])
         if self.kubelet is not None:
             await self.kubelet.shutdown()
         if self._client is not None and not self.emulated:

@@ -539,16 +539,16 @@ class ProcessKubelet:
                     return 200 <= r.status < 400
             if tcp := probe.get("tcpSocket"):
                 port = ports.get(tcp["port"], tcp["port"])
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(rt.ip, int(port)), timeout
-                )
+                async with asyncio.timeout(timeout):
+                    _, writer = await asyncio.open_connection(rt.ip, int(port))
                 writer.close()
                 return True
             if command := (probe.get("exec") or {}).get("command"):
                 proc = await asyncio.create_subprocess_exec(
                     *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
                 )
-                return await asyncio.wait_for(proc.wait(), timeout) == 0
+                async with asyncio.timeout(timeout):
+                    return await proc.wait() == 0
         except (OSError, TimeoutError, aiohttp.ClientError):
             return False
         return False
@@ -619,7 +619,8 @@ class ProcessKubelet:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            return await asyncio.wait_for(proc.wait(), timeout=max(grace, 0.1))
+            async with asyncio.timeout(max(grace, 0.1)):
+                return await proc.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -63,8 +63,11 @@ class Scheduler:
             await self.nodes.synced.wait()
             await self.pods.synced.wait()
             while True:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+                # lands as the event is set, and the scheduler then never stops.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=self.resync)
+                    async with asyncio.timeout(self.resync):
+                        await self.wake.wait()
                 self.wake.clear()
                 await self.schedule_pending()
         finally:

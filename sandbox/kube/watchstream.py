@@ -175,7 +175,8 @@ async def _stream(
             return
         wait = min(x for x in (deadline, next_bookmark, now + 1.0) if x is not None) - now
         try:
-            change = await asyncio.wait_for(watcher.queue.get(), timeout=max(wait, 0.01))
+            async with asyncio.timeout(max(wait, 0.01)):
+                change = await watcher.queue.get()
         except TimeoutError:
             if bookmarks and loop.time() >= next_bookmark:
                 next_bookmark = loop.time() + bookmark_interval

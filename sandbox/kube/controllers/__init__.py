@@ -32,8 +32,10 @@ async def run_controller(
         while True:
             timeout = interval if again else resync
             changes: list[Change] = []
+            # asyncio.timeout: 3.11's wait_for can swallow a cancellation (see scheduler.py).
             with contextlib.suppress(TimeoutError):
-                changes.append(await asyncio.wait_for(queue.get(), timeout=timeout))
+                async with asyncio.timeout(timeout):
+                    changes.append(await queue.get())
             while not queue.empty():
                 changes.append(queue.get_nowait())
             try:
