@@ -70,7 +70,12 @@ def _audit_events() -> str:
     for path in schema_files():
         schema = yaml.safe_load(path.read_text())
         required = set(schema.get("required", []))
-        out += [f"## {schema['title']}", "", f"`{schema['$id']}` (version {schema['version']})", ""]
+        title = (
+            schema["title"]
+            if str(schema["version"]) == "1"
+            else (f"{schema['title']} (version {schema['version']})")
+        )
+        out += [f"## {title}", "", f"`{schema['$id']}` (version {schema['version']})", ""]
         out += [
             " ".join(schema["description"].split()),
             "",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import yaml
 from jupyter_events.schema_registry import SchemaRegistry
@@ -181,14 +183,21 @@ INVALID = [
 def test_every_schema_file_is_registered_with_a_versioned_id():
     files = schemas.schema_files()
     ids = {yaml.safe_load(path.read_text())["$id"] for path in files}
-    # What the code emits (one constant per id) and what the files declare are the same
-    # set, and all of it is registered: no event without a schema, no schema never used.
+    # Every file is registered (older versions too, to read old trails); what the code emits
+    # (one constant per family) is the newest version of each: no event without a schema,
+    # no family never used.
     constants = {
         value
         for name, value in vars(schemas).items()
         if name.isupper() and isinstance(value, str) and value.startswith(f"{schemas.BASE}/")
     }
-    assert ids == set(REGISTRY.schema_ids) == constants
+    newest: dict[str, tuple[int, str]] = {}
+    for schema_id in ids:
+        version = int(schema_id.rsplit("/v", 1)[1])
+        fam = schemas.family(schema_id)
+        newest[fam] = max(newest.get(fam, (0, "")), (version, schema_id))
+    assert ids == set(REGISTRY.schema_ids)
+    assert constants == {schema_id for _, schema_id in newest.values()}
     for path in files:
         raw = yaml.safe_load(path.read_text())
         assert raw["$id"].endswith(f"/{path.parent.name}/{path.stem}")
@@ -302,3 +311,27 @@ def test_every_session_event_becomes_a_valid_audit_event(event):
     data = event_data(event)
     V.validate(_SCHEMA[event.kind], data)
     assert "image" not in data or event.kind != "spawn_requested"  # only allowed options are kept
+
+
+def test_a_released_schema_is_never_edited_in_place():
+    """Stored events name their schema's version; a reader of an old trail validates them
+    against that exact file. An edited v1 (as audit-viewed once gained `overview`) would call
+    an old record invalid or a new one valid under a schema it breaks: changes add v<N+1>."""
+    manifest = schemas.SCHEMA_DIR / "released.sha256"
+    released = {}
+    for line in manifest.read_text().splitlines():
+        if line and not line.startswith("#"):
+            path, digest = line.split()
+            released[path] = digest
+    assert "audit-viewed/v1.yaml" in released
+    for path, digest in released.items():
+        actual = hashlib.sha256((schemas.SCHEMA_DIR / path).read_bytes()).hexdigest()
+        assert actual == digest, f"{path} was edited after release: add a new version instead"
+
+
+def test_the_viewer_records_the_overview_under_a_newer_version_than_v1():
+    validators = Validators()
+    viewed = {"actor": "sam", "subject": "", "view": "overview", "filters": {}}
+    validators.validate(schemas.AUDIT_VIEWED, viewed)
+    with pytest.raises(InvalidEvent):
+        validators.validate(f"{schemas.BASE}/audit-viewed/v1", viewed)
