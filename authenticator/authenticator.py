@@ -100,7 +100,10 @@ class SovereignCallbackHandler(OAuthCallbackHandler):
         try:
             check()
         except HTTPError as exc:
-            reason = (exc.log_message or "the login callback is invalid").replace("%%", "%")
+            # tornado keeps log_message as a format string (a bare % doubled): format it back.
+            reason = "the login callback is invalid"
+            if exc.log_message:
+                reason = exc.log_message % exc.args
             self.authenticator.report(
                 SessionEvent(kind="login_denied", user="unknown", reasons=((code, reason),))
             )

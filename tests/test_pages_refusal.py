@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from tornado import web
 
 from sovereign_hub.pages.refusal import Contact, Refusal, parse_contact, render_refusal
 from sovereign_hub.refusals import SpawnRefused
@@ -68,3 +71,16 @@ def test_a_refusal_keeps_one_sentence_for_the_api_and_the_card_for_pages():
     assert exc.jupyterhub_message == "100% used"
     assert "sovereign-refusal" in exc.jupyterhub_html_message
     assert not hasattr(SpawnRefused(403, "plain"), "jupyterhub_html_message")
+
+
+def test_a_percent_sign_in_a_refusal_is_logged_once(caplog):
+    """tornado escapes a bare % in a message given without arguments; the hub's log line (and
+    str(), which JupyterHub puts on the progress page) show it as written, not as %%."""
+    refused = SpawnRefused(403, "the eu-researchers GPU quota is 100% used")
+    assert str(refused) == "HTTP 403: Forbidden (the eu-researchers GPU quota is 100% used)"
+    handler_log = logging.getLogger("tornado.general")
+    with caplog.at_level(logging.WARNING, logger="tornado.general"):
+        # what tornado's RequestHandler.log_exception does with an HTTPError
+        handler_log.warning("%d %s: " + refused.log_message, refused.status_code, "GET /x")
+    assert caplog.messages == ["403 GET /x: the eu-researchers GPU quota is 100% used"]
+    assert isinstance(refused, web.HTTPError)
