@@ -29,6 +29,7 @@ from sovereign_hub.images.runc import Container, RunOptions, configure, unpack
 from sovereign_hub.policy import load_policy
 from sovereign_hub.sandbox.hubprocess import free_port
 from tests.conftest import ROOT, require_program, require_tool
+from tests.test_image_sbom import cyclonedx_errors
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 TOOLS = {"mmdebstrap": "mmdebstrap", "buildah": "buildah", "skopeo": "skopeo",
@@ -199,6 +200,7 @@ def test_each_image_has_an_sbom_of_its_debian_and_python_packages_with_hashes(im
     for document in (sbom, proxy):
         for component in document["components"]:
             assert {"type", "name", "version", "purl", "bom-ref"} <= component.keys()
+        assert cyclonedx_errors(document) is None
 
 
 # -- release ------------------------------------------------------------------------

@@ -9,9 +9,9 @@ serial number derived from the image digest, the time from SOURCE_DATE_EPOCH), s
 image always has the same SBOM, and the SBOM names the image by digest.
 
 Written by hand rather than with cyclonedx-python-lib: the three inventories are already
-in hand, and the document is a few fixed fields (checked against the specification's
-required fields in the tests); the library would add its dependency tree to the hub's
-environment for that.
+in hand, and the document is a few fixed fields; the library would add its dependency tree
+to the hub's environment for that. The tests validate every SBOM against the
+specification's JSON schema with that library (a test dependency only).
 """
 
 from __future__ import annotations
