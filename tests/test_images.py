@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sovereign_hub.images.pin import pin_dockerfile
 from sovereign_hub.images.reference import ImageReferenceError, Reference
 from sovereign_hub.policy import load_policy
 from tests.conftest import ROOT, require_program, require_tool
@@ -287,3 +288,22 @@ def test_the_sandbox_runs_notebooks_in_the_cpu_lock_environment():
     for name in ("jupyterhub", "jupyterlab", "numpy", "pandas"):
         pins = re.findall(rf"^{name}==([^\s;\\]+)", lock, re.M | re.I)
         assert installed[name] in pins, name
+
+
+def test_pin_writes_the_digest_into_the_build_argument_a_from_names():
+    """`sovhub images pin --dockerfile` on this project's own Dockerfiles: their FROM lines
+    are `FROM ${BASE}`, so the image is named (and pinned) in the ARG's default."""
+    text = (IMAGES / "notebook-cpu" / "Dockerfile").read_text()
+    ref = Reference.parse("localhost/sovereign-hub/base-python:bookworm")
+    pinned = pin_dockerfile(text, ref, "sha256:" + "c" * 64)
+    assert f"ARG BASE=localhost/sovereign-hub/base-python@sha256:{'c' * 64}\n" in pinned
+    assert pinned.count("FROM ${BASE}") == text.count("FROM ${BASE}")
+    # An ARG that no FROM uses, or of another repository, is left alone.
+    other = (
+        "ARG TOOL=localhost/sovereign-hub/base-python:bookworm\nARG BASE=debian:12\nFROM ${BASE}\n"
+    )
+    assert pin_dockerfile(other, ref, "sha256:" + "c" * 64) == other
+    plain = "FROM localhost/sovereign-hub/base-python:bookworm AS build\n"
+    assert pin_dockerfile(plain, ref, "sha256:" + "c" * 64) == (
+        f"FROM localhost/sovereign-hub/base-python@sha256:{'c' * 64} AS build\n"
+    )

@@ -1,4 +1,5 @@
-"""Write a resolved digest where it is used: Dockerfiles' FROM lines and the policy's channels.
+"""Write a resolved digest where it is used: Dockerfiles' FROM lines (or the build argument
+they name) and the policy's channels.
 
 The policy is edited with ruamel.yaml's round trip, which keeps the admin's
 comments, order and quoting; the result is validated with the policy loader
@@ -19,6 +20,10 @@ from sovereign_hub.policy import parse_policy
 
 from .reference import ImageReferenceError, Reference
 
+_FROM = re.compile(r"^(\s*FROM\s+)(?:--platform=\S+\s+)?(\S+)(.*)$", re.IGNORECASE)
+_ARG = re.compile(r"^\s*ARG\s+(?P<name>\w+)=(?P<quote>[\"']?)(?P<value>[^\s\"']+)(?P=quote)\s*$",
+                  re.IGNORECASE)  # fmt: skip
+
 
 class PinError(ValueError):
     """A pin that cannot be applied; the message names the file and what is wrong."""
@@ -34,20 +39,37 @@ def diff(path: Path, before: str, after: str) -> str:
 
 
 def pin_dockerfile(text: str, ref: Reference, digest: str) -> str:
-    """``text`` with every FROM of ``ref``'s repository pinned to ``digest``."""
+    """``text`` with every FROM of ``ref``'s repository pinned to ``digest``.
+
+    A base given as a build argument (``ARG BASE=<image>`` then ``FROM ${BASE}``, as this
+    project's Dockerfiles do so that other builders can swap the base) is pinned in the
+    ARG's default, where the image is named.
+    """
+
+    def same_repository(image: str) -> bool:
+        try:
+            current = Reference.parse(image)
+        except ImageReferenceError:
+            return False
+        return (current.registry, current.repository) == (ref.registry, ref.repository)
+
+    lines = text.splitlines(keepends=True)
+    from_args = {
+        name
+        for line in lines
+        if (m := _FROM.match(line))
+        for name in re.findall(r"\$\{?(\w+)\}?", m.group(2))
+    }
     out = []
-    for line in text.splitlines(keepends=True):
-        match = re.match(r"^(\s*FROM\s+)(?:--platform=\S+\s+)?(\S+)(.*)$", line, re.IGNORECASE)
-        if match:
-            try:
-                current = Reference.parse(match.group(2))
-            except ImageReferenceError:
-                current = None
-            if current and (current.registry, current.repository) == (
-                ref.registry,
-                ref.repository,
-            ):
-                line = line.replace(match.group(2), ref.pinned(digest), 1)
+    for line in lines:
+        if (m := _FROM.match(line)) and same_repository(m.group(2)):
+            line = line.replace(m.group(2), ref.pinned(digest), 1)
+        elif (
+            (m := _ARG.match(line))
+            and m.group("name") in from_args
+            and same_repository(m.group("value"))
+        ):
+            line = line.replace(m.group("value"), ref.pinned(digest), 1)
         out.append(line)
     return "".join(out)
 
