@@ -16,118 +16,30 @@ an enterprise deployment needs:
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import hashlib
 import hmac
 import secrets
 from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
-from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler, OAuthLogoutHandler
 from tornado.httpclient import HTTPClientError
-from tornado.web import HTTPError
-from traitlets import Bool, Dict, Enum, Float, Instance, Integer, Set, Unicode, default, validate
+from traitlets import Dict, Float, Instance, Integer, Set, Unicode, default, validate
 
 from sovereign_hub import logscrub
-from sovereign_hub.identity import (
-    AUTH_STATE_KEY,
-    auth_state_entry,
-    id_token_groups,
-    identity_from,
-)
+from sovereign_hub.identity import AUTH_STATE_KEY, auth_state_entry
 from sovereign_hub.pages.refusal import Contact, Refusal, parse_contact
-from sovereign_hub.policy import PolicyError, cached_policy, entitlements
-from sovereign_hub.refusals import Refused
+from sovereign_hub.policy import PolicyError, cached_policy
 from sovereign_hub.reporting import LogReporter, Reporter, SessionEvent
 
-from .claims import attributes_from, claim, group_overage, groups_from, username_from, with_claim
+from .claims import attributes_from, claim, group_overage, groups_from, username_from
+from .errors import LOGIN_REFUSED_HEADING, LoginRefused, ProviderUnavailable
+from .handlers import SovereignCallbackHandler, SovereignLoginHandler, SovereignLogoutHandler
+from .loginstate import EXPECTED_NONCE, ID_TOKEN_GROUPS, REFRESHING_SUB
+from .refresh import GroupRefresh
 from .tokens import IdTokenVerifier, TokenRejected
 
-_EXPECTED_NONCE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "sovereign_nonce", default=None
-)
-# Within one login or refresh: the groups claim of the last ID token verified for this user,
-# and (at a refresh) the subject the user logged in as.
-_ID_TOKEN_GROUPS: contextvars.ContextVar[Any] = contextvars.ContextVar(
-    "sovereign_id_token_groups", default=None
-)
-_REFRESHING_SUB: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "sovereign_refreshing_sub", default=None
-)
 
-
-class ProviderUnavailable(Refused):
-    """The identity provider cannot be reached or trusted right now (503)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(503, message)
-
-
-class LoginRefused(Refused):
-    """A login the hub will not accept, with why (403)."""
-
-    def __init__(self, message: str, refusal: Refusal | None = None) -> None:
-        super().__init__(403, message, refusal)
-
-
-LOGIN_REFUSED_HEADING = "No access to this hub"
-
-
-class SovereignLoginHandler(OAuthLoginHandler):
-    async def get(self) -> None:  # type: ignore[override]
-        await self.authenticator.discover()
-        super().get()
-
-    def authorize_redirect(self, *args: Any, **kwargs: Any) -> None:
-        params = kwargs.setdefault("extra_params", {})
-        # The nonce is derived from this login's state, so the callback can
-        # check the ID token answers this very request without storing anything.
-        params["nonce"] = self.authenticator.nonce_for(params["state"])
-        super().authorize_redirect(*args, **kwargs)
-
-
-class SovereignCallbackHandler(OAuthCallbackHandler):
-    """OAuthenticator's callback checks, each refusal also recorded as ``login_denied``.
-
-    A callback with the provider's error, no code, or a state that is missing or
-    is not this browser's (a replayed or forged callback) is refused by
-    OAuthenticator with 400 before :meth:`SovereignAuthenticator.authenticate`
-    runs; without this, the audit trail would not see those attempts.
-    """
-
-    def _checked(self, code: str, check: Any) -> None:
-        try:
-            check()
-        except HTTPError as exc:
-            # tornado keeps log_message as a format string (a bare % doubled): format it back.
-            reason = "the login callback is invalid"
-            if exc.log_message:
-                reason = exc.log_message % exc.args
-            self.authenticator.report(
-                SessionEvent(kind="login_denied", user="unknown", reasons=((code, reason),))
-            )
-            raise
-
-    def check_error(self) -> None:
-        self._checked("provider_error", super().check_error)
-
-    def check_code(self) -> None:
-        self._checked("missing_code", super().check_code)
-
-    def check_state(self) -> None:
-        self._checked("state_mismatch", super().check_state)
-
-
-class SovereignLogoutHandler(OAuthLogoutHandler):
-    async def get(self) -> None:
-        user = self.current_user
-        if user is not None:
-            self.authenticator.report(SessionEvent(kind="logout", user=user.name))
-        await super().get()
-
-
-class SovereignAuthenticator(GenericOAuthenticator):
+class SovereignAuthenticator(GroupRefresh, GenericOAuthenticator):
     """Log users in through the company's OpenID Connect provider.
 
     Minimal configuration::
@@ -191,32 +103,6 @@ class SovereignAuthenticator(GenericOAuthenticator):
         (JWKS). A provider that is down or slower than this gives users a 503 page saying it
         is unreachable, or a refused login (`provider_unreachable`) when only its keys are.""",
     )
-    refresh_groups_from = Enum(
-        ["userinfo", "id_token", "last_id_token"],
-        "userinfo",
-        config=True,
-        help="""Where a refresh (`auth_refresh_age`) takes the user's groups from.
-
-        `userinfo` (default): the provider's userinfo endpoint, with the other claims; right
-        for providers that put groups there (Keycloak, Okta).
-        `id_token`: a fresh ID token from the refresh-token grant, verified as at login
-        (signature, issuer, audience, expiry, same subject); for Microsoft Entra ID, whose
-        userinfo carries no groups. Needs a refresh token (Entra: add `offline_access` to
-        `scope`). With no refresh token, or a grant answered without an ID token, the groups
-        of the last verified ID token are kept and this is logged; a refused grant or token
-        sends the user to log in again.
-        `last_id_token`: claims from userinfo, but when they carry no groups claim the groups
-        of the last verified ID token are kept, so group changes apply at the next login.""",
-    )
-    stop_unentitled_servers = Bool(
-        False,
-        config=True,
-        help="""When a refresh (`auth_refresh_age`) shows that a user lost the entitlement to a
-        running server's profile or region, stop that server (reported as `server-stopped`
-        with reason `entitlement_lost`). Off: the loss applies from the next start.
-        Requires `policy_file`.""",
-    )
-
     support_contact = Unicode(
         "",
         config=True,
@@ -271,7 +157,6 @@ class SovereignAuthenticator(GenericOAuthenticator):
         logscrub.install()
         self._nonce_key = secrets.token_bytes(32)
         self._verifier: IdTokenVerifier | None = None
-        self._stopping: set[asyncio.Future[Any]] = set()
 
     # -- discovery -------------------------------------------------------------
     async def discover(self) -> None:
@@ -328,8 +213,8 @@ class SovereignAuthenticator(GenericOAuthenticator):
 
     async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> Any:
         await self.discover()
-        token = _EXPECTED_NONCE.set(self.nonce_for(handler.get_argument("state", "")))
-        groups_token = _ID_TOKEN_GROUPS.set(None)
+        token = EXPECTED_NONCE.set(self.nonce_for(handler.get_argument("state", "")))
+        groups_token = ID_TOKEN_GROUPS.set(None)
         try:
             return await super().authenticate(handler, data, **kwargs)
         except TokenRejected as exc:
@@ -343,11 +228,11 @@ class SovereignAuthenticator(GenericOAuthenticator):
                 "unknown", "token_exchange", f"the provider refused the login code ({exc.code})"
             ) from None
         finally:
-            _EXPECTED_NONCE.reset(token)
-            _ID_TOKEN_GROUPS.reset(groups_token)
+            EXPECTED_NONCE.reset(token)
+            ID_TOKEN_GROUPS.reset(groups_token)
 
     async def token_to_user(self, token_info: dict[str, Any]) -> dict[str, Any]:
-        nonce = _EXPECTED_NONCE.get()
+        nonce = EXPECTED_NONCE.get()
         if nonce is None:
             await self.discover()
             return await self._refreshed_claims(token_info)
@@ -362,10 +247,10 @@ class SovereignAuthenticator(GenericOAuthenticator):
         """The ID token's claims once verified, with userinfo's on top when there is one."""
         assert self._verifier is not None  # noqa: S101 - discover() ran
         claims = await self._verifier.verify(id_token, nonce)
-        refreshing_sub = _REFRESHING_SUB.get()
+        refreshing_sub = REFRESHING_SUB.get()
         if nonce is None and claims.get("sub") != refreshing_sub:
             raise TokenRejected("sub_mismatch", "the refreshed ID token names another user")
-        _ID_TOKEN_GROUPS.set(claim(claims, self.groups_claim))
+        ID_TOKEN_GROUPS.set(claim(claims, self.groups_claim))
         if self.userdata_url:
             info = await super().token_to_user(token_info)
             if info.get("sub") != claims.get("sub"):
@@ -374,45 +259,6 @@ class SovereignAuthenticator(GenericOAuthenticator):
                 )
             claims = {**claims, **info}
         return claims
-
-    async def _refreshed_claims(self, token_info: dict[str, Any]) -> dict[str, Any]:
-        """A refresh's claims, with groups from where `refresh_groups_from` says."""
-        if self.refresh_groups_from == "id_token":
-            fresh = await self._refresh_grant(token_info)
-            # OAuthenticator builds the new auth_state from this same dict: the refreshed
-            # tokens replace the old (a provider may send no new refresh token: keep it).
-            token_info.update(fresh)
-            if fresh.get("id_token"):
-                return await self._verified_claims(fresh["id_token"], None, token_info)
-            if fresh:
-                self.log.warning(
-                    "the provider answered the refresh-token grant without an ID token: "
-                    "keeping the groups of the last verified one"
-                )
-        info: dict[str, Any] = await super().token_to_user(token_info)
-        if self.refresh_groups_from != "userinfo" and claim(info, self.groups_claim) is None:
-            kept = _ID_TOKEN_GROUPS.get()
-            if kept is not None:
-                info = with_claim(info, self.groups_claim, kept)
-        return info
-
-    async def _refresh_grant(self, token_info: dict[str, Any]) -> dict[str, Any]:
-        refresh_token = token_info.get("refresh_token")
-        if not refresh_token:
-            self.log.warning(
-                "no refresh token to fetch a fresh ID token with (for Entra ID, add "
-                "offline_access to SovereignAuthenticator.scope): keeping the groups of the "
-                "last verified ID token"
-            )
-            return {}
-        params = self.build_refresh_token_request_params(refresh_token)
-        try:
-            fresh: dict[str, Any] = await self.get_token_info(None, params)
-        except (HTTPClientError, HTTPError) as exc:
-            raise TokenRejected(
-                "refresh_refused", f"the provider refused the refresh-token grant ({exc})"
-            ) from None
-        return fresh
 
     def user_info_to_username(self, user_info: dict[str, Any]) -> str:
         name = username_from(
@@ -439,7 +285,7 @@ class SovereignAuthenticator(GenericOAuthenticator):
     ) -> dict[str, Any]:
         state = super().build_auth_state_dict(token_info, user_info)
         # The last verified ID token's groups are kept only where a refresh may need them.
-        kept = None if self.refresh_groups_from == "userinfo" else _ID_TOKEN_GROUPS.get()
+        kept = None if self.refresh_groups_from == "userinfo" else ID_TOKEN_GROUPS.get()
         state[AUTH_STATE_KEY] = auth_state_entry(
             attributes_from(user_info, self.attribute_claims), id_token_groups=kept
         )
@@ -517,49 +363,3 @@ class SovereignAuthenticator(GenericOAuthenticator):
             )
         )
         return model  # type: ignore[no-any-return]
-
-    async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
-        auth_state = await user.get_auth_state() if self.enable_auth_state else None
-        previous = (auth_state or {}).get(self.user_auth_state_key) or {}
-        sub_token = _REFRESHING_SUB.set(previous.get("sub"))
-        groups_token = _ID_TOKEN_GROUPS.set(id_token_groups(auth_state))
-        try:
-            model = await super().refresh_user(user, handler, **kwargs)
-        except TokenRejected as exc:
-            self.log.warning("refresh of %s refused (%s): log in again", user.name, exc.reason)
-            return False
-        finally:
-            _REFRESHING_SUB.reset(sub_token)
-            _ID_TOKEN_GROUPS.reset(groups_token)
-        if self.stop_unentitled_servers and isinstance(model, dict) and handler is not None:
-            for name in self._unentitled_servers(user, model):
-                self.log.warning(
-                    "stopping %s's server %r: its entitlement was lost", user.name, name
-                )
-                # In the background: the user's request must not wait for the stop.
-                task = asyncio.ensure_future(handler.stop_single_user(user, name))
-                self._stopping.add(task)
-                task.add_done_callback(self._stopping.discard)
-        return model
-
-    def _unentitled_servers(self, user: Any, model: dict[str, Any]) -> list[str]:
-        """The user's running servers whose profile or region ``model`` no longer grants.
-
-        Asks each Sovereign spawner (:meth:`SovereignSpawner.check_entitlement`), which
-        also records why its coming stop happens; other spawners are left alone.
-        """
-        if not self.policy_file:
-            return []
-        try:
-            policy = cached_policy(self.policy_file).policy
-        except PolicyError:
-            return []
-        identity = identity_from(user.name, model.get("groups") or [], model.get("auth_state"))
-        granted = entitlements(identity, policy)
-        return [
-            name
-            for name, spawner in user.spawners.items()
-            if spawner.active
-            and callable(getattr(spawner, "check_entitlement", None))
-            and not spawner.check_entitlement(granted)
-        ]
