@@ -6,10 +6,12 @@ docker-registry on 127.0.0.1. One build of each image is shared by the whole ses
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -27,9 +29,21 @@ from sovereign_hub.images.registry import Registry
 from sovereign_hub.images.release import Pusher, release, sbom_tag
 from sovereign_hub.images.runc import Container, RunOptions, configure, unpack
 from sovereign_hub.policy import load_policy
-from sovereign_hub.sandbox.hubprocess import free_port
-from tests.conftest import ROOT, require_program, require_tool
+from sovereign_hub.sandbox.hubprocess import BIN, free_port
+from sovereign_hub.sandbox.netpol import Endpoint, egress_rules, nft_ruleset
+from sovereign_hub.sandbox.ocipod import Objects, ServiceAccount, run_options
+from sovereign_hub.sandbox.podnet import NETNS_ETC, PodNetwork, unavailable
+from tests.conftest import ROOT, missing, require_program, require_tool
+from tests.test_helm_chart import by_kind, helm_binary, render
 from tests.test_image_sbom import cyclonedx_errors
+from tests.test_pod_network import (
+    HUB_LABELS,
+    PROXY_LABELS,
+    PROXY_SERVICE_ADDRESS,
+    SERVICE_ADDRESS,
+    services_nat,
+    wait_listening,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 TOOLS = {"mmdebstrap": "mmdebstrap", "buildah": "buildah", "skopeo": "skopeo",
@@ -262,6 +276,18 @@ def test_the_runtime_config_drops_what_cannot_be_granted_here():
     assert out["root"]["readonly"] is True
     assert any(m["destination"] == "/tmp" and m["type"] == "tmpfs" for m in out["mounts"])
     assert spec["process"]["rlimits"]  # the input is not changed
+    # What a pod's security context and network namespace ask for.
+    podlike = configure(spec, RunOptions(
+        netns="/var/run/netns/p", drop_all_capabilities=True, no_new_privileges=True,
+        writable={"/srv": Path("/tmp/state")}, cwd="/srv",
+    ))  # fmt: skip
+    assert podlike["linux"]["namespaces"] == [{"type": "pid"},
+                                              {"type": "network", "path": "/var/run/netns/p"}]  # fmt: skip
+    assert all(v == [] for v in podlike["process"]["capabilities"].values())
+    assert podlike["process"]["noNewPrivileges"] is True
+    assert podlike["process"]["cwd"] == "/srv"
+    (srv,) = [m for m in podlike["mounts"] if m["destination"] == "/srv"]
+    assert srv["options"] == ["rbind", "rw"]
 
 
 def wait_for(url: str, container: Container, seconds: float = 90, **kwargs) -> requests.Response:
@@ -435,3 +461,163 @@ def test_the_release_changes_nothing_in_the_values_but_the_images():
         "+           image: reg.example:5000/sh/nb@sha256:" + "b" * 64,
         f"+           released: '{datetime.date.today().isoformat()}'",
     ]
+
+
+# -- the chart's pods, from the images --------------------------------------------------
+
+LOGIN_AND_SPAWN = """
+import re, requests
+from urllib.parse import urljoin
+hub = "http://hub.corp.example:8000"
+s = requests.Session()
+page = s.get(hub + "/hub/oauth_login", timeout=30)
+action = re.search(r'<form[^>]*action="([^"]*)"', page.text)
+target = urljoin(page.url, action.group(1)) if action and action.group(1) else page.url
+answer = s.post(target, data={"sub": "ada", "action": "allow"}, allow_redirects=False, timeout=30)
+while answer.is_redirect and "/hub/oauth_callback" not in answer.headers["Location"]:
+    answer = s.get(urljoin(answer.url, answer.headers["Location"]), allow_redirects=False)
+s.get(urljoin(answer.url, answer.headers["Location"]), timeout=30)
+s.get(hub + "/hub/home", timeout=30)
+spawn = s.post(hub + "/hub/api/users/ada/server", json={"profile": "cpu-small", "region": "eu"},
+               headers={"X-XSRFToken": s.cookies.get("_xsrf", "")}, timeout=60)
+print(spawn.status_code)
+"""
+
+KUBE_API = """
+import json, ssl, sys, urllib.request
+server, token, ca, method, path = sys.argv[1:6]
+body = sys.argv[6].encode() if len(sys.argv) > 6 else None
+request = urllib.request.Request(server + path, data=body, method=method, headers={
+    "Authorization": "Bearer " + token, "Content-Type": "application/json"})
+print(json.dumps(json.load(urllib.request.urlopen(request, context=ssl.create_default_context(
+    cafile=ca), timeout=10))))
+"""
+
+
+def test_the_charts_hub_and_proxy_pods_run_from_the_images_and_spawn_on_the_emulated_api(
+    images, tmp_path
+):
+    """The rendered hub and proxy Deployments run from the built images with runc, each in a
+    pod network namespace under the rendered NetworkPolicies: the Deployment's args, user,
+    read-only root, no capabilities and no privilege escalation, its ConfigMap and Secret
+    volumes as files and a projected service account token. A login through the proxy with
+    a real identity provider and a spawn through the hub's REST API make the hub in the image
+    create the user's pod through the API server (emulated, in the hub's pod: no real one
+    runs here) with its in-cluster configuration alone."""
+    if why := unavailable():
+        missing(f"network namespaces and nftables ({why})", "make system")
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({
+        "auth": {"issuer": "http://login.corp.example:443",
+                 "callbackUrl": "http://hub.corp.example:8000/hub/oauth_callback",
+                 "adminGroups": ["platform-admins"],
+                 "clientSecret": {"value": "client-secret-of-the-hub"}},
+        "audit": {"sinks": [{"type": "sqlite", "path": "/srv/jupyterhub/audit.sqlite"}]},
+        "policy": {"groups": {"researchers": {"profiles": ["cpu-small"], "regions": ["eu"]}}},
+    }))  # fmt: skip
+    docs = render(helm_binary("4.1"), values)
+    objects = Objects.from_manifests(docs)
+    pods = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in by_kind(docs, "Deployment")
+    }
+    policies = by_kind(docs, "NetworkPolicy")
+    with PodNetwork() as network:
+        names = {"rel-sovereign-hub-hub": SERVICE_ADDRESS,
+                 "rel-sovereign-hub-proxy-api": PROXY_SERVICE_ADDRESS}  # fmt: skip
+        idp = network.add_pod("login.corp.example")
+        names["login.corp.example"] = idp.ip
+        hub = network.add_pod("hub", hosts=names)
+        proxy = network.add_pod("proxy", hosts=names)
+        client = network.add_pod("client", hosts={**names, "hub.corp.example": proxy.ip})
+        nat = services_nat({SERVICE_ADDRESS: hub.ip, PROXY_SERVICE_ADDRESS: proxy.ip})
+        endpoints = [Endpoint("hub", HUB_LABELS, hub.ip), Endpoint("hub", PROXY_LABELS, proxy.ip)]
+        for pod, endpoint in zip((hub, proxy), endpoints, strict=True):
+            network.enforce(pod, nat)
+            network.enforce(pod, nft_ruleset(egress_rules(policies, endpoint, endpoints)))
+        network.enforce(client, nat)
+        user = {"sub": "ada", "preferred_username": "ada",
+                "groups": ["platform-admins", "researchers"]}  # fmt: skip
+        with open(tmp_path / "idp.log", "wb") as out:
+            provider = network.popen(idp, [
+                str(BIN / "oidc-provider-mock"), "--host", "0.0.0.0", "--port", "443",
+                "--require-nonce", "true", "--user-claims", json.dumps(user),
+            ], stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        wait_listening(network, idp, 443, provider)
+        # The API server, on the hub pod's loopback for want of an address of its own.
+        kube_log = tmp_path / "kube.log"
+        with open(kube_log, "wb") as out:
+            network.popen(hub, [
+                sys.executable, "-m", "sovereign_hub.sandbox.kube", "--api-only",
+                "--nodes", str(ROOT / "tests" / "data" / "nodes.yaml"),
+                "--state-dir", str(tmp_path / "kube"),
+            ], stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while "kubeconfig:" not in kube_log.read_text():
+            assert time.monotonic() < deadline, kube_log.read_text()
+            time.sleep(0.2)
+        kubeconfig = yaml.safe_load(
+            Path(kube_log.read_text().split("kubeconfig:")[1].split()[0]).read_text()
+        )
+        server = kubeconfig["clusters"][0]["cluster"]["server"]
+        token = kubeconfig["users"][0]["user"]["token"]
+        ca = base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"])
+        (tmp_path / "ca.crt").write_bytes(ca)
+        # The release's namespace, as `helm install --namespace` finds it.
+        namespace = by_kind(docs, "Deployment")[0]["metadata"]["namespace"]
+
+        def kube_api(method: str, path: str, body: dict | None = None) -> dict:
+            argv = [sys.executable, "-c", KUBE_API, server, token, str(tmp_path / "ca.crt"),
+                    method, path, *([json.dumps(body)] if body else [])]  # fmt: skip
+            done = network.run(hub, argv)
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        kube_api("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+        account = ServiceAccount("127.0.0.1", int(server.rsplit(":", 1)[1]), token, ca, namespace)
+
+        def start(name: str, pod, deployment: str, **extra) -> Container:
+            entrypoint = image_config(images[name].layout, images[name].tag)["config"]
+            options = run_options(
+                pods[deployment], pods[deployment]["containers"][0]["name"], objects,
+                tmp_path / f"{name}-pod", entrypoint=list(entrypoint.get("Entrypoint") or []),
+                netns=f"/var/run/netns/{pod.netns}", hosts_file=NETNS_ETC / pod.netns / "hosts",
+                **extra,
+            )  # fmt: skip
+            return run(images, name, tmp_path, options)
+
+        chp = start("proxy", proxy, "rel-sovereign-hub-proxy")
+        hub_container = start("hub", hub, "rel-sovereign-hub-hub", service_account=account)
+        try:
+            fetch = ("import urllib.request as u, sys\ntry: print(u.urlopen(sys.argv[1], "
+                     "timeout=5).status)\nexcept Exception as x: print(type(x).__name__)\n")  # fmt: skip
+            deadline = time.monotonic() + 120
+            while network.run(client, [sys.executable, "-c", fetch,
+                                       f"http://{proxy.ip}:8000/hub/health"]).stdout.strip() != "200":  # fmt: skip
+                assert hub_container.exited() is None, hub_container.output()[-5000:]
+                assert chp.exited() is None, chp.output()[-3000:]
+                assert time.monotonic() < deadline, hub_container.output()[-5000:]
+                time.sleep(0.5)
+            status = Path(f"/proc/{hub_container.main_pid()}/status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines())
+            assert fields["Uid"].split()[0] == "10001"
+            assert fields["CapEff"].strip() == "0000000000000000"
+            assert fields["NoNewPrivs"].strip() == "1"
+
+            spawn = network.run(client, [sys.executable, "-c", LOGIN_AND_SPAWN], timeout=120)
+            assert spawn.stdout.strip() in ("201", "202"), (
+                spawn.stdout + spawn.stderr + hub_container.output()[-5000:]
+            )
+            deadline = time.monotonic() + 60
+            while not (
+                user_pods := kube_api("GET", f"/api/v1/namespaces/{namespace}/pods")["items"]
+            ):
+                assert time.monotonic() < deadline, hub_container.output()[-5000:]
+                time.sleep(0.5)
+            (pod,) = user_pods
+            assert pod["metadata"]["labels"]["sovereign-hub.io/region"] == "eu"
+            (container,) = pod["spec"]["containers"]
+            assert "@sha256:" in container["image"]
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        finally:
+            hub_container.stop()
+            chp.stop()

@@ -20,6 +20,12 @@ from sovereign_hub import logscrub
         ("GET /x?next=/hub/home&_xsrf=2|ab", "GET /x?next=/hub/home&_xsrf=[secret]"),
         ("GET /x?client_secret=s&page=2", "GET /x?client_secret=[secret]&page=2"),
         ("GET /hub/home?page=2", "GET /hub/home?page=2"),
+        # The headers JupyterHub logs (as JSON) with a failed request.
+        (
+            '{"Host": "hub", "X-Xsrftoken": "MnwxOjB8MTA6", "Accept": "*/*"}',
+            '{"Host": "hub", "X-Xsrftoken": "[secret]", "Accept": "*/*"}',
+        ),
+        ('"Proxy-Authorization": "Basic dTpw"', '"Proxy-Authorization": "[secret]"'),
     ],
 )
 def test_secret_query_values_are_scrubbed(text, expected):

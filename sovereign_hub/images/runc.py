@@ -37,6 +37,15 @@ class RunOptions:
     read_only_root: bool = True
     tmpfs: tuple[str, ...] = ("/tmp",)  # noqa: S108 - a path inside the container
     binds: dict[str, Path] = field(default_factory=dict)
+    #: bind mounts the container may write (a pod's emptyDir or claim)
+    writable: dict[str, Path] = field(default_factory=dict)
+    cwd: str | None = None
+    #: a network namespace to join (``/var/run/netns/<name>``); None: the host's
+    netns: str | None = None
+    #: a pod's ``capabilities.drop: [ALL]``: the process keeps no capability
+    drop_all_capabilities: bool = False
+    #: a pod's ``allowPrivilegeEscalation: false``
+    no_new_privileges: bool = False
 
 
 def unpack(layout: Path, tag: str, bundle: Path) -> Path:
@@ -66,11 +75,20 @@ def configure(config: dict[str, Any], options: RunOptions) -> dict[str, Any]:
         process["user"]["uid"] = options.uid
     if options.gid is not None:
         process["user"]["gid"] = options.gid
+    if options.cwd:
+        process["cwd"] = options.cwd
+    if options.drop_all_capabilities:
+        process["capabilities"] = {k: [] for k in ("bounding", "effective", "inheritable",
+                                                   "permitted", "ambient")}  # fmt: skip
+    if options.no_new_privileges:
+        process["noNewPrivileges"] = True
     linux = spec.setdefault("linux", {})
     linux.pop("resources", None)
     linux["namespaces"] = [n for n in linux.get("namespaces", []) if n["type"] != "network"]
+    if options.netns:
+        linux["namespaces"].append({"type": "network", "path": options.netns})
     spec["root"]["readonly"] = options.read_only_root
-    replaced = {*options.tmpfs, *options.binds}
+    replaced = {*options.tmpfs, *options.binds, *options.writable}
     mounts = [m for m in spec.get("mounts", []) if m["destination"] not in replaced]
     # Owned by the container's user, as a pod's emptyDir is writable through its fsGroup
     # (runc gives a tmpfs the mode of the directory it covers, so a mode alone is not enough).
@@ -81,6 +99,9 @@ def configure(config: dict[str, Any], options: RunOptions) -> dict[str, Any]:
     for destination, source in options.binds.items():
         mounts.append({"destination": destination, "type": "bind", "source": str(source),
                        "options": ["rbind", "ro"]})  # fmt: skip
+    for destination, source in options.writable.items():
+        mounts.append({"destination": destination, "type": "bind", "source": str(source),
+                       "options": ["rbind", "rw"]})  # fmt: skip
     # The host's resolver and hosts file, as a kubelet would provide them.
     for name in ("/etc/resolv.conf", "/etc/hosts"):
         if Path(name).exists() and not any(m["destination"] == name for m in mounts):
