@@ -7,9 +7,11 @@ and every rule can be tested in isolation.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from types import MappingProxyType
 
+from .datasets import dataset_mounts
 from .decision import (
     LABEL_PREFIX,
     Allowed,
@@ -256,7 +258,8 @@ def decide(identity: Identity, request: SpawnRequest, policy: Policy, usage: Usa
     profile, granted by a group that grants the profile, and its required
     attributes met; the image follows the user's pin (see :func:`_choose_image`);
     GPUs come from the first granting group, in document order, whose quota and
-    per-user limit have room.
+    per-user limit have room. An allowed plan mounts the datasets the user's groups
+    may use in the chosen region (:func:`.datasets.dataset_mounts`).
     """
     index = policy.index
     profile = policy.profiles.get(request.profile)
@@ -320,4 +323,7 @@ def decide(identity: Identity, request: SpawnRequest, policy: Policy, usage: Usa
             reasons.append(gpu)
     if reasons or isinstance(image, Reason) or isinstance(gpu, Reason):
         return Denied(tuple(reasons))
-    return Allowed(_plan(policy, request.profile, profile, region, image, gpu))
+    plan = _plan(policy, request.profile, profile, region, image, gpu)
+    if policy.datasets:
+        plan = replace(plan, datasets=dataset_mounts(policy, mine, region))
+    return Allowed(plan)
