@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
+from sovereign_hub.cli import main
 from sovereign_hub.policy import Allowed, Identity, PolicyError, SpawnRequest, Usage, decide
 from sovereign_hub.policy.datasets import dataset_mounts
 from tests.policies import TEXT, policy
@@ -150,3 +152,29 @@ def test_check_refuses_with_file_path_and_allowed_values(change, path, text):
         for p in info.value.problems
         if p.render("f").split(": ")[1] == path
     ), rendered
+
+
+def test_explain_shows_what_each_region_would_mount(capsys, tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(TEXT + DATASETS)
+    argv = ["policy", "explain", str(path), "--user", "ana", "--groups", "us-analysts"]
+    assert main([*argv, "--profile", "cpu", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["entitlements"][0]["datasets"] == {
+        "us": [{"dataset": "climate", "mountPath": "/data/climate", "mode": "read-only"}]
+    }
+    assert data["decision"]["plan"]["datasets"] == [
+        {
+            "dataset": "climate",
+            "region": "us",
+            "mount_path": "/data/climate",
+            "mode": "read-only",
+            "source_kind": "nfs",
+            "source": {"server": "nfs.us.internal", "path": "/exports/climate"},
+        }
+    ]
+    assert main([*argv, "--profile", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "    datasets in us: climate (read-only)" in text
+    assert "  dataset:   climate at /data/climate (read-only, nfs in us)" in text
+    assert "patients" not in text
