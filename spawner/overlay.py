@@ -90,6 +90,22 @@ def dataset_volume(mount: DatasetMount) -> dict[str, Any]:
     return {"name": DATASET_VOLUME_PREFIX + mount.dataset, **body}
 
 
+def mount_records(plan: PodPlan) -> list[dict[str, str]]:
+    """What the audit trail records of each dataset ``plan`` mounts (``dataset_mounted``):
+    never the source's settings, which may name buckets or credential secrets."""
+    return [
+        {
+            "profile": plan.profile,
+            "region": m.region,
+            "dataset": m.dataset,
+            "mode": m.mode,
+            "mount_path": m.mount_path,
+            "source": m.source_kind,
+        }
+        for m in plan.datasets
+    ]
+
+
 def _ours(entry: Mapping[str, Any]) -> bool:
     name = str(entry.get("name", ""))
     return name == HOME_VOLUME or name.startswith(DATASET_VOLUME_PREFIX)
