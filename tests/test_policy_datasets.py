@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sovereign_hub.cli import main
 from sovereign_hub.policy import Allowed, Identity, PolicyError, SpawnRequest, Usage, decide
@@ -178,3 +180,39 @@ def test_explain_shows_what_each_region_would_mount(capsys, tmp_path):
     assert "    datasets in us: climate (read-only)" in text
     assert "  dataset:   climate at /data/climate (read-only, nfs in us)" in text
     assert "patients" not in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    groups=st.frozensets(st.sampled_from([*P.groups, "unrelated"]), max_size=4),
+    profile=st.sampled_from(list(P.profiles)),
+    region=st.sampled_from([None, *P.regions]),
+)
+def test_every_mount_is_of_the_spawns_region_and_granted_as_mounted(groups, profile, region):
+    decision = decide(
+        Identity("ana", groups, EU), SpawnRequest(profile, NOW, region=region), P, Usage()
+    )
+    if not isinstance(decision, Allowed):
+        return
+    where = decision.plan.region
+    for mount in decision.plan.datasets:
+        dataset = P.datasets[mount.dataset]
+        # Never outside the dataset's regions, and always from the spawn region's source.
+        assert mount.region == where
+        assert where in dataset.regions
+        assert dict(mount.source) == dataset.sources[where].settings()
+        counting = [
+            a.mode
+            for a in dataset.access
+            if a.group in groups and where in P.groups[a.group].regions
+        ]
+        assert counting, "mounted without a grant that counts in this region"
+        assert (mount.mode == "read-write") == ("read-write" in counting)
+    # And nothing the user's groups are granted in this region is left out.
+    expected = {
+        name
+        for name, d in P.datasets.items()
+        if where in d.regions
+        and any(a.group in groups and where in P.groups[a.group].regions for a in d.access)
+    }
+    assert {m.dataset for m in decision.plan.datasets} == expected
