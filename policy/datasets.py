@@ -17,6 +17,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
@@ -103,14 +104,16 @@ class DatasetSource(_Model):
             )
         return self
 
-    @property
+    # Cached (the model is immutable): decide() reads both on every allowed spawn.
+    @cached_property
     def kind(self) -> str:
         """The one key set: ``persistentVolumeClaim``, ``nfs`` or ``csi``."""
-        return next(k for k in SOURCE_KINDS if self.model_dump(by_alias=True).get(k) is not None)
+        return next(iter(self.model_dump(by_alias=True, exclude_none=True)))
 
-    def settings(self) -> dict[str, Any]:
-        """The set source's fields, in the document's spelling."""
-        return self.model_dump(by_alias=True, exclude_none=True)[self.kind]  # type: ignore[no-any-return]
+    @cached_property
+    def settings(self) -> Mapping[str, Any]:
+        """The set source's fields, in the document's spelling (read-only)."""
+        return MappingProxyType(self.model_dump(by_alias=True, exclude_none=True)[self.kind])
 
 
 class DatasetAccess(_Model):
@@ -190,7 +193,7 @@ def dataset_mounts(policy: Policy, groups: Iterable[str], region: str) -> tuple[
                 mount_path=dataset.mount_path,
                 mode=mode,
                 source_kind=source.kind,
-                source=MappingProxyType(source.settings()),
+                source=source.settings,
             )
         )
     return tuple(out)

@@ -7,11 +7,10 @@ and every rule can be tested in isolation.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 from types import MappingProxyType
 
-from .datasets import dataset_mounts
+from .datasets import DatasetMount, dataset_mounts
 from .decision import (
     LABEL_PREFIX,
     Allowed,
@@ -190,7 +189,13 @@ def _reserve_gpus(
 
 
 def _plan(
-    policy: Policy, name: str, profile: Profile, region: str, image: ImagePlan, gpu: GpuPlan | None
+    policy: Policy,
+    name: str,
+    profile: Profile,
+    region: str,
+    image: ImagePlan,
+    gpu: GpuPlan | None,
+    datasets: tuple[DatasetMount, ...],
 ) -> PodPlan:
     place = _placement(policy, name, region, image, gpu)
     return PodPlan(
@@ -207,6 +212,7 @@ def _plan(
         storage_class=policy.regions[region].storage_class,
         labels=place.labels,
         environment=place.environment,
+        datasets=datasets,
     )
 
 
@@ -323,7 +329,5 @@ def decide(identity: Identity, request: SpawnRequest, policy: Policy, usage: Usa
             reasons.append(gpu)
     if reasons or isinstance(image, Reason) or isinstance(gpu, Reason):
         return Denied(tuple(reasons))
-    plan = _plan(policy, request.profile, profile, region, image, gpu)
-    if policy.datasets:
-        plan = replace(plan, datasets=dataset_mounts(policy, mine, region))
-    return Allowed(plan)
+    mounts = dataset_mounts(policy, mine, region) if policy.datasets else ()
+    return Allowed(_plan(policy, request.profile, profile, region, image, gpu, mounts))

@@ -200,7 +200,7 @@ def test_every_mount_is_of_the_spawns_region_and_granted_as_mounted(groups, prof
         # Never outside the dataset's regions, and always from the spawn region's source.
         assert mount.region == where
         assert where in dataset.regions
-        assert dict(mount.source) == dataset.sources[where].settings()
+        assert dict(mount.source) == dict(dataset.sources[where].settings)
         counting = [
             a.mode
             for a in dataset.access
