@@ -141,6 +141,15 @@ class Dataset(_Model):
     access: tuple[DatasetAccess, ...] = Field(min_length=1)
     """Groups whose members get the dataset mounted, and how."""
 
+    @cached_property
+    def modes(self) -> dict[str, Mode]:
+        """The widest mode granted to each group, built once (the model is immutable)."""
+        out: dict[str, Mode] = {}
+        for grant in self.access:
+            if out.get(grant.group) != "read-write":
+                out[grant.group] = grant.mode
+        return out
+
 
 # -- the decision ----------------------------------------------------------------
 
@@ -163,11 +172,42 @@ class DatasetMount:
         return self.mode == "read-only"
 
 
-def _mode(access: Iterable[DatasetAccess], groups: set[str]) -> Mode | None:
-    modes = {a.mode for a in access if a.group in groups}
-    if not modes:
-        return None
-    return "read-write" if "read-write" in modes else "read-only"
+@dataclass(frozen=True, slots=True)
+class RegionDatasets:
+    """The datasets of one region, indexed for :func:`dataset_mounts`."""
+
+    by_group: Mapping[str, tuple[tuple[int, Mode], ...]]
+    """For each group with access: (position in the document, mode) of each dataset."""
+    mounts: tuple[Mapping[str, DatasetMount], ...]
+    """By position: the mount of that dataset here, by mode (built once, shared by plans)."""
+
+
+def index_datasets(policy: Policy) -> dict[str, RegionDatasets]:
+    """Per region, who may mount what: :attr:`Policy.dataset_index` builds this once."""
+    out: dict[str, RegionDatasets] = {}
+    for region in policy.regions:
+        by_group: dict[str, list[tuple[int, Mode]]] = {}
+        mounts: list[Mapping[str, DatasetMount]] = []
+        for name, dataset in policy.datasets.items():
+            source = dataset.sources.get(region)
+            if region not in dataset.regions or source is None:
+                continue
+            for group, mode in dataset.modes.items():
+                by_group.setdefault(group, []).append((len(mounts), mode))
+            mounts.append(
+                MappingProxyType(
+                    {
+                        mode: DatasetMount(
+                            name, region, dataset.mount_path, mode, source.kind, source.settings
+                        )
+                        for mode in ("read-only", "read-write")
+                    }
+                )
+            )
+        if mounts:
+            frozen = {g: tuple(entries) for g, entries in by_group.items()}
+            out[region] = RegionDatasets(MappingProxyType(frozen), tuple(mounts))
+    return out
 
 
 def dataset_mounts(policy: Policy, groups: Iterable[str], region: str) -> tuple[DatasetMount, ...]:
@@ -177,26 +217,17 @@ def dataset_mounts(policy: Policy, groups: Iterable[str], region: str) -> tuple[
     the most any counting group grants wins, so one read-write grant makes the mount
     writable. A dataset that does not name ``region`` is never mounted there.
     """
-    counting = {g for g in groups if g in policy.groups and region in policy.groups[g].regions}
-    out = []
-    for name, dataset in policy.datasets.items():
-        source = dataset.sources.get(region)
-        if region not in dataset.regions or source is None:
-            continue
-        mode = _mode(dataset.access, counting)
-        if mode is None:
-            continue
-        out.append(
-            DatasetMount(
-                dataset=name,
-                region=region,
-                mount_path=dataset.mount_path,
-                mode=mode,
-                source_kind=source.kind,
-                source=source.settings,
-            )
-        )
-    return tuple(out)
+    here = policy.dataset_index.get(region)
+    if here is None:
+        return ()
+    grants = policy.index.grants
+    found: dict[int, Mode] = {}
+    for group in groups:
+        if group in grants and region in grants[group][1]:
+            for position, mode in here.by_group.get(group, ()):
+                if found.get(position) != "read-write":
+                    found[position] = mode
+    return tuple(here.mounts[p][found[p]] for p in sorted(found))
 
 
 # -- checks across sections --------------------------------------------------------

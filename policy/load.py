@@ -155,6 +155,7 @@ def parse_policy(data: str | bytes, file: str = "<policy>") -> LoadedPolicy:
     if problems or policy is None:
         raise PolicyError(file, problems)
     policy.index  # noqa: B018 - build the decision index at load, not on the first spawn
+    policy.dataset_index  # noqa: B018 - and the datasets index
     return LoadedPolicy(policy, file, hashlib.sha256(raw_bytes).hexdigest())
 
 

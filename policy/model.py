@@ -33,7 +33,7 @@ from sovereign_hub.images.reference import PINNED, ImageReferenceError, require_
 from .quantity import Quantity
 
 if TYPE_CHECKING:
-    from .datasets import Dataset
+    from .datasets import Dataset, RegionDatasets
     from .decision import NodeRequirement, Toleration
 
 _SLUG = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
@@ -350,6 +350,13 @@ class Policy(_Model):
                 for name, g in self.groups.items()
             },
         )
+
+    @cached_property
+    def dataset_index(self) -> dict[str, RegionDatasets]:
+        """Per region, which groups mount which datasets: built once, like ``index``."""
+        from .datasets import index_datasets  # that module builds on this one
+
+        return index_datasets(self)
 
 
 @dataclass(frozen=True, slots=True)
