@@ -333,12 +333,12 @@ class Policy(_Model):
     """Profiles, by name, in the order the spawn form lists them."""
     gpu_queue: GpuQueue = GpuQueue()
     """The queue GPU spawns wait in when no GPU is free."""
-    datasets: dict[Slug, Dataset] = Field(default_factory=dict)
-    """Datasets mounted into entitled groups' servers, by name (see :mod:`.datasets`)."""
     groups: dict[GroupName, Group] = Field(default_factory=dict)
     """Entitlements, by identity-provider group name. When several of a user's groups grant
     the same profile and region, a GPU spawn draws on the first such group in this order
     that has room."""
+    datasets: dict[Slug, Dataset] = Field(default_factory=dict)
+    """Datasets mounted into entitled groups' servers, by name (see :mod:`.datasets`)."""
 
     @cached_property
     def index(self) -> PolicyIndex:
