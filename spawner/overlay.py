@@ -106,6 +106,25 @@ def mount_records(plan: PodPlan) -> list[dict[str, str]]:
     ]
 
 
+class MountConflict(ValueError):
+    """Two volumes of one pod would be mounted at the same path (Kubernetes refuses that)."""
+
+
+def _one_volume_per_path(mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, str] = {}
+    for mount in mounts:
+        path, name = mount["mountPath"], mount["name"]
+        other = seen.setdefault(path, name)
+        if other != name:
+            raise MountConflict(
+                f"volumes {other!r} and {name!r} would both be mounted at {path}; a policy "
+                f"dataset's volume is named {DATASET_VOLUME_PREFIX}<dataset>: change that "
+                "dataset's mountPath in the policy, or SovereignSpawner.home_mount_path or "
+                "KubeSpawner.volume_mounts"
+            )
+    return mounts
+
+
 def _ours(entry: Mapping[str, Any]) -> bool:
     name = str(entry.get("name", ""))
     return name == HOME_VOLUME or name.startswith(DATASET_VOLUME_PREFIX)
@@ -154,16 +173,18 @@ def plan_traits(plan: PodPlan, baseline: Mapping[str, Any], home: Home) -> dict[
             {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": home.claim_name}},
             *(dataset_volume(m) for m in plan.datasets),
         ],
-        "volume_mounts": [
-            *mounts,
-            {"name": HOME_VOLUME, "mountPath": home.mount_path},
-            *(
-                {
-                    "name": DATASET_VOLUME_PREFIX + m.dataset,
-                    "mountPath": m.mount_path,
-                    "readOnly": m.read_only,
-                }
-                for m in plan.datasets
-            ),
-        ],
+        "volume_mounts": _one_volume_per_path(
+            [
+                *mounts,
+                {"name": HOME_VOLUME, "mountPath": home.mount_path},
+                *(
+                    {
+                        "name": DATASET_VOLUME_PREFIX + m.dataset,
+                        "mountPath": m.mount_path,
+                        "readOnly": m.read_only,
+                    }
+                    for m in plan.datasets
+                ),
+            ]
+        ),
     }

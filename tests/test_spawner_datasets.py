@@ -13,7 +13,7 @@ from jupyterhub.utils import maybe_future
 
 from sovereign_hub.policy import Identity, SpawnRequest, Usage, decide, parse_policy
 from sovereign_hub.spawner import SovereignSpawner
-from sovereign_hub.spawner.overlay import Home, dataset_volume, plan_traits
+from sovereign_hub.spawner.overlay import Home, MountConflict, dataset_volume, plan_traits
 from sovereign_hub.spawner.security import manifest_dict, restricted_violations
 from tests.conftest import ROOT
 
@@ -147,3 +147,21 @@ async def test_a_user_without_dataset_access_gets_only_the_home_volume():
     ).plan  # type: ignore[union-attr]
     pod = await pod_for(SovereignSpawner(_mock=True, namespace="hub"), plan)
     assert [v["name"] for v in pod["spec"]["volumes"]] == ["sovereign-home"]
+
+
+def test_a_dataset_at_the_home_mount_path_is_refused_naming_both_volumes_and_the_settings():
+    plan = plan_for("eu-researchers")
+    with pytest.raises(MountConflict) as info:
+        plan_traits(plan, {}, Home("home-ana-eu", "/data/climate"))
+    assert str(info.value).startswith(
+        "volumes 'sovereign-home' and 'sovereign-dataset-climate' would both be mounted at "
+        "/data/climate; "
+    )
+    assert "mountPath in the policy, or SovereignSpawner.home_mount_path" in str(info.value)
+    # A dataset inside the home folder is a nested mount, which Kubernetes allows.
+    traits = plan_traits(plan, {}, Home("home-ana-eu", "/data"))
+    assert [m["mountPath"] for m in traits["volume_mounts"]] == [
+        "/data",
+        "/data/climate",
+        "/data/scans",
+    ]
