@@ -23,6 +23,7 @@ _SCHEMA = {
     "gpu_queued": schemas.GPU_QUEUED,
     "gpu_admitted": schemas.GPU_ADMITTED,
     "gpu_abandoned": schemas.GPU_ABANDONED,
+    "dataset_mounted": schemas.DATASET_MOUNTED,
 }
 _QUEUE = ("gpu_queued", "gpu_admitted", "gpu_abandoned")
 _PLACEMENT = (
@@ -50,6 +51,17 @@ def event_data(event: SessionEvent) -> dict[str, Any]:
         data["server"] = event.server
     if event.kind in _QUEUE:
         return _queue_data(event, data)
+    if event.kind == "dataset_mounted":
+        if event.profile:
+            data["profile"] = event.profile
+        return {
+            **data,
+            "dataset": event.dataset or "",
+            "region": event.region or "",
+            "mode": event.mode or "read-only",
+            "mount_path": event.mount_path or "",
+            "source": event.source or "",
+        }
     if event.kind == "spawn_requested":
         data.update(recordable_request(event.request))
         if event.profile:

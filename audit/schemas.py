@@ -40,6 +40,7 @@ RETENTION = f"{BASE}/retention/v1"
 GPU_QUEUED = f"{BASE}/gpu-queued/v1"
 GPU_ADMITTED = f"{BASE}/gpu-admitted/v1"
 GPU_ABANDONED = f"{BASE}/gpu-abandoned/v1"
+DATASET_MOUNTED = f"{BASE}/dataset-mounted/v1"
 
 
 class InvalidEvent(ValueError):

@@ -33,6 +33,7 @@ from sovereign_hub.images.reference import PINNED, ImageReferenceError, require_
 from .quantity import Quantity
 
 if TYPE_CHECKING:
+    from .datasets import Dataset, RegionDatasets
     from .decision import NodeRequirement, Toleration
 
 _SLUG = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
@@ -336,6 +337,8 @@ class Policy(_Model):
     """Entitlements, by identity-provider group name. When several of a user's groups grant
     the same profile and region, a GPU spawn draws on the first such group in this order
     that has room."""
+    datasets: dict[Slug, Dataset] = Field(default_factory=dict)
+    """Datasets mounted into entitled groups' servers, by name (see :mod:`.datasets`)."""
 
     @cached_property
     def index(self) -> PolicyIndex:
@@ -347,6 +350,13 @@ class Policy(_Model):
                 for name, g in self.groups.items()
             },
         )
+
+    @cached_property
+    def dataset_index(self) -> dict[str, RegionDatasets]:
+        """Per region, which groups mount which datasets: built once, like ``index``."""
+        from .datasets import index_datasets  # that module builds on this one
+
+        return index_datasets(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ SessionEventKind = Literal[
     "gpu_queued",
     "gpu_admitted",
     "gpu_abandoned",
+    "dataset_mounted",
 ]
 OPTION_KEYS = ("profile", "region", "version")
 """The only ``user_options`` a user may send (the spawner refuses others), and the only
@@ -79,6 +80,14 @@ class SessionEvent:
     """Place in the GPU queue (``gpu_queued``)."""
     waited: float | None = None
     """Seconds spent in the GPU queue (``gpu_queued`` 0, then admitted or abandoned)."""
+    dataset: str | None = None
+    """The policy dataset mounted (``dataset_mounted``)."""
+    mode: str | None = None
+    """``read-only`` or ``read-write`` (``dataset_mounted``)."""
+    mount_path: str | None = None
+    """Where the dataset is mounted (``dataset_mounted``)."""
+    source: str | None = None
+    """The kind of the dataset's source (``dataset_mounted``)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -49,7 +49,7 @@ from sovereign_hub.reporting import (
 from .allocating import AllocationTracking
 from .form import form_context, render_form
 from .options import OptionsError, options_from_form, parse_user_options
-from .overlay import MANAGED_TRAITS, Home, plan_traits
+from .overlay import MANAGED_TRAITS, Home, mount_records, plan_traits
 from .pvc import ensure_claim, home_claim_name, make_home_pvc
 from .queueing import GpuQueueing
 from .quota import SHARED, GpuLedger
@@ -294,6 +294,8 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
         node = (pod or {}).get("spec", {}).get("nodeName")
         self.allocation = dataclasses.replace(self.allocation, node=node)
         self._report("server_started", **self.allocation.placement(), node=node)
+        for mounted in mount_records(plan):
+            self._report("dataset_mounted", **mounted)
         return url
 
     def apply_plan(self, plan: PodPlan) -> Home:

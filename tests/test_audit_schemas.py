@@ -44,6 +44,16 @@ QUEUED = {
     "waited_seconds": 0.0,
 }
 
+MOUNTED = {
+    **WHO,
+    "server": "",
+    "dataset": "climate",
+    "region": "eu",
+    "mode": "read-only",
+    "mount_path": "/data/climate",
+    "source": "persistentVolumeClaim",
+}
+
 VALID = [
     (schemas.LOGIN, {**WHO, "groups": ["eu-researchers"], "admin": False}),
     (
@@ -72,6 +82,8 @@ VALID = [
     (schemas.GPU_ADMITTED, {**QUEUED, "waited_seconds": 912.5}),
     (schemas.GPU_ABANDONED, {**QUEUED, "waited_seconds": 3600, "reason": "max_wait"}),
     (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "idle_cull"}),
+    (schemas.DATASET_MOUNTED, MOUNTED),
+    (schemas.DATASET_MOUNTED, {**MOUNTED, "profile": "cpu-small", "mode": "read-write"}),
     (
         schemas.IMAGE_PIN_CHANGED,
         {**WHO, "channel": "ds", "image": IMAGE, "digest": DIGEST, "reason": "revoked"},
@@ -177,6 +189,10 @@ INVALID = [
     (schemas.GPU_ADMITTED, {**QUEUED, "waited_seconds": -1}),
     (schemas.GPU_ABANDONED, {**QUEUED, "reason": "bored"}),
     (schemas.GPU_ABANDONED, {**QUEUED, "reason": "cancelled", "others": ["bob"]}),
+    (schemas.DATASET_MOUNTED, {**MOUNTED, "mode": "ro"}),  # the two modes, spelled out
+    (schemas.DATASET_MOUNTED, {k: v for k, v in MOUNTED.items() if k != "region"}),
+    (schemas.DATASET_MOUNTED, {**MOUNTED, "source": "hostPath"}),
+    (schemas.DATASET_MOUNTED, {**MOUNTED, "claim_name": "climate-eu"}),  # no source settings
 ]
 
 
@@ -292,6 +308,16 @@ def test_invalid_events(schema_id, data):
             quota_group="g",
             waited=3600.0,
             detail="max_wait",
+        ),
+        SessionEvent(
+            "dataset_mounted",
+            "ana",
+            profile="cpu-small",
+            region="eu",
+            dataset="climate",
+            mode="read-write",
+            mount_path="/data/climate",
+            source="nfs",
         ),
         SessionEvent(
             "image_pin_changed",
