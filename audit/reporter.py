@@ -14,11 +14,11 @@ _SCHEMA = {
     "login": schemas.LOGIN,
     "login_denied": schemas.LOGIN_DENIED,
     "logout": schemas.LOGOUT,
-    "spawn_requested": schemas.SPAWN_REQUESTED,
+    "spawn_requested": schemas.SPAWN_REQUESTED_V2,
     "spawn_denied": schemas.SPAWN_DENIED,
-    "server_started": schemas.SERVER_STARTED,
-    "spawn_failed": schemas.SPAWN_FAILED,
-    "server_stopped": schemas.SERVER_STOPPED,
+    "server_started": schemas.SERVER_STARTED_V2,
+    "spawn_failed": schemas.SPAWN_FAILED_V2,
+    "server_stopped": schemas.SERVER_STOPPED_V2,
     "image_pin_changed": schemas.IMAGE_PIN_CHANGED,
     "gpu_queued": schemas.GPU_QUEUED,
     "gpu_admitted": schemas.GPU_ADMITTED,
@@ -28,6 +28,7 @@ _QUEUE = ("gpu_queued", "gpu_admitted", "gpu_abandoned")
 _PLACEMENT = (
     "profile",
     "region",
+    "cluster",
     "channel",
     "image",
     "image_version",
@@ -54,6 +55,8 @@ def event_data(event: SessionEvent) -> dict[str, Any]:
         data.update(recordable_request(event.request))
         if event.profile:
             data["profile"] = event.profile
+        if event.cluster:
+            data["cluster"] = event.cluster
         return data
     for name in _PLACEMENT:
         value = getattr(event, name)

@@ -40,6 +40,12 @@ RETENTION = f"{BASE}/retention/v1"
 GPU_QUEUED = f"{BASE}/gpu-queued/v1"
 GPU_ADMITTED = f"{BASE}/gpu-admitted/v1"
 GPU_ABANDONED = f"{BASE}/gpu-abandoned/v1"
+# Version 2 of the spawn events adds the region's cluster; version 1 stays registered so
+# records written before it still validate and verify.
+SPAWN_REQUESTED_V2 = f"{BASE}/spawn-requested/v2"
+SERVER_STARTED_V2 = f"{BASE}/server-started/v2"
+SPAWN_FAILED_V2 = f"{BASE}/spawn-failed/v2"
+SERVER_STOPPED_V2 = f"{BASE}/server-stopped/v2"
 
 
 class InvalidEvent(ValueError):

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from sovereign_hub.policy import HUB_CLUSTER, parse_policy
+from sovereign_hub.spawner.clusters import kubeconfig_path
 from tests.conftest import ROOT
 
 
@@ -22,26 +23,34 @@ def _with_clusters(eu: dict | None, us: dict | None) -> str:
 
 
 @pytest.mark.parametrize(
-    ("eu", "us", "names"),
+    ("eu", "us", "names", "paths"),
     [
-        (None, None, ("hub", "hub")),
+        (None, None, ("hub", "hub"), (None, None)),
         (
             {"name": "eu-fra", "kubeconfigSecret": {"name": "eu-kube"}},
             None,
             ("eu-fra", HUB_CLUSTER),
+            ("/secrets/eu-kube/kubeconfig", None),
         ),
         (
             {"name": "eu-fra", "kubeconfigSecret": {"name": "eu-kube", "key": "config"}},
             {"name": "us-iad", "kubeconfig": "/etc/kube/us.yaml"},
             ("eu-fra", "us-iad"),
+            ("/secrets/eu-kube/config", "/etc/kube/us.yaml"),
         ),
         (  # two regions may share one cluster when they reach it the same way
             {"name": "shared", "kubeconfig": "/etc/kube/one.yaml"},
             {"name": "shared", "kubeconfig": "/etc/kube/one.yaml"},
             ("shared", "shared"),
+            ("/etc/kube/one.yaml", "/etc/kube/one.yaml"),
         ),
     ],
 )
-def test_a_region_names_its_cluster_or_runs_in_the_hubs(eu, us, names):
+def test_a_region_names_its_cluster_or_runs_in_the_hubs(eu, us, names, paths):
     policy = parse_policy(_with_clusters(eu, us)).policy
     assert (policy.regions["eu"].cluster_name, policy.regions["us"].cluster_name) == names
+    found = tuple(
+        kubeconfig_path(r.cluster, "/secrets") if r.cluster else None
+        for r in (policy.regions["eu"], policy.regions["us"])
+    )
+    assert found == paths
