@@ -34,6 +34,7 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubespawner.clients import shared_client
 from traitlets import Float, Unicode
+from traitlets.config import Configurable
 
 from sovereign_hub.policy import HUB_CLUSTER, Cluster, Policy
 from sovereign_hub.refusals import SpawnRefused
@@ -81,7 +82,7 @@ def regional_reflector(reflector_class: type) -> type:
     return type(f"Regional{reflector_class.__name__}", (reflector_class,), {"__init__": __init__})
 
 
-class RegionalClusters:
+class RegionalClusters(Configurable):
     """Mixin for a KubeSpawner subclass: use the cluster of the server's region."""
 
     cluster_secrets_dir = Unicode(
@@ -131,7 +132,9 @@ class RegionalClusters:
         except Exception as exc:
             # The exception's type says enough (refused, timeout, unreadable kubeconfig);
             # its text may carry a server address, which users need not see.
-            self.log.warning("region %s: cluster %s unreachable: %r", region, cluster.name, exc)
+            self.log.warning(
+                "region %s: cluster %s unreachable: %r", region, cluster.name, exc, exc_info=True
+            )
             raise SpawnRefused(
                 503,
                 f"Region {region!r} cannot start servers right now: its cluster "
