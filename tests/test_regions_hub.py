@@ -183,3 +183,41 @@ def test_emulated_us_cluster_down_at_hub_start_refuses_us_spawns_fast_and_eu_wor
         assert "Region 'us'" in failed[0]["data"]["detail"]
     finally:
         hub.stop()
+
+
+def test_emulated_us_cluster_stopped_mid_session_leaves_eu_users_working(
+    clusters, tmp_path, monkeypatch
+):
+    """The US API server goes away while a US and an EU server run: the EU user's server
+    still answers, a new EU spawn works, and a new US spawn is refused fast, naming the
+    region."""
+    eu, us = clusters
+    hub = start_hub(eu, us, tmp_path, monkeypatch)
+    try:
+        add_users(hub, "eu-researchers", "ana", "eve")
+        add_users(hub, "us-analysts", "bob", "dan")
+        assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+        assert spawn(hub, "bob", profile="cpu-small", region="us").status_code in (201, 202)
+        hub.wait_for_server("ana")
+        hub.wait_for_server("bob")
+
+        us.stop()
+
+        began = time.monotonic()
+        refused = spawn(hub, "dan", profile="cpu-small", region="us")
+        assert refused.status_code == 503, refused.text
+        assert "Region 'us'" in refused.json()["message"]
+        assert time.monotonic() - began < 10
+
+        assert spawn(hub, "eve", profile="cpu-small", region="eu").status_code in (201, 202)
+        hub.wait_for_server("eve")
+        assert names(eu, "pods") == {"jupyter-ana", "jupyter-eve"}
+        token = hub.api("POST", "/users/ana/tokens", json={}).json()["token"]
+        status = requests.get(
+            f"{hub.url}/user/ana/api/status",
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
+        )
+        assert status.status_code == 200, status.text
+    finally:
+        hub.stop()
