@@ -58,7 +58,7 @@ c.SovereignSpawner.reporter = hub_reporter(c)
 """
 
 
-def start_hub(eu: Cluster, us: Cluster, tmp_path: Path, monkeypatch) -> Hub:
+def start_hub(eu: Cluster, us: Cluster, tmp_path: Path, monkeypatch, cleanup: bool = True) -> Hub:
     """The hub in the EU (its own) cluster; the policy puts the US region in ``us``."""
     doc = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
     doc["regions"]["us"]["cluster"] = {"name": "us-east", "kubeconfig": str(us.kubeconfig)}
@@ -66,7 +66,7 @@ def start_hub(eu: Cluster, us: Cluster, tmp_path: Path, monkeypatch) -> Hub:
     policy.write_text(yaml.safe_dump(doc, sort_keys=False))
     monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)  # inherited by the hub process
     audit = AUDIT.format(spool=str(tmp_path / "spool"), store=str(tmp_path / "audit.sqlite"))
-    config = hub_config(eu, policy) + "c.JupyterHub.cleanup_servers = True\n" + audit
+    config = hub_config(eu, policy) + f"c.JupyterHub.cleanup_servers = {cleanup}\n" + audit
     return Hub(tmp_path / "hub", config, env={"KUBECONFIG": str(eu.kubeconfig)})
 
 
@@ -219,5 +219,31 @@ def test_emulated_us_cluster_stopped_mid_session_leaves_eu_users_working(
             timeout=30,
         )
         assert status.status_code == 200, status.text
+    finally:
+        hub.stop()
+
+
+def test_emulated_us_server_is_found_again_in_its_cluster_after_a_hub_restart(
+    clusters, tmp_path, monkeypatch
+):
+    """A restarted hub polls a running US server in the US cluster (its saved allocation
+    names the cluster), so the server stays up, and its stop deletes the pod there."""
+    eu, us = clusters
+    hub = start_hub(eu, us, tmp_path, monkeypatch, cleanup=False)
+    add_users(hub, "us-analysts", "bob")
+    assert spawn(hub, "bob", profile="cpu-small", region="us").status_code in (201, 202)
+    hub.wait_for_server("bob")
+    hub.stop()  # bob's server keeps running
+
+    hub = start_hub(eu, us, tmp_path, monkeypatch, cleanup=False)
+    try:
+        # At start-up the hub polls every running server; a poll that looked in the hub's
+        # own cluster would find no pod and mark the server stopped.
+        hub.wait_for_server("bob")
+        assert names(us, "pods") == {"jupyter-bob"}
+        assert hub.api("DELETE", "/users/bob/server").status_code in (202, 204)
+        hub.wait_for_server("bob", ready=False)
+        assert names(us, "pods") == set()
+        assert names(eu, "pods") == set()
     finally:
         hub.stop()
