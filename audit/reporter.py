@@ -29,6 +29,7 @@ _QUEUE = ("gpu_queued", "gpu_admitted", "gpu_abandoned")
 _PLACEMENT = (
     "profile",
     "region",
+    "cluster",
     "channel",
     "image",
     "image_version",
@@ -66,6 +67,8 @@ def event_data(event: SessionEvent) -> dict[str, Any]:
         data.update(recordable_request(event.request))
         if event.profile:
             data["profile"] = event.profile
+        if event.cluster:
+            data["cluster"] = event.cluster
         return data
     for name in _PLACEMENT:
         value = getattr(event, name)

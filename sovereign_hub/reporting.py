@@ -62,6 +62,8 @@ class SessionEvent:
     server: str = ""
     profile: str | None = None
     region: str | None = None
+    cluster: str | None = None
+    """The Kubernetes cluster of the region (``hub`` for the hub's own)."""
     channel: str | None = None
     image: str | None = None
     image_version: str | None = None

@@ -47,6 +47,7 @@ from sovereign_hub.reporting import (
 )
 
 from .allocating import AllocationTracking
+from .clusters import RegionalClusters, cluster_of
 from .form import form_context, render_form
 from .options import OptionsError, options_from_form, parse_user_options
 from .overlay import MANAGED_TRAITS, Home, mount_records, plan_traits
@@ -64,7 +65,9 @@ from .security import RestrictedPods
 from .state import STATE_KEY, Allocation, read_state, state_entry
 
 
-class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpawner):
+class SovereignSpawner(
+    RestrictedPods, GpuQueueing, AllocationTracking, RegionalClusters, KubeSpawner
+):
     """Spawn each user's server as the Sovereign Hub policy decides.
 
     Configure the policy with ``policy_file``. KubeSpawner's own settings
@@ -256,6 +259,7 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
             required=True,
             profile=request.profile,
             region=choice.region,
+            cluster=cluster_of(policy, choice.region),
             request=sent,
         )
         decision = await self.admit(identity, request, policy)
@@ -267,9 +271,11 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
             message = refusal_message(decision, identity, self.no_access_message)
             raise spawn_refused(message, identity, self.authenticator)
         plan = decision.plan
+        region = policy.regions[plan.region]
         try:
             home = self.apply_plan(plan)
-            self.allocation = Allocation.of(plan, home.claim_name, time.time())
+            self.allocation = Allocation.of(plan, home.claim_name, time.time(), region.cluster_name)
+            await self.use_cluster(plan.region, region.cluster, probe=True)
             if plan.image.notice:
                 self._notices.append(plan.image.notice)
             await ensure_claim(self.api, self.namespace, self.home_claim(plan, home))
@@ -286,12 +292,7 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
             raise
         self._record_pin(plan)
         self.waiting_room.started(self._key)
-        pod = (
-            self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
-            if self.pod_reflector
-            else None
-        )
-        node = (pod or {}).get("spec", {}).get("nodeName")
+        node = (self.own_pod() or {}).get("spec", {}).get("nodeName")
         self.allocation = dataclasses.replace(self.allocation, node=node)
         self._report("server_started", **self.allocation.placement(), node=node)
         for mounted in mount_records(plan):
@@ -327,8 +328,9 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
     def _spawn_failed(self, plan: PodPlan, detail: str) -> None:
         self.ledger.release(self._key)
         self.waiting_room.started(self._key)
+        placement = (self.allocation or Allocation.of(plan, "", 0)).placement()
         self.allocation = None
-        self._report("spawn_failed", **Allocation.of(plan, "", 0).placement(), detail=detail)
+        self._report("spawn_failed", **placement, detail=detail)
 
     def _record_pin(self, plan: PodPlan) -> None:
         image = plan.image
@@ -354,7 +356,7 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
     async def poll(self) -> int | None:
         status = await super().poll()
         if status is None and self.allocation is None and self.pod_reflector:
-            self._adopt(self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}"))
+            self._adopt(self.own_pod())
         if status is not None and self.allocation is not None:
             self.allocation = dataclasses.replace(self.allocation, stopped="failure")
         return status
@@ -369,6 +371,7 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
                 "server_stopped",
                 profile=allocation.profile,
                 region=allocation.region,
+                cluster=allocation.cluster,
                 image=allocation.image,
                 gpus=allocation.gpus,
                 quota_group=allocation.quota_group,

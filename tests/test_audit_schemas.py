@@ -78,6 +78,10 @@ VALID = [
         },
     ),
     (schemas.SPAWN_FAILED, {**WHO, "server": "", "detail": "timeout"}),
+    (schemas.SPAWN_REQUESTED, {**WHO, "server": "", "region": "us", "cluster": "us-iad"}),
+    (schemas.SPAWN_REQUESTED, {**WHO, "server": ""}),
+    (schemas.SPAWN_FAILED, {**WHO, "server": "", "detail": "timeout", "cluster": "hub"}),
+    (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "user", "cluster": "eu-fra"}),
     (schemas.GPU_QUEUED, {**QUEUED, "position": 3, "blocked_by": "capacity"}),
     (schemas.GPU_ADMITTED, {**QUEUED, "waited_seconds": 912.5}),
     (schemas.GPU_ABANDONED, {**QUEUED, "waited_seconds": 3600, "reason": "max_wait"}),
@@ -178,6 +182,9 @@ INVALID = [
         },
     ),
     (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "bored"}),
+    (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "user"}),  # no cluster
+    (schemas.SPAWN_FAILED, {**WHO, "server": "", "detail": "x", "cluster": "c" * 101}),
+    (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "user", "cluster": "hub"}),  # v1
     (
         schemas.API_ACTION,
         {**WHO, "method": "GET", "route": "/x", "status": 200},
@@ -255,6 +262,7 @@ def test_invalid_events(schema_id, data):
             "ana",
             profile="gpu-a100",
             region="eu",
+            cluster="eu-fra",
             channel="pytorch",
             image=IMAGE,
             image_version="1",
@@ -268,14 +276,22 @@ def test_invalid_events(schema_id, data):
             "ana",
             profile="gpu-a100",
             region="eu",
+            cluster="hub",
             image=IMAGE,
             gpus=1,
             detail="timeout",
         ),
         SessionEvent(
-            "server_stopped", "ana", profile="cpu", region="eu", image=IMAGE, stop_reason="failure"
+            "server_stopped",
+            "ana",
+            profile="cpu",
+            region="eu",
+            cluster="eu-fra",
+            image=IMAGE,
+            stop_reason="failure",
         ),
-        SessionEvent("server_stopped", "ana"),
+        SessionEvent("server_stopped", "ana", cluster="hub"),
+        SessionEvent("spawn_requested", "ana", region="us", cluster="us-iad"),
         SessionEvent(
             "gpu_queued",
             "ana",
