@@ -156,6 +156,22 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_public_key(args: argparse.Namespace) -> int:
+    source = "stdin" if args.private == "-" else args.private
+    try:
+        data = sys.stdin.buffer.read() if args.private == "-" else Path(args.private).read_bytes()
+        signer = Signer.from_pem(data, source=source)
+    except OSError as exc:
+        print(f"sovhub audit public-key: {source}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyFileError as exc:
+        print(f"sovhub audit public-key: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.buffer.write(signer.public_pem())
+    print(f"key id {signer.key_id}", file=sys.stderr)
+    return 0
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     try:
         records = list(read(args.store, _filters(args)))
@@ -274,6 +290,16 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     keygen.add_argument("out", metavar="OUT")
     keygen.set_defaults(func=cmd_keygen)
+
+    public_key = sub.add_parser(
+        "public-key",
+        help="print the public key of a signing key (e.g. the chart's generated one)",
+        description="Read an Ed25519 private key (PEM; '-' for stdin, as piped from "
+        "`kubectl get secret`) and print its public key as PEM, for `verify --public-key`; "
+        "its key id goes to stderr.",
+    )
+    public_key.add_argument("private", metavar="PRIVATE_KEY")
+    public_key.set_defaults(func=cmd_public_key)
 
     query = sub.add_parser("query", help="list events, filtered")
     query.add_argument("store", metavar="STORE")

@@ -434,6 +434,28 @@ def values_schema() -> dict:
                     "onSpoolFull": {"enum": ["fail-closed", "fail-open"]},
                     "spoolLimitBytes": {"type": "integer", "minimum": 1048576},
                     "hmacKey": obj({"existingSecret": STRING, "key": STRING}),
+                    "signingKey": obj(
+                        {
+                            "enabled": {"type": "boolean"},
+                            "existingSecret": STRING,
+                            "key": {"type": "string", "pattern": CONFIGMAP_KEY},
+                            "publicKeys": {
+                                "type": "array",
+                                "items": {
+                                    "type": "string",
+                                    "pattern": "^\\s*-----BEGIN PUBLIC KEY-----",
+                                    "description": "A PEM public key (`sovhub audit "
+                                    "public-key`), never the private key.",
+                                },
+                            },
+                        }
+                    ),
+                    "checkpoints": obj(
+                        {
+                            "everyRecords": {"type": "integer", "minimum": 0},
+                            "everySeconds": {"type": "number", "minimum": 0},
+                        }
+                    ),
                     "sinks": {"type": "array", "minItems": 1, "items": sink()},
                     "secrets": {
                         "type": "array",
@@ -472,7 +494,17 @@ def values_schema() -> dict:
                                 "hmacKey": {
                                     "required": ["existingSecret"],
                                     "properties": {"existingSecret": {"minLength": 1}},
-                                }
+                                },
+                                # A signing key the chart may not generate: the admin's, or off.
+                                "signingKey": {
+                                    "anyOf": [
+                                        {"properties": {"enabled": {"const": False}}},
+                                        {
+                                            "required": ["existingSecret"],
+                                            "properties": {"existingSecret": {"minLength": 1}},
+                                        },
+                                    ]
+                                },
                             }
                         },
                     },
