@@ -225,6 +225,16 @@ def values_schema() -> dict:
                             ),
                             "url": {"type": "string"},
                             "passwordSecret": obj({"name": STRING, "key": STRING}),
+                            "backup": obj(
+                                {
+                                    "enabled": {
+                                        "type": "boolean",
+                                        "description": "A pre-upgrade hook Job copies the "
+                                        "SQLite database before the new hub migrates it.",
+                                    },
+                                    "keep": {"type": "integer", "minimum": 0},
+                                }
+                            ),
                         },
                         ("type",),
                         **{

@@ -146,7 +146,7 @@ on the network's leading bits. Arguments: (list cidr address); prints "true".
   "release" (dict "name" .Release.Name "namespace" .Release.Namespace "fullname" $full)
   "names" (dict "hub" (printf "%s-hub" $full) "proxyApi" (printf "%s-proxy-api" $full))
   "labels" (dict "app.kubernetes.io/name" (include "sh.name" .) "app.kubernetes.io/instance" .Release.Name)
-  "hub" (dict "db" (omit .Values.hub.db "passwordSecret" "pvc") "metrics" .Values.hub.metrics "templatePaths" .Values.hub.templatePaths "templateVars" .Values.hub.templateVars)
+  "hub" (dict "db" (omit .Values.hub.db "passwordSecret" "pvc" "backup") "metrics" .Values.hub.metrics "templatePaths" .Values.hub.templatePaths "templateVars" .Values.hub.templateVars)
   "imagePullSecrets" .Values.imagePullSecrets
   "singleuser" .Values.singleuser
   "cull" .Values.cull
