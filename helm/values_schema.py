@@ -304,6 +304,31 @@ def values_schema() -> dict:
                                     "labels": free_map(),
                                 }
                             ),
+                            "prometheusRule": obj(
+                                {
+                                    "enabled": {"type": "boolean"},
+                                    "labels": free_map(),
+                                    "spoolFullRatio": {
+                                        "type": "number",
+                                        "exclusiveMinimum": 0,
+                                        "maximum": 1,
+                                    },
+                                    "sinkLagSeconds": {"type": "integer", "minimum": 1},
+                                    "spawnFailureRatio": {
+                                        "type": "number",
+                                        "exclusiveMinimum": 0,
+                                        "maximum": 1,
+                                    },
+                                    "gpuQueueWaitSeconds": {"type": "integer", "minimum": 1},
+                                }
+                            ),
+                            "grafanaDashboard": obj(
+                                {
+                                    "enabled": {"type": "boolean"},
+                                    "namespace": {"type": "string"},
+                                    "labels": free_map(),
+                                }
+                            ),
                         }
                     ),
                 }
