@@ -283,3 +283,29 @@ def test_postgresql_backup_and_restore_with_the_guides_commands(pg_url, tmp_path
     version = session.execute(text("SELECT version_num FROM alembic_version")).scalar()
     session.close()
     assert version != "from-the-future"
+
+
+def test_the_guides_restore_pod_is_valid_restricted_and_runs_the_restore(tmp_path):
+    """The pod the operations guide applies before `helm rollback`, checked as the chart's are."""
+    import kubernetes_validate
+
+    from sovereign_hub.spawner.security import restricted_violations
+
+    blocks = OPERATIONS.read_text().split("```yaml\n")[1:]
+    (pod,) = [
+        doc for b in blocks if (doc := yaml.safe_load(b.split("```")[0])).get("kind") == "Pod"
+    ]
+    kubernetes_validate.validate(pod, "1.35.0", strict=True)
+    assert restricted_violations(pod["spec"], "Pod/hub-db-restore") == []
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][:3] == ["sovhub", "hub-db", "restore"]
+    backup_dir, database = Path(container["args"][3]).parent, Path(container["args"][4])
+    # The same paths and claim the hook Job backs up into.
+    job = named(render_chart(helm_binary("4.1"), CHART), "Job")[f"{NAME}-hub-db-backup"]
+    hook = job["spec"]["template"]["spec"]
+    assert Path(hook["containers"][0]["args"][4]).parent == backup_dir
+    assert Path(hook["containers"][0]["args"][3]) == database
+    assert pod["spec"]["volumes"] == [
+        {"name": "state", "persistentVolumeClaim": hook["volumes"][0]["persistentVolumeClaim"]}
+    ]
+    assert container["volumeMounts"] == [{"name": "state", "mountPath": "/srv/jupyterhub"}]
