@@ -71,6 +71,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     status = (
         EXIT_BROKEN if not report.ok else EXIT_UNPROVEN if args.strict and not report.proven else 0
     )
+    if args.metrics_file:
+        from .verifymetrics import store_label, write_metrics
+
+        write_metrics(args.metrics_file, args.metrics_store or store_label(args.store), report)
     if args.json:
         print(
             json.dumps(
@@ -264,6 +268,17 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "newest records are sealed by a checkpoint)",
     )
     check.add_argument("--json", action="store_true")
+    check.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="also write the verdict as Prometheus metrics (sovereign_audit_verify_ok, …) to "
+        "PATH, e.g. for node_exporter's textfile collector; the chart's alerts use them",
+    )
+    check.add_argument(
+        "--metrics-store",
+        metavar="NAME",
+        help="the metrics' store label (default: STORE, without any password)",
+    )
     check.set_defaults(func=cmd_verify)
 
     retention = sub.add_parser(

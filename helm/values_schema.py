@@ -320,6 +320,7 @@ def values_schema() -> dict:
                                         "maximum": 1,
                                     },
                                     "gpuQueueWaitSeconds": {"type": "integer", "minimum": 1},
+                                    "verifyMaxAgeSeconds": {"type": "integer", "minimum": 1},
                                 }
                             ),
                             "grafanaDashboard": obj(
