@@ -33,8 +33,9 @@ lint: $(STAMP)
 # nftables and iproute2 (NetworkPolicies enforced in network namespaces).
 # The image tools (docs/howto/images.md): mmdebstrap builds the Debian bases,
 # buildah the images, skopeo copies them, umoci and runc run them in the tests.
+# prometheus for promtool, which checks and unit-tests the chart's alert rules.
 SYSTEM_PACKAGES := chromium postgresql rsyslog rsyslog-openssl unzip docker-registry \
-	nftables iproute2 mmdebstrap buildah skopeo umoci runc
+	nftables iproute2 mmdebstrap buildah skopeo umoci runc prometheus
 
 system:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \

@@ -55,6 +55,8 @@ class Site:
     hub_secrets_dir: Path
     oidc_secret_dir: Path
     db_password_file: Path
+    # After the fields every caller sets, so a Site built by keyword elsewhere still works.
+    signing_key_file: Path = Path("/etc/sovereign-hub/audit/signing/key.pem")
     in_pod: bool = True
     viewer_port: int = VIEWER_PORT
 
@@ -77,6 +79,9 @@ class Site:
             db_password_file=path(
                 "SOVEREIGN_HUB_DB_PASSWORD_FILE", "/etc/sovereign-hub/db/password"
             ),
+            signing_key_file=path(
+                "SOVEREIGN_AUDIT_SIGNING_KEY_FILE", "/etc/sovereign-hub/audit/signing/key.pem"
+            ),
         )
 
     @classmethod
@@ -92,6 +97,7 @@ class Site:
             hub_secrets_dir=state / "hub-secrets",
             oidc_secret_dir=state / "oidc",
             db_password_file=state / "db-password",
+            signing_key_file=state / "audit-signing-key.pem",
             in_pod=False,
             viewer_port=viewer_port,
         )
@@ -236,6 +242,13 @@ def _audit(c: Any, audit: Mapping[str, Any], instance: str, site: Site) -> None:
     c.AuditTrail.spool_limit_bytes = audit["spoolLimitBytes"]
     c.AuditTrail.hub_instance = instance
     c.AuditTrail.sinks = audit_sinks(audit["sinks"])
+    # The chart mounts the signing key when audit.signingKey.enabled; a missing or
+    # malformed key then stops the hub with the file's name, never signs silently less.
+    if audit.get("signing"):
+        c.AuditTrail.signing_key_file = str(site.signing_key_file)
+    if checkpoints := audit.get("checkpoints"):
+        c.AuditTrail.checkpoint_every_records = checkpoints["everyRecords"]
+        c.AuditTrail.checkpoint_every_seconds = float(checkpoints["everySeconds"])
     c.AuditTrail.shipping = "process"  # delivery never competes with the hub for the GIL
 
 

@@ -169,6 +169,9 @@ def test_the_chart_defaults(tmp_path):
             "spool_limit_bytes": 536870912,
             "hub_instance": "rel-sovereign-hub",
             "sinks": [{"type": "sqlite", "path": "/srv/jupyterhub/audit.sqlite"}],
+            "signing_key_file": "/etc/sovereign-hub/audit/signing/key.pem",
+            "checkpoint_every_records": 1000,
+            "checkpoint_every_seconds": 60.0,
             "shipping": "process",
         },
     }
@@ -311,6 +314,9 @@ def test_everything_on(tmp_path, example_policy_values):
                 },
                 {"type": "jsonl", "path": "-"},
             ],
+            "signing_key_file": "/etc/sovereign-hub/audit/signing/key.pem",
+            "checkpoint_every_records": 500,
+            "checkpoint_every_seconds": 30.0,
             "shipping": "process",
         },
     }
