@@ -14,6 +14,13 @@ from sovereign_hub.audit.reporter import event_data
 from sovereign_hub.audit.schemas import InvalidEvent, Validators
 from sovereign_hub.reporting import SessionEvent
 
+# Version 1 of the spawn events (before the region's cluster): still registered, so a trail
+# written by an earlier release validates.
+SPAWN_REQUESTED_V1 = f"{schemas.BASE}/spawn-requested/v1"
+SERVER_STARTED_V1 = f"{schemas.BASE}/server-started/v1"
+SPAWN_FAILED_V1 = f"{schemas.BASE}/spawn-failed/v1"
+SERVER_STOPPED_V1 = f"{schemas.BASE}/server-stopped/v1"
+
 V = Validators()
 REGISTRY: SchemaRegistry = V.registry
 DIGEST = "sha256:" + "a" * 64
@@ -61,10 +68,10 @@ VALID = [
         {**WHO, "reason_code": "no_entitlement", "reason": "none of your groups"},
     ),
     (schemas.LOGOUT, WHO),
-    (schemas.SPAWN_REQUESTED, {**WHO, "server": "", "profile": "gpu-a100", "region": "eu"}),
+    (SPAWN_REQUESTED_V1, {**WHO, "server": "", "profile": "gpu-a100", "region": "eu"}),
     (schemas.SPAWN_DENIED, {**WHO, "server": "", "reasons": [{"code": "x", "message": "y"}]}),
     (
-        schemas.SERVER_STARTED,
+        SERVER_STARTED_V1,
         {
             **WHO,
             "server": "",
@@ -77,7 +84,7 @@ VALID = [
             "node": "n1",
         },
     ),
-    (schemas.SPAWN_FAILED, {**WHO, "server": "", "detail": "timeout"}),
+    (SPAWN_FAILED_V1, {**WHO, "server": "", "detail": "timeout"}),
     (schemas.SPAWN_REQUESTED, {**WHO, "server": "", "region": "us", "cluster": "us-iad"}),
     (schemas.SPAWN_REQUESTED, {**WHO, "server": ""}),
     (schemas.SPAWN_FAILED, {**WHO, "server": "", "detail": "timeout", "cluster": "hub"}),
@@ -85,7 +92,7 @@ VALID = [
     (schemas.GPU_QUEUED, {**QUEUED, "position": 3, "blocked_by": "capacity"}),
     (schemas.GPU_ADMITTED, {**QUEUED, "waited_seconds": 912.5}),
     (schemas.GPU_ABANDONED, {**QUEUED, "waited_seconds": 3600, "reason": "max_wait"}),
-    (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "idle_cull"}),
+    (SERVER_STOPPED_V1, {**WHO, "server": "", "reason": "idle_cull"}),
     (schemas.DATASET_MOUNTED, MOUNTED),
     (schemas.DATASET_MOUNTED, {**MOUNTED, "profile": "cpu-small", "mode": "read-write"}),
     (
@@ -158,7 +165,7 @@ INVALID = [
         {**WHO, "token": "eyJhbGciOi..."},
     ),  # secrets have no place: unknown keys refused
     (
-        schemas.SERVER_STARTED,
+        SERVER_STARTED_V1,
         {
             **WHO,
             "server": "",
@@ -170,7 +177,7 @@ INVALID = [
         },
     ),
     (
-        schemas.SERVER_STARTED,
+        SERVER_STARTED_V1,
         {
             **WHO,
             "server": "",
@@ -181,10 +188,10 @@ INVALID = [
             "gpus": -1,
         },
     ),
-    (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "bored"}),
+    (SERVER_STOPPED_V1, {**WHO, "server": "", "reason": "bored"}),
     (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "user"}),  # no cluster
     (schemas.SPAWN_FAILED, {**WHO, "server": "", "detail": "x", "cluster": "c" * 101}),
-    (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "user", "cluster": "hub"}),  # v1
+    (SERVER_STOPPED_V1, {**WHO, "server": "", "reason": "user", "cluster": "hub"}),  # v1
     (
         schemas.API_ACTION,
         {**WHO, "method": "GET", "route": "/x", "status": 200},

@@ -48,10 +48,10 @@ def fill(trail: AuditTrail, n: int = 30) -> None:
             trail.emit(schemas.SERVER_STARTED, {
                 "actor": user, "subject": user, "server": "", "profile": "cpu-small",
                 "region": "eu" if user == "ana" else "us", "image": "q/x@sha256:" + "a" * 64,
-                "digest": "sha256:" + "a" * 64, "gpus": 0, "node": "n1"})  # fmt: skip
+                "digest": "sha256:" + "a" * 64, "gpus": 0, "node": "n1", "cluster": "hub"})  # fmt: skip
             trail.emit(schemas.SERVER_STOPPED, {
                 "actor": "admin", "subject": user, "server": "", "gpus": 0,
-                "reason": "entitlement_lost" if i == 3 else "user"})  # fmt: skip
+                "reason": "entitlement_lost" if i == 3 else "user", "cluster": "hub"})  # fmt: skip
     trail.emit(schemas.API_ACTION, {"actor": "admin", "subject": "ana", "method": "DELETE",
                                     "route": "/hub/api/users/ana/server", "target_user": "ana",
                                     "status": 204})  # fmt: skip
