@@ -40,6 +40,9 @@ RETENTION = f"{BASE}/retention/v1"
 GPU_QUEUED = f"{BASE}/gpu-queued/v1"
 GPU_ADMITTED = f"{BASE}/gpu-admitted/v1"
 GPU_ABANDONED = f"{BASE}/gpu-abandoned/v1"
+SHARE_GRANTED = f"{BASE}/share-granted/v1"
+SHARE_REFUSED = f"{BASE}/share-refused/v1"
+SHARE_REVOKED = f"{BASE}/share-revoked/v1"
 
 
 class InvalidEvent(ValueError):

@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 from sovereign_hub.images.reference import PINNED, ImageReferenceError, require_pinned
 
 from .quantity import Quantity
+from .sharing import Sharing
 
 if TYPE_CHECKING:
     from .decision import NodeRequirement, Toleration
@@ -336,6 +337,8 @@ class Policy(_Model):
     """Entitlements, by identity-provider group name. When several of a user's groups grant
     the same profile and region, a GPU spawn draws on the first such group in this order
     that has room."""
+    sharing: Sharing = Sharing()
+    """Who may share a running server with whom, and for how long."""
 
     @cached_property
     def index(self) -> PolicyIndex:
