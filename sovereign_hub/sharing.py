@@ -24,6 +24,7 @@ running in that region), is revoked and the revocation audited.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -445,5 +446,11 @@ def install(c: Config) -> GovernedSharing:
     settings = dict(c.JupyterHub.get("tornado_settings", {}))
     settings[SETTING] = governor
     c.JupyterHub.tornado_settings = settings
-    IOLoop.current().add_callback(governor.start, JupyterHub.instance)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        # Not inside a starting hub (JupyterHub reads its config in its event loop).
+        log.warning("sharing.install outside the hub's event loop: no reconcile started")
+    else:
+        IOLoop.current().add_callback(governor.start, JupyterHub.instance)
     return governor
