@@ -10,6 +10,7 @@ project's emulator unless SOVEREIGN_TEST_KUBECONFIG names a real cluster.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 
 import requests
 
@@ -17,7 +18,7 @@ import tests.test_spawner_hub as hub_tests
 from sovereign_hub.audit.store import read
 from sovereign_hub.sandbox.hubprocess import Hub
 from tests.conftest import eventually
-from tests.test_spawner_hub import add_users, spawn
+from tests.test_spawner_hub import add_users, login, spawn
 
 start_hub = hub_tests.start_hub
 policy_copy = hub_tests.policy_copy
@@ -139,3 +140,58 @@ async def test_ana_shares_with_an_eu_colleague_not_with_bob_and_the_share_expire
     assert events[3][1]["reason_code"] == "recipient_not_allowed"
     assert events[4][1]["actor"] == "system"
     assert events[4][1]["reason_code"] == "expired"
+
+
+async def test_a_share_code_is_capped_and_checked_when_it_is_accepted(
+    kube, start_hub, policy_copy, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)
+    store = tmp_path / "audit.sqlite"
+    hub = start_hub(
+        policy_copy, extra_config=SHARING.format(spool=str(tmp_path / "spool"), store=str(store))
+    )
+    add_users(hub, "eu-researchers", "ana", "carla")
+    add_users(hub, "us-analysts", "bob")
+    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    ana = token_of(hub, "ana")
+
+    too_long = as_user(hub, ana, "POST", "/hub/api/share-codes/ana/", json={"expires_in": 86400})
+    assert too_long.status_code == 403
+    assert "28800 seconds" in too_long.json()["message"]  # the policy's 480 minutes
+    made = as_user(hub, ana, "POST", "/hub/api/share-codes/ana/", json={})
+    assert made.status_code == 200, made.text
+    code = made.json()["code"]
+    created = datetime.fromisoformat(made.json()["created_at"].replace("Z", "+00:00"))
+    expires = datetime.fromisoformat(made.json()["expires_at"].replace("Z", "+00:00"))
+    assert timedelta(hours=7, minutes=59) < expires - created <= timedelta(hours=8)
+
+    def accept(user: str) -> requests.Response:
+        # As in a browser: the accept-share page, then its form (with the xsrf token).
+        session = login(hub, user)
+        page = session.get(f"{hub.url}/hub/accept-share", params={"code": code}, timeout=30)
+        assert page.status_code == 200, page.text
+        return session.post(
+            f"{hub.url}/hub/accept-share",
+            data={"code": code, "_xsrf": session.cookies.get("_xsrf", path="/hub/")},
+            allow_redirects=False,
+            timeout=30,
+        )
+
+    refused = accept("bob")
+    assert refused.status_code == 403
+    assert "not entitled to region &#39;eu&#39;" in refused.text  # HTML-escaped on the page
+    accepted = accept("carla")
+    assert accepted.status_code == 302, accepted.text
+    listed = hub.api("GET", "/shares/ana/").json()["items"]
+    assert [s["user"]["name"] for s in listed] == ["carla"]
+
+    kinds = [
+        (kind, data["recipient_kind"], data["recipient"]) for kind, data in share_events(store)
+    ]
+    assert kinds == [
+        ("share-refused", "code", ""),
+        ("share-granted", "code", ""),
+        ("share-refused", "user", "bob"),
+        ("share-granted", "user", "carla"),
+    ]
