@@ -437,7 +437,7 @@ def test_sink_keys_only_the_chart_reads_never_reach_the_trail(tmp_path):
 def test_enable_sharing_adds_the_sharing_scopes_to_the_user_role_and_governs_the_routes():
     from jupyterhub import apihandlers, handlers
 
-    from sovereign_hub import sharing
+    from sovereign_hub import share_handlers, sharing
     from sovereign_hub.hubconfig import enable_sharing
 
     c = Config()
@@ -459,6 +459,6 @@ def test_enable_sharing_adds_the_sharing_scopes_to_the_user_role_and_governs_the
     routes = {
         route[0]: route[1] for route in [*apihandlers.default_handlers, *handlers.default_handlers]
     }
-    assert routes[r"/api/shares/([^/]+)/([^/]*)"] is sharing.GovernedShareHandler
-    assert routes[r"/api/share-codes/([^/]+)/([^/]*)"] is sharing.GovernedShareCodeHandler
-    assert routes[r"/accept-share"] is sharing.GovernedAcceptShareHandler
+    assert routes[r"/api/shares/([^/]+)/([^/]*)"] is share_handlers.GovernedShareHandler
+    assert routes[r"/api/share-codes/([^/]+)/([^/]*)"] is share_handlers.GovernedShareCodeHandler
+    assert routes[r"/accept-share"] is share_handlers.GovernedAcceptShareHandler
