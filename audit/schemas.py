@@ -41,6 +41,9 @@ GPU_QUEUED = f"{BASE}/gpu-queued/v1"
 GPU_ADMITTED = f"{BASE}/gpu-admitted/v1"
 GPU_ABANDONED = f"{BASE}/gpu-abandoned/v1"
 DATASET_MOUNTED = f"{BASE}/dataset-mounted/v1"
+SHARE_GRANTED = f"{BASE}/share-granted/v1"
+SHARE_REFUSED = f"{BASE}/share-refused/v1"
+SHARE_REVOKED = f"{BASE}/share-revoked/v1"
 
 
 class InvalidEvent(ValueError):

@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 from sovereign_hub.images.reference import PINNED, ImageReferenceError, require_pinned
 
 from .quantity import Quantity
+from .sharing import Sharing
 
 if TYPE_CHECKING:
     from .datasets import Dataset, RegionDatasets
@@ -404,6 +405,8 @@ class Policy(_Model):
     that has room."""
     datasets: dict[Slug, Dataset] = Field(default_factory=dict)
     """Datasets mounted into entitled groups' servers, by name (see :mod:`.datasets`)."""
+    sharing: Sharing = Sharing()
+    """Who may share a running server with whom, and for how long."""
 
     @cached_property
     def index(self) -> PolicyIndex:

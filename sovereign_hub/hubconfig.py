@@ -341,6 +341,33 @@ def run_extra_config(c: Any, directory: Path) -> list[Path]:
     return ran
 
 
+SHARING_SCOPES = ("shares!user", "read:users:name", "read:groups:name")
+"""What every user needs to share their own servers by user or group name
+(JupyterHub's default ``user`` role has only ``self``)."""
+
+
+def enable_sharing(c: Any) -> None:
+    """Let users share their running servers, as the policy's ``sharing`` section allows.
+
+    Adds :data:`SHARING_SCOPES` to the ``user`` role (keeping scopes another part
+    of the config gave it) and installs :mod:`sovereign_hub.sharing`. Without a
+    ``sharing`` section in the policy no one may share, whatever the scopes say.
+    """
+    from sovereign_hub import sharing
+
+    roles = list(c.JupyterHub.get("load_roles", []))
+    user = next((r for r in roles if r.get("name") == "user"), None)
+    if user is None:
+        user = {"name": "user", "scopes": ["self"]}
+        roles.append(user)
+    user["scopes"] = [
+        *user.get("scopes", []),
+        *(s for s in SHARING_SCOPES if s not in user.get("scopes", [])),
+    ]
+    c.JupyterHub.load_roles = roles
+    sharing.install(c)
+
+
 def attach_audit(c: Any) -> None:
     """Start the audit trail and hand its reporter to the spawner and authenticator.
 
@@ -348,12 +375,15 @@ def attach_audit(c: Any) -> None:
     """
     from sovereign_hub.audit import hub_reporter
 
-    c.SovereignSpawner.reporter = c.SovereignAuthenticator.reporter = hub_reporter(c)
+    reporter = hub_reporter(c)
+    c.SovereignSpawner.reporter = c.SovereignAuthenticator.reporter = reporter
+    c.GovernedSharing.reporter = reporter
 
 
 def main_config(c: Any, site: Site | None = None) -> None:
     """Everything the chart's ``jupyterhub_config.py`` does, in order."""
     site = site or Site.pod()
     configure(c, load_values(site.config_dir / "values.yaml"), site)
+    enable_sharing(c)
     run_extra_config(c, site.config_dir)
     attach_audit(c)

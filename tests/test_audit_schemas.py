@@ -61,7 +61,26 @@ MOUNTED = {
     "source": "persistentVolumeClaim",
 }
 
+SHARE = {
+    **WHO,
+    "server": "",
+    "region": "eu",
+    "recipient_kind": "user",
+    "recipient": "carla",
+}
+
+
 VALID = [
+    (schemas.SHARE_GRANTED, {**SHARE, "expires_at": "2026-11-29T18:00:00+00:00"}),
+    (
+        schemas.SHARE_REFUSED,
+        {**SHARE, "reason_code": "region_not_entitled", "reason": "not in eu"},
+    ),
+    (schemas.SHARE_REVOKED, {**SHARE, "reason_code": "expired", "reason": "ended"}),
+    (
+        schemas.SHARE_REVOKED,
+        {**SHARE, "recipient_kind": "code", "recipient": "", "reason_code": "revoked"},
+    ),
     (schemas.LOGIN, {**WHO, "groups": ["eu-researchers"], "admin": False}),
     (
         schemas.LOGIN_DENIED,
@@ -154,6 +173,10 @@ VALID = [
     ),
 ]
 INVALID = [
+    (schemas.SHARE_GRANTED, SHARE),  # a grant without its expiry
+    (schemas.SHARE_GRANTED, {**SHARE, "expires_at": "x", "code": "secret"}),  # no codes
+    (schemas.SHARE_REFUSED, {**SHARE, "reason_code": "bored", "reason": "x"}),
+    (schemas.SHARE_REVOKED, {**SHARE, "recipient_kind": "everyone", "reason_code": "revoked"}),
     (schemas.CHECKPOINT, {**CHECKPOINT, "subject": "ana"}),  # about no user
     (schemas.CHECKPOINT, {**CHECKPOINT, "signature": "not-hex"}),
     (schemas.CHECKPOINT, {**CHECKPOINT, "every_seconds": 1.5}),  # no floats in the chain

@@ -438,3 +438,33 @@ def test_sink_keys_only_the_chart_reads_never_reach_the_trail(tmp_path):
     c = Config()
     configure(c, values, pod_site(out))
     assert c.AuditTrail.sinks == [{"type": "syslog", "host": "rsyslog.logging", "port": 6514}]
+
+
+def test_enable_sharing_adds_the_sharing_scopes_to_the_user_role_and_governs_the_routes():
+    from jupyterhub import apihandlers, handlers
+
+    from sovereign_hub import share_handlers, sharing
+    from sovereign_hub.hubconfig import enable_sharing
+
+    c = Config()
+    c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "access:services!service=a"]}]
+    enable_sharing(c)
+    assert c.JupyterHub.load_roles == [
+        {
+            "name": "user",
+            "scopes": [
+                "self",
+                "access:services!service=a",
+                "shares!user",
+                "read:users:name",
+                "read:groups:name",
+            ],
+        }
+    ]
+    assert isinstance(c.JupyterHub.tornado_settings[sharing.SETTING], sharing.GovernedSharing)
+    routes = {
+        route[0]: route[1] for route in [*apihandlers.default_handlers, *handlers.default_handlers]
+    }
+    assert routes[r"/api/shares/([^/]+)/([^/]*)"] is share_handlers.GovernedShareHandler
+    assert routes[r"/api/share-codes/([^/]+)/([^/]*)"] is share_handlers.GovernedShareCodeHandler
+    assert routes[r"/accept-share"] is share_handlers.GovernedAcceptShareHandler
