@@ -53,6 +53,7 @@ from .overlay import MANAGED_TRAITS, Home, plan_traits
 from .pvc import ensure_claim, home_claim_name, make_home_pvc
 from .queueing import GpuQueueing
 from .quota import SHARED, GpuLedger
+from .readiness import ReadinessProbing
 from .request import (
     contact_of,
     refusal_message,
@@ -64,7 +65,9 @@ from .security import RestrictedPods
 from .state import STATE_KEY, Allocation, read_state, state_entry
 
 
-class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpawner):
+class SovereignSpawner(
+    RestrictedPods, ReadinessProbing, GpuQueueing, AllocationTracking, KubeSpawner
+):
     """Spawn each user's server as the Sovereign Hub policy decides.
 
     Configure the policy with ``policy_file``. KubeSpawner's own settings
