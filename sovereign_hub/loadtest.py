@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -297,16 +297,18 @@ def run(hub_url: str, users: Sequence[SimUser], plan: LoadPlan) -> Report:
     """Run ``users`` against the hub at ``hub_url``; bounded by ``plan.deadline_seconds``."""
     t0 = time.monotonic()
     results: list[UserResult] = []
-    with ThreadPoolExecutor(plan.concurrency, thread_name_prefix="simuser") as pool:
-        futures = [pool.submit(simulate, hub_url, u, plan, t0) for u in users]
-        deadline = t0 + plan.deadline_seconds
-        unfinished = 0
-        for future in futures:
-            try:
-                results.append(future.result(timeout=max(0.0, deadline - time.monotonic())))
-            except TimeoutError:
-                unfinished += 1
-                future.cancel()
+    pool = ThreadPoolExecutor(plan.concurrency, thread_name_prefix="simuser")
+    futures = [pool.submit(simulate, hub_url, u, plan, t0) for u in users]
+    deadline = t0 + plan.deadline_seconds
+    unfinished = 0
+    for future in futures:
+        try:
+            results.append(future.result(timeout=max(0.0, deadline - time.monotonic())))
+        except TimeoutError:
+            unfinished += 1
+    # Past the deadline, users not yet started never start; those mid-way are left
+    # to finish on their own (their threads end with their HTTP timeouts).
+    pool.shutdown(wait=False, cancel_futures=True)
     return Report(plan, results, time.monotonic() - t0, unfinished)
 
 
@@ -314,7 +316,8 @@ def run(hub_url: str, users: Sequence[SimUser], plan: LoadPlan) -> Report:
 class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
     """The sandbox's system, sized for load: OIDC provider with the simulated users,
     emulated Kubernetes with light pods, and the real hub, proxy, spawner,
-    authenticator and audit trail (SQLite) under ``state``."""
+    authenticator and audit trail (SQLite) under ``state``. ``extra_config`` is
+    given the running cluster and returns hub configuration to append."""
 
     def __init__(
         self,
@@ -323,7 +326,7 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
         *,
         policy: Path = ROOT / "examples" / "policy.yaml",
         nodes: Path = ROOT / "sandbox" / "nodes.yaml",
-        extra_config: str = "",
+        extra_config: Callable[[Cluster], str] | None = None,
     ) -> None:
         self.users, self.state, self.policy, self.nodes = users, state, policy, nodes
         self.extra_config = extra_config
@@ -354,7 +357,10 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
                 "KUBECONFIG": str(self.cluster.kubeconfig),
                 "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
             }
-            self.hub = Hub(self.state / "hub", config + self.extra_config, env=env, port=port)
+            if self.extra_config is not None:
+                # After the sandbox's: what it sets last wins (e.g. another spawner_class).
+                config += self.extra_config(self.cluster)
+            self.hub = Hub(self.state / "hub", config, env=env, port=port)
             self._stack.callback(self.hub.stop)
         except BaseException:
             self._stack.close()
