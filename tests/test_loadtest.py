@@ -9,6 +9,7 @@ JupyterLab: this measures the hub's path, not a notebook's start-up.
 from __future__ import annotations
 
 import pytest
+import requests
 
 from sovereign_hub.loadtest import (
     LoadEnvironment,
@@ -19,6 +20,7 @@ from sovereign_hub.loadtest import (
     run,
 )
 from sovereign_hub.policy import load_policy
+from sovereign_hub.sandbox.oidc import login_via_provider
 from tests.conftest import ROOT
 
 POLICY = load_policy(ROOT / "examples" / "policy.yaml").policy
@@ -76,3 +78,30 @@ def test_forty_users_twenty_at_a_time_all_spawn_and_the_audit_trail_is_whole(tmp
     for family in ("login", "spawn-requested", "server-started", "server-stopped"):
         assert events[family] == 40, (family, events)
     assert events["spawn-failed"] == 0, events
+
+
+def test_a_light_pod_answers_its_own_user_only(tmp_path):
+    """Light pods stand in for servers under load, so they refuse what a real one refuses."""
+    plan = LoadPlan(users=2, concurrency=2, arrival="burst")
+    owner, other = population(plan, POLICY)
+    with LoadEnvironment([owner, other], tmp_path / "load") as env:
+        tokens = {}
+        for user in (owner, other):
+            _, landed = login_via_provider(env.hub.url, user.name)
+            assert landed.status_code == 200
+            tokens[user.name] = env.hub.api("POST", f"/users/{user.name}/tokens", json={}).json()[
+                "token"
+            ]
+        options = {"profile": owner.choice.profile, "region": owner.choice.region}
+        assert env.hub.api("POST", f"/users/{owner.name}/server", json=options).ok
+        env.hub.wait_for_server(owner.name)
+        url = f"{env.hub.url}/user/{owner.name}/api/status"
+
+        def status(token: str | None) -> int:
+            headers = {"Authorization": f"token {token}"} if token else {}
+            return requests.get(url, headers=headers, timeout=30).status_code
+
+        assert status(tokens[owner.name]) == 200
+        assert status(tokens[other.name]) == 403
+        assert status(None) == 403
+        assert status("not-a-token") == 403
