@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system helm checkov notebook-env gpu-lock-check base-wheels lock sandbox test lint suite \
-	unit docs bench fuzz clean images release bundle
+	unit docs bench bench-scale fuzz clean images release bundle
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -195,6 +195,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_viewer.py
 	$(BIN)/python benchmarks/bench_sandbox.py
 	$(BIN)/python benchmarks/bench_images.py --build
+
+# One hub under load, Sovereign Hub and stock KubeSpawner side by side in one run
+# (light pods; docs/explanation/scale.md). SCALE_ARGS sizes it.
+SCALE_ARGS ?= --users 60 --concurrency 30 --ramp-seconds 10 --idle-seconds 2 --deadline-seconds 300
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/bench_scale.py $(SCALE_ARGS) --out benchmarks/results/scale.md
 
 clean:
 	rm -rf $(VENV) .venv-notebook .tools docs/_build .pytest_cache .ruff_cache

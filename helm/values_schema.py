@@ -358,6 +358,7 @@ def values_schema() -> dict:
                     "homeMountPath": {"type": "string", "pattern": "^/"},
                     "homeSize": QUANTITY,
                     "startTimeout": {"type": "integer", "minimum": 30},
+                    "httpTimeout": {"type": "integer", "minimum": 5},
                     "networkPolicy": obj(
                         {
                             "enabled": {"type": "boolean"},

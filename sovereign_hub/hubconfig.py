@@ -182,6 +182,9 @@ def _spawner(c: Any, values: Mapping[str, Any], site: Site) -> None:
     c.SovereignSpawner.home_mount_path = singleuser["homeMountPath"]
     c.SovereignSpawner.home_size = singleuser["homeSize"]
     c.SovereignSpawner.start_timeout = singleuser["startTimeout"]
+    # User pods carry a readiness probe (spawner/readiness.py): start_timeout
+    # bounds the wait for a slow server, http_timeout only the last network hop.
+    c.SovereignSpawner.http_timeout = singleuser.get("httpTimeout", 30)
     c.SovereignSpawner.common_labels = {
         **values["labels"],
         "app.kubernetes.io/managed-by": "kubespawner",

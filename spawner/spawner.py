@@ -54,6 +54,7 @@ from .overlay import MANAGED_TRAITS, Home, mount_records, plan_traits
 from .pvc import ensure_claim, home_claim_name, make_home_pvc
 from .queueing import GpuQueueing
 from .quota import SHARED, GpuLedger
+from .readiness import ReadinessProbing
 from .request import (
     contact_of,
     refusal_message,
@@ -66,7 +67,12 @@ from .state import STATE_KEY, Allocation, read_state, state_entry
 
 
 class SovereignSpawner(
-    RestrictedPods, GpuQueueing, AllocationTracking, RegionalClusters, KubeSpawner
+    RestrictedPods,
+    ReadinessProbing,
+    GpuQueueing,
+    AllocationTracking,
+    RegionalClusters,
+    KubeSpawner,
 ):
     """Spawn each user's server as the Sovereign Hub policy decides.
 

@@ -144,6 +144,7 @@ def test_the_chart_defaults(tmp_path):
             "home_mount_path": "/home/jovyan",
             "home_size": "10Gi",
             "start_timeout": 300,
+            "http_timeout": 30,
             "common_labels": LABELS,
             "home_access_modes": ["ReadWriteOnce"],
         },
@@ -247,6 +248,7 @@ def test_everything_on(tmp_path, example_policy_values):
             "home_mount_path": "/home/jovyan",
             "home_size": "50Gi",
             "start_timeout": 300,
+            "http_timeout": 30,
             "common_labels": {**LABELS, "cost-center": "research"},
             "environment": {"HTTPS_PROXY": "http://proxy.corp.example:3128"},
             "tolerations": [

@@ -92,6 +92,8 @@ class Cluster:
     kubeconfig_path: Path | None = None
     real_nodes: bool = False
     namespace: str = "default"
+    light_pods: bool = False
+    """Run every pod as a minimal single-user server in this process (kube/lightpod.py)."""
     kubeconfig: Path = field(init=False)
     server: str = field(init=False, default="")
     emulated: bool = field(init=False, default=True)
@@ -236,6 +238,7 @@ class Cluster:
             nodes=set(self.nodes.values()),
             state_dir=self.state_dir,
             namespace=watch_ns,
+            light=self.light_pods,
         )
         if self.api is not None:
             # pods/exec reaches the pod's kubelet, as a real API server proxies it there.
