@@ -62,9 +62,10 @@ from .request import (
 )
 from .security import RestrictedPods
 from .state import STATE_KEY, Allocation, read_state, state_entry
+from .transient import ApiRetries, clear_failure
 
 
-class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpawner):
+class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, ApiRetries, KubeSpawner):
     """Spawn each user's server as the Sovereign Hub policy decides.
 
     Configure the policy with ``policy_file``. KubeSpawner's own settings
@@ -272,7 +273,12 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
             self.allocation = Allocation.of(plan, home.claim_name, time.time())
             if plan.image.notice:
                 self._notices.append(plan.image.notice)
-            await ensure_claim(self.api, self.namespace, self.home_claim(plan, home))
+            await ensure_claim(
+                self.api,
+                self.namespace,
+                self.home_claim(plan, home),
+                self.k8s_api_request_retry_timeout,
+            )
             url = await asyncio.wait_for(super().start(), timeout=self._own_start_timeout * 0.95)
         except asyncio.CancelledError:
             self._spawn_failed(plan, "cancelled")
@@ -282,8 +288,9 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
             self._spawn_failed(plan, message)
             raise TimeoutError(message) from None
         except Exception as exc:
-            self._spawn_failed(plan, str(exc) or type(exc).__name__)
-            raise
+            failure = clear_failure(exc, "starting the server")
+            self._spawn_failed(plan, str(failure) or type(exc).__name__)
+            raise failure from (None if failure is exc else exc)
         self._record_pin(plan)
         self.waiting_room.started(self._key)
         pod = (
