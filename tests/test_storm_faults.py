@@ -1,0 +1,242 @@
+"""Faults during a spawn storm: the Kubernetes API server restarted, the proxy killed.
+
+A real hub and configurable-http-proxy with the Sovereign spawner and the
+audit trail (SQLite sink, HMAC chain), on the emulated cluster: Kubernetes is
+emulated, so an API server restart is :meth:`Cluster.restart_api_server` (the
+state kept as etcd keeps it, the same port, every watch dropped). Each pod
+runs a tiny HTTP server that answers with its user's name, so "reachable"
+means the right pod answered through the proxy.
+
+Afterwards, for every fault: each spawn ended started (and reachable) or
+stopped with a recorded reason, no pod or claim belongs to a spawn the hub
+refused or forgot, the GPU ledger equals the GPU pods, the hub still sees the
+cluster change (its reflectors resumed), and the audit trail has a terminal
+record for every spawn request and verifies.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from sovereign_hub.audit.checkpoint import family_of
+from sovereign_hub.audit.store import read
+from sovereign_hub.audit.verify import verify
+from sovereign_hub.policy.decision import LABEL_PREFIX
+from sovereign_hub.sandbox.hubprocess import Hub
+from tests.conftest import ROOT
+from tests.test_spawn_api_fuzz import LEDGER_HANDLER
+from tests.test_spawn_faults import no_orphans_and_exact_holds
+
+GPU_USERS = [f"gpu{i:02d}" for i in range(6)]  # quota 2: four are refused
+EU_USERS = [f"eu{i:02d}" for i in range(8)]  # exactly fill the EU CPU node
+US_USERS = [f"us{i:02d}" for i in range(2)]
+USERS = GPU_USERS + EU_USERS + US_USERS
+TERMINAL = {"server-started", "spawn-failed", "spawn-denied"}
+# The pod's "notebook": answers every path with its user's name, on the port the hub expects.
+POD_SERVER = (
+    "import http.server, os\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200); self.end_headers()\n"
+    "        self.wfile.write(os.environ['JUPYTERHUB_USER'].encode())\n"
+    "    def log_message(self, *a): pass\n"
+    "http.server.ThreadingHTTPServer(('0.0.0.0', 8888), H).serve_forever()\n"
+)
+
+
+def body_of(user: str) -> dict[str, str]:
+    if user in GPU_USERS:
+        return {"profile": "gpu-a100", "region": "eu"}
+    return {"profile": "cpu-small", "region": "us" if user in US_USERS else "eu"}
+
+
+def hub_config(kube, policy: Path, state: Path) -> str:
+    # sh -c: whatever arguments the spawner appends become ignored positional parameters.
+    cmd = ["sh", "-c", f'exec {sys.executable} -c "$POD_SERVER"', "pod"]
+    settings = {
+        "policy_file": str(policy),
+        "namespace": kube.namespace,
+        "scheduler_name": kube.scheduler_name,
+        "cmd": cmd,
+        "args": [],
+        "environment": {"POD_SERVER": POD_SERVER},
+        "start_timeout": 120,
+        "http_timeout": 60,
+    }
+    audit = {
+        "spool_dir": str(state / "spool"),
+        "sinks": [{"type": "sqlite", "path": str(state / "audit.sqlite")}],
+        "hmac_key_file": str(state / "audit-hmac-key"),
+        "hub_instance": "storm",
+    }
+    return "\n".join(
+        [
+            'c.JupyterHub.authenticator_class = "dummy"',
+            "c.Authenticator.allow_all = True",
+            'c.JupyterHub.spawner_class = "sovereign"',
+            "c.JupyterHub.cleanup_servers = False",
+            *(f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()),
+            *(f"c.AuditTrail.{k} = {v!r}" for k, v in audit.items()),
+            LEDGER_HANDLER,
+            "from sovereign_hub.hubconfig import attach_audit",
+            "attach_audit(c)",
+        ]
+    )
+
+
+@dataclass
+class Storm:
+    hub: Hub
+    state: Path
+
+    def spawn_all(self) -> dict[str, int]:
+        def spawn(user: str) -> int:
+            return self.hub.api(
+                "POST", f"/users/{user}/server", json=body_of(user), timeout=120
+            ).status_code
+
+        with ThreadPoolExecutor(len(USERS)) as pool:
+            return dict(zip(USERS, pool.map(spawn, USERS), strict=True))
+
+    def settle(self, timeout: float = 150) -> dict[str, dict]:
+        """Wait until no server is pending; return each user's default server (or {})."""
+        deadline = time.monotonic() + timeout
+        servers: dict[str, dict] = {}
+        while time.monotonic() < deadline:
+            models = self.hub.api("GET", "/users").json()
+            servers = {
+                m["name"]: m.get("servers", {}).get("", {}) for m in models if m["name"] in USERS
+            }
+            if not any(s.get("pending") for s in servers.values()):
+                return servers
+            time.sleep(0.5)
+        pending = {u: s["pending"] for u, s in servers.items() if s.get("pending")}
+        raise AssertionError(f"still pending after {timeout:.0f} s: {pending}")
+
+    def reachable(self, user: str) -> bool:
+        token = self.hub.token
+        try:
+            r = requests.get(
+                f"{self.hub.url}/user/{user}/",
+                headers={"Authorization": f"token {token}"},
+                timeout=10,
+                allow_redirects=False,
+            )
+        except requests.RequestException:
+            return False
+        return r.status_code == 200 and r.text == user
+
+    def records(self) -> list[dict]:
+        return list(read(str(self.state / "audit.sqlite")))
+
+
+@pytest.fixture
+def storm(kube, tmp_path) -> Iterator[Storm]:
+    if not kube.emulated:
+        pytest.skip("these faults restart the emulated API server; a real one is not ours")
+    doc = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
+    doc["groups"]["eu-researchers"].update(gpuQuota=2, perUserGpuLimit=1)
+    # Over-quota GPU spawns are refused at once rather than queued for an hour, so every
+    # spawn of the storm reaches an end the test can see.
+    doc["gpuQueue"] = {"enabled": False}
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(doc, sort_keys=False))
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "audit-hmac-key").write_text(secrets.token_hex(32))
+    env = {"KUBECONFIG": str(kube.kubeconfig)}
+    hub = Hub(tmp_path / "hub", hub_config(kube, policy, state), env=env)
+    try:
+        assert hub.api("POST", "/users", json={"usernames": USERS}).ok
+        for group in ("eu-researchers", "us-analysts"):
+            assert hub.api("POST", f"/groups/{group}", json={"users": USERS}).ok
+        yield Storm(hub, state)
+    finally:
+        hub.stop()
+
+
+async def assert_clean_outcome(storm: Storm, kube, core) -> None:
+    """The invariants every fault must leave behind (the hub still running)."""
+    hub = storm.hub
+    servers = storm.settle()
+    running = {u for u, s in servers.items() if s.get("ready")}
+    assert not [u for u, s in servers.items() if s and not s.get("ready")], servers
+    unreachable = [u for u in running if not storm.reachable(u)]
+    assert not unreachable, f"running but not reachable through the proxy: {unreachable}"
+    await no_orphans_and_exact_holds(hub, core, kube, USERS)
+    # Home claims only for spawns the policy allowed (kept after a failure, as a home is):
+    # none for a spawn the quota refused.
+    claims = (await core.list_namespaced_persistent_volume_claim(kube.namespace)).items
+    owners = {c.metadata.annotations[f"{LABEL_PREFIX}username"] for c in claims}
+    failed = {r["data"]["subject"] for r in storm.records() if family_of(r) == "spawn-failed"}
+    allowed = running | failed
+    assert owners <= allowed, f"claims of refused spawns: {owners - allowed}"
+    # The hub's reflectors resumed: a stop completes only once the pod's deletion is seen.
+    some = sorted(running)[0]
+    assert hub.api("DELETE", f"/users/{some}/server", timeout=60).status_code in (202, 204)
+    hub.wait_for_server(some, ready=False, timeout=60)
+    assert hub.api("POST", f"/users/{some}/server", json=body_of(some)).status_code in (201, 202)
+    hub.wait_for_server(some, timeout=60)
+    assert storm.reachable(some)
+
+
+def assert_audit_complete(storm: Storm) -> list[dict]:
+    """Every spawn request has its outcome in the trail; every failure says why; the chain
+    verifies (called after the hub stopped, so its final checkpoint is written)."""
+    records = storm.records()
+    report = verify(records, (storm.state / "audit-hmac-key").read_text().encode())
+    assert report.ok, report
+    by_user: dict[str, list[str]] = {}
+    for r in records:
+        subject = r.get("data", {}).get("subject")
+        if subject in USERS:
+            by_user.setdefault(subject, []).append(family_of(r))
+    for user in USERS:
+        families = by_user.get(user, [])
+        requested = families.count("spawn-requested")
+        ended = sum(f in TERMINAL for f in families)
+        # A refusal before the request is recorded (no entitlement) is a spawn-denied alone.
+        assert ended >= requested, f"{user}: {families}"
+    for r in records:
+        if family_of(r) == "spawn-failed":
+            detail = r["data"]["detail"]
+            assert len(detail) > 10, f"a failure without a readable reason: {r['data']}"
+    return records
+
+
+async def test_an_emulated_api_server_restart_mid_storm_leaves_every_spawn_settled_and_audited(
+    storm, kube, core
+):
+    with ThreadPoolExecutor(1) as pool:
+        spawning = pool.submit(storm.spawn_all)
+        time.sleep(1.0)  # the POSTs are in flight, pods being created
+        went_down = time.monotonic()
+        kube.restart_api_server(down_for=5.0)
+        back_up = time.monotonic()
+        statuses = spawning.result()
+    assert all(code in (201, 202, 403) for code in statuses.values()), statuses
+    servers = storm.settle()
+    settled = time.monotonic()
+    running = sum(bool(s.get("ready")) for s in servers.values())
+    print(
+        f"\nAPI server down 5 s mid-storm: {running} running, "
+        f"{list(statuses.values()).count(403)} refused by quota; every spawn settled "
+        f"{settled - went_down:.1f} s after it went down ({settled - back_up:.1f} s after "
+        "it was back)"
+    )
+    # Spawns in flight waited for the API server rather than failing: all the quota admits
+    # (2 GPU servers, every CPU server) run.
+    assert running == len(USERS) - len(GPU_USERS) + 2, servers
+    await assert_clean_outcome(storm, kube, core)
+    storm.hub.stop()
+    assert_audit_complete(storm)
