@@ -16,7 +16,9 @@ record for every spawn request and verifies.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -101,19 +103,29 @@ class Storm:
 
     def spawn_all(self) -> dict[str, int]:
         def spawn(user: str) -> int:
-            return self.hub.api(
-                "POST", f"/users/{user}/server", json=body_of(user), timeout=120
-            ).status_code
+            try:
+                return self.spawn(user)
+            except requests.ConnectionError:
+                return 0  # the proxy died under the request: the client saw no answer
 
         with ThreadPoolExecutor(len(USERS)) as pool:
             return dict(zip(USERS, pool.map(spawn, USERS), strict=True))
+
+    def spawn(self, user: str) -> int:
+        return self.hub.api(
+            "POST", f"/users/{user}/server", json=body_of(user), timeout=120
+        ).status_code
 
     def settle(self, timeout: float = 150) -> dict[str, dict]:
         """Wait until no server is pending; return each user's default server (or {})."""
         deadline = time.monotonic() + timeout
         servers: dict[str, dict] = {}
         while time.monotonic() < deadline:
-            models = self.hub.api("GET", "/users").json()
+            try:
+                models = self.hub.api("GET", "/users").json()
+            except requests.ConnectionError:  # through a proxy that is not back yet
+                time.sleep(0.5)
+                continue
             servers = {
                 m["name"]: m.get("servers", {}).get("", {}) for m in models if m["name"] in USERS
             }
@@ -237,6 +249,43 @@ async def test_an_emulated_api_server_restart_mid_storm_leaves_every_spawn_settl
     # Spawns in flight waited for the API server rather than failing: all the quota admits
     # (2 GPU servers, every CPU server) run.
     assert running == len(USERS) - len(GPU_USERS) + 2, servers
+    await assert_clean_outcome(storm, kube, core)
+    storm.hub.stop()
+    assert_audit_complete(storm)
+
+
+async def test_the_proxy_killed_mid_storm_is_restarted_with_every_route(storm, kube, core):
+    """JupyterHub checks its configurable-http-proxy every check_running_interval (5 s):
+    a dead proxy is started again and the hub restores every route from its database."""
+    pid_file = storm.hub.workdir / "jupyterhub-proxy.pid"
+    with ThreadPoolExecutor(1) as pool:
+        spawning = pool.submit(storm.spawn_all)
+        time.sleep(1.0)
+        proxy_pid = int(pid_file.read_text())
+        killed_at = time.monotonic()
+        os.kill(proxy_pid, signal.SIGKILL)
+        statuses = spawning.result()
+    assert all(code in (0, 201, 202, 403) for code in statuses.values()), statuses
+    servers = storm.settle()
+    # A client whose request died with the proxy asks again, as a browser would.
+    unanswered = [u for u, code in statuses.items() if code == 0 and not servers[u]]
+    for user in unanswered:
+        assert storm.spawn(user) in (201, 202, 403)
+    servers = storm.settle()
+    running = sorted(u for u, s in servers.items() if s.get("ready"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(storm.reachable(u) for u in running):
+        time.sleep(0.5)
+    recovered = time.monotonic() - killed_at
+    assert int(pid_file.read_text()) != proxy_pid  # a new proxy, started by the hub
+    print(
+        f"\nproxy SIGKILLed mid-storm: {len(running)} servers running and reachable "
+        f"{recovered:.1f} s after ({list(statuses.values()).count(0)} requests died with it, "
+        f"{len(unanswered)} of those asked again)"
+    )
+    # Every spawn the quota admits runs: a server that started while the proxy was down
+    # got its route when the hub restored them.
+    assert len(running) == len(USERS) - len(GPU_USERS) + 2, servers
     await assert_clean_outcome(storm, kube, core)
     storm.hub.stop()
     assert_audit_complete(storm)
