@@ -21,7 +21,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,8 @@ from sovereign_hub.audit.store import read
 from sovereign_hub.audit.verify import verify
 from sovereign_hub.policy.decision import LABEL_PREFIX
 from sovereign_hub.sandbox.hubprocess import Hub
-from tests.conftest import ROOT
+from sovereign_hub.sandbox.postgres import LocalPostgres
+from tests.conftest import ROOT, require_postgres
 from tests.test_spawn_api_fuzz import LEDGER_HANDLER
 from tests.test_spawn_faults import no_orphans_and_exact_holds
 
@@ -62,7 +63,7 @@ def body_of(user: str) -> dict[str, str]:
     return {"profile": "cpu-small", "region": "us" if user in US_USERS else "eu"}
 
 
-def hub_config(kube, policy: Path, state: Path) -> str:
+def hub_config(kube, policy: Path, state: Path, store: str, **trail: object) -> str:
     # sh -c: whatever arguments the spawner appends become ignored positional parameters.
     cmd = ["sh", "-c", f'exec {sys.executable} -c "$POD_SERVER"', "pod"]
     settings = {
@@ -75,11 +76,17 @@ def hub_config(kube, policy: Path, state: Path) -> str:
         "start_timeout": 120,
         "http_timeout": 60,
     }
+    sink = (
+        {"type": "postgresql", "dsn": store}
+        if store.startswith("postgresql:")
+        else {"type": "sqlite", "path": store}
+    )
     audit = {
         "spool_dir": str(state / "spool"),
-        "sinks": [{"type": "sqlite", "path": str(state / "audit.sqlite")}],
+        "sinks": [sink],
         "hmac_key_file": str(state / "audit-hmac-key"),
         "hub_instance": "storm",
+        **trail,
     }
     return "\n".join(
         [
@@ -100,6 +107,7 @@ def hub_config(kube, policy: Path, state: Path) -> str:
 class Storm:
     hub: Hub
     state: Path
+    store: str
 
     def spawn_all(self) -> dict[str, int]:
         def spawn(user: str) -> int:
@@ -148,12 +156,24 @@ class Storm:
             return False
         return r.status_code == 200 and r.text == user
 
+    def metric(self, name: str) -> float:
+        """One of the trail's metrics on /hub/metrics, summed over its sinks."""
+        text = self.hub.api("GET", "/../metrics").text
+        values = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(f"{name}{{") or line.startswith(f"{name} ")
+        ]
+        assert values, f"{name} is not on /hub/metrics"
+        return sum(values)
+
     def records(self) -> list[dict]:
-        return list(read(str(self.state / "audit.sqlite")))
+        return list(read(self.store))
 
 
 @pytest.fixture
-def storm(kube, tmp_path) -> Iterator[Storm]:
+def make_storm(kube, tmp_path) -> Iterator[Callable[..., Storm]]:
+    """Start the storm's hub; ``store`` is a PostgreSQL URL, or empty for SQLite."""
     if not kube.emulated:
         pytest.skip("these faults restart the emulated API server; a real one is not ours")
     doc = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
@@ -166,15 +186,28 @@ def storm(kube, tmp_path) -> Iterator[Storm]:
     state = tmp_path / "state"
     state.mkdir()
     (state / "audit-hmac-key").write_text(secrets.token_hex(32))
-    env = {"KUBECONFIG": str(kube.kubeconfig)}
-    hub = Hub(tmp_path / "hub", hub_config(kube, policy, state), env=env)
-    try:
+    hubs: list[Hub] = []
+
+    def start(store: str = "", **trail: object) -> Storm:
+        store = store or str(state / "audit.sqlite")
+        config = hub_config(kube, policy, state, store, **trail)
+        hub = Hub(tmp_path / "hub", config, env={"KUBECONFIG": str(kube.kubeconfig)})
+        hubs.append(hub)
         assert hub.api("POST", "/users", json={"usernames": USERS}).ok
         for group in ("eu-researchers", "us-analysts"):
             assert hub.api("POST", f"/groups/{group}", json={"users": USERS}).ok
-        yield Storm(hub, state)
+        return Storm(hub, state, store)
+
+    try:
+        yield start
     finally:
-        hub.stop()
+        for hub in hubs:
+            hub.stop()
+
+
+@pytest.fixture
+def storm(make_storm) -> Storm:
+    return make_storm()
 
 
 async def assert_clean_outcome(storm: Storm, kube, core) -> None:
@@ -289,3 +322,44 @@ async def test_the_proxy_killed_mid_storm_is_restarted_with_every_route(storm, k
     await assert_clean_outcome(storm, kube, core)
     storm.hub.stop()
     assert_audit_complete(storm)
+
+
+async def test_the_audit_store_down_mid_storm_blocks_no_spawn_and_loses_no_event(
+    make_storm, kube, core
+):
+    """PostgreSQL (real) stopped as in a crash before the storm and kept down until it has
+    settled. The configured policy (`on_spool_full = fail-closed`) refuses spawns only when
+    the spool is full; it is not, so spawns go on, their events wait in the spool and are
+    delivered within retry_max_seconds of the store's return, and the chain verifies."""
+    require_postgres()
+    with LocalPostgres() as pg:
+        storm = make_storm(pg.url, retry_max_seconds=2.0)
+        pg.stop(mode="immediate")
+        down_at = time.monotonic()
+        statuses = storm.spawn_all()
+        assert all(code in (201, 202, 403) for code in statuses.values()), statuses
+        servers = storm.settle()
+        running = {u for u, s in servers.items() if s.get("ready")}
+        assert len(running) == len(USERS) - len(GPU_USERS) + 2, servers
+        held = storm.metric("sovereign_audit_undelivered_events")
+        assert held > 0, "the store is down, yet nothing waits in the spool"
+        assert storm.metric("sovereign_audit_events_dropped_total") == 0
+        outage = time.monotonic() - down_at
+        pg.start()
+        back_at = time.monotonic()
+        deadline = back_at + 30
+        while storm.metric("sovereign_audit_undelivered_events") and time.monotonic() < deadline:
+            time.sleep(0.25)
+        delivered_after = time.monotonic() - back_at
+        assert storm.metric("sovereign_audit_undelivered_events") == 0
+        print(
+            f"\naudit store down {outage:.1f} s mid-storm: {len(running)} servers started, "
+            f"{held:.0f} events held in the spool, delivered {delivered_after:.1f} s after "
+            "the store returned"
+        )
+        await assert_clean_outcome(storm, kube, core)
+        storm.hub.stop()
+        assert_audit_complete(storm)
+        key = (storm.state / "audit-hmac-key").read_text().encode()
+        report = verify(storm.records(), key)
+        assert report.proven, report.caveats
