@@ -124,10 +124,12 @@ class ApiRetries:
     async def stop(self, now: bool = False) -> None:
         parent = super().stop  # type: ignore[misc]
         if _refused(getattr(self, "_start_future", None)):
-            # Refused before anything reached the cluster: nothing to wait for. (A stop that
-            # outlasts the hub's slow_spawn_timeout after a failed start makes JupyterHub 6.1's
-            # spawn handler answer 500: it asks a pending future for its exception.)
-            return await parent(now=now)  # type: ignore[no-any-return]
+            # The last start was refused before anything reached the cluster: there is no pod
+            # to delete. KubeSpawner's stop would still wait on the API server (it starts the
+            # pod reflector first), and a stop that outlasts slow_spawn_timeout after a failed
+            # start makes JupyterHub 6.1's spawn handler answer 500 (it asks a pending future
+            # for its exception).
+            return
         await retry_transient(
             lambda: parent(now=now),
             what="stopping the server",

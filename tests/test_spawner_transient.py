@@ -144,7 +144,7 @@ async def test_a_stop_is_retried_until_the_pod_can_be_deleted():
     assert spawner.stops == 3
 
 
-async def test_the_stop_after_a_refusal_is_not_retried():
+async def test_the_stop_after_a_refusal_does_not_wait_for_the_cluster():
     """Nothing reached the cluster; waiting would only delay the refusal (and a stop that
     outlasts slow_spawn_timeout turns the hub's answer into a 500)."""
     from sovereign_hub.refusals import SpawnRefused
@@ -152,6 +152,5 @@ async def test_the_stop_after_a_refusal_is_not_retried():
     spawner = _StoppingSpawner()
     spawner._start_future = asyncio.get_running_loop().create_future()
     spawner._start_future.set_exception(SpawnRefused(403, "no quota"))
-    with pytest.raises(ConnectionRefusedError):
-        await spawner.stop()
-    assert spawner.stops == 1
+    await spawner.stop()
+    assert spawner.stops == 0

@@ -130,10 +130,13 @@ class Storm:
         servers: dict[str, dict] = {}
         while time.monotonic() < deadline:
             try:
-                models = self.hub.api("GET", "/users").json()
+                response = self.hub.api("GET", "/users")
             except requests.ConnectionError:  # through a proxy that is not back yet
+                response = None
+            if response is None or not response.ok:  # or back, before the hub's route is
                 time.sleep(0.5)
                 continue
+            models = response.json()
             servers = {
                 m["name"]: m.get("servers", {}).get("", {}) for m in models if m["name"] in USERS
             }
