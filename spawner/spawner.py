@@ -64,6 +64,7 @@ from .request import (
 )
 from .security import RestrictedPods
 from .state import STATE_KEY, Allocation, read_state, state_entry
+from .transient import ApiRetries, clear_failure
 
 
 class SovereignSpawner(
@@ -72,6 +73,7 @@ class SovereignSpawner(
     GpuQueueing,
     AllocationTracking,
     RegionalClusters,
+    ApiRetries,
     KubeSpawner,
 ):
     """Spawn each user's server as the Sovereign Hub policy decides.
@@ -284,7 +286,12 @@ class SovereignSpawner(
             await self.use_cluster(plan.region, region.cluster, probe=True)
             if plan.image.notice:
                 self._notices.append(plan.image.notice)
-            await ensure_claim(self.api, self.namespace, self.home_claim(plan, home))
+            await ensure_claim(
+                self.api,
+                self.namespace,
+                self.home_claim(plan, home),
+                self.k8s_api_request_retry_timeout,
+            )
             url = await asyncio.wait_for(super().start(), timeout=self._own_start_timeout * 0.95)
         except asyncio.CancelledError:
             self._spawn_failed(plan, "cancelled")
@@ -294,8 +301,9 @@ class SovereignSpawner(
             self._spawn_failed(plan, message)
             raise TimeoutError(message) from None
         except Exception as exc:
-            self._spawn_failed(plan, str(exc) or type(exc).__name__)
-            raise
+            failure = clear_failure(exc, "starting the server")
+            self._spawn_failed(plan, str(failure) or type(exc).__name__)
+            raise failure from (None if failure is exc else exc)
         self._record_pin(plan)
         self.waiting_room.started(self._key)
         node = (self.own_pod() or {}).get("spec", {}).get("nodeName")
