@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubespawner import KubeSpawner
-from traitlets import Instance, List, Unicode, default, validate
+from traitlets import Instance, Unicode, default, validate
 
 from sovereign_hub import logscrub
 from sovereign_hub.identity import identity_from
@@ -50,8 +50,9 @@ from .allocating import AllocationTracking
 from .clusters import RegionalClusters, cluster_of
 from .form import form_context, render_form
 from .options import OptionsError, options_from_form, parse_user_options
-from .overlay import MANAGED_TRAITS, Home, mount_records, plan_traits
-from .pvc import ensure_claim, home_claim_name, make_home_pvc
+from .overlay import MANAGED_TRAITS, mount_records
+from .planning import PlanTraits
+from .pvc import ensure_claim
 from .queueing import GpuQueueing
 from .quota import SHARED, GpuLedger
 from .readiness import ReadinessProbing
@@ -74,6 +75,7 @@ class SovereignSpawner(
     AllocationTracking,
     RegionalClusters,
     ApiRetries,
+    PlanTraits,
     KubeSpawner,
 ):
     """Spawn each user's server as the Sovereign Hub policy decides.
@@ -91,22 +93,6 @@ class SovereignSpawner(
         config=True,
         help="""Path of the policy document (YAML). Re-read when the file changes. A policy
         that does not pass `sovhub policy check` refuses every spawn with its problems.""",
-    )
-    home_mount_path = Unicode(
-        "/home/jovyan",
-        config=True,
-        help="Where the user's home volume (one per region) is mounted in the notebook container.",
-    )
-    home_size = Unicode(
-        "10Gi",
-        config=True,
-        help="""Size requested for a new home volume, as a Kubernetes quantity.
-        Existing volumes are not resized.""",
-    )
-    home_access_modes = List(
-        ["ReadWriteOnce"],
-        config=True,
-        help="Access modes of new home volumes.",
     )
     no_access_message = Unicode(
         "None of your groups is entitled to a notebook server. Ask your platform team to add "
@@ -312,32 +298,6 @@ class SovereignSpawner(
         for mounted in mount_records(plan):
             self._report("dataset_mounted", **mounted)
         return url
-
-    def apply_plan(self, plan: PodPlan) -> Home:
-        """Set KubeSpawner's traits for ``plan``; return the home volume it mounts."""
-        home = Home(home_claim_name(self.user.name, plan.region), self.home_mount_path)
-        baseline = self._baseline if self._spawn_baseline is None else self._spawn_baseline
-        self._apply_traits(plan_traits(plan, baseline, home))
-        return home
-
-    def home_claim(self, plan: PodPlan, home: Home) -> dict[str, Any]:
-        """The PersistentVolumeClaim of ``home``, created unless it exists."""
-        return make_home_pvc(
-            name=home.claim_name,
-            username=self.user.name,
-            region=plan.region,
-            storage_class=plan.storage_class,
-            size=self.home_size,
-            access_modes=tuple(self.home_access_modes),
-            labels=self._build_common_labels({}),
-        )
-
-    def _apply_traits(self, values: dict[str, Any]) -> None:
-        # Every managed trait is given its value for this plan; one that already
-        # holds it is left alone, sparing traitlets' validation and observers.
-        for name, value in values.items():
-            if getattr(self, name) != value:
-                setattr(self, name, value)
 
     def _spawn_failed(self, plan: PodPlan, detail: str) -> None:
         self.ledger.release(self._key)
