@@ -170,7 +170,8 @@ unit: $(STAMP)
 
 # The long hunt CI cannot afford: 10,000 generated spawn requests through a real hub
 # in ten rounds of 1,000, each on a fresh hub (about 4 requests per second here, so
-# some 45 minutes), and 100,000 against the pure layer.
+# some 45 minutes), 100,000 against the pure layer, and five minutes of
+# schema-generated REST API requests per token kind.
 fuzz: $(STAMP)
 	for round in 1 2 3 4 5 6 7 8 9 10; do \
 		SOVEREIGN_FUZZ_HTTP_SECONDS=0 SOVEREIGN_FUZZ_HTTP_EXAMPLES=1000 SOVEREIGN_FUZZ_HTTP_USERS=150 \
@@ -178,6 +179,8 @@ fuzz: $(STAMP)
 	done
 	SOVEREIGN_FUZZ_EXAMPLES=100000 \
 		$(BIN)/python -m pytest tests/test_spawn_fuzz.py -q -p no:cacheprovider
+	SOVEREIGN_FUZZ_SCHEMA_SECONDS=300 SOVEREIGN_FUZZ_SCHEMA_EXAMPLES=1000000 \
+		$(BIN)/python -m pytest tests/test_rest_api_schema_fuzz.py -q -s -p no:cacheprovider
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
