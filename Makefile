@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system helm checkov notebook-env gpu-lock-check base-wheels lock sandbox test lint suite \
-	unit docs bench fuzz clean images release bundle
+	unit docs bench bench-scale fuzz clean images release bundle
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,9 @@ lint: $(STAMP)
 # nftables and iproute2 (NetworkPolicies enforced in network namespaces).
 # The image tools (docs/howto/images.md): mmdebstrap builds the Debian bases,
 # buildah the images, skopeo copies them, umoci and runc run them in the tests.
+# prometheus for promtool, which checks and unit-tests the chart's alert rules.
 SYSTEM_PACKAGES := chromium postgresql rsyslog rsyslog-openssl unzip docker-registry \
-	nftables iproute2 mmdebstrap buildah skopeo umoci runc
+	nftables iproute2 mmdebstrap buildah skopeo umoci runc prometheus
 
 system:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
@@ -169,7 +170,8 @@ unit: $(STAMP)
 
 # The long hunt CI cannot afford: 10,000 generated spawn requests through a real hub
 # in ten rounds of 1,000, each on a fresh hub (about 4 requests per second here, so
-# some 45 minutes), and 100,000 against the pure layer.
+# some 45 minutes), 100,000 against the pure layer, and five minutes of
+# schema-generated REST API requests per token kind.
 fuzz: $(STAMP)
 	for round in 1 2 3 4 5 6 7 8 9 10; do \
 		SOVEREIGN_FUZZ_HTTP_SECONDS=0 SOVEREIGN_FUZZ_HTTP_EXAMPLES=1000 SOVEREIGN_FUZZ_HTTP_USERS=150 \
@@ -177,6 +179,8 @@ fuzz: $(STAMP)
 	done
 	SOVEREIGN_FUZZ_EXAMPLES=100000 \
 		$(BIN)/python -m pytest tests/test_spawn_fuzz.py -q -p no:cacheprovider
+	SOVEREIGN_FUZZ_SCHEMA_SECONDS=300 SOVEREIGN_FUZZ_SCHEMA_EXAMPLES=1000000 \
+		$(BIN)/python -m pytest tests/test_rest_api_schema_fuzz.py -q -s -p no:cacheprovider
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
@@ -188,11 +192,18 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_kube.py
 	$(BIN)/python benchmarks/bench_spawner.py
+	$(BIN)/python benchmarks/bench_regions.py
 	$(BIN)/python benchmarks/bench_gpuqueue.py
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_viewer.py
 	$(BIN)/python benchmarks/bench_sandbox.py
 	$(BIN)/python benchmarks/bench_images.py --build
+
+# One hub under load, Sovereign Hub and stock KubeSpawner side by side in one run
+# (light pods; docs/explanation/scale.md). SCALE_ARGS sizes it.
+SCALE_ARGS ?= --users 60 --concurrency 30 --ramp-seconds 10 --idle-seconds 2 --deadline-seconds 300
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/bench_scale.py $(SCALE_ARGS) --out benchmarks/results/scale.md
 
 clean:
 	rm -rf $(VENV) .venv-notebook .tools docs/_build .pytest_cache .ruff_cache

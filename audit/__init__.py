@@ -10,6 +10,7 @@ In ``jupyterhub_config.py``::
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 from . import metrics
@@ -23,8 +24,12 @@ def hub_reporter(config: Any) -> AuditReporter:
 
     Also records the hub's state-changing REST API requests and its own
     ``server-action`` events, and exposes the trail's metrics on ``/hub/metrics``.
+    When the hub exits (a clean shutdown, e.g. on SIGTERM), the trail is sealed with its
+    final checkpoint, so a verifier can prove the stopped hub's trail complete.
     """
     trail = AuditTrail(config=config).start()
+    # At interpreter exit, before daemon threads stop: the shippers still run to deliver it.
+    atexit.register(trail.stop)
     install(config, trail)
     metrics.watch(trail)
     return AuditReporter(trail)

@@ -71,6 +71,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     status = (
         EXIT_BROKEN if not report.ok else EXIT_UNPROVEN if args.strict and not report.proven else 0
     )
+    if args.metrics_file:
+        from .verifymetrics import store_label, write_metrics
+
+        write_metrics(args.metrics_file, args.metrics_store or store_label(args.store), report)
     if args.json:
         print(
             json.dumps(
@@ -153,6 +157,22 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     public_path = out.with_name(out.name + ".pub")
     public_path.write_bytes(public)
     print(f"signing key {kid}: private {out} (keep it in a Secret), public {public_path}")
+    return 0
+
+
+def cmd_public_key(args: argparse.Namespace) -> int:
+    source = "stdin" if args.private == "-" else args.private
+    try:
+        data = sys.stdin.buffer.read() if args.private == "-" else Path(args.private).read_bytes()
+        signer = Signer.from_pem(data, source=source)
+    except OSError as exc:
+        print(f"sovhub audit public-key: {source}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyFileError as exc:
+        print(f"sovhub audit public-key: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.buffer.write(signer.public_pem())
+    print(f"key id {signer.key_id}", file=sys.stderr)
     return 0
 
 
@@ -248,6 +268,17 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "newest records are sealed by a checkpoint)",
     )
     check.add_argument("--json", action="store_true")
+    check.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="also write the verdict as Prometheus metrics (sovereign_audit_verify_ok, …) to "
+        "PATH, e.g. for node_exporter's textfile collector; the chart's alerts use them",
+    )
+    check.add_argument(
+        "--metrics-store",
+        metavar="NAME",
+        help="the metrics' store label (default: STORE, without any password)",
+    )
     check.set_defaults(func=cmd_verify)
 
     retention = sub.add_parser(
@@ -274,6 +305,16 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     keygen.add_argument("out", metavar="OUT")
     keygen.set_defaults(func=cmd_keygen)
+
+    public_key = sub.add_parser(
+        "public-key",
+        help="print the public key of a signing key (e.g. the chart's generated one)",
+        description="Read an Ed25519 private key (PEM; '-' for stdin, as piped from "
+        "`kubectl get secret`) and print its public key as PEM, for `verify --public-key`; "
+        "its key id goes to stderr.",
+    )
+    public_key.add_argument("private", metavar="PRIVATE_KEY")
+    public_key.set_defaults(func=cmd_public_key)
 
     query = sub.add_parser("query", help="list events, filtered")
     query.add_argument("store", metavar="STORE")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sovereign_hub.images.reference import digest_of
-from sovereign_hub.reporting import Reporter, SessionEvent, recordable_request
+from sovereign_hub.reporting import Reporter, SessionEvent, ShareEvent, recordable_request
 
 from . import schemas
 from .trail import AuditTrail
@@ -23,11 +23,13 @@ _SCHEMA = {
     "gpu_queued": schemas.GPU_QUEUED,
     "gpu_admitted": schemas.GPU_ADMITTED,
     "gpu_abandoned": schemas.GPU_ABANDONED,
+    "dataset_mounted": schemas.DATASET_MOUNTED,
 }
 _QUEUE = ("gpu_queued", "gpu_admitted", "gpu_abandoned")
 _PLACEMENT = (
     "profile",
     "region",
+    "cluster",
     "channel",
     "image",
     "image_version",
@@ -50,10 +52,23 @@ def event_data(event: SessionEvent) -> dict[str, Any]:
         data["server"] = event.server
     if event.kind in _QUEUE:
         return _queue_data(event, data)
+    if event.kind == "dataset_mounted":
+        if event.profile:
+            data["profile"] = event.profile
+        return {
+            **data,
+            "dataset": event.dataset or "",
+            "region": event.region or "",
+            "mode": event.mode or "read-only",
+            "mount_path": event.mount_path or "",
+            "source": event.source or "",
+        }
     if event.kind == "spawn_requested":
         data.update(recordable_request(event.request))
         if event.profile:
             data["profile"] = event.profile
+        if event.cluster:
+            data["cluster"] = event.cluster
         return data
     for name in _PLACEMENT:
         value = getattr(event, name)
@@ -101,6 +116,26 @@ def _queue_data(event: SessionEvent, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+_SHARE_SCHEMA = {
+    "share_granted": schemas.SHARE_GRANTED,
+    "share_refused": schemas.SHARE_REFUSED,
+    "share_revoked": schemas.SHARE_REVOKED,
+}
+
+
+def share_data(event: ShareEvent) -> dict[str, Any]:
+    """A share event as its schema's data: the owner is the subject."""
+    data = event.to_dict()
+    data.pop("kind")
+    data["subject"] = data.pop("owner")
+    if event.kind != "share_granted":
+        data.pop("expires_at", None)
+    if event.kind == "share_granted":
+        data.pop("reason_code", None)
+        data.pop("reason", None)
+    return data
+
+
 class AuditReporter(Reporter):
     """Writes session events to an :class:`AuditTrail`.
 
@@ -113,6 +148,9 @@ class AuditReporter(Reporter):
 
     def report(self, event: SessionEvent) -> None:
         self.trail.emit(_SCHEMA[event.kind], event_data(event))
+
+    def share(self, event: ShareEvent) -> None:
+        self.trail.emit(_SHARE_SCHEMA[event.kind], share_data(event))
 
     def policy_seen(self, path: str, sha256: str) -> None:
         if self._policies.get(path) == sha256:

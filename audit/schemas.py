@@ -24,11 +24,11 @@ BASE = "https://sovereign-hub.io/events"
 LOGIN = f"{BASE}/login/v1"
 LOGIN_DENIED = f"{BASE}/login-denied/v1"
 LOGOUT = f"{BASE}/logout/v1"
-SPAWN_REQUESTED = f"{BASE}/spawn-requested/v1"
+SPAWN_REQUESTED = f"{BASE}/spawn-requested/v2"  # v2 adds the region's cluster
 SPAWN_DENIED = f"{BASE}/spawn-denied/v1"
-SERVER_STARTED = f"{BASE}/server-started/v1"
-SPAWN_FAILED = f"{BASE}/spawn-failed/v1"
-SERVER_STOPPED = f"{BASE}/server-stopped/v1"
+SERVER_STARTED = f"{BASE}/server-started/v2"  # v2 adds the region's cluster
+SPAWN_FAILED = f"{BASE}/spawn-failed/v2"  # v2 adds the region's cluster
+SERVER_STOPPED = f"{BASE}/server-stopped/v2"  # v2 adds the region's cluster
 IMAGE_PIN_CHANGED = f"{BASE}/image-pin-changed/v1"
 POLICY_LOADED = f"{BASE}/policy-loaded/v1"
 API_ACTION = f"{BASE}/api-action/v1"
@@ -40,6 +40,10 @@ RETENTION = f"{BASE}/retention/v1"
 GPU_QUEUED = f"{BASE}/gpu-queued/v1"
 GPU_ADMITTED = f"{BASE}/gpu-admitted/v1"
 GPU_ABANDONED = f"{BASE}/gpu-abandoned/v1"
+DATASET_MOUNTED = f"{BASE}/dataset-mounted/v1"
+SHARE_GRANTED = f"{BASE}/share-granted/v1"
+SHARE_REFUSED = f"{BASE}/share-refused/v1"
+SHARE_REVOKED = f"{BASE}/share-revoked/v1"
 
 
 class InvalidEvent(ValueError):

@@ -42,13 +42,28 @@ class Signer:
     @classmethod
     def from_file(cls, path: str | Path) -> Signer:
         try:
-            key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-        except (OSError, ValueError, TypeError) as exc:
-            raise KeyFileError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise KeyFileError(f"{path}: cannot read the signing key ({exc})") from None
+        return cls.from_pem(data, source=str(path))
+
+    @classmethod
+    def from_pem(cls, data: bytes, *, source: str) -> Signer:
+        """The key in PEM ``data``; errors name ``source`` (a file, or "stdin")."""
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise KeyFileError(f"{source}: not an unencrypted PEM private key ({exc})") from None
         if not isinstance(key, Ed25519PrivateKey):
             kind = type(key).__name__
-            raise KeyFileError(f"{path}: an Ed25519 private key is needed, not {kind}")
+            raise KeyFileError(f"{source}: an Ed25519 private key is needed, not {kind}")
         return cls(key)
+
+    def public_pem(self) -> bytes:
+        """The public key, as the PEM file verifiers pass to ``--public-key``."""
+        return self.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def sign(self, payload: bytes) -> str:
         return self.private.sign(payload).hex()

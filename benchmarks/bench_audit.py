@@ -53,6 +53,7 @@ EVENT = {
     "gpus": 1,
     "gpu_type": "a100",
     "node": "eu-gpu-1",
+    "cluster": "hub",
 }
 
 

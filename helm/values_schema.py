@@ -225,6 +225,16 @@ def values_schema() -> dict:
                             ),
                             "url": {"type": "string"},
                             "passwordSecret": obj({"name": STRING, "key": STRING}),
+                            "backup": obj(
+                                {
+                                    "enabled": {
+                                        "type": "boolean",
+                                        "description": "A pre-upgrade hook Job copies the "
+                                        "SQLite database before the new hub migrates it.",
+                                    },
+                                    "keep": {"type": "integer", "minimum": 0},
+                                }
+                            ),
                         },
                         ("type",),
                         **{
@@ -294,6 +304,32 @@ def values_schema() -> dict:
                                     "labels": free_map(),
                                 }
                             ),
+                            "prometheusRule": obj(
+                                {
+                                    "enabled": {"type": "boolean"},
+                                    "labels": free_map(),
+                                    "spoolFullRatio": {
+                                        "type": "number",
+                                        "exclusiveMinimum": 0,
+                                        "maximum": 1,
+                                    },
+                                    "sinkLagSeconds": {"type": "integer", "minimum": 1},
+                                    "spawnFailureRatio": {
+                                        "type": "number",
+                                        "exclusiveMinimum": 0,
+                                        "maximum": 1,
+                                    },
+                                    "gpuQueueWaitSeconds": {"type": "integer", "minimum": 1},
+                                    "verifyMaxAgeSeconds": {"type": "integer", "minimum": 1},
+                                }
+                            ),
+                            "grafanaDashboard": obj(
+                                {
+                                    "enabled": {"type": "boolean"},
+                                    "namespace": {"type": "string"},
+                                    "labels": free_map(),
+                                }
+                            ),
                         }
                     ),
                 }
@@ -322,6 +358,7 @@ def values_schema() -> dict:
                     "homeMountPath": {"type": "string", "pattern": "^/"},
                     "homeSize": QUANTITY,
                     "startTimeout": {"type": "integer", "minimum": 30},
+                    "httpTimeout": {"type": "integer", "minimum": 5},
                     "networkPolicy": obj(
                         {
                             "enabled": {"type": "boolean"},
@@ -434,6 +471,28 @@ def values_schema() -> dict:
                     "onSpoolFull": {"enum": ["fail-closed", "fail-open"]},
                     "spoolLimitBytes": {"type": "integer", "minimum": 1048576},
                     "hmacKey": obj({"existingSecret": STRING, "key": STRING}),
+                    "signingKey": obj(
+                        {
+                            "enabled": {"type": "boolean"},
+                            "existingSecret": STRING,
+                            "key": {"type": "string", "pattern": CONFIGMAP_KEY},
+                            "publicKeys": {
+                                "type": "array",
+                                "items": {
+                                    "type": "string",
+                                    "pattern": "^\\s*-----BEGIN PUBLIC KEY-----",
+                                    "description": "A PEM public key (`sovhub audit "
+                                    "public-key`), never the private key.",
+                                },
+                            },
+                        }
+                    ),
+                    "checkpoints": obj(
+                        {
+                            "everyRecords": {"type": "integer", "minimum": 0},
+                            "everySeconds": {"type": "number", "minimum": 0},
+                        }
+                    ),
                     "sinks": {"type": "array", "minItems": 1, "items": sink()},
                     "secrets": {
                         "type": "array",
@@ -472,7 +531,17 @@ def values_schema() -> dict:
                                 "hmacKey": {
                                     "required": ["existingSecret"],
                                     "properties": {"existingSecret": {"minLength": 1}},
-                                }
+                                },
+                                # A signing key the chart may not generate: the admin's, or off.
+                                "signingKey": {
+                                    "anyOf": [
+                                        {"properties": {"enabled": {"const": False}}},
+                                        {
+                                            "required": ["existingSecret"],
+                                            "properties": {"existingSecret": {"minLength": 1}},
+                                        },
+                                    ]
+                                },
                             }
                         },
                     },

@@ -23,12 +23,14 @@ from .decision import (
     Usage,
 )
 from .load import LoadedPolicy, cached_policy, load_policy, parse_policy
-from .model import Policy
+from .model import HUB_CLUSTER, Cluster, Policy, Region
 from .outlook import NewerVersion, PinOutlook, pin_outlook
 from .problems import PolicyError, Problem
 
 __all__ = [
+    "HUB_CLUSTER",
     "Allowed",
+    "Cluster",
     "Decision",
     "Denied",
     "Entitlements",
@@ -46,6 +48,7 @@ __all__ = [
     "Problem",
     "ProfileGrant",
     "Reason",
+    "Region",
     "SpawnRequest",
     "Toleration",
     "Usage",

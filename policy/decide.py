@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from types import MappingProxyType
 
+from .datasets import DatasetMount, dataset_mounts
 from .decision import (
     LABEL_PREFIX,
     Allowed,
@@ -188,7 +189,13 @@ def _reserve_gpus(
 
 
 def _plan(
-    policy: Policy, name: str, profile: Profile, region: str, image: ImagePlan, gpu: GpuPlan | None
+    policy: Policy,
+    name: str,
+    profile: Profile,
+    region: str,
+    image: ImagePlan,
+    gpu: GpuPlan | None,
+    datasets: tuple[DatasetMount, ...],
 ) -> PodPlan:
     place = _placement(policy, name, region, image, gpu)
     return PodPlan(
@@ -205,6 +212,7 @@ def _plan(
         storage_class=policy.regions[region].storage_class,
         labels=place.labels,
         environment=place.environment,
+        datasets=datasets,
     )
 
 
@@ -256,7 +264,8 @@ def decide(identity: Identity, request: SpawnRequest, policy: Policy, usage: Usa
     profile, granted by a group that grants the profile, and its required
     attributes met; the image follows the user's pin (see :func:`_choose_image`);
     GPUs come from the first granting group, in document order, whose quota and
-    per-user limit have room.
+    per-user limit have room. An allowed plan mounts the datasets the user's groups
+    may use in the chosen region (:func:`.datasets.dataset_mounts`).
     """
     index = policy.index
     profile = policy.profiles.get(request.profile)
@@ -320,4 +329,5 @@ def decide(identity: Identity, request: SpawnRequest, policy: Policy, usage: Usa
             reasons.append(gpu)
     if reasons or isinstance(image, Reason) or isinstance(gpu, Reason):
         return Denied(tuple(reasons))
-    return Allowed(_plan(policy, request.profile, profile, region, image, gpu))
+    mounts = dataset_mounts(policy, mine, region) if policy.datasets else ()
+    return Allowed(_plan(policy, request.profile, profile, region, image, gpu, mounts))

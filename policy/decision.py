@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sovereign_hub.images.reference import digest_of
+
+if TYPE_CHECKING:
+    from .datasets import DatasetMount
 
 LABEL_PREFIX = "sovereign-hub.io/"
 
@@ -151,6 +154,8 @@ class PodPlan:
     storage_class: str
     labels: Mapping[str, str]
     environment: Mapping[str, str]
+    datasets: tuple[DatasetMount, ...] = ()
+    """Datasets mounted in this region for the user's groups (:mod:`.datasets`)."""
 
 
 @dataclass(frozen=True, slots=True)

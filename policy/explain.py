@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from .datasets import dataset_mounts
 from .decision import Allowed, Decision, Entitlements, Identity, PodPlan, SpawnRequest
 from .load import LoadedPolicy
 
@@ -64,6 +65,13 @@ def explanation(
                 ),
                 "channel": profile.channel,
                 "newestVersion": newest.version,
+                "datasets": {
+                    region: [
+                        {"dataset": m.dataset, "mountPath": m.mount_path, "mode": m.mode}
+                        for m in dataset_mounts(policy, identity.groups, region)
+                    ]
+                    for region in grant.regions
+                },
             }
         )
     if request is not None and decision is not None:
@@ -98,6 +106,10 @@ def render_text(data: dict[str, Any]) -> str:
             f"regions {', '.join(e['regions'])}; image {e['channel']} {e['newestVersion']}; "
             f"via {', '.join(e['viaGroups'])}"
         )
+        for region, mounts in e["datasets"].items():
+            if mounts:
+                listed = ", ".join(f"{m['dataset']} ({m['mode']})" for m in mounts)
+                lines.append(f"    datasets in {region}: {listed}")
     decision = data.get("decision")
     if decision is None:
         return "\n".join(lines)
@@ -126,4 +138,9 @@ def render_text(data: dict[str, Any]) -> str:
         lines.append(f"  affinity:  {req_['key']} {req_['operator']} {', '.join(req_['values'])}")
     for tol in plan["tolerations"]:
         lines.append(f"  tolerates: {tol['key']} {tol['operator']} {tol['effect']}")
+    for m in plan["datasets"]:
+        lines.append(
+            f"  dataset:   {m['dataset']} at {m['mount_path']} ({m['mode']}, "
+            f"{m['source_kind']} in {m['region']})"
+        )
     return "\n".join(lines)

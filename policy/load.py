@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from .datasets import check_datasets
 from .model import Policy
 from .problems import Path, PolicyError, Problem
 from .references import check_references, unknown
@@ -150,9 +151,11 @@ def parse_policy(data: str | bytes, file: str = "<policy>") -> LoadedPolicy:
         errors = exc.errors(include_url=False)
         problems.extend(_describe(e, source) for e in errors if not _echo(e, errors))
     problems.extend(check_references(raw, source))
+    problems.extend(check_datasets(raw, source))
     if problems or policy is None:
         raise PolicyError(file, problems)
     policy.index  # noqa: B018 - build the decision index at load, not on the first spawn
+    policy.dataset_index  # noqa: B018 - and the datasets index
     return LoadedPolicy(policy, file, hashlib.sha256(raw_bytes).hexdigest())
 
 

@@ -31,8 +31,10 @@ from pydantic_core import PydanticCustomError
 from sovereign_hub.images.reference import PINNED, ImageReferenceError, require_pinned
 
 from .quantity import Quantity
+from .sharing import Sharing
 
 if TYPE_CHECKING:
+    from .datasets import Dataset, RegionDatasets
     from .decision import NodeRequirement, Toleration
 
 _SLUG = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
@@ -143,6 +145,63 @@ class Scheduling(_Model):
     """Taints on GPU nodes that GPU pods tolerate (and other pods do not)."""
 
 
+HUB_CLUSTER = "hub"
+"""The cluster name of a region that names no cluster: the one the hub itself runs in."""
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise _fail("path", f"{value!r} is not an absolute path; write where the hub sees the file")
+    return value
+
+
+SecretName = Annotated[str, _pattern(_DNS_SUBDOMAIN, "Kubernetes Secret name")]
+SecretKey = Annotated[str, _pattern(re.compile(r"^[-._a-zA-Z0-9]{1,253}$"), "Secret key")]
+
+
+class SecretKeyRef(_Model):
+    """One key of a Secret in the hub's namespace."""
+
+    name: SecretName
+    """The Secret's name."""
+    key: SecretKey = "kubeconfig"
+    """The key holding the kubeconfig."""
+
+
+class Cluster(_Model):
+    """The Kubernetes cluster a region's notebooks, home volumes and secrets live in.
+
+    Give exactly one way to reach its API server: ``kubeconfigSecret`` (the chart
+    mounts it into the hub) or ``kubeconfig`` (a file the hub can read).
+    """
+
+    name: Slug
+    """The cluster's name, recorded on every spawn event of the region; ``hub`` is reserved
+    for the hub's own cluster."""
+    kubeconfig_secret: SecretKeyRef | None = None
+    """A Secret in the hub's namespace holding a kubeconfig for this cluster's API server."""
+    kubeconfig: Annotated[str, AfterValidator(_absolute_path)] | None = None
+    """Absolute path of a kubeconfig file the hub can read."""
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> Cluster:
+        if self.name == HUB_CLUSTER:
+            raise _fail(
+                "cluster",
+                f"the cluster name {HUB_CLUSTER!r} is reserved for the hub's own cluster; "
+                "omit `cluster` to run the region there, or choose another name",
+            )
+        ways = (("kubeconfigSecret", self.kubeconfig_secret), ("kubeconfig", self.kubeconfig))
+        given = [alias for alias, value in ways if value is not None]
+        if len(given) != 1:
+            raise _fail(
+                "cluster",
+                f"cluster {self.name!r} gives {' and '.join(given) or 'no way in'}; give exactly "
+                "one of: kubeconfigSecret, kubeconfig",
+            )
+        return self
+
+
 class Region(_Model):
     """A data-residency zone: where pods may run, where their data lives, what they reach."""
 
@@ -157,6 +216,14 @@ class Region(_Model):
     require_attributes: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """Identity attributes a user must have to run here, e.g. ``{country: [DE, FR]}``;
     each listed attribute must have one of the listed values."""
+    cluster: Cluster | None = None
+    """The Kubernetes cluster this region's pods, home volumes and secrets are created in;
+    omitted means the hub's own cluster."""
+
+    @property
+    def cluster_name(self) -> str:
+        """The name recorded for this region's cluster: its own, or ``hub``."""
+        return self.cluster.name if self.cluster else HUB_CLUSTER
 
 
 class GpuType(_Model):
@@ -336,6 +403,10 @@ class Policy(_Model):
     """Entitlements, by identity-provider group name. When several of a user's groups grant
     the same profile and region, a GPU spawn draws on the first such group in this order
     that has room."""
+    datasets: dict[Slug, Dataset] = Field(default_factory=dict)
+    """Datasets mounted into entitled groups' servers, by name (see :mod:`.datasets`)."""
+    sharing: Sharing = Sharing()
+    """Who may share a running server with whom, and for how long."""
 
     @cached_property
     def index(self) -> PolicyIndex:
@@ -347,6 +418,13 @@ class Policy(_Model):
                 for name, g in self.groups.items()
             },
         )
+
+    @cached_property
+    def dataset_index(self) -> dict[str, RegionDatasets]:
+        """Per region, which groups mount which datasets: built once, like ``index``."""
+        from .datasets import index_datasets  # that module builds on this one
+
+        return index_datasets(self)
 
 
 @dataclass(frozen=True, slots=True)

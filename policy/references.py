@@ -75,7 +75,28 @@ class _Checker:
         for gname, group in _section(self.raw, "groups").items():
             if isinstance(group, dict):
                 self._group(gname, group, profiles)
+        self._one_way_per_cluster()
         return self.problems
+
+    def _one_way_per_cluster(self) -> None:
+        # A cluster name is what the audit trail records and what keys the hub's reflectors:
+        # two regions may share a cluster, but then it must be the same API server.
+        first: dict[str, tuple[str, dict[str, Any]]] = {}
+        for rname, region in _section(self.raw, "regions").items():
+            cluster = region.get("cluster") if isinstance(region, dict) else None
+            if not isinstance(cluster, dict) or not isinstance(cluster.get("name"), str):
+                continue
+            way = {k: cluster.get(k) for k in ("kubeconfigSecret", "kubeconfig")}
+            earlier, earlier_way = first.setdefault(cluster["name"], (rname, way))
+            if earlier_way != way:
+                self.problems.append(
+                    self.source.problem(
+                        ("regions", rname, "cluster"),
+                        f"names cluster {cluster['name']!r} as region {earlier!r} does, but "
+                        "reaches it differently; one cluster name means one API server: give "
+                        "the same kubeconfigSecret or kubeconfig, or another name",
+                    )
+                )
 
     def _no_repeats(self, path: Path, value: Any) -> None:
         seen: set[str] = set()

@@ -126,7 +126,7 @@ def hub_config(
     root_args = ["--allow-root"] if os.geteuid() == 0 else []
     return f"""
 from pathlib import Path
-from sovereign_hub.hubconfig import Site, attach_audit, configure, load_values
+from sovereign_hub.hubconfig import Site, attach_audit, configure, enable_sharing, load_values
 
 site = Site.local(
     Path({str(state)!r}), policy_file=Path({str(policy)!r}), viewer_port={free_port()}
@@ -136,6 +136,7 @@ c.SovereignSpawner.scheduler_name = {cluster.scheduler_name!r}
 c.SovereignSpawner.cmd = [{str(singleuser)!r}]
 c.SovereignSpawner.args = {root_args!r}
 c.SovereignSpawner.default_url = "/lab"
+enable_sharing(c)
 attach_audit(c)
 """
 

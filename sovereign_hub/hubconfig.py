@@ -55,6 +55,8 @@ class Site:
     hub_secrets_dir: Path
     oidc_secret_dir: Path
     db_password_file: Path
+    # After the fields every caller sets, so a Site built by keyword elsewhere still works.
+    signing_key_file: Path = Path("/etc/sovereign-hub/audit/signing/key.pem")
     in_pod: bool = True
     viewer_port: int = VIEWER_PORT
 
@@ -77,6 +79,9 @@ class Site:
             db_password_file=path(
                 "SOVEREIGN_HUB_DB_PASSWORD_FILE", "/etc/sovereign-hub/db/password"
             ),
+            signing_key_file=path(
+                "SOVEREIGN_AUDIT_SIGNING_KEY_FILE", "/etc/sovereign-hub/audit/signing/key.pem"
+            ),
         )
 
     @classmethod
@@ -92,6 +97,7 @@ class Site:
             hub_secrets_dir=state / "hub-secrets",
             oidc_secret_dir=state / "oidc",
             db_password_file=state / "db-password",
+            signing_key_file=state / "audit-signing-key.pem",
             in_pod=False,
             viewer_port=viewer_port,
         )
@@ -176,6 +182,9 @@ def _spawner(c: Any, values: Mapping[str, Any], site: Site) -> None:
     c.SovereignSpawner.home_mount_path = singleuser["homeMountPath"]
     c.SovereignSpawner.home_size = singleuser["homeSize"]
     c.SovereignSpawner.start_timeout = singleuser["startTimeout"]
+    # User pods carry a readiness probe (spawner/readiness.py): start_timeout
+    # bounds the wait for a slow server, http_timeout only the last network hop.
+    c.SovereignSpawner.http_timeout = singleuser.get("httpTimeout", 30)
     c.SovereignSpawner.common_labels = {
         **values["labels"],
         "app.kubernetes.io/managed-by": "kubespawner",
@@ -236,6 +245,13 @@ def _audit(c: Any, audit: Mapping[str, Any], instance: str, site: Site) -> None:
     c.AuditTrail.spool_limit_bytes = audit["spoolLimitBytes"]
     c.AuditTrail.hub_instance = instance
     c.AuditTrail.sinks = audit_sinks(audit["sinks"])
+    # The chart mounts the signing key when audit.signingKey.enabled; a missing or
+    # malformed key then stops the hub with the file's name, never signs silently less.
+    if audit.get("signing"):
+        c.AuditTrail.signing_key_file = str(site.signing_key_file)
+    if checkpoints := audit.get("checkpoints"):
+        c.AuditTrail.checkpoint_every_records = checkpoints["everyRecords"]
+        c.AuditTrail.checkpoint_every_seconds = float(checkpoints["everySeconds"])
     c.AuditTrail.shipping = "process"  # delivery never competes with the hub for the GIL
 
 
@@ -328,6 +344,33 @@ def run_extra_config(c: Any, directory: Path) -> list[Path]:
     return ran
 
 
+SHARING_SCOPES = ("shares!user", "read:users:name", "read:groups:name")
+"""What every user needs to share their own servers by user or group name
+(JupyterHub's default ``user`` role has only ``self``)."""
+
+
+def enable_sharing(c: Any) -> None:
+    """Let users share their running servers, as the policy's ``sharing`` section allows.
+
+    Adds :data:`SHARING_SCOPES` to the ``user`` role (keeping scopes another part
+    of the config gave it) and installs :mod:`sovereign_hub.sharing`. Without a
+    ``sharing`` section in the policy no one may share, whatever the scopes say.
+    """
+    from sovereign_hub import sharing
+
+    roles = list(c.JupyterHub.get("load_roles", []))
+    user = next((r for r in roles if r.get("name") == "user"), None)
+    if user is None:
+        user = {"name": "user", "scopes": ["self"]}
+        roles.append(user)
+    user["scopes"] = [
+        *user.get("scopes", []),
+        *(s for s in SHARING_SCOPES if s not in user.get("scopes", [])),
+    ]
+    c.JupyterHub.load_roles = roles
+    sharing.install(c)
+
+
 def attach_audit(c: Any) -> None:
     """Start the audit trail and hand its reporter to the spawner and authenticator.
 
@@ -335,12 +378,15 @@ def attach_audit(c: Any) -> None:
     """
     from sovereign_hub.audit import hub_reporter
 
-    c.SovereignSpawner.reporter = c.SovereignAuthenticator.reporter = hub_reporter(c)
+    reporter = hub_reporter(c)
+    c.SovereignSpawner.reporter = c.SovereignAuthenticator.reporter = reporter
+    c.GovernedSharing.reporter = reporter
 
 
 def main_config(c: Any, site: Site | None = None) -> None:
     """Everything the chart's ``jupyterhub_config.py`` does, in order."""
     site = site or Site.pod()
     configure(c, load_values(site.config_dir / "values.yaml"), site)
+    enable_sharing(c)
     run_extra_config(c, site.config_dir)
     attach_audit(c)

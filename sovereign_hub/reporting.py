@@ -24,6 +24,7 @@ SessionEventKind = Literal[
     "gpu_queued",
     "gpu_admitted",
     "gpu_abandoned",
+    "dataset_mounted",
 ]
 OPTION_KEYS = ("profile", "region", "version")
 """The only ``user_options`` a user may send (the spawner refuses others), and the only
@@ -61,6 +62,8 @@ class SessionEvent:
     server: str = ""
     profile: str | None = None
     region: str | None = None
+    cluster: str | None = None
+    """The Kubernetes cluster of the region (``hub`` for the hub's own)."""
     channel: str | None = None
     image: str | None = None
     image_version: str | None = None
@@ -79,10 +82,44 @@ class SessionEvent:
     """Place in the GPU queue (``gpu_queued``)."""
     waited: float | None = None
     """Seconds spent in the GPU queue (``gpu_queued`` 0, then admitted or abandoned)."""
+    dataset: str | None = None
+    """The policy dataset mounted (``dataset_mounted``)."""
+    mode: str | None = None
+    """``read-only`` or ``read-write`` (``dataset_mounted``)."""
+    mount_path: str | None = None
+    """Where the dataset is mounted (``dataset_mounted``)."""
+    source: str | None = None
+    """The kind of the dataset's source (``dataset_mounted``)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         return {k: v for k, v in data.items() if v not in (None, (), {}, 0) or k == "gpus"}
+
+
+ShareEventKind = Literal["share_granted", "share_refused", "share_revoked"]
+
+
+@dataclass(frozen=True, slots=True)
+class ShareEvent:
+    """A share of a running server granted, refused or revoked (JupyterHub's sharing API).
+
+    ``recipient_kind`` is ``code`` for a share code not yet exchanged; ``reason_code``
+    and ``reason`` say why a share was refused or revoked (``revoked``: by a person).
+    """
+
+    kind: ShareEventKind
+    actor: str
+    owner: str
+    server: str
+    region: str
+    recipient_kind: Literal["user", "group", "code"]
+    recipient: str = ""
+    expires_at: str | None = None
+    reason_code: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 class AuditUnavailable(RuntimeError):
@@ -100,6 +137,11 @@ class Reporter:
 
         Called on every use; implementations record only a change of hash.
         """
+
+    def share(self, event: ShareEvent) -> None:
+        """A share was granted, refused or revoked; by default, one line in the hub's log."""
+        fields = " ".join(f"{k}={v!r}" for k, v in event.to_dict().items() if k != "kind")
+        logging.getLogger("sovereign_hub.sharing").info("%s %s", event.kind, fields)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Reporter:
         # A process-wide service placed in traitlets config, which deep-copies
@@ -123,6 +165,10 @@ class RecordingReporter(Reporter):
 
     def __init__(self) -> None:
         self.events: list[SessionEvent] = []
+        self.shares: list[ShareEvent] = []
 
     def report(self, event: SessionEvent) -> None:
         self.events.append(event)
+
+    def share(self, event: ShareEvent) -> None:
+        self.shares.append(event)

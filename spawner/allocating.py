@@ -16,6 +16,10 @@ class AllocationTracking:
     allocation: Any
     ledger: Any
     _key: Any
+    namespace: str
+    pod_name: str
+    pod_reflector: Any
+    cluster_name: str
 
     def policy(self) -> Any:  # supplied by SovereignSpawner
         raise NotImplementedError
@@ -25,10 +29,17 @@ class AllocationTracking:
         if allocation is not None and allocation.gpus and allocation.quota_group:
             self.ledger.hold(self._key, allocation.quota_group, allocation.gpus)
 
+    def own_pod(self) -> dict[str, Any] | None:
+        """This server's pod as the pod reflector last saw it, if it saw one."""
+        reflector = self.pod_reflector
+        return reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+
     def _adopt(self, pod: dict[str, Any] | None) -> None:
         """Count a running pod whose allocation was never saved (see allocation_from_pod)."""
         types = {name: t.resource for name, t in self.policy().gpu_types.items()}
-        self.allocation = allocation_from_pod(pod, types) if pod else None
+        found = allocation_from_pod(pod, types) if pod else None
+        # The pod was seen by the reflector of the cluster this spawner faces.
+        self.allocation = found and dataclasses.replace(found, cluster=self.cluster_name)
         self._hold_gpus()
 
     def check_entitlement(self, granted: Entitlements) -> bool:

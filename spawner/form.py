@@ -20,6 +20,7 @@ from sovereign_hub.policy import (
     decide,
     entitlements,
 )
+from sovereign_hub.policy.datasets import dataset_mounts
 from sovereign_hub.policy.quantity import parse_quantity
 
 _env = jinja2.Environment(
@@ -40,6 +41,23 @@ def _memory(guarantee: str, limit: str) -> str:
         return f"{value.normalize():f} GiB" if value >= 1 else f"{(value * 1024).normalize():f} MiB"
 
     return f"{gib(limit)} ({gib(guarantee)} guaranteed)"
+
+
+def _datasets(policy: Policy, groups: frozenset[str], regions: tuple[str, ...]) -> list[Any]:
+    """Per region the profile may run in, the datasets a server there would mount."""
+    out = []
+    for region in regions:
+        mounts = [
+            {
+                "display_name": policy.datasets[m.dataset].display_name,
+                "mount_path": m.mount_path,
+                "mode": m.mode,
+            }
+            for m in dataset_mounts(policy, groups, region)
+        ]
+        if mounts:
+            out.append({"region": policy.regions[region].display_name, "mounts": mounts})
+    return out
 
 
 def form_context(
@@ -107,6 +125,7 @@ def form_context(
                     {"slug": r, "display_name": policy.regions[r].display_name}
                     for r in grant.regions
                 ],
+                "datasets": _datasets(policy, identity.groups, grant.regions),
                 "channel": channel.display_name,
                 "current": current,
                 "newer": newer,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sovereign_hub.policy import PodPlan
+from sovereign_hub.policy.datasets import DatasetMount
 from sovereign_hub.policy.decision import LABEL_PREFIX
 from sovereign_hub.policy.quantity import parse_quantity
 
@@ -34,6 +35,11 @@ MANAGED_TRAITS = (
     "volume_mounts",
 )
 HOME_VOLUME = "sovereign-home"
+DATASET_VOLUME_PREFIX = "sovereign-dataset-"
+"""Volumes of policy datasets are named this plus the dataset's name (at most 58 characters)."""
+NFS_CSI_DRIVER = "nfs.csi.k8s.io"
+"""NFS sources are inline volumes of the NFS CSI driver: the restricted Pod Security
+Standard refuses the ``nfs`` volume type, and allows ``csi``."""
 DIGEST_ANNOTATION = f"{LABEL_PREFIX}image-digest"
 
 
@@ -64,6 +70,66 @@ def _required_terms(baseline: Any, ours: list[dict[str, Any]]) -> list[dict[str,
     return out
 
 
+def dataset_volume(mount: DatasetMount) -> dict[str, Any]:
+    """The pod volume of one dataset mount; read-only mounts are read-only at the source too."""
+    source = mount.source
+    read_only = {"readOnly": True} if mount.read_only else {}
+    body: dict[str, Any]
+    if mount.source_kind == "persistentVolumeClaim":
+        body = {"persistentVolumeClaim": {"claimName": source["claimName"], **read_only}}
+    elif mount.source_kind == "nfs":
+        attributes = {"server": source["server"], "share": source["path"]}
+        body = {"csi": {"driver": NFS_CSI_DRIVER, **read_only, "volumeAttributes": attributes}}
+    else:
+        csi: dict[str, Any] = {"driver": source["driver"], **read_only}
+        if source.get("volumeAttributes"):
+            csi["volumeAttributes"] = dict(source["volumeAttributes"])
+        if source.get("nodePublishSecretName"):
+            csi["nodePublishSecretRef"] = {"name": source["nodePublishSecretName"]}
+        body = {"csi": csi}
+    return {"name": DATASET_VOLUME_PREFIX + mount.dataset, **body}
+
+
+def mount_records(plan: PodPlan) -> list[dict[str, str]]:
+    """What the audit trail records of each dataset ``plan`` mounts (``dataset_mounted``):
+    never the source's settings, which may name buckets or credential secrets."""
+    return [
+        {
+            "profile": plan.profile,
+            "region": m.region,
+            "dataset": m.dataset,
+            "mode": m.mode,
+            "mount_path": m.mount_path,
+            "source": m.source_kind,
+        }
+        for m in plan.datasets
+    ]
+
+
+class MountConflict(ValueError):
+    """Two volumes of one pod would be mounted at the same path (Kubernetes refuses that)."""
+
+
+def _one_volume_per_path(mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, str] = {}
+    for mount in mounts:
+        path, name = mount["mountPath"], mount["name"]
+        other = seen.setdefault(path, name)
+        if other != name:
+            raise MountConflict(
+                f"volumes {other!r} and {name!r} would both be mounted at {path}; a policy "
+                f"dataset's volume is named {DATASET_VOLUME_PREFIX}<dataset>: change that "
+                "dataset's mountPath in the policy, or SovereignSpawner.home_mount_path or "
+                "KubeSpawner.volume_mounts"
+            )
+    return mounts
+
+
+def _ours(entry: Mapping[str, Any]) -> bool:
+    name = str(entry.get("name", ""))
+    return name == HOME_VOLUME or name.startswith(DATASET_VOLUME_PREFIX)
+
+
 def plan_traits(plan: PodPlan, baseline: Mapping[str, Any], home: Home) -> dict[str, Any]:
     """The value of every trait in :data:`MANAGED_TRAITS` for ``plan``."""
     gpu = {plan.gpu.resource: str(plan.gpu.count)} if plan.gpu else {}
@@ -85,8 +151,8 @@ def plan_traits(plan: PodPlan, baseline: Mapping[str, Any], home: Home) -> dict[
     }
     if plan.gpu:
         annotations[f"{LABEL_PREFIX}gpu-quota-group"] = plan.gpu.quota_group
-    volumes = [v for v in as_list(baseline.get("volumes")) if v.get("name") != HOME_VOLUME]
-    mounts = [m for m in as_list(baseline.get("volume_mounts")) if m.get("name") != HOME_VOLUME]
+    volumes = [v for v in as_list(baseline.get("volumes")) if not _ours(v)]
+    mounts = [m for m in as_list(baseline.get("volume_mounts")) if not _ours(m)]
     return {
         "image": plan.image.image,
         "cpu_guarantee": float(parse_quantity(plan.cpu_guarantee)),
@@ -105,6 +171,20 @@ def plan_traits(plan: PodPlan, baseline: Mapping[str, Any], home: Home) -> dict[
         "volumes": [
             *volumes,
             {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": home.claim_name}},
+            *(dataset_volume(m) for m in plan.datasets),
         ],
-        "volume_mounts": [*mounts, {"name": HOME_VOLUME, "mountPath": home.mount_path}],
+        "volume_mounts": _one_volume_per_path(
+            [
+                *mounts,
+                {"name": HOME_VOLUME, "mountPath": home.mount_path},
+                *(
+                    {
+                        "name": DATASET_VOLUME_PREFIX + m.dataset,
+                        "mountPath": m.mount_path,
+                        "readOnly": m.read_only,
+                    }
+                    for m in plan.datasets
+                ),
+            ]
+        ),
     }

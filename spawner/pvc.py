@@ -9,6 +9,8 @@ from kubespawner.slugs import safe_slug
 
 from sovereign_hub.policy.decision import LABEL_PREFIX
 
+from .transient import retry_transient
+
 
 def home_claim_name(username: str, region: str) -> str:
     """``home-<user slug>-<region>``: the region is part of the name, so no pod of one
@@ -48,11 +50,20 @@ def make_home_pvc(
     }
 
 
-async def ensure_claim(api: Any, namespace: str, body: dict[str, Any]) -> None:
+async def ensure_claim(
+    api: Any, namespace: str, body: dict[str, Any], retry_for: float = 0.0
+) -> None:
     """Create the claim ``body`` unless one of its name exists: an existing claim is the
-    user's home, and is kept as it is (never resized or replaced)."""
-    try:
-        await api.create_namespaced_persistent_volume_claim(namespace=namespace, body=body)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+    user's home, and is kept as it is (never resized or replaced). Transient API errors
+    are retried for ``retry_for`` seconds (a create that reached the server before the
+    connection dropped comes back as 409, which is success here)."""
+
+    async def create() -> None:
+        try:
+            await api.create_namespaced_persistent_volume_claim(namespace=namespace, body=body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    what = f"creating the home volume {body['metadata']['name']}"
+    await retry_transient(create, what=what, timeout=retry_for)

@@ -68,10 +68,22 @@ def contact_of(authenticator: Any) -> Contact | None:
 
 
 def timeout_message(start_timeout: float, events: Sequence[Mapping[str, Any]]) -> str:
-    """Why a server did not start in time: the scheduler's last warning, and what to try."""
-    warnings = [e.get("message", "") for e in events if e.get("type") == "Warning"]
-    why = f" The scheduler reports: {warnings[-1]}" if warnings else ""
-    return (
-        f"Your server did not start within {start_timeout} seconds.{why} "
-        "Try a smaller profile or another region, or try again later."
-    )
+    """Why a server did not start in time: Kubernetes' last warning, and what to try.
+
+    A failing readiness probe means the pod runs but the server never answered;
+    any other warning (FailedScheduling, a pull error) says why the pod never ran.
+    """
+    warnings = [e for e in events if e.get("type") == "Warning"]
+    last = warnings[-1] if warnings else {}
+    message = last.get("message", "")
+    advice = "Try a smaller profile or another region, or try again later."
+    if last.get("reason") == "Unhealthy":
+        why = f" Its pod runs, but the server never answered its readiness probe ({message})."
+        advice = "Its log says why; a busy node may need a longer start_timeout."
+    elif last.get("reason") in (None, "FailedScheduling") and message:
+        why = f" The scheduler reports: {message}"
+    elif message:
+        why = f" Kubernetes reports: {message}"
+    else:
+        why = ""
+    return f"Your server did not start within {start_timeout} seconds.{why} {advice}"

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubespawner import KubeSpawner
-from traitlets import Instance, List, Unicode, default, validate
+from traitlets import Instance, Unicode, default, validate
 
 from sovereign_hub import logscrub
 from sovereign_hub.identity import identity_from
@@ -47,12 +47,15 @@ from sovereign_hub.reporting import (
 )
 
 from .allocating import AllocationTracking
+from .clusters import RegionalClusters, cluster_of
 from .form import form_context, render_form
 from .options import OptionsError, options_from_form, parse_user_options
-from .overlay import MANAGED_TRAITS, Home, plan_traits
-from .pvc import ensure_claim, home_claim_name, make_home_pvc
+from .overlay import MANAGED_TRAITS, mount_records
+from .planning import PlanTraits
+from .pvc import ensure_claim
 from .queueing import GpuQueueing
 from .quota import SHARED, GpuLedger
+from .readiness import ReadinessProbing
 from .request import (
     contact_of,
     refusal_message,
@@ -62,9 +65,19 @@ from .request import (
 )
 from .security import RestrictedPods
 from .state import STATE_KEY, Allocation, read_state, state_entry
+from .transient import ApiRetries, clear_failure
 
 
-class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpawner):
+class SovereignSpawner(
+    RestrictedPods,
+    ReadinessProbing,
+    GpuQueueing,
+    AllocationTracking,
+    RegionalClusters,
+    ApiRetries,
+    PlanTraits,
+    KubeSpawner,
+):
     """Spawn each user's server as the Sovereign Hub policy decides.
 
     Configure the policy with ``policy_file``. KubeSpawner's own settings
@@ -80,22 +93,6 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
         config=True,
         help="""Path of the policy document (YAML). Re-read when the file changes. A policy
         that does not pass `sovhub policy check` refuses every spawn with its problems.""",
-    )
-    home_mount_path = Unicode(
-        "/home/jovyan",
-        config=True,
-        help="Where the user's home volume (one per region) is mounted in the notebook container.",
-    )
-    home_size = Unicode(
-        "10Gi",
-        config=True,
-        help="""Size requested for a new home volume, as a Kubernetes quantity.
-        Existing volumes are not resized.""",
-    )
-    home_access_modes = List(
-        ["ReadWriteOnce"],
-        config=True,
-        help="Access modes of new home volumes.",
     )
     no_access_message = Unicode(
         "None of your groups is entitled to a notebook server. Ask your platform team to add "
@@ -256,6 +253,7 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
             required=True,
             profile=request.profile,
             region=choice.region,
+            cluster=cluster_of(policy, choice.region),
             request=sent,
         )
         decision = await self.admit(identity, request, policy)
@@ -267,12 +265,19 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
             message = refusal_message(decision, identity, self.no_access_message)
             raise spawn_refused(message, identity, self.authenticator)
         plan = decision.plan
+        region = policy.regions[plan.region]
         try:
             home = self.apply_plan(plan)
-            self.allocation = Allocation.of(plan, home.claim_name, time.time())
+            self.allocation = Allocation.of(plan, home.claim_name, time.time(), region.cluster_name)
+            await self.use_cluster(plan.region, region.cluster, probe=True)
             if plan.image.notice:
                 self._notices.append(plan.image.notice)
-            await ensure_claim(self.api, self.namespace, self.home_claim(plan, home))
+            await ensure_claim(
+                self.api,
+                self.namespace,
+                self.home_claim(plan, home),
+                self.k8s_api_request_retry_timeout,
+            )
             url = await asyncio.wait_for(super().start(), timeout=self._own_start_timeout * 0.95)
         except asyncio.CancelledError:
             self._spawn_failed(plan, "cancelled")
@@ -282,51 +287,24 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
             self._spawn_failed(plan, message)
             raise TimeoutError(message) from None
         except Exception as exc:
-            self._spawn_failed(plan, str(exc) or type(exc).__name__)
-            raise
+            failure = clear_failure(exc, "starting the server")
+            self._spawn_failed(plan, str(failure) or type(exc).__name__)
+            raise failure from (None if failure is exc else exc)
         self._record_pin(plan)
         self.waiting_room.started(self._key)
-        pod = (
-            self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
-            if self.pod_reflector
-            else None
-        )
-        node = (pod or {}).get("spec", {}).get("nodeName")
+        node = (self.own_pod() or {}).get("spec", {}).get("nodeName")
         self.allocation = dataclasses.replace(self.allocation, node=node)
         self._report("server_started", **self.allocation.placement(), node=node)
+        for mounted in mount_records(plan):
+            self._report("dataset_mounted", **mounted)
         return url
-
-    def apply_plan(self, plan: PodPlan) -> Home:
-        """Set KubeSpawner's traits for ``plan``; return the home volume it mounts."""
-        home = Home(home_claim_name(self.user.name, plan.region), self.home_mount_path)
-        baseline = self._baseline if self._spawn_baseline is None else self._spawn_baseline
-        self._apply_traits(plan_traits(plan, baseline, home))
-        return home
-
-    def home_claim(self, plan: PodPlan, home: Home) -> dict[str, Any]:
-        """The PersistentVolumeClaim of ``home``, created unless it exists."""
-        return make_home_pvc(
-            name=home.claim_name,
-            username=self.user.name,
-            region=plan.region,
-            storage_class=plan.storage_class,
-            size=self.home_size,
-            access_modes=tuple(self.home_access_modes),
-            labels=self._build_common_labels({}),
-        )
-
-    def _apply_traits(self, values: dict[str, Any]) -> None:
-        # Every managed trait is given its value for this plan; one that already
-        # holds it is left alone, sparing traitlets' validation and observers.
-        for name, value in values.items():
-            if getattr(self, name) != value:
-                setattr(self, name, value)
 
     def _spawn_failed(self, plan: PodPlan, detail: str) -> None:
         self.ledger.release(self._key)
         self.waiting_room.started(self._key)
+        placement = (self.allocation or Allocation.of(plan, "", 0)).placement()
         self.allocation = None
-        self._report("spawn_failed", **Allocation.of(plan, "", 0).placement(), detail=detail)
+        self._report("spawn_failed", **placement, detail=detail)
 
     def _record_pin(self, plan: PodPlan) -> None:
         image = plan.image
@@ -352,7 +330,7 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
     async def poll(self) -> int | None:
         status = await super().poll()
         if status is None and self.allocation is None and self.pod_reflector:
-            self._adopt(self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}"))
+            self._adopt(self.own_pod())
         if status is not None and self.allocation is not None:
             self.allocation = dataclasses.replace(self.allocation, stopped="failure")
         return status
@@ -367,6 +345,7 @@ class SovereignSpawner(RestrictedPods, GpuQueueing, AllocationTracking, KubeSpaw
                 "server_stopped",
                 profile=allocation.profile,
                 region=allocation.region,
+                cluster=allocation.cluster,
                 image=allocation.image,
                 gpus=allocation.gpus,
                 quota_group=allocation.quota_group,

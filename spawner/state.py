@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, get_args
 
-from sovereign_hub.policy import Pin, PodPlan
+from sovereign_hub.policy import HUB_CLUSTER, Pin, PodPlan
 from sovereign_hub.policy.decision import LABEL_PREFIX
 from sovereign_hub.reporting import StopReason
 
@@ -48,9 +48,11 @@ class Allocation:
     """The node the pod runs on, once it runs."""
     stopped: StopReason | None = None
     """Why the server is stopping, when the hub knows before KubeSpawner stops it."""
+    cluster: str = HUB_CLUSTER
+    """The Kubernetes cluster the server's pod and home volume are in (its region's)."""
 
     @classmethod
-    def of(cls, plan: PodPlan, home: str, started: float) -> Allocation:
+    def of(cls, plan: PodPlan, home: str, started: float, cluster: str = HUB_CLUSTER) -> Allocation:
         return cls(
             profile=plan.profile,
             region=plan.region,
@@ -62,13 +64,15 @@ class Allocation:
             quota_group=plan.gpu.quota_group if plan.gpu else None,
             home=home,
             started=started,
+            cluster=cluster,
         )
 
     def placement(self) -> dict[str, Any]:
-        """The fields session events carry (profile to quota group)."""
+        """The fields session events carry (profile to quota group, and the cluster)."""
         return {
             "profile": self.profile,
             "region": self.region,
+            "cluster": self.cluster,
             "channel": self.channel,
             "image": self.image,
             "image_version": self.image_version,
@@ -100,6 +104,8 @@ class Allocation:
             started=float(state.get("started") or 0.0),
             node=_text_or_none(state.get("node")),
             stopped=stopped,
+            # Saved before regions had clusters: the hub's own was the only one.
+            cluster=str(state.get("cluster") or HUB_CLUSTER),
         )
 
 

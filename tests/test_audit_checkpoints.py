@@ -327,3 +327,49 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(t
     assert again.returncode == 2
     assert "exists" in again.stderr
     assert Signer.from_file(out).key_id == signer.key_id
+
+
+def prometheus_samples(path: Path) -> dict[str, float]:
+    """name{labels} -> value, parsed by prometheus_client's own text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        f"{s.name}{{store={s.labels['store']}}}": s.value
+        for family in text_string_to_metric_families(path.read_text())
+        for s in family.samples
+    }
+
+
+def test_the_verdict_is_written_as_prometheus_metrics_for_the_chains_alerts(
+    tmp_path, signed_export
+):
+    """`--metrics-file`: what SovereignAuditChainBroken and SovereignAuditVerifyStale read."""
+    records, public = signed_export
+    whole, metrics = write(tmp_path / "whole.jsonl", records), tmp_path / "verify.prom"
+    done = sovhub_verify(whole, "--public-key", str(public), "--metrics-file", str(metrics),
+                         "--metrics-store", "archive", hmac=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    samples = prometheus_samples(metrics)
+    assert samples["sovereign_audit_verify_ok{store=archive}"] == 1
+    assert samples["sovereign_audit_verify_proven{store=archive}"] == 1
+    assert samples["sovereign_audit_verify_records{store=archive}"] == len(records)
+    assert samples["sovereign_audit_verify_last_run_timestamp_seconds{store=archive}"] > 1.7e9
+    changed = [dict(r) for r in records]
+    changed[10] = {**changed[10], "data": {**changed[10]["data"], "actor": "mallory"}}
+    broken = sovhub_verify(write(tmp_path / "changed.jsonl", changed), "--public-key",
+                           str(public), "--metrics-file", str(metrics), hmac=False)  # fmt: skip
+    assert broken.returncode == 1
+    samples = prometheus_samples(metrics)
+    label = str(tmp_path / "changed.jsonl")
+    assert samples[f"sovereign_audit_verify_ok{{store={label}}}"] == 0
+    assert samples[f"sovereign_audit_verify_findings{{store={label}}}"] >= 1
+
+
+def test_the_store_label_never_carries_a_password():
+    from sovereign_hub.audit.verifymetrics import store_label
+
+    assert (
+        store_label("postgresql://auditor:s3cret@db.internal:5433/audit?sslmode=require")
+        == "postgresql://auditor@db.internal:5433/audit"
+    )
+    assert store_label("/srv/jupyterhub/audit.sqlite") == "/srv/jupyterhub/audit.sqlite"

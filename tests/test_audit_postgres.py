@@ -60,6 +60,7 @@ def started(user: str, region: str = "eu", i: int = 0) -> dict:
         "gpus": 0,
         "gpu_type": "",
         "node": f"{region}-cpu-1",
+        "cluster": "hub",
     }
 
 

@@ -14,6 +14,13 @@ from sovereign_hub.audit.reporter import event_data
 from sovereign_hub.audit.schemas import InvalidEvent, Validators
 from sovereign_hub.reporting import SessionEvent
 
+# Version 1 of the spawn events (before the region's cluster): still registered, so a trail
+# written by an earlier release validates.
+SPAWN_REQUESTED_V1 = f"{schemas.BASE}/spawn-requested/v1"
+SERVER_STARTED_V1 = f"{schemas.BASE}/server-started/v1"
+SPAWN_FAILED_V1 = f"{schemas.BASE}/spawn-failed/v1"
+SERVER_STOPPED_V1 = f"{schemas.BASE}/server-stopped/v1"
+
 V = Validators()
 REGISTRY: SchemaRegistry = V.registry
 DIGEST = "sha256:" + "a" * 64
@@ -44,17 +51,46 @@ QUEUED = {
     "waited_seconds": 0.0,
 }
 
+MOUNTED = {
+    **WHO,
+    "server": "",
+    "dataset": "climate",
+    "region": "eu",
+    "mode": "read-only",
+    "mount_path": "/data/climate",
+    "source": "persistentVolumeClaim",
+}
+
+SHARE = {
+    **WHO,
+    "server": "",
+    "region": "eu",
+    "recipient_kind": "user",
+    "recipient": "carla",
+}
+
+
 VALID = [
+    (schemas.SHARE_GRANTED, {**SHARE, "expires_at": "2026-11-29T18:00:00+00:00"}),
+    (
+        schemas.SHARE_REFUSED,
+        {**SHARE, "reason_code": "region_not_entitled", "reason": "not in eu"},
+    ),
+    (schemas.SHARE_REVOKED, {**SHARE, "reason_code": "expired", "reason": "ended"}),
+    (
+        schemas.SHARE_REVOKED,
+        {**SHARE, "recipient_kind": "code", "recipient": "", "reason_code": "revoked"},
+    ),
     (schemas.LOGIN, {**WHO, "groups": ["eu-researchers"], "admin": False}),
     (
         schemas.LOGIN_DENIED,
         {**WHO, "reason_code": "no_entitlement", "reason": "none of your groups"},
     ),
     (schemas.LOGOUT, WHO),
-    (schemas.SPAWN_REQUESTED, {**WHO, "server": "", "profile": "gpu-a100", "region": "eu"}),
+    (SPAWN_REQUESTED_V1, {**WHO, "server": "", "profile": "gpu-a100", "region": "eu"}),
     (schemas.SPAWN_DENIED, {**WHO, "server": "", "reasons": [{"code": "x", "message": "y"}]}),
     (
-        schemas.SERVER_STARTED,
+        SERVER_STARTED_V1,
         {
             **WHO,
             "server": "",
@@ -67,11 +103,17 @@ VALID = [
             "node": "n1",
         },
     ),
-    (schemas.SPAWN_FAILED, {**WHO, "server": "", "detail": "timeout"}),
+    (SPAWN_FAILED_V1, {**WHO, "server": "", "detail": "timeout"}),
+    (schemas.SPAWN_REQUESTED, {**WHO, "server": "", "region": "us", "cluster": "us-iad"}),
+    (schemas.SPAWN_REQUESTED, {**WHO, "server": ""}),
+    (schemas.SPAWN_FAILED, {**WHO, "server": "", "detail": "timeout", "cluster": "hub"}),
+    (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "user", "cluster": "eu-fra"}),
     (schemas.GPU_QUEUED, {**QUEUED, "position": 3, "blocked_by": "capacity"}),
     (schemas.GPU_ADMITTED, {**QUEUED, "waited_seconds": 912.5}),
     (schemas.GPU_ABANDONED, {**QUEUED, "waited_seconds": 3600, "reason": "max_wait"}),
-    (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "idle_cull"}),
+    (SERVER_STOPPED_V1, {**WHO, "server": "", "reason": "idle_cull"}),
+    (schemas.DATASET_MOUNTED, MOUNTED),
+    (schemas.DATASET_MOUNTED, {**MOUNTED, "profile": "cpu-small", "mode": "read-write"}),
     (
         schemas.IMAGE_PIN_CHANGED,
         {**WHO, "channel": "ds", "image": IMAGE, "digest": DIGEST, "reason": "revoked"},
@@ -131,6 +173,10 @@ VALID = [
     ),
 ]
 INVALID = [
+    (schemas.SHARE_GRANTED, SHARE),  # a grant without its expiry
+    (schemas.SHARE_GRANTED, {**SHARE, "expires_at": "x", "code": "secret"}),  # no codes
+    (schemas.SHARE_REFUSED, {**SHARE, "reason_code": "bored", "reason": "x"}),
+    (schemas.SHARE_REVOKED, {**SHARE, "recipient_kind": "everyone", "reason_code": "revoked"}),
     (schemas.CHECKPOINT, {**CHECKPOINT, "subject": "ana"}),  # about no user
     (schemas.CHECKPOINT, {**CHECKPOINT, "signature": "not-hex"}),
     (schemas.CHECKPOINT, {**CHECKPOINT, "every_seconds": 1.5}),  # no floats in the chain
@@ -142,7 +188,7 @@ INVALID = [
         {**WHO, "token": "eyJhbGciOi..."},
     ),  # secrets have no place: unknown keys refused
     (
-        schemas.SERVER_STARTED,
+        SERVER_STARTED_V1,
         {
             **WHO,
             "server": "",
@@ -154,7 +200,7 @@ INVALID = [
         },
     ),
     (
-        schemas.SERVER_STARTED,
+        SERVER_STARTED_V1,
         {
             **WHO,
             "server": "",
@@ -165,7 +211,10 @@ INVALID = [
             "gpus": -1,
         },
     ),
-    (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "bored"}),
+    (SERVER_STOPPED_V1, {**WHO, "server": "", "reason": "bored"}),
+    (schemas.SERVER_STOPPED, {**WHO, "server": "", "reason": "user"}),  # no cluster
+    (schemas.SPAWN_FAILED, {**WHO, "server": "", "detail": "x", "cluster": "c" * 101}),
+    (SERVER_STOPPED_V1, {**WHO, "server": "", "reason": "user", "cluster": "hub"}),  # v1
     (
         schemas.API_ACTION,
         {**WHO, "method": "GET", "route": "/x", "status": 200},
@@ -177,6 +226,10 @@ INVALID = [
     (schemas.GPU_ADMITTED, {**QUEUED, "waited_seconds": -1}),
     (schemas.GPU_ABANDONED, {**QUEUED, "reason": "bored"}),
     (schemas.GPU_ABANDONED, {**QUEUED, "reason": "cancelled", "others": ["bob"]}),
+    (schemas.DATASET_MOUNTED, {**MOUNTED, "mode": "ro"}),  # the two modes, spelled out
+    (schemas.DATASET_MOUNTED, {k: v for k, v in MOUNTED.items() if k != "region"}),
+    (schemas.DATASET_MOUNTED, {**MOUNTED, "source": "hostPath"}),
+    (schemas.DATASET_MOUNTED, {**MOUNTED, "claim_name": "climate-eu"}),  # no source settings
 ]
 
 
@@ -239,6 +292,7 @@ def test_invalid_events(schema_id, data):
             "ana",
             profile="gpu-a100",
             region="eu",
+            cluster="eu-fra",
             channel="pytorch",
             image=IMAGE,
             image_version="1",
@@ -252,14 +306,22 @@ def test_invalid_events(schema_id, data):
             "ana",
             profile="gpu-a100",
             region="eu",
+            cluster="hub",
             image=IMAGE,
             gpus=1,
             detail="timeout",
         ),
         SessionEvent(
-            "server_stopped", "ana", profile="cpu", region="eu", image=IMAGE, stop_reason="failure"
+            "server_stopped",
+            "ana",
+            profile="cpu",
+            region="eu",
+            cluster="eu-fra",
+            image=IMAGE,
+            stop_reason="failure",
         ),
-        SessionEvent("server_stopped", "ana"),
+        SessionEvent("server_stopped", "ana", cluster="hub"),
+        SessionEvent("spawn_requested", "ana", region="us", cluster="us-iad"),
         SessionEvent(
             "gpu_queued",
             "ana",
@@ -292,6 +354,16 @@ def test_invalid_events(schema_id, data):
             quota_group="g",
             waited=3600.0,
             detail="max_wait",
+        ),
+        SessionEvent(
+            "dataset_mounted",
+            "ana",
+            profile="cpu-small",
+            region="eu",
+            dataset="climate",
+            mode="read-write",
+            mount_path="/data/climate",
+            source="nfs",
         ),
         SessionEvent(
             "image_pin_changed",

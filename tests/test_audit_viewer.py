@@ -48,10 +48,10 @@ def fill(trail: AuditTrail, n: int = 30) -> None:
             trail.emit(schemas.SERVER_STARTED, {
                 "actor": user, "subject": user, "server": "", "profile": "cpu-small",
                 "region": "eu" if user == "ana" else "us", "image": "q/x@sha256:" + "a" * 64,
-                "digest": "sha256:" + "a" * 64, "gpus": 0, "node": "n1"})  # fmt: skip
+                "digest": "sha256:" + "a" * 64, "gpus": 0, "node": "n1", "cluster": "hub"})  # fmt: skip
             trail.emit(schemas.SERVER_STOPPED, {
                 "actor": "admin", "subject": user, "server": "", "gpus": 0,
-                "reason": "entitlement_lost" if i == 3 else "user"})  # fmt: skip
+                "reason": "entitlement_lost" if i == 3 else "user", "cluster": "hub"})  # fmt: skip
     trail.emit(schemas.API_ACTION, {"actor": "admin", "subject": "ana", "method": "DELETE",
                                     "route": "/hub/api/users/ana/server", "target_user": "ana",
                                     "status": 204})  # fmt: skip
@@ -230,6 +230,10 @@ def sandbox_with_events(tmp_path_factory):
                           sinks=[{"type": "sqlite", "path": running["store"]}]).start()  # fmt: skip
     injector.emit(schemas.LOGIN_DENIED, {"actor": "mallory", "subject": "mallory",
                                          "reason_code": "x", "reason": EVIL})  # fmt: skip
+    injector.emit(schemas.SHARE_GRANTED, {"actor": "ana", "subject": "ana", "server": "",
+                                          "region": "eu", "recipient_kind": "user",
+                                          "recipient": "carla" + EVIL,
+                                          "expires_at": "2999-01-01T00:00:00+00:00"})  # fmt: skip
     assert injector.drain()
     injector.stop()
     deadline = time.monotonic() + 60
@@ -300,6 +304,19 @@ def test_the_overview_is_the_first_page_and_links_to_the_filtered_timeline(sandb
     body = filtered.text.split('<table id="timeline">', 1)[1]
     events = set(re.findall(r'<td class="[^"]*">([a-z-]+)</td>', body))
     assert events == {"spawn-denied"}
+
+
+def test_the_shares_page_lists_active_shares_as_text_and_is_audited(sandbox_with_events):
+    url = sandbox_with_events["url"]
+    sam, _ = login_via_provider(url, "sam")
+    page = viewer(sam, url, "shares")
+    assert page.status_code == 200, page.text
+    row = page.text.split('<table id="shares">')[1]
+    assert "carla&lt;script&gt;" in row
+    assert "<script>" not in row
+    assert "2999-01-01" in row
+    timeline = viewer(sam, url, event="audit-viewed")
+    assert "shares" in timeline.text
 
 
 def test_without_the_scope_a_signed_in_user_gets_a_clear_403(sandbox_with_events):
@@ -426,3 +443,44 @@ def test_in_a_pod_the_viewer_listens_on_its_own_address_not_the_service_name(tmp
     finally:
         viewer.terminate()
         viewer.wait(timeout=30)
+
+
+def test_active_shares_are_grants_not_revoked_nor_expired(tmp_path, monkeypatch):
+    from datetime import UTC, datetime
+
+    from sovereign_hub.audit.viewer.shares import active_shares
+
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", KEY)
+    location = str(tmp_path / "audit.sqlite")
+    trail = AuditTrail(
+        spool_dir=str(tmp_path / "spool"),
+        sinks=[{"type": "sqlite", "path": location}],
+        hub_instance="h",
+    ).start()
+    share = {"actor": "ana", "subject": "ana", "server": "", "region": "eu"}
+    later, past = "2026-11-29T20:00:00+00:00", "2026-11-29T10:00:00+00:00"
+    for recipient, kind, expires in [
+        ("carla", "user", later),  # active
+        ("dora", "user", later),  # revoked below
+        ("eu-researchers", "group", past),  # expired
+        ("", "code", later),  # a code grants nothing until exchanged
+    ]:
+        trail.emit(
+            schemas.SHARE_GRANTED,
+            {**share, "recipient_kind": kind, "recipient": recipient, "expires_at": expires},
+        )
+    trail.emit(
+        schemas.SHARE_REVOKED,
+        {**share, "actor": "system", "recipient_kind": "user", "recipient": "dora",
+         "reason_code": "recipient_not_allowed", "reason": "left the group"},
+    )  # fmt: skip
+    assert trail.drain()
+    trail.stop()
+    store = Store(location)
+    try:
+        rows = active_shares(store.share_events(), datetime(2026, 11, 29, 12, tzinfo=UTC))
+    finally:
+        store.close()
+    assert [(r["data"]["recipient_kind"], r["data"]["recipient"]) for r in rows] == [
+        ("user", "carla")
+    ]

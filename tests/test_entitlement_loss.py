@@ -74,7 +74,7 @@ async def test_a_server_stops_when_its_entitlement_is_lost(kube, core, tmp_path,
     stops = [
         r["data"]
         for r in read(str(tmp_path / "audit.sqlite"))
-        if r["schema"].endswith("/server-stopped/v1")
+        if r["schema"].endswith("/server-stopped/v2")
     ]
     assert stops
     assert stops[-1]["reason"] == "entitlement_lost"

@@ -9,6 +9,7 @@ address blocked, images by digest, resources everywhere.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import ipaddress
 import json
@@ -24,6 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sovereign_hub.audit.signing import new_private_key_pem
 from sovereign_hub.audit.store import read
 from sovereign_hub.policy import parse_policy
 from sovereign_hub.policy.decision import LABEL_PREFIX
@@ -161,7 +163,10 @@ def test_custom_resources_have_the_fields_their_operators_need(example_policy_va
 
 def test_every_pod_meets_the_restricted_standard_with_digests_and_resources(manifests):
     specs = pod_specs(manifests)
-    assert {name.split("/")[0] for name, _ in specs} == {"Deployment", "DaemonSet"}
+    # The Job is the SQLite backup hook (sovereign_hub.hubdb), absent with PostgreSQL.
+    assert {"Deployment", "DaemonSet"} <= {name.split("/")[0] for name, _ in specs} <= {
+        "Deployment", "DaemonSet", "Job"
+    }  # fmt: skip
     for name, spec in specs:
         assert restricted_violations(spec, name) == []
         for c in containers(spec):
@@ -404,6 +409,8 @@ def test_the_generated_hub_config_sets_up_the_sovereign_components(
     monkeypatch.setenv("SOVEREIGN_HUB_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("SOVEREIGN_POLICY_FILE", str(tmp_path / "policy.yaml"))
     monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY_FILE", str(tmp_path / "hmac"))
+    (tmp_path / "signing.pem").write_bytes(new_private_key_pem()[0])
+    monkeypatch.setenv("SOVEREIGN_AUDIT_SIGNING_KEY_FILE", str(tmp_path / "signing.pem"))
     (tmp_path / "oidc").mkdir()
     (tmp_path / "oidc" / "client-secret").write_text("from-the-secret\n")
     (tmp_path / "secrets").mkdir()
@@ -434,6 +441,8 @@ def test_the_generated_hub_config_sets_up_the_sovereign_components(
         assert c.ConfigurableHTTPProxy.api_url == "http://rel-sovereign-hub-proxy-api:8001"
         assert c.JupyterHub.hub_connect_url == "http://rel-sovereign-hub-hub:8081"
         assert c.AuditTrail.on_spool_full == "fail-open"
+        assert c.AuditTrail.signing_key_file == str(tmp_path / "signing.pem")
+        assert c.AuditTrail.checkpoint_every_records == 500
         assert c.ConfigurableHTTPProxy.auth_token == "proxy-token-value"
         assert len(c.CryptKeeper["keys"][0]) == 32
         assert c.JupyterHub.shutdown_on_logout is True  # hub.extraConfig ran
@@ -493,7 +502,11 @@ def test_the_rendered_hub_config_runs_a_real_hub_against_the_emulated_cluster(
                     "attributeClaims": {"country": "country"},
                     "clientSecret": {"value": "test-client-secret"},
                 },
-                "audit": {"sinks": [{"type": "sqlite", "path": str(tmp_path / "audit.sqlite")}]},
+                "audit": {
+                    "sinks": [{"type": "sqlite", "path": str(tmp_path / "audit.sqlite")}],
+                    # A checkpoint after every record, so this short run's trail is signed.
+                    "checkpoints": {"everyRecords": 1},
+                },
             }
         )
     )
@@ -504,6 +517,9 @@ def test_the_rendered_hub_config_runs_a_real_hub_against_the_emulated_cluster(
         for name, text in doc["data"].items():
             (config_dir / name).write_text(text)
     (config_dir / "hmac").write_text(secrets.token_hex(32))
+    # The signing key exactly as the chart generates it (sprig's genPrivateKey "ed25519").
+    (signing,) = [s for s in by_kind(docs, "Secret") if s["metadata"]["name"].endswith("-signing")]
+    (config_dir / "signing.pem").write_bytes(base64.b64decode(signing["data"]["signing-key"]))
     (config_dir / "oidc").mkdir()
     (config_dir / "oidc" / "client-secret").write_text("test-client-secret")
     env = {
@@ -513,6 +529,7 @@ def test_the_rendered_hub_config_runs_a_real_hub_against_the_emulated_cluster(
         "SOVEREIGN_HUB_STATE_DIR": str(tmp_path / "state"),
         "SOVEREIGN_POLICY_FILE": str(config_dir / "policy.yaml"),
         "SOVEREIGN_AUDIT_HMAC_KEY_FILE": str(config_dir / "hmac"),
+        "SOVEREIGN_AUDIT_SIGNING_KEY_FILE": str(config_dir / "signing.pem"),
         "SOVEREIGN_OIDC_SECRET_DIR": str(config_dir / "oidc"),
         "SOVEREIGN_HUB_SECRETS_DIR": str(config_dir / "no-such-dir"),  # env fallbacks
     }
@@ -536,6 +553,28 @@ def test_the_rendered_hub_config_runs_a_real_hub_against_the_emulated_cluster(
         hub.stop()
     kinds = {r["schema"].rstrip("/").split("/")[-2] for r in read(str(tmp_path / "audit.sqlite"))}
     assert {"login", "policy-loaded"} <= kinds
+    # Anyone with the public key alone (as NOTES tells the admin to derive it) can verify.
+    public = subprocess.run(
+        [sys.executable, "-m", "sovereign_hub.cli", "audit", "public-key", "-"],
+        input=(config_dir / "signing.pem").read_bytes(), capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert public.returncode == 0, public.stderr
+    (tmp_path / "audit.pub").write_bytes(public.stdout)
+
+    def verify(public: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sovereign_hub.cli", "audit", "verify",
+             str(tmp_path / "audit.sqlite"), "--public-key", str(public)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    verified = verify(tmp_path / "audit.pub")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "checked: signed checkpoints" in verified.stdout
+    assert "checkpoint" in verified.stdout
+    # The checkpoints are signed with the chart's key: another key does not verify them.
+    (tmp_path / "other.pub").write_bytes(new_private_key_pem()[1])
+    assert verify(tmp_path / "other.pub").returncode != 0
 
 
 CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"

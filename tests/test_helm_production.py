@@ -135,13 +135,15 @@ def test_metrics_are_scrapeable_with_a_read_metrics_token(helm):
 
 def test_with_existing_secrets_the_render_is_stable_under_helm_template(helm):
     gitops = ("secrets.generate=false", "hub.existingSecret=hub-secrets",
-              "audit.hmacKey.existingSecret=audit-hmac")  # fmt: skip
+              "audit.hmacKey.existingSecret=audit-hmac",
+              "audit.signingKey.existingSecret=audit-signing")  # fmt: skip
     first, second = render(helm, sets=gitops), render(helm, sets=gitops)
     assert first == second
     assert not by_kind(first, "Secret")  # no random value anywhere in the render
     volumes = {v["name"]: v for v in hub_pod(first)["volumes"]}
     assert volumes["hub-secrets"]["secret"]["secretName"] == "hub-secrets"
     assert volumes["hmac"]["secret"]["secretName"] == "audit-hmac"
+    assert volumes["signing"]["secret"]["secretName"] == "audit-signing"
     # Why the mode exists: without a cluster `lookup` finds nothing, so each render differs.
     assert render(helm) != render(helm)
 

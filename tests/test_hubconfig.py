@@ -144,6 +144,7 @@ def test_the_chart_defaults(tmp_path):
             "home_mount_path": "/home/jovyan",
             "home_size": "10Gi",
             "start_timeout": 300,
+            "http_timeout": 30,
             "common_labels": LABELS,
             "home_access_modes": ["ReadWriteOnce"],
         },
@@ -169,6 +170,9 @@ def test_the_chart_defaults(tmp_path):
             "spool_limit_bytes": 536870912,
             "hub_instance": "rel-sovereign-hub",
             "sinks": [{"type": "sqlite", "path": "/srv/jupyterhub/audit.sqlite"}],
+            "signing_key_file": "/etc/sovereign-hub/audit/signing/key.pem",
+            "checkpoint_every_records": 1000,
+            "checkpoint_every_seconds": 60.0,
             "shipping": "process",
         },
     }
@@ -244,6 +248,7 @@ def test_everything_on(tmp_path, example_policy_values):
             "home_mount_path": "/home/jovyan",
             "home_size": "50Gi",
             "start_timeout": 300,
+            "http_timeout": 30,
             "common_labels": {**LABELS, "cost-center": "research"},
             "environment": {"HTTPS_PROXY": "http://proxy.corp.example:3128"},
             "tolerations": [
@@ -311,6 +316,9 @@ def test_everything_on(tmp_path, example_policy_values):
                 },
                 {"type": "jsonl", "path": "-"},
             ],
+            "signing_key_file": "/etc/sovereign-hub/audit/signing/key.pem",
+            "checkpoint_every_records": 500,
+            "checkpoint_every_seconds": 30.0,
             "shipping": "process",
         },
     }
@@ -432,3 +440,33 @@ def test_sink_keys_only_the_chart_reads_never_reach_the_trail(tmp_path):
     c = Config()
     configure(c, values, pod_site(out))
     assert c.AuditTrail.sinks == [{"type": "syslog", "host": "rsyslog.logging", "port": 6514}]
+
+
+def test_enable_sharing_adds_the_sharing_scopes_to_the_user_role_and_governs_the_routes():
+    from jupyterhub import apihandlers, handlers
+
+    from sovereign_hub import share_handlers, sharing
+    from sovereign_hub.hubconfig import enable_sharing
+
+    c = Config()
+    c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "access:services!service=a"]}]
+    enable_sharing(c)
+    assert c.JupyterHub.load_roles == [
+        {
+            "name": "user",
+            "scopes": [
+                "self",
+                "access:services!service=a",
+                "shares!user",
+                "read:users:name",
+                "read:groups:name",
+            ],
+        }
+    ]
+    assert isinstance(c.JupyterHub.tornado_settings[sharing.SETTING], sharing.GovernedSharing)
+    routes = {
+        route[0]: route[1] for route in [*apihandlers.default_handlers, *handlers.default_handlers]
+    }
+    assert routes[r"/api/shares/([^/]+)/([^/]*)"] is share_handlers.GovernedShareHandler
+    assert routes[r"/api/share-codes/([^/]+)/([^/]*)"] is share_handlers.GovernedShareCodeHandler
+    assert routes[r"/accept-share"] is share_handlers.GovernedAcceptShareHandler

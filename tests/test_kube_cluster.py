@@ -404,3 +404,44 @@ def test_kubectl_a_go_client_works_against_the_cluster(kube):
         assert failed.returncode == 4, failed.stderr
     kubectl("delete", "pod", "hello", "--wait=true", "--timeout=30s")
     assert kubectl("get", "pods", "-o", "name") == ""
+
+
+async def test_an_emulated_api_server_restart_ends_watches_keeps_state_and_the_cluster_recovers(
+    kube, core
+):
+    """Kubernetes is emulated here: a kube-apiserver restart, as clients meet it."""
+    if not kube.emulated:
+        pytest.skip("restarting the API server needs the emulated one; a real one is not ours")
+    ns = kube.namespace
+    before = await core.create_namespaced_pod(ns, sleeper("before"))
+    await phase(core, ns, "before", "Running")
+    server = kube.server
+
+    async def watch_until_closed() -> str:
+        from kubernetes_asyncio.watch import Watch
+
+        try:
+            async with Watch().stream(core.list_namespaced_pod, ns, timeout_seconds=120) as stream:
+                async for _ in stream:
+                    pass
+        except (ApiException, aiohttp.ClientError) as exc:
+            return f"error: {exc}"
+        return "ended"
+
+    watching = asyncio.create_task(watch_until_closed())
+    await asyncio.sleep(0.5)
+    restart = asyncio.create_task(asyncio.to_thread(kube.restart_api_server, 2.0))
+    # The open watch ends with the server, as a real restart drops every watch.
+    assert await asyncio.wait_for(watching, 10)
+    await asyncio.sleep(0.5)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await core.read_namespaced_pod("before", ns)
+    await restart
+
+    assert kube.server == server  # the same port: kubeconfigs stay valid
+    kept = await core.read_namespaced_pod("before", ns)
+    assert kept.metadata.uid == before.metadata.uid  # state survives, as in etcd
+    assert kept.status.phase == "Running"
+    # The scheduler's and kubelet's watches relisted: a new pod is placed and run.
+    await core.create_namespaced_pod(ns, sleeper("after"))
+    await phase(core, ns, "after", "Running")

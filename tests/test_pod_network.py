@@ -21,6 +21,7 @@ import pytest
 import yaml
 from traitlets.config import Config
 
+from sovereign_hub.audit.signing import new_private_key_pem
 from sovereign_hub.hubconfig import Site, configure
 from sovereign_hub.sandbox.netpol import Endpoint, Namespace, egress_rules, nft_ruleset
 from sovereign_hub.sandbox.podnet import PodNetwork, unavailable
@@ -283,6 +284,7 @@ def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(
     for name, value in tokens.items():
         (secrets_dir / name).write_text(value)
     (tmp_path / "hmac").write_text("k" * 64)
+    (tmp_path / "signing.pem").write_bytes(new_private_key_pem()[0])
 
     names = {"rel-sovereign-hub-hub": SERVICE_ADDRESS,
              "rel-sovereign-hub-proxy-api": PROXY_SERVICE_ADDRESS}  # fmt: skip
@@ -324,6 +326,7 @@ def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(
         SOVEREIGN_HUB_STATE_DIR=str(state),
         SOVEREIGN_POLICY_FILE=str(config / "policy.yaml"),
         SOVEREIGN_AUDIT_HMAC_KEY_FILE=str(tmp_path / "hmac"),
+        SOVEREIGN_AUDIT_SIGNING_KEY_FILE=str(tmp_path / "signing.pem"),
         SOVEREIGN_HUB_SECRETS_DIR=str(secrets_dir),
         SOVEREIGN_OIDC_SECRET_DIR=str(tmp_path / "oidc"),
     )

@@ -28,6 +28,7 @@ def _refusal_kinds() -> set[str]:
     found: set[str] = set()
     for path, call in (
         ("policy/model.py", r"_fail"),
+        ("policy/datasets.py", r"_fail"),
         ("policy/quantity.py", r"PydanticCustomError"),
         ("sovereign_hub/images/reference.py", r"ImageReferenceError"),
     ):

@@ -400,7 +400,7 @@ c.SovereignSpawner.reporter = hub_reporter(c)
         return list(read(str(store))) if store.exists() else []
 
     for _ in range(100):
-        if any(r["schema"].endswith("/server-stopped/v1") for r in events()):
+        if any(r["schema"].endswith("/server-stopped/v2") for r in events()):
             break
         time.sleep(0.1)
     records = events()

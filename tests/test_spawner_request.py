@@ -87,3 +87,18 @@ def test_timeout_message_quotes_the_last_scheduler_warning():
         "Your server did not start within 60 seconds. Try a smaller profile or another "
         "region, or try again later."
     )
+
+
+def test_timeout_message_names_a_server_that_never_answered_its_readiness_probe():
+    events = [
+        {"type": "Warning", "reason": "FailedScheduling", "message": "0/4 nodes are available"},
+        {"type": "Normal", "reason": "Started", "message": "Started container notebook"},
+        {"type": "Warning", "reason": "Unhealthy", "message": "Readiness probe failed: refused"},
+    ]
+    assert timeout_message(30, events) == (
+        "Your server did not start within 30 seconds. Its pod runs, but the server never "
+        "answered its readiness probe (Readiness probe failed: refused). Its log says why; "
+        "a busy node may need a longer start_timeout."
+    )
+    pull = [{"type": "Warning", "reason": "Failed", "message": "ErrImagePull"}]
+    assert "Kubernetes reports: ErrImagePull" in timeout_message(30, pull)

@@ -51,18 +51,20 @@ STORED = {
 
 
 def test_allocation_state_is_the_stored_shape_and_reads_back():
-    assert ALLOCATION.to_state() == {**STORED, "stopped": None}
+    assert ALLOCATION.to_state() == {**STORED, "stopped": None, "cluster": "hub"}
+    # Saved before regions had clusters: the server is in the hub's own cluster.
     assert Allocation.from_state(STORED) == ALLOCATION
-    stopped = dataclasses.replace(ALLOCATION, stopped="entitlement_lost")
+    stopped = dataclasses.replace(ALLOCATION, stopped="entitlement_lost", cluster="eu-fra")
     assert Allocation.from_state(stopped.to_state()) == stopped
 
 
 def test_allocation_of_a_plan():
     plan = plan_for("gpu-a100")
-    allocation = Allocation.of(plan, "home-ana-eu", 12.0)
+    allocation = Allocation.of(plan, "home-ana-eu", 12.0, "eu-fra")
     assert allocation.placement() == {
         "profile": "gpu-a100",
         "region": "eu",
+        "cluster": "eu-fra",
         "channel": plan.image.channel,
         "image": plan.image.image,
         "image_version": plan.image.version,

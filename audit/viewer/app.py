@@ -29,6 +29,7 @@ from ..verify import verify
 from .charts import bar_chart
 from .overview import SERIES, overview
 from .query import EVENTS, OUTCOMES, BadFilter, Query, Store
+from .shares import active_shares
 
 SCOPE = "custom:audit:read"
 TEMPLATES = Path(__file__).with_name("templates")
@@ -233,6 +234,19 @@ class AnomaliesHandler(ViewerHandler):
         self.page("anomalies.html", groups=groups)
 
 
+class SharesHandler(ViewerHandler):
+    """Servers shared now: each grant the trail has not seen revoked, before its expiry."""
+
+    @web.authenticated
+    def get(self) -> None:
+        try:
+            shares = active_shares(self.store.share_events(), datetime.now(UTC))
+        except StoreError as exc:
+            raise web.HTTPError(503, log_message=str(exc)) from exc
+        self.record_view("shares")
+        self.page("shares.html", shares=shares)
+
+
 class ChainHandler(ViewerHandler):
     @web.authenticated
     def get(self) -> None:
@@ -292,6 +306,7 @@ def make_app(
             (prefix + "timeline", TimelineHandler, context),
             (prefix + "session", SessionHandler, context),
             (prefix + "anomalies", AnomaliesHandler, context),
+            (prefix + "shares", SharesHandler, context),
             (prefix + "chain", ChainHandler, context),
             (prefix + r"export\.(csv|jsonl)", ExportHandler, context),
             (prefix + "oauth_callback", HubOAuthCallbackHandler),

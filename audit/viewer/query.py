@@ -25,14 +25,15 @@ from ..store import Filters, StoreError, _record, clauses
 EVENTS = (
     "login", "login-denied", "logout", "spawn-requested", "spawn-denied", "server-started",
     "spawn-failed", "server-stopped", "image-pin-changed", "policy-loaded", "api-action",
-    "hub-server-action", "audit-viewed", "epoch-started",
+    "hub-server-action", "audit-viewed", "epoch-started", "share-granted", "share-refused",
+    "share-revoked",
 )  # fmt: skip
 # The trail's proofs about itself: for `sovhub audit verify`, not for reading.
 PROOFS = "event NOT IN ('checkpoint', 'retention')"
 OUTCOMES = {
-    "refused": ("event IN ('spawn-denied', 'login-denied')", ()),
+    "refused": ("event IN ('spawn-denied', 'login-denied', 'share-refused')", ()),
     "failed": ("event = 'spawn-failed'", ()),
-    "ok": ("event NOT IN ('spawn-denied', 'login-denied', 'spawn-failed')", ()),
+    "ok": ("event NOT IN ('spawn-denied', 'login-denied', 'share-refused', 'spawn-failed')", ()),
 }
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?Z?)?$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -228,12 +229,21 @@ class Store:
                 current["outcome"] = f"stopped ({data.get('reason', 'unknown')})"
         return list(reversed(sessions))
 
+    def share_events(self, limit: int = 5000) -> list[dict[str, Any]]:
+        """The latest share grants and revocations, oldest first (for the shares page)."""
+        sql = (
+            "SELECT * FROM audit_events WHERE event IN ('share-granted', 'share-revoked') "  # noqa: S608 - fixed
+            f"ORDER BY time DESC, id DESC LIMIT {int(limit)}"
+        )
+        return list(reversed(self._rows(sql, [])))
+
     def anomalies(self, limit: int = 20) -> dict[str, list[dict[str, Any]]]:
         """Refusals, failures, admins acting on others' servers, entitlement losses."""
         m = self.mark
         queries = {
             "refused spawns": ("event = 'spawn-denied'", []),
             "refused logins": ("event = 'login-denied'", []),
+            "refused shares": ("event = 'share-refused'", []),
             "admin actions on other users": (
                 "event = 'api-action' AND subject <> actor AND actor <> ''", [],
             ),

@@ -92,6 +92,8 @@ class Cluster:
     kubeconfig_path: Path | None = None
     real_nodes: bool = False
     namespace: str = "default"
+    light_pods: bool = False
+    """Run every pod as a minimal single-user server in this process (kube/lightpod.py)."""
     kubeconfig: Path = field(init=False)
     server: str = field(init=False, default="")
     emulated: bool = field(init=False, default=True)
@@ -110,6 +112,8 @@ class Cluster:
         self._client: client.ApiClient | None = None
         self.kubelet: ProcessKubelet | None = None
         self.leases: NodeLeases | None = None
+        self._tls_context: ssl.SSLContext | None = None
+        self._port = 0
 
     # -- thread plumbing ---------------------------------------------------
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
@@ -182,9 +186,11 @@ class Cluster:
             tls = local_certificates(self.state_dir / "tls", common_name="emulated Kubernetes CA")
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(tls["cert"], tls["key"])
+            self._tls_context = context
             site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self._port = port
             self.server = f"https://127.0.0.1:{port}"
             self.kubeconfig = write_kubeconfig(
                 self.state_dir / "kubeconfig", self.server, token, self.namespace, tls["ca"]
@@ -236,6 +242,7 @@ class Cluster:
             nodes=set(self.nodes.values()),
             state_dir=self.state_dir,
             namespace=watch_ns,
+            light=self.light_pods,
         )
         if self.api is not None:
             # pods/exec reaches the pod's kubelet, as a real API server proxies it there.
@@ -247,6 +254,31 @@ class Cluster:
         ]
         await scheduler.nodes.synced.wait()
         await self.kubelet.informer.synced.wait()
+
+    def restart_api_server(self, down_for: float) -> None:
+        """Stop the emulated API server, keep it down ``down_for`` seconds, start it again.
+
+        What a kube-apiserver restart does to clients: every open connection is
+        closed and every watch ends (clients must relist or rewatch), requests
+        meanwhile are refused, and the state survives, as etcd keeps it (the
+        :class:`Store` is kept). The same port is bound again, so kubeconfigs stay
+        valid. Emulated clusters only: a real API server is not ours to restart.
+        """
+        if not self.emulated or self.api is None:
+            raise RuntimeError("restart_api_server needs the emulated API server")
+        self.call(self._restart_api_server(down_for), timeout=down_for + 90)
+
+    async def _restart_api_server(self, down_for: float) -> None:
+        assert self._runner is not None  # noqa: S101
+        assert self.api is not None  # noqa: S101
+        # cleanup() runs the app's on_shutdown (ends every watch, stops the control plane's
+        # controllers), then closes the listening socket and every open connection.
+        await self._runner.cleanup()
+        await asyncio.sleep(down_for)
+        self._runner = web.AppRunner(self.api.app(), handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port, ssl_context=self._tls_context)
+        await site.start()
 
     async def _wait_schedulable(self, core: client.CoreV1Api, timeout: float = 90.0) -> None:
         """Wait until the node lifecycle controller has lifted the not-ready taint that every

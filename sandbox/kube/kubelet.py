@@ -43,6 +43,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from . import rawapi
 from .events import EventRecorder
 from .informer import Informer
+from .lightpod import LightServer
 from .podenv import ConfigError, container_env, expand
 from .store import now_iso
 
@@ -87,7 +88,7 @@ class PodRuntime:
     log_dir: Path
     """This pod's logs: ``<container>/<restartCount>.log``, one file per container instance."""
     container: str = ""
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process | LightServer | None = None
     supervisor: asyncio.Task[None] | None = None
     terminator: asyncio.Task[None] | None = None
     terminating: bool = False
@@ -112,8 +113,13 @@ class ProcessKubelet:
         first_ip: int = 2,
         ip_block: int | None = None,
         base_env: dict[str, str] | None = None,
+        light: bool = False,
     ) -> None:
         self.core = client.CoreV1Api(api)
+        # Light mode (lightpod.py): each pod is a minimal single-user server in
+        # this process, for load tests; no process is started.
+        self.light = light
+        self._light_session: aiohttp.ClientSession | None = None
         self.events = EventRecorder(self.core, "kubelet", host_is_node=True)
         self.nodes = nodes
         self.state_dir = state_dir
@@ -156,6 +162,9 @@ class ProcessKubelet:
             if rt.supervisor:
                 rt.supervisor.cancel()
         self.pods.clear()
+        if self._light_session is not None:
+            await self._light_session.close()
+            self._light_session = None
 
     def _allocate_ip(self) -> str:
         if self._free_ips:
@@ -264,29 +273,11 @@ class ProcessKubelet:
         while not rt.terminating:
             log_path = instance_log(rt.log_dir, rt.container, rt.restarts)
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "ab") as logfile:
-                try:
-                    rt.process = await asyncio.create_subprocess_exec(
-                        *argv,
-                        env=env,
-                        cwd=cwd,
-                        stdout=logfile,
-                        stderr=asyncio.subprocess.STDOUT,
-                        stdin=asyncio.subprocess.DEVNULL,
-                        start_new_session=True,
-                    )
-                except OSError as exc:
-                    message = f"cannot start {argv[0]!r}: {exc.strerror}"
-                    await self._patch_status(
-                        rt,
-                        pod,
-                        "Pending",
-                        {"waiting": {"reason": "RunContainerError", "message": message}},
-                        ready=False,
-                    )
-                    await self.events.record(
-                        pod, "Warning", "Failed", f"Error: {message}", field_path=field_path
-                    )
+            if self.light:
+                rt.process = await self._start_light(rt, env)
+            else:
+                rt.process = await self._start_process(rt, pod, argv, env, cwd, log_path)
+                if rt.process is None:
                     return
             started = rt.container_started = now_iso()
             await self.events.record(
@@ -342,6 +333,52 @@ class ProcessKubelet:
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _start_process(
+        self,
+        rt: PodRuntime,
+        pod: dict[str, Any],
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        log_path: Path,
+    ) -> asyncio.subprocess.Process | None:
+        """The container's process, or None (reported) when it cannot start."""
+        field_path = f"spec.containers{{{rt.container}}}"
+        with open(log_path, "ab") as logfile:
+            try:
+                return await asyncio.create_subprocess_exec(
+                    *argv,
+                    env=env,
+                    cwd=cwd,
+                    stdout=logfile,
+                    stderr=asyncio.subprocess.STDOUT,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                message = f"cannot start {argv[0]!r}: {exc.strerror}"
+                await self._patch_status(
+                    rt,
+                    pod,
+                    "Pending",
+                    {"waiting": {"reason": "RunContainerError", "message": message}},
+                    ready=False,
+                )
+                await self.events.record(
+                    pod, "Warning", "Failed", f"Error: {message}", field_path=field_path
+                )
+                return None
+
+    async def _start_light(self, rt: PodRuntime, env: dict[str, str]) -> LightServer:
+        if self._light_session is None:
+            self._light_session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=30),
+                connector=aiohttp.TCPConnector(limit=64),
+            )
+        server = LightServer(env, rt.ip, self._light_session)
+        await server.start()
+        return server
 
     async def _pull(self, pod: dict[str, Any], container: dict[str, Any], field_path: str) -> None:
         """Images are not pulled here (the process runs from this machine); the events say
@@ -501,7 +538,8 @@ class ProcessKubelet:
         ports = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
         async with aiohttp.ClientSession() as session:
             while True:
-                ok = await self._check(session, rt, probe, ports)
+                failure = await self._check(session, rt, probe, ports)
+                ok = failure is None
                 failures = 0 if ok else failures + 1
                 # Repeats are folded, as the kubelet's event correlator folds them.
                 if not ok and time.monotonic() - last_unhealthy > REPEAT_EVENT_AFTER:
@@ -510,7 +548,7 @@ class ProcessKubelet:
                         pod,
                         "Warning",
                         "Unhealthy",
-                        "Readiness probe failed",
+                        f"Readiness probe failed: {failure}",
                         field_path=f"spec.containers{{{rt.container}}}",
                     )
                 if ok != ready and (ok or failures >= threshold):
@@ -526,32 +564,48 @@ class ProcessKubelet:
         rt: PodRuntime,
         probe: dict[str, Any],
         ports: dict[Any, Any],
-    ) -> bool:
+    ) -> str | None:
+        """None when the probe succeeds, else why it failed, worded as a kubelet words it."""
         timeout = float(probe.get("timeoutSeconds", 1))
-        try:
-            if http := probe.get("httpGet"):
-                port = ports.get(http["port"], http["port"])
-                scheme = http.get("scheme", "HTTP").lower()
-                url = f"{scheme}://{rt.ip}:{port}{http.get('path', '/')}"
+        if http := probe.get("httpGet"):
+            port = ports.get(http["port"], http["port"])
+            scheme = http.get("scheme", "HTTP").lower()
+            url = f"{scheme}://{rt.ip}:{port}{http.get('path', '/')}"
+            try:
                 async with session.get(
                     url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
                 ) as r:
-                    return 200 <= r.status < 400
-            if tcp := probe.get("tcpSocket"):
-                port = ports.get(tcp["port"], tcp["port"])
+                    if 200 <= r.status < 400:
+                        return None
+                    return f"HTTP probe failed with statuscode: {r.status}"
+            except TimeoutError:
+                return f'Get "{url}": context deadline exceeded'
+            except (OSError, aiohttp.ClientError) as exc:
+                return f'Get "{url}": {_reason(exc)}'
+        if tcp := probe.get("tcpSocket"):
+            port = ports.get(tcp["port"], tcp["port"])
+            try:
                 async with asyncio.timeout(timeout):
                     _, writer = await asyncio.open_connection(rt.ip, int(port))
                 writer.close()
-                return True
-            if command := (probe.get("exec") or {}).get("command"):
+                return None
+            except TimeoutError:
+                return f"dial tcp {rt.ip}:{port}: i/o timeout"
+            except OSError as exc:
+                return f"dial tcp {rt.ip}:{port}: {_reason(exc)}"
+        if command := (probe.get("exec") or {}).get("command"):
+            try:
                 proc = await asyncio.create_subprocess_exec(
                     *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
                 )
                 async with asyncio.timeout(timeout):
-                    return await proc.wait() == 0
-        except (OSError, TimeoutError, aiohttp.ClientError):
-            return False
-        return False
+                    code = await proc.wait()
+            except TimeoutError:
+                return f"command timed out after {timeout:g}s"
+            except OSError as exc:
+                return f"exec failed: {_reason(exc)}"
+            return None if code == 0 else f"command exited with {code}"
+        return "probe has no handler"
 
     # -- status and termination ------------------------------------------
     async def _patch_status(
@@ -616,6 +670,9 @@ class ProcessKubelet:
         proc = rt.process
         if proc is None or proc.returncode is not None:
             return proc.returncode if proc else None
+        if isinstance(proc, LightServer):
+            await proc.stop()
+            return 0
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -659,3 +716,13 @@ class ProcessKubelet:
                 log.warning(
                     "confirming deletion of %s/%s failed: %s", rt.namespace, rt.name, exc.status
                 )
+
+
+def _reason(exc: BaseException) -> str:
+    # aiohttp wraps the socket error; the innermost one says what happened
+    # ("connect: connection refused" on a real kubelet).
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, ConnectionRefusedError):
+        return "connect: connection refused"
+    return str(exc) or type(exc).__name__

@@ -55,6 +55,7 @@ seccompProfile:
 
 {{- define "sh.hubSecret" -}}{{ .Values.hub.existingSecret | default (printf "%s-hub" (include "sh.fullname" .)) }}{{- end -}}
 {{- define "sh.auditSecret" -}}{{ .Values.audit.hmacKey.existingSecret | default (printf "%s-audit-hmac" (include "sh.fullname" .)) }}{{- end -}}
+{{- define "sh.signingSecret" -}}{{ .Values.audit.signingKey.existingSecret | default (printf "%s-audit-signing" (include "sh.fullname" .)) }}{{- end -}}
 {{- define "sh.clientSecret" -}}{{ .Values.auth.clientSecret.existingSecret | default (printf "%s-oidc" (include "sh.fullname" .)) }}{{- end -}}
 
 {{/*
@@ -69,6 +70,21 @@ Arguments: (list $ secretName key length).
 {{- else -}}
 {{- /* hex, as JupyterHub's cookie secret and crypt key require */ -}}
 {{- randAlphaNum (index . 3) | sha256sum | b64enc -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The checkpoint signing key kept across upgrades: the existing Secret's PEM,
+else a new Ed25519 key (sprig's genPrivateKey writes PKCS#8 PEM, which
+sovereign_hub.audit.signing reads). Arguments: (list $ secretName key).
+*/}}
+{{- define "sh.keptSigningKey" -}}
+{{- $root := index . 0 -}}
+{{- $existing := lookup "v1" "Secret" $root.Release.Namespace (index . 1) -}}
+{{- if and $existing (hasKey $existing.data (index . 2)) -}}
+{{- index $existing.data (index . 2) -}}
+{{- else -}}
+{{- genPrivateKey "ed25519" | b64enc -}}
 {{- end -}}
 {{- end -}}
 
@@ -130,12 +146,12 @@ on the network's leading bits. Arguments: (list cidr address); prints "true".
   "release" (dict "name" .Release.Name "namespace" .Release.Namespace "fullname" $full)
   "names" (dict "hub" (printf "%s-hub" $full) "proxyApi" (printf "%s-proxy-api" $full))
   "labels" (dict "app.kubernetes.io/name" (include "sh.name" .) "app.kubernetes.io/instance" .Release.Name)
-  "hub" (dict "db" (omit .Values.hub.db "passwordSecret" "pvc") "metrics" .Values.hub.metrics "templatePaths" .Values.hub.templatePaths "templateVars" .Values.hub.templateVars)
+  "hub" (dict "db" (omit .Values.hub.db "passwordSecret" "pvc" "backup") "metrics" .Values.hub.metrics "templatePaths" .Values.hub.templatePaths "templateVars" .Values.hub.templateVars)
   "imagePullSecrets" .Values.imagePullSecrets
   "singleuser" .Values.singleuser
   "cull" .Values.cull
   "auth" (omit .Values.auth "clientSecret")
-  "audit" (dict "onSpoolFull" .Values.audit.onSpoolFull "spoolLimitBytes" .Values.audit.spoolLimitBytes "sinks" .Values.audit.sinks)
+  "audit" (dict "onSpoolFull" .Values.audit.onSpoolFull "spoolLimitBytes" .Values.audit.spoolLimitBytes "sinks" .Values.audit.sinks "signing" .Values.audit.signingKey.enabled "checkpoints" .Values.audit.checkpoints)
   "ingressHosts" (.Values.ingress.hosts | default .Values.httpRoute.hostnames | default list)
 -}}
 {{- toYaml $values -}}

@@ -1,0 +1,270 @@
+"""One hub under a Monday-morning load: Sovereign Hub and stock KubeSpawner side by side (#18).
+
+The same simulated users (``sovereign_hub.loadtest``: OIDC login, spawn,
+``/api/status`` through the proxy, idle, stop) run against two hubs started in
+this run, one after the other, on the same machine:
+
+- **sovereign**: the sandbox's hub (``sovereign_hub.sandbox.run.hub_config``):
+  SovereignSpawner with the example policy, the audit trail in SQLite;
+- **stock**: the same hub with ``spawner_class = "kubespawner"`` and a
+  ``profile_list`` as Zero to JupyterHub configures one, with the same
+  resources, placement and restricted security context per profile.
+
+Both use the emulated Kubernetes with light pods (one minimal single-user
+server per pod, in the cluster's process; ``sandbox/kube/lightpod.py``), so the
+figures are about the hub's path, not a notebook's start-up. Measured: spawns
+ready/failed/refused, time to ready p50/p95/p99, spawns per second, hub CPU
+seconds and peak RSS (sampled every 0.5 s), proxy CPU, Kubernetes API
+requests (clients only) per second, and the CPU of the emulated cluster's
+thread (API server, scheduler, kubelet and the light pods together).
+
+    python benchmarks/bench_scale.py --users 200 --concurrency 50 --out FILE.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from sovereign_hub.loadtest import LoadEnvironment, LoadPlan, Report, population, run
+from sovereign_hub.policy import load_policy
+from sovereign_hub.spawner.overlay import as_list
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY_PATH = ROOT / "examples" / "policy.yaml"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def stock_config(namespace: str, scheduler: str) -> str:
+    """Stock KubeSpawner, configured the Zero to JupyterHub way: one profile per entry."""
+    policy = load_policy(POLICY_PATH).policy
+    entries = []
+    for slug, profile in sorted(policy.profiles.items()):
+        if profile.gpu is not None:
+            continue
+        region = policy.regions[profile.regions[0]]
+        entries.append(
+            {
+                "slug": slug,
+                "display_name": profile.display_name,
+                "kubespawner_override": {
+                    "image": policy.channels[profile.channel].versions[0].image,
+                    "cpu_guarantee": float(profile.cpu.guarantee.value),
+                    "cpu_limit": float(profile.cpu.limit.value),
+                    "node_affinity_required": as_list(
+                        [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": policy.scheduling.region_label,
+                                        "operator": "In",
+                                        "values": list(region.node_regions),
+                                    }
+                                ]
+                            }
+                        ]
+                    ),
+                },
+            }
+        )
+    return f"""
+from sovereign_hub.spawner.security import RESTRICTED_DEFAULTS
+c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+c.KubeSpawner.namespace = {namespace!r}
+c.KubeSpawner.scheduler_name = {scheduler!r}
+c.KubeSpawner.start_timeout = 120
+c.KubeSpawner.cmd = c.SovereignSpawner.cmd  # the sandbox's notebook command
+c.KubeSpawner.profile_list = {entries!r}
+for _name, _value in RESTRICTED_DEFAULTS.items():
+    setattr(c.KubeSpawner, _name, _value)
+c.KubeSpawner.allow_privilege_escalation = False
+c.KubeSpawner.automount_service_account_token = False
+"""
+
+
+@dataclass
+class Sampler:
+    """Hub and proxy CPU and RSS, and the emulated cluster thread's CPU, over the run."""
+
+    hub_pid: int
+    cluster_tid: int | None
+    rss_peak: int = 0
+    samples: list[tuple[float, float, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.hub = psutil.Process(self.hub_pid)
+        self.proxies = [
+            p for p in self.hub.children() if "configurable-http" in " ".join(p.cmdline())
+        ]
+        self.start_cpu = self._hub_cpu()
+        self.start_proxy = self._proxy_cpu()
+        self.start_cluster = self._cluster_cpu()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _hub_cpu(self) -> float:
+        t = self.hub.cpu_times()
+        return t.user + t.system
+
+    def _proxy_cpu(self) -> float:
+        total = 0.0
+        for p in self.proxies:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def _cluster_cpu(self) -> float:
+        if self.cluster_tid is None:
+            return 0.0
+        fields = Path(f"/proc/self/task/{self.cluster_tid}/stat").read_text().rsplit(")", 1)[1]
+        parts = fields.split()
+        return (int(parts[11]) + int(parts[12])) / TICKS  # utime, stime
+
+    def _loop(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.wait(0.5):
+            rss = self.hub.memory_info().rss
+            self.rss_peak = max(self.rss_peak, rss)
+            self.samples.append((time.monotonic() - t0, self._hub_cpu() - self.start_cpu, rss))
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self.thread.join()
+        return {
+            "hub_cpu": self._hub_cpu() - self.start_cpu,
+            "proxy_cpu": self._proxy_cpu() - self.start_proxy,
+            "cluster_cpu": self._cluster_cpu() - self.start_cluster,
+            "hub_rss_peak": self.rss_peak / 2**20,
+        }
+
+
+def measure(kind: str, plan: LoadPlan, state: Path) -> tuple[Report, dict[str, float]]:
+    users = population(plan, load_policy(POLICY_PATH).policy)
+    extra = (
+        (lambda cluster: stock_config(cluster.namespace, cluster.scheduler_name))
+        if kind == "stock"
+        else None
+    )
+    with LoadEnvironment(users, state, extra_config=extra) as env:
+        api = env.cluster.api
+        before = sum(api.requests.values()) if api else 0
+        sampler = Sampler(env.hub.process.pid, env.cluster._thread.native_id)
+        report = run(env.hub.url, users, plan)
+        usage = sampler.stop()
+        made = (sum(api.requests.values()) if api else 0) - before
+        usage["api_requests"] = made
+        usage["api_rps"] = made / report.seconds
+        report.checks["servers running at the end"] = str(env.running_servers())
+        env.hub.stop()
+        if kind == "sovereign":
+            verified = env.verify_audit()
+            report.checks["audit verify"] = (
+                "clean" if verified.returncode == 0 else verified.stdout.strip()[:200]
+            )
+    return report, usage
+
+
+def summary(plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]]) -> str:
+    kinds = list(runs)
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(name: str, values: list[str]) -> None:
+        rows.append((name, values))
+
+    reports = [runs[k][0] for k in kinds]
+    usage = [runs[k][1] for k in kinds]
+    outcomes = [r.outcomes() for r in reports]
+    row("spawns ready", [str(o["ready"]) for o in outcomes])
+    row("spawns failed", [str(o["failed"] + o["timeout"] + o["error"]) for o in outcomes])
+    row("refused by policy", [str(o["refused"]) for o in outcomes])
+    row("cut off by the deadline", [str(r.unfinished) for r in reports])
+    for q in (50, 95, 99):
+        row(f"time to ready p{q} (s)", [_num(r.percentile(q)) for r in reports])
+    row("wall time (s)", [f"{r.seconds:.1f}" for r in reports])
+    row(
+        "ready spawns per second",
+        [f"{o['ready'] / r.seconds:.2f}" for o, r in zip(outcomes, reports, strict=True)],
+    )
+    row("hub CPU (s)", [f"{u['hub_cpu']:.1f}" for u in usage])
+    row("hub peak RSS (MiB)", [f"{u['hub_rss_peak']:.0f}" for u in usage])
+    row("proxy CPU (s)", [f"{u['proxy_cpu']:.1f}" for u in usage])
+    row("Kubernetes API requests (clients)", [f"{u['api_requests']:.0f}" for u in usage])
+    row("Kubernetes API requests per second", [f"{u['api_rps']:.1f}" for u in usage])
+    row("emulated cluster thread CPU (s)", [f"{u['cluster_cpu']:.1f}" for u in usage])
+    row(
+        "servers running at the end",
+        [r.checks.get("servers running at the end", "") for r in reports],
+    )
+    row("audit verify", [r.checks.get("audit verify", "n/a (no audit trail)") for r in reports])
+    lines = [
+        f"Load: {plan.users} users, at most {plan.concurrency} at a time, {plan.arrival} "
+        f"arrival over {plan.ramp_seconds:g} s, {plan.idle_seconds:g} s idle each; light pods.",
+        "",
+        "| measure | " + " | ".join(kinds) + " |",
+        "| --- | " + " | ".join("---" for _ in kinds) + " |",
+    ]
+    lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in rows]
+    if "stock" in runs and "sovereign" in runs:
+        ours, stock = runs["sovereign"][0], runs["stock"][0]
+        stock_rate = stock.outcomes()["ready"] / stock.seconds
+        ratio = (ours.outcomes()["ready"] / ours.seconds) / stock_rate if stock_rate else 0.0
+        lines += [
+            "",
+            f"Throughput, Sovereign Hub / stock KubeSpawner: **{ratio:.2f}x** (target >= 0.95x).",
+        ]
+    for kind, (report, _) in runs.items():
+        failures = [r for r in report.results if r.outcome not in ("ready", "refused")]
+        if failures:
+            lines += ["", f"First failures ({kind}):", ""]
+            lines += [f"- {r.name}: {r.outcome}: {r.detail[:300]}" for r in failures[:5]]
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--arrival", choices=("ramp", "burst"), default="ramp")
+    parser.add_argument("--ramp-seconds", type=float, default=20.0)
+    parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument("--deadline-seconds", type=float, default=1800.0)
+    parser.add_argument("--out", help="also write the Markdown summary to this file")
+    args = parser.parse_args(argv)
+    plan = LoadPlan(
+        users=args.users,
+        concurrency=args.concurrency,
+        arrival=args.arrival,
+        ramp_seconds=args.ramp_seconds,
+        idle_seconds=args.idle_seconds,
+        deadline_seconds=args.deadline_seconds,
+    )
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="sovhub-bench-scale-") as tmp:
+        for kind in ("sovereign", "stock"):
+            print(f"running {kind} ...", file=sys.stderr, flush=True)
+            runs[kind] = measure(kind, plan, Path(tmp) / kind)
+    text = summary(plan, runs)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""JupyterHub's share, share-code and accept-share handlers, asking the policy first.
+
+Each subclass keeps JupyterHub's route, request body and response, checks the
+request with :class:`~sovereign_hub.sharing.GovernedSharing` (held in the
+Tornado settings), reports the outcome, and calls JupyterHub's own method to
+do the work. :func:`sovereign_hub.sharing.install` puts them in JupyterHub's
+route tables.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from jupyterhub import orm
+from jupyterhub.apihandlers.shares import ServerShareAPIHandler, ServerShareCodeAPIHandler
+from jupyterhub.handlers.pages import AcceptShareHandler
+from jupyterhub.scopes import needs_scope
+from tornado import web
+
+from sovereign_hub.policy.sharing import Recipient, ShareRefusal
+from sovereign_hub.reporting import ShareEvent
+
+from .sharing import SETTING, GovernedSharing
+
+
+def _governor(handler: web.RequestHandler) -> GovernedSharing:
+    return handler.settings[SETTING]
+
+
+def _recipient_from_body(handler: Any) -> Recipient | None:
+    body = handler.get_json_body() or {}
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get("user"), str) and not body.get("group"):
+        found = handler.find_user(body["user"])
+        if found is None:
+            return None  # JupyterHub answers 400 "No such user"
+        return GovernedSharing.recipient_of(found.orm_user)
+    if isinstance(body.get("group"), str) and not body.get("user"):
+        return Recipient("group", body["group"])
+    return None
+
+
+class GovernedShareHandler(ServerShareAPIHandler):
+    """``/hub/api/shares/{owner}/{server}`` with the sharing policy and audit."""
+
+    def share_model(self, share: orm.Share) -> dict[str, Any]:
+        model = super().share_model(share)
+        model["expires_at"] = _governor(self).expires_at(share.created_at).isoformat()
+        return model
+
+    def _event(
+        self, kind: Any, owner: str, server: str, region: str, who: Recipient, **kw: Any
+    ) -> ShareEvent:
+        actor = self.current_user.name if self.current_user else "anonymous"
+        return ShareEvent(
+            kind,
+            actor=actor,
+            owner=owner,
+            server=server,
+            region=region,
+            recipient_kind=who.kind,
+            recipient=who.name,
+            **kw,
+        )
+
+    @needs_scope("shares")
+    async def post(self, user_name: str, server_name: str | None = None) -> None:
+        recipient = _recipient_from_body(self) if server_name is not None else None
+        if recipient is None:
+            # Malformed, unknown recipient or no server: JupyterHub's own answer.
+            await super().post(user_name, server_name)
+            return
+        governor = _governor(self)
+        owner = self.find_user(user_name)
+        if owner is None:
+            raise web.HTTPError(404)
+        region, refused = governor.refusal(owner, server_name, recipient)
+        if refused is not None:
+            governor.report(
+                self._event(
+                    "share_refused",
+                    user_name,
+                    server_name,
+                    region,
+                    recipient,
+                    reason_code=refused.code if region else "not_running",
+                    reason=refused.message,
+                )
+            )
+            raise web.HTTPError(403, f"Sharing refused: {refused.message}.")
+        await super().post(user_name, server_name)
+        share = orm.Share.find(
+            self.db, self._lookup_spawner(user_name, server_name), _share_target(self, recipient)
+        )
+        expires = governor.expires_at(share.created_at).isoformat() if share else ""
+        governor.report(
+            self._event(
+                "share_granted", user_name, server_name, region, recipient, expires_at=expires
+            )
+        )
+
+    @needs_scope("shares")
+    async def patch(self, user_name: str, server_name: str | None = None) -> None:
+        recipient = _recipient_from_body(self) if server_name is not None else None
+        await super().patch(user_name, server_name)
+        if recipient is not None:
+            owner = self.find_user(user_name)
+            region = GovernedSharing.region_of(owner, server_name) or ""
+            _governor(self).report(
+                self._event(
+                    "share_revoked",
+                    user_name,
+                    server_name,
+                    region,
+                    recipient,
+                    reason_code="revoked",
+                )
+            )
+
+    @needs_scope("shares")
+    async def delete(self, user_name: str, server_name: str | None = None) -> None:
+        revoked: list[Recipient] = []
+        if server_name is not None:
+            spawner = self._lookup_spawner(user_name, server_name)
+            revoked = [GovernedSharing.recipient_of(s.user or s.group) for s in spawner.shares]
+        await super().delete(user_name, server_name)
+        owner = self.find_user(user_name)
+        region = (GovernedSharing.region_of(owner, server_name or "") if owner else None) or ""
+        for recipient in revoked:
+            _governor(self).report(
+                self._event(
+                    "share_revoked",
+                    user_name,
+                    server_name,
+                    region,
+                    recipient,
+                    reason_code="revoked",
+                )
+            )
+
+
+def _share_target(handler: Any, recipient: Recipient) -> Any:
+    if recipient.kind == "group":
+        return orm.Group.find(handler.db, name=recipient.name)
+    return orm.User.find(handler.db, name=recipient.name)
+
+
+class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
+    """``/hub/api/share-codes/{owner}/{server}``: codes only from those who may share,
+    and never longer than the policy's maximum."""
+
+    @needs_scope("shares")
+    async def post(self, user_name: str, server_name: str | None = None) -> None:
+        if server_name is None:
+            await super().post(user_name, server_name)
+            return
+        governor = _governor(self)
+        owner = self.find_user(user_name)
+        if owner is None:
+            raise web.HTTPError(404)
+        body = self.get_json_body() or {}
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        longest = governor.policy().sharing.max_minutes * 60
+        region, refused = governor.refusal(owner, server_name, None)
+        asked = body.get("expires_in", min(86400, longest))
+        if refused is None and isinstance(asked, int) and asked > longest:
+            refused = ShareRefusal(
+                "not_permitted",
+                f"expires_in {asked} is longer than the policy allows ({longest} seconds)",
+            )
+            code = "too_long"
+        else:
+            code = (refused.code if region else "not_running") if refused else ""
+        if refused is not None:
+            governor.report(
+                ShareEvent(
+                    "share_refused",
+                    actor=self.current_user.name,
+                    owner=user_name,
+                    server=server_name,
+                    region=region,
+                    recipient_kind="code",
+                    reason_code=code,
+                    reason=refused.message,
+                )
+            )
+            raise web.HTTPError(403, f"Sharing refused: {refused.message}.")
+        self._body = {**body, "expires_in": asked}
+        await super().post(user_name, server_name)
+        governor.report(
+            ShareEvent(
+                "share_granted",
+                actor=self.current_user.name,
+                owner=user_name,
+                server=server_name,
+                region=region,
+                recipient_kind="code",
+                expires_at=datetime.fromtimestamp(
+                    datetime.now(UTC).timestamp() + asked, UTC
+                ).isoformat(),
+            )
+        )
+
+    def get_json_body(self) -> Any:
+        # The capped expiry replaces the caller's default (one day) before
+        # JupyterHub validates the body.
+        return getattr(self, "_body", None) or super().get_json_body()
+
+
+class GovernedAcceptShareHandler(AcceptShareHandler):
+    """``/hub/accept-share``: a code is exchanged only by a recipient the policy allows."""
+
+    @web.authenticated
+    def post(self) -> None:
+        share_code = orm.ShareCode.find(self.db, code=self.get_argument("code"))
+        if share_code is not None and share_code.owner != self.current_user.orm_user:
+            governor = _governor(self)
+            owner = self._user_from_orm(share_code.owner)
+            recipient = GovernedSharing.recipient_of(self.current_user.orm_user)
+            server = share_code.spawner.name
+            region, refused = governor.refusal(owner, server, recipient)
+            event = {
+                "actor": self.current_user.name,
+                "owner": owner.name,
+                "server": server,
+                "region": region,
+                "recipient_kind": "user",
+                "recipient": recipient.name,
+            }
+            if refused is not None:
+                governor.report(
+                    ShareEvent(
+                        "share_refused",
+                        **event,
+                        reason_code=refused.code if region else "not_running",
+                        reason=refused.message,
+                    )
+                )
+                raise web.HTTPError(403, f"Sharing refused: {refused.message}.")
+            super().post()
+            share = orm.Share.find(self.db, share_code.spawner, self.current_user.orm_user)
+            expires = governor.expires_at(share.created_at).isoformat() if share else ""
+            governor.report(ShareEvent("share_granted", **event, expires_at=expires))
+            return
+        super().post()
+
+
+SWAPS = {
+    ServerShareAPIHandler: GovernedShareHandler,
+    ServerShareCodeAPIHandler: GovernedShareCodeHandler,
+    AcceptShareHandler: GovernedAcceptShareHandler,
+}
+"""JupyterHub's handler class → ours, at the same route."""

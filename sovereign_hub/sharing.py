@@ -1,0 +1,223 @@
+"""Governed sharing: JupyterHub's own sharing API, checked against the policy in the hub.
+
+JupyterHub 5 lets a server's owner grant access to users or groups
+(``/hub/api/shares/{owner}/{server}``) or issue share codes
+(``/hub/api/share-codes/{owner}/{server}``, exchanged at ``/hub/accept-share``).
+:func:`install` keeps those routes, request bodies and responses, and swaps
+in subclasses of JupyterHub's handlers (:mod:`.share_handlers`) that first ask the pure
+:func:`~sovereign_hub.policy.sharing.share_refusal`: a refused share is a 403
+whose message names the rule (for residency, the region), and every grant,
+refusal and revocation is reported to the audit trail.
+
+JupyterHub registers its default handlers before any ``extra_handlers``, and
+Tornado takes the first route that matches, so an added route could never
+take precedence; replacing the class in JupyterHub's own route table, before
+the app builds its Tornado application, is the one place a config file can
+enforce this server-side.
+
+Shares do not expire in JupyterHub. :class:`GovernedSharing` reconciles every
+share every ``reconcile_interval`` seconds: one past the policy's
+``sharing.maxMinutes`` since it was created, or one the policy no longer
+allows while its server runs (a policy change, the recipient left a group),
+is revoked and the revocation audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from jupyterhub import orm
+from tornado.ioloop import IOLoop, PeriodicCallback
+from traitlets import Float, Instance, Unicode
+from traitlets.config import Config, Configurable
+
+from sovereign_hub.policy import Policy, PolicyError, cached_policy
+from sovereign_hub.policy.sharing import Recipient, ShareRefusal, share_expires, share_refusal
+from sovereign_hub.reporting import Reporter, ShareEvent
+
+log = logging.getLogger(__name__)
+SETTING = "sovereign_sharing"
+"""The Tornado setting that holds this hub's :class:`GovernedSharing`."""
+
+
+def _utc(moment: datetime) -> datetime:
+    # JupyterHub stores naive UTC datetimes.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+class GovernedSharing(Configurable):
+    """The sharing policy applied to JupyterHub's shares: checks, audit and reconcile."""
+
+    policy_file = Unicode(
+        "",
+        config=True,
+        help="""Path of the policy document whose ``sharing`` section governs shares.
+        Empty (the default) means ``c.SovereignSpawner.policy_file``.""",
+    )
+    reconcile_interval = Float(
+        60.0,
+        config=True,
+        help="""Seconds between checks of every share against the policy and its
+        maximum duration (default 60). A share outlives its expiry, a policy change or
+        its recipient's loss of a group by at most this long (plus the single-user
+        server's token cache, ``HubAuth.cache_max_age``, for sessions already open).
+        0 turns the reconcile off: shares then never expire.""",
+    )
+    reporter = Instance(
+        Reporter,
+        allow_none=True,
+        config=True,
+        help="""Where grants, refusals and revocations go; the audit trail's reporter
+        (``hub_reporter(c)``). None (the default) writes them to the hub's log.""",
+    )
+
+    def policy(self) -> Policy:
+        path = self.policy_file or self.config.SovereignSpawner.get("policy_file", "")
+        return cached_policy(path).policy
+
+    def report(self, event: ShareEvent) -> None:
+        (self.reporter or Reporter()).share(event)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GovernedSharing:
+        return self  # one per hub, held in Tornado settings that config copies
+
+    # -- the checks -------------------------------------------------------------
+    @staticmethod
+    def region_of(owner: Any, server_name: str) -> str | None:
+        """The region the owner's server runs in, or None when it is not running."""
+        spawner = owner.spawners.get(server_name) if server_name in owner.spawners else None
+        allocation = getattr(spawner, "allocation", None)
+        if spawner is None or not spawner.active or allocation is None:
+            return None
+        return str(allocation.region)
+
+    @staticmethod
+    def recipient_of(share_with: orm.User | orm.Group) -> Recipient:
+        if isinstance(share_with, orm.Group):
+            return Recipient("group", share_with.name)
+        return Recipient("user", share_with.name, tuple(g.name for g in share_with.groups))
+
+    def refusal(
+        self, owner: Any, server_name: str, recipient: Recipient | None
+    ) -> tuple[str, ShareRefusal | None]:
+        """(region, refusal) for sharing this server; ``recipient`` None checks the owner only."""
+        region = self.region_of(owner, server_name)
+        if region is None:
+            return "", ShareRefusal(
+                "not_permitted", "only a running server can be shared; start it first"
+            )
+        policy = self.policy()
+        owner_groups = tuple(g.name for g in owner.groups)
+        if recipient is None:
+            # A share code has no recipient until it is exchanged: check the owner's
+            # right to share with anyone (a rule naming no one refuses everyone).
+            recipient = Recipient("user", "\0anyone")
+            found = share_refusal(
+                policy, owner_groups=owner_groups, region=region, recipient=recipient
+            )
+            return region, found if found and found.code == "not_permitted" else None
+        return region, share_refusal(
+            policy, owner_groups=owner_groups, region=region, recipient=recipient
+        )
+
+    def expires_at(self, created: datetime) -> datetime:
+        return share_expires(self.policy(), _utc(created))
+
+    # -- the reconcile ----------------------------------------------------------
+    def reconcile(self, db: Any, users: Any) -> int:
+        """Revoke every share that expired or that the policy no longer allows; return how many."""
+        try:
+            policy = self.policy()
+        except PolicyError as exc:
+            # Keep shares as they are rather than revoke all on a typo; the hub logs why.
+            log.error("sharing reconcile skipped: %s", exc)
+            return 0
+        now = datetime.now(UTC)
+        revoked = 0
+        for share in db.query(orm.Share).all():
+            owner = users[share.owner]
+            recipient = self.recipient_of(share.user or share.group)
+            region, refused = self.refusal(owner, share.spawner.name, recipient)
+            if not region:
+                # A stopped server (or one the hub is still restoring) keeps its
+                # shares, as in JupyterHub: only the expiry applies to it.
+                refused = None
+            if share_expires(policy, _utc(share.created_at)) <= now:
+                code, reason = "expired", f"the policy's {policy.sharing.max_minutes} minutes ended"
+            elif refused is not None:
+                code, reason = refused.code, refused.message
+            else:
+                continue
+            self.report(
+                ShareEvent(
+                    "share_revoked",
+                    actor="system",
+                    owner=owner.name,
+                    server=share.spawner.name,
+                    region=region,
+                    recipient_kind=recipient.kind,
+                    recipient=recipient.name,
+                    reason_code=code,
+                    reason=reason,
+                )
+            )
+            db.delete(share)
+            revoked += 1
+        if revoked:
+            db.commit()
+            log.info("sharing reconcile revoked %d share(s)", revoked)
+        return revoked
+
+    def start(self, app_instance: Any) -> None:
+        """Reconcile every ``reconcile_interval`` seconds in the hub's event loop."""
+        # Called once the whole config file has run: take the settings made after install().
+        self.update_config(self.config)
+        if self.reconcile_interval <= 0:
+            app_instance().log.warning("sharing reconcile is off: shares never expire")
+            return
+
+        def tick() -> None:
+            app = app_instance()
+            if getattr(app, "db", None) is None or getattr(app, "users", None) is None:
+                return  # the hub is still starting
+            try:
+                self.reconcile(app.db, app.users)
+            except Exception:
+                log.exception("sharing reconcile failed")
+                app.db.rollback()
+
+        PeriodicCallback(tick, self.reconcile_interval * 1000).start()
+        app_instance().log.info("sharing reconcile every %ss", self.reconcile_interval)
+
+
+def install(c: Config) -> GovernedSharing:
+    """Govern this hub's sharing API by the policy; call from ``jupyterhub_config.py``.
+
+    Swaps the handler classes in JupyterHub's route tables (the hub builds its
+    Tornado application from them after reading its config), puts the
+    :class:`GovernedSharing` in the Tornado settings, and starts the reconcile.
+    """
+    from jupyterhub import apihandlers, handlers
+    from jupyterhub.app import JupyterHub
+
+    from .share_handlers import SWAPS
+
+    for table in (apihandlers.default_handlers, handlers.default_handlers):
+        for i, route in enumerate(table):
+            if route[1] in SWAPS:
+                table[i] = (route[0], SWAPS[route[1]], *route[2:])
+    governor = GovernedSharing(config=c)
+    settings = dict(c.JupyterHub.get("tornado_settings", {}))
+    settings[SETTING] = governor
+    c.JupyterHub.tornado_settings = settings
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        # Not inside a starting hub (JupyterHub reads its config in its event loop).
+        log.warning("sharing.install outside the hub's event loop: no reconcile started")
+    else:
+        IOLoop.current().add_callback(governor.start, JupyterHub.instance)
+    return governor

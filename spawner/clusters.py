@@ -1,0 +1,187 @@
+"""Each region's own Kubernetes cluster, behind KubeSpawner's own code paths.
+
+KubeSpawner talks to one API server through two things only: ``self.api``
+(a ``CoreV1Api`` on the process-wide default configuration) for the pod,
+claim and secret it creates, reads and deletes; and reflectors (pods,
+events) shared by all spawners of the class under a key of (kind,
+namespace). :class:`RegionalClusters` changes exactly those two things for
+a region whose policy names a cluster, before KubeSpawner's ``start``,
+``poll`` or ``stop`` runs:
+
+- ``self.api`` becomes a client of that cluster's API server, built from
+  its kubeconfig (:func:`kubernetes_asyncio.config.new_client_from_config`,
+  one client per kubeconfig and event loop);
+- the reflector key gains the cluster's name, so each cluster has its own
+  pod and event reflectors, started by KubeSpawner's ``_start_reflector``
+  with a subclass of its own reflector class that lists and watches through
+  that cluster's client.
+
+Nothing else is copied from KubeSpawner. A region with no cluster keeps
+KubeSpawner's behaviour exactly (its shared client, its reflector keys).
+Pins, GPU quotas and the GPU ledger are the hub's, not a cluster's: they
+stay global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from typing import Any
+
+import kubernetes_asyncio.client
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client import ApiClient, CoreV1Api
+from kubespawner.clients import shared_client
+from traitlets import Float, Unicode
+from traitlets.config import Configurable
+
+from sovereign_hub.policy import HUB_CLUSTER, Cluster, Policy
+from sovereign_hub.refusals import SpawnRefused
+
+_CLIENTS: dict[tuple[asyncio.AbstractEventLoop, str], ApiClient] = {}
+
+
+def cluster_of(policy: Policy, region: str | None) -> str | None:
+    """The cluster name ``region`` runs in, or None when no such region is chosen."""
+    spec = policy.regions.get(region) if region else None
+    return spec.cluster_name if spec else None
+
+
+def kubeconfig_path(cluster: Cluster, secrets_dir: str) -> str:
+    """Where the hub reads ``cluster``'s kubeconfig: its own path, or the mounted Secret key
+    (the chart mounts Secret ``name`` at ``<secrets_dir>/<name>/``)."""
+    ref = cluster.kubeconfig_secret
+    if ref is None:  # the policy model requires exactly one of the two
+        return str(cluster.kubeconfig)
+    return os.path.join(secrets_dir, ref.name, ref.key)
+
+
+async def api_client(path: str) -> ApiClient:
+    """One API client per kubeconfig file and event loop (the hub has one loop)."""
+    key = (asyncio.get_running_loop(), path)
+    client = _CLIENTS.get(key)
+    if client is None:
+        client = await kube_config.new_client_from_config(config_file=path)
+        _CLIENTS[key] = client
+    return client
+
+
+@functools.cache
+def regional_reflector(reflector_class: type) -> type:
+    """``reflector_class`` listing and watching through a given cluster's client.
+
+    KubeSpawner's reflectors take their client from the process-wide default
+    configuration in ``__init__``; this subclass replaces it, and nothing else.
+    """
+
+    def __init__(self: Any, *args: Any, cluster_client: ApiClient, **kwargs: Any) -> None:
+        reflector_class.__init__(self, *args, **kwargs)
+        self.api = getattr(kubernetes_asyncio.client, self.api_group_name)(cluster_client)
+
+    return type(f"Regional{reflector_class.__name__}", (reflector_class,), {"__init__": __init__})
+
+
+class RegionalClusters(Configurable):
+    """Mixin for a KubeSpawner subclass: use the cluster of the server's region."""
+
+    cluster_secrets_dir = Unicode(
+        "/etc/sovereign-hub/clusters",
+        config=True,
+        help="""Folder where the chart mounts the Secrets that policy regions name in
+        `cluster.kubeconfigSecret`: Secret `name`'s key `key` is read from
+        `<cluster_secrets_dir>/<name>/<key>`. Unused when no region names a Secret.""",
+    )
+    cluster_probe_timeout = Float(
+        5.0,
+        config=True,
+        help="""Seconds a spawn waits for a region's own cluster to answer before it is
+        refused with a message naming the region (default 5). Regions on the hub's own
+        cluster are not probed.""",
+    )
+
+    api: Any
+    namespace: str
+    log: Any
+
+    _cluster: Cluster | None = None
+    _cluster_client: ApiClient | None = None
+
+    @property
+    def cluster_name(self) -> str:
+        """The name of the cluster this spawner's server is (or will be) in."""
+        return self._cluster.name if self._cluster else HUB_CLUSTER
+
+    async def use_cluster(self, region: str, cluster: Cluster | None, *, probe: bool) -> None:
+        """Direct ``self.api`` and the reflectors to ``region``'s cluster.
+
+        With ``probe``, ask the cluster's API server first and refuse (503) with a
+        message naming the region when it cannot be reached within
+        ``cluster_probe_timeout``: a spawn fails fast instead of waiting out
+        KubeSpawner's retries, and other regions are not held up.
+        """
+        if cluster is None:
+            self._cluster, self._cluster_client = None, None
+            self.api = shared_client("CoreV1Api")
+            return
+        try:
+            client = await api_client(kubeconfig_path(cluster, self.cluster_secrets_dir))
+            if probe:
+                async with asyncio.timeout(self.cluster_probe_timeout):
+                    await CoreV1Api(client).list_namespaced_pod(self.namespace, limit=1)
+        except Exception as exc:
+            # The exception's type says enough (refused, timeout, unreadable kubeconfig);
+            # its text may carry a server address, which users need not see.
+            self.log.warning(
+                "region %s: cluster %s unreachable: %r", region, cluster.name, exc, exc_info=True
+            )
+            raise SpawnRefused(
+                503,
+                f"Region {region!r} cannot start servers right now: its cluster "
+                f"{cluster.name!r} did not answer ({type(exc).__name__}). Servers in other "
+                "regions are not affected; try again later or choose another region.",
+            ) from None
+        self._cluster, self._cluster_client = cluster, client
+        self.api = CoreV1Api(client)
+
+    async def _follow_allocation(self) -> None:
+        """Before KubeSpawner polls or stops a server, face the cluster it was started in
+        (after a hub restart the spawner starts on the hub's own)."""
+        allocation = getattr(self, "allocation", None)
+        if allocation is None or allocation.cluster == self.cluster_name:
+            return
+        try:
+            regions = self.policy().regions.values()  # type: ignore[attr-defined]
+        except Exception:
+            self.log.exception("cannot read the policy to find cluster %s", allocation.cluster)
+            return
+        clusters = [r.cluster for r in regions if r.cluster_name == allocation.cluster]
+        if not clusters:
+            self.log.error(
+                "cluster %s of a running server is no longer in the policy", allocation.cluster
+            )
+            return
+        await self.use_cluster(allocation.region, clusters[0], probe=False)
+
+    async def poll(self) -> int | None:
+        await self._follow_allocation()
+        return await super().poll()  # type: ignore[misc, no-any-return]
+
+    async def stop(self, now: bool = False) -> None:
+        await self._follow_allocation()
+        await super().stop(now=now)  # type: ignore[misc]
+
+    # -- KubeSpawner's seams --------------------------------------------------
+    def _get_reflector_key(self, kind: str) -> tuple[Any, ...]:
+        key = tuple(super()._get_reflector_key(kind))  # type: ignore[misc]
+        return key if self._cluster is None else (*key, self._cluster.name)
+
+    async def _start_reflector(
+        self, kind: str, reflector_class: type, replace: bool = False, **kwargs: Any
+    ) -> Any:
+        if self._cluster_client is not None:
+            reflector_class = regional_reflector(reflector_class)
+            kwargs["cluster_client"] = self._cluster_client
+        return await super()._start_reflector(  # type: ignore[misc]
+            kind, reflector_class, replace=replace, **kwargs
+        )

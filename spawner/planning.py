@@ -1,0 +1,62 @@
+"""How a policy plan becomes KubeSpawner's settings and the user's home claim.
+
+A mixin of :class:`~sovereign_hub.spawner.SovereignSpawner`; its settings are the spawner's
+(``c.SovereignSpawner.home_size``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traitlets import List, Unicode
+from traitlets.config import Configurable
+
+from sovereign_hub.policy import PodPlan
+
+from .overlay import Home, plan_traits
+from .pvc import home_claim_name, make_home_pvc
+
+
+class PlanTraits(Configurable):
+    home_mount_path = Unicode(
+        "/home/jovyan",
+        config=True,
+        help="Where the user's home volume (one per region) is mounted in the notebook container.",
+    )
+    home_size = Unicode(
+        "10Gi",
+        config=True,
+        help="""Size requested for a new home volume, as a Kubernetes quantity.
+        Existing volumes are not resized.""",
+    )
+    home_access_modes = List(
+        ["ReadWriteOnce"],
+        config=True,
+        help="Access modes of new home volumes.",
+    )
+
+    def apply_plan(self, plan: PodPlan) -> Home:
+        """Set KubeSpawner's traits for ``plan``; return the home volume it mounts."""
+        home = Home(home_claim_name(self.user.name, plan.region), self.home_mount_path)
+        baseline = self._baseline if self._spawn_baseline is None else self._spawn_baseline
+        self._apply_traits(plan_traits(plan, baseline, home))
+        return home
+
+    def home_claim(self, plan: PodPlan, home: Home) -> dict[str, Any]:
+        """The PersistentVolumeClaim of ``home``, created unless it exists."""
+        return make_home_pvc(
+            name=home.claim_name,
+            username=self.user.name,
+            region=plan.region,
+            storage_class=plan.storage_class,
+            size=self.home_size,
+            access_modes=tuple(self.home_access_modes),
+            labels=self._build_common_labels({}),
+        )
+
+    def _apply_traits(self, values: dict[str, Any]) -> None:
+        # Every managed trait is given its value for this plan; one that already
+        # holds it is left alone, sparing traitlets' validation and observers.
+        for name, value in values.items():
+            if getattr(self, name) != value:
+                setattr(self, name, value)

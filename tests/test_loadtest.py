@@ -1,0 +1,107 @@
+"""The load generator as a CI test of its harness: a small Monday morning, zero failures.
+
+Real hub, proxy, spawner, authenticator, OIDC provider and audit trail; the
+Kubernetes API server is the project's emulator, and pods are light
+single-user servers in the kubelet's process (sandbox/kube/lightpod.py), not
+JupyterLab: this measures the hub's path, not a notebook's start-up.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from sovereign_hub.loadtest import (
+    LoadEnvironment,
+    LoadPlan,
+    arrival_times,
+    choices,
+    population,
+    run,
+)
+from sovereign_hub.policy import load_policy
+from sovereign_hub.sandbox.oidc import login_via_provider
+from tests.conftest import ROOT
+
+POLICY = load_policy(ROOT / "examples" / "policy.yaml").policy
+
+
+def test_users_draw_only_what_their_group_is_entitled_to():
+    cpu = choices(POLICY)
+    assert {(c.group, c.profile, c.region) for c in cpu} == {
+        ("eu-researchers", "cpu-small", "eu"),
+        ("us-analysts", "cpu-small", "us"),
+    }
+    assert {c.profile for c in choices(POLICY, gpu=True)} >= {"gpu-a100", "gpu-slice"}
+    users = population(LoadPlan(users=50, seed=3), POLICY)
+    assert len({u.name for u in users}) == 50
+    assert all(u.choice in cpu for u in users)
+
+
+@pytest.mark.parametrize(
+    ("plan", "times"),
+    [
+        (LoadPlan(users=3, arrival="burst"), [0.0, 0.0, 0.0]),
+        (LoadPlan(users=5, arrival="ramp", ramp_seconds=8), [0.0, 2.0, 4.0, 6.0, 8.0]),
+        (LoadPlan(users=1, arrival="ramp", ramp_seconds=8), [0.0]),
+    ],
+)
+def test_arrivals_come_as_a_burst_or_an_even_ramp(plan, times):
+    assert arrival_times(plan) == times
+
+
+def test_a_bad_plan_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="arrival 'wave'"):
+        LoadPlan(arrival="wave")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 1"):
+        LoadPlan(concurrency=0)
+
+
+def test_forty_users_twenty_at_a_time_all_spawn_and_the_audit_trail_is_whole(tmp_path):
+    plan = LoadPlan(
+        users=40, concurrency=20, arrival="burst", idle_seconds=1.0, deadline_seconds=240
+    )
+    users = population(plan, POLICY)
+    with LoadEnvironment(users, tmp_path / "load") as env:
+        report = run(env.hub.url, users, plan)
+        summary = report.markdown()
+        assert report.unfinished == 0, summary
+        assert report.outcomes() == {"ready": 40}, summary
+        # Every server answered /api/status through the proxy, then was stopped.
+        assert {r.status_code for r in report.results} == {200}, summary
+        assert env.running_servers() == 0, summary
+        env.hub.stop()  # the spool is delivered before the hub exits
+        events = env.audit_events()
+        verified = env.verify_audit()
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # One login, request, start and stop per user: the trail is complete.
+    for family in ("login", "spawn-requested", "server-started", "server-stopped"):
+        assert events[family] == 40, (family, events)
+    assert events["spawn-failed"] == 0, events
+
+
+def test_a_light_pod_answers_its_own_user_only(tmp_path):
+    """Light pods stand in for servers under load, so they refuse what a real one refuses."""
+    plan = LoadPlan(users=2, concurrency=2, arrival="burst")
+    owner, other = population(plan, POLICY)
+    with LoadEnvironment([owner, other], tmp_path / "load") as env:
+        tokens = {}
+        for user in (owner, other):
+            _, landed = login_via_provider(env.hub.url, user.name)
+            assert landed.status_code == 200
+            tokens[user.name] = env.hub.api("POST", f"/users/{user.name}/tokens", json={}).json()[
+                "token"
+            ]
+        options = {"profile": owner.choice.profile, "region": owner.choice.region}
+        assert env.hub.api("POST", f"/users/{owner.name}/server", json=options).ok
+        env.hub.wait_for_server(owner.name)
+        url = f"{env.hub.url}/user/{owner.name}/api/status"
+
+        def status(token: str | None) -> int:
+            headers = {"Authorization": f"token {token}"} if token else {}
+            return requests.get(url, headers=headers, timeout=30).status_code
+
+        assert status(tokens[owner.name]) == 200
+        assert status(tokens[other.name]) == 403
+        assert status(None) == 403
+        assert status("not-a-token") == 403

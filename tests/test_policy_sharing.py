@@ -1,0 +1,76 @@
+"""The sharing section and its pure decision (policy/sharing.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sovereign_hub.policy import PolicyError, load_policy, parse_policy
+from sovereign_hub.policy.sharing import Recipient, share_expires, share_refusal
+from tests.conftest import ROOT
+
+POLICY = load_policy(ROOT / "examples" / "policy.yaml").policy
+EU, US = ("eu-researchers",), ("us-analysts",)
+
+
+@pytest.mark.parametrize(
+    ("owner_groups", "region", "recipient", "code", "says"),
+    [
+        # an EU researcher shares with an EU colleague, or with the group
+        (EU, "eu", Recipient("user", "carla", EU), None, None),
+        (EU, "eu", Recipient("group", "eu-researchers"), None, None),
+        # analysts have no sharing rule
+        (US, "us", Recipient("user", "dan", US), "not_permitted", "us-analysts"),
+        # allowed as a group, but not entitled to the server's region
+        (EU, "eu", Recipient("user", "bob", US), "region_not_entitled", "region 'eu'"),
+        (EU, "eu", Recipient("group", "us-analysts"), "region_not_entitled", "European Union"),
+        # not named by the rule at all
+        (EU, "eu", Recipient("user", "eve", ("contractors",)), "recipient_not_allowed", "group"),
+        (EU, "eu", Recipient("group", "contractors"), "recipient_not_allowed", "eu-researchers"),
+        # a user in no group
+        ((), "eu", Recipient("user", "carla", EU), "not_permitted", "your groups"),
+    ],
+)
+def test_share_refusal_follows_the_rules_in_order(owner_groups, region, recipient, code, says):
+    refused = share_refusal(POLICY, owner_groups=owner_groups, region=region, recipient=recipient)
+    if code is None:
+        assert refused is None
+    else:
+        assert refused is not None
+        assert refused.code == code
+        assert says in refused.message
+
+
+def test_a_user_named_by_the_rule_still_needs_the_region():
+    doc = (ROOT / "examples" / "policy.yaml").read_text()
+    doc = doc.replace("withGroups: [eu-researchers, us-analysts]", "withUsers: [bob, carla]")
+    policy = parse_policy(doc.encode(), "p.yaml").policy
+    bob = Recipient("user", "bob", US)
+    carla = Recipient("user", "carla", EU)
+    assert share_refusal(policy, owner_groups=EU, region="eu", recipient=carla) is None
+    refused = share_refusal(policy, owner_groups=EU, region="eu", recipient=bob)
+    assert refused is not None
+    assert refused.code == "region_not_entitled"
+    # bob may receive a share of a US server (his region) from an EU researcher's rule
+    assert share_refusal(policy, owner_groups=EU, region="us", recipient=bob) is None
+
+
+def test_shares_end_after_the_policy_maximum():
+    created = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    assert share_expires(POLICY, created) == created + timedelta(minutes=480)
+
+
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [
+        ("sharing:\n  maxMinutes: 0\n", "maxMinutes"),
+        ("sharing:\n  maxMinutes: 50000\n", "maxMinutes"),
+        ("sharing:\n  groups:\n    g:\n      withGroup: [x]\n", "withGroup"),
+    ],
+)
+def test_a_bad_sharing_section_names_its_path(section, says):
+    doc = (ROOT / "examples" / "policy.yaml").read_text().split("\nsharing:")[0] + "\n" + section
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(doc.encode(), "p.yaml")
+    assert says in str(raised.value)

@@ -1,0 +1,249 @@
+"""A region is a cluster: one real JupyterHub and proxy, two emulated Kubernetes clusters.
+
+No real API server can run here, so both clusters are emulated (sandbox/kube):
+each has its own API server, scheduler and process kubelet, on its own port
+and its own block of loopback pod addresses. The EU region runs in the hub's
+own cluster (the hub's KUBECONFIG); the policy gives the US region a cluster
+of its own (``us-east``, by kubeconfig path). The proxy reaches pods of both
+by their pod IPs: the flat-network mode, which loopback gives for free.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from sovereign_hub.audit.store import read
+from sovereign_hub.sandbox.hubprocess import Hub
+from sovereign_hub.sandbox.kube.cluster import Cluster
+from tests.conftest import ROOT, TEST_NODES
+from tests.test_spawner_hub import add_users, hub_config, spawn
+
+if os.environ.get("SOVEREIGN_TEST_KUBECONFIG"):
+    pytest.skip(
+        "needs two API servers; SOVEREIGN_TEST_KUBECONFIG names one", allow_module_level=True
+    )
+
+
+def _region_inventory(tmp_path: Path, label: str) -> Path:
+    """The test inventory's nodes of one node region: one cluster's machines."""
+    doc = yaml.safe_load(TEST_NODES.read_text())
+    doc["nodes"] = [
+        n for n in doc["nodes"] if n["labels"]["topology.kubernetes.io/region"] == label
+    ]
+    path = tmp_path / f"nodes-{label}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+def clusters(make_cluster, tmp_path) -> tuple[Cluster, Cluster]:
+    """(EU, US): two emulated clusters, each holding only its region's nodes."""
+    eu = make_cluster(_region_inventory(tmp_path, "eu-central-1"))
+    us = make_cluster(_region_inventory(tmp_path, "us-east-1"))
+    return eu, us
+
+
+AUDIT = """
+c.AuditTrail.spool_dir = {spool!r}
+c.AuditTrail.hub_instance = "hub-regions"
+c.AuditTrail.sinks = [{{"type": "sqlite", "path": {store!r}}}]
+from sovereign_hub.audit import hub_reporter
+c.SovereignSpawner.reporter = hub_reporter(c)
+"""
+
+
+def start_hub(eu: Cluster, us: Cluster, tmp_path: Path, monkeypatch, cleanup: bool = True) -> Hub:
+    """The hub in the EU (its own) cluster; the policy puts the US region in ``us``."""
+    doc = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
+    doc["regions"]["us"]["cluster"] = {"name": "us-east", "kubeconfig": str(us.kubeconfig)}
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(doc, sort_keys=False))
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)  # inherited by the hub process
+    audit = AUDIT.format(spool=str(tmp_path / "spool"), store=str(tmp_path / "audit.sqlite"))
+    config = hub_config(eu, policy) + f"c.JupyterHub.cleanup_servers = {cleanup}\n" + audit
+    return Hub(tmp_path / "hub", config, env={"KUBECONFIG": str(eu.kubeconfig)})
+
+
+def names(cluster: Cluster, kind: str) -> set[str]:
+    """Names of the pods or claims in ``cluster``'s API, asked of that API server."""
+
+    async def list_them() -> set[str]:
+        from kubernetes_asyncio import client
+
+        core = client.CoreV1Api(cluster._client)
+        if kind == "pods":
+            found = await core.list_namespaced_pod(cluster.namespace)
+        else:
+            found = await core.list_namespaced_persistent_volume_claim(cluster.namespace)
+        return {item.metadata.name for item in found.items}
+
+    return cluster.call(list_them())
+
+
+def audit_records(tmp_path: Path, family: str, count: int = 1) -> list[dict]:
+    """The audit trail's records of one event family, once ``count`` of them are stored."""
+    store = tmp_path / "audit.sqlite"
+    found: list[dict] = []
+    for _ in range(150):
+        if store.exists():
+            found = [r for r in read(str(store)) if f"/{family}/" in r["schema"]]
+            if len(found) >= count:
+                break
+        time.sleep(0.1)
+    return found
+
+
+def test_emulated_eu_and_us_clusters_each_hold_only_their_regions_pods_and_claims(
+    clusters, tmp_path, monkeypatch
+):
+    eu, us = clusters
+    hub = start_hub(eu, us, tmp_path, monkeypatch)
+    try:
+        add_users(hub, "eu-researchers", "ana")
+        add_users(hub, "us-analysts", "bob")
+        assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+        response = spawn(hub, "bob", profile="cpu-small", region="us")
+        assert response.status_code in (201, 202), response.text
+        hub.wait_for_server("ana")
+        hub.wait_for_server("bob")
+
+        # Each user's pod and home claim exist in their region's API server, and only there.
+        assert names(eu, "pods") == {"jupyter-ana"}
+        assert names(us, "pods") == {"jupyter-bob"}
+        assert names(eu, "claims") == {"home-ana-eu"}
+        assert names(us, "claims") == {"home-bob-us"}
+
+        # Flat network: the hub's proxy reaches the US pod by its pod IP.
+        token = hub.api("POST", "/users/bob/tokens", json={}).json()["token"]
+        status = requests.get(
+            f"{hub.url}/user/bob/api/status",
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
+        )
+        assert status.status_code == 200, status.text
+
+        # Stopping goes through the same cluster: the US pod is deleted from the US API.
+        assert hub.api("DELETE", "/users/bob/server").status_code in (202, 204)
+        hub.wait_for_server("bob", ready=False)
+        assert "jupyter-bob" not in names(us, "pods")
+        assert names(eu, "pods") == {"jupyter-ana"}
+
+        # Every spawn event records its cluster: the hub's own for the EU, us-east for the US.
+        for family, count in (("spawn-requested", 2), ("server-started", 2)):
+            records = audit_records(tmp_path, family, count)
+            assert {(r["data"]["subject"], r["data"]["cluster"]) for r in records} == {
+                ("ana", "hub"),
+                ("bob", "us-east"),
+            }, family
+            assert all(r["schema"].endswith("/v2") for r in records)
+        stopped = audit_records(tmp_path, "server-stopped")
+        assert [(r["data"]["subject"], r["data"]["cluster"]) for r in stopped] == [
+            ("bob", "us-east")
+        ]
+    finally:
+        hub.stop()
+
+
+def test_emulated_us_cluster_down_at_hub_start_refuses_us_spawns_fast_and_eu_works(
+    clusters, tmp_path, monkeypatch
+):
+    """Failure isolation: the hub starts while the US API server is down; a US spawn is
+    refused within seconds with a message naming the region; EU spawns are untouched."""
+    eu, us = clusters
+    us.stop()
+    hub = start_hub(eu, us, tmp_path, monkeypatch)
+    try:
+        add_users(hub, "eu-researchers", "ana")
+        add_users(hub, "us-analysts", "bob")
+
+        began = time.monotonic()
+        refused = spawn(hub, "bob", profile="cpu-small", region="us")
+        took = time.monotonic() - began
+        assert refused.status_code == 503, refused.text
+        message = refused.json()["message"]
+        assert "Region 'us'" in message, message
+        assert "its cluster 'us-east' did not answer" in message, message
+        assert "other regions are not affected" in message, message
+        assert took < 10, f"the refusal took {took:.1f}s"
+
+        assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+        hub.wait_for_server("ana")
+        assert names(eu, "pods") == {"jupyter-ana"}
+
+        failed = audit_records(tmp_path, "spawn-failed")
+        assert [(r["data"]["subject"], r["data"]["cluster"]) for r in failed] == [
+            ("bob", "us-east")
+        ]
+        assert "Region 'us'" in failed[0]["data"]["detail"]
+    finally:
+        hub.stop()
+
+
+def test_emulated_us_cluster_stopped_mid_session_leaves_eu_users_working(
+    clusters, tmp_path, monkeypatch
+):
+    """The US API server goes away while a US and an EU server run: the EU user's server
+    still answers, a new EU spawn works, and a new US spawn is refused fast, naming the
+    region."""
+    eu, us = clusters
+    hub = start_hub(eu, us, tmp_path, monkeypatch)
+    try:
+        add_users(hub, "eu-researchers", "ana", "eve")
+        add_users(hub, "us-analysts", "bob", "dan")
+        assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+        assert spawn(hub, "bob", profile="cpu-small", region="us").status_code in (201, 202)
+        hub.wait_for_server("ana")
+        hub.wait_for_server("bob")
+
+        us.stop()
+
+        began = time.monotonic()
+        refused = spawn(hub, "dan", profile="cpu-small", region="us")
+        assert refused.status_code == 503, refused.text
+        assert "Region 'us'" in refused.json()["message"]
+        assert time.monotonic() - began < 10
+
+        assert spawn(hub, "eve", profile="cpu-small", region="eu").status_code in (201, 202)
+        hub.wait_for_server("eve")
+        assert names(eu, "pods") == {"jupyter-ana", "jupyter-eve"}
+        token = hub.api("POST", "/users/ana/tokens", json={}).json()["token"]
+        status = requests.get(
+            f"{hub.url}/user/ana/api/status",
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
+        )
+        assert status.status_code == 200, status.text
+    finally:
+        hub.stop()
+
+
+def test_emulated_us_server_is_found_again_in_its_cluster_after_a_hub_restart(
+    clusters, tmp_path, monkeypatch
+):
+    """A restarted hub polls a running US server in the US cluster (its saved allocation
+    names the cluster), so the server stays up, and its stop deletes the pod there."""
+    eu, us = clusters
+    hub = start_hub(eu, us, tmp_path, monkeypatch, cleanup=False)
+    add_users(hub, "us-analysts", "bob")
+    assert spawn(hub, "bob", profile="cpu-small", region="us").status_code in (201, 202)
+    hub.wait_for_server("bob")
+    hub.stop()  # bob's server keeps running
+
+    hub = start_hub(eu, us, tmp_path, monkeypatch, cleanup=False)
+    try:
+        # At start-up the hub polls every running server; a poll that looked in the hub's
+        # own cluster would find no pod and mark the server stopped.
+        hub.wait_for_server("bob")
+        assert names(us, "pods") == {"jupyter-bob"}
+        assert hub.api("DELETE", "/users/bob/server").status_code in (202, 204)
+        hub.wait_for_server("bob", ready=False)
+        assert names(us, "pods") == set()
+        assert names(eu, "pods") == set()
+    finally:
+        hub.stop()

@@ -1,0 +1,197 @@
+"""Governed sharing in a real JupyterHub and proxy, on the ``kube`` fixture's cluster.
+
+JupyterHub's own sharing API (``/hub/api/shares``) with the Sovereign handlers
+installed: the policy decides who may share with whom, the recipient must be
+entitled to the server's region, shares end at the policy's maximum, and the
+audit trail records each grant, refusal and revocation. Kubernetes is the
+project's emulator unless SOVEREIGN_TEST_KUBECONFIG names a real cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+import requests
+
+import tests.test_spawner_hub as hub_tests
+from sovereign_hub.audit.store import read
+from sovereign_hub.sandbox.hubprocess import Hub
+from tests.conftest import eventually
+from tests.test_spawner_hub import add_users, login, spawn
+
+start_hub = hub_tests.start_hub
+policy_copy = hub_tests.policy_copy
+
+SHARING = """
+c.JupyterHub.load_roles.append(
+    {{"name": "user", "scopes": ["self", "shares!user", "read:users:name", "read:groups:name"]}}
+)
+c.AuditTrail.spool_dir = {spool!r}
+c.AuditTrail.hub_instance = "hub-test"
+c.AuditTrail.sinks = [{{"type": "sqlite", "path": {store!r}}}]
+from sovereign_hub import sharing
+from sovereign_hub.audit import hub_reporter
+sharing.install(c)
+c.SovereignSpawner.reporter = c.GovernedSharing.reporter = hub_reporter(c)
+c.GovernedSharing.reconcile_interval = 1
+"""
+
+
+def token_of(hub: Hub, user: str) -> str:
+    response = hub.api("POST", f"/users/{user}/tokens", json={"note": "sharing test"})
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
+
+
+def as_user(hub: Hub, token: str, method: str, path: str, **kwargs) -> requests.Response:
+    headers = {"Authorization": f"token {token}"}
+    return requests.request(method, f"{hub.url}{path}", headers=headers, timeout=30, **kwargs)
+
+
+def share_events(store) -> list[tuple[str, dict]]:
+    if not store.exists():
+        return []
+    return [
+        (r["schema"].split("/")[-2], r["data"])
+        for r in read(str(store))
+        if "/share-" in r["schema"]
+    ]
+
+
+async def test_ana_shares_with_an_eu_colleague_not_with_bob_and_the_share_expires(
+    kube, start_hub, policy_copy, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)  # inherited by the hub process
+    store = tmp_path / "audit.sqlite"
+    policy_copy.write_text(policy_copy.read_text().replace("maxMinutes: 480", "maxMinutes: 1"))
+    hub = start_hub(
+        policy_copy, extra_config=SHARING.format(spool=str(tmp_path / "spool"), store=str(store))
+    )
+    add_users(hub, "eu-researchers", "ana", "carla", "dora")
+    add_users(hub, "us-analysts", "bob")
+    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    ana = token_of(hub, "ana")
+
+    def reaches(user: str) -> int:
+        # A new token each time: the single-user server caches a token's answer
+        # (HubAuth.cache_max_age), and each check must ask the hub afresh.
+        return as_user(hub, token_of(hub, user), "GET", "/user/ana/api/status").status_code
+
+    # Before any share, neither colleague reaches ana's server.
+    assert reaches("carla") == 403
+
+    granted = as_user(hub, ana, "POST", "/hub/api/shares/ana/", json={"user": "carla"})
+    assert granted.status_code == 200, granted.text
+    assert granted.json()["user"] == {"name": "carla"}
+    assert granted.json()["expires_at"]
+    assert reaches("carla") == 200
+
+    refused = as_user(hub, ana, "POST", "/hub/api/shares/ana/", json={"user": "bob"})
+    assert refused.status_code == 403
+    assert "region 'eu'" in refused.json()["message"]
+    assert "bob" in refused.json()["message"]
+    assert reaches("bob") == 403
+    # bob was not given anything: the hub lists carla's share only.
+    listed = hub.api("GET", "/shares/ana/").json()["items"]
+    assert [s["user"]["name"] for s in listed] == ["carla"]
+
+    # dora leaves the group that made her a permitted recipient: the reconcile revokes.
+    granted_at = time.monotonic()
+    assert as_user(hub, ana, "POST", "/hub/api/shares/ana/", json={"user": "dora"}).ok
+    assert reaches("dora") == 200
+    assert hub.api("DELETE", "/groups/eu-researchers/users", json={"users": ["dora"]}).ok
+
+    async def only_carla():
+        items = hub.api("GET", "/shares/ana/").json()["items"]
+        return [s["user"]["name"] for s in items] == ["carla"]
+
+    await eventually(only_carla, timeout=15, interval=0.5)
+    assert reaches("dora") == 403
+
+    # A minute after the grant (the policy's maximum) the hub revokes carla's share ...
+
+    async def revoked():
+        return hub.api("GET", "/shares/ana/").json()["items"] == []
+
+    try:
+        await eventually(revoked, timeout=90, interval=1)
+    except AssertionError:
+        raise AssertionError(hub.logs()) from None
+    assert time.monotonic() - granted_at < 75  # bound: maxMinutes + reconcile_interval + slack
+    # ... and carla's access ends.
+    assert reaches("carla") == 403
+
+    events = share_events(store)
+    kinds = [(kind, data["recipient"]) for kind, data in events]
+    assert kinds == [
+        ("share-granted", "carla"),
+        ("share-refused", "bob"),
+        ("share-granted", "dora"),
+        ("share-revoked", "dora"),
+        ("share-revoked", "carla"),
+    ], events
+    assert events[0][1]["actor"] == "ana"
+    assert events[0][1]["region"] == "eu"
+    assert events[1][1]["reason_code"] == "region_not_entitled"
+    assert "region 'eu'" in events[1][1]["reason"]
+    assert events[3][1]["actor"] == "system"
+    assert events[3][1]["reason_code"] == "recipient_not_allowed"
+    assert events[4][1]["actor"] == "system"
+    assert events[4][1]["reason_code"] == "expired"
+
+
+async def test_a_share_code_is_capped_and_checked_when_it_is_accepted(
+    kube, start_hub, policy_copy, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)
+    store = tmp_path / "audit.sqlite"
+    hub = start_hub(
+        policy_copy, extra_config=SHARING.format(spool=str(tmp_path / "spool"), store=str(store))
+    )
+    add_users(hub, "eu-researchers", "ana", "carla")
+    add_users(hub, "us-analysts", "bob")
+    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    ana = token_of(hub, "ana")
+
+    too_long = as_user(hub, ana, "POST", "/hub/api/share-codes/ana/", json={"expires_in": 86400})
+    assert too_long.status_code == 403
+    assert "28800 seconds" in too_long.json()["message"]  # the policy's 480 minutes
+    made = as_user(hub, ana, "POST", "/hub/api/share-codes/ana/", json={})
+    assert made.status_code == 200, made.text
+    code = made.json()["code"]
+    created = datetime.fromisoformat(made.json()["created_at"].replace("Z", "+00:00"))
+    expires = datetime.fromisoformat(made.json()["expires_at"].replace("Z", "+00:00"))
+    assert timedelta(hours=7, minutes=59) < expires - created <= timedelta(hours=8)
+
+    def accept(user: str) -> requests.Response:
+        # As in a browser: the accept-share page, then its form (with the xsrf token).
+        session = login(hub, user)
+        page = session.get(f"{hub.url}/hub/accept-share", params={"code": code}, timeout=30)
+        assert page.status_code == 200, page.text
+        return session.post(
+            f"{hub.url}/hub/accept-share",
+            data={"code": code, "_xsrf": session.cookies.get("_xsrf", path="/hub/")},
+            allow_redirects=False,
+            timeout=30,
+        )
+
+    refused = accept("bob")
+    assert refused.status_code == 403
+    assert "not entitled to region &#39;eu&#39;" in refused.text  # HTML-escaped on the page
+    accepted = accept("carla")
+    assert accepted.status_code == 302, accepted.text
+    listed = hub.api("GET", "/shares/ana/").json()["items"]
+    assert [s["user"]["name"] for s in listed] == ["carla"]
+
+    kinds = [
+        (kind, data["recipient_kind"], data["recipient"]) for kind, data in share_events(store)
+    ]
+    assert kinds == [
+        ("share-refused", "code", ""),
+        ("share-granted", "code", ""),
+        ("share-refused", "user", "bob"),
+        ("share-granted", "user", "carla"),
+    ]

@@ -1,0 +1,104 @@
+"""The seam onto KubeSpawner for a region's own cluster (spawner/clusters.py), without a hub.
+
+No API server runs here: the regional cluster's kubeconfig names a loopback
+port nothing listens on, so its probe is refused at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from kubespawner.spawner import EventReflector, PodReflector
+
+from sovereign_hub.policy import Cluster
+from sovereign_hub.refusals import SpawnRefused
+from sovereign_hub.sandbox.kube.cluster import write_kubeconfig
+from sovereign_hub.spawner import SovereignSpawner
+from sovereign_hub.spawner.clusters import regional_reflector
+
+pytestmark = pytest.mark.usefixtures("offline_kubeconfig")
+
+
+@pytest.fixture
+def us_east(tmp_path) -> Cluster:
+    path = write_kubeconfig(tmp_path / "us-east", "http://127.0.0.1:9", "t0ken", "hub")
+    return Cluster(name="us-east", kubeconfig=str(path))
+
+
+async def test_a_regions_cluster_gets_its_own_client_and_reflector_keys(us_east):
+    spawner = SovereignSpawner(_mock=True, namespace="hub")
+    hub_api = spawner.api
+    assert (spawner.cluster_name, spawner._get_reflector_key("pods")) == ("hub", ("pods", "hub"))
+
+    await spawner.use_cluster("us", us_east, probe=False)
+    assert spawner.cluster_name == "us-east"
+    assert spawner._get_reflector_key("pods") == ("pods", "hub", "us-east")
+    assert spawner._get_reflector_key("events") == ("events", "hub", "us-east")
+    assert spawner.api is not hub_api
+    assert spawner.api.api_client.configuration.host == "http://127.0.0.1:9"
+
+    # Back to a region on the hub's own cluster: KubeSpawner's own client and keys.
+    await spawner.use_cluster("eu", None, probe=False)
+    assert spawner.api is hub_api
+    assert spawner._get_reflector_key("pods") == ("pods", "hub")
+
+
+async def test_an_unreachable_cluster_is_refused_fast_naming_the_region(us_east):
+    spawner = SovereignSpawner(_mock=True, namespace="hub", cluster_probe_timeout=5.0)
+    hub_api = spawner.api
+    began = time.monotonic()
+    with pytest.raises(SpawnRefused) as refused:
+        await spawner.use_cluster("us", us_east, probe=True)
+    assert time.monotonic() - began < 5
+    assert refused.value.status_code == 503
+    message = refused.value.jupyterhub_message
+    assert message.startswith("Region 'us' cannot start servers right now: its cluster 'us-east'")
+    assert "127.0.0.1:9" not in message  # the user is told the region, not the address
+    # Nothing was switched: the spawner still faces the hub's own cluster.
+    assert (spawner.api, spawner.cluster_name) == (hub_api, "hub")
+
+
+async def test_an_api_server_that_never_answers_is_refused_after_the_probe_timeout(tmp_path):
+    """A cluster behind a dropped link accepts nothing back: the spawn waits
+    cluster_probe_timeout, not KubeSpawner's retries."""
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read the request, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    path = write_kubeconfig(tmp_path / "silent", f"http://127.0.0.1:{port}", "t0ken", "hub")
+    spawner = SovereignSpawner(_mock=True, namespace="hub", cluster_probe_timeout=0.5)
+    began = time.monotonic()
+    try:
+        with pytest.raises(SpawnRefused, match="did not answer \\(TimeoutError\\)"):
+            await spawner.use_cluster(
+                "us", Cluster(name="us-east", kubeconfig=str(path)), probe=True
+            )
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert 0.5 <= time.monotonic() - began < 3
+
+
+async def test_an_unreadable_kubeconfig_secret_is_refused_naming_the_region(tmp_path):
+    spawner = SovereignSpawner(_mock=True, namespace="hub", cluster_secrets_dir=str(tmp_path))
+    missing = Cluster.model_validate(
+        {"name": "us-east", "kubeconfigSecret": {"name": "us-east-kube"}}
+    )
+    with pytest.raises(SpawnRefused, match="Region 'us'"):
+        await spawner.use_cluster("us", missing, probe=True)
+
+
+@pytest.mark.parametrize("reflector", [PodReflector, EventReflector])
+def test_the_regional_reflector_is_kubespawners_own_class_made_once(reflector):
+    regional = regional_reflector(reflector)
+    assert issubclass(regional, reflector)
+    assert regional is regional_reflector(reflector)
+    assert regional.__name__ == f"Regional{reflector.__name__}"
