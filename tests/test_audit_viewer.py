@@ -24,7 +24,7 @@ from sovereign_hub.audit.trail import AuditTrail
 from sovereign_hub.audit.viewer.app import csv_cell
 from sovereign_hub.audit.viewer.charts import bar_chart
 from sovereign_hub.audit.viewer.overview import _gpu_hours, overview
-from sovereign_hub.audit.viewer.query import BadFilter, Query, Store
+from sovereign_hub.audit.viewer.query import EVENTS, BadFilter, Query, Store
 from sovereign_hub.sandbox.oidc import login_via_provider
 from tests.test_sandbox import interrupt, launch
 
@@ -219,6 +219,12 @@ def sandbox_with_events(tmp_path_factory):
     r = ana.post(f"{url}/hub/spawn", data={"profile": "cpu-small", "region-cpu-small": "eu", "_xsrf": xsrf},
                  timeout=60, allow_redirects=False)  # fmt: skip
     assert r.status_code == 302
+    # Started means ready: the pod's readiness probe waits for JupyterLab to answer.
+    deadline = time.monotonic() + 120
+    while not ana.get(f"{url}/hub/api/users/ana", headers={"X-XSRFToken": xsrf},
+                      timeout=10).json()["servers"].get("", {}).get("ready"):  # fmt: skip
+        assert time.monotonic() < deadline, "ana's server never became ready"
+        time.sleep(0.5)
     bob, _ = login_via_provider(url, "bob")
     forged = bob.post(f"{url}/hub/api/users/bob/server", json={"profile": "gpu-a100", "region": "eu"},
                       headers={"X-XSRFToken": bob.cookies.get("_xsrf", path="/hub/")}, timeout=30)  # fmt: skip
@@ -484,3 +490,14 @@ def test_active_shares_are_grants_not_revoked_nor_expired(tmp_path, monkeypatch)
     assert [(r["data"]["recipient_kind"], r["data"]["recipient"]) for r in rows] == [
         ("user", "carla")
     ]
+
+
+def test_every_event_kind_but_the_trails_proofs_can_be_filtered():
+    """A new event kind (dataset-mounted, gpu-queued, share-granted...) is filterable the day
+    its schema lands; checkpoints and retention records are for `sovhub audit verify`."""
+    families = {path.parent.name for path in schemas.schema_files()}
+    assert set(EVENTS) == families - {"checkpoint", "retention"}
+    assert {"dataset-mounted", "gpu-queued", "share-granted", "login"} <= set(EVENTS)
+    assert Query.parse({"event": "dataset-mounted"}).event == "dataset-mounted"
+    with pytest.raises(BadFilter, match="checkpoint"):
+        Query.parse({"event": "checkpoint"})

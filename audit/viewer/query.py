@@ -19,15 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..schemas import schema_files
 from ..sinks.postgresql import is_postgres_url
 from ..store import Filters, StoreError, _record, clauses
 
-EVENTS = (
-    "login", "login-denied", "logout", "spawn-requested", "spawn-denied", "server-started",
-    "spawn-failed", "server-stopped", "image-pin-changed", "policy-loaded", "api-action",
-    "hub-server-action", "audit-viewed", "epoch-started", "share-granted", "share-refused",
-    "share-revoked",
-)  # fmt: skip
+# Every family of event a person can filter by: all the registered schemas but the trail's
+# proofs about itself, so a new event kind is filterable the day its schema lands.
+EVENTS = tuple(sorted({path.parent.name for path in schema_files()} - {"checkpoint", "retention"}))
 # The trail's proofs about itself: for `sovhub audit verify`, not for reading.
 PROOFS = "event NOT IN ('checkpoint', 'retention')"
 OUTCOMES = {
