@@ -109,7 +109,11 @@ class GpuQueueing(Configurable):
         if not isinstance(joined, Ticket):
             self._queue_phase = "done"
             return joined
-        await room.run_pass()
+        try:
+            await room.run_pass()
+        except asyncio.CancelledError:
+            room.leave(key)  # the user left (or the hub stopped) before the first pass ended
+            raise
         waiter = room.queue.get(key)
         if joined.future.done() or waiter is None:
             self._queue_phase = "done"

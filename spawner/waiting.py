@@ -246,10 +246,11 @@ class WaitingRoom:
 
         Raises :class:`QueueEnded` on timeout; on cancellation the waiter leaves.
         """
-        await self.run_pass()
-        if not ticket.future.done():
-            self._ensure_pump()
         try:
+            # The pass lists nodes through the API: a cancel there leaves the queue too.
+            await self.run_pass()
+            if not ticket.future.done():
+                self._ensure_pump()
             # asyncio.timeout: on 3.11 wait_for can return the decision and swallow a cancel
             # that arrives with it, so a user who left the queue would still be started.
             async with asyncio.timeout(max_wait):

@@ -160,3 +160,28 @@ async def test_metrics_show_queue_length_and_waits_per_pool():
         "sovereign_gpu_queue_length", {"gpu_type": "a100", "region": "eu"}
     )
     assert length >= 2
+
+
+async def test_a_wait_cancelled_while_the_nodes_are_listed_leaves_the_queue():
+    """The first pass lists nodes through the API; a user who leaves then (or a hub that
+    stops) must not leave a waiter behind that would later hold quota or refuse a new spawn
+    as 'already queued'."""
+    room = WaitingRoom(GpuLedger(), node_ttl=0)
+    room.ledger.hold(("x", ""), "eu-researchers", 4)  # the quota is full: everyone waits
+    listing = asyncio.Event()
+
+    async def slow_nodes():
+        listing.set()
+        await asyncio.sleep(60)
+        return []
+
+    ticket = room.join(("ana", ""), researcher("ana"), request(), POLICY)
+    assert isinstance(ticket, Ticket)
+    room.list_nodes = slow_nodes
+    waiting = asyncio.ensure_future(room.wait(("ana", ""), ticket, 300))
+    await listing.wait()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert room.place(("ana", "")) is None
+    assert isinstance(room.join(("ana", ""), researcher("ana"), request(), POLICY), Ticket)
