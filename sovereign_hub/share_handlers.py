@@ -13,9 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jupyterhub import orm
-from jupyterhub.apihandlers.shares import ServerShareAPIHandler, ServerShareCodeAPIHandler
+from jupyterhub.apihandlers.shares import (
+    ServerShareAPIHandler,
+    ServerShareCodeAPIHandler,
+    ShareCodeGrantRequest,
+)
 from jupyterhub.handlers.pages import AcceptShareHandler
 from jupyterhub.scopes import needs_scope
+from pydantic import ValidationError
 from tornado import web
 
 from sovereign_hub.policy.sharing import Recipient, ShareRefusal
@@ -165,8 +170,15 @@ class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
             raise web.HTTPError(400, "the request body must be a JSON object")
         longest = governor.policy().sharing.max_minutes * 60
         region, refused = governor.refusal(owner, server_name, None)
-        asked = body.get("expires_in", min(86400, longest))
-        if refused is None and isinstance(asked, int) and asked > longest:
+        try:
+            # JupyterHub's own model coerces ("31536000", 31536000.0): the cap must see the
+            # number JupyterHub will use, not the JSON value as sent.
+            asked = ShareCodeGrantRequest(
+                **{**body, "expires_in": body.get("expires_in", min(86400, longest))}
+            ).expires_in
+        except (ValidationError, TypeError) as exc:
+            raise web.HTTPError(400, f"Invalid share code request: {exc}") from None
+        if refused is None and asked > longest:
             refused = ShareRefusal(
                 "not_permitted",
                 f"expires_in {asked} is longer than the policy allows ({longest} seconds)",

@@ -159,6 +159,13 @@ async def test_a_share_code_is_capped_and_checked_when_it_is_accepted(
     too_long = as_user(hub, ana, "POST", "/hub/api/share-codes/ana/", json={"expires_in": 86400})
     assert too_long.status_code == 403
     assert "28800 seconds" in too_long.json()["message"]  # the policy's 480 minutes
+    # JupyterHub coerces a numeric string or a float: the cap sees the number it will use.
+    for sneaky in ("31536000", 31536000.0):
+        coerced = as_user(hub, ana, "POST", "/hub/api/share-codes/ana/",
+                          json={"expires_in": sneaky})  # fmt: skip
+        assert coerced.status_code == 403, coerced.text
+    garbage = as_user(hub, ana, "POST", "/hub/api/share-codes/ana/", json={"expires_in": "x"})
+    assert garbage.status_code == 400
     made = as_user(hub, ana, "POST", "/hub/api/share-codes/ana/", json={})
     assert made.status_code == 200, made.text
     code = made.json()["code"]
@@ -191,6 +198,8 @@ async def test_a_share_code_is_capped_and_checked_when_it_is_accepted(
     ]
     assert kinds == [
         ("share-refused", "code", ""),
+        ("share-refused", "code", ""),  # "31536000"
+        ("share-refused", "code", ""),  # 31536000.0
         ("share-granted", "code", ""),
         ("share-refused", "user", "bob"),
         ("share-granted", "user", "carla"),
