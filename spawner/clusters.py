@@ -39,6 +39,8 @@ from traitlets.config import Configurable
 from sovereign_hub.policy import HUB_CLUSTER, Cluster, Policy
 from sovereign_hub.refusals import SpawnRefused
 
+from .transient import ApiUnavailable, is_transient
+
 _CLIENTS: dict[tuple[asyncio.AbstractEventLoop, str], ApiClient] = {}
 
 
@@ -165,7 +167,19 @@ class RegionalClusters(Configurable):
 
     async def poll(self) -> int | None:
         await self._follow_allocation()
-        return await super().poll()  # type: ignore[misc, no-any-return]
+        try:
+            return await super().poll()  # type: ignore[misc, no-any-return]
+        except Exception as exc:
+            if not (isinstance(exc, ApiUnavailable) or is_transient(exc)):
+                raise
+            # Unknown is not stopped: JupyterHub takes a failed poll for a dead server (at
+            # start-up it then forgets it), which would leave a running pod and its GPUs in a
+            # cluster that is only out of reach. The next poll asks again.
+            self.log.warning(
+                "cluster %s does not answer (%s): %s's server is taken as running until it does",
+                self.cluster_name, type(exc).__name__, getattr(self, "_log_name", "a user"),
+            )  # fmt: skip
+            return None
 
     async def stop(self, now: bool = False) -> None:
         await self._follow_allocation()

@@ -17,6 +17,7 @@ from sovereign_hub.refusals import SpawnRefused
 from sovereign_hub.sandbox.kube.cluster import write_kubeconfig
 from sovereign_hub.spawner import SovereignSpawner
 from sovereign_hub.spawner.clusters import regional_reflector
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.usefixtures("offline_kubeconfig")
 
@@ -102,3 +103,12 @@ def test_the_regional_reflector_is_kubespawners_own_class_made_once(reflector):
     assert issubclass(regional, reflector)
     assert regional is regional_reflector(reflector)
     assert regional.__name__ == f"Regional{reflector.__name__}"
+
+
+async def test_a_poll_that_cannot_reach_the_cluster_is_not_taken_for_a_stopped_server(us_east):
+    """JupyterHub reads a failed poll as a dead server; at start-up it then forgets it and its
+    pod keeps running. A cluster out of reach answers 'running' (None) until it is back."""
+    spawner = SovereignSpawner(_mock=True, namespace="hub", k8s_api_request_retry_timeout=1,
+                               policy_file=str(ROOT / "examples" / "policy.yaml"))  # fmt: skip
+    await spawner.use_cluster("us", us_east, probe=False)
+    assert await spawner.poll() is None
