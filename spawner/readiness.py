@@ -26,16 +26,22 @@ from traitlets.config import Configurable
 def readiness_probe(*, path: str, port: int, https: bool, period_seconds: float) -> dict[str, Any]:
     """The probe, as the Pod API spells it, on ``path`` at ``port`` of the pod's own address.
 
-    ``failureThreshold`` is 1 so that a server that stops answering is taken out
-    of service on the first failed check, as a starting one stays out until its
-    first success (``successThreshold`` 1).
+    With internal TLS the single-user server requires a client certificate, which a kubelet's
+    HTTPS probe never presents: the probe then only checks that the port accepts connections.
+    A starting server stays unready until its first success; once ready, three failures in a
+    row (each allowed 3 s) take it out, so a server busy for a moment is not dropped.
     """
+    check: dict[str, Any] = (
+        {"tcpSocket": {"port": port}}
+        if https
+        else {"httpGet": {"path": path, "port": port, "scheme": "HTTP"}}
+    )
     return {
-        "httpGet": {"path": path, "port": port, "scheme": "HTTPS" if https else "HTTP"},
+        **check,
         "periodSeconds": max(1, round(period_seconds)),
-        "timeoutSeconds": 1,
+        "timeoutSeconds": 3,
         "successThreshold": 1,
-        "failureThreshold": 1,
+        "failureThreshold": 3,
     }
 
 

@@ -46,17 +46,19 @@ def test_the_probe_asks_the_servers_own_api_endpoint():
     assert readiness_probe(path="/user/ana/api", port=8888, https=False, period_seconds=2) == {
         "httpGet": {"path": "/user/ana/api", "port": 8888, "scheme": "HTTP"},
         "periodSeconds": 2,
-        "timeoutSeconds": 1,
+        "timeoutSeconds": 3,
         "successThreshold": 1,
-        "failureThreshold": 1,
+        "failureThreshold": 3,
     }
-    assert readiness_probe(path="/a/api", port=443, https=True, period_seconds=0.2) == {
-        "httpGet": {"path": "/a/api", "port": 443, "scheme": "HTTPS"},
-        "periodSeconds": 1,
-        "timeoutSeconds": 1,
-        "successThreshold": 1,
-        "failureThreshold": 1,
-    }
+
+
+def test_with_internal_tls_the_probe_checks_the_port_a_kubelet_cannot_present_a_client_cert():
+    """jupyter_server requires a client certificate under internal_ssl; an HTTPS probe would
+    never pass and every spawn would time out."""
+    probe = readiness_probe(path="/a/api", port=443, https=True, period_seconds=0.2)
+    assert probe["tcpSocket"] == {"port": 443}
+    assert "httpGet" not in probe
+    assert probe["periodSeconds"] == 1
 
 
 async def test_a_slow_server_is_waited_for_and_a_mute_one_times_out_naming_the_probe(
