@@ -352,12 +352,17 @@ SHARING_SCOPES = ("shares!user", "read:users:name", "read:groups:name")
 def enable_sharing(c: Any) -> None:
     """Let users share their running servers, as the policy's ``sharing`` section allows.
 
-    Adds :data:`SHARING_SCOPES` to the ``user`` role (keeping scopes another part
-    of the config gave it) and installs :mod:`sovereign_hub.sharing`. Without a
-    ``sharing`` section in the policy no one may share, whatever the scopes say.
+    Installs :mod:`sovereign_hub.sharing`, and adds :data:`SHARING_SCOPES` to the
+    ``user`` role (keeping scopes another part of the config gave it) only when the
+    policy lets some group share: the name scopes let every user look up any user
+    or group name, which a hub where no one shares should not give. A policy that
+    starts allowing sharing rolls the hub (the chart's checksum annotation).
     """
     from sovereign_hub import sharing
 
+    sharing.install(c)
+    if not _policy_allows_sharing(c):
+        return
     roles = list(c.JupyterHub.get("load_roles", []))
     user = next((r for r in roles if r.get("name") == "user"), None)
     if user is None:
@@ -368,7 +373,16 @@ def enable_sharing(c: Any) -> None:
         *(s for s in SHARING_SCOPES if s not in user.get("scopes", [])),
     ]
     c.JupyterHub.load_roles = roles
-    sharing.install(c)
+
+
+def _policy_allows_sharing(c: Any) -> bool:
+    from sovereign_hub.policy import PolicyError, load_policy
+
+    path = c.SovereignSpawner.get("policy_file") or "/etc/sovereign-hub/policy.yaml"
+    try:
+        return bool(load_policy(path).policy.sharing.groups)
+    except (PolicyError, OSError):
+        return False  # the spawner reports an unusable policy; no one shares meanwhile
 
 
 def attach_audit(c: Any) -> None:

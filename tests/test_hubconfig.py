@@ -449,6 +449,7 @@ def test_enable_sharing_adds_the_sharing_scopes_to_the_user_role_and_governs_the
     from sovereign_hub.hubconfig import enable_sharing
 
     c = Config()
+    c.SovereignSpawner.policy_file = str(ROOT / "examples" / "policy.yaml")  # eu-researchers share
     c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "access:services!service=a"]}]
     enable_sharing(c)
     assert c.JupyterHub.load_roles == [
@@ -470,3 +471,19 @@ def test_enable_sharing_adds_the_sharing_scopes_to_the_user_role_and_governs_the
     assert routes[r"/api/shares/([^/]+)/([^/]*)"] is share_handlers.GovernedShareHandler
     assert routes[r"/api/share-codes/([^/]+)/([^/]*)"] is share_handlers.GovernedShareCodeHandler
     assert routes[r"/accept-share"] is share_handlers.GovernedAcceptShareHandler
+
+
+def test_without_sharing_in_the_policy_users_get_no_name_lookup_scopes(tmp_path):
+    """read:users:name and read:groups:name let anyone list who and which groups exist:
+    only a policy that lets some group share gives them."""
+    from sovereign_hub.hubconfig import enable_sharing
+
+    policy = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
+    policy.pop("sharing", None)
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
+    for path in (tmp_path / "policy.yaml", tmp_path / "missing.yaml"):
+        c = Config()
+        c.SovereignSpawner.policy_file = str(path)
+        c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self"]}]
+        enable_sharing(c)
+        assert c.JupyterHub.load_roles == [{"name": "user", "scopes": ["self"]}]
