@@ -112,8 +112,9 @@ class GovernedSharing(Configurable):
         policy = self.policy()
         owner_groups = tuple(g.name for g in owner.groups)
         if recipient is None:
-            # A share code has no recipient until it is exchanged: check the owner's
-            # right to share with anyone (a rule naming no one refuses everyone).
+            # A share code has no recipient until it is exchanged: only the owner's right
+            # to share is checked here (the recipient is checked when the code is accepted,
+            # so under a rule naming no one a code is issued that no one can accept).
             recipient = Recipient("user", "\0anyone")
             found = share_refusal(
                 policy, owner_groups=owner_groups, region=region, recipient=recipient

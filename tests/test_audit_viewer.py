@@ -470,6 +470,7 @@ def test_active_shares_are_grants_not_revoked_nor_expired(tmp_path, monkeypatch)
         ("dora", "user", later),  # revoked below
         ("eu-researchers", "group", past),  # expired
         ("", "code", later),  # a code grants nothing until exchanged
+        ("erin", "user", ""),  # recorded without an end: listed, never a 500
     ]:
         trail.emit(
             schemas.SHARE_GRANTED,
@@ -488,7 +489,8 @@ def test_active_shares_are_grants_not_revoked_nor_expired(tmp_path, monkeypatch)
     finally:
         store.close()
     assert [(r["data"]["recipient_kind"], r["data"]["recipient"]) for r in rows] == [
-        ("user", "carla")
+        ("user", "erin"),
+        ("user", "carla"),
     ]
 
 

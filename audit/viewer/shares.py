@@ -28,5 +28,10 @@ def active_shares(rows: Iterable[dict[str, Any]], now: datetime) -> list[dict[st
             live[key] = row
         else:
             live.pop(key, None)
-    current = [r for r in live.values() if datetime.fromisoformat(r["data"]["expires_at"]) > now]
+    # A grant recorded without an end (expires_at "") is shown: better listed than hidden.
+    current = [
+        r
+        for r in live.values()
+        if not r["data"].get("expires_at") or datetime.fromisoformat(r["data"]["expires_at"]) > now
+    ]
     return sorted(current, key=lambda r: r["time"], reverse=True)
