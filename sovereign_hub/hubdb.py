@@ -19,6 +19,7 @@ import argparse
 import re
 import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 BACKUP_NAME = re.compile(r"^jupyterhub-r(\d+)\.sqlite$")
@@ -30,11 +31,12 @@ class HubDbError(RuntimeError):
 
 
 def _copy(source: Path, target: Path) -> None:
-    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, sqlite3.connect(target) as dst:
+    # closing(): a connection's own `with` commits but does not close, on error neither.
+    with (
+        closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src,
+        closing(sqlite3.connect(target)) as dst,
+    ):
         src.backup(dst)
-    # `with` commits but does not close: close both so the files are released.
-    src.close()
-    dst.close()
 
 
 def backup(database: Path, out: Path, *, keep: int = 0) -> Path | None:
@@ -65,9 +67,8 @@ def restore(copy: Path, database: Path) -> None:
     """Replace ``database`` with the backup ``copy``; the hub must be stopped."""
     if not copy.is_file():
         raise HubDbError(f"{copy}: no such backup")
-    with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as check:
+    with closing(sqlite3.connect(f"file:{copy}?mode=ro", uri=True)) as check:
         problem = check.execute("PRAGMA integrity_check").fetchone()[0]
-    check.close()
     if problem != "ok":
         raise HubDbError(f"{copy}: not a sound SQLite database ({problem}); not restoring it")
     _copy(copy, database)
