@@ -9,13 +9,16 @@ rendered beside it, this writes the container's volumes as files (configMap and 
 read-only root, dropped capabilities and no privilege escalation from the security context.
 
 What a kubelet does and this does not is refused by name (other volume kinds, other
-``valueFrom`` sources), so a chart that comes to need one fails here, not silently.
+``valueFrom`` sources, added capabilities), so a chart that comes to need one fails here, not
+silently. One thing is not applied and says so here: ``seccompProfile: RuntimeDefault`` (the
+container runtime's default profile; runc has none of its own to apply).
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any
 from sovereign_hub.images.runc import RunOptions
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 class PodSpecError(ValueError):
@@ -188,10 +192,19 @@ def run_options(
         env.setdefault("KUBERNETES_SERVICE_PORT", str(service_account.port))
     if hosts_file is not None:
         binds["/etc/hosts"] = hosts_file
-    argv = list(container.get("command") or entrypoint) + list(container.get("args") or [])
+    # $(VAR) in command and args is the container's variable, as Kubernetes expands it.
+    argv = [
+        _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), arg)
+        for arg in [*(container.get("command") or entrypoint), *(container.get("args") or [])]
+    ]
     if not argv:
         raise PodSpecError(f"container {container_name!r}: no command, args or entrypoint")
-    caps = (security.get("capabilities") or {}).get("drop") or []
+    capabilities = security.get("capabilities") or {}
+    if capabilities.get("add"):
+        raise PodSpecError(f"capabilities.add {capabilities['add']} is not granted here")
+    if security.get("runAsNonRoot") and int(uid) == 0:
+        raise PodSpecError("runAsNonRoot is set but runAsUser is 0: a kubelet would refuse it")
+    caps = capabilities.get("drop") or []
     return RunOptions(
         args=tuple(argv),
         env=env,

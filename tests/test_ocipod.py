@@ -33,7 +33,7 @@ POD = {
                         "fsGroup": os.getgid()},
     "containers": [{
         "name": "hub",
-        "args": ["jupyterhub", "--config=/etc/x/a.py"],
+        "args": ["jupyterhub", "--config=/etc/x/a.py", "--ns=$(NS)", "$(UNSET)"],
         "workingDir": "/srv",
         "env": [
             {"name": "PLAIN", "value": "1"},
@@ -63,7 +63,8 @@ ACCOUNT = ServiceAccount("127.0.0.1", 6443, "sa-token", b"CA PEM", "hubs")
 def test_volumes_env_user_and_security_context_as_a_kubelet_gives_them(tmp_path: Path):
     options = run_options(POD, "hub", OBJECTS, tmp_path, entrypoint=["tini", "--"],
                           service_account=ACCOUNT, netns="/var/run/netns/p")  # fmt: skip
-    assert options.args == ("tini", "--", "jupyterhub", "--config=/etc/x/a.py")
+    assert options.args == ("tini", "--", "jupyterhub", "--config=/etc/x/a.py", "--ns=hubs",
+                            "$(UNSET)")  # fmt: skip
     assert options.env == {"PLAIN": "1", "FROM_SECRET": "t0k", "NS": "hubs",
                            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
                            "KUBERNETES_SERVICE_PORT": "6443"}  # fmt: skip
@@ -96,6 +97,12 @@ def test_what_it_cannot_do_as_a_kubelet_is_refused_by_name(tmp_path: Path):
     with pytest.raises(PodSpecError, match="env 'CPU': valueFrom"):
         run_options({**POD, "containers": [resource]}, "hub", OBJECTS, tmp_path / "c",
                     entrypoint=[])  # fmt: skip
+    adds = {**container, "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}
+    with pytest.raises(PodSpecError, match=r"capabilities\.add"):
+        run_options({**POD, "containers": [adds]}, "hub", OBJECTS, tmp_path / "e", entrypoint=[])
+    root = {**POD, "securityContext": {"runAsUser": 0, "runAsNonRoot": True}}
+    with pytest.raises(PodSpecError, match="runAsNonRoot"):
+        run_options(root, "hub", OBJECTS, tmp_path / "f", entrypoint=[])
     no_user = {**POD, "securityContext": {}}
     with pytest.raises(PodSpecError, match="runAsUser"):
         run_options(no_user, "hub", OBJECTS, tmp_path / "d", entrypoint=[])
