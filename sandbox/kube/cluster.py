@@ -132,23 +132,26 @@ class Cluster:
 
     def stop(self) -> None:
         if self._thread.is_alive():
-            try:
-                self.call(self._stop(), timeout=60)
-            except Exception:
-                log.exception("the cluster did not stop cleanly")
+            for step in (self._stop, self._unwind):
+                try:
+                    self.call(step(), timeout=60)
+                except Exception:
+                    log.exception("the cluster did not stop cleanly")
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
-        if self._thread.is_alive() or self._loop.is_closed():
-            return
-        # As asyncio.run does: whatever is left is cancelled and unwound here, so no coroutine
-        # is finalised later by the garbage collector on a closed loop.
-        leftover = asyncio.all_tasks(self._loop)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.close()
+
+    async def _unwind(self) -> None:
+        """As asyncio.run does: cancel whatever is left and let it finish, on the cluster's own
+        loop, so no coroutine is finalised later by the garbage collector on a closed loop."""
+        this = asyncio.current_task()
+        leftover = [task for task in asyncio.all_tasks() if task is not this]
         for task in leftover:
             task.cancel()
         if leftover:
-            self._loop.run_until_complete(asyncio.wait(leftover, timeout=10))
-        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-        self._loop.close()
+            await asyncio.wait(leftover, timeout=10)
+        await asyncio.get_running_loop().shutdown_asyncgens()
 
     def __enter__(self) -> Cluster:
         return self.start()
