@@ -109,8 +109,15 @@ class GovernedShareHandler(ServerShareAPIHandler):
     @needs_scope("shares")
     async def patch(self, user_name: str, server_name: str | None = None) -> None:
         recipient = _recipient_from_body(self) if server_name is not None else None
+        existed = recipient is not None and self._share_of(user_name, server_name, recipient)
         await super().patch(user_name, server_name)
-        if recipient is not None:
+        # Only a share that is gone is revoked: a PATCH that takes away some of its scopes,
+        # or names a share that never was, revokes nothing.
+        if (
+            recipient is not None
+            and existed
+            and not self._share_of(user_name, server_name, recipient)
+        ):
             owner = self.find_user(user_name)
             region = GovernedSharing.region_of(owner, server_name) or ""
             _governor(self).report(
@@ -123,6 +130,15 @@ class GovernedShareHandler(ServerShareAPIHandler):
                     reason_code="revoked",
                 )
             )
+
+    def _share_of(self, user_name: str, server_name: str | None, recipient: Recipient) -> bool:
+        self.db.expire_all()  # JupyterHub's handler changed the rows: read them again
+        try:
+            spawner = self._lookup_spawner(user_name, server_name)
+        except web.HTTPError:
+            return False  # no such server: JupyterHub answers for it
+        target = _share_target(self, recipient)
+        return target is not None and orm.Share.find(self.db, spawner, target) is not None
 
     @needs_scope("shares")
     async def delete(self, user_name: str, server_name: str | None = None) -> None:

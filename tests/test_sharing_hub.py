@@ -192,6 +192,17 @@ async def test_a_share_code_is_capped_and_checked_when_it_is_accepted(
     assert accepted.status_code == 302, accepted.text
     listed = hub.api("GET", "/shares/ana/").json()["items"]
     assert [s["user"]["name"] for s in listed] == ["carla"]
+    # A PATCH that takes away a scope the share does not hold leaves it: nothing is revoked.
+    # One that takes away all it holds removes it: revoked, once.
+    scopes = listed[0]["scopes"]
+    kept = as_user(hub, ana, "PATCH", "/hub/api/shares/ana/",
+                   json={"user": "carla", "scopes": ["read:users:name!user=nobody"]})  # fmt: skip
+    assert kept.status_code == 200, kept.text
+    assert hub.api("GET", "/shares/ana/").json()["items"]
+    gone = as_user(hub, ana, "PATCH", "/hub/api/shares/ana/",
+                   json={"user": "carla", "scopes": scopes})  # fmt: skip
+    assert gone.status_code in (200, 204), gone.text
+    assert hub.api("GET", "/shares/ana/").json()["items"] == []
 
     kinds = [
         (kind, data["recipient_kind"], data["recipient"]) for kind, data in share_events(store)
@@ -203,4 +214,5 @@ async def test_a_share_code_is_capped_and_checked_when_it_is_accepted(
         ("share-granted", "code", ""),
         ("share-refused", "user", "bob"),
         ("share-granted", "user", "carla"),
+        ("share-revoked", "user", "carla"),
     ]
