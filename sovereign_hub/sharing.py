@@ -152,23 +152,31 @@ class GovernedSharing(Configurable):
                 code, reason = refused.code, refused.message
             else:
                 continue
-            self.report(
-                ShareEvent(
-                    "share_revoked",
-                    actor="system",
-                    owner=owner.name,
-                    server=share.spawner.name,
-                    region=region,
-                    recipient_kind=recipient.kind,
-                    recipient=recipient.name,
-                    reason_code=code,
-                    reason=reason,
-                )
+            event = ShareEvent(
+                "share_revoked",
+                actor="system",
+                owner=owner.name,
+                server=share.spawner.name,
+                region=region,
+                recipient_kind=recipient.kind,
+                recipient=recipient.name,
+                reason_code=code,
+                reason=reason,
             )
+            # Revoked first, each on its own: an audit store that is away (or a trail that
+            # fails closed) must not keep an expired share open, nor roll back revocations
+            # already recorded.
             db.delete(share)
-            revoked += 1
-        if revoked:
             db.commit()
+            revoked += 1
+            try:
+                self.report(event)
+            except Exception:
+                log.exception(
+                    "revoked %s's share of %s/%s (%s) but could not record it",
+                    recipient.name, owner.name, event.server or "(default)", code,
+                )  # fmt: skip
+        if revoked:
             log.info("sharing reconcile revoked %d share(s)", revoked)
         return revoked
 
