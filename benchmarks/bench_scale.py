@@ -34,7 +34,15 @@ from pathlib import Path
 
 import psutil
 
-from sovereign_hub.loadtest import LoadEnvironment, LoadPlan, Report, population, run
+from sovereign_hub.loadtest import (
+    LoadEnvironment,
+    LoadPlan,
+    Report,
+    add_plan_arguments,
+    plan_from,
+    population,
+    run,
+)
 from sovereign_hub.policy import load_policy
 from sovereign_hub.spawner.overlay import as_list
 
@@ -238,22 +246,10 @@ def _num(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--arrival", choices=("ramp", "burst"), default="ramp")
-    parser.add_argument("--ramp-seconds", type=float, default=20.0)
-    parser.add_argument("--idle-seconds", type=float, default=5.0)
-    parser.add_argument("--deadline-seconds", type=float, default=1800.0)
+    add_plan_arguments(parser, users=200, ramp_seconds=20.0)
     parser.add_argument("--out", help="also write the Markdown summary to this file")
     args = parser.parse_args(argv)
-    plan = LoadPlan(
-        users=args.users,
-        concurrency=args.concurrency,
-        arrival=args.arrival,
-        ramp_seconds=args.ramp_seconds,
-        idle_seconds=args.idle_seconds,
-        deadline_seconds=args.deadline_seconds,
-    )
+    plan = plan_from(args)
     runs = {}
     with tempfile.TemporaryDirectory(prefix="sovhub-bench-scale-") as tmp:
         for kind in ("sovereign", "stock"):

@@ -19,17 +19,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from sovereign_hub.images.reference import PINNED, ImageReferenceError, require_pinned
 
+from .base import PolicyModel
 from .quantity import Quantity
 from .sharing import Sharing
 
@@ -110,17 +108,7 @@ Text = Annotated[str, Field(min_length=1, max_length=1000)]
 GroupName = Annotated[str, Field(min_length=1, max_length=256)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        strict=True,
-        alias_generator=to_camel,
-        # Only the camelCase spelling is the document's: accepting field names
-        # too would let `gpu_quota` pass here yet be missed by the reference checks.
-        populate_by_name=False,
-        use_attribute_docstrings=True,
-    )
+_Model = PolicyModel
 
 
 class Taint(_Model):

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
+
+from .base import PolicyModel
 
 if TYPE_CHECKING:
     from .model import Policy
@@ -37,17 +38,7 @@ _Name = Annotated[str, Field(min_length=1, max_length=256)]
 RefusalCode = Literal["not_permitted", "recipient_not_allowed", "region_not_entitled"]
 
 
-class _SharingModel(BaseModel):
-    # The conventions of model._Model (camelCase document keys only, frozen,
-    # strict); kept here so this module stays importable from model.py.
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        strict=True,
-        alias_generator=to_camel,
-        populate_by_name=False,
-        use_attribute_docstrings=True,
-    )
+_SharingModel = PolicyModel
 
 
 class SharingRule(_SharingModel):

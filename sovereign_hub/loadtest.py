@@ -407,17 +407,18 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sovereign_hub.loadtest", description=__doc__)
-    parser.add_argument("--users", type=int, default=100)
+def add_plan_arguments(parser: argparse.ArgumentParser, *, users: int, ramp_seconds: float) -> None:
+    """The load's shape on a command line (this module's and the side-by-side benchmark's)."""
+    parser.add_argument("--users", type=int, default=users)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--arrival", choices=("ramp", "burst"), default="ramp")
-    parser.add_argument("--ramp-seconds", type=float, default=30.0)
+    parser.add_argument("--ramp-seconds", type=float, default=ramp_seconds)
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--deadline-seconds", type=float, default=1800.0)
-    parser.add_argument("--json", help="also write every user's result to this file")
-    args = parser.parse_args(argv)
-    plan = LoadPlan(
+
+
+def plan_from(args: argparse.Namespace) -> LoadPlan:
+    return LoadPlan(
         users=args.users,
         concurrency=args.concurrency,
         arrival=args.arrival,
@@ -425,6 +426,14 @@ def main(argv: list[str] | None = None) -> int:
         idle_seconds=args.idle_seconds,
         deadline_seconds=args.deadline_seconds,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sovereign_hub.loadtest", description=__doc__)
+    add_plan_arguments(parser, users=100, ramp_seconds=30.0)
+    parser.add_argument("--json", help="also write every user's result to this file")
+    args = parser.parse_args(argv)
+    plan = plan_from(args)
     users = population(plan, load_policy(ROOT / "examples" / "policy.yaml").policy)
     with (
         tempfile.TemporaryDirectory(prefix="sovhub-load-") as tmp,
