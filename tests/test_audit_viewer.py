@@ -231,6 +231,9 @@ def sandbox_with_events(tmp_path_factory):
     assert forged.status_code == 403
     login_via_provider(url, "carol")
     # An event whose text is HTML, as an attacker-chosen value might be.
+    # The sandbox hub's key for the injector only: restored below, so that no later test
+    # (in this process or its subprocesses) inherits it.
+    previous = os.environ.get("SOVEREIGN_AUDIT_HMAC_KEY")
     os.environ["SOVEREIGN_AUDIT_HMAC_KEY"] = (running["state"] / "audit-hmac-key").read_text()
     injector = AuditTrail(spool_dir=str(tmp / "inj-spool"), hub_instance="injector",
                           sinks=[{"type": "sqlite", "path": running["store"]}]).start()  # fmt: skip
@@ -242,6 +245,10 @@ def sandbox_with_events(tmp_path_factory):
                                           "expires_at": "2999-01-01T00:00:00+00:00"})  # fmt: skip
     assert injector.drain()
     injector.stop()
+    if previous is None:
+        del os.environ["SOVEREIGN_AUDIT_HMAC_KEY"]
+    else:
+        os.environ["SOVEREIGN_AUDIT_HMAC_KEY"] = previous
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

@@ -561,11 +561,15 @@ def test_the_rendered_hub_config_runs_a_real_hub_against_the_emulated_cluster(
     assert public.returncode == 0, public.stderr
     (tmp_path / "audit.pub").write_bytes(public.stdout)
 
+    # The hub's own HMAC key, whatever another test left in this process's environment.
+    verify_env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_AUDIT_")}
+    verify_env["SOVEREIGN_AUDIT_HMAC_KEY_FILE"] = str(config_dir / "hmac")
+
     def verify(public: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "sovereign_hub.cli", "audit", "verify",
              str(tmp_path / "audit.sqlite"), "--public-key", str(public)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, env=verify_env,
         )  # fmt: skip
 
     verified = verify(tmp_path / "audit.pub")

@@ -72,7 +72,9 @@ async def test_a_slow_server_is_waited_for_and_a_mute_one_times_out_naming_the_p
         answers = dict(
             zip(users, pool.map(lambda u: spawn(hub, u, profile="cpu-small"), users), strict=True)
         )
-        assert answers["slow"].status_code == 202
+        # Ready within the REST call's 10 s (201) or after it (202): either way later than
+        # http_timeout (2 s) after its process started, which stock KubeSpawner gives up at.
+        assert answers["slow"].status_code in (201, 202), answers["slow"].text
         assert answers["mute"].status_code == 202
         slow, mute = pool.map(lambda user: progress_events(hub, user), ("slow", "mute"))
 

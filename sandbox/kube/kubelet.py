@@ -264,9 +264,7 @@ class ProcessKubelet:
                 {"waiting": {"reason": reason, "message": message}},
                 ready=False,
             )
-            await self.events.record(
-                pod, "Warning", "Failed", f"Error: {message}", field_path=field_path
-            )
+            await self._event(pod, "Warning", "Failed", f"Error: {message}", field_path=field_path)
             return
         policy = spec.get("restartPolicy", "Always")
         backoff = BACKOFF_START
@@ -280,14 +278,14 @@ class ProcessKubelet:
                 if rt.process is None:
                     return
             started = rt.container_started = now_iso()
-            await self.events.record(
+            await self._event(
                 pod,
                 "Normal",
                 "Created",
                 f"Created container: {rt.container}",
                 field_path=field_path,
             )
-            await self.events.record(
+            await self._event(
                 pod, "Normal", "Started", f"Started container {rt.container}", field_path=field_path
             )
             probe = container.get("readinessProbe")
@@ -323,7 +321,7 @@ class ProcessKubelet:
                 ready=False,
                 last_state={"terminated": terminated},
             )
-            await self.events.record(
+            await self._event(
                 pod,
                 "Warning",
                 "BackOff",
@@ -365,7 +363,7 @@ class ProcessKubelet:
                     {"waiting": {"reason": "RunContainerError", "message": message}},
                     ready=False,
                 )
-                await self.events.record(
+                await self._event(
                     pod, "Warning", "Failed", f"Error: {message}", field_path=field_path
                 )
                 return None
@@ -385,13 +383,13 @@ class ProcessKubelet:
         what a kubelet would for the container's pull policy."""
         image = container.get("image", "")
         if container.get("imagePullPolicy") == "Always":
-            await self.events.record(
+            await self._event(
                 pod, "Normal", "Pulling", f'Pulling image "{image}"', field_path=field_path
             )
             message = f'Successfully pulled image "{image}" in 0s (0s including waiting)'
         else:
             message = f'Container image "{image}" already present on machine'
-        await self.events.record(pod, "Normal", "Pulled", message, field_path=field_path)
+        await self._event(pod, "Normal", "Pulled", message, field_path=field_path)
 
     async def _prepare(
         self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any]
@@ -544,7 +542,7 @@ class ProcessKubelet:
                 # Repeats are folded, as the kubelet's event correlator folds them.
                 if not ok and time.monotonic() - last_unhealthy > REPEAT_EVENT_AFTER:
                     last_unhealthy = time.monotonic()
-                    await self.events.record(
+                    await self._event(
                         pod,
                         "Warning",
                         "Unhealthy",
@@ -608,6 +606,14 @@ class ProcessKubelet:
         return "probe has no handler"
 
     # -- status and termination ------------------------------------------
+    async def _event(self, pod: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        """An event, on a best-effort basis as a kubelet's are: one the API server does not
+        take is dropped, never the loop that reports it."""
+        try:
+            await self.events.record(pod, *args, **kwargs)
+        except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.info("event for %s dropped: %s", pod["metadata"].get("name"), exc)
+
     async def _patch_status(
         self,
         rt: PodRuntime,
@@ -655,16 +661,35 @@ class ProcessKubelet:
                 }
             ],
         }
-        try:
-            await self.core.patch_namespaced_pod_status(
-                rt.name,
-                rt.namespace,
-                {"status": status},
-                _content_type="application/merge-patch+json",
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("status update for %s/%s failed: %s", rt.namespace, rt.name, exc.status)
+        # As a kubelet's status manager does, the update is retried until the API server takes
+        # it: a status lost while it restarts would leave a ready pod unready for ever.
+        delay = 0.2
+        while True:
+            try:
+                await self.core.patch_namespaced_pod_status(
+                    rt.name,
+                    rt.namespace,
+                    {"status": status},
+                    _content_type="application/merge-patch+json",
+                )
+                return
+            except ApiException as exc:
+                if exc.status == 404:
+                    return  # the pod is gone
+                if exc.status != 429 and exc.status < 500:
+                    log.warning(
+                        "status update for %s/%s failed: %s", rt.namespace, rt.name, exc.status
+                    )
+                    return
+                reason: object = exc.status
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                reason = type(exc).__name__
+            log.info(
+                "status update for %s/%s: %s, retrying in %.1fs",
+                rt.namespace, rt.name, reason, delay,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _kill(self, rt: PodRuntime, grace: float) -> int | None:
         proc = rt.process
@@ -686,7 +711,7 @@ class ProcessKubelet:
     async def _terminate(self, rt: PodRuntime, pod: dict[str, Any]) -> None:
         grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
         if rt.process is not None and rt.process.returncode is None:
-            await self.events.record(
+            await self._event(
                 pod,
                 "Normal",
                 "Killing",
