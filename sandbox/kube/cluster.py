@@ -182,7 +182,7 @@ class Cluster:
         if self.emulated:
             token = secrets.token_urlsafe(24)
             self.api = ApiServer(token=token, log_dir=self.state_dir / "logs")
-            self._runner = web.AppRunner(self.api.app(), handle_signals=False)
+            self._runner = web.AppRunner(self.api.app(), handle_signals=False, shutdown_timeout=0)
             await self._runner.setup()
             # HTTPS, as every real API server: Go clients (kubectl, Helm) send
             # credentials over TLS only.
@@ -275,10 +275,12 @@ class Cluster:
         assert self._runner is not None  # noqa: S101
         assert self.api is not None  # noqa: S101
         # cleanup() runs the app's on_shutdown (ends every watch, stops the control plane's
-        # controllers), then closes the listening socket and every open connection.
+        # controllers), then closes the listening socket and every open connection: at once
+        # (shutdown_timeout=0), as a kube-apiserver that exits drops them, not after aiohttp's
+        # 60 s of grace during which requests in flight could still land.
         await self._runner.cleanup()
         await asyncio.sleep(down_for)
-        self._runner = web.AppRunner(self.api.app(), handle_signals=False)
+        self._runner = web.AppRunner(self.api.app(), handle_signals=False, shutdown_timeout=0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self._port, ssl_context=self._tls_context)
         await site.start()
