@@ -29,6 +29,30 @@ from sovereign_hub.reporting import ShareEvent
 from .sharing import SETTING, GovernedSharing
 
 
+def _share_event(
+    handler: Any,
+    kind: Any,
+    owner: str,
+    server: str,
+    region: str,
+    recipient_kind: str,
+    recipient: str,
+    **kw: Any,
+) -> ShareEvent:
+    """The audit record of a share decision, with the requesting user as the actor."""
+    actor = handler.current_user.name if handler.current_user else "anonymous"
+    return ShareEvent(
+        kind,
+        actor=actor,
+        owner=owner,
+        server=server,
+        region=region,
+        recipient_kind=recipient_kind,
+        recipient=recipient,
+        **kw,
+    )
+
+
 def _governor(handler: web.RequestHandler) -> GovernedSharing:
     return handler.settings[SETTING]
 
@@ -58,17 +82,7 @@ class GovernedShareHandler(ServerShareAPIHandler):
     def _event(
         self, kind: Any, owner: str, server: str, region: str, who: Recipient, **kw: Any
     ) -> ShareEvent:
-        actor = self.current_user.name if self.current_user else "anonymous"
-        return ShareEvent(
-            kind,
-            actor=actor,
-            owner=owner,
-            server=server,
-            region=region,
-            recipient_kind=who.kind,
-            recipient=who.name,
-            **kw,
-        )
+        return _share_event(self, kind, owner, server, region, who.kind, who.name, **kw)
 
     @needs_scope("shares")
     async def post(self, user_name: str, server_name: str | None = None) -> None:
@@ -204,13 +218,14 @@ class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
             code = (refused.code if region else "not_running") if refused else ""
         if refused is not None:
             governor.report(
-                ShareEvent(
+                _share_event(
+                    self,
                     "share_refused",
-                    actor=self.current_user.name,
-                    owner=user_name,
-                    server=server_name,
-                    region=region,
-                    recipient_kind="code",
+                    user_name,
+                    server_name,
+                    region,
+                    "code",
+                    "",
                     reason_code=code,
                     reason=refused.message,
                 )
@@ -218,17 +233,17 @@ class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
             raise web.HTTPError(403, f"Sharing refused: {refused.message}.")
         self._body = {**body, "expires_in": asked}
         await super().post(user_name, server_name)
+        expires = datetime.fromtimestamp(datetime.now(UTC).timestamp() + asked, UTC)
         governor.report(
-            ShareEvent(
+            _share_event(
+                self,
                 "share_granted",
-                actor=self.current_user.name,
-                owner=user_name,
-                server=server_name,
-                region=region,
-                recipient_kind="code",
-                expires_at=datetime.fromtimestamp(
-                    datetime.now(UTC).timestamp() + asked, UTC
-                ).isoformat(),
+                user_name,
+                server_name,
+                region,
+                "code",
+                "",
+                expires_at=expires.isoformat(),
             )
         )
 
@@ -250,19 +265,13 @@ class GovernedAcceptShareHandler(AcceptShareHandler):
             recipient = GovernedSharing.recipient_of(self.current_user.orm_user)
             server = share_code.spawner.name
             region, refused = governor.refusal(owner, server, recipient)
-            event = {
-                "actor": self.current_user.name,
-                "owner": owner.name,
-                "server": server,
-                "region": region,
-                "recipient_kind": "user",
-                "recipient": recipient.name,
-            }
+            who = (owner.name, server, region, "user", recipient.name)
             if refused is not None:
                 governor.report(
-                    ShareEvent(
+                    _share_event(
+                        self,
                         "share_refused",
-                        **event,
+                        *who,
                         reason_code=refused.code if region else "not_running",
                         reason=refused.message,
                     )
@@ -271,7 +280,7 @@ class GovernedAcceptShareHandler(AcceptShareHandler):
             super().post()
             share = orm.Share.find(self.db, share_code.spawner, self.current_user.orm_user)
             expires = governor.expires_at(share.created_at).isoformat() if share else ""
-            governor.report(ShareEvent("share_granted", **event, expires_at=expires))
+            governor.report(_share_event(self, "share_granted", *who, expires_at=expires))
             return
         super().post()
 
