@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from .decision import Pin
 from .model import Channel
@@ -40,6 +40,19 @@ class PinOutlook:
     """The version a forced move goes to (the channel's newest)."""
     revoked_because: str | None = None
     """The channel's reason when the pinned version was revoked."""
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON for scripts (the REST API's server state), camelCase like a pin's ``to_state``."""
+        return {
+            "newer": [
+                {"version": v.version, "image": v.image, "released": v.released.isoformat()}
+                for v in self.newer
+            ],
+            "expiresOn": self.expires_on.isoformat() if self.expires_on else None,
+            "moveAtNextStart": self.move_reason,
+            "moveTo": self.move_to,
+            "revokedBecause": self.revoked_because,
+        }
 
 
 def pin_outlook(channel: Channel, pin: Pin, now: datetime) -> PinOutlook:

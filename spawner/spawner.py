@@ -16,6 +16,7 @@ progress, stop). This adapter only:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import inspect
@@ -64,7 +65,7 @@ from .request import (
     timeout_message,
 )
 from .security import RestrictedPods
-from .state import STATE_KEY, Allocation, read_state, state_entry
+from .state import STATE_KEY, Allocation, outlook_entry, read_state, state_entry
 from .transient import ApiRetries, clear_failure
 
 
@@ -358,6 +359,9 @@ class SovereignSpawner(
         state = super().get_state()
         state[STATE_KEY] = state_entry(self.pins, self.allocation)
         state[STATE_KEY]["queued"] = self.queue_state()
+        with contextlib.suppress(PolicyError):  # a broken policy: no outlook, and the state is kept
+            loaded = cached_policy(self.policy_file).policy
+            state[STATE_KEY]["outlook"] = outlook_entry(self.pins, loaded, datetime.now(UTC))
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:

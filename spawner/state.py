@@ -12,9 +12,10 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any, get_args
 
-from sovereign_hub.policy import HUB_CLUSTER, Pin, PodPlan
+from sovereign_hub.policy import HUB_CLUSTER, Pin, PodPlan, Policy, pin_outlook
 from sovereign_hub.policy.decision import LABEL_PREFIX
 from sovereign_hub.reporting import StopReason
 
@@ -118,6 +119,21 @@ def state_entry(pins: Mapping[str, Pin], allocation: Allocation | None) -> dict[
     return {
         "pins": {channel: pin.to_state() for channel, pin in pins.items()},
         "allocation": allocation.to_state() if allocation else None,
+    }
+
+
+def outlook_entry(
+    pins: Mapping[str, Pin], policy: Policy, now: datetime
+) -> dict[str, dict[str, Any]]:
+    """What lies ahead for each pin in a channel the policy still has (for the REST API).
+
+    Computed when the state is read, not kept: the date and the policy change what it says,
+    so :func:`read_state` ignores a copy found in the database.
+    """
+    return {
+        channel: pin_outlook(policy.channels[channel], pin, now).to_state()
+        for channel, pin in pins.items()
+        if channel in policy.channels
     }
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 from sovereign_hub.pages.status import PinRow, ServerCard, server_card
 from sovereign_hub.policy import Pin
-from sovereign_hub.spawner.state import Allocation
+from sovereign_hub.spawner.state import (
+    STATE_KEY,
+    Allocation,
+    outlook_entry,
+    read_state,
+    state_entry,
+)
 from tests.policies import D1, D2, D3, DG, TEXT, policy
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -98,3 +105,34 @@ def test_an_expired_or_revoked_pin_says_the_next_start_moves_it():
     assert revoked.pins[0].notice == (
         "Version 1 was revoked (CVE-2026-42 in libfoo): your next start moves to version 3."
     )
+
+
+def test_the_rest_api_outlook_says_what_the_card_says_in_json():
+    """``state.sovereign.outlook``: newer versions, the expiry date and a coming forced move."""
+    pins = {
+        "ds": pin("ds", "2", D2, 20),
+        "torch": pin("torch", "1", DG, 400),
+        "gone": pin("gone", "1", D1, 1),
+    }
+    outlook = outlook_entry(pins, P, NOW)
+    assert set(outlook) == {"ds", "torch"}  # a channel the policy no longer has says nothing
+    assert outlook["ds"] == {
+        "newer": [{"version": "3", "image": D3, "released": "2026-03-01"}],
+        "expiresOn": "2026-06-11",
+        "moveAtNextStart": None,
+        "moveTo": None,
+        "revokedBecause": None,
+    }
+    assert outlook["torch"]["expiresOn"] is None  # no maxPinAgeDays: kept until upgraded
+    expired = outlook_entry({"ds": pin("ds", "1", D1, 31)}, P, NOW)["ds"]
+    assert (expired["moveAtNextStart"], expired["moveTo"]) == ("expired", "3")
+    assert [v["version"] for v in expired["newer"]] == ["2", "3"]
+
+
+def test_the_outlook_is_not_read_back_from_the_database():
+    """A stored copy goes stale with the date and the policy: reading the state ignores it."""
+    entry = state_entry({"ds": pin("ds", "2", D2, 20)}, None)
+    entry["outlook"] = {"ds": {"moveAtNextStart": "expired"}}
+    pins, allocation = read_state({STATE_KEY: entry}, logging.getLogger("t"), "ana")
+    assert pins == {"ds": pin("ds", "2", D2, 20)}
+    assert allocation is None

@@ -474,6 +474,15 @@ async def test_home_page_and_rest_api_show_the_pin_and_what_comes_next(
     text = policy_copy.read_text().replace("  pytorch:\n", NEWER + "  pytorch:\n", 1)
     policy_copy.write_text(text)
     assert "Version 2026.12 is available. It applies at your next start" in card_text(ana, hub)
+    outlook = hub.api("GET", "/users/ana").json()["servers"][""]["state"]["sovereign"]["outlook"]
+    assert outlook["datascience"]["newer"] == [
+        {
+            "version": "2026.12",
+            "image": "quay.io/jupyter/base-notebook@sha256:" + "c" * 64,
+            "released": "2026-12-01",
+        }
+    ]
+    assert outlook["datascience"]["moveAtNextStart"] is None
     assert hub.api("DELETE", "/users/ana/server").status_code in (202, 204)
     hub.wait_for_server("ana", ready=False)
     page = ana.get(f"{hub.url}/hub/home", timeout=30).text
