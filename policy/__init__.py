@@ -24,7 +24,7 @@ from .decision import (
 )
 from .load import LoadedPolicy, cached_policy, load_policy, parse_policy
 from .model import HUB_CLUSTER, Cluster, Policy, Region
-from .outlook import NewerVersion, PinOutlook, pin_outlook
+from .outlook import NewerVersion, PinOutlook, pin_outlook, upgrade_refusal
 from .problems import PolicyError, Problem
 
 __all__ = [
@@ -58,4 +58,5 @@ __all__ = [
     "load_policy",
     "parse_policy",
     "pin_outlook",
+    "upgrade_refusal",
 ]

@@ -85,3 +85,26 @@ def pin_outlook(channel: Channel, pin: Pin, now: datetime) -> PinOutlook:
         move_to=newest.version if reason else None,
         revoked_because=revoked_because,
     )
+
+
+def upgrade_refusal(channel: Channel, pin: Pin, version: str, now: datetime) -> str | None:
+    """Why ``version`` cannot be chosen now for the next start of a server pinned at ``pin``.
+
+    None when it can: it is one of the :attr:`PinOutlook.newer` versions and no forced move
+    is already coming (that move decides the next start's version, not a choice).
+    """
+    outlook = pin_outlook(channel, pin, now)
+    if outlook.move_reason is not None:
+        return (
+            f"Your next start already moves {channel.display_name} to version {outlook.move_to} "
+            f"(your version {pin.version} is {outlook.move_reason})."
+        )
+    offered = [v.version for v in outlook.newer]
+    if not offered:
+        return f"No version of {channel.display_name} newer than {pin.version} is on offer."
+    if version not in offered:
+        return (
+            f"Version {version!r} of {channel.display_name} is not on offer above your version "
+            f"{pin.version}; the newer versions are {', '.join(offered)}."
+        )
+    return None

@@ -266,6 +266,11 @@ def _templates(c: Any, hub: Mapping[str, Any], site: Site) -> None:
         "sovereign_servers": ServerCards(str(site.policy_file)),
         "sovereign_admin": AdminView(str(site.policy_file)),
     }
+    from sovereign_hub.pages import upgrade
+
+    # An admin's own extra handlers (set before configure()) are kept.
+    theirs = c.JupyterHub.extra_handlers if "extra_handlers" in c.JupyterHub else []
+    c.JupyterHub.extra_handlers = [*theirs, *upgrade.handlers]
 
 
 def _culler(cull: Mapping[str, Any], services: list, roles: list) -> None:

@@ -67,12 +67,15 @@ from .request import (
 from .security import RestrictedPods
 from .state import STATE_KEY, Allocation, outlook_entry, read_state, state_entry
 from .transient import ApiRetries, clear_failure
+from .upgrades import STATE_FIELD as UPGRADE_FIELD
+from .upgrades import NextStartUpgrade
 
 
 class SovereignSpawner(
     RestrictedPods,
     ReadinessProbing,
     GpuQueueing,
+    NextStartUpgrade,
     AllocationTracking,
     RegionalClusters,
     ApiRetries,
@@ -249,6 +252,9 @@ class SovereignSpawner(
         if request is None:
             self._report("spawn_denied", reasons=(("no_entitlement", self.no_access_message),))
             raise spawn_refused(self.no_access_message, identity, self.authenticator)
+        request, dropped = self.with_upgrade_choice(request, policy)
+        if dropped:
+            self._notices.append(dropped)
         self._report(
             "spawn_requested",
             required=True,
@@ -292,6 +298,7 @@ class SovereignSpawner(
             self._spawn_failed(plan, str(failure) or type(exc).__name__)
             raise failure from (None if failure is exc else exc)
         self._record_pin(plan)
+        self.upgrade_pinned(plan.image.channel)
         self.waiting_room.started(self._key)
         node = (self.own_pod() or {}).get("spec", {}).get("nodeName")
         self.allocation = dataclasses.replace(self.allocation, node=node)
@@ -359,6 +366,7 @@ class SovereignSpawner(
         state = super().get_state()
         state[STATE_KEY] = state_entry(self.pins, self.allocation)
         state[STATE_KEY]["queued"] = self.queue_state()
+        state[STATE_KEY][UPGRADE_FIELD] = self.upgrade_state()
         with contextlib.suppress(PolicyError):  # a broken policy: no outlook, and the state is kept
             loaded = cached_policy(self.policy_file).policy
             state[STATE_KEY]["outlook"] = outlook_entry(self.pins, loaded, datetime.now(UTC))
@@ -368,6 +376,7 @@ class SovereignSpawner(
         super().load_state(state)
         self.pins, self.allocation = read_state(state, self.log, self._log_name)
         self.restore_queue_place((state.get(STATE_KEY) or {}).get("queued"))
+        self.load_upgrade_state((state.get(STATE_KEY) or {}).get(UPGRADE_FIELD))
         self._hold_gpus()  # a running server after a hub restart: its GPUs are still held
 
     def clear_state(self) -> None:

@@ -17,7 +17,7 @@ import yaml
 from traitlets.config import Config
 
 from sovereign_hub.hubconfig import Site, configure, load_values, run_extra_config
-from sovereign_hub.pages import TEMPLATES
+from sovereign_hub.pages import TEMPLATES, upgrade
 from sovereign_hub.pages.admin import AdminView
 from sovereign_hub.pages.status import ServerCards
 from tests.conftest import ROOT
@@ -112,6 +112,7 @@ def test_the_chart_defaults(tmp_path):
                 "sovereign_servers": ServerCards("/etc/sovereign-hub/policy/policy.yaml"),
                 "sovereign_admin": AdminView("/etc/sovereign-hub/policy/policy.yaml"),
             },
+            "extra_handlers": upgrade.handlers,
             "authenticate_prometheus": True,
             "services": [
                 {
@@ -204,6 +205,7 @@ def test_everything_on(tmp_path, example_policy_values):
                 "sovereign_servers": ServerCards("/etc/sovereign-hub/policy/policy.yaml"),
                 "sovereign_admin": AdminView("/etc/sovereign-hub/policy/policy.yaml"),
             },
+            "extra_handlers": upgrade.handlers,
             "authenticate_prometheus": True,
             "services": [
                 {

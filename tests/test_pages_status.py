@@ -56,10 +56,20 @@ def test_a_running_gpu_server_shows_what_it_runs_where_and_since_when():
                 upgrade_to=None,
                 notice=None,
                 urgent=False,
+                key="torch",
             ),
         ),
         upgrade_url=None,
     )
+
+
+def test_a_running_servers_card_shows_the_upgrade_chosen_for_its_next_start():
+    running = Allocation(profile="cpu", region="eu", channel="ds", image=D2, image_version="2")
+    pins = {"ds": pin("ds", "2", D2, 3)}
+    row = server_card("", True, pins, running, P, NOW, chosen={"ds": "3"}).pins[0]
+    assert (row.key, row.upgrade_to, row.chosen) == ("ds", "3", "3")
+    # A choice the policy no longer offers is not shown as if it would apply.
+    assert server_card("", True, pins, running, P, NOW, chosen={"ds": "1"}).pins[0].chosen is None
 
 
 def test_a_stopped_server_offers_the_newest_version_at_the_next_start():

@@ -48,6 +48,8 @@ def hub_config(kube, policy: Path, **extra) -> str:
         "from sovereign_hub.pages.status import ServerCards",
         f"c.JupyterHub.template_vars = {{'sovereign_servers': ServerCards({str(policy)!r}), "
         f"'sovereign_admin': AdminView({str(policy)!r})}}",
+        "from sovereign_hub.pages import upgrade",
+        "c.JupyterHub.extra_handlers = upgrade.handlers",
     ]
     lines += [f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()]
     return "\n".join(lines) + "\n"
@@ -483,22 +485,56 @@ async def test_home_page_and_rest_api_show_the_pin_and_what_comes_next(
         }
     ]
     assert outlook["datascience"]["moveAtNextStart"] is None
+    # "Upgrade at next start" while the server runs: a form on the card, kept in the state.
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', ana.get(f"{hub.url}/hub/home").text)[1]
+    upgrade = f"{hub.url}/hub/sovereign/upgrade"
+    bogus = ana.post(upgrade, data={"_xsrf": xsrf, "channel": "datascience", "version": "2025.1"})
+    assert bogus.status_code == 400
+    assert "Version &#39;2025.1&#39; of Data science is not on offer" in bogus.text
+    choice = {"channel": "datascience", "version": "2026.12"}
+    assert requests.post(upgrade, data=choice, timeout=30).status_code == 403  # no session
+    assert ana.post(upgrade, data=choice, timeout=30).status_code == 403  # no XSRF token
+    assert (
+        hub.api("GET", "/users/ana").json()["servers"][""]["state"]["sovereign"][
+            "upgradeAtNextStart"
+        ]
+        == {}
+    )
+    chosen = ana.post(upgrade, data={"_xsrf": xsrf, "channel": "datascience", "version": "2026.12"})
+    assert chosen.ok
+    assert "Your next start uses version 2026.12" in card_text(ana, hub)
+    state = hub.api("GET", "/users/ana").json()["servers"][""]["state"]["sovereign"]
+    assert state["upgradeAtNextStart"] == {"datascience": "2026.12"}
+    assert state["pins"]["datascience"]["version"] == "2026.11"  # nothing moves while it runs
+    assert hub.api("DELETE", "/users/ana/server").status_code in (202, 204)
+    hub.wait_for_server("ana", ready=False)
+    # The next start names no version: the stored choice applies, once.
+    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+    state = hub.wait_for_server("ana")["servers"][""]["state"]["sovereign"]
+    assert state["pins"]["datascience"]["version"] == "2026.12"
+    assert state["upgradeAtNextStart"] == {}
+    assert "is available" not in card_text(ana, hub)
+    # Stopped and offered a newer version, the card links to the start page with it.
+    text = text.replace(
+        NEWER, NEWER + NEWER.replace("2026.12", "2027.01").replace("c" * 64, "d" * 64)
+    )
+    policy_copy.write_text(text)
     assert hub.api("DELETE", "/users/ana/server").status_code in (202, 204)
     hub.wait_for_server("ana", ready=False)
     page = ana.get(f"{hub.url}/hub/home", timeout=30).text
     assert "Your server: stopped" in card_text(ana, hub)
     assert (
-        'href="/hub/spawn/ana?profile=cpu-small&amp;version-cpu-small=2026.12'
+        'href="/hub/spawn/ana?profile=cpu-small&amp;version-cpu-small=2027.01'
         '&amp;region-cpu-small=eu"' in page
     )
     # Revoking the pinned version: the next start moves, and the card says so first.
     policy_copy.write_text(
         text.replace(
-            "released: 2026-11-02\n", "released: 2026-11-02\n        revoked: CVE-2026-7\n", 1
+            "released: 2026-12-01\n", "released: 2026-12-01\n        revoked: CVE-2026-7\n", 1
         )
     )
     assert (
-        "Version 2026.11 was revoked (CVE-2026-7): your next start moves to version 2026.12."
+        "Version 2026.12 was revoked (CVE-2026-7): your next start moves to version 2027.01."
         in card_text(ana, hub)
     )
 

@@ -103,7 +103,7 @@ class AdminView:
         for orm_user in user.db.query(orm.User).order_by(orm.User.name):
             member = users[orm_user]
             for spawner in member.all_spawners():
-                pins, allocation, running = spawner_facts(member, spawner)
+                pins, allocation, running, _chosen = spawner_facts(member, spawner)
                 rows.append(admin_row(member.name, spawner.name, running, pins, allocation))
         try:
             policy = cached_policy(self.policy_file).policy

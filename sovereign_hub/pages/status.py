@@ -19,7 +19,8 @@ from urllib.parse import urlencode
 
 from sovereign_hub.images.reference import digest_of
 from sovereign_hub.policy import Pin, Policy, PolicyError, cached_policy, pin_outlook
-from sovereign_hub.spawner.state import Allocation, read_state
+from sovereign_hub.spawner.state import STATE_KEY, Allocation, read_state
+from sovereign_hub.spawner.upgrades import STATE_FIELD as UPGRADE_FIELD
 
 NOTICE_DAYS = 14
 """How many days before a pin expires the card warns of the move."""
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class PinRow:
     channel: str
+    """The channel's display name."""
     version: str
     digest_short: str
     pinned_since: str
@@ -41,6 +43,10 @@ class PinRow:
     """A coming forced move, with its date or "at your next start"."""
     urgent: bool
     """The move happens at the next start (shown as a warning, not as information)."""
+    key: str = ""
+    """The channel's name in the policy (what the upgrade choice's form sends)."""
+    chosen: str | None = None
+    """The version the user chose, while the server ran, for its next start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +62,12 @@ class ServerCard:
     """Starts the server on the newest version (only for a stopped server with a last choice)."""
 
 
-def pin_row(channel_name: str, pin: Pin, policy: Policy, now: datetime) -> PinRow:
+def pin_row(
+    channel_name: str, pin: Pin, policy: Policy, now: datetime, chosen: str | None = None
+) -> PinRow:
     channel = policy.channels.get(channel_name)
     base = {
+        "key": channel_name,
         "version": pin.version,
         "digest_short": digest_of(pin.image)[:SHORT_DIGEST],
         "pinned_since": pin.pinned_at.date().isoformat(),
@@ -92,7 +101,15 @@ def pin_row(channel_name: str, pin: Pin, policy: Policy, now: datetime) -> PinRo
             f"to version {newest}."
         )
     upgrade = outlook.newer[-1].version if outlook.newer and not urgent else None
-    return PinRow(channel.display_name, **base, upgrade_to=upgrade, notice=notice, urgent=urgent)
+    offered = {v.version for v in outlook.newer}
+    return PinRow(
+        channel.display_name,
+        **base,
+        upgrade_to=upgrade,
+        notice=notice,
+        urgent=urgent,
+        chosen=chosen if chosen in offered and not urgent else None,
+    )
 
 
 def server_card(
@@ -104,11 +121,13 @@ def server_card(
     now: datetime,
     spawn_url: str = "",
     last_options: Mapping[str, Any] | None = None,
+    chosen: Mapping[str, str] | None = None,
 ) -> ServerCard:
     """The card of one server; a running server shows its allocation and its channel's pin."""
     live = allocation if running else None
     shown = {live.channel: pins[live.channel]} if live and live.channel in pins else pins
-    rows = tuple(pin_row(c, p, policy, now) for c, p in sorted(shown.items()))
+    chosen = chosen or {}
+    rows = tuple(pin_row(c, p, policy, now, chosen.get(c)) for c, p in sorted(shown.items()))
     gpus = None
     if live and live.gpus:
         kind = policy.gpu_types.get(live.gpu_type or "")
@@ -168,7 +187,7 @@ class ServerCards:
         return [self._card(user, spawner, policy, now) for spawner in user.all_spawners()]
 
     def _card(self, user: Any, spawner: Any, policy: Policy, now: datetime) -> ServerCard:
-        pins, allocation, running = spawner_facts(user, spawner)
+        pins, allocation, running, chosen = spawner_facts(user, spawner)
         spawn_url = f"{self.base_url}spawn/{user.escaped_name}"
         if spawner.name:
             spawn_url += f"/{spawner.name}"
@@ -181,13 +200,20 @@ class ServerCards:
             now,
             spawn_url=spawn_url,
             last_options=getattr(spawner, "user_options", None),
+            chosen=chosen,
         )
 
 
-def spawner_facts(user: Any, spawner: Any) -> tuple[dict[str, Pin], Allocation | None, bool]:
-    """Pins, allocation and whether it runs, of a live spawner or a stopped server's row."""
+def spawner_facts(
+    user: Any, spawner: Any
+) -> tuple[dict[str, Pin], Allocation | None, bool, dict[str, str]]:
+    """Pins, allocation, whether it runs and the stored upgrade choices, of a live spawner
+    or a stopped server's row."""
     if hasattr(spawner, "pins"):  # a live SovereignSpawner
-        return dict(spawner.pins), spawner.allocation, bool(spawner.ready)
+        return dict(spawner.pins), spawner.allocation, bool(spawner.ready), spawner.upgrade_state()
     # The database row of a server not started since the hub started.
-    pins, allocation = read_state(spawner.state or {}, log, f"{user.name}:{spawner.name}")
-    return pins, allocation, spawner.server is not None
+    state = spawner.state or {}
+    pins, allocation = read_state(state, log, f"{user.name}:{spawner.name}")
+    stored = (state.get(STATE_KEY) or {}).get(UPGRADE_FIELD)
+    chosen = {k: v for k, v in (stored or {}).items() if isinstance(v, str)}
+    return pins, allocation, spawner.server is not None, chosen
