@@ -183,7 +183,8 @@ fuzz: $(STAMP)
 		$(BIN)/python -m pytest tests/test_rest_api_schema_fuzz.py -q -s -p no:cacheprovider
 
 docs: $(STAMP)
-	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+	SOVEREIGN_DOCS_SWITCHER_URL=_static/switcher.json \
+	  $(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
 test: lint suite docs
 

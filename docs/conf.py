@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -31,6 +32,30 @@ html_theme_options = {
     "secondary_sidebar_items": ["page-toc"],
     "show_toc_level": 2,
 }
+html_static_path = ["_static"]
+
+
+def switcher_version(release: str) -> str:
+    """The version switcher's name for this build: ``dev`` for a development release,
+    else ``major.minor`` (one docs site per minor release, as JupyterHub's)."""
+    if ".dev" in release:
+        return "dev"
+    major, minor, *_ = release.split(".")
+    return f"{major}.{minor}"
+
+
+# The switcher lists the published versions from one JSON file that every
+# version's pages fetch (docs/_static/switcher.json, published at the site's
+# root). A site that publishes versions sets SOVEREIGN_DOCS_SWITCHER_URL to that
+# file's URL; `make docs` names the repository's copy, so the theme checks it.
+if switcher_url := os.environ.get("SOVEREIGN_DOCS_SWITCHER_URL"):
+    html_theme_options["switcher"] = {
+        "json_url": switcher_url,
+        "version_match": switcher_version(release),
+    }
+    html_theme_options["navbar_end"] = ["version-switcher", *html_theme_options["navbar_end"]]
+    # The theme would fetch an http(s) URL at build time; builds never reach out.
+    html_theme_options["check_switcher"] = not switcher_url.startswith(("http:", "https:"))
 
 _GENERATED = Path(__file__).parent / "_generated"
 
