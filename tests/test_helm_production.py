@@ -284,3 +284,43 @@ def test_the_proxy_and_the_hub_itself_may_reach_the_audit_viewer(helm):
     assert {"name": "audit-viewer", "port": VIEWER_PORT, "targetPort": VIEWER_PORT} in (
         service["spec"]["ports"]
     )
+
+
+def test_a_regions_kubeconfig_secret_is_mounted_where_the_spawner_reads_it(helm, tmp_path):
+    """A region that is a cluster of its own names a Secret in the policy; the hub pod mounts
+    it, once per Secret, at the path the spawner computes from the rendered policy (#22)."""
+    from sovereign_hub.policy import parse_policy
+    from sovereign_hub.spawner import SovereignSpawner
+    from sovereign_hub.spawner.clusters import kubeconfig_path
+
+    values = yaml.safe_load(
+        (Path(__file__).parent.parent / "helm/sovereign-hub/values.yaml").read_text()
+    )
+    policy = values["policy"]
+    eu = policy["regions"]["eu"]
+    policy["regions"] = {
+        "eu": eu,
+        "us": {**eu, "displayName": "US", "nodeRegions": ["us-east-1"],
+               "cluster": {"name": "us-iad", "kubeconfigSecret": {"name": "us-kube", "key": "config"}}},
+        "ap": {**eu, "displayName": "AP", "nodeRegions": ["ap-south-1"],
+               "cluster": {"name": "ap-bom", "kubeconfigSecret": {"name": "us-kube", "key": "ap"}}},
+    }  # fmt: skip
+    docs = render(helm, values_file(tmp_path, {"policy": policy}))
+    pod = hub_pod(docs)
+    secret_volumes = {
+        v["name"]: v["secret"]["secretName"]
+        for v in pod["volumes"]
+        if v["name"].startswith("cluster-")
+    }
+    assert secret_volumes == {"cluster-0": "us-kube"}  # two regions, one Secret: one volume
+    (hub,) = [c for c in pod["containers"] if c["name"] == "hub"]
+    mounts = {m["name"]: m for m in hub["volumeMounts"]}
+    assert mounts["cluster-0"]["readOnly"] is True
+    rendered = one(docs, "ConfigMap", f"{NAME}-policy")["data"]["policy.yaml"]
+    loaded = parse_policy(rendered).policy
+    secrets_dir = SovereignSpawner.cluster_secrets_dir.default_value
+    for region, key in (("us", "config"), ("ap", "ap")):
+        path = kubeconfig_path(loaded.regions[region].cluster, secrets_dir)
+        assert path == f"{mounts['cluster-0']['mountPath']}/{key}"
+    # Without such a region, nothing is mounted.
+    assert not [v for v in hub_pod(render(helm))["volumes"] if v["name"].startswith("cluster-")]

@@ -210,3 +210,18 @@ sink URL's port (443 for https, 80 for http). Prints nothing for file sinks.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The Secrets the policy's regions name in `cluster.kubeconfigSecret`, each once,
+as a JSON list: the hub mounts each at /etc/sovereign-hub/clusters/<name>/,
+where the spawner reads `<name>/<key>` (SovereignSpawner.cluster_secrets_dir).
+*/}}
+{{- define "sh.clusterSecrets" -}}
+{{- $names := list -}}
+{{- range $region, $spec := (.Values.policy.regions | default dict) -}}
+{{- with (($spec | default dict).cluster | default dict).kubeconfigSecret -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- end -}}
+{{- $names | uniq | sortAlpha | toJson -}}
+{{- end -}}
