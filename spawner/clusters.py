@@ -25,13 +25,18 @@ stay global.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import hashlib
+import logging
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kubernetes_asyncio.client
 from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import ApiClient, CoreV1Api
+from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
 from kubespawner.clients import shared_client
 from traitlets import Float, Unicode
 from traitlets.config import Configurable
@@ -41,7 +46,21 @@ from sovereign_hub.refusals import SpawnRefused
 
 from .transient import ApiUnavailable, is_transient
 
-_CLIENTS: dict[tuple[asyncio.AbstractEventLoop, str], ApiClient] = {}
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Cached:
+    client: ApiClient
+    stat: tuple[int, int, int]
+    """The kubeconfig file's (inode, mtime, size) when it was last read."""
+    digest: bytes
+    """The SHA-256 of its content then."""
+
+
+_CLIENTS: dict[tuple[asyncio.AbstractEventLoop, str], _Cached] = {}
+_CREDENTIALS = ("api_key", "api_key_prefix", "refresh_api_key_hook", "username", "password")
+"""What a rotated kubeconfig changes in place on the live client."""
 
 
 def cluster_of(policy: Policy, region: str | None) -> str | None:
@@ -60,13 +79,65 @@ def kubeconfig_path(cluster: Cluster, secrets_dir: str) -> str:
 
 
 async def api_client(path: str) -> ApiClient:
-    """One API client per kubeconfig file and event loop (the hub has one loop)."""
+    """One API client per kubeconfig file and event loop (the hub has one loop), following the
+    file when it changes.
+
+    A Secret volume is updated in place when the Secret is (a rotated token, a
+    renewed certificate). New credentials are put into the live client's
+    configuration, which every holder of the client reads on each request (the
+    region's reflectors included), so they need no restart. A new server
+    address or TLS material needs new connections: a new client serves later
+    spawns and polls, while reflectors started earlier keep theirs until the
+    hub restarts (logged).
+    """
     key = (asyncio.get_running_loop(), path)
-    client = _CLIENTS.get(key)
-    if client is None:
-        client = await kube_config.new_client_from_config(config_file=path)
-        _CLIENTS[key] = client
+    cached = _CLIENTS.get(key)
+    info = os.stat(path)  # cheap, and a Secret volume's update swaps the file
+    stat = (info.st_ino, info.st_mtime_ns, info.st_size)
+    if cached is not None and cached.stat == stat:
+        return cached.client
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).digest()
+    if cached is not None and cached.digest == digest:
+        cached.stat = stat
+        return cached.client
+    fresh = Configuration()
+    await kube_config.load_kube_config(
+        config_file=path, client_configuration=fresh, persist_config=False
+    )
+    if cached is not None and _same_endpoint(cached.client.configuration, fresh):
+        live = cached.client.configuration
+        for name in _CREDENTIALS:
+            setattr(live, name, getattr(fresh, name))
+        log.info("kubeconfig %s changed: new credentials in use", path)
+        cached.stat, cached.digest = stat, digest
+        return cached.client
+    if cached is not None:
+        log.warning(
+            "kubeconfig %s names another server or TLS material: new requests use it; "
+            "running watches keep the old connection until the hub restarts",
+            path,
+        )
+    client = ApiClient(configuration=fresh)
+    _CLIENTS[key] = _Cached(client, stat, digest)
     return client
+
+
+def _same_endpoint(old: Configuration, new: Configuration) -> bool:
+    """The same server, trusted and reached with the same TLS material (compared by content:
+    the loader writes embedded certificates to new temporary files on each load)."""
+
+    def material(conf: Configuration) -> tuple[Any, ...]:
+        files = []
+        for name in ("ssl_ca_cert", "cert_file", "key_file"):
+            path = getattr(conf, name)
+            content: bytes | str | None = path
+            with contextlib.suppress(OSError, TypeError):
+                content = Path(path).read_bytes()
+            files.append(content)
+        return (conf.host, conf.verify_ssl, conf.tls_server_name, *files)
+
+    return material(old) == material(new)
 
 
 @functools.cache

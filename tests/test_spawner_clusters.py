@@ -112,3 +112,47 @@ async def test_a_poll_that_cannot_reach_the_cluster_is_not_taken_for_a_stopped_s
                                policy_file=str(ROOT / "examples" / "policy.yaml"))  # fmt: skip
     await spawner.use_cluster("us", us_east, probe=False)
     assert await spawner.poll() is None
+
+
+async def test_a_rotated_kubeconfig_is_followed_without_a_hub_restart(tmp_path):
+    """The region's Secret gets a new token (the old one revoked at the API server): the next
+    spawn's probe, and clients made before the rotation (as reflectors hold), use the new one.
+    The API server is the emulated one (no real API server runs here), with token auth."""
+    from aiohttp import web
+    from kubernetes_asyncio.client import CoreV1Api
+
+    from sovereign_hub.sandbox.kube.apiserver import ApiServer
+    from sovereign_hub.sandbox.kube.store import Store
+
+    server = ApiServer(Store(history=100), token="first-t0ken")
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    path = secret / "kubeconfig"
+    try:
+        write_kubeconfig(path, url, "first-t0ken", "hub")
+        cluster = Cluster(name="us-east", kubeconfig=str(path))
+        spawner = SovereignSpawner(_mock=True, namespace="hub")
+        await spawner.use_cluster("us", cluster, probe=True)
+        held = spawner.api  # what a reflector started now keeps
+        # Rotation: the API server accepts only the new token; the file is swapped as a
+        # Secret volume's is (a new file renamed over the old).
+        server.token = "second-t0ken"
+        write_kubeconfig(secret / "kubeconfig.new", url, "second-t0ken", "hub")
+        (secret / "kubeconfig.new").rename(path)
+        await spawner.use_cluster("us", cluster, probe=True)  # refused (401) without the reload
+        assert (await held.list_namespaced_pod("hub")).items == []
+        assert spawner.api.api_client is held.api_client  # same server: the same client
+        # Another server address: a new client for what comes next.
+        write_kubeconfig(secret / "kubeconfig.new", url.replace("127.0.0.1", "localhost"),
+                         "second-t0ken", "hub")  # fmt: skip
+        (secret / "kubeconfig.new").rename(path)
+        await spawner.use_cluster("us", cluster, probe=True)
+        assert spawner.api.api_client is not held.api_client
+        assert isinstance(spawner.api, CoreV1Api)
+    finally:
+        await runner.cleanup()
