@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,9 @@ from sovereign_hub.loadtest import (
 )
 from sovereign_hub.policy import load_policy
 from sovereign_hub.spawner.overlay import as_list
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale_charts import Sample, write_charts
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_PATH = ROOT / "examples" / "policy.yaml"
@@ -104,8 +108,10 @@ class Sampler:
 
     hub_pid: int
     cluster_tid: int | None
+    api_requests: Callable[[], int] = lambda: 0
+    """The cluster's count of client requests so far."""
     rss_peak: int = 0
-    samples: list[tuple[float, float, int]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -116,6 +122,7 @@ class Sampler:
         self.start_cpu = self._hub_cpu()
         self.start_proxy = self._proxy_cpu()
         self.start_cluster = self._cluster_cpu()
+        self.start_requests = self.api_requests()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
@@ -145,7 +152,14 @@ class Sampler:
         while not self._stop.wait(0.5):
             rss = self.hub.memory_info().rss
             self.rss_peak = max(self.rss_peak, rss)
-            self.samples.append((time.monotonic() - t0, self._hub_cpu() - self.start_cpu, rss))
+            self.samples.append(
+                Sample(
+                    seconds=time.monotonic() - t0,
+                    hub_cpu=self._hub_cpu() - self.start_cpu,
+                    rss=rss,
+                    api_requests=self.api_requests() - self.start_requests,
+                )
+            )
 
     def stop(self) -> dict[str, float]:
         self._stop.set()
@@ -158,7 +172,9 @@ class Sampler:
         }
 
 
-def measure(kind: str, plan: LoadPlan, state: Path) -> tuple[Report, dict[str, float]]:
+def measure(
+    kind: str, plan: LoadPlan, state: Path
+) -> tuple[Report, dict[str, float], list[Sample]]:
     users = population(plan, load_policy(POLICY_PATH).policy)
     extra = (
         (lambda cluster: stock_config(cluster.namespace, cluster.scheduler_name))
@@ -168,7 +184,11 @@ def measure(kind: str, plan: LoadPlan, state: Path) -> tuple[Report, dict[str, f
     with LoadEnvironment(users, state, extra_config=extra) as env:
         api = env.cluster.api
         before = sum(api.requests.values()) if api else 0
-        sampler = Sampler(env.hub.process.pid, env.cluster._thread.native_id)
+        sampler = Sampler(
+            env.hub.process.pid,
+            env.cluster._thread.native_id,
+            (lambda: sum(api.requests.values())) if api else (lambda: 0),
+        )
         report = run(env.hub.url, users, plan)
         usage = sampler.stop()
         made = (sum(api.requests.values()) if api else 0) - before
@@ -181,7 +201,7 @@ def measure(kind: str, plan: LoadPlan, state: Path) -> tuple[Report, dict[str, f
             report.checks["audit verify"] = (
                 "clean" if verified.returncode == 0 else verified.stdout.strip()[:200]
             )
-    return report, usage
+    return report, usage, sampler.samples
 
 
 def summary(plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]]) -> str:
@@ -247,18 +267,31 @@ def _num(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_plan_arguments(parser, users=200, ramp_seconds=20.0)
-    parser.add_argument("--out", help="also write the Markdown summary to this file")
+    parser.add_argument(
+        "--out",
+        help="also write the Markdown summary to this file, and PNG charts to the folder "
+        "named like it without .md",
+    )
     args = parser.parse_args(argv)
     plan = plan_from(args)
-    runs = {}
+    runs: dict[str, tuple[Report, dict[str, float]]] = {}
+    samples: dict[str, list[Sample]] = {}
     with tempfile.TemporaryDirectory(prefix="sovhub-bench-scale-") as tmp:
         for kind in ("sovereign", "stock"):
             print(f"running {kind} ...", file=sys.stderr, flush=True)
-            runs[kind] = measure(kind, plan, Path(tmp) / kind)
+            report, usage, samples[kind] = measure(kind, plan, Path(tmp) / kind)
+            runs[kind] = (report, usage)
     text = summary(plan, runs)
-    print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        out = Path(args.out)
+        charts = write_charts({k: r for k, (r, _) in runs.items()}, samples, out.with_suffix(""))
+        text += (
+            "\n"
+            + "\n".join(f"![{c.stem}]({out.with_suffix('').name}/{c.name})" for c in charts)
+            + "\n"
+        )
+        out.write_text(text)
+    print(text)
     return 0
 
 
