@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -156,11 +157,36 @@ class SecretKeyRef(_Model):
     """The key holding the kubeconfig."""
 
 
+class TokenSecretRef(_Model):
+    """A Secret in the hub's namespace with a bearer token for a cluster's API server and,
+    optionally, the CA that signed the server's certificate: the keys a Kubernetes
+    ``service-account-token`` Secret has."""
+
+    name: SecretName
+    """The Secret's name."""
+    token_key: SecretKey = "token"  # noqa: S105 - the name of a key, not a token
+    """The key holding the bearer token (re-read when the Secret changes)."""
+    ca_key: SecretKey | None = "ca.crt"
+    """The key holding the CA certificate (PEM); null to trust the hub's system CAs."""
+
+
+def _https_url(value: str) -> str:
+    parsed = urlsplit(value)
+    if parsed.scheme != "https" or not parsed.hostname or parsed.path not in ("", "/"):
+        raise _fail(
+            "url",
+            f"{value!r} is not an https URL of an API server (https://host[:port]); a bearer "
+            "token is never sent in the clear",
+        )
+    return value.rstrip("/")
+
+
 class Cluster(_Model):
     """The Kubernetes cluster a region's notebooks, home volumes and secrets live in.
 
     Give exactly one way to reach its API server: ``kubeconfigSecret`` (the chart
-    mounts it into the hub) or ``kubeconfig`` (a file the hub can read).
+    mounts it into the hub), ``kubeconfig`` (a file the hub can read), or ``server``
+    with ``tokenSecret`` (the chart mounts the Secret).
     """
 
     name: Slug
@@ -170,6 +196,10 @@ class Cluster(_Model):
     """A Secret in the hub's namespace holding a kubeconfig for this cluster's API server."""
     kubeconfig: Annotated[str, AfterValidator(_absolute_path)] | None = None
     """Absolute path of a kubeconfig file the hub can read."""
+    server: Annotated[str, AfterValidator(_https_url)] | None = None
+    """The API server's https URL, with ``tokenSecret``."""
+    token_secret: TokenSecretRef | None = None
+    """A Secret with a bearer token (and CA) for ``server``."""
 
     @model_validator(mode="after")
     def _one_way_in(self) -> Cluster:
@@ -179,13 +209,24 @@ class Cluster(_Model):
                 f"the cluster name {HUB_CLUSTER!r} is reserved for the hub's own cluster; "
                 "omit `cluster` to run the region there, or choose another name",
             )
-        ways = (("kubeconfigSecret", self.kubeconfig_secret), ("kubeconfig", self.kubeconfig))
+        ways = (
+            ("kubeconfigSecret", self.kubeconfig_secret),
+            ("kubeconfig", self.kubeconfig),
+            ("tokenSecret", self.token_secret),
+        )
         given = [alias for alias, value in ways if value is not None]
         if len(given) != 1:
             raise _fail(
                 "cluster",
                 f"cluster {self.name!r} gives {' and '.join(given) or 'no way in'}; give exactly "
-                "one of: kubeconfigSecret, kubeconfig",
+                "one of: kubeconfigSecret, kubeconfig, tokenSecret (with server)",
+            )
+        if (self.server is None) != (self.token_secret is None):
+            raise _fail(
+                "cluster",
+                f"cluster {self.name!r} gives {'server' if self.server else given[0]} without "
+                f"{'tokenSecret' if self.server else 'server'}; server goes with tokenSecret "
+                "(a kubeconfig names its own server)",
             )
         return self
 

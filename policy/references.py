@@ -86,7 +86,10 @@ class _Checker:
             cluster = region.get("cluster") if isinstance(region, dict) else None
             if not isinstance(cluster, dict) or not isinstance(cluster.get("name"), str):
                 continue
-            way = {k: cluster.get(k) for k in ("kubeconfigSecret", "kubeconfig")}
+            way = {
+                k: cluster.get(k)
+                for k in ("kubeconfigSecret", "kubeconfig", "server", "tokenSecret")
+            }
             earlier, earlier_way = first.setdefault(cluster["name"], (rname, way))
             if earlier_way != way:
                 self.problems.append(
@@ -94,7 +97,8 @@ class _Checker:
                         ("regions", rname, "cluster"),
                         f"names cluster {cluster['name']!r} as region {earlier!r} does, but "
                         "reaches it differently; one cluster name means one API server: give "
-                        "the same kubeconfigSecret or kubeconfig, or another name",
+                        "the same kubeconfigSecret, kubeconfig or server and tokenSecret, or "
+                        "another name",
                     )
                 )
 

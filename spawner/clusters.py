@@ -69,13 +69,98 @@ def cluster_of(policy: Policy, region: str | None) -> str | None:
     return spec.cluster_name if spec else None
 
 
-def kubeconfig_path(cluster: Cluster, secrets_dir: str) -> str:
+def kubeconfig_path(cluster: Cluster, secrets_dir: str) -> str | None:
     """Where the hub reads ``cluster``'s kubeconfig: its own path, or the mounted Secret key
-    (the chart mounts Secret ``name`` at ``<secrets_dir>/<name>/``)."""
+    (the chart mounts Secret ``name`` at ``<secrets_dir>/<name>/``); None for a cluster
+    reached with a token Secret."""
     ref = cluster.kubeconfig_secret
-    if ref is None:  # the policy model requires exactly one of the two
-        return str(cluster.kubeconfig)
-    return os.path.join(secrets_dir, ref.name, ref.key)
+    if ref is not None:
+        return os.path.join(secrets_dir, ref.name, ref.key)
+    return cluster.kubeconfig
+
+
+def token_paths(cluster: Cluster, secrets_dir: str) -> tuple[str, str | None]:
+    """Where the hub reads a token cluster's bearer token and CA certificate (None: the
+    system's CAs), in its mounted Secret."""
+    ref = cluster.token_secret
+    if ref is None:
+        raise ValueError(f"cluster {cluster.name!r} names no tokenSecret")
+    folder = os.path.join(secrets_dir, ref.name)
+    return os.path.join(folder, ref.token_key), (
+        os.path.join(folder, ref.ca_key) if ref.ca_key else None
+    )
+
+
+async def cluster_client(cluster: Cluster, secrets_dir: str) -> ApiClient:
+    """The API client for ``cluster``, by whichever way the policy reaches it."""
+    path = kubeconfig_path(cluster, secrets_dir)
+    if path is not None:
+        return await api_client(path)
+    token, ca = token_paths(cluster, secrets_dir)
+    return token_client(str(cluster.server), token, ca)
+
+
+class _TokenFile:
+    """Keeps a client's bearer token equal to a file's content, as the file is rotated.
+
+    ``Configuration.refresh_api_key_hook`` is called before every request; a stat of
+    the file (a Secret volume swaps it when the Secret changes) decides whether to
+    read it again.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.stat: tuple[int, int, int] | None = None
+
+    def __call__(self, configuration: Configuration) -> None:
+        info = os.stat(self.path)
+        stat = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if stat == self.stat:
+            return
+        token = Path(self.path).read_text().strip()
+        if not token:
+            raise ValueError(f"the token file {self.path} is empty")
+        configuration.api_key["BearerToken"] = f"Bearer {token}"
+        self.stat = stat
+
+
+_TOKEN_CLIENTS: dict[tuple[asyncio.AbstractEventLoop, str, str, str | None], _Cached] = {}
+
+
+def token_client(server: str, token_path: str, ca_path: str | None) -> ApiClient:
+    """One API client per (server, token file, CA file) and event loop.
+
+    The token is re-read when its file changes, so a rotated token needs no
+    restart. A changed CA needs new connections: a new client serves later
+    spawns and polls (running watches keep theirs until the hub restarts, logged),
+    as for a kubeconfig naming new TLS material.
+    """
+    key = (asyncio.get_running_loop(), server, token_path, ca_path)
+    cached = _TOKEN_CLIENTS.get(key)
+    stat, digest = (0, 0, 0), b""
+    if ca_path is not None:
+        info = os.stat(ca_path)
+        stat = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if cached is not None and cached.stat == stat:
+            return cached.client
+        digest = hashlib.sha256(Path(ca_path).read_bytes()).digest()
+    if cached is not None and cached.digest == digest:
+        cached.stat = stat
+        return cached.client
+    if cached is not None:
+        log.warning(
+            "the CA of cluster %s changed: new requests use it; running watches keep the old "
+            "connection until the hub restarts",
+            server,
+        )
+    configuration = Configuration(host=server)
+    configuration.ssl_ca_cert = ca_path  # None: the system's CAs
+    refresh = _TokenFile(token_path)
+    refresh(configuration)  # now, so a missing or empty token fails this spawn's probe
+    configuration.refresh_api_key_hook = refresh
+    client = ApiClient(configuration=configuration)
+    _TOKEN_CLIENTS[key] = _Cached(client, stat, digest)
+    return client
 
 
 async def api_client(path: str) -> ApiClient:
@@ -198,7 +283,7 @@ class RegionalClusters(Configurable):
             self.api = shared_client("CoreV1Api")
             return
         try:
-            client = await api_client(kubeconfig_path(cluster, self.cluster_secrets_dir))
+            client = await cluster_client(cluster, self.cluster_secrets_dir)
             if probe:
                 async with asyncio.timeout(self.cluster_probe_timeout):
                     await CoreV1Api(client).list_namespaced_pod(self.namespace, limit=1)

@@ -291,7 +291,7 @@ def test_a_regions_kubeconfig_secret_is_mounted_where_the_spawner_reads_it(helm,
     it, once per Secret, at the path the spawner computes from the rendered policy (#22)."""
     from sovereign_hub.policy import parse_policy
     from sovereign_hub.spawner import SovereignSpawner
-    from sovereign_hub.spawner.clusters import kubeconfig_path
+    from sovereign_hub.spawner.clusters import kubeconfig_path, token_paths
 
     values = yaml.safe_load(
         (Path(__file__).parent.parent / "helm/sovereign-hub/values.yaml").read_text()
@@ -304,6 +304,9 @@ def test_a_regions_kubeconfig_secret_is_mounted_where_the_spawner_reads_it(helm,
                "cluster": {"name": "us-iad", "kubeconfigSecret": {"name": "us-kube", "key": "config"}}},
         "ap": {**eu, "displayName": "AP", "nodeRegions": ["ap-south-1"],
                "cluster": {"name": "ap-bom", "kubeconfigSecret": {"name": "us-kube", "key": "ap"}}},
+        "sg": {**eu, "displayName": "SG", "nodeRegions": ["ap-southeast-1"],
+               "cluster": {"name": "sg-sin", "server": "https://sg.k8s.example:6443",
+                           "tokenSecret": {"name": "sg-token"}}},
     }  # fmt: skip
     docs = render(helm, values_file(tmp_path, {"policy": policy}))
     pod = hub_pod(docs)
@@ -312,15 +315,19 @@ def test_a_regions_kubeconfig_secret_is_mounted_where_the_spawner_reads_it(helm,
         for v in pod["volumes"]
         if v["name"].startswith("cluster-")
     }
-    assert secret_volumes == {"cluster-0": "us-kube"}  # two regions, one Secret: one volume
+    # Two regions, one Secret: one volume; a token cluster's Secret too.
+    assert secret_volumes == {"cluster-0": "sg-token", "cluster-1": "us-kube"}
     (hub,) = [c for c in pod["containers"] if c["name"] == "hub"]
     mounts = {m["name"]: m for m in hub["volumeMounts"]}
-    assert mounts["cluster-0"]["readOnly"] is True
+    assert mounts["cluster-1"]["readOnly"] is True
     rendered = one(docs, "ConfigMap", f"{NAME}-policy")["data"]["policy.yaml"]
     loaded = parse_policy(rendered).policy
     secrets_dir = SovereignSpawner.cluster_secrets_dir.default_value
     for region, key in (("us", "config"), ("ap", "ap")):
         path = kubeconfig_path(loaded.regions[region].cluster, secrets_dir)
-        assert path == f"{mounts['cluster-0']['mountPath']}/{key}"
+        assert path == f"{mounts['cluster-1']['mountPath']}/{key}"
+    token, ca = token_paths(loaded.regions["sg"].cluster, secrets_dir)
+    assert (token, ca) == (f"{mounts['cluster-0']['mountPath']}/token",
+                           f"{mounts['cluster-0']['mountPath']}/ca.crt")  # fmt: skip
     # Without such a region, nothing is mounted.
     assert not [v for v in hub_pod(render(helm))["volumes"] if v["name"].startswith("cluster-")]

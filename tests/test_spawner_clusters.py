@@ -15,6 +15,7 @@ from kubespawner.spawner import EventReflector, PodReflector
 from sovereign_hub.policy import Cluster
 from sovereign_hub.refusals import SpawnRefused
 from sovereign_hub.sandbox.kube.cluster import write_kubeconfig
+from sovereign_hub.sandbox.tls import local_certificates
 from sovereign_hub.spawner import SovereignSpawner
 from sovereign_hub.spawner.clusters import regional_reflector
 from tests.conftest import ROOT
@@ -114,45 +115,87 @@ async def test_a_poll_that_cannot_reach_the_cluster_is_not_taken_for_a_stopped_s
     assert await spawner.poll() is None
 
 
-async def test_a_rotated_kubeconfig_is_followed_without_a_hub_restart(tmp_path):
-    """The region's Secret gets a new token (the old one revoked at the API server): the next
-    spawn's probe, and clients made before the rotation (as reflectors hold), use the new one.
-    The API server is the emulated one (no real API server runs here), with token auth."""
+@pytest.fixture
+async def tls_api_server(tmp_path):
+    """The emulated API server (no real one runs here) over TLS with bearer-token auth, as a
+    regional cluster's: (server, its https URL, the CA file)."""
+    import ssl
+
     from aiohttp import web
-    from kubernetes_asyncio.client import CoreV1Api
 
     from sovereign_hub.sandbox.kube.apiserver import ApiServer
     from sovereign_hub.sandbox.kube.store import Store
+    from sovereign_hub.sandbox.tls import local_certificates
 
+    tls = local_certificates(tmp_path / "tls", common_name="regional CA")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls["cert"], tls["key"])
     server = ApiServer(Store(history=100), token="first-t0ken")
-    runner = web.AppRunner(server.app())
+    runner = web.AppRunner(server.app(), shutdown_timeout=0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        yield server, f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", tls["ca"]
+    finally:
+        await runner.cleanup()
+
+
+def swap(folder, name: str, content: str) -> None:
+    """Replace a file as a Secret volume's update does (a new file renamed over the old)."""
+    (folder / f".{name}.new").write_text(content)
+    (folder / f".{name}.new").rename(folder / name)
+
+
+async def test_a_rotated_kubeconfig_is_followed_without_a_hub_restart(tls_api_server, tmp_path):
+    """The region's Secret gets a new token (the old one revoked at the API server): the next
+    spawn's probe, and clients made before the rotation (as reflectors hold), use the new one."""
+    server, url, ca = tls_api_server
     secret = tmp_path / "secret"
     secret.mkdir()
     path = secret / "kubeconfig"
-    try:
-        write_kubeconfig(path, url, "first-t0ken", "hub")
-        cluster = Cluster(name="us-east", kubeconfig=str(path))
-        spawner = SovereignSpawner(_mock=True, namespace="hub")
-        await spawner.use_cluster("us", cluster, probe=True)
-        held = spawner.api  # what a reflector started now keeps
-        # Rotation: the API server accepts only the new token; the file is swapped as a
-        # Secret volume's is (a new file renamed over the old).
-        server.token = "second-t0ken"
-        write_kubeconfig(secret / "kubeconfig.new", url, "second-t0ken", "hub")
-        (secret / "kubeconfig.new").rename(path)
-        await spawner.use_cluster("us", cluster, probe=True)  # refused (401) without the reload
-        assert (await held.list_namespaced_pod("hub")).items == []
-        assert spawner.api.api_client is held.api_client  # same server: the same client
-        # Another server address: a new client for what comes next.
-        write_kubeconfig(secret / "kubeconfig.new", url.replace("127.0.0.1", "localhost"),
-                         "second-t0ken", "hub")  # fmt: skip
-        (secret / "kubeconfig.new").rename(path)
-        await spawner.use_cluster("us", cluster, probe=True)
-        assert spawner.api.api_client is not held.api_client
-        assert isinstance(spawner.api, CoreV1Api)
-    finally:
-        await runner.cleanup()
+    write_kubeconfig(path, url, "first-t0ken", "hub", ca)
+    cluster = Cluster(name="us-east", kubeconfig=str(path))
+    spawner = SovereignSpawner(_mock=True, namespace="hub")
+    await spawner.use_cluster("us", cluster, probe=True)
+    held = spawner.api  # what a reflector started now keeps
+    server.token = "second-t0ken"  # the API server accepts only the new token
+    write_kubeconfig(tmp_path / "new", url, "second-t0ken", "hub", ca)
+    swap(secret, "kubeconfig", (tmp_path / "new").read_text())
+    await spawner.use_cluster("us", cluster, probe=True)  # refused (401) without the reload
+    assert (await held.list_namespaced_pod("hub")).items == []
+    assert spawner.api.api_client is held.api_client  # same server: the same client
+    # Another server address: a new client for what comes next.
+    write_kubeconfig(tmp_path / "new", url.replace("127.0.0.1", "localhost"), "second-t0ken",
+                     "hub", ca)  # fmt: skip
+    swap(secret, "kubeconfig", (tmp_path / "new").read_text())
+    await spawner.use_cluster("us", cluster, probe=True)
+    assert spawner.api.api_client is not held.api_client
+
+
+async def test_a_token_cluster_is_reached_with_its_secrets_token_and_ca(tls_api_server, tmp_path):
+    """``server`` + ``tokenSecret``: the hub reads the token and CA from the mounted Secret,
+    verifies the server's certificate with that CA, and follows a rotated token."""
+    server, url, ca = tls_api_server
+    secrets_dir = tmp_path / "clusters"
+    secret = secrets_dir / "us-token"
+    secret.mkdir(parents=True)
+    swap(secret, "token", "first-t0ken\n")
+    swap(secret, "ca.crt", ca.read_text())
+    cluster = Cluster.model_validate(
+        {"name": "us-east", "server": url, "tokenSecret": {"name": "us-token"}}
+    )
+    spawner = SovereignSpawner(_mock=True, namespace="hub", cluster_secrets_dir=str(secrets_dir))
+    await spawner.use_cluster("us", cluster, probe=True)
+    held = spawner.api
+    server.token = "second-t0ken"
+    swap(secret, "token", "second-t0ken")
+    assert (await held.list_namespaced_pod("hub")).items == []  # the same client, new token
+    # A CA that did not sign the server's certificate: refused, naming the region.
+    other = local_certificates(tmp_path / "other", common_name="another CA")
+    swap(secret, "ca.crt", other["ca"].read_text())
+    stranger = Cluster.model_validate(
+        {"name": "us-west", "server": url, "tokenSecret": {"name": "us-token"}}
+    )
+    with pytest.raises(SpawnRefused, match="Region 'us' cannot start servers right now"):
+        await spawner.use_cluster("us", stranger, probe=True)

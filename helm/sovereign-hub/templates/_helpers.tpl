@@ -212,14 +212,19 @@ sink URL's port (443 for https, 80 for http). Prints nothing for file sinks.
 {{- end -}}
 
 {{/*
-The Secrets the policy's regions name in `cluster.kubeconfigSecret`, each once,
-as a JSON list: the hub mounts each at /etc/sovereign-hub/clusters/<name>/,
-where the spawner reads `<name>/<key>` (SovereignSpawner.cluster_secrets_dir).
+The Secrets the policy's regions name in `cluster.kubeconfigSecret` or
+`cluster.tokenSecret`, each once, as a JSON list: the hub mounts each at
+/etc/sovereign-hub/clusters/<name>/, where the spawner reads `<name>/<key>`
+(SovereignSpawner.cluster_secrets_dir).
 */}}
 {{- define "sh.clusterSecrets" -}}
 {{- $names := list -}}
 {{- range $region, $spec := (.Values.policy.regions | default dict) -}}
-{{- with (($spec | default dict).cluster | default dict).kubeconfigSecret -}}
+{{- $cluster := ($spec | default dict).cluster | default dict -}}
+{{- with $cluster.kubeconfigSecret -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- with $cluster.tokenSecret -}}
 {{- $names = append $names .name -}}
 {{- end -}}
 {{- end -}}
