@@ -132,7 +132,7 @@ class SovereignSpawner(
 
     @default("options_form")
     def _default_options_form(self) -> Any:
-        return SovereignSpawner._render_options_form
+        return SovereignSpawner._policy_options_form
 
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
@@ -194,7 +194,9 @@ class SovereignSpawner(
             self.log.exception("reporting %s for %s failed", kind, self._log_name)
 
     # -- the spawn form ------------------------------------------------------
-    async def _render_options_form(self) -> str:
+    async def _policy_options_form(self) -> str:
+        # Not named after KubeSpawner's _render_options_form(profile_list): shadowing it with
+        # another signature would break any KubeSpawner code path that still calls it.
         identity = await self.identity()
         context = form_context(
             identity,

@@ -74,3 +74,50 @@ groups:
 
 def policy(text: str = TEXT) -> Policy:
     return parse_policy(text, "test-policy.yaml").policy
+
+
+def datasets_section(*datasets: str) -> str:
+    """A policy's ``datasets:`` section made of :func:`climate_dataset` and
+    :func:`eu_object_store_dataset` blocks, to append to a policy's text."""
+    return "\ndatasets:\n" + "".join(datasets)
+
+
+def grants(readers: tuple[str, ...], writers: tuple[str, ...] = ()) -> str:
+    """A dataset's ``access`` list: ``readers`` (the default mode, read-only), then ``writers``."""
+    return "".join(f"      - group: {group}\n" for group in readers) + "".join(
+        f"      - group: {group}\n        mode: read-write\n" for group in writers
+    )
+
+
+def climate_dataset(*readers: str, writers: tuple[str, ...] = ()) -> str:
+    """``climate`` at /data/climate in eu (a PersistentVolumeClaim) and us (NFS), read by
+    ``readers`` and written by ``writers``."""
+    return (
+        "  climate:\n"
+        "    displayName: Climate reanalysis\n"
+        "    mountPath: /data/climate\n"
+        "    regions: [eu, us]\n"
+        "    sources:\n"
+        "      eu:\n"
+        "        persistentVolumeClaim: {claimName: climate-eu}\n"
+        "      us:\n"
+        "        nfs: {server: nfs.us.internal, path: /exports/climate}\n"
+        "    access:\n" + grants(readers, writers)
+    )
+
+
+def eu_object_store_dataset(name: str, display_name: str, *groups: str) -> str:
+    """``name`` at /data/<name> in eu only: an S3 bucket through a CSI driver, read-only."""
+    return (
+        f"  {name}:\n"
+        f"    displayName: {display_name}\n"
+        f"    mountPath: /data/{name}\n"
+        "    regions: [eu]\n"
+        "    sources:\n"
+        "      eu:\n"
+        "        csi:\n"
+        "          driver: s3.csi.aws.com\n"
+        f"          volumeAttributes: {{bucketName: {name}-eu}}\n"
+        f"          nodePublishSecretName: {name}-eu-credentials\n"
+        "    access:\n" + grants(groups)
+    )

@@ -29,21 +29,13 @@ from sovereign_hub.images.registry import Registry
 from sovereign_hub.images.release import Pusher, release, sbom_tag
 from sovereign_hub.images.runc import Container, RunOptions, configure, unpack
 from sovereign_hub.policy import load_policy
-from sovereign_hub.sandbox.hubprocess import BIN, free_port
-from sovereign_hub.sandbox.netpol import Endpoint, egress_rules, nft_ruleset
+from sovereign_hub.sandbox.hubprocess import free_port
 from sovereign_hub.sandbox.ocipod import Objects, ServiceAccount, run_options
 from sovereign_hub.sandbox.podnet import NETNS_ETC, PodNetwork, unavailable
 from tests.conftest import ROOT, missing, require_program, require_tool
 from tests.test_helm_chart import by_kind, helm_binary, render
 from tests.test_image_sbom import cyclonedx_errors
-from tests.test_pod_network import (
-    HUB_LABELS,
-    PROXY_LABELS,
-    PROXY_SERVICE_ADDRESS,
-    SERVICE_ADDRESS,
-    services_nat,
-    wait_listening,
-)
+from tests.test_pod_network import chart_pods
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 TOOLS = {"mmdebstrap": "mmdebstrap", "buildah": "buildah", "skopeo": "skopeo",
@@ -522,27 +514,9 @@ def test_the_charts_hub_and_proxy_pods_run_from_the_images_and_spawn_on_the_emul
     }
     policies = by_kind(docs, "NetworkPolicy")
     with PodNetwork() as network:
-        names = {"rel-sovereign-hub-hub": SERVICE_ADDRESS,
-                 "rel-sovereign-hub-proxy-api": PROXY_SERVICE_ADDRESS}  # fmt: skip
-        idp = network.add_pod("login.corp.example")
-        names["login.corp.example"] = idp.ip
-        hub = network.add_pod("hub", hosts=names)
-        proxy = network.add_pod("proxy", hosts=names)
-        client = network.add_pod("client", hosts={**names, "hub.corp.example": proxy.ip})
-        nat = services_nat({SERVICE_ADDRESS: hub.ip, PROXY_SERVICE_ADDRESS: proxy.ip})
-        endpoints = [Endpoint("hub", HUB_LABELS, hub.ip), Endpoint("hub", PROXY_LABELS, proxy.ip)]
-        for pod, endpoint in zip((hub, proxy), endpoints, strict=True):
-            network.enforce(pod, nat)
-            network.enforce(pod, nft_ruleset(egress_rules(policies, endpoint, endpoints)))
-        network.enforce(client, nat)
         user = {"sub": "ada", "preferred_username": "ada",
                 "groups": ["platform-admins", "researchers"]}  # fmt: skip
-        with open(tmp_path / "idp.log", "wb") as out:
-            provider = network.popen(idp, [
-                str(BIN / "oidc-provider-mock"), "--host", "0.0.0.0", "--port", "443",
-                "--require-nonce", "true", "--user-claims", json.dumps(user),
-            ], stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-        wait_listening(network, idp, 443, provider)
+        _, hub, proxy, client = chart_pods(network, policies, user, tmp_path / "idp.log")
         # The API server, on the hub pod's loopback for want of an address of its own.
         kube_log = tmp_path / "kube.log"
         with open(kube_log, "wb") as out:

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
@@ -239,6 +240,46 @@ def services_nat(services: dict[str, str]) -> str:
     )
 
 
+class ChartPods(NamedTuple):
+    """The chart's pods on one pod network: the identity provider, hub, proxy and a client."""
+
+    idp: Any
+    hub: Any
+    proxy: Any
+    client: Any
+
+
+def chart_pods(network: PodNetwork, policies: list[dict], user: dict, log: Path) -> ChartPods:
+    """Pods for the chart's hub and proxy (egress limited by the rendered NetworkPolicies,
+    the Service addresses translated to them), a client pod that reaches the hub's public
+    name through the proxy, and a real OIDC provider (oidc-provider-mock) on 443 in a pod
+    named as the chart's issuer, logging ``user`` in and writing to ``log``."""
+    from sovereign_hub.sandbox.hubprocess import BIN
+
+    names = {"rel-sovereign-hub-hub": SERVICE_ADDRESS,
+             "rel-sovereign-hub-proxy-api": PROXY_SERVICE_ADDRESS}  # fmt: skip
+    idp = network.add_pod("login.corp.example")
+    names["login.corp.example"] = idp.ip
+    hub = network.add_pod("hub", hosts=names)
+    proxy = network.add_pod("proxy", hosts=names)
+    client = network.add_pod("client", hosts={**names, "hub.corp.example": proxy.ip})
+    with open(log, "wb") as out:
+        provider = network.popen(
+            idp,
+            [str(BIN / "oidc-provider-mock"), "--host", "0.0.0.0", "--port", "443",
+             "--require-nonce", "true", "--user-claims", json.dumps(user)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    wait_listening(network, idp, 443, provider)
+    nat = services_nat({SERVICE_ADDRESS: hub.ip, PROXY_SERVICE_ADDRESS: proxy.ip})
+    endpoints = [Endpoint("hub", HUB_LABELS, hub.ip), Endpoint("hub", PROXY_LABELS, proxy.ip)]
+    for pod, endpoint in zip((hub, proxy), endpoints, strict=True):
+        network.enforce(pod, nat)
+        network.enforce(pod, nft_ruleset(egress_rules(policies, endpoint, endpoints)))
+    network.enforce(client, nat)
+    return ChartPods(idp, hub, proxy, client)
+
+
 def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(network, tmp_path):
     """The rendered Deployments' commands, files and environment, in pods whose egress is the
     rendered NetworkPolicies; the proxy is configurable-http-proxy as its Deployment says,
@@ -286,30 +327,10 @@ def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(
     (tmp_path / "hmac").write_text("k" * 64)
     (tmp_path / "signing.pem").write_bytes(new_private_key_pem()[0])
 
-    names = {"rel-sovereign-hub-hub": SERVICE_ADDRESS,
-             "rel-sovereign-hub-proxy-api": PROXY_SERVICE_ADDRESS}  # fmt: skip
-    idp = network.add_pod("login.corp.example")
-    names["login.corp.example"] = idp.ip
-    hub = network.add_pod("hub", hosts=names)
-    proxy = network.add_pod("proxy", hosts=names)
-    client = network.add_pod("client", hosts={**names, "hub.corp.example": proxy.ip})
     user = {"sub": "ada", "preferred_username": "ada", "groups": ["platform-admins"]}
-    with open(tmp_path / "idp.log", "wb") as out:
-        provider = network.popen(
-            idp,
-            [str(BIN / "oidc-provider-mock"), "--host", "0.0.0.0", "--port", "443",
-             "--require-nonce", "true", "--user-claims", json.dumps(user)],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    wait_listening(network, idp, 443, provider)
+    _, hub, proxy, client = chart_pods(network, policies, user, tmp_path / "idp.log")
     (tmp_path / "oidc").mkdir()
     (tmp_path / "oidc" / "client-secret").write_text("client-secret-of-the-hub")
-    nat = services_nat({SERVICE_ADDRESS: hub.ip, PROXY_SERVICE_ADDRESS: proxy.ip})
-    endpoints = [Endpoint("hub", HUB_LABELS, hub.ip), Endpoint("hub", PROXY_LABELS, proxy.ip)]
-    for pod, endpoint in zip((hub, proxy), endpoints, strict=True):
-        network.enforce(pod, nat)
-        network.enforce(pod, nft_ruleset(egress_rules(policies, endpoint, endpoints)))
-    network.enforce(client, nat)
 
     (chp,) = deployments["rel-sovereign-hub-proxy"]["containers"]
     assert chp["command"][0] == "configurable-http-proxy"

@@ -12,41 +12,21 @@ from hypothesis import strategies as st
 from sovereign_hub.cli import main
 from sovereign_hub.policy import Allowed, Identity, PolicyError, SpawnRequest, Usage, decide
 from sovereign_hub.policy.datasets import dataset_mounts
-from tests.policies import TEXT, policy
+from tests.policies import (
+    TEXT,
+    climate_dataset,
+    datasets_section,
+    eu_object_store_dataset,
+    policy,
+)
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 EU = {"country": ("DE",)}
 
-DATASETS = """
-datasets:
-  climate:
-    displayName: Climate reanalysis
-    mountPath: /data/climate
-    regions: [eu, us]
-    sources:
-      eu:
-        persistentVolumeClaim: {claimName: climate-eu}
-      us:
-        nfs: {server: nfs.us.internal, path: /exports/climate}
-    access:
-      - group: eu-research
-      - group: us-analysts
-      - group: gpu-pool
-        mode: read-write
-  patients:
-    displayName: Patient records (EU only)
-    mountPath: /data/patients
-    regions: [eu]
-    sources:
-      eu:
-        csi:
-          driver: s3.csi.aws.com
-          volumeAttributes: {bucketName: patients-eu}
-          nodePublishSecretName: patients-eu-credentials
-    access:
-      - group: eu-research
-      - group: gpu-pool
-"""
+DATASETS = datasets_section(
+    climate_dataset("eu-research", "us-analysts", writers=("gpu-pool",)),
+    eu_object_store_dataset("patients", "Patient records (EU only)", "eu-research", "gpu-pool"),
+)
 P = policy(TEXT + DATASETS)
 
 

@@ -41,6 +41,7 @@ from schemathesis.core import NotSet
 from sovereign_hub.audit.viewer import SCOPE as AUDIT_SCOPE
 from sovereign_hub.sandbox.hubprocess import Hub
 from tests.conftest import ROOT
+from tests.hubs import sovereign_hub_config
 
 SPEC = ROOT / "tests" / "data" / "jupyterhub-6.1.1-rest-api.yml"
 POLICY_PATH = ROOT / "examples" / "policy.yaml"
@@ -109,23 +110,10 @@ class Kind:
 
 @pytest.fixture
 def hub(kube, tmp_path):
-    settings_ = {
-        "policy_file": str(POLICY_PATH),
-        "namespace": kube.namespace,
-        "scheduler_name": kube.scheduler_name,
-        # A server that never answers: accepted spawns stay pending, which is cheap.
-        "cmd": ["sleep", "900"],
-        "args": [],
-        "start_timeout": 900,
-        "http_timeout": 900,
-    }
     culler = secrets.token_hex(16)
     config = "\n".join(
         [
-            'c.JupyterHub.authenticator_class = "dummy"',
-            "c.Authenticator.allow_all = True",
-            'c.JupyterHub.spawner_class = "sovereign"',
-            *(f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings_.items()),
+            *sovereign_hub_config(kube, POLICY_PATH),
             CONFIG
             % {
                 "culler": culler,

@@ -39,6 +39,7 @@ from sovereign_hub.policy import Identity, entitlements, load_policy
 from sovereign_hub.sandbox.hubprocess import Hub
 from tests.attacks import spawn_bodies
 from tests.conftest import ROOT, eventually
+from tests.hubs import sovereign_hub_config
 
 POLICY_PATH = ROOT / "examples" / "policy.yaml"
 POLICY = load_policy(POLICY_PATH).policy
@@ -95,22 +96,9 @@ def create_users(hub: Hub) -> dict[str, list[str]]:
 
 @pytest.fixture
 def run(kube, tmp_path):
-    settings_ = {
-        "policy_file": str(POLICY_PATH),
-        "namespace": kube.namespace,
-        "scheduler_name": kube.scheduler_name,
-        # A server that never answers: accepted spawns stay pending, holding their pod.
-        "cmd": ["sleep", "900"],
-        "args": [],
-        "start_timeout": 900,
-        "http_timeout": 900,
-    }
     config = "\n".join(
         [
-            'c.JupyterHub.authenticator_class = "dummy"',
-            "c.Authenticator.allow_all = True",
-            'c.JupyterHub.spawner_class = "sovereign"',
-            *(f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings_.items()),
+            *sovereign_hub_config(kube, POLICY_PATH),
             LEDGER_HANDLER,
         ]
     )

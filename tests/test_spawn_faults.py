@@ -18,6 +18,7 @@ import yaml
 
 from sovereign_hub.sandbox.hubprocess import Hub
 from tests.conftest import ROOT
+from tests.hubs import sovereign_hub_config
 from tests.test_spawn_api_fuzz import LEDGER_HANDLER
 
 GPU_USERS = [f"gpu{i:02d}" for i in range(6)]
@@ -25,22 +26,10 @@ CPU_USERS = [f"cpu{i:02d}" for i in range(10)]
 
 
 def config(kube, policy) -> str:
-    settings = {
-        "policy_file": str(policy),
-        "namespace": kube.namespace,
-        "scheduler_name": kube.scheduler_name,
-        "cmd": ["sleep", "900"],
-        "args": [],
-        "start_timeout": 900,
-        "http_timeout": 900,
-    }
     return "\n".join(
         [
-            'c.JupyterHub.authenticator_class = "dummy"',
-            "c.Authenticator.allow_all = True",
-            'c.JupyterHub.spawner_class = "sovereign"',
+            *sovereign_hub_config(kube, policy),
             "c.JupyterHub.cleanup_servers = False",
-            *(f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()),
             LEDGER_HANDLER,
         ]
     )

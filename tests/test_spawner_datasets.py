@@ -16,37 +16,14 @@ from sovereign_hub.spawner import SovereignSpawner
 from sovereign_hub.spawner.overlay import Home, MountConflict, dataset_volume, plan_traits
 from sovereign_hub.spawner.security import manifest_dict, restricted_violations
 from tests.conftest import ROOT
+from tests.policies import climate_dataset, datasets_section, eu_object_store_dataset
 
 pytestmark = pytest.mark.usefixtures("offline_kubeconfig")
 
-DATASETS = """
-datasets:
-  climate:
-    displayName: Climate reanalysis
-    mountPath: /data/climate
-    regions: [eu, us]
-    sources:
-      eu:
-        persistentVolumeClaim: {claimName: climate-eu}
-      us:
-        nfs: {server: nfs.us.internal, path: /exports/climate}
-    access:
-      - group: eu-researchers
-      - group: us-analysts
-        mode: read-write
-  scans:
-    displayName: Scans (EU object store)
-    mountPath: /data/scans
-    regions: [eu]
-    sources:
-      eu:
-        csi:
-          driver: s3.csi.aws.com
-          volumeAttributes: {bucketName: scans-eu}
-          nodePublishSecretName: scans-eu-credentials
-    access:
-      - group: eu-researchers
-"""
+DATASETS = datasets_section(
+    climate_dataset("eu-researchers", writers=("us-analysts",)),
+    eu_object_store_dataset("scans", "Scans (EU object store)", "eu-researchers"),
+)
 POLICY = parse_policy(
     (ROOT / "examples" / "policy.yaml").read_text() + DATASETS, "policy.yaml"
 ).policy

@@ -37,6 +37,7 @@ from sovereign_hub.policy.decision import LABEL_PREFIX
 from sovereign_hub.sandbox.hubprocess import Hub
 from sovereign_hub.sandbox.postgres import LocalPostgres
 from tests.conftest import ROOT, require_postgres
+from tests.hubs import sovereign_hub_config
 from tests.test_spawn_api_fuzz import LEDGER_HANDLER
 from tests.test_spawn_faults import no_orphans_and_exact_holds
 
@@ -66,16 +67,14 @@ def body_of(user: str) -> dict[str, str]:
 def hub_config(kube, policy: Path, state: Path, store: str, **trail: object) -> str:
     # sh -c: whatever arguments the spawner appends become ignored positional parameters.
     cmd = ["sh", "-c", f'exec {sys.executable} -c "$POD_SERVER"', "pod"]
-    settings = {
-        "policy_file": str(policy),
-        "namespace": kube.namespace,
-        "scheduler_name": kube.scheduler_name,
-        "cmd": cmd,
-        "args": [],
-        "environment": {"POD_SERVER": POD_SERVER},
-        "start_timeout": 120,
-        "http_timeout": 60,
-    }
+    spawner = sovereign_hub_config(
+        kube,
+        policy,
+        cmd=cmd,
+        environment={"POD_SERVER": POD_SERVER},
+        start_timeout=120,
+        http_timeout=60,
+    )
     sink = (
         {"type": "postgresql", "dsn": store}
         if store.startswith("postgresql:")
@@ -90,11 +89,8 @@ def hub_config(kube, policy: Path, state: Path, store: str, **trail: object) -> 
     }
     return "\n".join(
         [
-            'c.JupyterHub.authenticator_class = "dummy"',
-            "c.Authenticator.allow_all = True",
-            'c.JupyterHub.spawner_class = "sovereign"',
+            *spawner,
             "c.JupyterHub.cleanup_servers = False",
-            *(f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()),
             *(f"c.AuditTrail.{k} = {v!r}" for k, v in audit.items()),
             LEDGER_HANDLER,
             "from sovereign_hub.hubconfig import attach_audit",

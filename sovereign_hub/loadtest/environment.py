@@ -1,0 +1,117 @@
+"""A hub to load: the sandbox's system (OIDC provider, emulated Kubernetes with light pods,
+the real hub and audit trail), and what a run checks afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sovereign_hub.sandbox.hubprocess import Hub, free_port
+from sovereign_hub.sandbox.kube.cluster import Cluster
+from sovereign_hub.sandbox.kube.inventory import load_inventory
+from sovereign_hub.sandbox.oidc import OidcProvider
+
+from .plan import SimUser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
+    """The sandbox's system, sized for load: OIDC provider with the simulated users,
+    emulated Kubernetes with light pods, and the real hub, proxy, spawner,
+    authenticator and audit trail (SQLite) under ``state``. ``extra_config`` is
+    given the running cluster and returns hub configuration to append."""
+
+    def __init__(
+        self,
+        users: Sequence[SimUser],
+        state: Path,
+        *,
+        policy: Path = ROOT / "examples" / "policy.yaml",
+        nodes: Path = ROOT / "sandbox" / "nodes.yaml",
+        extra_config: Callable[[Cluster], str] | None = None,
+    ) -> None:
+        self.users, self.state, self.policy, self.nodes = users, state, policy, nodes
+        self.extra_config = extra_config
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> LoadEnvironment:
+        from sovereign_hub.sandbox.run import hub_config
+
+        self.state.mkdir(parents=True, exist_ok=True)
+        key = self.state / "audit-hmac-key"
+        key.write_text(secrets.token_hex(32))
+        key.chmod(0o600)
+        try:
+            self.provider = OidcProvider([u.claims() for u in self.users], self.state / "oidc.log")
+            self._stack.callback(self.provider.stop)
+            self.cluster = self._stack.enter_context(
+                Cluster(load_inventory(self.nodes), self.state / "kube", light_pods=True)
+            )
+            port = free_port()
+            config = hub_config(
+                issuer=self.provider.issuer,
+                port=port,
+                policy=self.policy,
+                cluster=self.cluster,
+                state=self.state,
+            )
+            env = {
+                "KUBECONFIG": str(self.cluster.kubeconfig),
+                "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
+            }
+            if self.extra_config is not None:
+                # After the sandbox's: what it sets last wins (e.g. another spawner_class).
+                config += self.extra_config(self.cluster)
+            self.hub = Hub(self.state / "hub", config, env=env, port=port)
+            self._stack.callback(self.hub.stop)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    @property
+    def audit_store(self) -> Path:
+        return self.state / "audit.sqlite"
+
+    def running_servers(self) -> int:
+        users = self.hub.api("GET", "/users?state=active").json()
+        return sum(len(u.get("servers") or {}) for u in users)
+
+    def audit_events(self) -> Counter[str]:
+        """How many events of each type the run's audit store holds (``sovhub audit query``)."""
+        sovhub = Path(sys.executable).with_name("sovhub")
+        listed = subprocess.run(  # noqa: S603 (our own sovhub, fixed arguments)
+            [str(sovhub), "audit", "query", str(self.audit_store), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        records = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
+        # A record's family is its schema's $id minus the version: …/server-started/v1.
+        return Counter(r["schema"].rstrip("/").split("/")[-2] for r in records)
+
+    def verify_audit(self) -> subprocess.CompletedProcess[str]:
+        """``sovhub audit verify`` on the run's store, as an auditor would run it."""
+        sovhub = Path(sys.executable).with_name("sovhub")
+        return subprocess.run(  # noqa: S603 (our own sovhub, fixed arguments)
+            [str(sovhub), "audit", "verify", str(self.audit_store)],
+            env={
+                **os.environ,
+                "SOVEREIGN_AUDIT_HMAC_KEY": (self.state / "audit-hmac-key").read_text().strip(),
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )

@@ -1,0 +1,114 @@
+"""The load's shape: how many simulated users arrive, how, what each asks for (drawn from
+the policy's entitlements), and the same shape on a command line."""
+
+from __future__ import annotations
+
+import argparse
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from sovereign_hub.policy import Policy
+
+Arrival = Literal["ramp", "burst"]
+# The claim a region's rules read, per region of the example policy's groups.
+COUNTRY = {"eu": "DE", "us": "US"}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    """How many users arrive, how, and how long each one stays."""
+
+    users: int = 30
+    concurrency: int = 15
+    arrival: Arrival = "ramp"
+    ramp_seconds: float = 10.0
+    idle_seconds: float = 2.0
+    ready_timeout: float = 180.0
+    deadline_seconds: float = 600.0
+    gpu: bool = False
+    """Draw GPU profiles too (they may be queued or refused by quota)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.users < 1 or self.concurrency < 1:
+            raise ValueError(f"users and concurrency must be at least 1, not {self}")
+        if self.arrival not in ("ramp", "burst"):
+            raise ValueError(f"arrival {self.arrival!r} is not 'ramp' or 'burst'")
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    group: str
+    profile: str
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class SimUser:
+    name: str
+    choice: Choice
+    arrives: float
+    """Seconds after the start of the run."""
+
+    def claims(self) -> dict[str, object]:
+        return {
+            "sub": self.name,
+            "preferred_username": self.name,
+            "groups": [self.choice.group],
+            "country": COUNTRY.get(self.choice.region, "DE"),
+        }
+
+
+def choices(policy: Policy, *, gpu: bool = False) -> list[Choice]:
+    """Every (group, profile, region) the policy entitles a group to, GPU profiles only if asked."""
+    out = []
+    for group_name, group in sorted(policy.groups.items()):
+        for profile_name in group.profiles:
+            profile = policy.profiles[profile_name]
+            if profile.gpu is not None and not gpu:
+                continue
+            for region in profile.regions:
+                if region in group.regions:
+                    out.append(Choice(group_name, profile_name, region))
+    return out
+
+
+def arrival_times(plan: LoadPlan) -> list[float]:
+    """When each user arrives: all at 0 for a burst, evenly over the ramp otherwise."""
+    if plan.arrival == "burst" or plan.users == 1:
+        return [0.0] * plan.users
+    step = plan.ramp_seconds / (plan.users - 1)
+    return [i * step for i in range(plan.users)]
+
+
+def population(plan: LoadPlan, policy: Policy) -> list[SimUser]:
+    options = choices(policy, gpu=plan.gpu)
+    if not options:
+        raise ValueError("the policy entitles no group to a profile this load test can use")
+    rng = random.Random(plan.seed)  # noqa: S311 (a reproducible draw, not a secret)
+    return [
+        SimUser(f"load-{i:05d}", rng.choice(options), at)
+        for i, at in enumerate(arrival_times(plan))
+    ]
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser, *, users: int, ramp_seconds: float) -> None:
+    """The load's shape on a command line (this module's and the side-by-side benchmark's)."""
+    parser.add_argument("--users", type=int, default=users)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--arrival", choices=("ramp", "burst"), default="ramp")
+    parser.add_argument("--ramp-seconds", type=float, default=ramp_seconds)
+    parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument("--deadline-seconds", type=float, default=1800.0)
+
+
+def plan_from(args: argparse.Namespace) -> LoadPlan:
+    return LoadPlan(
+        users=args.users,
+        concurrency=args.concurrency,
+        arrival=args.arrival,
+        ramp_seconds=args.ramp_seconds,
+        idle_seconds=args.idle_seconds,
+        deadline_seconds=args.deadline_seconds,
+    )

@@ -1,0 +1,57 @@
+"""What a run measured: outcomes, time-to-ready percentiles, as a Markdown table."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .plan import LoadPlan
+from .user import UserResult
+
+
+@dataclass
+class Report:
+    plan: LoadPlan
+    results: list[UserResult]
+    seconds: float
+    unfinished: int = 0
+    """Users the deadline cut off before they arrived or finished."""
+    checks: dict[str, str] = field(default_factory=dict)
+
+    def outcomes(self) -> Counter[str]:
+        return Counter(r.outcome for r in self.results)
+
+    def percentile(self, q: float) -> float | None:
+        times = sorted(r.ready_seconds for r in self.results if r.ready_seconds is not None)
+        if not times:
+            return None
+        if len(times) == 1:
+            return times[0]
+        return statistics.quantiles(times, n=100, method="inclusive")[round(q) - 1]
+
+    def markdown(self) -> str:
+        counts = self.outcomes()
+        rows = [
+            ("users", str(len(self.results))),
+            ("concurrency", str(self.plan.concurrency)),
+            ("arrival", f"{self.plan.arrival} ({self.plan.ramp_seconds:g} s)"),
+            ("ready", str(counts["ready"])),
+            ("failed", str(counts["failed"] + counts["timeout"] + counts["error"])),
+            ("refused by policy", str(counts["refused"])),
+            ("cut off by the deadline", str(self.unfinished)),
+            *[(f"time to ready p{q}", _seconds(self.percentile(q))) for q in (50, 95, 99)],
+            ("wall time", f"{self.seconds:.1f} s"),
+            *self.checks.items(),
+        ]
+        lines = ["| measure | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in rows]
+        failures = [r for r in self.results if r.outcome not in ("ready", "refused")]
+        if failures:
+            lines += ["", "First failures:", ""]
+            lines += [f"- {r.name}: {r.outcome}: {r.detail}" for r in failures[:10]]
+        return "\n".join(lines) + "\n"
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"

@@ -1,0 +1,131 @@
+"""One simulated user: log in through the OIDC provider, spawn, wait until ready, call the
+server's API through the proxy, idle, stop; what happened is a :class:`UserResult`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import requests
+
+from sovereign_hub.sandbox.oidc import login_via_provider
+
+from .plan import LoadPlan, SimUser
+
+Outcome = Literal["ready", "failed", "refused", "timeout", "error"]
+
+
+@dataclass(slots=True)
+class UserResult:
+    name: str
+    profile: str
+    region: str
+    outcome: Outcome = "error"
+    detail: str = ""
+    login_seconds: float = 0.0
+    ready_seconds: float | None = None
+    """From the spawn request to the hub reporting the server ready."""
+    status_code: int | None = None
+    """What ``/user/<name>/api/status`` answered through the proxy."""
+    started_at: float = 0.0
+
+
+def simulate(hub_url: str, user: SimUser, plan: LoadPlan, t0: float) -> UserResult:
+    result = UserResult(user.name, user.choice.profile, user.choice.region)
+    time.sleep(max(0.0, t0 + user.arrives - time.monotonic()))
+    result.started_at = time.monotonic() - t0
+    try:
+        _session(hub_url, user, plan, result)
+    except requests.RequestException as exc:
+        result.outcome, result.detail = "error", f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def _session(hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult) -> None:
+    began = time.monotonic()
+    browser, landed = login_via_provider(hub_url, user.name)
+    result.login_seconds = time.monotonic() - began
+    if landed.status_code != 200:
+        result.outcome, result.detail = "error", f"login answered {landed.status_code}"
+        return
+    api = f"{hub_url}/hub/api"
+    # A token for the scripted part, made with the browser's session (JupyterHub
+    # wants the XSRF cookie's value back in a header for that).
+    browser.get(f"{hub_url}/hub/home", timeout=30)
+    xsrf = {"X-XSRFToken": browser.cookies.get("_xsrf", "")}
+    made = browser.post(f"{api}/users/{user.name}/tokens", json={}, headers=xsrf, timeout=30)
+    made.raise_for_status()
+    auth = {"Authorization": f"token {made.json()['token']}"}
+    options = {"profile": user.choice.profile, "region": user.choice.region}
+    asked = time.monotonic()
+    spawned = requests.post(
+        f"{api}/users/{user.name}/server", json=options, headers=auth, timeout=60
+    )
+    if spawned.status_code == 403:
+        result.outcome, result.detail = "refused", _message(spawned)
+        return
+    if spawned.status_code not in (201, 202):
+        result.outcome, result.detail = "failed", f"{spawned.status_code}: {_message(spawned)}"
+        return
+    result.outcome, result.detail = _wait_ready(api, user.name, auth, plan.ready_timeout)
+    if result.outcome != "ready":
+        return
+    result.ready_seconds = time.monotonic() - asked
+    status = requests.get(f"{hub_url}/user/{user.name}/api/status", headers=auth, timeout=30)
+    result.status_code = status.status_code
+    if status.status_code != 200:
+        result.outcome, result.detail = "failed", f"api/status answered {status.status_code}"
+    time.sleep(plan.idle_seconds)
+    stopped = requests.delete(f"{api}/users/{user.name}/server", headers=auth, timeout=60)
+    if stopped.status_code not in (202, 204):
+        result.outcome, result.detail = "failed", f"stop answered {stopped.status_code}"
+        return
+    _wait_stopped(api, user.name, auth, plan.ready_timeout)
+
+
+def _wait_ready(api: str, name: str, auth: dict[str, str], timeout: float) -> tuple[Outcome, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = requests.get(f"{api}/users/{name}", headers=auth, timeout=30).json()
+        server = (model.get("servers") or {}).get("")
+        if server and server.get("ready"):
+            return "ready", ""
+        if not server and not model.get("pending"):
+            # The spawn ended without a server: the hub kept why in the progress stream.
+            return "failed", _last_progress(api, name, auth)
+        time.sleep(0.5)
+    return "timeout", f"not ready after {timeout:g} s"
+
+
+def _wait_stopped(api: str, name: str, auth: dict[str, str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = requests.get(f"{api}/users/{name}", headers=auth, timeout=30).json()
+        if not model.get("servers") and not model.get("pending"):
+            return
+        time.sleep(0.5)
+
+
+def _last_progress(api: str, name: str, auth: dict[str, str]) -> str:
+    with (
+        contextlib.suppress(requests.RequestException),
+        requests.get(
+            f"{api}/users/{name}/server/progress", headers=auth, stream=True, timeout=10
+        ) as r,
+    ):
+        last = ""
+        for line in r.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                last = json.loads(line[5:]).get("message", "")
+        return last
+    return "the spawn ended without a server"
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("message", response.text))
+    except ValueError:
+        return response.text[:200]
