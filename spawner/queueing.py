@@ -15,7 +15,7 @@ start keeps the admin's ``start_timeout`` (the spawner times it separately).
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -34,6 +34,7 @@ from sovereign_hub.policy import (
 )
 from sovereign_hub.refusals import SpawnRefused
 
+from .clusterview import list_nodes_everywhere, pods_everywhere
 from .fairqueue import Pool, Waiter
 from .quota import GpuLedger
 from .state import Allocation
@@ -97,9 +98,14 @@ class GpuQueueing(Configurable):
         room = self.waiting_room
         if not room.restored:
             self._restore_saved_places()
-        room.list_nodes = self._list_nodes
-        reflector = self.pod_reflector  # type: ignore[attr-defined]
-        room.pods = lambda: list(reflector.pods.values()) if reflector else []
+        # Every cluster of the policy, whichever one this spawner faces now.
+        room.list_nodes = functools.partial(
+            list_nodes_everywhere,
+            policy,
+            self.cluster_secrets_dir,  # type: ignore[attr-defined]
+        )
+        reflectors = type(self).reflectors  # type: ignore[attr-defined]
+        room.pods = functools.partial(pods_everywhere, reflectors)
         key = self._key  # type: ignore[attr-defined]
         try:
             joined = room.join(key, identity, request, policy)
@@ -163,10 +169,6 @@ class GpuQueueing(Configurable):
             waited=round(waited, 3),
             **fields,
         )
-
-    async def _list_nodes(self) -> list[dict[str, Any]]:
-        response = await self.api.list_node(_preload_content=False)  # type: ignore[attr-defined]
-        return list(json.loads(await response.read()).get("items") or [])
 
     async def queue_progress(self) -> AsyncIterator[dict[str, Any]]:
         """Position and estimated wait, every ``queue_update_interval`` while the spawn waits."""

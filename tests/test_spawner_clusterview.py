@@ -1,0 +1,111 @@
+"""The GPU queue's view of every cluster: nodes listed in each, pods from each reflector, node
+names kept apart. The API servers are emulated ones (no real API server runs here)."""
+
+from __future__ import annotations
+
+import logging
+import types
+
+import pytest
+import yaml
+from aiohttp import web
+from kubernetes_asyncio import config
+from kubernetes_asyncio.client import CoreV1Api
+
+from sovereign_hub.policy import parse_policy
+from sovereign_hub.sandbox.kube.apiserver import ApiServer
+from sovereign_hub.sandbox.kube.cluster import write_kubeconfig
+from sovereign_hub.sandbox.kube.store import Store
+from sovereign_hub.spawner.capacity import free_gpus
+from sovereign_hub.spawner.clusterview import clusters_of, list_nodes_everywhere, pods_everywhere
+from tests.conftest import ROOT
+
+REGION = "topology.kubernetes.io/region"
+PRODUCT = "nvidia.com/gpu.product"
+
+
+def gpu_node(name: str, region: str, gpus: int) -> dict:
+    return {
+        "metadata": {"name": name, "labels": {REGION: region, PRODUCT: "NVIDIA-A100"}},
+        "status": {
+            "allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "8", "memory": "32Gi"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+def pod_on(node: str, gpus: int) -> dict:
+    return {
+        "metadata": {"name": f"jupyter-{node}", "namespace": "hub"},
+        "spec": {"nodeName": node,
+                 "containers": [{"resources": {"requests": {"nvidia.com/gpu": str(gpus)}}}]},
+        "status": {"phase": "Running"},
+    }  # fmt: skip
+
+
+@pytest.fixture
+async def two_clusters(tmp_path):
+    """Two emulated API servers, each with a GPU node named ``gpu-1`` (in its own region)."""
+    runners, kubeconfigs = [], {}
+    try:
+        for name, region, gpus in (("eu-fra", "eu-central-1", 4), ("us-iad", "us-east-1", 2)):
+            runner = web.AppRunner(ApiServer(Store(history=100), token="t").app())
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            runners.append(runner)
+            url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+            path = write_kubeconfig(tmp_path / name, url, "t", "hub")
+            kubeconfigs[name] = path
+            client = await config.new_client_from_config(config_file=str(path))
+            node = gpu_node("gpu-1", region, gpus)
+            await CoreV1Api(client).create_node({"metadata": node["metadata"]})
+            await CoreV1Api(client).patch_node_status(
+                "gpu-1", {"status": node["status"]},
+                _content_type="application/merge-patch+json",
+            )  # fmt: skip
+            await client.close()
+        yield kubeconfigs
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+def policy_with(kubeconfigs: dict) -> object:
+    doc = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
+    doc["regions"]["eu"]["cluster"] = {"name": "eu-fra", "kubeconfig": str(kubeconfigs["eu-fra"])}
+    doc["regions"]["us"]["cluster"] = {"name": "us-iad", "kubeconfig": str(kubeconfigs["us-iad"])}
+    return parse_policy(yaml.safe_dump(doc)).policy
+
+
+async def test_the_nodes_of_every_cluster_are_listed_with_names_kept_apart(two_clusters):
+    policy = policy_with(two_clusters)
+    assert set(clusters_of(policy)) == {"eu-fra", "us-iad"}
+    nodes = await list_nodes_everywhere(policy, "/nowhere")
+    assert sorted(n["metadata"]["name"] for n in nodes) == ["eu-fra/gpu-1", "us-iad/gpu-1"]
+    # Pods bound to the same node name in the two clusters are charged to their own node.
+    reflectors = {
+        ("pods", "hub", "eu-fra"): types.SimpleNamespace(pods={"hub/a": pod_on("gpu-1", 3)}),
+        ("pods", "hub", "us-iad"): types.SimpleNamespace(pods={"hub/b": pod_on("gpu-1", 2)}),
+        ("events", "hub", "us-iad"): types.SimpleNamespace(pods={}),
+    }
+    pods = pods_everywhere(reflectors)
+    assert sorted(p["spec"]["nodeName"] for p in pods) == ["eu-fra/gpu-1", "us-iad/gpu-1"]
+    assert reflectors[("pods", "hub", "eu-fra")].pods["hub/a"]["spec"]["nodeName"] == "gpu-1"
+    free = {
+        n.name: n.free.get("nvidia.com/gpu")
+        for n in free_gpus(nodes, pods, region_label=REGION, product_label=PRODUCT,
+                           tolerated_taints=frozenset({"nvidia.com/gpu"}))
+    }  # fmt: skip
+    assert free == {"eu-fra/gpu-1": 1, "us-iad/gpu-1": 0}
+
+
+async def test_a_cluster_that_does_not_answer_is_left_out_and_logged(
+    two_clusters, tmp_path, caplog
+):
+    down = write_kubeconfig(tmp_path / "down", "http://127.0.0.1:9", "t", "hub")
+    policy = policy_with({**two_clusters, "us-iad": down})
+    with caplog.at_level(logging.WARNING):
+        nodes = await list_nodes_everywhere(policy, "/nowhere")
+    assert [n["metadata"]["name"] for n in nodes] == ["eu-fra/gpu-1"]
+    assert "cannot list the nodes of cluster us-iad" in caplog.text
