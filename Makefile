@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml package-lock.json
 install: $(STAMP)
 
 sandbox: $(STAMP) notebook-env
-	@$(BIN)/python -m sovereign_hub.sandbox
+	@$(BIN)/python -m sovereign_hub.sandbox $(SANDBOX_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

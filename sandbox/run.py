@@ -31,6 +31,7 @@ from .kube.cluster import Cluster
 from .kube.inventory import InventoryError, load_inventory
 from .oidc import OidcProvider
 from .postgres import LocalPostgres
+from .regional import RegionalSandboxError, cluster_name, policy_with_clusters, split_inventory
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -141,7 +142,9 @@ attach_audit(c)
 """
 
 
-def banner(url: str, issuer: str, cluster: Cluster, state: Path, store: str) -> str:
+def banner(
+    url: str, issuer: str, cluster: Cluster, state: Path, store: str, regions: str = ""
+) -> str:
     users = "\n".join(f"    {u.sub:6} {u.shows}" for u in DEMO_USERS)
     return f"""
   Sovereign Hub sandbox is running.
@@ -161,7 +164,7 @@ def banner(url: str, issuer: str, cluster: Cluster, state: Path, store: str) -> 
                       SOVEREIGN_AUDIT_HMAC_KEY=$(cat {state / "audit-hmac-key"}) \\
                         .venv/bin/sovhub audit verify {store}
 
-  Press Ctrl-C to stop everything.
+{regions}  Press Ctrl-C to stop everything.
 """
 
 
@@ -180,13 +183,22 @@ def main(argv: list[str] | None = None) -> int:
         "`postgresql` (start a local PostgreSQL server for this run, from Debian's package), "
         "or a `postgresql://` URL of an existing database",
     )
+    parser.add_argument(
+        "--region-cluster",
+        action="append",
+        default=[],
+        metavar="REGION",
+        help="run REGION (a policy region) in an emulated cluster of its own, holding the "
+        "inventory's nodes of that region, as a region in its own cluster (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     policy = Path(args.policy).resolve()
     try:
-        load_policy(policy)
+        loaded = load_policy(policy).policy
         inventory = load_inventory(args.nodes)
-    except (PolicyError, InventoryError) as exc:
+        inventory, regional = split_inventory(inventory, loaded, args.region_cluster)
+    except (PolicyError, InventoryError, RegionalSandboxError) as exc:
         print(exc, file=sys.stderr)
         return 1
     if args.audit_store not in ("sqlite", "postgresql") and not is_postgres_url(args.audit_store):
@@ -223,6 +235,16 @@ def main(argv: list[str] | None = None) -> int:
             store = args.audit_store
         running.callback(provider.stop)
         cluster = running.enter_context(Cluster(inventory, state / "kube"))
+        regional_clusters = {
+            region: running.enter_context(Cluster(nodes, state / f"kube-{region}"))
+            for region, nodes in regional.items()
+        }
+        if regional_clusters:
+            policy = policy_with_clusters(
+                policy,
+                {r: c.kubeconfig for r, c in regional_clusters.items()},
+                state / "policy.yaml",
+            )
         env = {"KUBECONFIG": str(cluster.kubeconfig), "JUPYTERHUB_CRYPT_KEY": _crypt_key(state)}
         config = hub_config(
             issuer=provider.issuer,
@@ -238,8 +260,21 @@ def main(argv: list[str] | None = None) -> int:
         hub = Hub(state / "hub", config, env=env, port=args.port)
         running.callback(hub.stop)
         print(
-            banner(hub.url, provider.issuer, cluster, state, store or str(state / "audit.sqlite"))
+            banner(
+                hub.url,
+                provider.issuer,
+                cluster,
+                state,
+                store or str(state / "audit.sqlite"),
+                regions="".join(
+                    f"  Region {region!r} runs in its own emulated cluster "
+                    f"{cluster_name(region)!r}: {other.server} (KUBECONFIG={other.kubeconfig});\n"
+                    f"  the hub reads the policy {policy}.\n\n"
+                    for region, other in regional_clusters.items()
+                ),
+            )
         )
+
         print(
             f"  (started in {time.monotonic() - started:.1f} s; hub log: {hub.log_path})",
             flush=True,

@@ -63,6 +63,7 @@ def launch(tmp_path: Path, *extra: str) -> dict:
         "proc": proc,
         "issuer": issuer,
         "store": store,
+        "banner": banner,
     }
 
 
@@ -184,6 +185,74 @@ def test_the_sandbox_with_postgresql_as_the_audit_store(tmp_path):
         interrupt(running["proc"])
     assert running["proc"].returncode == 0
     assert not listening(pg_port), "the sandbox's PostgreSQL outlived it"
+
+
+def test_the_sandbox_with_the_us_region_in_an_emulated_cluster_of_its_own(tmp_path):
+    """`--region-cluster us`: bob's server is created in the US cluster's API server, not the
+    hub's, and the audit trail names that cluster. Both clusters are emulated."""
+    running = launch(tmp_path, "--region-cluster", "us")
+    try:
+        url, banner = running["url"], running["banner"]
+        assert "Region 'us' runs in its own emulated cluster 'us-sandbox'" in banner
+        us_kubeconfig = re.search(r"'us-sandbox': \S+ \(KUBECONFIG=(\S+)\);", banner).group(1)
+        hub_kubeconfig = re.search(r"Kubernetes API:\s+\S+\s+\(KUBECONFIG=(\S+)\)", banner).group(1)
+        bob, _ = login(url, "bob")
+        data = {"profile": "cpu-small", "region-cpu-small": "us",
+                "_xsrf": bob.cookies.get("_xsrf", path="/hub/")}  # fmt: skip
+        started = bob.post(f"{url}/hub/spawn", data=data, timeout=60, allow_redirects=False)
+        assert started.status_code == 302, started.text[-1500:]
+        for _ in range(240):
+            lab = bob.get(f"{url}/user/bob/lab", timeout=30)
+            if lab.status_code == 200 and "JupyterLab" in lab.text:
+                break
+            time.sleep(0.5)
+        assert lab.status_code == 200
+        assert "JupyterLab" in lab.text
+
+        def pods(kubeconfig: str) -> list[str]:
+            done = subprocess.run(
+                [sys.executable, "-c", LIST_PODS, kubeconfig], capture_output=True, text=True,
+                check=True, timeout=60,
+            )  # fmt: skip
+            return done.stdout.split()
+
+        assert pods(us_kubeconfig) == ["jupyter-bob"]
+        assert "jupyter-bob" not in pods(hub_kubeconfig)
+        for _ in range(50):
+            started_events = list(
+                read(running["store"], Filters(user="bob", event="server-started"))
+            )
+            if started_events:
+                break
+            time.sleep(0.2)
+        assert started_events[0]["data"]["cluster"] == "us-sandbox"
+    finally:
+        interrupt(running["proc"])
+    assert running["proc"].returncode == 0
+
+
+LIST_PODS = """
+import asyncio, sys
+from kubernetes_asyncio import client, config
+async def main():
+    api = await config.new_client_from_config(config_file=sys.argv[1])
+    async with api:
+        found = await client.CoreV1Api(api).list_pod_for_all_namespaces()
+    print(" ".join(p.metadata.name for p in found.items))
+asyncio.run(main())
+"""
+
+
+def test_a_region_cluster_the_policy_does_not_have_is_refused(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "sovereign_hub.sandbox", "--state-dir", str(tmp_path),
+         "--region-cluster", "mars"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "--region-cluster 'mars': the policy has no such region; its regions are eu, us" in (
+        done.stderr
+    )
 
 
 def test_the_sandbox_refuses_an_unknown_audit_store(tmp_path):
