@@ -14,7 +14,7 @@ import pytest
 
 from sovereign_hub.sandbox.oidc import login_via_provider
 from tests.conftest import ROOT
-from tests.test_sandbox import sandbox  # noqa: F401 - the running sandbox fixture
+from tests.test_sandbox import interrupt, launch, sandbox  # noqa: F401 - sandbox is a fixture
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -232,3 +232,38 @@ def test_each_demo_users_view_is_accessible_and_pictured(browser, sandbox):  # n
     sam.goto(f"{url}/services/audit/")
     sam.wait_for_selector("#chart-denials svg")
     sam.screenshot(path=str(ARTIFACTS / "sam-00-audit-overview.png"))
+
+
+NEWER = """      - version: "2026.12"
+        image: quay.io/jupyter/base-notebook@sha256:{}
+        released: 2026-12-01
+""".format("c" * 64)
+
+
+def test_upgrade_at_next_start_from_a_running_servers_card(browser, tmp_path):
+    """A newer version appears while ana's server runs: the card offers it for the next start,
+    by keyboard, accessibly in both themes, and then says which version the next start uses."""
+    policy = tmp_path / "policy.yaml"
+    shutil.copy(ROOT / "examples" / "policy.yaml", policy)
+    running = launch(tmp_path, "--policy", str(policy))
+    try:
+        url = running["url"]
+        ana = sign_in(browser, url, "ana", bypass_csp=True)
+        ana.wait_for_selector("#profile-cpu-small")
+        ana.check("#profile-cpu-small")
+        ana.click("#spawn_form button[type=submit]")
+        ana.wait_for_url("**/user/ana/**", timeout=120_000)
+        policy.write_text(policy.read_text().replace("  pytorch:\n", NEWER + "  pytorch:\n", 1))
+        ana.goto(f"{url}/hub/home")
+        ana.wait_for_selector(".sovereign-upgrade-choice button")
+        assert_accessible(ana, ".sovereign-status")
+        ana.focus("body")
+        tab_to(ana, ".sovereign-upgrade-choice button")
+        ana.keyboard.press("Enter")
+        ana.wait_for_selector(".sovereign-upgrade-chosen")
+        assert "Your next start uses version 2026.12." in ana.inner_text(".sovereign-status")
+        assert ana.is_visible("text=Keep version 2026.11 instead")
+        assert_accessible(ana, ".sovereign-status")
+        ana.screenshot(path=str(ARTIFACTS / "ana-06-upgrade-at-next-start.png"))
+    finally:
+        interrupt(running["proc"])
