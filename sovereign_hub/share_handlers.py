@@ -23,7 +23,7 @@ from jupyterhub.scopes import needs_scope
 from pydantic import ValidationError
 from tornado import web
 
-from sovereign_hub.policy.sharing import Recipient, ShareRefusal
+from sovereign_hub.policy.sharing import Recipient
 from sovereign_hub.reporting import ShareEvent
 
 from .sharing import SETTING, GovernedSharing
@@ -104,7 +104,7 @@ class GovernedShareHandler(ServerShareAPIHandler):
                     server_name,
                     region,
                     recipient,
-                    reason_code=refused.code if region else "not_running",
+                    reason_code=refused.code,
                     reason=refused.message,
                 )
             )
@@ -199,7 +199,6 @@ class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
         if not isinstance(body, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
         longest = governor.policy().sharing.max_minutes * 60
-        region, refused = governor.refusal(owner, server_name, None)
         try:
             # JupyterHub's own model coerces ("31536000", 31536000.0): the cap must see the
             # number JupyterHub will use, not the JSON value as sent.
@@ -208,14 +207,7 @@ class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
             ).expires_in
         except (ValidationError, TypeError) as exc:
             raise web.HTTPError(400, f"Invalid share code request: {exc}") from None
-        if refused is None and asked > longest:
-            refused = ShareRefusal(
-                "not_permitted",
-                f"expires_in {asked} is longer than the policy allows ({longest} seconds)",
-            )
-            code = "too_long"
-        else:
-            code = (refused.code if region else "not_running") if refused else ""
+        region, refused = governor.refusal(owner, server_name, None, expires_in=asked)
         if refused is not None:
             governor.report(
                 _share_event(
@@ -226,7 +218,7 @@ class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
                     region,
                     "code",
                     "",
-                    reason_code=code,
+                    reason_code=refused.code,
                     reason=refused.message,
                 )
             )
@@ -272,7 +264,7 @@ class GovernedAcceptShareHandler(AcceptShareHandler):
                         self,
                         "share_refused",
                         *who,
-                        reason_code=refused.code if region else "not_running",
+                        reason_code=refused.code,
                         reason=refused.message,
                     )
                 )
