@@ -9,7 +9,10 @@ route tables.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC
 from typing import Any
 
 from jupyterhub import orm
@@ -21,12 +24,71 @@ from jupyterhub.apihandlers.shares import (
 from jupyterhub.handlers.pages import AcceptShareHandler
 from jupyterhub.scopes import needs_scope
 from pydantic import ValidationError
+from sqlalchemy import event as sa_event
 from tornado import web
 
 from sovereign_hub.policy.sharing import Recipient
 from sovereign_hub.reporting import ShareEvent
 
 from .sharing import SETTING, GovernedSharing
+
+log = logging.getLogger(__name__)
+
+
+class _Unrecorded(Exception):
+    """The audit trail did not take a grant's record, so the grant must not be committed."""
+
+
+@contextmanager
+def _recorded_before_commit(
+    handler: Any, kind: type, record: Callable[[Any], None], ours: Callable[[Any], bool]
+) -> Iterator[None]:
+    """Run JupyterHub's own grant with its audit record written just before it commits.
+
+    A grant gives access, so it is recorded first and committed second: a record the
+    trail refuses (or a trail failing closed) rolls the grant back and the request is
+    refused with 503, and a hub that dies after the commit has already written the
+    record to the trail's spool. Revocations take the opposite order (committed, then
+    recorded: see :meth:`GovernedSharing.reconcile`): taking access away never waits
+    for the audit trail, giving it never goes unrecorded. A commit that fails after
+    its record leaves a ``share-granted`` for a grant that was not made; the hub's log
+    says so (an extra record is the safe side of the two).
+
+    ``ours`` picks this request's rows among those the commit writes (JupyterHub's
+    handlers do not yield between the grant and its commit, so no other request's
+    rows are in it; the check makes that an assumption that fails safe).
+    """
+    db = handler.db
+    recorded: list[Any] = []
+
+    def before_commit(session: Any) -> None:
+        for row in (*session.new, *session.dirty):
+            if isinstance(row, kind) and ours(row) and row not in recorded:
+                try:
+                    record(row)
+                except Exception as exc:
+                    raise _Unrecorded(str(exc)) from exc
+                recorded.append(row)
+
+    sa_event.listen(db, "before_commit", before_commit)
+    try:
+        yield
+    except _Unrecorded as exc:
+        db.rollback()
+        log.error("share not made: the audit trail did not record it: %s", exc)
+        raise web.HTTPError(
+            503, f"The share was not made because the audit trail could not record it ({exc})."
+        ) from None
+    except Exception:
+        if recorded:
+            db.rollback()
+            log.exception(
+                "share-granted was recorded but the grant was not committed: the record "
+                "stands for a share that does not exist"
+            )
+        raise
+    finally:
+        sa_event.remove(db, "before_commit", before_commit)
 
 
 def _share_event(
@@ -109,16 +171,22 @@ class GovernedShareHandler(ServerShareAPIHandler):
                 )
             )
             raise web.HTTPError(403, f"Sharing refused: {refused.message}.")
-        await super().post(user_name, server_name)
-        share = orm.Share.find(
-            self.db, self._lookup_spawner(user_name, server_name), _share_target(self, recipient)
-        )
-        expires = governor.expires_at(share.created_at).isoformat() if share else ""
-        governor.report(
-            self._event(
-                "share_granted", user_name, server_name, region, recipient, expires_at=expires
+        target = _share_target(self, recipient)
+        spawner = self._lookup_spawner(user_name, server_name, raise_404=False)
+
+        def record(share: orm.Share) -> None:
+            expires = governor.expires_at(share.created_at).isoformat()
+            governor.report(
+                self._event(
+                    "share_granted", user_name, server_name, region, recipient, expires_at=expires
+                )
             )
-        )
+
+        def ours(share: orm.Share) -> bool:
+            return share.spawner is spawner and (share.user is target or share.group is target)
+
+        with _recorded_before_commit(self, orm.Share, record, ours):
+            await super().post(user_name, server_name)
 
     @needs_scope("shares")
     async def patch(self, user_name: str, server_name: str | None = None) -> None:
@@ -176,6 +244,11 @@ class GovernedShareHandler(ServerShareAPIHandler):
             )
 
 
+def _utc_iso(moment: Any) -> str:
+    # JupyterHub stores naive UTC datetimes.
+    return moment.replace(tzinfo=UTC).isoformat() if moment.tzinfo is None else moment.isoformat()
+
+
 def _share_target(handler: Any, recipient: Recipient) -> Any:
     if recipient.kind == "group":
         return orm.Group.find(handler.db, name=recipient.name)
@@ -224,20 +297,28 @@ class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
             )
             raise web.HTTPError(403, f"Sharing refused: {refused.message}.")
         self._body = {**body, "expires_in": asked}
-        await super().post(user_name, server_name)
-        expires = datetime.fromtimestamp(datetime.now(UTC).timestamp() + asked, UTC)
-        governor.report(
-            _share_event(
-                self,
-                "share_granted",
-                user_name,
-                server_name,
-                region,
-                "code",
-                "",
-                expires_at=expires.isoformat(),
+
+        def record(code: orm.ShareCode) -> None:
+            governor.report(
+                _share_event(
+                    self,
+                    "share_granted",
+                    user_name,
+                    server_name,
+                    region,
+                    "code",
+                    "",
+                    expires_at=_utc_iso(code.expires_at),
+                )
             )
-        )
+
+        spawner = self._lookup_spawner(user_name, server_name, raise_404=False)
+
+        def ours(code: orm.ShareCode) -> bool:
+            return code.spawner is spawner
+
+        with _recorded_before_commit(self, orm.ShareCode, record, ours):
+            await super().post(user_name, server_name)
 
     def get_json_body(self) -> Any:
         # The capped expiry replaces the caller's default (one day) before
@@ -269,10 +350,17 @@ class GovernedAcceptShareHandler(AcceptShareHandler):
                     )
                 )
                 raise web.HTTPError(403, f"Sharing refused: {refused.message}.")
-            super().post()
-            share = orm.Share.find(self.db, share_code.spawner, self.current_user.orm_user)
-            expires = governor.expires_at(share.created_at).isoformat() if share else ""
-            governor.report(_share_event(self, "share_granted", *who, expires_at=expires))
+            user = self.current_user.orm_user
+
+            def record(share: orm.Share) -> None:
+                expires = governor.expires_at(share.created_at).isoformat()
+                governor.report(_share_event(self, "share_granted", *who, expires_at=expires))
+
+            def ours(share: orm.Share) -> bool:
+                return share.spawner is share_code.spawner and share.user is user
+
+            with _recorded_before_commit(self, orm.Share, record, ours):
+                super().post()
             return
         super().post()
 

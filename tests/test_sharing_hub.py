@@ -216,3 +216,78 @@ async def test_a_share_code_is_capped_and_checked_when_it_is_accepted(
         ("share-granted", "user", "carla"),
         ("share-revoked", "user", "carla"),
     ]
+
+
+GRANTS_UNRECORDED = """
+import os
+from sovereign_hub.reporting import AuditUnavailable, Reporter
+
+class RefusesGrantsWhileFlagged(Reporter):
+    # The audit trail failing closed, for grants only and only while the flag file exists.
+    def __init__(self, inner):
+        self.inner = inner
+    def report(self, event):
+        self.inner.report(event)
+    def policy_seen(self, path, sha256):
+        self.inner.policy_seen(path, sha256)
+    def share(self, event):
+        if event.kind == "share_granted" and os.path.exists({flag!r}):
+            raise AuditUnavailable("the audit trail cannot record events (test)")
+        self.inner.share(event)
+
+c.GovernedSharing.reporter = RefusesGrantsWhileFlagged(c.GovernedSharing.reporter)
+"""
+
+
+async def test_a_grant_the_audit_trail_cannot_record_is_not_made(
+    kube, start_hub, policy_copy, tmp_path, monkeypatch
+):
+    """Grants are recorded before they are committed: when the trail refuses the record
+    (as a trail failing closed does; simulated by a reporter that raises its
+    AuditUnavailable while a flag file exists), the share, share code or exchange is
+    rolled back and the request answered 503, so no access exists without its record."""
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)
+    store, flag = tmp_path / "audit.sqlite", tmp_path / "refuse-grants"
+    config = SHARING.format(spool=str(tmp_path / "spool"), store=str(store))
+    hub = start_hub(policy_copy, extra_config=config + GRANTS_UNRECORDED.format(flag=str(flag)))
+    add_users(hub, "eu-researchers", "ana", "carla")
+    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    ana = token_of(hub, "ana")
+
+    flag.touch()
+    refused = as_user(hub, ana, "POST", "/hub/api/shares/ana/", json={"user": "carla"})
+    assert refused.status_code == 503, refused.text
+    assert "audit trail" in refused.json()["message"]
+    assert hub.api("GET", "/shares/ana/").json()["items"] == []
+    carla_token = token_of(hub, "carla")
+    assert as_user(hub, carla_token, "GET", "/user/ana/api/status").status_code == 403
+
+    no_code = as_user(hub, ana, "POST", "/hub/api/share-codes/ana/", json={})
+    assert no_code.status_code == 503, no_code.text
+    assert hub.api("GET", "/share-codes/ana/").json()["items"] == []
+
+    # A code made while the trail records; its exchange while it does not.
+    flag.unlink()
+    made = as_user(hub, ana, "POST", "/hub/api/share-codes/ana/", json={})
+    assert made.status_code == 200, made.text
+    flag.touch()
+    session = login(hub, "carla")
+    page = session.get(f"{hub.url}/hub/accept-share", params={"code": made.json()["code"]})
+    assert page.status_code == 200, page.text
+    accepted = session.post(
+        f"{hub.url}/hub/accept-share",
+        data={"code": made.json()["code"], "_xsrf": session.cookies.get("_xsrf", path="/hub/")},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert accepted.status_code == 503, accepted.text
+    assert hub.api("GET", "/shares/ana/").json()["items"] == []
+
+    # With the trail back, the same share is made, and recorded once.
+    flag.unlink()
+    granted = as_user(hub, ana, "POST", "/hub/api/shares/ana/", json={"user": "carla"})
+    assert granted.status_code == 200, granted.text
+    assert [s["user"]["name"] for s in hub.api("GET", "/shares/ana/").json()["items"]] == ["carla"]
+    kinds = [(kind, data["recipient_kind"]) for kind, data in share_events(store)]
+    assert kinds == [("share-granted", "code"), ("share-granted", "user")], kinds
