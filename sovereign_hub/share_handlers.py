@@ -1,4 +1,5 @@
-"""JupyterHub's share, share-code and accept-share handlers, asking the policy first.
+"""JupyterHub's share, share-code and accept-share handlers, asking the policy first,
+and its per-user and per-group share handlers, recording the shares they end.
 
 Each subclass keeps JupyterHub's route, request body and response, checks the
 request with :class:`~sovereign_hub.sharing.GovernedSharing` (held in the
@@ -17,9 +18,11 @@ from typing import Any
 
 from jupyterhub import orm
 from jupyterhub.apihandlers.shares import (
+    GroupShareAPIHandler,
     ServerShareAPIHandler,
     ServerShareCodeAPIHandler,
     ShareCodeGrantRequest,
+    UserShareAPIHandler,
 )
 from jupyterhub.handlers.pages import AcceptShareHandler
 from jupyterhub.scopes import needs_scope
@@ -115,6 +118,18 @@ def _share_event(
     )
 
 
+def _report_revoked(handler: Any, event: ShareEvent) -> None:
+    """Record a revocation already committed; a record the trail refuses is logged instead."""
+    try:
+        _governor(handler).report(event)
+    except Exception:
+        # The share is gone either way: taking access away never waits for the trail.
+        log.exception(
+            "revoked %s %s's share of %s/%s but could not record it",
+            event.recipient_kind, event.recipient, event.owner, event.server or "(default)",
+        )  # fmt: skip
+
+
 def _governor(handler: web.RequestHandler) -> GovernedSharing:
     return handler.settings[SETTING]
 
@@ -202,7 +217,8 @@ class GovernedShareHandler(ServerShareAPIHandler):
         ):
             owner = self.find_user(user_name)
             region = GovernedSharing.region_of(owner, server_name) or ""
-            _governor(self).report(
+            _report_revoked(
+                self,
                 self._event(
                     "share_revoked",
                     user_name,
@@ -210,7 +226,7 @@ class GovernedShareHandler(ServerShareAPIHandler):
                     region,
                     recipient,
                     reason_code="revoked",
-                )
+                ),
             )
 
     def _share_of(self, user_name: str, server_name: str | None, recipient: Recipient) -> bool:
@@ -232,7 +248,8 @@ class GovernedShareHandler(ServerShareAPIHandler):
         owner = self.find_user(user_name)
         region = (GovernedSharing.region_of(owner, server_name or "") if owner else None) or ""
         for recipient in revoked:
-            _governor(self).report(
+            _report_revoked(
+                self,
                 self._event(
                     "share_revoked",
                     user_name,
@@ -240,7 +257,7 @@ class GovernedShareHandler(ServerShareAPIHandler):
                     region,
                     recipient,
                     reason_code="revoked",
-                )
+                ),
             )
 
 
@@ -253,6 +270,60 @@ def _share_target(handler: Any, recipient: Recipient) -> Any:
     if recipient.kind == "group":
         return orm.Group.find(handler.db, name=recipient.name)
     return orm.User.find(handler.db, name=recipient.name)
+
+
+class _RecipientShareRevoke:
+    """A share deleted from the recipient's side: ``/hub/api/users/{user}/shared/{owner}/{server}``
+    (a recipient leaving a share, or an admin) or ``/hub/api/groups/{group}/shared/…``.
+
+    JupyterHub's ``delete`` is kept; the revocation is recorded after it commits, with
+    the requester as the actor (the recipient itself when they leave).
+    """
+
+    kind: str
+
+    def delete(self, name: str, owner_name: str, server_name: str) -> None:
+        handler: Any = self
+        handler._lookup_share(name, owner_name, server_name)  # JupyterHub's 404, before anything
+        owner = handler.find_user(owner_name)
+        region = (GovernedSharing.region_of(owner, server_name) if owner else None) or ""
+        super().delete(name, owner_name, server_name)  # type: ignore[misc]
+        # JupyterHub's delete has committed (it raises when there is nothing to delete).
+        _report_revoked(
+            handler,
+            _share_event(
+                handler,
+                "share_revoked",
+                owner_name,
+                server_name,
+                region,
+                self.kind,
+                name,
+                reason_code="revoked",
+            ),
+        )
+
+
+class GovernedUserShareHandler(_RecipientShareRevoke, UserShareAPIHandler):
+    """``/hub/api/users/{user}/shared/{owner}/{server}``: leaving a share is recorded."""
+
+    kind = "user"
+
+    @needs_scope("users:shares")
+    def delete(self, user_name: str, owner_name: str, _server_name: str) -> None:
+        # needs_scope reads the parameter names: they are JupyterHub's, exactly.
+        _RecipientShareRevoke.delete(self, user_name, owner_name, _server_name)
+
+
+class GovernedGroupShareHandler(_RecipientShareRevoke, GroupShareAPIHandler):
+    """``/hub/api/groups/{group}/shared/{owner}/{server}``: removing a group's share is recorded."""
+
+    kind = "group"
+
+    @needs_scope("groups:shares")
+    def delete(self, group_name: str, owner_name: str, _server_name: str) -> None:
+        # needs_scope reads the parameter names: they are JupyterHub's, exactly.
+        _RecipientShareRevoke.delete(self, group_name, owner_name, _server_name)
 
 
 class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
@@ -369,5 +440,7 @@ SWAPS = {
     ServerShareAPIHandler: GovernedShareHandler,
     ServerShareCodeAPIHandler: GovernedShareCodeHandler,
     AcceptShareHandler: GovernedAcceptShareHandler,
+    UserShareAPIHandler: GovernedUserShareHandler,
+    GroupShareAPIHandler: GovernedGroupShareHandler,
 }
 """JupyterHub's handler class → ours, at the same route."""

@@ -471,6 +471,9 @@ def test_enable_sharing_adds_the_sharing_scopes_to_the_user_role_and_governs_the
     assert routes[r"/api/shares/([^/]+)/([^/]*)"] is share_handlers.GovernedShareHandler
     assert routes[r"/api/share-codes/([^/]+)/([^/]*)"] is share_handlers.GovernedShareCodeHandler
     assert routes[r"/accept-share"] is share_handlers.GovernedAcceptShareHandler
+    shared = r"/shared/([^/]+)/([^/]*)"
+    assert routes[r"/api/users/([^/]+)" + shared] is share_handlers.GovernedUserShareHandler
+    assert routes[r"/api/groups/([^/]+)" + shared] is share_handlers.GovernedGroupShareHandler
 
 
 def test_without_sharing_in_the_policy_users_get_no_name_lookup_scopes(tmp_path):

@@ -291,3 +291,47 @@ async def test_a_grant_the_audit_trail_cannot_record_is_not_made(
     assert [s["user"]["name"] for s in hub.api("GET", "/shares/ana/").json()["items"]] == ["carla"]
     kinds = [(kind, data["recipient_kind"]) for kind, data in share_events(store)]
     assert kinds == [("share-granted", "code"), ("share-granted", "user")], kinds
+
+
+async def test_a_recipient_leaving_and_an_admin_removing_a_group_share_are_recorded(
+    kube, start_hub, policy_copy, tmp_path, monkeypatch
+):
+    """JupyterHub's per-user and per-group share endpoints (``/hub/api/users/{u}/shared/…``,
+    ``/hub/api/groups/{g}/shared/…``) revoke as the owner's endpoint does, and are audited."""
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)
+    store = tmp_path / "audit.sqlite"
+    hub = start_hub(
+        policy_copy, extra_config=SHARING.format(spool=str(tmp_path / "spool"), store=str(store))
+    )
+    add_users(hub, "eu-researchers", "ana", "carla")
+    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    ana = token_of(hub, "ana")
+    for body in ({"user": "carla"}, {"group": "eu-researchers"}):
+        granted = as_user(hub, ana, "POST", "/hub/api/shares/ana/", json=body)
+        assert granted.status_code == 200, granted.text
+
+    # Only carla (or an admin) may take carla's share away: JupyterHub's scope check holds.
+    add_users(hub, "us-analysts", "bob")
+    meddled = as_user(hub, token_of(hub, "bob"), "DELETE", "/hub/api/users/carla/shared/ana/")
+    assert meddled.status_code in (403, 404), meddled.text
+    assert len(hub.api("GET", "/shares/ana/").json()["items"]) == 2
+    carla = token_of(hub, "carla")
+    left = as_user(hub, carla, "DELETE", "/hub/api/users/carla/shared/ana/")
+    assert left.status_code == 204, left.text
+    # Nothing left to leave: JupyterHub's 404, and no record.
+    again = as_user(hub, carla, "DELETE", "/hub/api/users/carla/shared/ana/")
+    assert again.status_code == 404, again.text
+    removed = hub.api("DELETE", "/groups/eu-researchers/shared/ana/")
+    assert removed.status_code == 204, removed.text
+    assert hub.api("GET", "/shares/ana/").json()["items"] == []
+
+    revoked = [
+        (data["actor"], data["recipient_kind"], data["recipient"], data["reason_code"])
+        for kind, data in share_events(store)
+        if kind == "share-revoked"
+    ]
+    assert revoked == [
+        ("carla", "user", "carla", "revoked"),
+        ("test-admin", "group", "eu-researchers", "revoked"),
+    ], share_events(store)
