@@ -17,6 +17,7 @@ from datetime import UTC
 from typing import Any
 
 from jupyterhub import orm
+from jupyterhub.apihandlers.auth import OAuthAuthorizeHandler
 from jupyterhub.apihandlers.shares import (
     GroupShareAPIHandler,
     ServerShareAPIHandler,
@@ -33,6 +34,7 @@ from tornado import web
 from sovereign_hub.policy.sharing import Recipient
 from sovereign_hub.reporting import ShareEvent
 
+from .share_access import GovernedOAuthAuthorizeHandler
 from .sharing import SETTING, GovernedSharing
 
 log = logging.getLogger(__name__)
@@ -442,5 +444,6 @@ SWAPS = {
     AcceptShareHandler: GovernedAcceptShareHandler,
     UserShareAPIHandler: GovernedUserShareHandler,
     GroupShareAPIHandler: GovernedGroupShareHandler,
+    OAuthAuthorizeHandler: GovernedOAuthAuthorizeHandler,
 }
 """JupyterHub's handler class → ours, at the same route."""
