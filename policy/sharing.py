@@ -153,3 +153,51 @@ def _recipient_refusal(
 def share_expires(policy: Policy, created: datetime) -> datetime:
     """When a share created at ``created`` ends under this policy."""
     return created + timedelta(minutes=policy.sharing.max_minutes)
+
+
+@dataclass(frozen=True, slots=True)
+class SharingRights:
+    """What a user's groups let them do with shares (``sovhub policy explain``)."""
+
+    via_groups: tuple[str, ...]
+    """The user's groups with a sharing rule; empty: they may not share."""
+    max_minutes: int
+    recipients: dict[str, tuple[str, ...]]
+    """By region the user may run servers in: the groups a server there may be shared
+    with (allowed by a rule and entitled to that region)."""
+    users: tuple[str, ...]
+    """Users the rules name; each still needs to be entitled to the server's region."""
+    receive_from: tuple[str, ...]
+    """Owner groups whose rules name this user (or one of their groups) as a recipient."""
+    receive_regions: tuple[str, ...]
+    """Regions whose servers this user may receive: those their groups are entitled to."""
+
+
+def sharing_rights(
+    policy: Policy, username: str, groups: frozenset[str] | tuple[str, ...]
+) -> SharingRights:
+    """The sharing rights of ``username`` with ``groups`` under ``policy``; no I/O."""
+    mine = sorted(g for g in groups if g in policy.groups)
+    regions = sorted({r for g in mine for r in policy.groups[g].regions})
+    via = tuple(g for g in sorted(groups) if g in policy.sharing.groups)
+    rules = [policy.sharing.groups[g] for g in via]
+    allowed = sorted({g for rule in rules for g in rule.with_groups})
+    recipients = (
+        {
+            region: tuple(
+                g for g in allowed if g in policy.groups and region in policy.groups[g].regions
+            )
+            for region in regions
+        }
+        if via
+        else {}
+    )
+    users = tuple(sorted({u for rule in rules for u in rule.with_users}))
+    receive_from = tuple(
+        owner
+        for owner, rule in sorted(policy.sharing.groups.items())
+        if username in rule.with_users or set(rule.with_groups) & set(groups)
+    )
+    return SharingRights(
+        via, policy.sharing.max_minutes, recipients, users, receive_from, tuple(regions)
+    )

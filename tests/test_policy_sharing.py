@@ -107,3 +107,25 @@ def test_not_running_and_too_long_are_rules_of_the_decision(
         assert "28800 seconds" in refused.message
     if code == "not_running":
         assert "start it first" in refused.message
+
+
+def test_sharing_rights_say_whom_a_user_may_share_with_in_each_of_their_regions():
+    from sovereign_hub.policy.sharing import sharing_rights
+
+    ana = sharing_rights(POLICY, "ana", EU)
+    assert ana.via_groups == EU
+    assert ana.max_minutes == 480
+    # the rule names us-analysts too, but they are not entitled to the EU
+    assert ana.recipients == {"eu": ("eu-researchers",)}
+    assert (ana.receive_from, ana.receive_regions) == (EU, ("eu",))
+
+    bob = sharing_rights(POLICY, "bob", US)
+    assert (bob.via_groups, bob.recipients) == ((), {})
+    assert (bob.receive_from, bob.receive_regions) == (EU, ("us",))
+
+    doc = (ROOT / "examples" / "policy.yaml").read_text()
+    doc = doc.replace("withGroups: [eu-researchers, us-analysts]", "withUsers: [carla]")
+    named_only = parse_policy(doc.encode(), "p.yaml").policy
+    assert sharing_rights(named_only, "ana", EU).users == ("carla",)
+    assert sharing_rights(named_only, "carla", ()).receive_from == EU  # named, in no group
+    assert sharing_rights(named_only, "dan", US).receive_from == ()
