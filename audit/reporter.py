@@ -120,6 +120,7 @@ _SHARE_SCHEMA = {
     "share_granted": schemas.SHARE_GRANTED,
     "share_refused": schemas.SHARE_REFUSED,
     "share_revoked": schemas.SHARE_REVOKED,
+    "share_accessed": schemas.SHARE_ACCESSED,
 }
 
 
@@ -130,7 +131,7 @@ def share_data(event: ShareEvent) -> dict[str, Any]:
     data["subject"] = data.pop("owner")
     if event.kind != "share_granted":
         data.pop("expires_at", None)
-    if event.kind == "share_granted":
+    if event.kind in ("share_granted", "share_accessed"):
         data.pop("reason_code", None)
         data.pop("reason", None)
     return data

@@ -44,6 +44,7 @@ DATASET_MOUNTED = f"{BASE}/dataset-mounted/v1"
 SHARE_GRANTED = f"{BASE}/share-granted/v1"
 SHARE_REFUSED = f"{BASE}/share-refused/v1"
 SHARE_REVOKED = f"{BASE}/share-revoked/v1"
+SHARE_ACCESSED = f"{BASE}/share-accessed/v1"
 
 
 class InvalidEvent(ValueError):

@@ -10,6 +10,7 @@ from typing import Any
 from .datasets import dataset_mounts
 from .decision import Allowed, Decision, Entitlements, Identity, PodPlan, SpawnRequest
 from .load import LoadedPolicy
+from .sharing import sharing_rights
 
 
 def _plain(value: Any) -> Any:
@@ -74,6 +75,16 @@ def explanation(
                 },
             }
         )
+    rights = sharing_rights(policy, identity.username, tuple(identity.groups))
+    out["sharing"] = {
+        "mayShare": bool(rights.via_groups),
+        "viaGroups": list(rights.via_groups),
+        "maxMinutes": rights.max_minutes,
+        "withGroupsByRegion": {r: list(g) for r, g in rights.recipients.items()},
+        "withUsers": list(rights.users),
+        "receiveFrom": list(rights.receive_from),
+        "receiveRegions": list(rights.receive_regions),
+    }
     if request is not None and decision is not None:
         out["request"] = {
             "profile": request.profile,
@@ -88,6 +99,32 @@ def explanation(
                 "reasons": [{"code": r.code, "message": r.message} for r in decision.reasons],
             }
     return out
+
+
+def _sharing_lines(sharing: dict[str, Any]) -> list[str]:
+    if not sharing["mayShare"]:
+        lines = ["  sharing: may not share servers (no sharing rule for these groups)"]
+    else:
+        lines = [
+            f"  sharing: may share running servers for up to {sharing['maxMinutes']} minutes "
+            f"(via {', '.join(sharing['viaGroups'])})"
+        ]
+        for region, groups in sharing["withGroupsByRegion"].items():
+            named = f"groups {', '.join(groups)}" if groups else "no group"
+            lines.append(f"    a server in {region}: with {named}")
+        if sharing["withUsers"]:
+            lines.append(
+                f"    and users {', '.join(sharing['withUsers'])}, each only if entitled to "
+                "the server's region"
+            )
+    if sharing["receiveFrom"]:
+        lines.append(
+            f"  may receive shares from members of {', '.join(sharing['receiveFrom'])}, of "
+            f"servers in {', '.join(sharing['receiveRegions']) or 'no region (none entitled)'}"
+        )
+    else:
+        lines.append("  may receive no shares (no sharing rule names this user or their groups)")
+    return lines
 
 
 def render_text(data: dict[str, Any]) -> str:
@@ -110,6 +147,7 @@ def render_text(data: dict[str, Any]) -> str:
             if mounts:
                 listed = ", ".join(f"{m['dataset']} ({m['mode']})" for m in mounts)
                 lines.append(f"    datasets in {region}: {listed}")
+    lines.extend(_sharing_lines(data["sharing"]))
     decision = data.get("decision")
     if decision is None:
         return "\n".join(lines)

@@ -46,7 +46,7 @@ class _Checker:
         self.source = source
         self.problems: list[Problem] = []
 
-    def ref(self, path: Path, name: str, section: str, what: str) -> bool:
+    def ref(self, path: Path, name: str, section: str, what: str, *, key: bool = False) -> bool:
         if not isinstance(self.raw.get(section, {}), dict):
             return False  # the section itself is malformed, and reported as such
         defined = list(_section(self.raw, section))
@@ -54,7 +54,7 @@ class _Checker:
             return True
         listing = ", ".join(defined) if defined else f"none (the {section} section is empty)"
         self.problems.append(
-            self.source.problem(path, unknown(what, name, defined, f"defined: {listing}"))
+            self.source.problem(path, unknown(what, name, defined, f"defined: {listing}"), key=key)
         )
         return False
 
@@ -76,7 +76,21 @@ class _Checker:
             if isinstance(group, dict):
                 self._group(gname, group, profiles)
         self._one_way_per_cluster()
+        self._sharing()
         return self.problems
+
+    def _sharing(self) -> None:
+        # A rule for a group that does not exist gives no one the right to share, and a
+        # recipient group that does not exist lets no one receive: both are typos.
+        rules = _section(_section(self.raw, "sharing"), "groups")
+        for gname, rule in rules.items():
+            here: Path = ("sharing", "groups", gname)
+            self.ref(here, gname, "groups", "group", key=True)
+            if isinstance(rule, dict):
+                for i, group in _entries(rule.get("withGroups")):
+                    self.ref((*here, "withGroups", i), group, "groups", "group")
+                self._no_repeats((*here, "withGroups"), rule.get("withGroups"))
+                self._no_repeats((*here, "withUsers"), rule.get("withUsers"))
 
     def _one_way_per_cluster(self) -> None:
         # A cluster name is what the audit trail records and what keys the hub's reflectors:

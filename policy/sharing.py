@@ -8,12 +8,17 @@ caller passes the groups it read from the hub and the server's region.
 
 Rules, in the order they are checked (the first that fails is the reason):
 
-1. one of the owner's groups has a ``sharing.groups`` entry (``not_permitted``);
-2. that entry names the recipient: the user, or a group the user (or the
+1. the server is running, so it has a region (``not_running``);
+2. one of the owner's groups has a ``sharing.groups`` entry (``not_permitted``);
+3. that entry names the recipient: the user, or a group the user (or the
    recipient group itself) is in (``recipient_not_allowed``);
-3. the recipient is entitled to the server's region through one of its groups'
+4. the recipient is entitled to the server's region through one of its groups'
    ``regions`` (``region_not_entitled``): a server's data stays with people
-   who may see its region.
+   who may see its region;
+5. a share code asks for no longer than ``sharing.maxMinutes`` (``too_long``).
+
+A share code has no recipient until it is exchanged: for one, rules 3 and 4
+are left to the exchange (the caller passes no recipient).
 
 Region attributes (``regions.<r>.requireAttributes``) live in a user's login
 state, which the hub does not hold for a user who is not logged in; they are
@@ -35,7 +40,9 @@ if TYPE_CHECKING:
 
 _Name = Annotated[str, Field(min_length=1, max_length=256)]
 
-RefusalCode = Literal["not_permitted", "recipient_not_allowed", "region_not_entitled"]
+RefusalCode = Literal[
+    "not_running", "not_permitted", "recipient_not_allowed", "region_not_entitled", "too_long"
+]
 
 
 _SharingModel = PolicyModel
@@ -83,9 +90,21 @@ class ShareRefusal:
 
 
 def share_refusal(
-    policy: Policy, *, owner_groups: tuple[str, ...], region: str, recipient: Recipient
+    policy: Policy,
+    *,
+    owner_groups: tuple[str, ...],
+    region: str | None,
+    recipient: Recipient | None,
+    expires_in: float | None = None,
 ) -> ShareRefusal | None:
-    """The reason a share of a server in ``region`` with ``recipient`` is refused, or None."""
+    """The reason a share of a server in ``region`` with ``recipient`` is refused, or None.
+
+    ``region`` is None when the server is not running; ``recipient`` is None for a
+    share code (whose recipient is checked when it is exchanged); ``expires_in`` is
+    the lifetime in seconds a share code asks for.
+    """
+    if region is None:
+        return ShareRefusal("not_running", "only a running server can be shared; start it first")
     rules = [policy.sharing.groups[g] for g in owner_groups if g in policy.sharing.groups]
     if not rules:
         return ShareRefusal(
@@ -93,6 +112,22 @@ def share_refusal(
             "the policy does not let your groups share servers"
             + (f" ({', '.join(sorted(owner_groups))})" if owner_groups else ""),
         )
+    if recipient is not None:
+        refused = _recipient_refusal(policy, rules, region, recipient)
+        if refused is not None:
+            return refused
+    longest = policy.sharing.max_minutes * 60
+    if expires_in is not None and expires_in > longest:
+        return ShareRefusal(
+            "too_long",
+            f"expires_in {expires_in:g} is longer than the policy allows ({longest} seconds)",
+        )
+    return None
+
+
+def _recipient_refusal(
+    policy: Policy, rules: list[SharingRule], region: str, recipient: Recipient
+) -> ShareRefusal | None:
     users = {u for rule in rules for u in rule.with_users}
     groups = {g for rule in rules for g in rule.with_groups}
     named = recipient.kind == "user" and recipient.name in users
@@ -118,3 +153,51 @@ def share_refusal(
 def share_expires(policy: Policy, created: datetime) -> datetime:
     """When a share created at ``created`` ends under this policy."""
     return created + timedelta(minutes=policy.sharing.max_minutes)
+
+
+@dataclass(frozen=True, slots=True)
+class SharingRights:
+    """What a user's groups let them do with shares (``sovhub policy explain``)."""
+
+    via_groups: tuple[str, ...]
+    """The user's groups with a sharing rule; empty: they may not share."""
+    max_minutes: int
+    recipients: dict[str, tuple[str, ...]]
+    """By region the user may run servers in: the groups a server there may be shared
+    with (allowed by a rule and entitled to that region)."""
+    users: tuple[str, ...]
+    """Users the rules name; each still needs to be entitled to the server's region."""
+    receive_from: tuple[str, ...]
+    """Owner groups whose rules name this user (or one of their groups) as a recipient."""
+    receive_regions: tuple[str, ...]
+    """Regions whose servers this user may receive: those their groups are entitled to."""
+
+
+def sharing_rights(
+    policy: Policy, username: str, groups: frozenset[str] | tuple[str, ...]
+) -> SharingRights:
+    """The sharing rights of ``username`` with ``groups`` under ``policy``; no I/O."""
+    mine = sorted(g for g in groups if g in policy.groups)
+    regions = sorted({r for g in mine for r in policy.groups[g].regions})
+    via = tuple(g for g in sorted(groups) if g in policy.sharing.groups)
+    rules = [policy.sharing.groups[g] for g in via]
+    allowed = sorted({g for rule in rules for g in rule.with_groups})
+    recipients = (
+        {
+            region: tuple(
+                g for g in allowed if g in policy.groups and region in policy.groups[g].regions
+            )
+            for region in regions
+        }
+        if via
+        else {}
+    )
+    users = tuple(sorted({u for rule in rules for u in rule.with_users}))
+    receive_from = tuple(
+        owner
+        for owner, rule in sorted(policy.sharing.groups.items())
+        if username in rule.with_users or set(rule.with_groups) & set(groups)
+    )
+    return SharingRights(
+        via, policy.sharing.max_minutes, recipients, users, receive_from, tuple(regions)
+    )

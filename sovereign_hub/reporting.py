@@ -96,12 +96,12 @@ class SessionEvent:
         return {k: v for k, v in data.items() if v not in (None, (), {}, 0) or k == "gpus"}
 
 
-ShareEventKind = Literal["share_granted", "share_refused", "share_revoked"]
+ShareEventKind = Literal["share_granted", "share_refused", "share_revoked", "share_accessed"]
 
 
 @dataclass(frozen=True, slots=True)
 class ShareEvent:
-    """A share of a running server granted, refused or revoked (JupyterHub's sharing API).
+    """A share of a running server granted, refused, revoked or used (JupyterHub's sharing API).
 
     ``recipient_kind`` is ``code`` for a share code not yet exchanged; ``reason_code``
     and ``reason`` say why a share was refused or revoked (``revoked``: by a person).

@@ -1,4 +1,5 @@
-"""JupyterHub's share, share-code and accept-share handlers, asking the policy first.
+"""JupyterHub's share, share-code and accept-share handlers, asking the policy first,
+and its per-user and per-group share handlers, recording the shares they end.
 
 Each subclass keeps JupyterHub's route, request body and response, checks the
 request with :class:`~sovereign_hub.sharing.GovernedSharing` (held in the
@@ -9,24 +10,90 @@ route tables.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC
 from typing import Any
 
 from jupyterhub import orm
+from jupyterhub.apihandlers.auth import OAuthAuthorizeHandler
 from jupyterhub.apihandlers.shares import (
+    GroupShareAPIHandler,
     ServerShareAPIHandler,
     ServerShareCodeAPIHandler,
     ShareCodeGrantRequest,
+    UserShareAPIHandler,
 )
 from jupyterhub.handlers.pages import AcceptShareHandler
 from jupyterhub.scopes import needs_scope
 from pydantic import ValidationError
+from sqlalchemy import event as sa_event
 from tornado import web
 
-from sovereign_hub.policy.sharing import Recipient, ShareRefusal
+from sovereign_hub.policy.sharing import Recipient
 from sovereign_hub.reporting import ShareEvent
 
+from .share_access import GovernedOAuthAuthorizeHandler
 from .sharing import SETTING, GovernedSharing
+
+log = logging.getLogger(__name__)
+
+
+class _Unrecorded(Exception):
+    """The audit trail did not take a grant's record, so the grant must not be committed."""
+
+
+@contextmanager
+def _recorded_before_commit(
+    handler: Any, kind: type, record: Callable[[Any], None], ours: Callable[[Any], bool]
+) -> Iterator[None]:
+    """Run JupyterHub's own grant with its audit record written just before it commits.
+
+    A grant gives access, so it is recorded first and committed second: a record the
+    trail refuses (or a trail failing closed) rolls the grant back and the request is
+    refused with 503, and a hub that dies after the commit has already written the
+    record to the trail's spool. Revocations take the opposite order (committed, then
+    recorded: see :meth:`GovernedSharing.reconcile`): taking access away never waits
+    for the audit trail, giving it never goes unrecorded. A commit that fails after
+    its record leaves a ``share-granted`` for a grant that was not made; the hub's log
+    says so (an extra record is the safe side of the two).
+
+    ``ours`` picks this request's rows among those the commit writes (JupyterHub's
+    handlers do not yield between the grant and its commit, so no other request's
+    rows are in it; the check makes that an assumption that fails safe).
+    """
+    db = handler.db
+    recorded: list[Any] = []
+
+    def before_commit(session: Any) -> None:
+        for row in (*session.new, *session.dirty):
+            if isinstance(row, kind) and ours(row) and row not in recorded:
+                try:
+                    record(row)
+                except Exception as exc:
+                    raise _Unrecorded(str(exc)) from exc
+                recorded.append(row)
+
+    sa_event.listen(db, "before_commit", before_commit)
+    try:
+        yield
+    except _Unrecorded as exc:
+        db.rollback()
+        log.error("share not made: the audit trail did not record it: %s", exc)
+        raise web.HTTPError(
+            503, f"The share was not made because the audit trail could not record it ({exc})."
+        ) from None
+    except Exception:
+        if recorded:
+            db.rollback()
+            log.exception(
+                "share-granted was recorded but the grant was not committed: the record "
+                "stands for a share that does not exist"
+            )
+        raise
+    finally:
+        sa_event.remove(db, "before_commit", before_commit)
 
 
 def _share_event(
@@ -51,6 +118,18 @@ def _share_event(
         recipient=recipient,
         **kw,
     )
+
+
+def _report_revoked(handler: Any, event: ShareEvent) -> None:
+    """Record a revocation already committed; a record the trail refuses is logged instead."""
+    try:
+        _governor(handler).report(event)
+    except Exception:
+        # The share is gone either way: taking access away never waits for the trail.
+        log.exception(
+            "revoked %s %s's share of %s/%s but could not record it",
+            event.recipient_kind, event.recipient, event.owner, event.server or "(default)",
+        )  # fmt: skip
 
 
 def _governor(handler: web.RequestHandler) -> GovernedSharing:
@@ -104,21 +183,27 @@ class GovernedShareHandler(ServerShareAPIHandler):
                     server_name,
                     region,
                     recipient,
-                    reason_code=refused.code if region else "not_running",
+                    reason_code=refused.code,
                     reason=refused.message,
                 )
             )
             raise web.HTTPError(403, f"Sharing refused: {refused.message}.")
-        await super().post(user_name, server_name)
-        share = orm.Share.find(
-            self.db, self._lookup_spawner(user_name, server_name), _share_target(self, recipient)
-        )
-        expires = governor.expires_at(share.created_at).isoformat() if share else ""
-        governor.report(
-            self._event(
-                "share_granted", user_name, server_name, region, recipient, expires_at=expires
+        target = _share_target(self, recipient)
+        spawner = self._lookup_spawner(user_name, server_name, raise_404=False)
+
+        def record(share: orm.Share) -> None:
+            expires = governor.expires_at(share.created_at).isoformat()
+            governor.report(
+                self._event(
+                    "share_granted", user_name, server_name, region, recipient, expires_at=expires
+                )
             )
-        )
+
+        def ours(share: orm.Share) -> bool:
+            return share.spawner is spawner and (share.user is target or share.group is target)
+
+        with _recorded_before_commit(self, orm.Share, record, ours):
+            await super().post(user_name, server_name)
 
     @needs_scope("shares")
     async def patch(self, user_name: str, server_name: str | None = None) -> None:
@@ -134,7 +219,8 @@ class GovernedShareHandler(ServerShareAPIHandler):
         ):
             owner = self.find_user(user_name)
             region = GovernedSharing.region_of(owner, server_name) or ""
-            _governor(self).report(
+            _report_revoked(
+                self,
                 self._event(
                     "share_revoked",
                     user_name,
@@ -142,7 +228,7 @@ class GovernedShareHandler(ServerShareAPIHandler):
                     region,
                     recipient,
                     reason_code="revoked",
-                )
+                ),
             )
 
     def _share_of(self, user_name: str, server_name: str | None, recipient: Recipient) -> bool:
@@ -164,7 +250,8 @@ class GovernedShareHandler(ServerShareAPIHandler):
         owner = self.find_user(user_name)
         region = (GovernedSharing.region_of(owner, server_name or "") if owner else None) or ""
         for recipient in revoked:
-            _governor(self).report(
+            _report_revoked(
+                self,
                 self._event(
                     "share_revoked",
                     user_name,
@@ -172,14 +259,73 @@ class GovernedShareHandler(ServerShareAPIHandler):
                     region,
                     recipient,
                     reason_code="revoked",
-                )
+                ),
             )
+
+
+def _utc_iso(moment: Any) -> str:
+    # JupyterHub stores naive UTC datetimes.
+    return moment.replace(tzinfo=UTC).isoformat() if moment.tzinfo is None else moment.isoformat()
 
 
 def _share_target(handler: Any, recipient: Recipient) -> Any:
     if recipient.kind == "group":
         return orm.Group.find(handler.db, name=recipient.name)
     return orm.User.find(handler.db, name=recipient.name)
+
+
+class _RecipientShareRevoke:
+    """A share deleted from the recipient's side: ``/hub/api/users/{user}/shared/{owner}/{server}``
+    (a recipient leaving a share, or an admin) or ``/hub/api/groups/{group}/shared/…``.
+
+    JupyterHub's ``delete`` is kept; the revocation is recorded after it commits, with
+    the requester as the actor (the recipient itself when they leave).
+    """
+
+    kind: str
+
+    def delete(self, name: str, owner_name: str, server_name: str) -> None:
+        handler: Any = self
+        handler._lookup_share(name, owner_name, server_name)  # JupyterHub's 404, before anything
+        owner = handler.find_user(owner_name)
+        region = (GovernedSharing.region_of(owner, server_name) if owner else None) or ""
+        super().delete(name, owner_name, server_name)  # type: ignore[misc]
+        # JupyterHub's delete has committed (it raises when there is nothing to delete).
+        _report_revoked(
+            handler,
+            _share_event(
+                handler,
+                "share_revoked",
+                owner_name,
+                server_name,
+                region,
+                self.kind,
+                name,
+                reason_code="revoked",
+            ),
+        )
+
+
+class GovernedUserShareHandler(_RecipientShareRevoke, UserShareAPIHandler):
+    """``/hub/api/users/{user}/shared/{owner}/{server}``: leaving a share is recorded."""
+
+    kind = "user"
+
+    @needs_scope("users:shares")
+    def delete(self, user_name: str, owner_name: str, _server_name: str) -> None:
+        # needs_scope reads the parameter names: they are JupyterHub's, exactly.
+        _RecipientShareRevoke.delete(self, user_name, owner_name, _server_name)
+
+
+class GovernedGroupShareHandler(_RecipientShareRevoke, GroupShareAPIHandler):
+    """``/hub/api/groups/{group}/shared/{owner}/{server}``: removing a group's share is recorded."""
+
+    kind = "group"
+
+    @needs_scope("groups:shares")
+    def delete(self, group_name: str, owner_name: str, _server_name: str) -> None:
+        # needs_scope reads the parameter names: they are JupyterHub's, exactly.
+        _RecipientShareRevoke.delete(self, group_name, owner_name, _server_name)
 
 
 class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
@@ -199,7 +345,6 @@ class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
         if not isinstance(body, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
         longest = governor.policy().sharing.max_minutes * 60
-        region, refused = governor.refusal(owner, server_name, None)
         try:
             # JupyterHub's own model coerces ("31536000", 31536000.0): the cap must see the
             # number JupyterHub will use, not the JSON value as sent.
@@ -208,14 +353,7 @@ class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
             ).expires_in
         except (ValidationError, TypeError) as exc:
             raise web.HTTPError(400, f"Invalid share code request: {exc}") from None
-        if refused is None and asked > longest:
-            refused = ShareRefusal(
-                "not_permitted",
-                f"expires_in {asked} is longer than the policy allows ({longest} seconds)",
-            )
-            code = "too_long"
-        else:
-            code = (refused.code if region else "not_running") if refused else ""
+        region, refused = governor.refusal(owner, server_name, None, expires_in=asked)
         if refused is not None:
             governor.report(
                 _share_event(
@@ -226,26 +364,34 @@ class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
                     region,
                     "code",
                     "",
-                    reason_code=code,
+                    reason_code=refused.code,
                     reason=refused.message,
                 )
             )
             raise web.HTTPError(403, f"Sharing refused: {refused.message}.")
         self._body = {**body, "expires_in": asked}
-        await super().post(user_name, server_name)
-        expires = datetime.fromtimestamp(datetime.now(UTC).timestamp() + asked, UTC)
-        governor.report(
-            _share_event(
-                self,
-                "share_granted",
-                user_name,
-                server_name,
-                region,
-                "code",
-                "",
-                expires_at=expires.isoformat(),
+
+        def record(code: orm.ShareCode) -> None:
+            governor.report(
+                _share_event(
+                    self,
+                    "share_granted",
+                    user_name,
+                    server_name,
+                    region,
+                    "code",
+                    "",
+                    expires_at=_utc_iso(code.expires_at),
+                )
             )
-        )
+
+        spawner = self._lookup_spawner(user_name, server_name, raise_404=False)
+
+        def ours(code: orm.ShareCode) -> bool:
+            return code.spawner is spawner
+
+        with _recorded_before_commit(self, orm.ShareCode, record, ours):
+            await super().post(user_name, server_name)
 
     def get_json_body(self) -> Any:
         # The capped expiry replaces the caller's default (one day) before
@@ -272,15 +418,22 @@ class GovernedAcceptShareHandler(AcceptShareHandler):
                         self,
                         "share_refused",
                         *who,
-                        reason_code=refused.code if region else "not_running",
+                        reason_code=refused.code,
                         reason=refused.message,
                     )
                 )
                 raise web.HTTPError(403, f"Sharing refused: {refused.message}.")
-            super().post()
-            share = orm.Share.find(self.db, share_code.spawner, self.current_user.orm_user)
-            expires = governor.expires_at(share.created_at).isoformat() if share else ""
-            governor.report(_share_event(self, "share_granted", *who, expires_at=expires))
+            user = self.current_user.orm_user
+
+            def record(share: orm.Share) -> None:
+                expires = governor.expires_at(share.created_at).isoformat()
+                governor.report(_share_event(self, "share_granted", *who, expires_at=expires))
+
+            def ours(share: orm.Share) -> bool:
+                return share.spawner is share_code.spawner and share.user is user
+
+            with _recorded_before_commit(self, orm.Share, record, ours):
+                super().post()
             return
         super().post()
 
@@ -289,5 +442,8 @@ SWAPS = {
     ServerShareAPIHandler: GovernedShareHandler,
     ServerShareCodeAPIHandler: GovernedShareCodeHandler,
     AcceptShareHandler: GovernedAcceptShareHandler,
+    UserShareAPIHandler: GovernedUserShareHandler,
+    GroupShareAPIHandler: GovernedGroupShareHandler,
+    OAuthAuthorizeHandler: GovernedOAuthAuthorizeHandler,
 }
 """JupyterHub's handler class → ours, at the same route."""

@@ -101,28 +101,25 @@ class GovernedSharing(Configurable):
         return Recipient("user", share_with.name, tuple(g.name for g in share_with.groups))
 
     def refusal(
-        self, owner: Any, server_name: str, recipient: Recipient | None
+        self,
+        owner: Any,
+        server_name: str,
+        recipient: Recipient | None,
+        expires_in: float | None = None,
     ) -> tuple[str, ShareRefusal | None]:
-        """(region, refusal) for sharing this server; ``recipient`` None checks the owner only."""
+        """(region, refusal) for sharing this server; ``recipient`` None for a share code.
+
+        The region is empty when the server is not running.
+        """
         region = self.region_of(owner, server_name)
-        if region is None:
-            return "", ShareRefusal(
-                "not_permitted", "only a running server can be shared; start it first"
-            )
-        policy = self.policy()
-        owner_groups = tuple(g.name for g in owner.groups)
-        if recipient is None:
-            # A share code has no recipient until it is exchanged: only the owner's right
-            # to share is checked here (the recipient is checked when the code is accepted,
-            # so under a rule naming no one a code is issued that no one can accept).
-            recipient = Recipient("user", "\0anyone")
-            found = share_refusal(
-                policy, owner_groups=owner_groups, region=region, recipient=recipient
-            )
-            return region, found if found and found.code == "not_permitted" else None
-        return region, share_refusal(
-            policy, owner_groups=owner_groups, region=region, recipient=recipient
+        refused = share_refusal(
+            self.policy(),
+            owner_groups=tuple(g.name for g in owner.groups),
+            region=region,
+            recipient=recipient,
+            expires_in=expires_in,
         )
+        return region or "", refused
 
     def expires_at(self, created: datetime) -> datetime:
         return share_expires(self.policy(), _utc(created))

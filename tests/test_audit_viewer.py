@@ -506,7 +506,9 @@ def test_every_event_kind_but_the_trails_proofs_can_be_filtered():
     its schema lands; checkpoints and retention records are for `sovhub audit verify`."""
     families = {path.parent.name for path in schemas.schema_files()}
     assert set(EVENTS) == families - {"checkpoint", "retention"}
-    assert {"dataset-mounted", "gpu-queued", "share-granted", "login"} <= set(EVENTS)
+    assert {"dataset-mounted", "gpu-queued", "share-granted", "share-accessed", "login"} <= set(
+        EVENTS
+    )
     assert Query.parse({"event": "dataset-mounted"}).event == "dataset-mounted"
     with pytest.raises(BadFilter, match="checkpoint"):
         Query.parse({"event": "checkpoint"})

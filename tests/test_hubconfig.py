@@ -447,7 +447,7 @@ def test_sink_keys_only_the_chart_reads_never_reach_the_trail(tmp_path):
 def test_enable_sharing_adds_the_sharing_scopes_to_the_user_role_and_governs_the_routes():
     from jupyterhub import apihandlers, handlers
 
-    from sovereign_hub import share_handlers, sharing
+    from sovereign_hub import share_access, share_handlers, sharing
     from sovereign_hub.hubconfig import enable_sharing
 
     c = Config()
@@ -473,6 +473,10 @@ def test_enable_sharing_adds_the_sharing_scopes_to_the_user_role_and_governs_the
     assert routes[r"/api/shares/([^/]+)/([^/]*)"] is share_handlers.GovernedShareHandler
     assert routes[r"/api/share-codes/([^/]+)/([^/]*)"] is share_handlers.GovernedShareCodeHandler
     assert routes[r"/accept-share"] is share_handlers.GovernedAcceptShareHandler
+    shared = r"/shared/([^/]+)/([^/]*)"
+    assert routes[r"/api/users/([^/]+)" + shared] is share_handlers.GovernedUserShareHandler
+    assert routes[r"/api/groups/([^/]+)" + shared] is share_handlers.GovernedGroupShareHandler
+    assert routes[r"/api/oauth2/authorize"] is share_access.GovernedOAuthAuthorizeHandler
 
 
 def test_without_sharing_in_the_policy_users_get_no_name_lookup_scopes(tmp_path):

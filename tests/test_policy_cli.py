@@ -132,3 +132,26 @@ def test_console_script_is_installed(example_policy_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_explain_shows_sharing_rights(capsys, example_policy_path):
+    code, out = run(
+        capsys, "policy", "explain", str(example_policy_path), "--user", "ana",
+        "--groups", "eu-researchers", "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads(out)["sharing"] == {
+        "mayShare": True,
+        "viaGroups": ["eu-researchers"],
+        "maxMinutes": 480,
+        "withGroupsByRegion": {"eu": ["eu-researchers"]},
+        "withUsers": [],
+        "receiveFrom": ["eu-researchers"],
+        "receiveRegions": ["eu"],
+    }
+    code, out = run(
+        capsys, "policy", "explain", str(example_policy_path), "--user", "bob",
+        "--groups", "us-analysts",
+    )  # fmt: skip
+    assert "sharing: may not share servers" in out
+    assert "may receive shares from members of eu-researchers, of servers in us" in out

@@ -74,3 +74,58 @@ def test_a_bad_sharing_section_names_its_path(section, says):
     with pytest.raises(PolicyError) as raised:
         parse_policy(doc.encode(), "p.yaml")
     assert says in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("owner_groups", "region", "recipient", "expires_in", "code"),
+    [
+        # a server that is not running has no region to share: refused before anything else
+        (EU, None, Recipient("user", "carla", EU), None, "not_running"),
+        (US, None, None, 60, "not_running"),
+        # a share code (no recipient yet): only the owner's right and the lifetime count
+        (EU, "eu", None, 480 * 60, None),
+        (EU, "eu", None, 480 * 60 + 1, "too_long"),
+        (EU, "eu", None, 480 * 60 + 0.5, "too_long"),
+        # not being allowed to share at all comes before the lifetime
+        (US, "us", None, 10**9, "not_permitted"),
+        # a recipient's refusal comes before the lifetime
+        (EU, "eu", Recipient("user", "bob", US), 10**9, "region_not_entitled"),
+    ],
+)
+def test_not_running_and_too_long_are_rules_of_the_decision(
+    owner_groups, region, recipient, expires_in, code
+):
+    refused = share_refusal(
+        POLICY,
+        owner_groups=owner_groups,
+        region=region,
+        recipient=recipient,
+        expires_in=expires_in,
+    )
+    assert (refused.code if refused else None) == code
+    if code == "too_long":
+        assert "28800 seconds" in refused.message
+    if code == "not_running":
+        assert "start it first" in refused.message
+
+
+def test_sharing_rights_say_whom_a_user_may_share_with_in_each_of_their_regions():
+    from sovereign_hub.policy.sharing import sharing_rights
+
+    ana = sharing_rights(POLICY, "ana", EU)
+    assert ana.via_groups == EU
+    assert ana.max_minutes == 480
+    # the rule names us-analysts too, but they are not entitled to the EU
+    assert ana.recipients == {"eu": ("eu-researchers",)}
+    assert (ana.receive_from, ana.receive_regions) == (EU, ("eu",))
+
+    bob = sharing_rights(POLICY, "bob", US)
+    assert (bob.via_groups, bob.recipients) == ((), {})
+    assert (bob.receive_from, bob.receive_regions) == (EU, ("us",))
+
+    doc = (ROOT / "examples" / "policy.yaml").read_text()
+    doc = doc.replace("withGroups: [eu-researchers, us-analysts]", "withUsers: [carla]")
+    named_only = parse_policy(doc.encode(), "p.yaml").policy
+    assert sharing_rights(named_only, "ana", EU).users == ("carla",)
+    assert sharing_rights(named_only, "carla", ()).receive_from == EU  # named, in no group
+    assert sharing_rights(named_only, "dan", US).receive_from == ()
