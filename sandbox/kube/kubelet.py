@@ -1,10 +1,12 @@
 """A kubelet that runs each pod's container as a local process.
 
 For every pod bound to one of its nodes it gives the pod a loopback address
-of its own (127.0.0.N), builds the container's environment as Kubernetes
-does (``env``, ``envFrom``, field, Secret and ConfigMap references,
-``$(VAR)`` expansion), starts ``command`` + ``args`` as a process, and
-reports ``Running``, ``podIP`` and readiness (honouring a readiness probe).
+of its own (127.0.0.N), or with a pod network (podnet.py) a network namespace
+and an address of 198.18.0.0/15 under the NetworkPolicies, builds the
+container's environment as Kubernetes does (``env``, ``envFrom``, field,
+Secret and ConfigMap references, ``$(VAR)`` expansion), starts ``command``
++ ``args`` as a process, and reports ``Running``, ``podIP`` and readiness
+(honouring a readiness probe).
 A process that exits is restarted or reported finished according to the
 pod's ``restartPolicy``, with the exit code. On deletion it sends SIGTERM,
 SIGKILL after the grace period, and then confirms the deletion with a zero
@@ -45,6 +47,7 @@ from .events import EventRecorder
 from .informer import Informer
 from .lightpod import LightServer
 from .podenv import ConfigError, container_env, expand
+from .podnet import PodNetworking
 from .store import now_iso
 
 log = logging.getLogger(__name__)
@@ -114,8 +117,11 @@ class ProcessKubelet:
         ip_block: int | None = None,
         base_env: dict[str, str] | None = None,
         light: bool = False,
+        network: PodNetworking | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
+        # With a pod network (podnet.py) each pod has a network namespace of its own.
+        self.network = network
         # Light mode (lightpod.py): each pod is a minimal single-user server in
         # this process, for load tests; no process is started.
         self.light = light
@@ -200,6 +206,8 @@ class ProcessKubelet:
                 rt.terminating = True
                 rt.terminator = asyncio.create_task(self._terminate(rt, pod))
             return
+        if rt is not None and self.network is not None:
+            await self.network.relabel(rt.uid, meta.get("labels") or {})
         if rt is None and pod.get("status", {}).get("phase", "Pending") == "Pending":
             rt = self._runtime(pod)
             rt.supervisor = asyncio.create_task(self._supervise(rt, pod))
@@ -222,7 +230,7 @@ class ProcessKubelet:
             uid=meta["uid"],
             namespace=meta["namespace"],
             name=meta["name"],
-            ip=self._allocate_ip(),
+            ip=self.network.allocate() if self.network else self._allocate_ip(),
             root=self.state_dir / "pods" / meta["uid"],
             log_dir=pod_log_dir(self.log_dir, meta["namespace"], meta["name"], meta["uid"]),
             container=pod["spec"]["containers"][0]["name"],
@@ -236,7 +244,10 @@ class ProcessKubelet:
         if rt.supervisor:
             rt.supervisor.cancel()
         self.pods.pop(rt.uid, None)
-        self._free_ips.append(rt.ip)
+        if self.network is not None:
+            await self.network.detach(rt.uid)
+        else:
+            self._free_ips.append(rt.ip)
         shutil.rmtree(rt.root, ignore_errors=True)
 
     # -- running -----------------------------------------------------------
@@ -343,6 +354,8 @@ class ProcessKubelet:
     ) -> asyncio.subprocess.Process | None:
         """The container's process, or None (reported) when it cannot start."""
         field_path = f"spec.containers{{{rt.container}}}"
+        if self.network is not None:
+            argv = self.network.wrap(rt.uid, argv)
         with open(log_path, "ab") as logfile:
             try:
                 return await asyncio.create_subprocess_exec(
@@ -395,6 +408,8 @@ class ProcessKubelet:
         self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any]
     ) -> tuple[list[str], dict[str, str], str]:
         rt.root.mkdir(parents=True, exist_ok=True)
+        if self.network is not None:
+            await self.network.attach(rt.uid, pod, rt.ip)
         await self._mount_volumes(rt, pod, container)
         env = dict(self.base_env)
         env["HOSTNAME"] = pod["metadata"]["name"]
@@ -438,9 +453,11 @@ class ProcessKubelet:
                 "ExecError",
                 f'exec: "{argv[0]}": executable file not found in $PATH',
             )
+        argv = [resolved, *argv[1:]]
+        if self.network is not None:
+            argv = self.network.wrap(rt.uid, argv)
         return await asyncio.create_subprocess_exec(
-            resolved,
-            *argv[1:],
+            *argv,
             env=rt.env,
             cwd=rt.cwd or str(rt.root),
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,

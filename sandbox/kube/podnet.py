@@ -1,0 +1,237 @@
+"""The process kubelet's pod network: a network namespace per pod, NetworkPolicies as nftables.
+
+Opt-in (``Cluster(pod_network=True)``); it needs root, ``ip netns`` and ``nft``
+(Debian ``iproute2`` and ``nftables``). Each cluster gets a "node" network
+namespace with a bridge and a /24 of 198.18.0.0/15 (reserved for network
+testing) that no route on this machine uses yet. Every pod the kubelet runs
+gets its own network namespace with an ``eth0`` on that bridge and an address
+of the /24, which the kubelet reports as ``status.podIP``. The machine's own
+namespace has one address on the bridge (the /24's ``.254``), so the kubelet's
+probes and the tests reach pods, as a node reaches its pods; nothing routes the
+/24 further, and pods have no default route, so nothing leaves the machine.
+
+The NetworkPolicies of every namespace are watched; on each change of a
+policy, of a networked pod (started, relabelled, gone) or of a namespace's
+labels, each pod's egress is recomputed with Kubernetes' semantics by
+:mod:`sovereign_hub.sandbox.netpol` and loaded as an nftables table inside the
+pod's namespace, replacing the previous one in one transaction.
+
+What is not emulated: ingress rules (a policy's ``Ingress`` type is accepted
+and not enforced: the senders' egress is), Services and DNS (pods reach each
+other by address), named ports (refused by the translator, the pod's own table
+then denies all egress and the kubelet logs why) and IPv6.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from sovereign_hub.sandbox.netpol import (
+    TABLE,
+    Endpoint,
+    Namespace,
+    NetpolError,
+    egress_rules,
+    nft_ruleset,
+)
+from sovereign_hub.sandbox.podnet import IP, unavailable
+
+from .informer import Informer
+from .podenv import ConfigError
+
+log = logging.getLogger(__name__)
+SPACE = ipaddress.ip_network("198.18.0.0/15")
+
+
+class PodNetworkUnavailable(RuntimeError):
+    """This machine cannot give pods network namespaces; the message says why."""
+
+
+def _run(*argv: str, stdin: str | None = None) -> str:
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)  # noqa: S603
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def free_subnet(routes: Sequence[str]) -> ipaddress.IPv4Network:
+    """A /24 of 198.18.0.0/15 that overlaps no route in ``routes`` (``ip -4 route`` lines)."""
+    used = []
+    for line in routes:
+        dest = line.split(maxsplit=1)[0] if line.strip() else "default"
+        if dest != "default":
+            used.append(ipaddress.ip_network(dest, strict=False))
+    candidates = list(SPACE.subnets(new_prefix=24))[1:]  # .0/24 is sandbox.podnet's
+    free = [n for n in candidates if not any(n.overlaps(u) for u in used)]
+    if not free:
+        raise PodNetworkUnavailable("every /24 of 198.18.0.0/15 is routed on this machine")
+    return free[secrets.randbelow(len(free))]
+
+
+@dataclass
+class NetPod:
+    namespace: str
+    name: str
+    netns: str
+    ip: str
+    labels: dict[str, str] = field(default_factory=dict)
+    ruleset: str = ""
+
+
+class PodNetworking:
+    """The network of one cluster's process kubelet; :meth:`close` deletes all of it."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        if why := unavailable():
+            raise PodNetworkUnavailable(
+                f"Cluster(pod_network=True) needs network namespaces and nftables: {why}"
+            )
+        self.core = client.CoreV1Api(api)
+        self.id = secrets.token_hex(3)
+        self.node = f"shk-{self.id}"
+        self.host_link = f"shk{self.id}h"  # 15 characters at most
+        self.subnet = free_subnet(_run(IP, "-4", "route", "show").splitlines())
+        self.host_ip = str(self.subnet[254])
+        self.pods: dict[str, NetPod] = {}
+        self._free = [str(self.subnet[i]) for i in range(2, 254)]
+        self._lock = asyncio.Lock()
+        self.policies = Informer(
+            client.NetworkingV1Api(api).list_network_policy_for_all_namespaces, self._changed
+        )
+        self.namespaces = Informer(self.core.list_namespace, self._changed)
+        try:
+            _run(IP, "netns", "add", self.node)
+            _run(IP, "-n", self.node, "link", "add", "br0", "type", "bridge")
+            _run(IP, "-n", self.node, "link", "set", "br0", "up")
+            _run(IP, "link", "add", self.host_link, "type", "veth",
+                 "peer", "name", "up0", "netns", self.node)  # fmt: skip
+            _run(IP, "-n", self.node, "link", "set", "up0", "master", "br0", "up")
+            _run(IP, "addr", "add", f"{self.host_ip}/24", "dev", self.host_link)
+            _run(IP, "link", "set", self.host_link, "up")
+        except RuntimeError:
+            self.close()
+            raise
+
+    async def run(self) -> None:
+        """Watch NetworkPolicies and Namespaces, re-applying the rules on every change."""
+        await asyncio.gather(self.policies.run(), self.namespaces.run())
+
+    # -- pods ------------------------------------------------------------------
+    def allocate(self) -> str:
+        if not self._free:
+            raise RuntimeError(f"the pod network {self.subnet} has no free address")
+        return self._free.pop(0)
+
+    def release(self, ip: str) -> None:
+        self._free.append(ip)
+
+    async def attach(self, uid: str, pod: Mapping[str, Any], ip: str) -> None:
+        """Give the pod its namespace with ``ip`` on the bridge, then apply the policies."""
+        meta = pod["metadata"]
+        netns = f"shk-{self.id}-{len(self.pods)}-{uid[:8]}"
+        net = NetPod(meta["namespace"], meta["name"], netns, ip, dict(meta.get("labels") or {}))
+        try:
+            await asyncio.to_thread(self._add_namespace, net)
+        except RuntimeError as exc:
+            self._delete_namespace(netns)
+            raise ConfigError("CreateContainerError", f"pod network: {exc}") from exc
+        self.pods[uid] = net
+        await self.apply()
+
+    def _add_namespace(self, net: NetPod) -> None:
+        peer = f"shk{secrets.token_hex(5)}"  # 13 characters
+        _run(IP, "netns", "add", net.netns)
+        _run(IP, "-n", net.netns, "link", "add", "eth0", "type", "veth",
+             "peer", "name", peer, "netns", self.node)  # fmt: skip
+        _run(IP, "-n", self.node, "link", "set", peer, "master", "br0", "up")
+        _run(IP, "-n", net.netns, "addr", "add", f"{net.ip}/24", "dev", "eth0")
+        _run(IP, "-n", net.netns, "link", "set", "eth0", "up")
+        _run(IP, "-n", net.netns, "link", "set", "lo", "up")
+
+    async def relabel(self, uid: str, labels: Mapping[str, str]) -> None:
+        net = self.pods.get(uid)
+        if net is not None and net.labels != labels:
+            net.labels = dict(labels)
+            await self.apply()
+
+    async def detach(self, uid: str) -> None:
+        net = self.pods.pop(uid, None)
+        if net is None:
+            return
+        await asyncio.to_thread(self._delete_namespace, net.netns)
+        self.release(net.ip)
+        await self.apply()
+
+    @staticmethod
+    def _delete_namespace(netns: str) -> None:
+        subprocess.run([IP, "netns", "del", netns], capture_output=True, timeout=30)  # noqa: S603
+
+    def wrap(self, uid: str, argv: Sequence[str]) -> list[str]:
+        """``argv`` run inside the pod's network namespace (``ip netns exec`` then execs it,
+        so the process keeps the pid the kubelet signals)."""
+        net = self.pods.get(uid)
+        return list(argv) if net is None else [IP, "netns", "exec", net.netns, *argv]
+
+    # -- policies ---------------------------------------------------------------
+    async def _changed(self, kind: str, obj: dict[str, Any] | None) -> None:
+        await self.apply()
+
+    def rulesets(self) -> dict[str, str]:
+        """Each networked pod's nftables script for the policies and pods known now."""
+        policies = list(self.policies.items.values())
+        namespaces = [
+            Namespace(ns["metadata"]["name"], ns["metadata"].get("labels") or {})
+            for ns in self.namespaces.items.values()
+        ]
+        endpoints = {
+            uid: Endpoint(net.namespace, net.labels, net.ip) for uid, net in self.pods.items()
+        }
+        out = {}
+        for uid, endpoint in endpoints.items():
+            try:
+                allows = egress_rules(policies, endpoint, endpoints.values(), namespaces)
+            except NetpolError as exc:
+                # Fail closed: a policy that cannot be translated must not open the pod.
+                net = self.pods[uid]
+                log.warning("pod %s/%s: egress denied: %s", net.namespace, net.name, exc)
+                allows = []
+            out[uid] = nft_ruleset(allows)
+        return out
+
+    async def apply(self) -> None:
+        if not (self.policies.synced.is_set() and self.namespaces.synced.is_set()):
+            return  # the first list of both applies everything
+        async with self._lock:
+            for uid, ruleset in self.rulesets().items():
+                net = self.pods.get(uid)
+                if net is None or net.ruleset == ruleset:
+                    continue
+                # Create, delete and refill in one transaction: never a moment unfiltered.
+                script = f"table inet {TABLE}\ndelete table inet {TABLE}\n{ruleset}"
+                await asyncio.to_thread(
+                    _run, IP, "netns", "exec", net.netns, "nft", "-f", "-", stdin=script
+                )
+                net.ruleset = ruleset
+
+    async def wait_applied(self) -> None:
+        """Until the first lists of policies and namespaces are in."""
+        await self.policies.synced.wait()
+        await self.namespaces.synced.wait()
+        await self.apply()
+
+    def close(self) -> None:
+        """Delete every pod namespace, the node namespace and the machine's link."""
+        for net in list(self.pods.values()):
+            self._delete_namespace(net.netns)
+        self.pods.clear()
+        subprocess.run([IP, "link", "del", self.host_link], capture_output=True, timeout=30)  # noqa: S603
+        self._delete_namespace(self.node)

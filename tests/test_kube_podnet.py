@@ -1,0 +1,175 @@
+"""NetworkPolicies enforced by the emulated cluster's own kubelet (sandbox/kube/podnet.py).
+
+Kubernetes is emulated (sandbox/kube): with ``Cluster(pod_network=True)`` the
+process kubelet gives each pod a network namespace and a 198.18.0.0/15 address
+(its ``status.podIP``), and turns the NetworkPolicies of the pod's namespace
+into nftables egress rules, re-applied when a policy changes. The policies
+here are created through the API server, as ``kubectl apply`` would; the
+connections are made from inside running pods with ``pods/exec``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio import client, config
+
+from sovereign_hub.sandbox.kube.cluster import Cluster
+from sovereign_hub.sandbox.kube.inventory import load_inventory
+from sovereign_hub.sandbox.podnet import unavailable
+from tests.conftest import TEST_NODES, eventually, missing
+
+NS = "default"
+LISTEN = """
+import socket, sys, threading
+def serve(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.sendall(b"ok"); c.close()
+for port in (8080, 9090):
+    threading.Thread(target=serve, args=(port,), daemon=True).start()
+threading.Event().wait()
+"""
+CONNECT = """
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2) as s:
+        print(s.recv(2).decode() or "connected")
+except OSError as e:
+    print(type(e).__name__)
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[Cluster]:
+    if why := unavailable():
+        missing(f"network namespaces and nftables ({why})", "make system")
+    with Cluster(load_inventory(TEST_NODES), tmp_path / "kube", pod_network=True) as running:
+        yield running
+
+
+def pod(name: str, labels: dict[str, str], argv: list[str]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "containers": [{"name": "main", "image": "python", "command": argv}],
+            "restartPolicy": "Never",
+        },
+    }
+
+
+def policy(name: str, selector: dict[str, str], egress: list[dict]) -> dict:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Egress"],
+            "egress": egress,
+        },
+    }
+
+
+async def running_ip(core: client.CoreV1Api, name: str) -> str:
+    async def ip() -> str | None:
+        status = (await core.read_namespaced_pod(name, NS)).status
+        return status.pod_ip if status.phase == "Running" else None
+
+    return await eventually(ip, timeout=60)
+
+
+def reach(cluster: Cluster, name: str, ip: str, port: int) -> str:
+    """What a connection from pod ``name`` to ``ip:port`` gets, via pods/exec."""
+    assert cluster.kubelet is not None
+
+    async def run() -> str:
+        proc = await cluster.kubelet.exec_in(
+            NS, name, "main", [sys.executable, "-c", CONNECT, ip, str(port)], stdin=False
+        )
+        out, err = await proc.communicate()
+        return (out or err).decode().strip()
+
+    return cluster.call(run(), timeout=60)
+
+
+def until(cluster: Cluster, name: str, ip: str, port: int, expected: str) -> None:
+    """Wait until pod ``name`` gets ``expected`` from ``ip:port`` (rules apply on a watch event)."""
+    deadline = time.monotonic() + 60
+    while (got := reach(cluster, name, ip, port)) != expected:
+        assert time.monotonic() < deadline, f"{name} → {ip}:{port}: {got}, not {expected}"
+        time.sleep(0.5)
+
+
+async def test_policies_of_the_namespace_limit_each_pods_egress_in_emulated_cluster(cluster):
+    assert cluster.network is not None
+    api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)
+    try:
+        sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
+        await core.create_namespaced_pod(
+            NS, pod("web", {"app": "web"}, [sys.executable, "-c", LISTEN])
+        )
+        await core.create_namespaced_pod(NS, pod("client", {"role": "client"}, sleep))
+        await core.create_namespaced_pod(NS, pod("other", {"role": "other"}, sleep))
+        web = await running_ip(core, "web")
+        for name in ("client", "other"):
+            await running_ip(core, name)
+        # Each pod has an address of its own from the cluster's /24 of 198.18.0.0/15.
+        assert ipaddress.ip_address(web) in cluster.network.subnet
+        assert cluster.network.subnet.subnet_of(ipaddress.ip_network("198.18.0.0/15"))
+        # The server listens on 0.0.0.0 in its namespace; wait until it answers.
+        await asyncio.to_thread(until, cluster, "client", web, 8080, "ok")
+
+        # No policy selects the client: it reaches every port.
+        assert reach(cluster, "client", web, 9090) == "ok"
+
+        # Deny all egress of role=client: applied to the running pod when the policy appears.
+        await networking.create_namespaced_network_policy(
+            NS, policy("deny-client-egress", {"role": "client"}, [])
+        )
+        await asyncio.to_thread(until, cluster, "client", web, 8080, "TimeoutError")
+        assert reach(cluster, "client", web, 9090) == "TimeoutError"
+        # A pod the policy does not select is not limited by it.
+        assert reach(cluster, "other", web, 8080) == "ok"
+
+        # Policies add up: one allowing pods app=web on TCP 8080 opens exactly that port.
+        allow = {"to": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                 "ports": [{"protocol": "TCP", "port": 8080}]}  # fmt: skip
+        await networking.create_namespaced_network_policy(
+            NS, policy("client-to-web", {"role": "client"}, [allow])
+        )
+        await asyncio.to_thread(until, cluster, "client", web, 8080, "ok")
+        assert reach(cluster, "client", web, 9090) == "TimeoutError"
+
+        # Deleting both policies opens the pod again.
+        for name in ("deny-client-egress", "client-to-web"):
+            await networking.delete_namespaced_network_policy(name, NS)
+        await asyncio.to_thread(until, cluster, "client", web, 9090, "ok")
+    finally:
+        await api.close()
+
+
+def test_stopping_the_cluster_removes_every_namespace_and_link(tmp_path):
+    if why := unavailable():
+        missing(f"network namespaces and nftables ({why})", "make system")
+    with Cluster(load_inventory(TEST_NODES), tmp_path / "kube", pod_network=True) as running:
+        assert running.network is not None
+        node, link = running.network.node, running.network.host_link
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert node in names
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert node not in names
+    links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
+    assert link not in links
+    assert Path("/var/run/netns", node).exists() is False
