@@ -160,6 +160,51 @@ async def test_policies_of_the_namespace_limit_each_pods_egress_in_emulated_clus
         await api.close()
 
 
+async def test_ingress_policies_admit_only_their_peers_and_the_node_in_emulated_cluster(cluster):
+    api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)
+    try:
+        sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
+        web = pod("web", {"app": "web"}, [sys.executable, "-c", LISTEN])
+        # The kubelet probes from the node: Kubernetes lets that through whatever the policy.
+        web["spec"]["containers"][0]["readinessProbe"] = {
+            "tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 1
+        }  # fmt: skip
+        await core.create_namespaced_pod(NS, web)
+        await core.create_namespaced_pod(NS, pod("client", {"role": "client"}, sleep))
+        await core.create_namespaced_pod(NS, pod("other", {"role": "other"}, sleep))
+        web_ip = await running_ip(core, "web")
+        for name in ("client", "other"):
+            await running_ip(core, name)
+        await asyncio.to_thread(until, cluster, "other", web_ip, 9090, "ok")
+
+        ingress = {"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                   "ports": [{"port": 8080}]}  # fmt: skip
+        body = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "web-from-clients"},
+            # No policyTypes: a policy with only ingress rules is an Ingress policy.
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [ingress]},
+        }
+        await networking.create_namespaced_network_policy(NS, body)
+        await asyncio.to_thread(until, cluster, "other", web_ip, 8080, "TimeoutError")
+        assert reach(cluster, "client", web_ip, 8080) == "ok"
+        assert reach(cluster, "client", web_ip, 9090) == "TimeoutError"
+        # The web pod's own egress is not limited by its ingress policy.
+        client_ip = (await core.read_namespaced_pod("client", NS)).status.pod_ip
+        assert reach(cluster, "web", client_ip, 1) == "ConnectionRefusedError"
+
+        async def ready() -> bool:
+            status = (await core.read_namespaced_pod("web", NS)).status
+            return any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+
+        await asyncio.sleep(3)  # several probe periods under the policy
+        assert await eventually(ready, timeout=30)
+    finally:
+        await api.close()
+
+
 def test_stopping_the_cluster_removes_every_namespace_and_link(tmp_path):
     if why := unavailable():
         missing(f"network namespaces and nftables ({why})", "make system")

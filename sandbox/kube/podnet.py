@@ -12,14 +12,17 @@ probes and the tests reach pods, as a node reaches its pods; nothing routes the
 
 The NetworkPolicies of every namespace are watched; on each change of a
 policy, of a networked pod (started, relabelled, gone) or of a namespace's
-labels, each pod's egress is recomputed with Kubernetes' semantics by
-:mod:`sovereign_hub.sandbox.netpol` and loaded as an nftables table inside the
-pod's namespace, replacing the previous one in one transaction.
+labels, each pod's egress and ingress are recomputed with Kubernetes'
+semantics by :mod:`sovereign_hub.sandbox.netpol` and loaded as an nftables
+table inside the pod's namespace (an output and an input chain), replacing
+the previous one in one transaction. A connection passes when the sender's
+egress and the receiver's ingress both allow it; traffic between a pod and
+its node (the ``.254`` address: the kubelet's probes) always passes, as
+Kubernetes specifies.
 
-What is not emulated: ingress rules (a policy's ``Ingress`` type is accepted
-and not enforced: the senders' egress is), Services and DNS (pods reach each
-other by address), named ports (refused by the translator, the pod's own table
-then denies all egress and the kubelet logs why) and IPv6.
+What is not emulated: Services and DNS (pods reach each other by address),
+named ports (refused by the translator: the pod's table then denies all its
+traffic and the kubelet logs why) and IPv6.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from sovereign_hub.sandbox.netpol import (
     Namespace,
     NetpolError,
     egress_rules,
+    ingress_rules,
     nft_ruleset,
 )
 from sovereign_hub.sandbox.podnet import IP, unavailable
@@ -198,13 +202,14 @@ class PodNetworking:
         out = {}
         for uid, endpoint in endpoints.items():
             try:
-                allows = egress_rules(policies, endpoint, endpoints.values(), namespaces)
+                egress = egress_rules(policies, endpoint, endpoints.values(), namespaces)
+                ingress = ingress_rules(policies, endpoint, endpoints.values(), namespaces)
             except NetpolError as exc:
                 # Fail closed: a policy that cannot be translated must not open the pod.
                 net = self.pods[uid]
-                log.warning("pod %s/%s: egress denied: %s", net.namespace, net.name, exc)
-                allows = []
-            out[uid] = nft_ruleset(allows)
+                log.warning("pod %s/%s: all traffic denied: %s", net.namespace, net.name, exc)
+                egress, ingress = [], []
+            out[uid] = nft_ruleset(egress, ingress=ingress, node=(self.host_ip,))
         return out
 
     async def apply(self) -> None:
