@@ -19,8 +19,9 @@ computes what the pod may reach, with Kubernetes' semantics:
 drops everything else (loopback and replies to allowed connections pass).
 
 Refused, with a :class:`NetpolError` naming the policy and the field:
-named ports (they need the destination's container ports, which a harness
-does not model), IPv6 blocks, and unknown selector operators.
+named ports in egress rules (they would need each destination's container
+ports; in ingress rules they are the receiving pod's own, given in its
+:class:`Endpoint`), IPv6 blocks, and unknown selector operators.
 :func:`ingress_rules` does the same for who may connect to a pod (``from``
 peers, the pod's own ports), rendered as an input chain by
 :func:`nft_ruleset`: a connection passes when the sender's egress and the
@@ -43,11 +44,13 @@ class NetpolError(ValueError):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A pod of the cluster: its namespace, labels and address."""
+    """A pod of the cluster: its namespace, labels and address, and its containers' named
+    ports as (name, protocol, number), which an ingress rule may name."""
 
     namespace: str
     labels: Mapping[str, str]
     ip: str
+    named_ports: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,13 +112,24 @@ def _name(policy: Mapping[str, Any]) -> str:
     return f"NetworkPolicy {meta.get('namespace', '?')}/{meta.get('name', '?')}"
 
 
-def _ports(ports: Sequence[Mapping[str, Any]] | None, where: str) -> tuple[PortRange, ...]:
+def _ports(
+    ports: Sequence[Mapping[str, Any]] | None, where: str, receiver: Endpoint | None = None
+) -> tuple[PortRange, ...]:
+    """The port ranges of a rule; ``receiver`` (ingress) resolves named ports to its own."""
     out = []
     for i, port in enumerate(ports or []):
         protocol = str(port.get("protocol", "TCP")).lower()
         number = port.get("port")
         if number is None:  # every port of the protocol
             out.append(PortRange(protocol, 1, 65535))
+            continue
+        if isinstance(number, str) and receiver is not None:
+            # A name the pod's containers do not declare (for this protocol) matches nothing.
+            out += [
+                PortRange(protocol, n, n)
+                for name, proto, n in receiver.named_ports
+                if name == number and proto.lower() == protocol
+            ]
             continue
         if not isinstance(number, int):
             raise NetpolError(
@@ -210,7 +224,9 @@ def _rules(
         name = _name(policy)
         for r, rule in enumerate(policy["spec"].get(field) or []):
             where = f"{name}: spec.{field}[{r}]"
-            ports = _ports(rule.get("ports"), where)
+            ports = _ports(rule.get("ports"), where, pod if direction == "Ingress" else None)
+            if rule.get("ports") and not ports:
+                continue  # only named ports the pod does not have: the rule matches nothing
             peers = rule.get(peer_field)
             if not peers:
                 allows.append(Allow((), ports=ports, any_address=True, source=where))

@@ -25,6 +25,9 @@ from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.sandbox.kube.inventory import load_inventory
 from sovereign_hub.sandbox.podnet import unavailable
 from tests.conftest import TEST_NODES, eventually, missing
+from tests.test_helm_chart import by_kind, example_policy_values, helm_binary, render
+
+__all__ = ["example_policy_values"]  # a fixture, shared with the chart tests
 
 NS = "default"
 LISTEN = """
@@ -34,7 +37,7 @@ def serve(port):
     s.bind(("0.0.0.0", port)); s.listen(16)
     while True:
         c, _ = s.accept(); c.sendall(b"ok"); c.close()
-for port in (8080, 9090):
+for port in map(int, sys.argv[1:]):
     threading.Thread(target=serve, args=(port,), daemon=True).start()
 threading.Event().wait()
 """
@@ -56,15 +59,13 @@ def cluster(tmp_path) -> Iterator[Cluster]:
         yield running
 
 
-def pod(name: str, labels: dict[str, str], argv: list[str]) -> dict:
+def pod(name: str, labels: dict[str, str], argv: list[str], ports: list | None = None) -> dict:
+    container = {"name": "main", "image": "python", "command": argv, "ports": ports or []}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "containers": [{"name": "main", "image": "python", "command": argv}],
-            "restartPolicy": "Never",
-        },
+        "spec": {"containers": [container], "restartPolicy": "Never"},
     }
 
 
@@ -118,7 +119,7 @@ async def test_policies_of_the_namespace_limit_each_pods_egress_in_emulated_clus
     try:
         sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
         await core.create_namespaced_pod(
-            NS, pod("web", {"app": "web"}, [sys.executable, "-c", LISTEN])
+            NS, pod("web", {"app": "web"}, [sys.executable, "-c", LISTEN, "8080", "9090"])
         )
         await core.create_namespaced_pod(NS, pod("client", {"role": "client"}, sleep))
         await core.create_namespaced_pod(NS, pod("other", {"role": "other"}, sleep))
@@ -165,7 +166,7 @@ async def test_ingress_policies_admit_only_their_peers_and_the_node_in_emulated_
     core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)
     try:
         sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
-        web = pod("web", {"app": "web"}, [sys.executable, "-c", LISTEN])
+        web = pod("web", {"app": "web"}, [sys.executable, "-c", LISTEN, "8080", "9090"])
         # The kubelet probes from the node: Kubernetes lets that through whatever the policy.
         web["spec"]["containers"][0]["readinessProbe"] = {
             "tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 1
@@ -218,3 +219,70 @@ def test_stopping_the_cluster_removes_every_namespace_and_link(tmp_path):
     links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
     assert link not in links
     assert Path("/var/run/netns", node).exists() is False
+
+
+def template(docs: list[dict], name: str) -> tuple[dict[str, str], list[dict]]:
+    """A rendered Deployment's pod labels and its container's ports (named: the policies
+    name them)."""
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == name]
+    spec = deployment["spec"]["template"]
+    return spec["metadata"]["labels"], spec["spec"]["containers"][0]["ports"]
+
+
+async def test_the_charts_policies_hold_in_the_emulated_cluster(cluster, example_policy_values):
+    """The rendered chart's NetworkPolicies, created through the API server: an EU notebook
+    reaches the hub and the EU's endpoint only, and only the proxy and the hub reach it."""
+    api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)
+    serve = [sys.executable, "-c", LISTEN]
+    sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
+    try:
+        # A data endpoint per region: the policy's egressCidrs name their addresses.
+        for region in ("eu", "us"):
+            await core.create_namespaced_pod(
+                NS, pod(f"data-{region}", {"data": region}, [*serve, "443"])
+            )
+        data = {r: await running_ip(core, f"data-{r}") for r in ("eu", "us")}
+        docs = render(
+            helm_binary("4.1"),
+            example_policy_values,
+            sets=tuple(f"policy.regions.{r}.egressCidrs={{{ip}/32}}" for r, ip in data.items()),
+            namespace=NS,
+        )
+        for doc in by_kind(docs, "NetworkPolicy"):
+            await networking.create_namespaced_network_policy(NS, doc)
+        (singleuser,) = [
+            d for d in by_kind(docs, "NetworkPolicy")
+            if d["metadata"]["name"] == "rel-sovereign-hub-singleuser"
+        ]  # fmt: skip
+        # Labelled as the spawner labels a user pod (common labels and the plan's region).
+        notebook = {
+            **singleuser["spec"]["podSelector"]["matchLabels"],
+            "sovereign-hub.io/region": "eu",
+        }
+        hub_labels, hub_ports = template(docs, "rel-sovereign-hub-hub")
+        proxy_labels, proxy_ports = template(docs, "rel-sovereign-hub-proxy")
+        pods = {
+            "hub": (hub_labels, [*serve, "8081", "9999"], hub_ports),
+            "proxy": (proxy_labels, [*serve, "8000", "8001"], proxy_ports),
+            "notebook": (notebook, [*serve, "8888"], []),
+            "stranger": ({"app": "stranger"}, sleep, []),
+        }
+        for name, (labels, argv, ports) in pods.items():
+            await core.create_namespaced_pod(NS, pod(name, labels, argv, ports))
+        ip = {name: await running_ip(core, name) for name in pods}
+
+        await asyncio.to_thread(until, cluster, "proxy", ip["notebook"], 8888, "ok")
+        assert reach(cluster, "hub", ip["notebook"], 8888) == "ok"
+        assert reach(cluster, "stranger", ip["notebook"], 8888) == "TimeoutError"
+        assert reach(cluster, "notebook", ip["hub"], 8081) == "ok"
+        assert reach(cluster, "notebook", ip["hub"], 9999) == "TimeoutError"
+        assert reach(cluster, "notebook", data["eu"], 443) == "ok"
+        assert reach(cluster, "notebook", data["us"], 443) == "TimeoutError"
+        # The proxy's ports by name (its container's): the public one from anywhere, the
+        # API from the hub only.
+        assert reach(cluster, "stranger", ip["proxy"], 8000) == "ok"
+        assert reach(cluster, "stranger", ip["proxy"], 8001) == "TimeoutError"
+        assert reach(cluster, "hub", ip["proxy"], 8001) == "ok"
+    finally:
+        await api.close()

@@ -192,6 +192,22 @@ def test_ingress_takes_from_peers_and_the_receivers_ports():
     )
 
 
+def test_an_ingress_rules_named_port_is_the_receivers_own():
+    spec = {"podSelector": {}, "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"port": "http"}]}, {"ports": [{"port": "metrics"}]}]}  # fmt: skip
+    named = {"metadata": {"name": "in", "namespace": "hub"}, "spec": spec}
+    hub = Endpoint("hub", HUB.labels, HUB.ip, (("http", "TCP", 8081), ("dns", "UDP", 53)))
+    # "metrics" is no port of the pod: that rule matches nothing (it does not open every port).
+    assert ingress_rules([named], hub) == [
+        Allow((), ports=(PortRange("tcp", 8081, 8081),), any_address=True,
+              source="NetworkPolicy hub/in: spec.ingress[0]"),
+    ]  # fmt: skip
+    # In an egress rule a name would be each destination's own port: refused.
+    egress = policy([{"ports": [{"port": "http"}]}])
+    with pytest.raises(NetpolError, match="named port 'http' is not supported"):
+        egress_rules([egress], hub)
+
+
 def test_nft_accepts_the_ruleset_of_the_charts_hub_policy():
     """`nft --check` in a throw-away network namespace, on the chart's rendered hub policy."""
     from tests.test_helm_chart import HERE, by_kind, helm_binary, render

@@ -21,8 +21,9 @@ its node (the ``.254`` address: the kubelet's probes) always passes, as
 Kubernetes specifies.
 
 What is not emulated: Services and DNS (pods reach each other by address),
-named ports (refused by the translator: the pod's table then denies all its
-traffic and the kubelet logs why) and IPv6.
+named ports in egress rules (refused by the translator: the pod's table then
+denies all its traffic and the reason is logged; in ingress rules they are the
+pod's own container ports) and IPv6.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class NetPod:
     netns: str
     ip: str
     labels: dict[str, str] = field(default_factory=dict)
+    named_ports: tuple[tuple[str, str, int], ...] = ()
     ruleset: str = ""
 
 
@@ -142,7 +144,14 @@ class PodNetworking:
         """Give the pod its namespace with ``ip`` on the bridge, then apply the policies."""
         meta = pod["metadata"]
         netns = f"shk-{self.id}-{len(self.pods)}-{uid[:8]}"
-        net = NetPod(meta["namespace"], meta["name"], netns, ip, dict(meta.get("labels") or {}))
+        ports = tuple(
+            (port["name"], port.get("protocol", "TCP"), int(port["containerPort"]))
+            for container in pod["spec"]["containers"]
+            for port in container.get("ports") or []
+            if port.get("name")
+        )
+        labels = dict(meta.get("labels") or {})
+        net = NetPod(meta["namespace"], meta["name"], netns, ip, labels, ports)
         try:
             await asyncio.to_thread(self._add_namespace, net)
         except RuntimeError as exc:
@@ -197,7 +206,8 @@ class PodNetworking:
             for ns in self.namespaces.items.values()
         ]
         endpoints = {
-            uid: Endpoint(net.namespace, net.labels, net.ip) for uid, net in self.pods.items()
+            uid: Endpoint(net.namespace, net.labels, net.ip, net.named_ports)
+            for uid, net in self.pods.items()
         }
         out = {}
         for uid, endpoint in endpoints.items():
