@@ -609,6 +609,8 @@ class ProcessKubelet:
             except OSError as exc:
                 return f"dial tcp {rt.ip}:{port}: {_reason(exc)}"
         if command := (probe.get("exec") or {}).get("command"):
+            if self.network is not None:
+                command = self.network.wrap(rt.uid, command)
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL

@@ -232,9 +232,14 @@ class PodNetworking:
                     continue
                 # Create, delete and refill in one transaction: never a moment unfiltered.
                 script = f"table inet {TABLE}\ndelete table inet {TABLE}\n{ruleset}"
-                await asyncio.to_thread(
-                    _run, IP, "netns", "exec", net.netns, "nft", "-f", "-", stdin=script
-                )
+                try:
+                    await asyncio.to_thread(
+                        _run, IP, "netns", "exec", net.netns, "nft", "-f", "-", stdin=script
+                    )
+                except RuntimeError as exc:
+                    if uid in self.pods:  # else the pod went while its rules were loading
+                        log.error("pod %s/%s: rules not loaded: %s", net.namespace, net.name, exc)
+                    continue
                 net.ruleset = ruleset
 
     async def wait_applied(self) -> None:
