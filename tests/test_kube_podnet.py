@@ -153,6 +153,11 @@ async def test_policies_of_the_namespace_limit_each_pods_egress_in_emulated_clus
         await asyncio.to_thread(until, cluster, "client", web, 8080, "ok")
         assert reach(cluster, "client", web, 9090) == "TimeoutError"
 
+        # Relabelling the running pod out of the policies' selector frees it, and back limits it.
+        for role, expected in (("released", "ok"), ("client", "TimeoutError")):
+            await core.patch_namespaced_pod("client", NS, {"metadata": {"labels": {"role": role}}})
+            await asyncio.to_thread(until, cluster, "client", web, 9090, expected)
+
         # Deleting both policies opens the pod again.
         for name in ("deny-client-egress", "client-to-web"):
             await networking.delete_namespaced_network_policy(name, NS)
