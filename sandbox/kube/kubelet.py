@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 import re
-import secrets
 import shutil
 import signal
 import time
@@ -47,7 +46,7 @@ from .events import EventRecorder
 from .informer import Informer
 from .lightpod import LightServer
 from .podenv import ConfigError, container_env, expand
-from .podnet import PodNetworking
+from .podnet import LoopbackAddresses, PodNetwork
 from .store import now_iso
 
 log = logging.getLogger(__name__)
@@ -117,11 +116,11 @@ class ProcessKubelet:
         ip_block: int | None = None,
         base_env: dict[str, str] | None = None,
         light: bool = False,
-        network: PodNetworking | None = None,
+        network: PodNetwork | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
-        # With a pod network (podnet.py) each pod has a network namespace of its own.
-        self.network = network
+        # Pods' addresses, and with a PodNetworking (podnet.py) their namespaces and policies.
+        self.network = network or LoopbackAddresses(first_ip, ip_block)
         # Light mode (lightpod.py): each pod is a minimal single-user server in
         # this process, for load tests; no process is started.
         self.light = light
@@ -141,12 +140,6 @@ class ProcessKubelet:
             }
         )
         self.pods: dict[str, PodRuntime] = {}
-        self._next_ip = first_ip
-        self._free_ips: list[str] = []
-        # Each kubelet draws addresses from its own 127.N.0.0/16, chosen at
-        # random, so two emulated clusters on one machine (a sandbox and a test
-        # run) do not hand the same address to two pods.
-        self._block = ip_block if ip_block is not None else secrets.randbelow(250) + 2
         if namespace is None:
             self.informer = Informer(self.core.list_pod_for_all_namespaces, self._on_change)
         else:
@@ -171,13 +164,6 @@ class ProcessKubelet:
         if self._light_session is not None:
             await self._light_session.close()
             self._light_session = None
-
-    def _allocate_ip(self) -> str:
-        if self._free_ips:
-            return self._free_ips.pop(0)
-        n = self._next_ip
-        self._next_ip += 1
-        return f"127.{self._block}.{n // 254}.{n % 254 + 1}"
 
     # -- reconciling --------------------------------------------------------
     async def _on_change(self, kind: str, pod: dict[str, Any] | None) -> None:
@@ -206,7 +192,7 @@ class ProcessKubelet:
                 rt.terminating = True
                 rt.terminator = asyncio.create_task(self._terminate(rt, pod))
             return
-        if rt is not None and self.network is not None:
+        if rt is not None:
             await self.network.relabel(rt.uid, meta.get("labels") or {})
         if rt is None and pod.get("status", {}).get("phase", "Pending") == "Pending":
             rt = self._runtime(pod)
@@ -230,7 +216,7 @@ class ProcessKubelet:
             uid=meta["uid"],
             namespace=meta["namespace"],
             name=meta["name"],
-            ip=self.network.allocate() if self.network else self._allocate_ip(),
+            ip=self.network.allocate(),
             root=self.state_dir / "pods" / meta["uid"],
             log_dir=pod_log_dir(self.log_dir, meta["namespace"], meta["name"], meta["uid"]),
             container=pod["spec"]["containers"][0]["name"],
@@ -244,10 +230,7 @@ class ProcessKubelet:
         if rt.supervisor:
             rt.supervisor.cancel()
         self.pods.pop(rt.uid, None)
-        if self.network is not None:
-            await self.network.detach(rt.uid)
-        else:
-            self._free_ips.append(rt.ip)
+        await self.network.detach(rt.uid, rt.ip)
         shutil.rmtree(rt.root, ignore_errors=True)
 
     # -- running -----------------------------------------------------------
@@ -354,8 +337,7 @@ class ProcessKubelet:
     ) -> asyncio.subprocess.Process | None:
         """The container's process, or None (reported) when it cannot start."""
         field_path = f"spec.containers{{{rt.container}}}"
-        if self.network is not None:
-            argv = self.network.wrap(rt.uid, argv)
+        argv = self.network.wrap(rt.uid, argv)
         with open(log_path, "ab") as logfile:
             try:
                 return await asyncio.create_subprocess_exec(
@@ -408,8 +390,7 @@ class ProcessKubelet:
         self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any]
     ) -> tuple[list[str], dict[str, str], str]:
         rt.root.mkdir(parents=True, exist_ok=True)
-        if self.network is not None:
-            await self.network.attach(rt.uid, pod, rt.ip)
+        await self.network.attach(rt.uid, pod, rt.ip)
         await self._mount_volumes(rt, pod, container)
         env = dict(self.base_env)
         env["HOSTNAME"] = pod["metadata"]["name"]
@@ -453,9 +434,7 @@ class ProcessKubelet:
                 "ExecError",
                 f'exec: "{argv[0]}": executable file not found in $PATH',
             )
-        argv = [resolved, *argv[1:]]
-        if self.network is not None:
-            argv = self.network.wrap(rt.uid, argv)
+        argv = self.network.wrap(rt.uid, [resolved, *argv[1:]])
         return await asyncio.create_subprocess_exec(
             *argv,
             env=rt.env,
@@ -609,11 +588,11 @@ class ProcessKubelet:
             except OSError as exc:
                 return f"dial tcp {rt.ip}:{port}: {_reason(exc)}"
         if command := (probe.get("exec") or {}).get("command"):
-            if self.network is not None:
-                command = self.network.wrap(rt.uid, command)
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+                    *self.network.wrap(rt.uid, command),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
                 )
                 async with asyncio.timeout(timeout):
                     code = await proc.wait()

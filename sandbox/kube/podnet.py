@@ -35,7 +35,7 @@ import secrets
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes_asyncio import client
 
@@ -55,6 +55,48 @@ from .podenv import ConfigError
 
 log = logging.getLogger(__name__)
 SPACE = ipaddress.ip_network("198.18.0.0/15")
+
+
+class PodNetwork(Protocol):
+    """What the process kubelet asks of a pod network, in a pod's life's order."""
+
+    def allocate(self) -> str: ...
+    async def attach(self, uid: str, pod: Mapping[str, Any], ip: str) -> None: ...
+    def wrap(self, uid: str, argv: Sequence[str]) -> list[str]: ...
+    async def relabel(self, uid: str, labels: Mapping[str, str]) -> None: ...
+    async def detach(self, uid: str, ip: str) -> None: ...
+
+
+class LoopbackAddresses:
+    """The default: a loopback address per pod, no namespace and no policy.
+
+    Each kubelet draws from its own 127.N.0.0/16, chosen at random unless
+    ``block`` is given, so two emulated clusters on one machine (a sandbox and
+    a test run) do not hand the same address to two pods.
+    """
+
+    def __init__(self, first: int = 2, block: int | None = None) -> None:
+        self._next = first
+        self._free: list[str] = []
+        self._block = block if block is not None else secrets.randbelow(250) + 2
+
+    def allocate(self) -> str:
+        if self._free:
+            return self._free.pop(0)
+        n, self._next = self._next, self._next + 1
+        return f"127.{self._block}.{n // 254}.{n % 254 + 1}"
+
+    async def attach(self, uid: str, pod: Mapping[str, Any], ip: str) -> None:
+        return None
+
+    def wrap(self, uid: str, argv: Sequence[str]) -> list[str]:
+        return list(argv)
+
+    async def relabel(self, uid: str, labels: Mapping[str, str]) -> None:
+        return None
+
+    async def detach(self, uid: str, ip: str) -> None:
+        self._free.append(ip)
 
 
 class PodNetworkUnavailable(RuntimeError):
@@ -176,12 +218,13 @@ class PodNetworking:
             net.labels = dict(labels)
             await self.apply()
 
-    async def detach(self, uid: str) -> None:
+    async def detach(self, uid: str, ip: str) -> None:
+        """Delete the pod's namespace and free ``ip`` (also when it was never attached)."""
         net = self.pods.pop(uid, None)
+        self.release(ip)
         if net is None:
             return
         await asyncio.to_thread(self._delete_namespace, net.netns)
-        self.release(net.ip)
         await self.apply()
 
     @staticmethod
