@@ -30,6 +30,7 @@ from tests.test_helm_chart import by_kind, example_policy_values, helm_binary, r
 __all__ = ["example_policy_values"]  # a fixture, shared with the chart tests
 
 NS = "default"
+METADATA = "169.254.169.254"
 LISTEN = """
 import socket, sys, threading
 def serve(port):
@@ -236,7 +237,8 @@ def template(docs: list[dict], name: str) -> tuple[dict[str, str], list[dict]]:
 
 async def test_the_charts_policies_hold_in_the_emulated_cluster(cluster, example_policy_values):
     """The rendered chart's NetworkPolicies, created through the API server: an EU notebook
-    reaches the hub and the EU's endpoint only, and only the proxy and the hub reach it."""
+    reaches the hub and the EU's endpoint only (not the US's, not the cloud metadata
+    server), and only the proxy and the hub reach it."""
     api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
     core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)
     serve = [sys.executable, "-c", LISTEN]
@@ -273,9 +275,14 @@ async def test_the_charts_policies_hold_in_the_emulated_cluster(cluster, example
             "notebook": (notebook, [*serve, "8888"], []),
             "stranger": ({"app": "stranger"}, sleep, []),
         }
+        pods["metadata"] = ({"app": "cloud-metadata"}, [*serve, "80"], [])
         for name, (labels, argv, ports) in pods.items():
             await core.create_namespaced_pod(NS, pod(name, labels, argv, ports))
         ip = {name: await running_ip(core, name) for name in pods}
+        # A stand-in for the cloud's metadata server, on its link-local address.
+        uid = (await core.read_namespaced_pod("metadata", NS)).metadata.uid
+        assert cluster.network is not None
+        cluster.call(cluster.network.add_address(uid, METADATA))
 
         await asyncio.to_thread(until, cluster, "proxy", ip["notebook"], 8888, "ok")
         assert reach(cluster, "hub", ip["notebook"], 8888) == "ok"
@@ -284,6 +291,9 @@ async def test_the_charts_policies_hold_in_the_emulated_cluster(cluster, example
         assert reach(cluster, "notebook", ip["hub"], 9999) == "TimeoutError"
         assert reach(cluster, "notebook", data["eu"], 443) == "ok"
         assert reach(cluster, "notebook", data["us"], 443) == "TimeoutError"
+        # The metadata server answers a pod no policy limits, never a notebook.
+        assert reach(cluster, "stranger", METADATA, 80) == "ok"
+        assert reach(cluster, "notebook", METADATA, 80) == "TimeoutError"
         # The proxy's ports by name (its container's): the public one from anywhere, the
         # API from the hub only.
         assert reach(cluster, "stranger", ip["proxy"], 8000) == "ok"

@@ -14,7 +14,8 @@ grace period, as the real kubelet does.
 
 What a process cannot have, it is given by translation: a wildcard listen
 address (``0.0.0.0``) in arguments or environment becomes the pod's own
-address (its "network namespace"), and paths under a volume's ``mountPath``
+address (its "network namespace"; not with a pod network, which gives it a
+real one), and paths under a volume's ``mountPath``
 become the host directory that backs the volume. Images are not pulled: a
 container with no ``command`` runs its ``args`` directly, which is what the
 entrypoints of the Jupyter images do, unless ``entrypoints`` maps the image
@@ -446,7 +447,8 @@ class ProcessKubelet:
         )
 
     def _translate(self, rt: PodRuntime, value: str) -> str:
-        value = value.replace("0.0.0.0", rt.ip)  # noqa: S104 - the pod's own "network namespace"
+        if not self.network.isolated:  # a loopback address stands in for the pod's namespace
+            value = value.replace("0.0.0.0", rt.ip)  # noqa: S104
         for mount_path, host in rt.mounts:
             pattern = re.compile(rf"(^|=){re.escape(mount_path.rstrip('/'))}(?=/|$)")
             value = pattern.sub(lambda m, h=host: m.group(1) + str(h), value)

@@ -60,6 +60,10 @@ SPACE = ipaddress.ip_network("198.18.0.0/15")
 class PodNetwork(Protocol):
     """What the process kubelet asks of a pod network, in a pod's life's order."""
 
+    isolated: bool
+    """Whether each pod has a network namespace (else a wildcard listen address must be
+    translated to the pod's own)."""
+
     def allocate(self) -> str: ...
     async def attach(self, uid: str, pod: Mapping[str, Any], ip: str) -> None: ...
     def wrap(self, uid: str, argv: Sequence[str]) -> list[str]: ...
@@ -74,6 +78,8 @@ class LoopbackAddresses:
     ``block`` is given, so two emulated clusters on one machine (a sandbox and
     a test run) do not hand the same address to two pods.
     """
+
+    isolated = False
 
     def __init__(self, first: int = 2, block: int | None = None) -> None:
         self._next = first
@@ -138,6 +144,8 @@ class NetPod:
 class PodNetworking:
     """The network of one cluster's process kubelet; :meth:`close` deletes all of it."""
 
+    isolated = True
+
     def __init__(self, api: client.ApiClient) -> None:
         if why := unavailable():
             raise PodNetworkUnavailable(
@@ -151,6 +159,7 @@ class PodNetworking:
         self.host_ip = str(self.subnet[254])
         self.pods: dict[str, NetPod] = {}
         self._free = [str(self.subnet[i]) for i in range(2, 254)]
+        self._extra: list[str] = []  # addresses some pod answers on, routed from every pod
         self._lock = asyncio.Lock()
         self.policies = Informer(
             client.NetworkingV1Api(api).list_network_policy_for_all_namespaces, self._changed
@@ -211,6 +220,23 @@ class PodNetworking:
         _run(IP, "-n", net.netns, "addr", "add", f"{net.ip}/24", "dev", "eth0")
         _run(IP, "-n", net.netns, "link", "set", "eth0", "up")
         _run(IP, "-n", net.netns, "link", "set", "lo", "up")
+        for address in self._extra:
+            _run(IP, "-n", net.netns, "route", "add", f"{address}/32", "dev", "eth0")
+
+    async def add_address(self, uid: str, address: str) -> None:
+        """Let the pod answer on ``address`` too, routed from every pod over the bridge: a
+        stand-in for an address outside the pod network (the cloud metadata server, say).
+        Policies still see the pod by its podIP; reach ``address`` through ``ipBlock``s."""
+        net = self.pods[uid]
+
+        def add() -> None:
+            _run(IP, "-n", net.netns, "addr", "add", f"{address}/32", "dev", "eth0")
+            for other in self.pods.values():
+                if other is not net:
+                    _run(IP, "-n", other.netns, "route", "add", f"{address}/32", "dev", "eth0")
+
+        await asyncio.to_thread(add)
+        self._extra.append(address)
 
     async def relabel(self, uid: str, labels: Mapping[str, str]) -> None:
         net = self.pods.get(uid)
