@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes_asyncio import client, config
 
 from sovereign_hub.sandbox.kube.cluster import Cluster
@@ -235,10 +236,13 @@ def template(docs: list[dict], name: str) -> tuple[dict[str, str], list[dict]]:
     return spec["metadata"]["labels"], spec["spec"]["containers"][0]["ports"]
 
 
-async def test_the_charts_policies_hold_in_the_emulated_cluster(cluster, example_policy_values):
+async def test_the_charts_policies_hold_in_the_emulated_cluster(
+    cluster, example_policy_values, tmp_path
+):
     """The rendered chart's NetworkPolicies, created through the API server: an EU notebook
     reaches the hub and the EU's endpoint only (not the US's, not the cloud metadata
-    server), and only the proxy and the hub reach it."""
+    server), only the proxy and the hub reach it, and the hub reaches its audit sink on the
+    sink's port only."""
     api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
     core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)
     serve = [sys.executable, "-c", LISTEN]
@@ -250,9 +254,15 @@ async def test_the_charts_policies_hold_in_the_emulated_cluster(cluster, example
                 NS, pod(f"data-{region}", {"data": region}, [*serve, "443"])
             )
         data = {r: await running_ip(core, f"data-{r}") for r in ("eu", "us")}
+        # The install guide's SIEM: syslog over TLS on 6514, the hub's egress follows it.
+        sinks = tmp_path / "sinks.yaml"
+        sinks.write_text(yaml.safe_dump({"audit": {"sinks": [
+            {"type": "sqlite", "path": "/srv/jupyterhub/audit.sqlite"},
+            {"type": "syslog", "host": "siem.corp.example", "tls": True}]}}))  # fmt: skip
         docs = render(
             helm_binary("4.1"),
             example_policy_values,
+            sinks,
             sets=tuple(f"policy.regions.{r}.egressCidrs={{{ip}/32}}" for r, ip in data.items()),
             namespace=NS,
         )
@@ -276,6 +286,7 @@ async def test_the_charts_policies_hold_in_the_emulated_cluster(cluster, example
             "stranger": ({"app": "stranger"}, sleep, []),
         }
         pods["metadata"] = ({"app": "cloud-metadata"}, [*serve, "80"], [])
+        pods["siem"] = ({"app": "siem"}, [*serve, "6514", "6515"], [])
         for name, (labels, argv, ports) in pods.items():
             await core.create_namespaced_pod(NS, pod(name, labels, argv, ports))
         ip = {name: await running_ip(core, name) for name in pods}
@@ -294,6 +305,9 @@ async def test_the_charts_policies_hold_in_the_emulated_cluster(cluster, example
         # The metadata server answers a pod no policy limits, never a notebook.
         assert reach(cluster, "stranger", METADATA, 80) == "ok"
         assert reach(cluster, "notebook", METADATA, 80) == "TimeoutError"
+        # The hub reaches its audit sink on the sink's port only.
+        assert reach(cluster, "hub", ip["siem"], 6514) == "ok"
+        assert reach(cluster, "hub", ip["siem"], 6515) == "TimeoutError"
         # The proxy's ports by name (its container's): the public one from anywhere, the
         # API from the hub only.
         assert reach(cluster, "stranger", ip["proxy"], 8000) == "ok"
