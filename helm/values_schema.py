@@ -40,6 +40,14 @@ PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 STRING = {"type": "string"}
 STRINGS = {"type": "array", "items": STRING}
 DNS_NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+# A key of a Secret's data, as the API server allows it.
+SECRET_KEY = {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$", "maxLength": 253}
+# One secret value from an existing Secret (empty: the chart's own), and its key there.
+SECRET_REF = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"existingSecret": STRING, "key": SECRET_KEY},
+}
 
 
 def obj(properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict:
@@ -245,6 +253,8 @@ def values_schema() -> dict:
                         },
                     ),
                     "existingSecret": {"type": "string"},
+                    "cookieSecret": SECRET_REF,
+                    "cryptKey": SECRET_REF,
                     "extraEnv": ENV,
                     # Each snippet becomes a ConfigMap key: extra-config.<name>.py.
                     "extraConfig": named_map(CONFIGMAP_KEY),
@@ -371,6 +381,9 @@ def values_schema() -> dict:
                     "extraTolerations": TOLERATIONS,
                     "storage": obj(
                         {
+                            # z2jh's `static` (one shared claim) is not offered: homes are
+                            # per user and region, and a shared volume is an extraVolume.
+                            "type": {"enum": ["dynamic", "none"]},
                             "extraVolumes": VOLUMES,
                             "extraVolumeMounts": MOUNTS,
                             "homeAccessModes": {
@@ -470,7 +483,7 @@ def values_schema() -> dict:
                 {
                     "onSpoolFull": {"enum": ["fail-closed", "fail-open"]},
                     "spoolLimitBytes": {"type": "integer", "minimum": 1048576},
-                    "hmacKey": obj({"existingSecret": STRING, "key": STRING}),
+                    "hmacKey": SECRET_REF,
                     "signingKey": obj(
                         {
                             "enabled": {"type": "boolean"},

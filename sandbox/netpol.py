@@ -19,10 +19,13 @@ computes what the pod may reach, with Kubernetes' semantics:
 drops everything else (loopback and replies to allowed connections pass).
 
 Refused, with a :class:`NetpolError` naming the policy and the field:
-named ports (they need the destination's container ports, which a harness
-does not model), IPv6 blocks, and unknown selector operators. Ingress is not
-translated: the harness enforces the senders' egress, which is what the
-chart's defects were about.
+named ports in egress rules (they would need each destination's container
+ports; in ingress rules they are the receiving pod's own, given in its
+:class:`Endpoint`), IPv6 blocks, and unknown selector operators.
+:func:`ingress_rules` does the same for who may connect to a pod (``from``
+peers, the pod's own ports), rendered as an input chain by
+:func:`nft_ruleset`: a connection passes when the sender's egress and the
+receiver's ingress both allow it, as in Kubernetes.
 """
 
 from __future__ import annotations
@@ -41,11 +44,13 @@ class NetpolError(ValueError):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A pod of the cluster: its namespace, labels and address."""
+    """A pod of the cluster: its namespace, labels and address, and its containers' named
+    ports as (name, protocol, number), which an ingress rule may name."""
 
     namespace: str
     labels: Mapping[str, str]
     ip: str
+    named_ports: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,13 +112,24 @@ def _name(policy: Mapping[str, Any]) -> str:
     return f"NetworkPolicy {meta.get('namespace', '?')}/{meta.get('name', '?')}"
 
 
-def _ports(ports: Sequence[Mapping[str, Any]] | None, where: str) -> tuple[PortRange, ...]:
+def _ports(
+    ports: Sequence[Mapping[str, Any]] | None, where: str, receiver: Endpoint | None = None
+) -> tuple[PortRange, ...]:
+    """The port ranges of a rule; ``receiver`` (ingress) resolves named ports to its own."""
     out = []
     for i, port in enumerate(ports or []):
         protocol = str(port.get("protocol", "TCP")).lower()
         number = port.get("port")
         if number is None:  # every port of the protocol
             out.append(PortRange(protocol, 1, 65535))
+            continue
+        if isinstance(number, str) and receiver is not None:
+            # A name the pod's containers do not declare (for this protocol) matches nothing.
+            out += [
+                PortRange(protocol, n, n)
+                for name, proto, n in receiver.named_ports
+                if name == number and proto.lower() == protocol
+            ]
             continue
         if not isinstance(number, int):
             raise NetpolError(
@@ -158,13 +174,13 @@ def _peer_addresses(
     return sorted(set(found), key=lambda c: ipaddress.ip_network(c))
 
 
-def selects(policy: Mapping[str, Any], pod: Endpoint) -> bool:
-    """Whether ``policy`` governs ``pod``'s egress."""
+def selects(policy: Mapping[str, Any], pod: Endpoint, direction: str = "Egress") -> bool:
+    """Whether ``policy`` governs ``pod``'s ``direction`` (``Egress`` or ``Ingress``)."""
     spec = policy.get("spec", {})
     if policy.get("metadata", {}).get("namespace", pod.namespace) != pod.namespace:
         return False
     types = spec.get("policyTypes") or (["Ingress", "Egress"] if "egress" in spec else ["Ingress"])
-    if "Egress" not in types:
+    if direction not in types:
         return False
     return matches(spec.get("podSelector"), pod.labels, f"{_name(policy)}: spec.podSelector")
 
@@ -176,23 +192,47 @@ def egress_rules(
     namespaces: Iterable[Namespace] = (),
 ) -> list[Allow] | None:
     """What ``pod`` may reach: ``None`` when no policy governs its egress (all open)."""
+    return _rules(policies, pod, endpoints, namespaces, "Egress")
+
+
+def ingress_rules(
+    policies: Iterable[Mapping[str, Any]],
+    pod: Endpoint,
+    endpoints: Iterable[Endpoint] = (),
+    namespaces: Iterable[Namespace] = (),
+) -> list[Allow] | None:
+    """Who may connect to ``pod`` (sources, and the pod's ports): ``None`` when no policy
+    governs its ingress (all open)."""
+    return _rules(policies, pod, endpoints, namespaces, "Ingress")
+
+
+def _rules(
+    policies: Iterable[Mapping[str, Any]],
+    pod: Endpoint,
+    endpoints: Iterable[Endpoint],
+    namespaces: Iterable[Namespace],
+    direction: str,
+) -> list[Allow] | None:
     endpoints = list(endpoints)
     by_name = {ns.name: ns for ns in namespaces}
-    governing = [p for p in policies if selects(p, pod)]
+    governing = [p for p in policies if selects(p, pod, direction)]
     if not governing:
         return None
+    field, peer_field = ("egress", "to") if direction == "Egress" else ("ingress", "from")
     allows: list[Allow] = []
     for policy in governing:
         name = _name(policy)
-        for r, rule in enumerate(policy["spec"].get("egress") or []):
-            where = f"{name}: spec.egress[{r}]"
-            ports = _ports(rule.get("ports"), where)
-            peers = rule.get("to")
+        for r, rule in enumerate(policy["spec"].get(field) or []):
+            where = f"{name}: spec.{field}[{r}]"
+            ports = _ports(rule.get("ports"), where, pod if direction == "Ingress" else None)
+            if rule.get("ports") and not ports:
+                continue  # only named ports the pod does not have: the rule matches nothing
+            peers = rule.get(peer_field)
             if not peers:
                 allows.append(Allow((), ports=ports, any_address=True, source=where))
                 continue
             for p, peer in enumerate(peers):
-                at = f"{where}.to[{p}]"
+                at = f"{where}.{peer_field}[{p}]"
                 if "ipBlock" in peer:
                     block = peer["ipBlock"]
                     allows.append(
@@ -217,25 +257,43 @@ def _port_match(port: PortRange) -> str:
     return f"{port.protocol} dport {ports}"
 
 
-def nft_ruleset(allows: list[Allow] | None, table: str = TABLE) -> str:
-    """An nftables script (for ``nft -f -``) enforcing ``allows`` on the output hook."""
+def _chain(hook: str, allows: list[Allow] | None, node: Sequence[str]) -> list[str]:
+    """One base chain: ``output`` matches destinations, ``input`` sources."""
+    link, address = ("oifname", "daddr") if hook == "output" else ("iifname", "saddr")
     lines = [
-        f"table inet {table} {{",
-        "  chain output {",
-        "    type filter hook output priority 0; policy "
+        f"  chain {hook} {{",
+        f"    type filter hook {hook} priority 0; policy "
         + ("accept;" if allows is None else "drop;"),
     ]
     if allows is not None:
-        lines += ['    oifname "lo" accept', "    ct state established,related accept"]
+        lines += [f'    {link} "lo" accept', "    ct state established,related accept"]
+        if node:
+            lines.append(f"    ip {address} {{ {', '.join(node)} }} accept")
         for allow in allows:
             match = []
             if not allow.any_address:
-                match.append(f"ip daddr {{ {', '.join(allow.networks)} }}")
+                match.append(f"ip {address} {{ {', '.join(allow.networks)} }}")
             if allow.excluded:
-                match.append(f"ip daddr != {{ {', '.join(allow.excluded)} }}")
+                match.append(f"ip {address} != {{ {', '.join(allow.excluded)} }}")
             comment = [f'comment "{allow.source[:120]}"'] if allow.source else []
             for port in allow.ports or (None,):
                 ports = [_port_match(port)] if port else []
                 lines.append("    " + " ".join([*match, *ports, "accept", *comment]))
-    lines += ["  }", "}"]
-    return "\n".join(lines) + "\n"
+    return [*lines, "  }"]
+
+
+def nft_ruleset(
+    allows: list[Allow] | None,
+    table: str = TABLE,
+    *,
+    ingress: list[Allow] | None = None,
+    node: Sequence[str] = (),
+) -> str:
+    """An nftables script (for ``nft -f -``) enforcing ``allows`` on the output hook and
+    ``ingress`` (when a policy governs it) on the input hook. Traffic to and from ``node``
+    addresses always passes: Kubernetes always allows it between a pod and its own node
+    (the kubelet's probes, say)."""
+    lines = [f"table inet {table} {{", *_chain("output", allows, node)]
+    if ingress is not None:
+        lines += _chain("input", ingress, node)
+    return "\n".join([*lines, "}"]) + "\n"

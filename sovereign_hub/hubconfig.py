@@ -198,6 +198,7 @@ def _spawner(c: Any, values: Mapping[str, Any], site: Site) -> None:
     if tolerations := singleuser.get("extraTolerations"):
         c.SovereignSpawner.tolerations = list(tolerations)
     storage = singleuser.get("storage", {})
+    c.SovereignSpawner.home_storage = storage.get("type", "dynamic")
     if volumes := storage.get("extraVolumes"):
         c.SovereignSpawner.volumes = list(volumes)
     if mounts := storage.get("extraVolumeMounts"):

@@ -46,7 +46,13 @@ DIGEST_ANNOTATION = f"{LABEL_PREFIX}image-digest"
 @dataclass(frozen=True, slots=True)
 class Home:
     claim_name: str
+    """The home's PersistentVolumeClaim; empty for an emptyDir home (no persistent storage)."""
     mount_path: str
+
+    def volume(self) -> dict[str, Any]:
+        if not self.claim_name:
+            return {"name": HOME_VOLUME, "emptyDir": {}}
+        return {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": self.claim_name}}
 
 
 def as_list(value: Any) -> list[Any]:
@@ -170,7 +176,7 @@ def plan_traits(plan: PodPlan, baseline: Mapping[str, Any], home: Home) -> dict[
         "environment": {**(baseline.get("environment") or {}), **plan.environment},
         "volumes": [
             *volumes,
-            {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": home.claim_name}},
+            home.volume(),
             *(dataset_volume(m) for m in plan.datasets),
         ],
         "volume_mounts": _one_volume_per_path(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from traitlets import List, Unicode
+from traitlets import Enum, List, Unicode
 from traitlets.config import Configurable
 
 from sovereign_hub.policy import PodPlan
@@ -34,16 +34,28 @@ class PlanTraits(Configurable):
         config=True,
         help="Access modes of new home volumes.",
     )
+    home_storage = Enum(
+        ["dynamic", "none"],
+        "dynamic",
+        config=True,
+        help="""What the home directory is. ``dynamic`` (default): a PersistentVolumeClaim
+        per user and region, in the region's storage class, created on the first spawn
+        there. ``none``: no claim; the home is an emptyDir that is lost when the server
+        stops (Zero to JupyterHub's ``singleuser.storage.type: none``).""",
+    )
 
     def apply_plan(self, plan: PodPlan) -> Home:
         """Set KubeSpawner's traits for ``plan``; return the home volume it mounts."""
-        home = Home(home_claim_name(self.user.name, plan.region), self.home_mount_path)
+        claim = home_claim_name(self.user.name, plan.region) if self.home_storage != "none" else ""
+        home = Home(claim, self.home_mount_path)
         baseline = self._baseline if self._spawn_baseline is None else self._spawn_baseline
         self._apply_traits(plan_traits(plan, baseline, home))
         return home
 
-    def home_claim(self, plan: PodPlan, home: Home) -> dict[str, Any]:
-        """The PersistentVolumeClaim of ``home``, created unless it exists."""
+    def home_claim(self, plan: PodPlan, home: Home) -> dict[str, Any] | None:
+        """The PersistentVolumeClaim of ``home``, created unless it exists; None without one."""
+        if not home.claim_name:
+            return None
         return make_home_pvc(
             name=home.claim_name,
             username=self.user.name,

@@ -281,12 +281,10 @@ class SovereignSpawner(
             await self.use_cluster(plan.region, region.cluster, probe=True)
             if plan.image.notice:
                 self._notices.append(plan.image.notice)
-            await ensure_claim(
-                self.api,
-                self.namespace,
-                self.home_claim(plan, home),
-                self.k8s_api_request_retry_timeout,
-            )
+            if claim := self.home_claim(plan, home):
+                await ensure_claim(
+                    self.api, self.namespace, claim, self.k8s_api_request_retry_timeout
+                )
             url = await asyncio.wait_for(super().start(), timeout=self._own_start_timeout * 0.95)
         except asyncio.CancelledError:
             self._spawn_failed(plan, "cancelled")

@@ -331,3 +331,89 @@ def test_a_regions_kubeconfig_secret_is_mounted_where_the_spawner_reads_it(helm,
                            f"{mounts['cluster-0']['mountPath']}/ca.crt")  # fmt: skip
     # Without such a region, nothing is mounted.
     assert not [v for v in hub_pod(render(helm))["volumes"] if v["name"].startswith("cluster-")]
+
+
+def test_each_hub_key_may_come_from_a_secret_of_its_own(helm, tmp_path):
+    own = {"hub": {"cookieSecret": {"existingSecret": "vault-cookie", "key": "session"},
+                   "cryptKey": {"existingSecret": "vault-crypt", "key": "aes"}}}  # fmt: skip
+    docs = render(helm, values_file(tmp_path, own))
+    volumes = {v["name"]: v for v in hub_pod(docs)["volumes"]}
+    # The hub reads cookie-secret, crypt-key and proxy-token from one directory
+    # (hubconfig.Site.pod): each file comes from the Secret named for it.
+    assert volumes["hub-secrets"]["projected"]["sources"] == [
+        {"secret": {"name": f"{NAME}-hub", "items": [
+            {"key": "proxy-token", "path": "proxy-token"},
+            {"key": "metrics-token", "path": "metrics-token"}]}},
+        {"secret": {"name": "vault-cookie", "items": [{"key": "session", "path": "cookie-secret"}]}},
+        {"secret": {"name": "vault-crypt", "items": [{"key": "aes", "path": "crypt-key"}]}},
+    ]  # fmt: skip
+    # The chart generates only what it still has to provide.
+    assert set(one(docs, "Secret", f"{NAME}-hub")["data"]) == {"proxy-token", "metrics-token"}
+    # One of them alone: the other still comes from the hub Secret.
+    docs = render(helm, sets=("hub.cookieSecret.existingSecret=vault-cookie",
+                              "hub.metrics.authenticatePrometheus=false"))  # fmt: skip
+    sources = {v["name"]: v for v in hub_pod(docs)["volumes"]}["hub-secrets"]["projected"]
+    assert sources["sources"][0]["secret"]["items"] == [
+        {"key": "proxy-token", "path": "proxy-token"}, {"key": "crypt-key", "path": "crypt-key"}
+    ]  # fmt: skip
+    assert sources["sources"][1]["secret"] == {
+        "name": "vault-cookie", "items": [{"key": "cookie-secret", "path": "cookie-secret"}]
+    }  # fmt: skip
+    # By default nothing changes: the hub Secret is mounted whole.
+    volumes = {v["name"]: v for v in hub_pod(render(helm))["volumes"]}
+    assert volumes["hub-secrets"] == {
+        "name": "hub-secrets",
+        "secret": {"secretName": f"{NAME}-hub"},
+    }
+
+
+def test_every_key_from_existing_secrets_renders_the_same_twice_with_no_secret(helm, tmp_path):
+    gitops = {"secrets": {"generate": False},
+              "hub": {"existingSecret": "hub-secrets",
+                      "cookieSecret": {"existingSecret": "vault-cookie", "key": "session"},
+                      "cryptKey": {"existingSecret": "vault-crypt", "key": "aes"}},
+              "audit": {"hmacKey": {"existingSecret": "vault-hmac", "key": "chain"},
+                        "signingKey": {"existingSecret": "vault-signing", "key": "ed25519"}}}  # fmt: skip
+    path = values_file(tmp_path, gitops)
+    first, second = render(helm, path), render(helm, path)
+    assert first == second
+    assert not by_kind(first, "Secret")
+    volumes = {v["name"]: v for v in hub_pod(first)["volumes"]}
+    assert volumes["hmac"]["secret"] == {
+        "secretName": "vault-hmac", "items": [{"key": "chain", "path": "key"}]
+    }  # fmt: skip
+    assert volumes["signing"]["secret"] == {
+        "secretName": "vault-signing", "items": [{"key": "ed25519", "path": "key.pem"}]
+    }  # fmt: skip
+    names = [s["secret"]["name"] for s in volumes["hub-secrets"]["projected"]["sources"]]
+    assert names == ["hub-secrets", "vault-cookie", "vault-crypt"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("hub.cookieSecret.key=no/slash", "hub.cookieSecret.key"),
+        ("hub.cryptKey.secretName=x", "hub.cryptKey"),
+        ("audit.hmacKey.key=a b", "audit.hmacKey.key"),
+        ("singleuser.storage.type=static", "singleuser.storage.type"),
+    ],
+)
+def test_the_schema_refuses_a_wrong_secret_reference_or_storage_type(helm, setting, message):
+    from tests.test_helm_chart import CHART, run
+
+    done = run(helm, "template", "rel", str(CHART), "--set", "allowUnreleasedImages=true",
+               "--set", setting)  # fmt: skip
+    assert done.returncode != 0
+    # Helm 3 names the path with dots, Helm 4 as a JSON pointer.
+    assert message in done.stderr or "/" + message.replace(".", "/") in done.stderr, done.stderr
+
+
+def test_storage_type_none_makes_no_home_claim(helm, tmp_path):
+    from sovereign_hub.hubconfig import load_values
+
+    docs = render(helm, sets=("singleuser.storage.type=none",))
+    (config,) = [
+        d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == f"{NAME}-hub-config"
+    ]
+    (tmp_path / "values.yaml").write_text(config["data"]["values.yaml"])
+    assert load_values(tmp_path / "values.yaml")["singleuser"]["storage"]["type"] == "none"

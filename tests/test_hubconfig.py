@@ -147,6 +147,7 @@ def test_the_chart_defaults(tmp_path):
             "start_timeout": 300,
             "http_timeout": 30,
             "common_labels": LABELS,
+            "home_storage": "dynamic",
             "home_access_modes": ["ReadWriteOnce"],
         },
         "SovereignAuthenticator": {
@@ -263,6 +264,7 @@ def test_everything_on(tmp_path, example_policy_values):
             ],
             "volumes": [{"name": "datasets", "persistentVolumeClaim": {"claimName": "datasets"}}],
             "volume_mounts": [{"name": "datasets", "mountPath": "/data", "readOnly": True}],
+            "home_storage": "dynamic",
             "home_access_modes": ["ReadWriteOncePod"],
             "image_pull_secrets": ["registry-cred"],
         },

@@ -176,7 +176,10 @@ async def test_the_coordination_group_serves_leases(emulator):
             core_status = r.status
         async with session.get(f"{emulator.url}/apis/coordination.k8s.io/v1/pods") as r:
             misplaced_status = r.status
-    assert [g["preferredVersion"]["groupVersion"] for g in groups] == ["coordination.k8s.io/v1"]
+    assert [g["preferredVersion"]["groupVersion"] for g in groups] == [
+        "coordination.k8s.io/v1",
+        "networking.k8s.io/v1",
+    ]
     assert resources["groupVersion"] == "coordination.k8s.io/v1"
     assert [(r["name"], r["kind"], r["namespaced"]) for r in resources["resources"]] == [
         ("leases", "Lease", True)
@@ -209,6 +212,36 @@ async def test_the_coordination_group_serves_leases(emulator):
         "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"
         in (json.loads(info.value.body)["message"])
     )
+
+
+@pytest.mark.parametrize(
+    ("port", "message"),
+    [
+        ({"protocol": "ICMP", "port": 80},
+         'spec.egress[0].ports[0].protocol: Unsupported value: "ICMP": supported values: '
+         '"SCTP", "TCP", "UDP"'),
+        ({"port": 9000, "endPort": 8000},
+         "spec.egress[0].ports[0].endPort: Invalid value: 8000: must be greater than or "
+         "equal to `port`"),
+        ({"port": "http", "endPort": 8000},
+         "spec.egress[0].ports[0].endPort: Invalid value: 8000: may not be specified when "
+         "`port` is non-numeric"),
+    ],
+)  # fmt: skip
+async def test_network_policies_are_served_and_a_wrong_port_is_refused(emulator, port, message):
+    """networking.k8s.io/v1 NetworkPolicies (the pod network enforces them, kube/podnet.py)."""
+    networking = client.NetworkingV1Api(emulator.core.api_client)
+    body = {"metadata": {"name": "p"}, "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}
+    created = await networking.create_namespaced_network_policy("default", body)
+    assert created.spec.policy_types == ["Egress"]
+    bad = {
+        "metadata": {"name": "bad"},
+        "spec": {"podSelector": {}, "egress": [{"ports": [port]}], "policyTypes": ["Egress"]},
+    }
+    with pytest.raises(ApiException) as info:
+        await networking.create_namespaced_network_policy("default", bad)
+    assert info.value.status == 422
+    assert message in json.loads(info.value.body)["message"]
 
 
 async def test_a_streaming_list_ends_its_initial_events_with_a_bookmark(emulator):

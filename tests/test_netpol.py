@@ -1,4 +1,4 @@
-"""sovereign_hub.sandbox.netpol: NetworkPolicy egress → allowed sets → nftables rules."""
+"""sovereign_hub.sandbox.netpol: NetworkPolicy egress and ingress → allowed sets → nftables rules."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sovereign_hub.sandbox.netpol import (
     NetpolError,
     PortRange,
     egress_rules,
+    ingress_rules,
     matches,
     nft_ruleset,
 )
@@ -154,6 +155,57 @@ def test_the_ruleset_text():
         "  }\n"
         "}\n"
     )
+
+
+def test_ingress_takes_from_peers_and_the_receivers_ports():
+    ingress = {"from": [{"podSelector": {"matchLabels": {"component": "proxy"}}},
+                        {"namespaceSelector": {"matchLabels": {"team": "sec"}}}],
+               "ports": [{"port": 8081}]}  # fmt: skip
+    spec = {"podSelector": {"matchLabels": {"component": "hub"}}, "ingress": [ingress]}
+    governing = {"metadata": {"name": "in", "namespace": "hub"}, "spec": spec}
+    endpoints = [HUB, PROXY, RSYSLOG, OTHER]
+    # No policyTypes and no egress: an Ingress policy only (the API server's default).
+    assert egress_rules([governing], HUB, endpoints, NAMESPACES) is None
+    allows = ingress_rules([governing], HUB, endpoints, NAMESPACES)
+    port = (PortRange("tcp", 8081, 8081),)
+    assert allows == [
+        Allow(("198.18.0.3/32",), ports=port, source="NetworkPolicy hub/in: spec.ingress[0].from[0]"),
+        Allow(("198.18.0.9/32",), ports=port, source="NetworkPolicy hub/in: spec.ingress[0].from[1]"),
+    ]  # fmt: skip
+    # A pod no Ingress policy selects takes every connection.
+    assert ingress_rules([governing], PROXY, endpoints, NAMESPACES) is None
+    ruleset = nft_ruleset(None, table="t", ingress=allows[:1], node=("198.18.7.254",))
+    assert ruleset == (
+        "table inet t {\n"
+        "  chain output {\n"
+        "    type filter hook output priority 0; policy accept;\n"
+        "  }\n"
+        "  chain input {\n"
+        "    type filter hook input priority 0; policy drop;\n"
+        '    iifname "lo" accept\n'
+        "    ct state established,related accept\n"
+        "    ip saddr { 198.18.7.254 } accept\n"
+        "    ip saddr { 198.18.0.3/32 } tcp dport 8081 accept comment "
+        '"NetworkPolicy hub/in: spec.ingress[0].from[0]"\n'
+        "  }\n"
+        "}\n"
+    )
+
+
+def test_an_ingress_rules_named_port_is_the_receivers_own():
+    spec = {"podSelector": {}, "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"port": "http"}]}, {"ports": [{"port": "metrics"}]}]}  # fmt: skip
+    named = {"metadata": {"name": "in", "namespace": "hub"}, "spec": spec}
+    hub = Endpoint("hub", HUB.labels, HUB.ip, (("http", "TCP", 8081), ("dns", "UDP", 53)))
+    # "metrics" is no port of the pod: that rule matches nothing (it does not open every port).
+    assert ingress_rules([named], hub) == [
+        Allow((), ports=(PortRange("tcp", 8081, 8081),), any_address=True,
+              source="NetworkPolicy hub/in: spec.ingress[0]"),
+    ]  # fmt: skip
+    # In an egress rule a name would be each destination's own port: refused.
+    egress = policy([{"ports": [{"port": "http"}]}])
+    with pytest.raises(NetpolError, match="named port 'http' is not supported"):
+        egress_rules([egress], hub)
 
 
 def test_nft_accepts_the_ruleset_of_the_charts_hub_policy():

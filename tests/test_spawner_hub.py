@@ -188,6 +188,23 @@ async def test_gpu_profile_lands_on_an_eu_gpu_node_and_us_users_stay_in_the_us(
     assert status.status_code == 200
 
 
+async def test_with_no_home_storage_the_home_is_an_emptydir_and_no_claim_is_made_in_emulated_cluster(
+    kube, core, start_hub, policy_copy
+):
+    """``singleuser.storage.type: none``: the pod starts with its home on an emptyDir."""
+    hub = start_hub(policy_copy, extra_config='c.SovereignSpawner.home_storage = "none"\n')
+    add_users(hub, "eu-researchers", "ana")
+    assert spawn(hub, "ana", profile="cpu-small").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    pod = await pod_of(core, kube, "ana")
+    (home,) = [v for v in pod.spec.volumes if v.name == "sovereign-home"]
+    assert home.empty_dir is not None
+    assert home.persistent_volume_claim is None
+    mount = next(m for m in pod.spec.containers[0].volume_mounts if m.name == "sovereign-home")
+    assert mount.mount_path == "/home/jovyan"
+    assert (await core.list_namespaced_persistent_volume_claim(kube.namespace)).items == []
+
+
 def progress_events(hub: Hub, user: str, timeout: float = 90) -> list[dict]:
     """The progress page's event stream, until the spawn succeeds or fails."""
     events = []

@@ -215,6 +215,35 @@ def _check_pod(spec: dict[str, Any], causes: list[tuple[str, str]]) -> None:
             causes.append((f"spec.containers[{i}].image", "Required value"))
 
 
+def _supported(value: Any, allowed: tuple[str, ...]) -> str:
+    listed = ", ".join(f'"{a}"' for a in allowed)
+    return f'Unsupported value: "{value}": supported values: {listed}'
+
+
+def _check_network_policy(spec: dict[str, Any], causes: list[tuple[str, str]]) -> None:
+    """What a kube-apiserver refuses in a NetworkPolicy that the pod network would
+    otherwise have to guess at: policy types, protocols, port ranges."""
+    for i, kind in enumerate(spec.get("policyTypes") or []):
+        if kind not in ("Ingress", "Egress"):
+            causes.append((f"spec.policyTypes[{i}]", _supported(kind, ("Egress", "Ingress"))))
+    for direction in ("ingress", "egress"):
+        for r, rule in enumerate(spec.get(direction) or []):
+            for j, port in enumerate(rule.get("ports") or []):
+                at = f"spec.{direction}[{r}].ports[{j}]"
+                protocol = port.get("protocol", "TCP")
+                if protocol not in ("SCTP", "TCP", "UDP"):
+                    causes.append((f"{at}.protocol", _supported(protocol, ("SCTP", "TCP", "UDP"))))
+                end, number = port.get("endPort"), port.get("port")
+                if end is None:
+                    continue
+                if not isinstance(number, int):
+                    problem = "may not be specified when `port` is non-numeric"
+                    causes.append((f"{at}.endPort", f"Invalid value: {end}: {problem}"))
+                elif end < number:
+                    problem = "must be greater than or equal to `port`"
+                    causes.append((f"{at}.endPort", f"Invalid value: {end}: {problem}"))
+
+
 def validate(resource: str, kind: str, obj: Obj) -> None:
     meta = obj.get("metadata") or {}
     name = meta.get("name", "")
@@ -235,6 +264,8 @@ def validate(resource: str, kind: str, obj: Obj) -> None:
             )
         if not (spec.get("resources") or {}).get("requests", {}).get("storage"):
             causes.append(("spec.resources[storage]", "Required value"))
+    elif resource == "networkpolicies":
+        _check_network_policy(spec, causes)
     elif resource == "leases":
         for field, least, words in (
             ("leaseDurationSeconds", 1, "greater than 0"),

@@ -41,6 +41,7 @@ from .apiserver import CLUSTER_USER_AGENT, ApiServer
 from .inventory import Inventory, node_object
 from .kubelet import ProcessKubelet
 from .leases import NodeLeases
+from .podnet import PodNetworking
 from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,10 @@ class Cluster:
     namespace: str = "default"
     light_pods: bool = False
     """Run every pod as a minimal single-user server in this process (kube/lightpod.py)."""
+    pod_network: bool = False
+    """Give each process pod a network namespace and a 198.18.0.0/15 address, with the
+    NetworkPolicies as nftables rules (kube/podnet.py). Needs root, ``ip`` and ``nft``:
+    :class:`~.podnet.PodNetworkUnavailable` says what is missing."""
     kubeconfig: Path = field(init=False)
     server: str = field(init=False, default="")
     emulated: bool = field(init=False, default=True)
@@ -111,6 +116,7 @@ class Cluster:
         self._runner: web.AppRunner | None = None
         self._client: client.ApiClient | None = None
         self.kubelet: ProcessKubelet | None = None
+        self.network: PodNetworking | None = None
         self.leases: NodeLeases | None = None
         self._tls_context: ssl.SSLContext | None = None
         self._port = 0
@@ -240,12 +246,15 @@ class Cluster:
             scheduler_name=self.scheduler_name,
             node_selector=node_selector,
         )
+        if self.pod_network:
+            self.network = PodNetworking(self._client)
         self.kubelet = ProcessKubelet(
             self._client,
             nodes=set(self.nodes.values()),
             state_dir=self.state_dir,
             namespace=watch_ns,
             light=self.light_pods,
+            network=self.network,
         )
         if self.api is not None:
             # pods/exec reaches the pod's kubelet, as a real API server proxies it there.
@@ -255,6 +264,9 @@ class Cluster:
             asyncio.create_task(self.kubelet.run()),
             asyncio.create_task(self.leases.run()),
         ]
+        if self.network is not None:
+            self._tasks.append(asyncio.create_task(self.network.run()))
+            await self.network.wait_applied()
         await scheduler.nodes.synced.wait()
         await self.kubelet.informer.synced.wait()
 
@@ -319,6 +331,9 @@ class Cluster:
                 log.warning("still running 15 s after cancel: %s", [t.get_coro() for t in stuck])
         if self.kubelet is not None:
             await self.kubelet.shutdown()
+        if self.network is not None:
+            await asyncio.to_thread(self.network.close)
+            self.network = None
         if self._client is not None and not self.emulated:
             core = client.CoreV1Api(self._client)
             with contextlib.suppress(ApiException):

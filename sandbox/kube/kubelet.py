@@ -1,10 +1,12 @@
 """A kubelet that runs each pod's container as a local process.
 
 For every pod bound to one of its nodes it gives the pod a loopback address
-of its own (127.0.0.N), builds the container's environment as Kubernetes
-does (``env``, ``envFrom``, field, Secret and ConfigMap references,
-``$(VAR)`` expansion), starts ``command`` + ``args`` as a process, and
-reports ``Running``, ``podIP`` and readiness (honouring a readiness probe).
+of its own (127.0.0.N), or with a pod network (podnet.py) a network namespace
+and an address of 198.18.0.0/15 under the NetworkPolicies, builds the
+container's environment as Kubernetes does (``env``, ``envFrom``, field,
+Secret and ConfigMap references, ``$(VAR)`` expansion), starts ``command``
++ ``args`` as a process, and reports ``Running``, ``podIP`` and readiness
+(honouring a readiness probe).
 A process that exits is restarted or reported finished according to the
 pod's ``restartPolicy``, with the exit code. On deletion it sends SIGTERM,
 SIGKILL after the grace period, and then confirms the deletion with a zero
@@ -12,7 +14,8 @@ grace period, as the real kubelet does.
 
 What a process cannot have, it is given by translation: a wildcard listen
 address (``0.0.0.0``) in arguments or environment becomes the pod's own
-address (its "network namespace"), and paths under a volume's ``mountPath``
+address (its "network namespace"; not with a pod network, which gives it a
+real one), and paths under a volume's ``mountPath``
 become the host directory that backs the volume. Images are not pulled: a
 container with no ``command`` runs its ``args`` directly, which is what the
 entrypoints of the Jupyter images do, unless ``entrypoints`` maps the image
@@ -28,7 +31,6 @@ import contextlib
 import logging
 import os
 import re
-import secrets
 import shutil
 import signal
 import time
@@ -45,6 +47,7 @@ from .events import EventRecorder
 from .informer import Informer
 from .lightpod import LightServer
 from .podenv import ConfigError, container_env, expand
+from .podnet import LoopbackAddresses, PodNetwork
 from .store import now_iso
 
 log = logging.getLogger(__name__)
@@ -114,8 +117,11 @@ class ProcessKubelet:
         ip_block: int | None = None,
         base_env: dict[str, str] | None = None,
         light: bool = False,
+        network: PodNetwork | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
+        # Pods' addresses, and with a PodNetworking (podnet.py) their namespaces and policies.
+        self.network = network or LoopbackAddresses(first_ip, ip_block)
         # Light mode (lightpod.py): each pod is a minimal single-user server in
         # this process, for load tests; no process is started.
         self.light = light
@@ -135,12 +141,6 @@ class ProcessKubelet:
             }
         )
         self.pods: dict[str, PodRuntime] = {}
-        self._next_ip = first_ip
-        self._free_ips: list[str] = []
-        # Each kubelet draws addresses from its own 127.N.0.0/16, chosen at
-        # random, so two emulated clusters on one machine (a sandbox and a test
-        # run) do not hand the same address to two pods.
-        self._block = ip_block if ip_block is not None else secrets.randbelow(250) + 2
         if namespace is None:
             self.informer = Informer(self.core.list_pod_for_all_namespaces, self._on_change)
         else:
@@ -165,13 +165,6 @@ class ProcessKubelet:
         if self._light_session is not None:
             await self._light_session.close()
             self._light_session = None
-
-    def _allocate_ip(self) -> str:
-        if self._free_ips:
-            return self._free_ips.pop(0)
-        n = self._next_ip
-        self._next_ip += 1
-        return f"127.{self._block}.{n // 254}.{n % 254 + 1}"
 
     # -- reconciling --------------------------------------------------------
     async def _on_change(self, kind: str, pod: dict[str, Any] | None) -> None:
@@ -200,6 +193,8 @@ class ProcessKubelet:
                 rt.terminating = True
                 rt.terminator = asyncio.create_task(self._terminate(rt, pod))
             return
+        if rt is not None:
+            await self.network.relabel(rt.uid, meta.get("labels") or {})
         if rt is None and pod.get("status", {}).get("phase", "Pending") == "Pending":
             rt = self._runtime(pod)
             rt.supervisor = asyncio.create_task(self._supervise(rt, pod))
@@ -222,7 +217,7 @@ class ProcessKubelet:
             uid=meta["uid"],
             namespace=meta["namespace"],
             name=meta["name"],
-            ip=self._allocate_ip(),
+            ip=self.network.allocate(),
             root=self.state_dir / "pods" / meta["uid"],
             log_dir=pod_log_dir(self.log_dir, meta["namespace"], meta["name"], meta["uid"]),
             container=pod["spec"]["containers"][0]["name"],
@@ -236,7 +231,7 @@ class ProcessKubelet:
         if rt.supervisor:
             rt.supervisor.cancel()
         self.pods.pop(rt.uid, None)
-        self._free_ips.append(rt.ip)
+        await self.network.detach(rt.uid, rt.ip)
         shutil.rmtree(rt.root, ignore_errors=True)
 
     # -- running -----------------------------------------------------------
@@ -343,6 +338,7 @@ class ProcessKubelet:
     ) -> asyncio.subprocess.Process | None:
         """The container's process, or None (reported) when it cannot start."""
         field_path = f"spec.containers{{{rt.container}}}"
+        argv = self.network.wrap(rt.uid, argv)
         with open(log_path, "ab") as logfile:
             try:
                 return await asyncio.create_subprocess_exec(
@@ -395,6 +391,7 @@ class ProcessKubelet:
         self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any]
     ) -> tuple[list[str], dict[str, str], str]:
         rt.root.mkdir(parents=True, exist_ok=True)
+        await self.network.attach(rt.uid, pod, rt.ip)
         await self._mount_volumes(rt, pod, container)
         env = dict(self.base_env)
         env["HOSTNAME"] = pod["metadata"]["name"]
@@ -438,9 +435,9 @@ class ProcessKubelet:
                 "ExecError",
                 f'exec: "{argv[0]}": executable file not found in $PATH',
             )
+        argv = self.network.wrap(rt.uid, [resolved, *argv[1:]])
         return await asyncio.create_subprocess_exec(
-            resolved,
-            *argv[1:],
+            *argv,
             env=rt.env,
             cwd=rt.cwd or str(rt.root),
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
@@ -450,7 +447,8 @@ class ProcessKubelet:
         )
 
     def _translate(self, rt: PodRuntime, value: str) -> str:
-        value = value.replace("0.0.0.0", rt.ip)  # noqa: S104 - the pod's own "network namespace"
+        if not self.network.isolated:  # a loopback address stands in for the pod's namespace
+            value = value.replace("0.0.0.0", rt.ip)  # noqa: S104
         for mount_path, host in rt.mounts:
             pattern = re.compile(rf"(^|=){re.escape(mount_path.rstrip('/'))}(?=/|$)")
             value = pattern.sub(lambda m, h=host: m.group(1) + str(h), value)
@@ -594,7 +592,9 @@ class ProcessKubelet:
         if command := (probe.get("exec") or {}).get("command"):
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+                    *self.network.wrap(rt.uid, command),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
                 )
                 async with asyncio.timeout(timeout):
                     code = await proc.wait()

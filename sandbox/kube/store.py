@@ -72,6 +72,7 @@ RESOURCES: dict[str, Resource] = {
             short="ns",
         ),
         Resource("leases", "Lease", group="coordination.k8s.io"),
+        Resource("networkpolicies", "NetworkPolicy", group="networking.k8s.io", short="netpol"),
     )
 }
 
