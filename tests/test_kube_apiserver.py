@@ -176,7 +176,10 @@ async def test_the_coordination_group_serves_leases(emulator):
             core_status = r.status
         async with session.get(f"{emulator.url}/apis/coordination.k8s.io/v1/pods") as r:
             misplaced_status = r.status
-    assert [g["preferredVersion"]["groupVersion"] for g in groups] == ["coordination.k8s.io/v1"]
+    assert [g["preferredVersion"]["groupVersion"] for g in groups] == [
+        "coordination.k8s.io/v1",
+        "scheduling.k8s.io/v1",
+    ]
     assert resources["groupVersion"] == "coordination.k8s.io/v1"
     assert [(r["name"], r["kind"], r["namespaced"]) for r in resources["resources"]] == [
         ("leases", "Lease", True)

@@ -41,6 +41,7 @@ from .apiserver import CLUSTER_USER_AGENT, ApiServer
 from .inventory import Inventory, node_object
 from .kubelet import ProcessKubelet
 from .leases import NodeLeases
+from .placement import Profile
 from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ class Cluster:
     namespace: str = "default"
     light_pods: bool = False
     """Run every pod as a minimal single-user server in this process (kube/lightpod.py)."""
+    scheduler_profiles: dict[str, Profile] = field(default_factory=dict)
+    """Further scheduler profiles the local scheduler serves, by ``schedulerName`` (as a
+    KubeSchedulerConfiguration's ``profiles``), beside its own name's default one."""
     kubeconfig: Path = field(init=False)
     server: str = field(init=False, default="")
     emulated: bool = field(init=False, default=True)
@@ -239,6 +243,7 @@ class Cluster:
             namespace=watch_ns,
             scheduler_name=self.scheduler_name,
             node_selector=node_selector,
+            profiles=self.scheduler_profiles,
         )
         self.kubelet = ProcessKubelet(
             self._client,

@@ -4,7 +4,18 @@ It watches nodes and pods, decides with :func:`.placement.place`, binds with
 the ``pods/binding`` subresource, and for a pod that fits nowhere records a
 ``FailedScheduling`` event (aggregated: the count goes up when the same
 message repeats) and the ``PodScheduled=False`` condition. Pods are retried
-whenever a node or pod changes, and every ``resync`` seconds.
+whenever a node or pod changes, and every ``resync`` seconds, highest
+priority first (then oldest), as kube-scheduler's active queue orders them.
+
+One scheduler serves several *profiles*, as one kube-scheduler process does:
+each is a ``schedulerName`` with its own scoring (:class:`.placement.Profile`).
+A pod naming a scheduler no profile serves is left alone: it stays Pending
+with no event, as on a real cluster where no such scheduler runs.
+
+A pod that fits nowhere may preempt (:mod:`.preemption`): the scheduler sets
+its ``status.nominatedNodeName``, marks each victim with the
+``DisruptionTarget`` condition, records a ``Preempted`` event and deletes it
+with its own grace period; the pod is bound once the room is free.
 """
 
 from __future__ import annotations
@@ -21,7 +32,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from . import rawapi
 from .events import EventRecorder
 from .informer import Informer
-from .placement import place
+from .placement import DEFAULT_PROFILE, Profile, place, pod_priority
+from .preemption import DISRUPTION_TARGET, PREEMPTED_REASON, select
 from .store import now_iso
 
 log = logging.getLogger(__name__)
@@ -37,10 +49,13 @@ class Scheduler:
         scheduler_name: str = "default-scheduler",
         resync: float = 2.0,
         node_selector: str | None = None,
+        profiles: dict[str, Profile] | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
         self.namespace = namespace
         self.scheduler_name = scheduler_name
+        # schedulerName -> scoring; ``scheduler_name`` is always served, by default scoring.
+        self.profiles = {scheduler_name: DEFAULT_PROFILE, **(profiles or {})}
         self.resync = resync
         self.wake = asyncio.Event()
         self.events = EventRecorder(self.core, scheduler_name)
@@ -81,11 +96,16 @@ class Scheduler:
             for p in self.pods.items.values()
             if not p["spec"].get("nodeName")
             and not p["metadata"].get("deletionTimestamp")
-            and p["spec"].get("schedulerName", "default-scheduler") == self.scheduler_name
+            and p["spec"].get("schedulerName", "default-scheduler") in self.profiles
             and p.get("status", {}).get("phase", "Pending") == "Pending"
         ]
         return sorted(
-            pods, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"])
+            pods,
+            key=lambda p: (
+                -pod_priority(p),
+                p["metadata"].get("creationTimestamp", ""),
+                p["metadata"]["name"],
+            ),
         )
 
     async def schedule_pending(self) -> None:
@@ -101,11 +121,60 @@ class Scheduler:
                 )
                 await self._unschedulable(pod, message)
                 continue
-            placement = place(pod, nodes, self.pods.items.values())
-            if placement.node is None:
-                await self._unschedulable(pod, placement.message)
-            else:
+            profile = self.profiles[pod["spec"].get("schedulerName", "default-scheduler")]
+            placement = place(pod, nodes, self.pods.items.values(), profile)
+            if placement.node is not None:
                 await self._bind(pod, placement.node)
+                continue
+            if placement.resource_only:
+                chosen = select(pod, nodes, self.pods.items.values(), placement.resource_only)
+                if chosen is not None:
+                    await self._preempt(pod, chosen.node, chosen.victims)
+                    # Preemption succeeded: the failure is the filters' alone, as reported.
+                    await self._unschedulable(pod, placement.message.split(" preemption: ")[0])
+                    continue
+            await self._unschedulable(pod, placement.message)
+
+    async def _preempt(
+        self, pod: dict[str, Any], node: str, victims: tuple[dict[str, Any], ...]
+    ) -> None:
+        """Nominate ``pod`` to ``node`` and evict ``victims`` there, as DefaultPreemption does."""
+        meta = pod["metadata"]
+        try:
+            await self.core.patch_namespaced_pod_status(
+                meta["name"], meta["namespace"], {"status": {"nominatedNodeName": node}}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        # Seen at once by the rest of this pass: the room is promised to this pod.
+        pod.setdefault("status", {})["nominatedNodeName"] = node
+        scheduler = pod["spec"].get("schedulerName", self.scheduler_name)
+        for victim in victims:
+            vmeta = victim["metadata"]
+            condition = {
+                "type": DISRUPTION_TARGET,
+                "status": "True",
+                "reason": PREEMPTED_REASON,
+                "message": f"{scheduler}: preempting to accommodate a higher priority pod",
+                "lastTransitionTime": now_iso(),
+            }
+            try:
+                await self.core.patch_namespaced_pod_status(
+                    vmeta["name"], vmeta["namespace"], {"status": {"conditions": [condition]}}
+                )
+                await self._event(
+                    victim,
+                    "Normal",
+                    "Preempted",
+                    f"Preempted by pod {meta['uid']} on node {node}",
+                )
+                await self.core.delete_namespaced_pod(vmeta["name"], vmeta["namespace"])
+            except ApiException as exc:
+                if exc.status != 404:  # gone already: that is what was wanted
+                    raise
+            vmeta["deletionTimestamp"] = now_iso()
 
     async def _missing_claim(self, pod: dict[str, Any]) -> str | None:
         ns = pod["metadata"]["namespace"]

@@ -72,6 +72,13 @@ RESOURCES: dict[str, Resource] = {
             short="ns",
         ),
         Resource("leases", "Lease", group="coordination.k8s.io"),
+        Resource(
+            "priorityclasses",
+            "PriorityClass",
+            namespaced=False,
+            short="pc",
+            group="scheduling.k8s.io",
+        ),
     )
 }
 

@@ -1,0 +1,123 @@
+"""PriorityClasses and the Priority admission plugin, in the emulated API server.
+
+Emulated Kubernetes (no real API server runs here): each case is what a real
+kube-apiserver answers, with its wording, to the same request.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from tests.test_kube_apiserver import emulator, pod_body  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("emulator")
+
+
+def pc(name: str, value: object = 1000, **fields: object) -> dict:
+    return {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": name},
+        **({"value": value} if value is not None else {}),
+        **fields,
+    }
+
+
+def scheduling(emu) -> client.SchedulingV1Api:
+    return client.SchedulingV1Api(emu.core.api_client)
+
+
+async def refused(call, *args) -> tuple[int, dict]:
+    with pytest.raises(ApiException) as info:
+        await call(*args)
+    return info.value.status, json.loads(info.value.body)
+
+
+async def test_system_classes_exist_and_a_new_class_is_defaulted(emulator):  # noqa: F811
+    api = scheduling(emulator)
+    names = {c.metadata.name for c in (await api.list_priority_class()).items}
+    assert {"system-cluster-critical", "system-node-critical"} <= names
+    made = await api.create_priority_class(pc("placeholder", -10))
+    assert made.value == -10
+    assert made.preemption_policy == "PreemptLowerPriority"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (pc("no-value", None), "value", "Required value"),
+        (
+            pc("too-high", 1_000_000_001),
+            "value",
+            "Forbidden: maximum allowed value of a user defined priority is 1000000000",
+        ),
+        (
+            pc("system-mine", 5),
+            "metadata.name",
+            "Invalid value: \"system-mine\": priority class names with 'system-' prefix are "
+            "reserved",
+        ),
+        (
+            pc("odd-policy", 5, preemptionPolicy="Sometimes"),
+            "preemptionPolicy",
+            'Unsupported value: "Sometimes": supported values: "Never", "PreemptLowerPriority"',
+        ),
+        (pc("str-default", 5, globalDefault="yes"), "globalDefault", "must be a bool"),
+    ],
+)
+async def test_invalid_classes_are_refused_naming_the_field(emulator, body, field, message):  # noqa: F811
+    status, answer = await refused(scheduling(emulator).create_priority_class, body)
+    assert status == 422
+    assert answer["reason"] == "Invalid"
+    assert f"{field}: " in answer["message"]
+    assert message in answer["message"]
+
+
+async def test_only_one_global_default_and_value_is_immutable(emulator):  # noqa: F811
+    api = scheduling(emulator)
+    await api.create_priority_class(pc("users", 100, globalDefault=True))
+    status, answer = await refused(api.create_priority_class, pc("others", 50, globalDefault=True))
+    assert status == 403
+    assert answer["message"] == (
+        'priorityclasses.scheduling.k8s.io "others" is forbidden: PriorityClass users is '
+        "already marked as default. Only one default can exist"
+    )
+    status, answer = await refused(api.patch_priority_class, "users", {"value": 7})
+    assert status == 422
+    assert "value: Forbidden: may not be changed in an update." in answer["message"]
+
+
+async def test_a_pod_naming_an_unknown_class_is_forbidden(emulator):  # noqa: F811
+    body = pod_body("p")
+    body["spec"]["priorityClassName"] = "nope"
+    status, answer = await refused(emulator.core.create_namespaced_pod, "default", body)
+    assert status == 403
+    assert answer["reason"] == "Forbidden"
+    assert answer["message"] == 'pods "p" is forbidden: no PriorityClass with name nope was found'
+
+
+async def test_admission_resolves_the_class_and_the_global_default(emulator):  # noqa: F811
+    api = scheduling(emulator)
+    await api.create_priority_class(pc("shy", 500, preemptionPolicy="Never"))
+    body = pod_body("named")
+    body["spec"]["priorityClassName"] = "shy"
+    named = await emulator.core.create_namespaced_pod("default", body)
+    assert (named.spec.priority, named.spec.preemption_policy) == (500, "Never")
+    plain = await emulator.core.create_namespaced_pod("default", pod_body("plain"))
+    assert (plain.spec.priority, plain.spec.priority_class_name) == (0, None)
+    await api.create_priority_class(pc("everyone", 20, globalDefault=True))
+    defaulted = await emulator.core.create_namespaced_pod("default", pod_body("defaulted"))
+    assert (defaulted.spec.priority, defaulted.spec.priority_class_name) == (20, "everyone")
+    forged = pod_body("forged")
+    forged["spec"].update(priorityClassName="shy", priority=900)
+    status, answer = await refused(emulator.core.create_namespaced_pod, "default", forged)
+    assert status == 403
+    assert answer["message"] == (
+        'pods "forged" is forbidden: the integer value of priority (900) must not be provided '
+        "in pod spec; priority admission controller computed 500 from the given PriorityClass "
+        "name"
+    )
