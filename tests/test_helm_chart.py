@@ -180,8 +180,16 @@ def test_every_pod_meets_the_restricted_standard_with_digests_and_resources(mani
 
 
 def test_rbac_is_namespaced_and_least_privilege(manifests):
-    assert not by_kind(manifests, "ClusterRole")
-    assert not by_kind(manifests, "ClusterRoleBinding")
+    # Cluster-wide: the hub reads nodes (the GPU queue's capacity), and nothing else.
+    (nodes,) = by_kind(manifests, "ClusterRole")
+    assert nodes["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
+    ]
+    (binding,) = by_kind(manifests, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == nodes["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-sovereign-hub-hub", "namespace": "hub"}
+    ]
     (role,) = by_kind(manifests, "Role")
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     allowed = {
