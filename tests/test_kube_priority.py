@@ -49,7 +49,6 @@ async def test_system_classes_exist_and_a_new_class_is_defaulted(emulator):  # n
 @pytest.mark.parametrize(
     ("body", "field", "message"),
     [
-        (pc("no-value", None), "value", "Required value"),
         (
             pc("too-high", 1_000_000_001),
             "value",
@@ -58,15 +57,19 @@ async def test_system_classes_exist_and_a_new_class_is_defaulted(emulator):  # n
         (
             pc("system-mine", 5),
             "metadata.name",
-            "Invalid value: \"system-mine\": priority class names with 'system-' prefix are "
-            "reserved",
+            "Forbidden: priority class names with 'system-' prefix are reserved for system use "
+            "only. error: system-mine is not a known system priority class",
+        ),
+        (
+            pc("system-node-critical", 5),
+            "metadata.name",
+            "error: value of system-node-critical PriorityClass must be 2000001000",
         ),
         (
             pc("odd-policy", 5, preemptionPolicy="Sometimes"),
             "preemptionPolicy",
-            'Unsupported value: "Sometimes": supported values: "Never", "PreemptLowerPriority"',
+            'Unsupported value: "Sometimes": supported values: "PreemptLowerPriority", "Never"',
         ),
-        (pc("str-default", 5, globalDefault="yes"), "globalDefault", "must be a bool"),
     ],
 )
 async def test_invalid_classes_are_refused_naming_the_field(emulator, body, field, message):  # noqa: F811
@@ -75,6 +78,39 @@ async def test_invalid_classes_are_refused_naming_the_field(emulator, body, fiel
     assert answer["reason"] == "Invalid"
     assert f"{field}: " in answer["message"]
     assert message in answer["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            pc("str-value", "high"),
+            "json: cannot unmarshal string into Go struct field PriorityClass.value of type int32",
+        ),
+        (
+            pc("str-default", 5, globalDefault="yes"),
+            "json: cannot unmarshal string into Go struct field PriorityClass.globalDefault of "
+            "type bool",
+        ),
+    ],
+)
+async def test_fields_of_the_wrong_type_are_a_bad_request(emulator, body, message):  # noqa: F811
+    status, answer = await refused(scheduling(emulator).create_priority_class, body)
+    assert status == 400
+    assert answer["message"] == (
+        'PriorityClass in version "v1" cannot be handled as a PriorityClass: ' + message
+    )
+
+
+async def test_a_class_without_a_value_is_value_zero(emulator):  # noqa: F811
+    # `value` is a plain int32 in the typed object: missing decodes as 0, as on a real server.
+    made = await raw_create(emulator, pc("zero", None))
+    assert (made["value"], made["globalDefault"]) == (0, False)
+
+
+async def raw_create(emu, body) -> dict:
+    response = await scheduling(emu).create_priority_class(body, _preload_content=False)
+    return json.loads(await response.read())
 
 
 async def test_only_one_global_default_and_value_is_immutable(emulator):  # noqa: F811
@@ -89,6 +125,9 @@ async def test_only_one_global_default_and_value_is_immutable(emulator):  # noqa
     status, answer = await refused(api.patch_priority_class, "users", {"value": 7})
     assert status == 422
     assert "value: Forbidden: may not be changed in an update." in answer["message"]
+    status, answer = await refused(api.patch_priority_class, "users", {"preemptionPolicy": "Never"})
+    assert status == 422
+    assert 'preemptionPolicy: Invalid value: "Never": field is immutable' in answer["message"]
 
 
 async def test_a_pod_naming_an_unknown_class_is_forbidden(emulator):  # noqa: F811
@@ -121,3 +160,16 @@ async def test_admission_resolves_the_class_and_the_global_default(emulator):  #
         "in pod spec; priority admission controller computed 500 from the given PriorityClass "
         "name"
     )
+
+
+async def test_an_update_that_leaves_the_priority_out_keeps_it(emulator):  # noqa: F811
+    await scheduling(emulator).create_priority_class(pc("kept", 300))
+    body = pod_body("keeper")
+    body["spec"]["priorityClassName"] = "kept"
+    await emulator.core.create_namespaced_pod("default", body)
+    response = await emulator.core.read_namespaced_pod("keeper", "default", _preload_content=False)
+    stored = json.loads(await response.read())
+    del stored["spec"]["priority"], stored["spec"]["preemptionPolicy"]
+    stored["metadata"]["labels"] = {"touched": "yes"}
+    updated = await emulator.core.replace_namespaced_pod("keeper", "default", stored)
+    assert (updated.spec.priority, updated.metadata.labels) == (300, {"touched": "yes"})

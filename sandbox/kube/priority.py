@@ -1,11 +1,13 @@
 """PriorityClasses and pod priority, as the API server and its Priority admission plugin do.
 
-- **PriorityClass** (``scheduling.k8s.io/v1``, cluster-scoped): ``value`` is
-  required and at most 1000000000 for a user-defined class; the ``system-``
-  name prefix is reserved; ``preemptionPolicy`` is ``PreemptLowerPriority``
-  (the default) or ``Never``; ``value`` and ``preemptionPolicy`` cannot
-  change in an update; only one class may be ``globalDefault``. The two
-  system classes a real cluster bootstraps exist from the start.
+- **PriorityClass** (``scheduling.k8s.io/v1``, cluster-scoped): ``value`` must
+  decode as an int32 and ``globalDefault`` as a bool (else 400, as the typed
+  decoding refuses; a missing one is 0 or false); ``value`` is at most
+  1000000000 for a user-defined class; the ``system-`` name prefix is
+  reserved for the two system classes, which exist from the start;
+  ``preemptionPolicy`` is ``PreemptLowerPriority`` (the default) or
+  ``Never``; ``value`` and ``preemptionPolicy`` cannot change in an update;
+  only one class may be ``globalDefault`` (403, from the admission plugin).
 - **Pods** on create: ``priorityClassName`` resolves to ``spec.priority`` and
   ``spec.preemptionPolicy``; an unknown name is refused with 403 Forbidden,
   and so is a ``spec.priority`` that differs from the one computed; a pod
@@ -27,7 +29,7 @@ from .store import Obj, Store
 
 HIGHEST_USER_DEFINABLE = 1_000_000_000
 SYSTEM_CLASSES = {"system-cluster-critical": 2_000_000_000, "system-node-critical": 2_000_001_000}
-POLICIES = ("Never", "PreemptLowerPriority")
+POLICIES = ("PreemptLowerPriority", "Never")  # in ValidatePreemptionPolicy's order
 DEFAULT_POLICY = "PreemptLowerPriority"
 
 
@@ -51,26 +53,60 @@ def system_classes() -> list[Obj]:
     ]
 
 
+def _decode_error(field: str, value: Any, go_type: str) -> ApiError:
+    kind = {str: "string", bool: "bool", float: "number", list: "array", dict: "object"}.get(
+        type(value), "number"
+    )
+    return ApiError(
+        400,
+        "BadRequest",
+        'PriorityClass in version "v1" cannot be handled as a PriorityClass: json: cannot '
+        f"unmarshal {kind} into Go struct field PriorityClass.{field} of type {go_type}",
+    )
+
+
+def decode_class(obj: Obj) -> None:
+    """What decoding into the typed object refuses (400), before any validation."""
+    value = obj.get("value", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+        raise _decode_error("value", value, "int32")
+    if not isinstance(obj.get("globalDefault", False), bool):
+        raise _decode_error("globalDefault", obj["globalDefault"], "bool")
+
+
 def default_class(obj: Obj) -> None:
+    """Decoding and defaulting: ``value`` and ``globalDefault`` are plain fields (a missing one
+    is 0 or false, as the typed object decodes it); ``preemptionPolicy`` defaults."""
+    decode_class(obj)
     obj.pop("spec", None)
+    obj.setdefault("value", 0)
+    obj.setdefault("globalDefault", False)
     obj.setdefault("preemptionPolicy", DEFAULT_POLICY)
+
+
+def _known_system_class(name: str, value: int, global_default: bool) -> str | None:
+    """``IsKnownSystemPriorityClass``: why ``name`` is not one, or None."""
+    if name not in SYSTEM_CLASSES:
+        return f"{name} is not a known system priority class"
+    if SYSTEM_CLASSES[name] != value:
+        return f"value of {name} PriorityClass must be {SYSTEM_CLASSES[name]}"
+    if global_default:
+        return f"globalDefault of {name} PriorityClass must be false"
+    return None
 
 
 def check_class(obj: Obj, causes: list[tuple[str, str]]) -> None:
     """``ValidatePriorityClass``: the fields of one class, alone."""
     name = obj.get("metadata", {}).get("name", "")
-    value = obj.get("value")
-    if value is None:
-        causes.append(("value", "Required value"))
-    elif not isinstance(value, int) or isinstance(value, bool) or not -(2**31) <= value < 2**31:
-        causes.append(("value", f"Invalid value: {value!r}: must be a 32-bit integer"))
-    elif name.startswith("system-"):
-        if SYSTEM_CLASSES.get(name) != value:
+    value = obj.get("value", 0)
+    if name.startswith("system-"):
+        why = _known_system_class(name, value, bool(obj.get("globalDefault")))
+        if why:
             causes.append(
                 (
                     "metadata.name",
-                    f"Invalid value: \"{name}\": priority class names with 'system-' prefix "
-                    "are reserved",
+                    "Forbidden: priority class names with 'system-' prefix are reserved for "
+                    f"system use only. error: {why}",
                 )
             )
     elif value > HIGHEST_USER_DEFINABLE:
@@ -81,10 +117,10 @@ def check_class(obj: Obj, causes: list[tuple[str, str]]) -> None:
                 f"{HIGHEST_USER_DEFINABLE}",
             )
         )
-    if not isinstance(obj.get("globalDefault", False), bool):
-        causes.append(("globalDefault", f"Invalid value: {obj['globalDefault']!r}: must be a bool"))
     policy = obj.get("preemptionPolicy")
-    if policy not in POLICIES:
+    if policy == "":
+        causes.append(("preemptionPolicy", "Required value"))
+    elif policy not in POLICIES:
         supported = ", ".join(f'"{p}"' for p in POLICIES)
         causes.append(
             ("preemptionPolicy", f'Unsupported value: "{policy}": supported values: {supported}')
@@ -92,11 +128,14 @@ def check_class(obj: Obj, causes: list[tuple[str, str]]) -> None:
 
 
 def check_class_update(old: Obj, new: Obj) -> list[tuple[str, str]]:
+    """``ValidatePriorityClassUpdate``: ``value`` and ``preemptionPolicy`` are immutable."""
+    decode_class(new)
     causes = []
-    if new.get("value") != old.get("value"):
+    if new.get("value", 0) != old.get("value"):
         causes.append(("value", "Forbidden: may not be changed in an update."))
-    if new.get("preemptionPolicy") != old.get("preemptionPolicy"):
-        causes.append(("preemptionPolicy", "Invalid value: field is immutable"))
+    policy = new.get("preemptionPolicy", DEFAULT_POLICY)
+    if policy != old.get("preemptionPolicy"):
+        causes.append(("preemptionPolicy", f'Invalid value: "{policy}": field is immutable'))
     return causes
 
 
@@ -163,6 +202,9 @@ def admit_pod(store: Store, pod: Obj) -> Obj:
     return pod
 
 
-def of(pod: Any) -> int:
-    """A pod's priority as admission set it (0 for a pod stored without one)."""
-    return int((pod.get("spec") or {}).get("priority") or 0)
+def keep_on_update(old: Obj, new: Obj) -> None:
+    """The plugin on a pod update: a priority the update leaves out is the one admission set."""
+    spec, was = new.setdefault("spec", {}), old.get("spec") or {}
+    for key in ("priority", "preemptionPolicy"):
+        if spec.get(key) is None and was.get(key) is not None:
+            spec[key] = was[key]

@@ -169,10 +169,12 @@ def _merged(store: Store, resource: Resource, old: Obj, new: Obj, sub: str | Non
     if "status" in old and "status" in resource.subresources:
         new["status"] = copy.deepcopy(old["status"])
     if resource.plural == "pods":
+        priority.keep_on_update(old, new)
         admission.check_pod_update(old, new)
     elif resource.plural == "persistentvolumeclaims":
         admission.check_claim_update(old, new)
     elif resource.plural == "priorityclasses":
+        priority.default_class(new)
         causes = priority.check_class_update(old, new)
         if causes:
             raise admission.Invalid(resource.kind, old["metadata"]["name"], causes)
