@@ -14,8 +14,9 @@ with no event, as on a real cluster where no such scheduler runs.
 
 A pod that fits nowhere may preempt (:mod:`.preemption`): the scheduler sets
 its ``status.nominatedNodeName``, marks each victim with the
-``DisruptionTarget`` condition, records a ``Preempted`` event and deletes it
-with its own grace period; the pod is bound once the room is free.
+``DisruptionTarget`` condition, deletes it with its own grace period and
+records a ``Preempted`` event; lower-priority pods nominated to that node
+lose their nomination. The pod is bound once the room is free.
 """
 
 from __future__ import annotations
@@ -164,17 +165,28 @@ class Scheduler:
                 await self.core.patch_namespaced_pod_status(
                     vmeta["name"], vmeta["namespace"], {"status": {"conditions": [condition]}}
                 )
-                await self._event(
-                    victim,
-                    "Normal",
-                    "Preempted",
-                    f"Preempted by pod {meta['uid']} on node {node}",
-                )
                 await self.core.delete_namespaced_pod(vmeta["name"], vmeta["namespace"])
             except ApiException as exc:
                 if exc.status != 404:  # gone already: that is what was wanted
                     raise
             vmeta["deletionTimestamp"] = now_iso()
+            await self._event(
+                victim, "Normal", "Preempted", f"Preempted by pod {meta['uid']} on node {node}"
+            )
+        # Lower-priority pods nominated to this node may no longer fit there: they lose the
+        # nomination and are tried anew, as the real scheduler clears it.
+        for other in list(self.pods.items.values()):
+            status = other.get("status") or {}
+            if status.get("nominatedNodeName") != node or pod_priority(other) >= pod_priority(pod):
+                continue
+            with contextlib.suppress(ApiException):
+                await self.core.patch_namespaced_pod_status(
+                    other["metadata"]["name"],
+                    other["metadata"]["namespace"],
+                    {"status": {"nominatedNodeName": None}},
+                    _content_type="application/merge-patch+json",
+                )
+            status.pop("nominatedNodeName", None)
 
     async def _missing_claim(self, pod: dict[str, Any]) -> str | None:
         ns = pod["metadata"]["namespace"]
