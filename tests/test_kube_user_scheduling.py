@@ -16,12 +16,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes_asyncio import client, config
 
 from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.sandbox.kube.inventory import load_inventory
 from sovereign_hub.sandbox.kube.placement import Profile
 from tests.conftest import ROOT, eventually
+from tests.test_helm_chart import HERE, by_kind, helm_binary, render
 
 USER_SCHEDULER = "user-scheduler"
 IMAGE = "registry.example/pause@sha256:" + "b" * 64
@@ -220,3 +222,85 @@ async def test_a_pod_naming_no_served_scheduler_stays_pending_without_events(clu
     assert orphan.spec.node_name is None
     assert not orphan.status.conditions
     assert not (await scheduling_events(core, ns, "orphan"))
+
+
+CHART_SCHEDULER = "rel-sovereign-hub-user-scheduler"
+
+
+@pytest.fixture
+def chart_cluster(tmp_path: Path):
+    """The pair inventory, its scheduler serving the chart's user-scheduler name as the chart's
+    KubeSchedulerConfiguration does (MostAllocated)."""
+    started = Cluster(
+        load_inventory(ROOT / "tests" / "data" / "nodes-gpu-pair.yaml"),
+        tmp_path / "kube",
+        scheduler_profiles={CHART_SCHEDULER: Profile("MostAllocated")},
+    ).start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+async def test_the_charts_placeholders_are_preempted_by_a_user_at_the_charts_priority(
+    chart_cluster, tmp_path
+):
+    """The objects the real Helm renders from scheduling-values.yaml, run in the emulated
+    cluster: the PriorityClasses as rendered, placeholder pods from the StatefulSet's template
+    (named as its controller names them), the pause image's process emulated by a sleep."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        yaml.safe_dump({"policy": yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())})
+    )
+    docs = render(helm_binary("4.1"), policy, HERE / "scheduling-values.yaml")
+    (sts,) = [
+        d for d in by_kind(docs, "StatefulSet") if d["metadata"]["name"].endswith("-gpu-a100")
+    ]
+    template = sts["spec"]["template"]
+    (pause,) = template["spec"]["containers"]
+    chart_cluster.kubelet.entrypoints[pause["image"]] = SLEEP
+    api = await config.new_client_from_config(config_file=str(chart_cluster.kubeconfig))
+    core, sched = client.CoreV1Api(api), client.SchedulingV1Api(api)
+    ns = chart_cluster.namespace
+    try:
+        for pc in by_kind(docs, "PriorityClass"):
+            await sched.create_priority_class(pc)
+
+        def placeholder(i: int) -> dict:
+            meta = {"name": f"{sts['metadata']['name']}-{i}", **template["metadata"]}
+            return {"metadata": meta, "spec": template["spec"]}
+
+        for i in range(sts["spec"]["replicas"]):
+            await core.create_namespaced_pod(ns, placeholder(i))
+        held = [await running(core, ns, f"{sts['metadata']['name']}-{i}") for i in (0, 1)]
+        assert {p.spec.node_name for p in held} == {"eu-gpu-1", "eu-gpu-2"}
+        assert {p.spec.priority for p in held} == {-10}
+
+        # A user server as the hub makes it with these values: the chart's scheduler and
+        # priority class, one A100 in the EU.
+        user = gpu_pod("jupyter-ana", priority_class="rel-sovereign-hub-default-priority",
+                       scheduler=CHART_SCHEDULER)  # fmt: skip
+        user["spec"]["affinity"] = template["spec"]["affinity"]
+        await core.create_namespaced_pod(ns, user)
+        ana = await running(core, ns, "jupyter-ana")
+        assert ana.spec.priority == 10
+        names = {p.metadata.name for p in (await core.list_namespaced_pod(ns)).items}
+        evicted = {f"{sts['metadata']['name']}-{i}" for i in (0, 1)} - names
+        assert len(evicted) == 1
+
+        # The StatefulSet puts it back: Pending, for the autoscaler to see.
+        await core.create_namespaced_pod(ns, placeholder(int(evicted.pop().rsplit("-", 1)[1])))
+
+        async def pending_unschedulable():
+            pods = (await core.list_namespaced_pod(ns)).items
+            return [
+                p
+                for p in pods
+                if p.spec.priority == -10
+                and any(c.reason == "Unschedulable" for c in p.status.conditions or [])
+            ]
+
+        (waiting,) = await eventually(pending_unschedulable)
+        assert waiting.status.phase == "Pending"
+    finally:
+        await api.close()
