@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sovereign_hub.sandbox.kube.preemption import eligible, select
+from sovereign_hub.sandbox.kube.preemption import eligible, ineligible, select
 from tests.test_kube_placement import GPU_TAINT, TOLERATE_GPU, node, pod
 
 GPU = {"nvidia.com/gpu": "1"}
@@ -56,7 +56,14 @@ def test_never_and_a_pending_eviction_make_a_pod_ineligible():
     waiting["status"]["nominatedNodeName"] = "a"
     going = bound("ph", "a", -10)
     going["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    assert not eligible(waiting, [going])
+    # Terminating for another reason (a user's delete) does not hold the preemptor back.
+    assert eligible(waiting, [going])
+    going["status"]["conditions"] = [
+        {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}
+    ]
+    assert ineligible(waiting, [going]) == (
+        "not eligible due to a terminating pod on the nominated node."
+    )
     assert eligible(user(), [going])
 
 

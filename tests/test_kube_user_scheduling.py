@@ -192,6 +192,15 @@ async def test_a_victim_gets_the_disruption_target_condition(cluster, apis):
     victim, condition = await eventually(marked)
     assert (condition.status, condition.reason) == ("True", "PreemptionByScheduler")
     assert victim.metadata.deletion_timestamp is not None
+
+    # While its victim terminates, the preemptor waits for that room and evicts no one else.
+    async def waiting_for_the_victim():
+        events = await core.list_namespaced_event(ns, field_selector="involvedObject.name=urgent")
+        return [e for e in events.items if "terminating pod on the nominated node" in e.message]
+
+    assert await eventually(waiting_for_the_victim)
+    others = [b["metadata"]["name"] for b in slow if b["metadata"]["name"] != victim.metadata.name]
+    assert (await core.read_namespaced_pod(others[0], ns)).metadata.deletion_timestamp is None
     assert (await running(core, ns, "urgent")).spec.node_name == victim.spec.node_name
 
 

@@ -3,8 +3,8 @@
 As the real plugin decides:
 
 - A pod with ``preemptionPolicy: Never`` never preempts; nor does a pod
-  already nominated to a node where a lower-priority pod is still
-  terminating (it waits for that room instead of evicting more).
+  already nominated to a node where a lower-priority pod it preempted is
+  still terminating (it waits for that room instead of evicting more).
 - Only nodes that failed for resources alone are candidates (preemption
   cannot lift a taint or an affinity mismatch). On each, every pod of lower
   priority is taken away; if the pod then fits, victims are *reprieved*
@@ -35,20 +35,35 @@ class Preemption:
     victims: tuple[Obj, ...]
 
 
-def eligible(pod: Obj, pods: Iterable[Obj]) -> bool:
-    """``PodEligibleToPreemptOthers``."""
-    if pod.get("spec", {}).get("preemptionPolicy") == "Never":
-        return False
-    nominated = pod.get("status", {}).get("nominatedNodeName")
-    if not nominated:
-        return True
-    prio = pod_priority(pod)
-    return not any(
-        p.get("spec", {}).get("nodeName") == nominated
-        and p.get("metadata", {}).get("deletionTimestamp")
-        and pod_priority(p) < prio
-        for p in pods
+NEVER = "not eligible due to preemptionPolicy=Never."
+TERMINATING = "not eligible due to a terminating pod on the nominated node."
+
+
+def _terminating_by_preemption(pod: Obj) -> bool:
+    return bool(pod.get("metadata", {}).get("deletionTimestamp")) and any(
+        c.get("type") == DISRUPTION_TARGET and c.get("reason") == PREEMPTED_REASON
+        for c in pod.get("status", {}).get("conditions") or []
     )
+
+
+def ineligible(pod: Obj, pods: Iterable[Obj]) -> str | None:
+    """``PodEligibleToPreemptOthers``: why ``pod`` may not preempt now, or None if it may."""
+    if pod.get("spec", {}).get("preemptionPolicy") == "Never":
+        return NEVER
+    nominated = pod.get("status", {}).get("nominatedNodeName")
+    prio = pod_priority(pod)
+    if nominated and any(
+        p.get("spec", {}).get("nodeName") == nominated
+        and pod_priority(p) < prio
+        and _terminating_by_preemption(p)
+        for p in pods
+    ):
+        return TERMINATING
+    return None
+
+
+def eligible(pod: Obj, pods: Iterable[Obj]) -> bool:
+    return ineligible(pod, pods) is None
 
 
 def _importance(pod: Obj) -> tuple[int, str]:

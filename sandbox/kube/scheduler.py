@@ -12,11 +12,9 @@ each is a ``schedulerName`` with its own scoring (:class:`.placement.Profile`).
 A pod naming a scheduler no profile serves is left alone: it stays Pending
 with no event, as on a real cluster where no such scheduler runs.
 
-A pod that fits nowhere may preempt (:mod:`.preemption`): the scheduler sets
-its ``status.nominatedNodeName``, marks each victim with the
-``DisruptionTarget`` condition, deletes it with its own grace period and
-records a ``Preempted`` event; lower-priority pods nominated to that node
-lose their nomination. The pod is bound once the room is free.
+A pod that fits nowhere may preempt: :mod:`.preemption` chooses the node
+and victims, :mod:`.eviction` nominates the pod there and evicts them; the
+pod is bound once the room is free.
 """
 
 from __future__ import annotations
@@ -32,9 +30,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import rawapi
 from .events import EventRecorder
+from .eviction import preempt
 from .informer import Informer
 from .placement import DEFAULT_PROFILE, Profile, place, pod_priority
-from .preemption import DISRUPTION_TARGET, PREEMPTED_REASON, select
+from .preemption import ineligible, select
 from .store import now_iso
 
 log = logging.getLogger(__name__)
@@ -127,66 +126,16 @@ class Scheduler:
             if placement.node is not None:
                 await self._bind(pod, placement.node)
                 continue
+            message = placement.message
             if placement.resource_only:
+                filters = message.split(" preemption: ")[0]
                 chosen = select(pod, nodes, self.pods.items.values(), placement.resource_only)
                 if chosen is not None:
-                    await self._preempt(pod, chosen.node, chosen.victims)
-                    # Preemption succeeded: the failure is the filters' alone, as reported.
-                    await self._unschedulable(pod, placement.message.split(" preemption: ")[0])
-                    continue
-            await self._unschedulable(pod, placement.message)
-
-    async def _preempt(
-        self, pod: dict[str, Any], node: str, victims: tuple[dict[str, Any], ...]
-    ) -> None:
-        """Nominate ``pod`` to ``node`` and evict ``victims`` there, as DefaultPreemption does."""
-        meta = pod["metadata"]
-        try:
-            await self.core.patch_namespaced_pod_status(
-                meta["name"], meta["namespace"], {"status": {"nominatedNodeName": node}}
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return
-            raise
-        # Seen at once by the rest of this pass: the room is promised to this pod.
-        pod.setdefault("status", {})["nominatedNodeName"] = node
-        scheduler = pod["spec"].get("schedulerName", self.scheduler_name)
-        for victim in victims:
-            vmeta = victim["metadata"]
-            condition = {
-                "type": DISRUPTION_TARGET,
-                "status": "True",
-                "reason": PREEMPTED_REASON,
-                "message": f"{scheduler}: preempting to accommodate a higher priority pod",
-                "lastTransitionTime": now_iso(),
-            }
-            try:
-                await self.core.patch_namespaced_pod_status(
-                    vmeta["name"], vmeta["namespace"], {"status": {"conditions": [condition]}}
-                )
-                await self.core.delete_namespaced_pod(vmeta["name"], vmeta["namespace"])
-            except ApiException as exc:
-                if exc.status != 404:  # gone already: that is what was wanted
-                    raise
-            vmeta["deletionTimestamp"] = now_iso()
-            await self._event(
-                victim, "Normal", "Preempted", f"Preempted by pod {meta['uid']} on node {node}"
-            )
-        # Lower-priority pods nominated to this node may no longer fit there: they lose the
-        # nomination and are tried anew, as the real scheduler clears it.
-        for other in list(self.pods.items.values()):
-            status = other.get("status") or {}
-            if status.get("nominatedNodeName") != node or pod_priority(other) >= pod_priority(pod):
-                continue
-            with contextlib.suppress(ApiException):
-                await self.core.patch_namespaced_pod_status(
-                    other["metadata"]["name"],
-                    other["metadata"]["namespace"],
-                    {"status": {"nominatedNodeName": None}},
-                    _content_type="application/merge-patch+json",
-                )
-            status.pop("nominatedNodeName", None)
+                    await preempt(self.core, self.events, pod, chosen, self.pods.items.values())
+                    message = filters  # preemption succeeded: the filters' failure alone
+                elif why := ineligible(pod, self.pods.items.values()):
+                    message = f"{filters} preemption: {why}"
+            await self._unschedulable(pod, message)
 
     async def _missing_claim(self, pod: dict[str, Any]) -> str | None:
         ns = pod["metadata"]["namespace"]
