@@ -599,11 +599,20 @@ def documented_exceptions() -> set[tuple[str, str]]:
     return set(rows)
 
 
-def test_checkov_finds_nothing_on_the_defaults_but_the_documented_exceptions(tmp_path):
-    """checkov's Kubernetes checks on the default render, offline (`unshare -n`, --skip-download)."""
+@pytest.mark.parametrize("values", ["default", "scheduling"])
+def test_checkov_finds_nothing_but_the_documented_exceptions(
+    tmp_path, values, example_policy_values
+):
+    """checkov's Kubernetes checks on the default render, and with the scheduling objects on
+    (user scheduler, PriorityClasses, placeholders), offline (`unshare -n`, --skip-download)."""
     require_tool(CHECKOV, "checkov")
+    files = (
+        []
+        if values == "default"
+        else ["-f", str(example_policy_values), "-f", str(HERE / "scheduling-values.yaml")]
+    )
     done = run(helm_binary("4.1"), "template", "rel", str(CHART), "--namespace", "hub",
-               "--set", "allowUnreleasedImages=true")  # fmt: skip
+               "--set", "allowUnreleasedImages=true", *files)  # fmt: skip
     assert done.returncode == 0, done.stderr
     (tmp_path / "chart.yaml").write_text(done.stdout)
     scan = subprocess.run(
