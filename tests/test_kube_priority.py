@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -173,3 +174,24 @@ async def test_an_update_that_leaves_the_priority_out_keeps_it(emulator):  # noq
     stored["metadata"]["labels"] = {"touched": "yes"}
     updated = await emulator.core.replace_namespaced_pod("keeper", "default", stored)
     assert (updated.spec.priority, updated.metadata.labels) == (300, {"touched": "yes"})
+
+
+async def test_kubectl_get_priorityclass_prints_its_columns(emulator):  # noqa: F811
+    headers = {
+        "Authorization": "Bearer t0ken",
+        "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io",
+    }
+    async with aiohttp.ClientSession(headers=headers) as session:
+        url = f"{emulator.url}/apis/scheduling.k8s.io/v1/priorityclasses/system-node-critical"
+        async with session.get(url) as r:
+            table = await r.json()
+    assert [c["name"] for c in table["columnDefinitions"]] == [
+        "Name", "Value", "Global-Default", "Age", "PreemptionPolicy"
+    ]  # fmt: skip
+    name, value, default, _age, policy = table["rows"][0]["cells"]
+    assert (name, value, default, policy) == (
+        "system-node-critical",
+        2000001000,
+        False,
+        "PreemptLowerPriority",
+    )
