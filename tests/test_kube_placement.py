@@ -258,3 +258,9 @@ def test_a_pod_that_never_preempts_says_so():
         "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: not eligible due "
         "to preemptionPolicy=Never."
     )
+
+
+def test_an_unknown_scoring_strategy_is_refused_naming_the_known_ones():
+    with pytest.raises(ValueError, match="'RequestedToCapacityRatio' is not emulated; known: "
+                       "LeastAllocated, MostAllocated"):  # fmt: skip
+        Profile("RequestedToCapacityRatio")

@@ -174,6 +174,13 @@ class Profile:
     resources: tuple[tuple[str, int], ...] = (("cpu", 1), ("memory", 1))
     """(resource, weight) pairs the score averages over."""
 
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"scoring strategy {self.strategy!r} is not emulated; "
+                f"known: {', '.join(STRATEGIES)}"
+            )
+
 
 STRATEGIES = ("LeastAllocated", "MostAllocated")
 DEFAULT_PROFILE = Profile()
