@@ -144,6 +144,7 @@ async def test_a_user_gpu_pod_preempts_a_placeholder_which_then_waits(cluster, a
     preempted = [e for e in events.items if e.reason == "Preempted"]
     assert preempted
     assert preempted[0].message.endswith(f"on node {alice.spec.node_name}")
+    assert preempted[0].source.component == USER_SCHEDULER  # the profile that preempted
     kept = ({"placeholder-1", "placeholder-2"} - {victim}).pop()
     assert (await core.read_namespaced_pod(kept, ns)).status.phase == "Running"
 

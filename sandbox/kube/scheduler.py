@@ -58,7 +58,8 @@ class Scheduler:
         self.profiles = {scheduler_name: DEFAULT_PROFILE, **(profiles or {})}
         self.resync = resync
         self.wake = asyncio.Event()
-        self.events = EventRecorder(self.core, scheduler_name)
+        # Events name the profile that wrote them, as each kube-scheduler profile records its own.
+        self.recorders = {name: EventRecorder(self.core, name) for name in self.profiles}
         # ``node_selector``: a label selector for the nodes this scheduler may use.
         selectors = {"label_selector": node_selector} if node_selector else {}
         self.nodes = Informer(self.core.list_node, self._changed, **selectors)
@@ -131,7 +132,8 @@ class Scheduler:
                 filters = message.split(" preemption: ")[0]
                 chosen = select(pod, nodes, self.pods.items.values(), placement.resource_only)
                 if chosen is not None:
-                    await preempt(self.core, self.events, pod, chosen, self.pods.items.values())
+                    recorder = self._recorder(pod)
+                    await preempt(self.core, recorder, pod, chosen, self.pods.items.values())
                     message = filters  # preemption succeeded: the filters' failure alone
                 elif why := ineligible(pod, self.pods.items.values()):
                     message = f"{filters} preemption: {why}"
@@ -240,5 +242,8 @@ class Scheduler:
             if exc.status != 404:
                 raise
 
+    def _recorder(self, pod: dict[str, Any]) -> EventRecorder:
+        return self.recorders[pod["spec"].get("schedulerName", "default-scheduler")]
+
     async def _event(self, pod: dict[str, Any], type_: str, reason: str, message: str) -> str:
-        return await self.events.record(pod, type_, reason, message)
+        return await self._recorder(pod).record(pod, type_, reason, message)
