@@ -95,6 +95,80 @@ MOUNTS = {"type": "array", "items": {"type": "object", "required": ["name", "mou
 TOLERATIONS = {"type": "array", "items": {"type": "object"}}
 
 
+PRIORITY = {"type": "integer", "minimum": -2147483648, "maximum": 1000000000}
+SCHEDULING = obj(
+    {
+        "userScheduler": obj(
+            {
+                "enabled": {
+                    "type": "boolean",
+                    "description": "Run a kube-scheduler of the release's own, scoring "
+                    "MostAllocated, and have user servers and placeholders use it.",
+                },
+                "replicas": {"type": "integer", "minimum": 1},
+                "image": image(),
+                "scoringResources": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": obj(
+                        {
+                            "name": {"type": "string", "minLength": 1},
+                            "weight": {"type": "integer", "minimum": 1, "maximum": 100},
+                        },
+                        ("name", "weight"),
+                    ),
+                    "description": "Resources the MostAllocated score weighs, with weights.",
+                },
+                "resources": RESOURCES,
+                "nodeSelector": free_map(),
+                "tolerations": TOLERATIONS,
+            },
+            description="Zero to JupyterHub's user scheduler: packs user servers.",
+        ),
+        "podPriority": obj(
+            {
+                "enabled": {"type": "boolean"},
+                "globalDefault": {"type": "boolean"},
+                "defaultPriority": {
+                    **PRIORITY,
+                    "description": "The user servers' PriorityClass value.",
+                },
+                "userPlaceholderPriority": {
+                    **PRIORITY,
+                    "description": "The placeholders' PriorityClass value (below defaultPriority).",
+                },
+            },
+            description="PriorityClasses for user servers and placeholders.",
+        ),
+        "userPlaceholder": obj(
+            {
+                "enabled": {"type": "boolean"},
+                "image": image(),
+                "pools": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "region": {**DNS_NAME, "description": "A region of the policy."},
+                            "profile": {
+                                "type": "string",
+                                "minLength": 1,
+                                "description": "A GPU profile of the policy offered in the "
+                                "region: each placeholder asks what one such server is "
+                                "guaranteed.",
+                            },
+                            "replicas": {"type": "integer", "minimum": 0},
+                        },
+                        ("region", "profile", "replicas"),
+                    ),
+                },
+            },
+            description="Low-priority pods holding room for the next users' servers.",
+        ),
+    },
+    description="Placeholders and packing, as Zero to JupyterHub's `scheduling`.",
+)
+
+
 def named_map(pattern: str, values: dict | None = None) -> dict:
     """A map whose keys match ``pattern``: a bad key is refused at the map's own path."""
     return {
@@ -397,6 +471,7 @@ def values_schema() -> dict:
                     ),
                 }
             ),
+            "scheduling": SCHEDULING,
             "prePuller": obj(
                 {
                     "enabled": {"type": "boolean"},

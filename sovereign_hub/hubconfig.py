@@ -207,6 +207,18 @@ def _spawner(c: Any, values: Mapping[str, Any], site: Site) -> None:
         c.SovereignSpawner.home_access_modes = list(access_modes)
     if pull_secrets := values.get("imagePullSecrets"):
         c.SovereignSpawner.image_pull_secrets = [s["name"] for s in pull_secrets]
+    _scheduling(c, values.get("scheduling") or {})
+
+
+def _scheduling(c: Any, scheduling: Mapping[str, Any]) -> None:
+    """The user scheduler, the user servers' PriorityClass and, with placeholders, their
+    priority for the GPU queue (placeholder-held GPUs count as free)."""
+    if name := scheduling.get("schedulerName"):
+        c.SovereignSpawner.scheduler_name = name
+    if priority_class := scheduling.get("priorityClassName"):
+        c.SovereignSpawner.priority_class_name = priority_class
+    if scheduling.get("userPriority") is not None:
+        c.SovereignSpawner.gpu_queue_user_priority = int(scheduling["userPriority"])
 
 
 def _authenticator(c: Any, values: Mapping[str, Any], site: Site) -> None:

@@ -7,6 +7,12 @@ to the first node that could take them, so two admissions never count on
 the same free GPU. Nodes that are unschedulable, not Ready, or tainted
 with anything but the GPU taints the plan tolerates are left out.
 
+Pods of lower priority than the user's pod, when that pod may preempt
+(``preemptible_below``), are not charged: the scheduler would evict them for
+it, so their GPUs are free to a real user. That is what placeholder pods are
+for (low priority, holding GPUs for the next user); it holds for any pod the
+hub sees with a priority below the user pods' own.
+
 What this cannot see: pods of other controllers than the hub (the pod
 reflector watches the hub's user pods only) and devices a node reports as
 allocatable but that are broken. The emulated scheduler (and Kubernetes')
@@ -117,8 +123,13 @@ def free_gpus(
     product_label: str,
     tolerated_taints: frozenset[str],
     pending: Iterable[Need] = (),
+    preemptible_below: int | None = None,
 ) -> list[NodeGpus]:
-    """Schedulable GPU nodes with their free GPUs after every pod and pending need is charged."""
+    """Schedulable GPU nodes with their free GPUs after every pod and pending need is charged.
+
+    ``preemptible_below``: the priority of the pods that will use the GPUs, if they may
+    preempt; pods of lower priority are left uncharged. None: every pod is charged.
+    """
     found: dict[str, NodeGpus] = {}
     for node in nodes:
         meta, spec = node.get("metadata", {}), node.get("spec", {})
@@ -149,6 +160,9 @@ def free_gpus(
         if pod.get("status", {}).get("phase") in _DONE or pod.get("metadata", {}).get(
             "deletionTimestamp"
         ):
+            continue
+        priority = int(pod.get("spec", {}).get("priority") or 0)
+        if preemptible_below is not None and priority < preemptible_below:
             continue
         bound = found.get(pod.get("spec", {}).get("nodeName") or "")
         if bound is not None:

@@ -21,7 +21,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from traitlets import Float
+from traitlets import Float, Integer
 from traitlets.config import Configurable
 
 from sovereign_hub.policy import (
@@ -71,6 +71,18 @@ class GpuQueueing(Configurable):
         policy's `gpuQueue` section.""",
     )
 
+    gpu_queue_user_priority = Integer(
+        None,
+        allow_none=True,
+        config=True,
+        help="""The priority (the PriorityClass value) of user pods, when they may preempt
+        lower-priority pods such as the chart's placeholders. The queue then counts GPUs held by
+        pods of lower priority as free, since the scheduler evicts those for a user pod, and
+        admits a user at once rather than queue them behind a placeholder. Default None: every
+        pod's GPUs count as taken. The chart sets it from `scheduling.podPriority` when
+        placeholders are enabled. Example: `0` with placeholders at `-10`.""",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._own_start_timeout: float = self.start_timeout  # type: ignore[attr-defined]
@@ -106,6 +118,7 @@ class GpuQueueing(Configurable):
         )
         reflectors = type(self).reflectors  # type: ignore[attr-defined]
         room.pods = functools.partial(pods_everywhere, reflectors)
+        room.user_priority = self.gpu_queue_user_priority
         key = self._key  # type: ignore[attr-defined]
         try:
             joined = room.join(key, identity, request, policy)

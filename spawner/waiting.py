@@ -130,6 +130,9 @@ class WaitingRoom:
         """Average time a GPU server of each pool ran (exponentially weighted)."""
         self.list_nodes: NodeLister | None = None
         self.pods: PodSource = lambda: ()
+        self.user_priority: int | None = None
+        """The user pods' priority if they may preempt (placeholders' GPUs then count as
+        free); None: no pod is taken for preemptible."""
         self._nodes: list[dict[str, Any]] = []
         self._nodes_at = 0.0
         self._nodes_known = False
@@ -330,6 +333,7 @@ class WaitingRoom:
             product_label=sched.gpu_product_label,
             tolerated_taints=frozenset(t.key for t in sched.gpu_taints),
             pending=list(self.inflight.values()),
+            preemptible_below=self.user_priority,
         )
 
     def _weigh(self, policy: Policy) -> None:

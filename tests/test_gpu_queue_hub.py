@@ -19,9 +19,12 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 import tests.test_spawner_hub as hub_tests
 from sovereign_hub.sandbox.hubprocess import Hub
+from tests.conftest import eventually
 from tests.test_spawner_hub import add_users, spawn
 
 # The real hub and its policy copy, as the spawner's hub tests start them.
@@ -239,3 +242,77 @@ async def test_the_maximum_wait_outlasts_the_start_timeout_and_ends_with_a_messa
     log = hub.log_path.read_text(errors="replace")
     assert re.search(r"gpu_abandoned user='bob'.*detail='max_wait'", log)
     assert not server(hub, "bob")
+
+
+@pytest.mark.parametrize("gpus", [1])
+async def test_a_users_gpu_server_preempts_a_placeholder_and_starts_at_once(
+    kube, core, start_hub, policy_copy, gpus
+):
+    """Emulated Kubernetes: the node's one A100 is held by a placeholder (priority -10, as the
+    chart's); ana's server, at the user servers' priority, evicts it and starts without
+    queueing, and the placeholder put back (as its StatefulSet would) waits Pending."""
+    scheduling = client.SchedulingV1Api(core.api_client)
+    await scheduling.create_priority_class(
+        {"metadata": {"name": "users"}, "value": 0, "description": "user servers"}
+    )
+    await scheduling.create_priority_class(
+        {"metadata": {"name": "placeholders"}, "value": -10, "preemptionPolicy": "Never"}
+    )
+    placeholder = {
+        "metadata": {"name": "placeholder-0"},
+        "spec": {
+            "schedulerName": kube.scheduler_name,
+            "priorityClassName": "placeholders",
+            "terminationGracePeriodSeconds": 0,
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            "containers": [
+                {
+                    "name": "pause",
+                    "image": "registry.k8s.io/pause@sha256:" + "e" * 64,
+                    "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                }
+            ],
+        },
+    }
+    await core.create_namespaced_pod(kube.namespace, placeholder)
+    assert await eventually(lambda: is_phase(core, kube, "placeholder-0", "Running"), timeout=60)
+    hub = start_hub(
+        queue_policy(policy_copy, quota=4),
+        extra_config=FAST
+        + "c.SovereignSpawner.priority_class_name = 'users'\n"
+        + "c.SovereignSpawner.gpu_queue_user_priority = 0\n",
+    )
+    add_users(hub, "eu-researchers", "ana")
+    started = time.monotonic()
+    assert spawn(hub, "ana", profile="gpu-a100").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    # Admitted at once (no queue message) and started within the ordinary start timeout.
+    assert time.monotonic() - started < 60
+    log = hub.log_path.read_text(errors="replace")
+    assert "gpu_queued user='ana'" not in log
+    pod = await core.read_namespaced_pod("jupyter-ana", kube.namespace)
+    assert (pod.spec.priority, pod.spec.node_name) == (0, "eu-gpu-1")
+    events = await core.list_namespaced_event(
+        kube.namespace, field_selector="involvedObject.name=placeholder-0"
+    )
+    assert any(e.reason == "Preempted" for e in events.items)
+    await core.create_namespaced_pod(kube.namespace, placeholder)
+    assert await eventually(
+        lambda: is_phase(core, kube, "placeholder-0", "Pending:Unschedulable"), timeout=60
+    )
+    stop(hub, "ana")
+
+
+async def phase_of(core, kube, name: str) -> str:
+    """The pod's phase, with ``:Unschedulable`` when the scheduler said so; ``absent``."""
+    try:
+        pod = await core.read_namespaced_pod(name, kube.namespace)
+    except ApiException:
+        return "absent"
+    unschedulable = any(c.reason == "Unschedulable" for c in pod.status.conditions or [])
+    return pod.status.phase + (":Unschedulable" if unschedulable else "")
+
+
+async def is_phase(core, kube, name: str, wanted: str) -> bool:
+    return await phase_of(core, kube, name) == wanted

@@ -180,8 +180,16 @@ def test_every_pod_meets_the_restricted_standard_with_digests_and_resources(mani
 
 
 def test_rbac_is_namespaced_and_least_privilege(manifests):
-    assert not by_kind(manifests, "ClusterRole")
-    assert not by_kind(manifests, "ClusterRoleBinding")
+    # Cluster-wide: the hub reads nodes (the GPU queue's capacity), and nothing else.
+    (nodes,) = by_kind(manifests, "ClusterRole")
+    assert nodes["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
+    ]
+    (binding,) = by_kind(manifests, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == nodes["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-sovereign-hub-hub", "namespace": "hub"}
+    ]
     (role,) = by_kind(manifests, "Role")
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     allowed = {
@@ -591,11 +599,20 @@ def documented_exceptions() -> set[tuple[str, str]]:
     return set(rows)
 
 
-def test_checkov_finds_nothing_on_the_defaults_but_the_documented_exceptions(tmp_path):
-    """checkov's Kubernetes checks on the default render, offline (`unshare -n`, --skip-download)."""
+@pytest.mark.parametrize("values", ["default", "scheduling"])
+def test_checkov_finds_nothing_but_the_documented_exceptions(
+    tmp_path, values, example_policy_values
+):
+    """checkov's Kubernetes checks on the default render, and with the scheduling objects on
+    (user scheduler, PriorityClasses, placeholders), offline (`unshare -n`, --skip-download)."""
     require_tool(CHECKOV, "checkov")
+    files = (
+        []
+        if values == "default"
+        else ["-f", str(example_policy_values), "-f", str(HERE / "scheduling-values.yaml")]
+    )
     done = run(helm_binary("4.1"), "template", "rel", str(CHART), "--namespace", "hub",
-               "--set", "allowUnreleasedImages=true")  # fmt: skip
+               "--set", "allowUnreleasedImages=true", *files)  # fmt: skip
     assert done.returncode == 0, done.stderr
     (tmp_path / "chart.yaml").write_text(done.stdout)
     scan = subprocess.run(

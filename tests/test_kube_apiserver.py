@@ -179,6 +179,7 @@ async def test_the_coordination_group_serves_leases(emulator):
     assert [g["preferredVersion"]["groupVersion"] for g in groups] == [
         "coordination.k8s.io/v1",
         "networking.k8s.io/v1",
+        "scheduling.k8s.io/v1",
     ]
     assert resources["groupVersion"] == "coordination.k8s.io/v1"
     assert [(r["name"], r["kind"], r["namespaced"]) for r in resources["resources"]] == [

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from sovereign_hub.sandbox.kube.placement import place, pod_requests
+from sovereign_hub.sandbox.kube.placement import Profile, place, pod_requests
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
@@ -198,3 +198,69 @@ def test_toleration_with_empty_key_and_exists_tolerates_everything():
         ).node
         == "eu-gpu"
     )
+
+
+def _two_gpu_nodes():
+    return [
+        node("gpu-a", {"region": "eu"}, [GPU_TAINT], **{"nvidia.com/gpu": "4"}),
+        node("gpu-b", {"region": "eu"}, [GPU_TAINT], **{"nvidia.com/gpu": "4"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "second_on"), [("LeastAllocated", "gpu-b"), ("MostAllocated", "gpu-a")]
+)
+def test_the_profiles_scoring_spreads_or_packs(strategy, second_on):
+    profile = Profile(strategy)
+    asks = {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"}
+    first = pod("one", requests=asks, tolerations=TOLERATE_GPU)
+    nodes = _two_gpu_nodes()
+    assert place(first, nodes, [], profile).node == "gpu-a"  # a tie: the first by name
+    running = [pod("one", node_name="gpu-a", requests=asks)]
+    second = pod("two", requests=asks, tolerations=TOLERATE_GPU)
+    assert place(second, nodes, running, profile).node == second_on
+
+
+def test_a_pod_without_requests_is_scored_at_the_non_zero_defaults():
+    # Both nodes hold nothing the profile weighs but a request-less pod on gpu-a: that pod
+    # counts at 100m CPU / 200Mi, so packing prefers gpu-a and spreading gpu-b.
+    nodes = _two_gpu_nodes()
+    running = [pod("bare", node_name="gpu-a")]
+    new = pod("new", tolerations=TOLERATE_GPU)
+    assert place(new, nodes, running, Profile("MostAllocated")).node == "gpu-a"
+    assert place(new, nodes, running, Profile("LeastAllocated")).node == "gpu-b"
+
+
+def test_a_nominated_pod_of_higher_priority_holds_its_room():
+    gpu_node = [node("gpu-a", {}, [GPU_TAINT], **{"nvidia.com/gpu": "1"})]
+    nominated = pod("vip", requests={"nvidia.com/gpu": "1"}, priority=100)
+    nominated["status"]["nominatedNodeName"] = "gpu-a"
+    low = pod("low", requests={"nvidia.com/gpu": "1"}, tolerations=TOLERATE_GPU, priority=0)
+    refusal = place(low, gpu_node, [nominated])
+    assert refusal.node is None
+    assert "1 Insufficient nvidia.com/gpu" in refusal.message
+    assert refusal.resource_only == ("gpu-a",)
+    # The nominated pod itself, or one of higher priority, is not held back by it.
+    high = pod("high", requests={"nvidia.com/gpu": "1"}, tolerations=TOLERATE_GPU, priority=200)
+    assert place(high, gpu_node, [nominated]).node == "gpu-a"
+
+
+def test_a_pod_that_never_preempts_says_so():
+    gpu_node = [node("gpu-a", {}, [GPU_TAINT], **{"nvidia.com/gpu": "1"})]
+    busy = [pod("busy", node_name="gpu-a", requests={"nvidia.com/gpu": "1"})]
+    shy = pod(
+        "shy",
+        requests={"nvidia.com/gpu": "1"},
+        tolerations=TOLERATE_GPU,
+        preemptionPolicy="Never",
+    )
+    assert place(shy, gpu_node, busy).message == (
+        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: not eligible due "
+        "to preemptionPolicy=Never."
+    )
+
+
+def test_an_unknown_scoring_strategy_is_refused_naming_the_known_ones():
+    with pytest.raises(ValueError, match="'RequestedToCapacityRatio' is not emulated; known: "
+                       "LeastAllocated, MostAllocated"):  # fmt: skip
+        Profile("RequestedToCapacityRatio")

@@ -102,3 +102,29 @@ def test_pod_need_reads_requests_and_required_affinity():
     assert pod_need(pod(2), REGION, PRODUCT) == Need("nvidia.com/gpu", 2, ("eu-central-1",), A100)
     cpu_only = {"spec": {"containers": [{"resources": {"limits": {"cpu": "1"}}}]}}
     assert pod_need(cpu_only, REGION, PRODUCT) is None
+
+
+def _with_priority(p, value):
+    p["spec"]["priority"] = value
+    return p
+
+
+def test_lower_priority_pods_count_as_free_to_a_user_pod_that_may_preempt():
+    # A placeholder (priority -10) holds one GPU of eu-gpu-1, a user (priority 0) the other.
+    nodes = [node("eu-gpu-1")]
+    pods = [_with_priority(pod(1, "eu-gpu-1"), -10), _with_priority(pod(1, "eu-gpu-1"), 0)]
+
+    def free_for(priority):
+        found = free_gpus(
+            nodes,
+            pods,
+            region_label=REGION,
+            product_label=PRODUCT,
+            tolerated_taints=GPU_TAINT,
+            preemptible_below=priority,
+        )
+        return found[0].free["nvidia.com/gpu"]
+
+    assert free_for(None) == 0  # no preemption: the placeholder's GPU is taken
+    assert free_for(0) == 1  # the placeholder would be evicted; the equal-priority user not
+    assert free_for(-10) == 0  # a pod never preempts its equal

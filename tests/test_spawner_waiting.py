@@ -185,3 +185,32 @@ async def test_a_wait_cancelled_while_the_nodes_are_listed_leaves_the_queue():
         await waiting
     assert room.place(("ana", "")) is None
     assert isinstance(room.join(("ana", ""), researcher("ana"), request(), POLICY), Ticket)
+
+
+async def test_a_gpu_held_by_a_placeholder_is_free_to_a_user_who_may_preempt_it():
+    room = WaitingRoom(GpuLedger(), interval=0.05, node_ttl=0)
+    placeholder = _placeholder_on("eu-gpu-1")
+
+    async def list_nodes():
+        return [node("eu-gpu-1", gpus="1")]
+
+    room.list_nodes = list_nodes
+    room.pods = lambda: [placeholder]
+    blocked = room.join(("a", ""), researcher("a"), request(), POLICY)
+    await room.run_pass()
+    assert blocked.blocked == "capacity"  # without preemption the placeholder's GPU is taken
+    room.user_priority = 0
+    await room.run_pass()
+    assert blocked.future.done()
+
+
+def _placeholder_on(node_name: str) -> dict:
+    return {
+        "metadata": {"name": "user-placeholder-0"},
+        "spec": {
+            "nodeName": node_name,
+            "priority": -10,
+            "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+        },
+        "status": {"phase": "Running"},
+    }

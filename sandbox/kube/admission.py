@@ -20,6 +20,7 @@ from typing import Any
 
 from sovereign_hub.policy.quantity import QuantityError, parse_quantity
 
+from . import priority
 from .store import Obj
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -266,6 +267,8 @@ def validate(resource: str, kind: str, obj: Obj) -> None:
             causes.append(("spec.resources[storage]", "Required value"))
     elif resource == "networkpolicies":
         _check_network_policy(spec, causes)
+    elif resource == "priorityclasses":
+        priority.check_class(obj, causes)
     elif resource == "leases":
         for field, least, words in (
             ("leaseDurationSeconds", 1, "greater than 0"),
@@ -294,7 +297,11 @@ def _qos(containers: list[dict[str, Any]]) -> str:
 def default(resource: str, obj: Obj) -> Obj:
     """Fill in what the API server would on create."""
     obj = copy.deepcopy(obj)
-    spec = obj.setdefault("spec", {}) if resource not in ("secrets", "configmaps", "events") else {}
+    spec = (
+        obj.setdefault("spec", {})
+        if resource not in ("secrets", "configmaps", "events", "priorityclasses")
+        else {}
+    )
     if resource == "pods":
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("dnsPolicy", "ClusterFirst")
@@ -303,7 +310,6 @@ def default(resource: str, obj: Obj) -> Obj:
         spec.setdefault("securityContext", {})
         spec.setdefault("serviceAccountName", spec.get("serviceAccount", "default"))
         spec.setdefault("enableServiceLinks", True)
-        spec.setdefault("priority", 0)
         tolerations = spec.setdefault("tolerations", [])
         for taint in (NOT_READY, UNREACHABLE):
             if not any(t.get("key") == taint for t in tolerations):
@@ -347,6 +353,8 @@ def default(resource: str, obj: Obj) -> Obj:
         taints = spec.setdefault("taints", [])
         if not any(t.get("key") == NOT_READY and t.get("effect") == "NoSchedule" for t in taints):
             taints.append({"key": NOT_READY, "effect": "NoSchedule"})
+    elif resource == "priorityclasses":
+        priority.default_class(obj)
     elif resource == "namespaces":
         spec.setdefault("finalizers", ["kubernetes"])
         obj["status"] = {"phase": "Active"}

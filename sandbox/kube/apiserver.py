@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import admission, discovery, podsubresources, verbs, watchstream
+from . import admission, discovery, podsubresources, priority, verbs, watchstream
 from .controllers import run_controller
 from .controllers.garbagecollector import collect_garbage
 from .controllers.namespaces import NamespaceController
@@ -101,6 +101,8 @@ class ApiServer:
             self.store.create(
                 "namespaces", admission.default("namespaces", {"metadata": {"name": ns}})
             )
+        for pc in priority.system_classes():
+            self.store.create("priorityclasses", pc)
 
     # -- application ------------------------------------------------------
     def app(self) -> web.Application:

@@ -41,6 +41,7 @@ from .apiserver import CLUSTER_USER_AGENT, ApiServer
 from .inventory import Inventory, node_object
 from .kubelet import ProcessKubelet
 from .leases import NodeLeases
+from .placement import Profile
 from .podnet import PodNetworking
 from .scheduler import Scheduler
 
@@ -99,6 +100,9 @@ class Cluster:
     """Give each process pod a network namespace and a 198.18.0.0/15 address, with the
     NetworkPolicies as nftables rules (kube/podnet.py). Needs root, ``ip`` and ``nft``:
     :class:`~.podnet.PodNetworkUnavailable` says what is missing."""
+    scheduler_profiles: dict[str, Profile] = field(default_factory=dict)
+    """Further scheduler profiles the local scheduler serves, by ``schedulerName`` (as a
+    KubeSchedulerConfiguration's ``profiles``), beside its own name's default one."""
     kubeconfig: Path = field(init=False)
     server: str = field(init=False, default="")
     emulated: bool = field(init=False, default=True)
@@ -245,6 +249,7 @@ class Cluster:
             namespace=watch_ns,
             scheduler_name=self.scheduler_name,
             node_selector=node_selector,
+            profiles=self.scheduler_profiles,
         )
         if self.pod_network:
             self.network = PodNetworking(self._client)

@@ -2,10 +2,21 @@
 
 Filters run per node in kube-scheduler's order (NodeUnschedulable,
 TaintToleration, NodeAffinity, NodeResourcesFit), and a node is reported by
-its first failing filter. The refusal message is built like kube-scheduler's
-``FitError``: counts of each reason, sorted, then the preemption verdict.
-Among feasible nodes the least allocated wins (ties by name), which is
-deterministic where kube-scheduler's scoring is not.
+its first failing filter. Pods nominated to a node by an earlier preemption,
+of priority at least the incoming pod's, count on that node as if bound, as
+kube-scheduler adds them before filtering. The refusal message is built like
+kube-scheduler's ``FitError``: counts of each reason, sorted, then the
+preemption verdict.
+
+Among feasible nodes the NodeResourcesFit score decides, by the profile's
+``scoringStrategy``: ``LeastAllocated`` (kube-scheduler's default: spread)
+or ``MostAllocated`` (pack, as Zero to JupyterHub's user scheduler is
+configured), over the profile's weighted resources, the incoming pod
+included, and pods without requests counted at kube-scheduler's non-zero
+defaults (100m CPU, 200Mi memory). Ties go to the first node by name, which
+is deterministic where kube-scheduler picks among ties at random; the other
+score plugins (image locality, topology spread, balanced allocation) are
+not emulated.
 """
 
 from __future__ import annotations
@@ -150,47 +161,122 @@ class Placement:
     node: str | None
     message: str
     """For a refusal: kube-scheduler's FailedScheduling message."""
+    resource_only: tuple[str, ...] = ()
+    """For a refusal: the nodes that failed only for resources (where preemption may help)."""
 
 
-def _score(node: Obj, used: Mapping[str, Decimal]) -> Decimal:
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One kube-scheduler profile's NodeResourcesFit scoring."""
+
+    strategy: str = "LeastAllocated"
+    """``LeastAllocated`` or ``MostAllocated``."""
+    resources: tuple[tuple[str, int], ...] = (("cpu", 1), ("memory", 1))
+    """(resource, weight) pairs the score averages over."""
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"scoring strategy {self.strategy!r} is not emulated; "
+                f"known: {', '.join(STRATEGIES)}"
+            )
+
+
+STRATEGIES = ("LeastAllocated", "MostAllocated")
+DEFAULT_PROFILE = Profile()
+_NON_ZERO = {"cpu": Decimal("0.1"), "memory": Decimal(200 * 1024 * 1024)}
+
+
+def _scoring_requests(pod: Obj) -> dict[str, Decimal]:
+    asked = pod_requests(pod)
+    for key, default in _NON_ZERO.items():
+        if not asked.get(key):
+            asked[key] = default
+    return asked
+
+
+def score(pod: Obj, node: Obj, bound: Iterable[Obj], profile: Profile) -> Decimal:
+    """NodeResourcesFit's score (0-100) of ``node`` for ``pod`` beside the pods ``bound`` there."""
     free = _allocatable(node)
-    shares = [used.get(k, Decimal(0)) / free[k] for k in ("cpu", "memory") if free.get(k)]
-    return sum(shares, Decimal(0))
+    asked = _scoring_requests(pod)
+    requested: dict[str, Decimal] = {}
+    for other in bound:
+        for key, value in _scoring_requests(other).items():
+            requested[key] = requested.get(key, Decimal(0)) + value
+    total, weights = Decimal(0), 0
+    for key, weight in profile.resources:
+        capacity = free.get(key, Decimal(0))
+        if capacity <= 0:
+            continue
+        share = min((requested.get(key, Decimal(0)) + asked.get(key, Decimal(0))) / capacity, 1)
+        total += weight * 100 * (share if profile.strategy == "MostAllocated" else 1 - share)
+        weights += weight
+    return total / weights if weights else Decimal(0)
 
 
-def place(pod: Obj, nodes: Iterable[Obj], pods: Iterable[Obj]) -> Placement:
+def _running(pods: Iterable[Obj]) -> list[Obj]:
+    return [p for p in pods if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+
+
+def _nominated(pod: Obj, pods: Iterable[Obj]) -> dict[str, list[Obj]]:
+    """Unbound pods nominated to a node, of priority at least ``pod``'s, by node."""
+    mine = pod.get("metadata", {}).get("uid") or pod.get("metadata", {}).get("name")
+    prio = pod_priority(pod)
+    found: dict[str, list[Obj]] = {}
+    for other in pods:
+        meta = other.get("metadata", {})
+        node = other.get("status", {}).get("nominatedNodeName")
+        if not node or other.get("spec", {}).get("nodeName") or meta.get("deletionTimestamp"):
+            continue
+        if (meta.get("uid") or meta.get("name")) == mine or pod_priority(other) < prio:
+            continue
+        found.setdefault(node, []).append({**other, "spec": {**other["spec"], "nodeName": node}})
+    return found
+
+
+def pod_priority(pod: Obj) -> int:
+    return int(pod.get("spec", {}).get("priority") or 0)
+
+
+def place(
+    pod: Obj, nodes: Iterable[Obj], pods: Iterable[Obj], profile: Profile = DEFAULT_PROFILE
+) -> Placement:
     """Choose a node for ``pod``, or say why none fits."""
     pods = list(pods)
+    nominated = _nominated(pod, pods)
     nodes = sorted(nodes, key=lambda n: n["metadata"]["name"])
     reasons: Counter[str] = Counter()
-    resource_only = 0
+    resource_only: list[str] = []
     feasible = []
     for node in nodes:
-        used = used_on(node["metadata"]["name"], pods)
+        name = node["metadata"]["name"]
+        here = [*pods, *nominated.get(name, [])]
+        used = used_on(name, here)
         failures = node_failures(pod, node, used)
         if not failures:
-            feasible.append((_score(node, used), node["metadata"]["name"]))
+            bound = [p for p in _running(here) if p.get("spec", {}).get("nodeName") == name]
+            feasible.append((-score(pod, node, bound, profile), name))
             continue
         reasons.update(failures)
         if all(f.startswith(INSUFFICIENT) or f == "Too many pods" for f in failures):
-            resource_only += 1
+            resource_only.append(name)
     if feasible:
         return Placement(min(feasible)[1], "")
     total = len(nodes)
     summary = ", ".join(sorted(f"{n} {reason}" for reason, n in reasons.items()))
     preemption = []
-    if resource_only:
-        preemption.append(f"{resource_only} No preemption victims found for incoming pod")
-    if total - resource_only:
-        preemption.append(f"{total - resource_only} Preemption is not helpful for scheduling")
+    fixable = len(resource_only)
+    if fixable:
+        preemption.append(f"{fixable} No preemption victims found for incoming pod")
+    if total - fixable:
+        preemption.append(f"{total - fixable} Preemption is not helpful for scheduling")
     message = (
         f"0/{total} nodes are available: {summary}."
         if summary
         else f"0/{total} nodes are available."
     )
-    message += (
-        f" preemption: 0/{total} nodes are available: {', '.join(sorted(preemption))}."
-        if total
-        else ""
-    )
-    return Placement(None, message)
+    if pod.get("spec", {}).get("preemptionPolicy") == "Never":
+        message += " preemption: not eligible due to preemptionPolicy=Never."
+    elif total:
+        message += f" preemption: 0/{total} nodes are available: {', '.join(sorted(preemption))}."
+    return Placement(None, message, tuple(resource_only))

@@ -4,7 +4,17 @@ It watches nodes and pods, decides with :func:`.placement.place`, binds with
 the ``pods/binding`` subresource, and for a pod that fits nowhere records a
 ``FailedScheduling`` event (aggregated: the count goes up when the same
 message repeats) and the ``PodScheduled=False`` condition. Pods are retried
-whenever a node or pod changes, and every ``resync`` seconds.
+whenever a node or pod changes, and every ``resync`` seconds, highest
+priority first (then oldest), as kube-scheduler's active queue orders them.
+
+One scheduler serves several *profiles*, as one kube-scheduler process does:
+each is a ``schedulerName`` with its own scoring (:class:`.placement.Profile`).
+A pod naming a scheduler no profile serves is left alone: it stays Pending
+with no event, as on a real cluster where no such scheduler runs.
+
+A pod that fits nowhere may preempt: :mod:`.preemption` chooses the node
+and victims, :mod:`.eviction` nominates the pod there and evicts them; the
+pod is bound once the room is free.
 """
 
 from __future__ import annotations
@@ -20,8 +30,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import rawapi
 from .events import EventRecorder
+from .eviction import preempt
 from .informer import Informer
-from .placement import place
+from .placement import DEFAULT_PROFILE, Profile, place, pod_priority
+from .preemption import ineligible, select
 from .store import now_iso
 
 log = logging.getLogger(__name__)
@@ -37,13 +49,17 @@ class Scheduler:
         scheduler_name: str = "default-scheduler",
         resync: float = 2.0,
         node_selector: str | None = None,
+        profiles: dict[str, Profile] | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
         self.namespace = namespace
         self.scheduler_name = scheduler_name
+        # schedulerName -> scoring; ``scheduler_name`` is always served, by default scoring.
+        self.profiles = {scheduler_name: DEFAULT_PROFILE, **(profiles or {})}
         self.resync = resync
         self.wake = asyncio.Event()
-        self.events = EventRecorder(self.core, scheduler_name)
+        # Events name the profile that wrote them, as each kube-scheduler profile records its own.
+        self.recorders = {name: EventRecorder(self.core, name) for name in self.profiles}
         # ``node_selector``: a label selector for the nodes this scheduler may use.
         selectors = {"label_selector": node_selector} if node_selector else {}
         self.nodes = Informer(self.core.list_node, self._changed, **selectors)
@@ -81,11 +97,16 @@ class Scheduler:
             for p in self.pods.items.values()
             if not p["spec"].get("nodeName")
             and not p["metadata"].get("deletionTimestamp")
-            and p["spec"].get("schedulerName", "default-scheduler") == self.scheduler_name
+            and p["spec"].get("schedulerName", "default-scheduler") in self.profiles
             and p.get("status", {}).get("phase", "Pending") == "Pending"
         ]
         return sorted(
-            pods, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"])
+            pods,
+            key=lambda p: (
+                -pod_priority(p),
+                p["metadata"].get("creationTimestamp", ""),
+                p["metadata"]["name"],
+            ),
         )
 
     async def schedule_pending(self) -> None:
@@ -101,11 +122,22 @@ class Scheduler:
                 )
                 await self._unschedulable(pod, message)
                 continue
-            placement = place(pod, nodes, self.pods.items.values())
-            if placement.node is None:
-                await self._unschedulable(pod, placement.message)
-            else:
+            profile = self.profiles[pod["spec"].get("schedulerName", "default-scheduler")]
+            placement = place(pod, nodes, self.pods.items.values(), profile)
+            if placement.node is not None:
                 await self._bind(pod, placement.node)
+                continue
+            message = placement.message
+            if placement.resource_only:
+                filters = message.split(" preemption: ")[0]
+                chosen = select(pod, nodes, self.pods.items.values(), placement.resource_only)
+                if chosen is not None:
+                    recorder = self._recorder(pod)
+                    await preempt(self.core, recorder, pod, chosen, self.pods.items.values())
+                    message = filters  # preemption succeeded: the filters' failure alone
+                elif why := ineligible(pod, self.pods.items.values()):
+                    message = f"{filters} preemption: {why}"
+            await self._unschedulable(pod, message)
 
     async def _missing_claim(self, pod: dict[str, Any]) -> str | None:
         ns = pod["metadata"]["namespace"]
@@ -210,5 +242,8 @@ class Scheduler:
             if exc.status != 404:
                 raise
 
+    def _recorder(self, pod: dict[str, Any]) -> EventRecorder:
+        return self.recorders[pod["spec"].get("schedulerName", "default-scheduler")]
+
     async def _event(self, pod: dict[str, Any], type_: str, reason: str, message: str) -> str:
-        return await self.events.record(pod, type_, reason, message)
+        return await self._recorder(pod).record(pod, type_, reason, message)

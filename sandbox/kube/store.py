@@ -73,6 +73,13 @@ RESOURCES: dict[str, Resource] = {
         ),
         Resource("leases", "Lease", group="coordination.k8s.io"),
         Resource("networkpolicies", "NetworkPolicy", group="networking.k8s.io", short="netpol"),
+        Resource(
+            "priorityclasses",
+            "PriorityClass",
+            namespaced=False,
+            short="pc",
+            group="scheduling.k8s.io",
+        ),
     )
 }
 

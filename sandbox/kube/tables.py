@@ -150,6 +150,16 @@ def _claim_cells(claim: Obj, now: datetime) -> list[Any]:
     ]
 
 
+def _priority_class_cells(pc: Obj, now: datetime) -> list[Any]:
+    return [
+        pc["metadata"]["name"],
+        pc.get("value", 0),
+        bool(pc.get("globalDefault")),
+        _age(pc, now),
+        pc.get("preemptionPolicy", ""),
+    ]
+
+
 def _event_cells(event: Obj, now: datetime) -> list[Any]:
     involved = event.get("involvedObject") or {}
     source = event.get("source") or {}
@@ -201,6 +211,11 @@ _PRINTERS: dict[str, tuple[list[Column], Callable[[Obj, datetime], list[Any]]]] 
          ("StorageClass", "string", 0), ("VolumeAttributesClass", "string", 0),
          ("Age", "string", 0), ("VolumeMode", "string", 1)],
         _claim_cells,
+    ),
+    "priorityclasses": (
+        [("Name", "string", 0), ("Value", "integer", 0), ("Global-Default", "boolean", 0),
+         ("Age", "string", 0), ("PreemptionPolicy", "string", 0)],
+        _priority_class_cells,
     ),
 }  # fmt: skip
 _DEFAULT: tuple[list[Column], Callable[[Obj, datetime], list[Any]]] = (

@@ -16,7 +16,7 @@ import string
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import admission
+from . import admission, priority
 from .errors import ApiError, bad_request, conflict, not_found
 from .patch import PatchError, apply_patch
 from .selectors import Selector
@@ -133,7 +133,13 @@ def create(
     if not meta.get("name") and meta.get("generateName"):
         meta["name"] = meta["generateName"] + "".join(secrets.choice(_NAME_CHARS) for _ in range(5))
     obj = admission.default(resource.plural, body)
+    # The Priority admission plugin: it mutates a pod before validation, and validates
+    # a class's globalDefault after, as the real server orders its admission phases.
+    if resource.plural == "pods":
+        obj = priority.admit_pod(store, obj)
     admission.validate(resource.plural, resource.kind, obj)
+    if resource.plural == "priorityclasses":
+        priority.check_single_default(store, obj)
     if store.get(resource.plural, meta.get("namespace", ""), meta["name"]) is not None:
         raise ApiError(
             409,
@@ -147,7 +153,7 @@ def create(
     return store.create(resource.plural, obj)
 
 
-def _merged(resource: Resource, old: Obj, new: Obj, sub: str | None) -> Obj:
+def _merged(store: Store, resource: Resource, old: Obj, new: Obj, sub: str | None) -> Obj:
     """The stored object after an update of the main resource or its status."""
     new = copy.deepcopy(new)
     new_meta = new.setdefault("metadata", {})
@@ -163,9 +169,16 @@ def _merged(resource: Resource, old: Obj, new: Obj, sub: str | None) -> Obj:
     if "status" in old and "status" in resource.subresources:
         new["status"] = copy.deepcopy(old["status"])
     if resource.plural == "pods":
+        priority.keep_on_update(old, new)
         admission.check_pod_update(old, new)
     elif resource.plural == "persistentvolumeclaims":
         admission.check_claim_update(old, new)
+    elif resource.plural == "priorityclasses":
+        priority.default_class(new)
+        causes = priority.check_class_update(old, new)
+        if causes:
+            raise admission.Invalid(resource.kind, old["metadata"]["name"], causes)
+        priority.check_single_default(store, new)
     admission.validate(resource.plural, resource.kind, new)
     return new
 
@@ -204,7 +217,7 @@ def replace(
     wanted = body.get("metadata", {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
-    return store_update(store, resource, old, _merged(resource, old, body, sub), dry=dry)
+    return store_update(store, resource, old, _merged(store, resource, old, body, sub), dry=dry)
 
 
 def patch(
@@ -228,7 +241,7 @@ def patch(
     wanted = patched.get("metadata", {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
-    return store_update(store, resource, old, _merged(resource, old, patched, sub), dry=dry)
+    return store_update(store, resource, old, _merged(store, resource, old, patched, sub), dry=dry)
 
 
 def bind(store: Store, ns: str, name: str, body: Any) -> None:

@@ -153,6 +153,7 @@ on the network's leading bits. Arguments: (list cidr address); prints "true".
   "auth" (omit .Values.auth "clientSecret")
   "audit" (dict "onSpoolFull" .Values.audit.onSpoolFull "spoolLimitBytes" .Values.audit.spoolLimitBytes "sinks" .Values.audit.sinks "signing" .Values.audit.signingKey.enabled "checkpoints" .Values.audit.checkpoints)
   "ingressHosts" (.Values.ingress.hosts | default .Values.httpRoute.hostnames | default list)
+  "scheduling" (include "sh.schedulingValues" . | fromYaml)
 -}}
 {{- toYaml $values -}}
 {{- end -}}
@@ -229,4 +230,14 @@ The Secrets the policy's regions name in `cluster.kubeconfigSecret` or
 {{- end -}}
 {{- end -}}
 {{- $names | uniq | sortAlpha | toJson -}}
+{{- end -}}
+
+{{/* What the hub needs of `scheduling`: the names and the priority its pods get. */}}
+{{- define "sh.schedulingValues" -}}
+{{- $s := .Values.scheduling -}}
+schedulerName: {{ if $s.userScheduler.enabled }}{{ include "sh.userSchedulerName" . }}{{ end }}
+priorityClassName: {{ if $s.podPriority.enabled }}{{ include "sh.userPriorityClass" . }}{{ end }}
+{{- if $s.userPlaceholder.enabled }}
+userPriority: {{ int $s.podPriority.defaultPriority }}
+{{- end }}
 {{- end -}}
