@@ -76,7 +76,25 @@ class _Checker:
             if isinstance(group, dict):
                 self._group(gname, group, profiles)
         self._one_way_per_cluster()
+        self._one_adopting_region()
         return self.problems
+
+    def _one_adopting_region(self) -> None:
+        # Adopted claims carry no region in their name: adopted in two regions, one volume
+        # would follow its user from one region to the other.
+        adopting = [
+            name
+            for name, region in _section(self.raw, "regions").items()
+            if isinstance(region, dict) and region.get("adoptClaims") is not None
+        ]
+        for name in adopting[1:]:
+            self.problems.append(
+                self.source.problem(
+                    ("regions", name, "adoptClaims"),
+                    f"region {adopting[0]!r} already adopts existing claims; only one region "
+                    "may, or a volume would follow its user from one region to another",
+                )
+            )
 
     def _one_way_per_cluster(self) -> None:
         # A cluster name is what the audit trail records and what keys the hub's reflectors:

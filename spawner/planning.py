@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubernetes_asyncio.client.exceptions import ApiException
 from traitlets import List, Unicode
 from traitlets.config import Configurable
 
@@ -15,6 +16,7 @@ from sovereign_hub.policy import PodPlan
 
 from .overlay import Home, plan_traits
 from .pvc import home_claim_name, make_home_pvc
+from .transient import retry_transient
 
 
 class PlanTraits(Configurable):
@@ -35,12 +37,35 @@ class PlanTraits(Configurable):
         help="Access modes of new home volumes.",
     )
 
-    def apply_plan(self, plan: PodPlan) -> Home:
-        """Set KubeSpawner's traits for ``plan``; return the home volume it mounts."""
-        home = Home(home_claim_name(self.user.name, plan.region), self.home_mount_path)
+    def apply_plan(self, plan: PodPlan, claim_name: str | None = None) -> Home:
+        """Set KubeSpawner's traits for ``plan``; return the home volume it mounts: the claim
+        ``claim_name`` (an adopted one) or the user's home claim in the plan's region."""
+        claim_name = claim_name or home_claim_name(self.user.name, plan.region)
+        home = Home(claim_name, self.home_mount_path)
         baseline = self._baseline if self._spawn_baseline is None else self._spawn_baseline
         self._apply_traits(plan_traits(plan, baseline, home))
         return home
+
+    async def adopted_claim(self, template: str | None) -> str | None:
+        """The name of the user's existing claim that ``template`` (a region's
+        ``adoptClaims``) names, expanded as KubeSpawner expands its own names; None when
+        the region adopts nothing or no such claim exists in the current namespace."""
+        if not template:
+            return None
+        name = self._expand_user_properties(template)
+
+        async def read() -> bool:
+            try:
+                await self.api.read_namespaced_persistent_volume_claim(name, self.namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            return True
+
+        what = f"looking for the existing claim {name}"
+        found = await retry_transient(read, what=what, timeout=self.k8s_api_request_retry_timeout)
+        return name if found else None
 
     def home_claim(self, plan: PodPlan, home: Home) -> dict[str, Any]:
         """The PersistentVolumeClaim of ``home``, created unless it exists."""
