@@ -40,6 +40,8 @@ GPU_PRODUCT_LABELS = (
 )
 """Node-selector keys read as a GPU product label (NVIDIA GPU feature discovery, GKE, EKS)."""
 _GPU_RESOURCE = re.compile(r"^(nvidia\.com/(gpu|mig-[-.a-z0-9]+)|amd\.com/gpu)$")
+Z2JH_CLAIM_TEMPLATE = "claim-{username}{servername}"
+"""Zero to JupyterHub's default ``singleuser.storage.dynamic.pvcNameTemplate``."""
 _MAX_CHOICE_PROFILES = 50
 """Most profiles one z2jh profile's options may expand to (the product of their choices)."""
 
@@ -271,6 +273,7 @@ class _Draft:
     gpu_product_label: str | None = None
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     node_regions: list[str] = field(default_factory=list)
+    adopt_claims: str | None = None
     changed: list[Note] = field(default_factory=list)
     fill_in: list[FillIn] = field(default_factory=list)
 
@@ -631,20 +634,21 @@ def _storage(source: _Source, draft: _Draft, singleuser: dict[str, Any]) -> str 
             storage[key] = list(value)
     if storage:
         singleuser["storage"] = storage
-    for key in ("pvcNameTemplate", "volumeNameTemplate"):
-        source.drop(
-            (*here, "dynamic", key),
-            "home volumes are named home-<user>-<region>; "
-            "existing claim-<user> volumes are not adopted (see the migration howto "
-            "to copy them)",
-        )
-    if kind == "dynamic" and source.peek(*here, "dynamic", "pvcNameTemplate") is None:
+    source.drop(
+        (*here, "dynamic", "volumeNameTemplate"),
+        "the home volume's name inside the pod is the chart's own",
+    )
+    if kind == "dynamic":
+        template = str(source.get(*here, "dynamic", "pvcNameTemplate") or Z2JH_CLAIM_TEMPLATE)
+        draft.adopt_claims = template
         draft.changed.append(
             Note(
-                "singleuser.storage",
-                "home volumes are new claims named "
-                "home-<user>-<region>; existing claim-<user> volumes are not "
-                "adopted (see the migration howto to copy them)",
+                "singleuser.storage.dynamic.pvcNameTemplate",
+                f"existing claims named {template} are adopted as users' homes in region "
+                f"{draft.inputs.region!r} (adoptClaims); new users get home-<user>-<region>. "
+                "Names are expanded with this hub's slug scheme: for user names other than "
+                "lowercase letters and digits, check them against your claims (see the "
+                "migration howto)",
             )
         )
     return source.get(*here, "dynamic", "storageClass") or None
@@ -980,6 +984,8 @@ def convert(z2jh: Mapping[str, Any], inputs: Inputs) -> Migration:
             "home volumes (z2jh used the cluster's default; or pass --storage-class)",
         ),
     }
+    if draft.adopt_claims:
+        region["adoptClaims"] = draft.adopt_claims
     policy: dict[str, Any] = {"version": 1}
     if draft.gpu_product_label or draft.gpu_taints:
         scheduling: dict[str, Any] = {}

@@ -250,6 +250,31 @@ def test_hub_database_https_and_culling_carry_over():
     assert "hub.db" in paths(azure.changed)
 
 
+@pytest.mark.parametrize(
+    ("name", "storage", "adopted"),
+    [
+        ("keycloak-gpu-profiles.yaml", None, "claim-{username}{servername}"),
+        ("keycloak-gpu-profiles.yaml", {"dynamic": {"pvcNameTemplate": "home-{escaped_username}"}},
+         "home-{escaped_username}"),
+        ("azuread-postgres-static.yaml", None, None),  # static: one shared claim
+        ("okta-no-storage.yaml", None, None),  # none: there are no claims to adopt
+    ],
+)  # fmt: skip
+def test_existing_claims_are_adopted_in_the_region_when_z2jh_made_one_per_user(
+    name, storage, adopted
+):
+    values = load(name)
+    if storage:
+        values["singleuser"]["storage"] = storage
+    inputs = complete(name, node_regions=("x",), storage_class="sc", gpu_quota=1)
+    migration = convert(values, inputs)
+    assert migration.policy["regions"]["default"].get("adoptClaims") == adopted
+    if adopted:
+        notes = {n.path: n.reason for n in migration.changed}
+        assert "are adopted as users' homes" in notes["singleuser.storage.dynamic.pvcNameTemplate"]
+        parse_policy(yaml.safe_dump(migration.policy), "policy.yaml")
+
+
 def test_unlimited_resources_are_left_to_fill_in_not_guessed():
     values = {"singleuser": {"image": {"name": "quay.io/jupyter/base-notebook", "tag": "x"}}}
     migration = convert(values, Inputs(released=RELEASED, digests={}))
