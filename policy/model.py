@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -231,6 +232,41 @@ class Cluster(_Model):
         return self
 
 
+_USER_FIELDS = frozenset({
+    "username", "user_server", "safe_username", "safe_user_server", "escaped_username",
+    "escaped_user_server", "unescaped_username", "userid",
+})  # fmt: skip
+"""KubeSpawner's template fields (``_expand_user_properties``) that name the user."""
+_CLAIM_FIELDS = _USER_FIELDS | {
+    "servername", "safe_servername", "escaped_servername", "unescaped_servername",
+}  # fmt: skip
+"""The fields an adopted claim's name may use: the user's, and the server's name."""
+
+
+def _claim_template(value: str) -> str:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+    except ValueError as exc:
+        raise _fail("claim_template", f"{value!r} is not a name template ({exc})") from None
+    unknown = sorted(fields - _CLAIM_FIELDS)
+    if unknown:
+        raise _fail(
+            "claim_template",
+            f"{value!r} uses {', '.join('{' + f + '}' for f in unknown)}; a claim name may use "
+            f"{', '.join('{' + f + '}' for f in sorted(_CLAIM_FIELDS))}",
+        )
+    if not fields & _USER_FIELDS:
+        raise _fail(
+            "claim_template",
+            f"{value!r} names no user, so every user would share one volume; use e.g. "
+            "claim-{username}",
+        )
+    return value
+
+
+ClaimTemplate = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_claim_template)]
+
+
 class Region(_Model):
     """A data-residency zone: where pods may run, where their data lives, what they reach."""
 
@@ -248,6 +284,12 @@ class Region(_Model):
     cluster: Cluster | None = None
     """The Kubernetes cluster this region's pods, home volumes and secrets are created in;
     omitted means the hub's own cluster."""
+    adopt_claims: ClaimTemplate | None = None
+    """Name template (KubeSpawner's fields) of claims that existed before this hub, e.g.
+    ``claim-{username}`` from Zero to JupyterHub: a user whose claim of that name exists in
+    this region's namespace gets it as their home volume here, instead of a new
+    ``home-<user>-<region>`` claim. Only one region may adopt (a volume never follows its
+    user to another region); omitted means none is adopted."""
 
     @property
     def cluster_name(self) -> str:

@@ -77,6 +77,7 @@ class _Checker:
                 self._group(gname, group, profiles)
         self._one_way_per_cluster()
         self._sharing()
+        self._one_adopting_region()
         return self.problems
 
     def _sharing(self) -> None:
@@ -91,6 +92,23 @@ class _Checker:
                     self.ref((*here, "withGroups", i), group, "groups", "group")
                 self._no_repeats((*here, "withGroups"), rule.get("withGroups"))
                 self._no_repeats((*here, "withUsers"), rule.get("withUsers"))
+
+    def _one_adopting_region(self) -> None:
+        # Adopted claims carry no region in their name: adopted in two regions, one volume
+        # would follow its user from one region to the other.
+        adopting = [
+            name
+            for name, region in _section(self.raw, "regions").items()
+            if isinstance(region, dict) and region.get("adoptClaims") is not None
+        ]
+        for name in adopting[1:]:
+            self.problems.append(
+                self.source.problem(
+                    ("regions", name, "adoptClaims"),
+                    f"region {adopting[0]!r} already adopts existing claims; only one region "
+                    "may, or a volume would follow its user from one region to another",
+                )
+            )
 
     def _one_way_per_cluster(self) -> None:
         # A cluster name is what the audit trail records and what keys the hub's reflectors:

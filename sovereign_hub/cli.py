@@ -32,6 +32,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "images": Command("sovereign_hub.images.cli", "build, release, resolve and pin images"),
     "hub-db": Command("sovereign_hub.hubdb", "back up and restore the hub's SQLite database"),
+    "migrate": Command(
+        "sovereign_hub.migrate",
+        "convert Zero to JupyterHub values to this chart's",
+    ),
     "gpu-queue": Command(
         "sovereign_hub.spawner.queuecli",
         "list the GPU queue per GPU type and region",

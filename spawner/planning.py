@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubernetes_asyncio.client.exceptions import ApiException
 from traitlets import Enum, List, Unicode
 from traitlets.config import Configurable
 
@@ -15,6 +16,7 @@ from sovereign_hub.policy import PodPlan
 
 from .overlay import Home, plan_traits
 from .pvc import home_claim_name, make_home_pvc
+from .transient import retry_transient
 
 
 class PlanTraits(Configurable):
@@ -44,13 +46,40 @@ class PlanTraits(Configurable):
         stops (Zero to JupyterHub's ``singleuser.storage.type: none``).""",
     )
 
-    def apply_plan(self, plan: PodPlan) -> Home:
-        """Set KubeSpawner's traits for ``plan``; return the home volume it mounts."""
-        claim = home_claim_name(self.user.name, plan.region) if self.home_storage != "none" else ""
+    def apply_plan(self, plan: PodPlan, claim_name: str | None = None) -> Home:
+        """Set KubeSpawner's traits for ``plan``; return the home volume it mounts: the claim
+        ``claim_name`` (an adopted one), the user's home claim in the plan's region, or none
+        (an emptyDir) when ``home_storage`` is ``none``."""
+        if self.home_storage == "none":
+            claim = ""
+        else:
+            claim = claim_name or home_claim_name(self.user.name, plan.region)
         home = Home(claim, self.home_mount_path)
         baseline = self._baseline if self._spawn_baseline is None else self._spawn_baseline
         self._apply_traits(plan_traits(plan, baseline, home))
         return home
+
+    async def adopted_claim(self, template: str | None) -> str | None:
+        """The name of the user's existing claim that ``template`` (a region's
+        ``adoptClaims``) names, expanded as KubeSpawner expands its own names; None when
+        the region adopts nothing, homes are not kept (``home_storage`` ``none``) or no such
+        claim exists in the current namespace."""
+        if not template or self.home_storage == "none":
+            return None
+        name = self._expand_user_properties(template)
+
+        async def read() -> bool:
+            try:
+                await self.api.read_namespaced_persistent_volume_claim(name, self.namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            return True
+
+        what = f"looking for the existing claim {name}"
+        found = await retry_transient(read, what=what, timeout=self.k8s_api_request_retry_timeout)
+        return name if found else None
 
     def home_claim(self, plan: PodPlan, home: Home) -> dict[str, Any] | None:
         """The PersistentVolumeClaim of ``home``, created unless it exists; None without one."""

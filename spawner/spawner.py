@@ -279,6 +279,9 @@ class SovereignSpawner(
             home = self.apply_plan(plan)
             self.allocation = Allocation.of(plan, home.claim_name, time.time(), region.cluster_name)
             await self.use_cluster(plan.region, region.cluster, probe=True)
+            if adopted := await self.adopted_claim(region.adopt_claims):
+                home = self.apply_plan(plan, adopted)
+                self.allocation = dataclasses.replace(self.allocation, home=adopted)
             if plan.image.notice:
                 self._notices.append(plan.image.notice)
             if claim := self.home_claim(plan, home):

@@ -14,6 +14,7 @@ real PostgreSQL 15.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sqlite3
 import subprocess
@@ -25,6 +26,7 @@ import yaml
 from jupyterhub import orm
 from sqlalchemy import text
 
+from sovereign_hub.audit.store import read
 from sovereign_hub.hubdb import HubDbError, backup, restore
 from sovereign_hub.sandbox.postgres import server_bin
 from tests.conftest import ROOT
@@ -309,3 +311,167 @@ def test_the_guides_restore_pod_is_valid_restricted_and_runs_the_restore(tmp_pat
         {"name": "state", "persistentVolumeClaim": hook["volumes"][0]["persistentVolumeClaim"]}
     ]
     assert container["volumeMounts"] == [{"name": "state", "mountPath": "/srv/jupyterhub"}]
+
+
+def chart_site(chart: Path, values: Path, out: Path, namespace: str) -> Path:
+    """The hub's mounted files as ``chart`` renders them with ``values``: its ConfigMaps."""
+    docs = render_chart_with(helm_binary("3.18"), chart, values, namespace)
+    out.mkdir()
+    for doc in by_kind(docs, "ConfigMap"):
+        for name, body in doc["data"].items():
+            (out / name).write_text(body)
+    return out
+
+
+def render_chart_with(helm: Path, chart: Path, values: Path, namespace: str) -> list[dict]:
+    done = run(helm, "template", "rel", str(chart), "--namespace", namespace, "-f", str(values))
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def stored_pins(database: Path, user: str) -> dict:
+    with sqlite3.connect(database) as db:
+        (state,) = db.execute(
+            "SELECT spawners.state FROM spawners JOIN users ON users.id = spawners.user_id "
+            "WHERE users.name = ? AND spawners.name = ''",
+            (user,),
+        ).fetchone()
+    return json.loads(state)["sovereign"]["pins"]
+
+
+def test_upgrading_a_running_hub_keeps_servers_pins_and_one_audit_chain_emulated_cluster(
+    kube, tmp_path, oidc_ana
+):
+    """The previous release's hub, then the current one, on the same state and secrets.
+
+    Both run from this checkout's code (no image of the previous release can run
+    here), each with the jupyterhub_config.py and ConfigMaps its chart renders, on
+    the emulated cluster: what the upgrade changes is the chart. ana logs in
+    through the real OIDC provider and starts a server under the previous
+    release; the current release's hub must find her server still running, her
+    image pin kept, and continue the audit chain, which then verifies whole.
+    """
+    from sovereign_hub.audit.signing import new_private_key_pem
+    from sovereign_hub.sandbox.hubprocess import Hub, free_port
+    from sovereign_hub.sandbox.oidc import login_via_provider
+    from tests.test_spawner_hub import SINGLEUSER
+
+    port, hub_port, proxy_api = free_port(), free_port(), free_port()
+    addresses = (
+        f'c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"\n'
+        f'c.JupyterHub.hub_connect_url = "http://127.0.0.1:{hub_port}"\n'
+        "c.ConfigurableHTTPProxy.should_start = True\n"
+        f'c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api}"\n'
+        # Where a pod's namespace and image would say: the emulated cluster's, and the
+        # single-user server of this venv (the emulated kubelet runs it as a process).
+        f"c.SovereignSpawner.namespace = {kube.namespace!r}\n"
+        f"c.SovereignSpawner.scheduler_name = {kube.scheduler_name!r}\n"
+        f"c.SovereignSpawner.cmd = [{str(SINGLEUSER)!r}]\n"
+        f"c.SovereignSpawner.args = {['--allow-root'] if os.geteuid() == 0 else []!r}\n"
+    )
+    values = tmp_path / "values.yaml"
+    installed = yaml.safe_load(INSTALLED.read_text())
+    installed["hub"]["extraConfig"] = {"99-addresses": addresses}
+    installed["auth"] = {
+        "issuer": oidc_ana.issuer,
+        "callbackUrl": f"http://127.0.0.1:{port}/hub/oauth_callback",
+        "attributeClaims": {"country": "country"},
+        "clientSecret": {"value": "test-client-secret"},
+    }
+    installed["audit"] = {"sinks": [{"type": "sqlite", "path": str(tmp_path / "audit.sqlite")}]}
+    policy = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
+    policy.pop("sharing")  # the previous release's schema predates sharing rules
+    installed["policy"] = policy
+    values.write_text(yaml.safe_dump(installed))
+    secrets_dir = tmp_path / "secrets"
+    (secrets_dir / "oidc").mkdir(parents=True)
+    (secrets_dir / "oidc" / "client-secret").write_text("test-client-secret")
+    (secrets_dir / "hmac").write_text(os.urandom(32).hex())
+    # The current release mounts a checkpoint signing key; the previous one had none.
+    private, public, _ = new_private_key_pem()
+    (secrets_dir / "signing.pem").write_bytes(private)
+    (secrets_dir / "signing.pub").write_bytes(public)
+    state = tmp_path / "state"
+    state.mkdir()
+    crypt_key = os.urandom(32).hex()
+
+    def start(site: Path) -> Hub:
+        env = {
+            "KUBECONFIG": str(kube.kubeconfig),
+            "JUPYTERHUB_CRYPT_KEY": crypt_key,
+            "SOVEREIGN_HUB_CONFIG_DIR": str(site),
+            "SOVEREIGN_HUB_STATE_DIR": str(state),
+            "SOVEREIGN_POLICY_FILE": str(site / "policy.yaml"),
+            "SOVEREIGN_AUDIT_HMAC_KEY_FILE": str(secrets_dir / "hmac"),
+            "SOVEREIGN_AUDIT_SIGNING_KEY_FILE": str(secrets_dir / "signing.pem"),
+            "SOVEREIGN_OIDC_SECRET_DIR": str(secrets_dir / "oidc"),
+            "SOVEREIGN_HUB_SECRETS_DIR": str(secrets_dir / "no-such-dir"),
+        }
+        config = (
+            "import runpy\n"
+            f"runpy.run_path({str(site / 'jupyterhub_config.py')!r}, "
+            "init_globals={'get_config': lambda: c})\n"
+        )
+        return Hub(tmp_path / "hub", config, env=env, port=port)
+
+    old = start(chart_site(PREVIOUS, values, tmp_path / "previous", kube.namespace))
+    try:
+        _, page = login_via_provider(old.url, "ana")
+        assert page.status_code == 200
+        started = old.api(
+            "POST", "/users/ana/server", json={"profile": "cpu-small", "region": "eu"}
+        )
+        assert started.status_code in (201, 202), started.text
+        old.wait_for_server("ana")
+    finally:
+        old.stop()
+    pins_before = stored_pins(state / "jupyterhub.sqlite", "ana")
+    assert pins_before, "the previous release's hub recorded no pin"
+
+    new = start(chart_site(CHART, values, tmp_path / "current", kube.namespace))
+    try:
+        # The server started under the previous release is still ana's, and running.
+        model = new.api("GET", "/users/ana").json()
+        assert model["servers"][""]["ready"], model
+        assert stored_pins(state / "jupyterhub.sqlite", "ana") == pins_before
+        # A new login and a restart of her server under the current release.
+        _, page = login_via_provider(new.url, "ana")
+        assert page.status_code == 200
+        assert new.api("DELETE", "/users/ana/server").status_code in (202, 204)
+        new.wait_for_server("ana", ready=False)
+        again = new.api("POST", "/users/ana/server", json={"profile": "cpu-small", "region": "eu"})
+        assert again.status_code in (201, 202), again.text
+        new.wait_for_server("ana")
+        assert stored_pins(state / "jupyterhub.sqlite", "ana") == pins_before
+    finally:
+        new.stop()
+
+    records = list(read(str(tmp_path / "audit.sqlite")))
+    kinds = [r["schema"].rstrip("/").split("/")[-2] for r in records]
+    # One chain across both releases: the current hub continued the previous one's
+    # epoch from the spool on the state volume instead of starting a new one.
+    assert kinds.count("epoch-started") == 1, kinds
+    assert kinds.count("policy-loaded") == 2  # one per release's hub
+    assert kinds.count("login") == 2
+    assert kinds.count("server-started") == 2
+    assert kinds.count("server-stopped") == 1
+    verify_env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_AUDIT_")}
+    verified = subprocess.run(
+        [sys.executable, "-m", "sovereign_hub.cli", "audit", "verify", str(tmp_path / "audit.sqlite"),
+         "--key-file", str(secrets_dir / "hmac")],
+        capture_output=True, text=True, timeout=60, env=verify_env,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    public_check = subprocess.run(
+        [sys.executable, "-m", "sovereign_hub.cli", "audit", "verify", str(tmp_path / "audit.sqlite"),
+         "--public-key", str(secrets_dir / "signing.pub")],
+        capture_output=True, text=True, timeout=60, env=verify_env,
+    )  # fmt: skip
+    # The previous release signed nothing: a public-key verifier is told exactly that
+    # (docs/howto/operations.md, "Upgrade"); the current release's checkpoint is signed.
+    assert public_check.returncode == 1
+    unsigned = [line for line in public_check.stdout.splitlines() if "[unsigned]" in line]
+    first_checkpoint = kinds.index("checkpoint") + 1
+    assert len(unsigned) == 1, public_check.stdout
+    assert f" #{first_checkpoint} is not signed" in unsigned[0], unsigned
+    assert f"chain intact: {len(records)} records" in verified.stdout, verified.stdout

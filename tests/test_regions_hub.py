@@ -21,6 +21,7 @@ import yaml
 from sovereign_hub.audit.store import read
 from sovereign_hub.sandbox.hubprocess import Hub
 from sovereign_hub.sandbox.kube.cluster import Cluster
+from sovereign_hub.spawner.overlay import HOME_VOLUME
 from tests.conftest import ROOT, TEST_NODES
 from tests.test_spawner_hub import add_users, hub_config, spawn
 
@@ -58,10 +59,15 @@ c.SovereignSpawner.reporter = hub_reporter(c)
 """
 
 
-def start_hub(eu: Cluster, us: Cluster, tmp_path: Path, monkeypatch, cleanup: bool = True) -> Hub:
-    """The hub in the EU (its own) cluster; the policy puts the US region in ``us``."""
+def start_hub(
+    eu: Cluster, us: Cluster, tmp_path: Path, monkeypatch, cleanup: bool = True, adopt=None
+) -> Hub:
+    """The hub in the EU (its own) cluster; the policy puts the US region in ``us``, and
+    ``adopt`` maps a region to its ``adoptClaims``."""
     doc = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
     doc["regions"]["us"]["cluster"] = {"name": "us-east", "kubeconfig": str(us.kubeconfig)}
+    for region, template in (adopt or {}).items():
+        doc["regions"][region]["adoptClaims"] = template
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump(doc, sort_keys=False))
     monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)  # inherited by the hub process
@@ -86,6 +92,44 @@ def names(cluster: Cluster, kind: str) -> set[str]:
     return cluster.call(list_them())
 
 
+def create_claim(cluster: Cluster, name: str, storage_class: str) -> None:
+    """A claim as Zero to JupyterHub left it, made through ``cluster``'s API server."""
+
+    async def create() -> None:
+        from kubernetes_asyncio import client
+
+        body = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": storage_class,
+                "resources": {"requests": {"storage": "10Gi"}},
+            },
+        }
+        await client.CoreV1Api(cluster._client).create_namespaced_persistent_volume_claim(
+            cluster.namespace, body
+        )
+
+    cluster.call(create())
+
+
+def home_claim_of(cluster: Cluster, user: str) -> str:
+    """The claim the user's pod mounts as its home volume, read from ``cluster``'s API."""
+
+    async def read() -> str:
+        from kubernetes_asyncio import client
+
+        pod = await client.CoreV1Api(cluster._client).read_namespaced_pod(
+            f"jupyter-{user}", cluster.namespace
+        )
+        (home,) = [v for v in pod.spec.volumes if v.name == HOME_VOLUME]
+        return home.persistent_volume_claim.claim_name
+
+    return cluster.call(read())
+
+
 def audit_records(tmp_path: Path, family: str, count: int = 1) -> list[dict]:
     """The audit trail's records of one event family, once ``count`` of them are stored."""
     store = tmp_path / "audit.sqlite"
@@ -97,6 +141,33 @@ def audit_records(tmp_path: Path, family: str, count: int = 1) -> list[dict]:
                 break
         time.sleep(0.1)
     return found
+
+
+def test_existing_claims_are_adopted_only_in_the_region_that_adopts_them(
+    clusters, tmp_path, monkeypatch
+):
+    """Zero to JupyterHub's claim-<user> volumes become homes in the adopting region (EU);
+    a user without one gets a new home claim there, and the US region adopts nothing even
+    where a claim of that name exists."""
+    eu, us = clusters
+    create_claim(eu, "claim-ana", "ssd-eu")
+    create_claim(us, "claim-bob", "ssd-us")
+    hub = start_hub(eu, us, tmp_path, monkeypatch, adopt={"eu": "claim-{username}"})
+    try:
+        add_users(hub, "eu-researchers", "ana", "cyd")
+        add_users(hub, "us-analysts", "bob")
+        for user, region in (("ana", "eu"), ("cyd", "eu"), ("bob", "us")):
+            response = spawn(hub, user, profile="cpu-small", region=region)
+            assert response.status_code in (201, 202), response.text
+        for user in ("ana", "cyd", "bob"):
+            hub.wait_for_server(user)
+        assert home_claim_of(eu, "ana") == "claim-ana"
+        assert home_claim_of(eu, "cyd") == "home-cyd-eu"
+        assert home_claim_of(us, "bob") == "home-bob-us"
+        assert names(eu, "claims") == {"claim-ana", "home-cyd-eu"}
+        assert names(us, "claims") == {"claim-bob", "home-bob-us"}
+    finally:
+        hub.stop()
 
 
 def test_emulated_eu_and_us_clusters_each_hold_only_their_regions_pods_and_claims(
