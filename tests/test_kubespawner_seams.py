@@ -64,6 +64,13 @@ SEAMS = [
         "spawner/planning.py home_claim calls it for the labels of the per-region home claim",
     ),
     Seam(
+        "_expand_user_properties",
+        "(self, template, slug_scheme=None)",
+        KubeSpawner,
+        "spawner/planning.py adopted_claim expands a region's adoptClaims template with it, "
+        "so an adopted claim's name is the one KubeSpawner gave it",
+    ),
+    Seam(
         "_log_name",
         "property",
         Spawner,
