@@ -125,7 +125,7 @@ def _values_reference() -> str:
 
     def walk(node: dict, path: str, default: object) -> None:
         props = node.get("properties")
-        if props and path != "policy":
+        if props and path not in ("policy", "examplePolicy"):
             for name, child in props.items():
                 sub = default.get(name) if isinstance(default, dict) else None
                 walk(child, f"{path}.{name}" if path else name, sub)
@@ -141,7 +141,9 @@ def _values_reference() -> str:
             if key in node:
                 allowed.append(f"{key} {node[key]}")
         if path == "policy":
-            allowed.append("the policy document: see {doc}`policy`")
+            allowed.append("the policy document (empty: `examplePolicy`): see {doc}`policy`")
+        if path == "examplePolicy":
+            allowed.append("the example policy used while `policy` is empty")
         shown = "" if default in (None, "", {}, []) else f"`{json.dumps(default)}`"
         if len(shown) > 60:
             shown = "(see values.yaml)"

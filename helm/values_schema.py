@@ -596,9 +596,16 @@ def values_schema() -> dict:
                     },
                 }
             ),
-            "policy": policy,
+            # Empty: the example is used. Given: the whole document, checked as such.
+            "policy": {
+                "type": "object",
+                "description": "The policy document; empty uses examplePolicy.",
+                "if": {"minProperties": 1},
+                "then": policy,
+            },
+            "examplePolicy": policy,
         },
-        ("hub", "proxy", "singleuser", "auth", "audit", "policy"),
+        ("hub", "proxy", "singleuser", "auth", "audit", "policy", "examplePolicy"),
         title="Sovereign Hub chart values",
         allOf=[
             released_images(),

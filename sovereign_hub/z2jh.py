@@ -63,15 +63,6 @@ _ISSUER_SUFFIXES = (
     ("/authorize", "/"),
 )
 
-CHART_DEFAULT_POLICY = {
-    "regions": ("eu",),
-    "channels": ("datascience",),
-    "profiles": ("cpu-small",),
-}
-"""The example policy entries in the chart's own values.yaml. Helm merges a values file's
-maps into the chart's, so the migrated values set each of these to null, which removes
-it; otherwise the example region, channel and profile would join the migrated policy."""
-
 _SECRET = "not copied: it is a secret, and a values file is no place for one"  # noqa: S105
 _REASONS: tuple[tuple[str, str], ...] = (
     (
@@ -154,8 +145,8 @@ class FillIn:
 @dataclass(frozen=True)
 class Migration:
     values: dict[str, Any]
-    """This chart's values, with the draft policy under ``policy`` (and nulls that remove
-    the chart's example entries, see :data:`CHART_DEFAULT_POLICY`)."""
+    """This chart's values, with the draft policy under ``policy`` (which replaces the
+    chart's ``examplePolicy`` as a whole)."""
     policy: dict[str, Any]
     """The draft policy document (the same as ``values['policy']``)."""
     not_carried: tuple[Note, ...]
@@ -1016,13 +1007,7 @@ def convert(z2jh: Mapping[str, Any], inputs: Inputs) -> Migration:
             )
         groups[group] = grant
     policy["groups"] = groups
-    removed = {
-        section: {name: None for name in names if name not in policy[section]}
-        for section, names in CHART_DEFAULT_POLICY.items()
-    }
-    draft.values["policy"] = {
-        k: {**v, **removed[k]} if k in removed else v for k, v in policy.items()
-    }
+    draft.values["policy"] = policy
 
     leftovers = list(source.leftovers())
     return Migration(

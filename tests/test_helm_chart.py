@@ -257,7 +257,7 @@ def test_network_policies_confine_user_pods_by_region_and_block_metadata(example
 def test_a_region_that_allows_everything_still_cannot_reach_the_metadata_address():
     docs = render(
         helm_binary("4.1"),
-        sets=("policy.regions.eu.egressCidrs={0.0.0.0/0,169.254.0.0/16,10.0.0.0/8}",),
+        sets=("examplePolicy.regions.eu.egressCidrs={0.0.0.0/0,169.254.0.0/16,10.0.0.0/8}",),
     )
     regional = next(
         p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("region-eu")

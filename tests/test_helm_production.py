@@ -296,7 +296,7 @@ def test_a_regions_kubeconfig_secret_is_mounted_where_the_spawner_reads_it(helm,
     values = yaml.safe_load(
         (Path(__file__).parent.parent / "helm/sovereign-hub/values.yaml").read_text()
     )
-    policy = values["policy"]
+    policy = values["examplePolicy"]
     eu = policy["regions"]["eu"]
     policy["regions"] = {
         "eu": eu,
@@ -417,3 +417,26 @@ def test_storage_type_none_makes_no_home_claim(helm, tmp_path):
     ]
     (tmp_path / "values.yaml").write_text(config["data"]["values.yaml"])
     assert load_values(tmp_path / "values.yaml")["singleuser"]["storage"]["type"] == "none"
+
+
+def test_an_admins_policy_replaces_the_example_and_never_merges_with_it(helm, tmp_path):
+    """Helm merges maps: were the example the default of `policy`, its region, channel and
+    profile would join every admin's policy (found by the z2jh migration work)."""
+    from sovereign_hub.policy import parse_policy
+
+    example = yaml.safe_load(
+        (Path(__file__).parent.parent / "helm/sovereign-hub/values.yaml").read_text()
+    )["examplePolicy"]
+    mine = yaml.safe_load(yaml.safe_dump(example))
+    mine["regions"] = {"ch": {**example["regions"]["eu"], "displayName": "Switzerland"}}
+    mine["channels"] = {"base": example["channels"]["datascience"]}
+    mine["profiles"] = {"small": {**example["profiles"]["cpu-small"], "channel": "base",
+                                  "regions": ["ch"]}}  # fmt: skip
+    mine["groups"] = {"team": {"profiles": ["small"], "regions": ["ch"]}}
+    rendered = one(render(helm, values_file(tmp_path, {"policy": mine})), "ConfigMap",
+                   f"{NAME}-policy")["data"]["policy.yaml"]  # fmt: skip
+    assert yaml.safe_load(rendered) == mine
+    assert set(parse_policy(rendered).policy.regions) == {"ch"}
+    # Without a policy, the example is what the hub gets.
+    default = one(render(helm), "ConfigMap", f"{NAME}-policy")["data"]["policy.yaml"]
+    assert yaml.safe_load(default) == example

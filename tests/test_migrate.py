@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sovereign_hub.z2jh import CHART_DEFAULT_POLICY
 from tests.conftest import require_program
 from tests.test_helm_chart import CHART, by_kind, helm_binary, render, run
 from tests.test_z2jh import DATA, DIGEST, images_in, load
@@ -60,12 +59,6 @@ def test_migrated_values_pass_helm_lint_and_the_policy_passes_policy_check(name,
     assert yaml.safe_load(configmap["data"]["policy.yaml"]) == yaml.safe_load(
         (tmp_path / "policy.yaml").read_text()
     )
-
-
-def test_the_example_policy_entries_the_values_remove_are_the_charts():
-    # Helm merges maps: the migrated values null out the chart's example entries by name.
-    policy = yaml.safe_load((CHART / "values.yaml").read_text())["policy"]
-    assert {k: tuple(policy[k]) for k in CHART_DEFAULT_POLICY} == CHART_DEFAULT_POLICY
 
 
 def test_a_draft_names_what_to_fill_in_and_exits_1(tmp_path):

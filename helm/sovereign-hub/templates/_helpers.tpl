@@ -90,7 +90,7 @@ sovereign_hub.audit.signing reads). Arguments: (list $ secretName key).
 
 {{/* GPU taints of the policy, as tolerations (the pre-puller runs on GPU nodes). */}}
 {{- define "sh.gpuTolerations" -}}
-{{- $scheduling := .Values.policy.scheduling | default dict -}}
+{{- $scheduling := (.Values.policy | default .Values.examplePolicy).scheduling | default dict -}}
 {{- $taints := $scheduling.gpuTaints | default (list (dict "key" "nvidia.com/gpu" "effect" "NoSchedule")) -}}
 {{- range $taints }}
 - key: {{ .key | quote }}
@@ -220,7 +220,7 @@ The Secrets the policy's regions name in `cluster.kubeconfigSecret` or
 */}}
 {{- define "sh.clusterSecrets" -}}
 {{- $names := list -}}
-{{- range $region, $spec := (.Values.policy.regions | default dict) -}}
+{{- range $region, $spec := ((.Values.policy | default .Values.examplePolicy).regions | default dict) -}}
 {{- $cluster := ($spec | default dict).cluster | default dict -}}
 {{- with $cluster.kubeconfigSecret -}}
 {{- $names = append $names .name -}}
