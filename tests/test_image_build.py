@@ -228,7 +228,8 @@ def test_release_pushes_by_digest_with_sboms_and_pins_chart_and_policy(images, r
         assert f"{image['repository']}@{image['digest']}" == by_name[name].image
         assert image["digest"] == images[name].digest
     notebook = f"{registry.host}/sovereign-hub/notebook-cpu@{images['notebook-cpu'].digest}"
-    channel = written["policy"]["channels"]["datascience"]["versions"]
+    assert written["policy"] == {}  # the chart's own values: the example policy is pinned
+    channel = written["examplePolicy"]["channels"]["datascience"]["versions"]
     assert {"version": "2026.12", "image": notebook}.items() <= channel[-1].items()
     assert "# Written by the release" in values.read_text()  # comments kept
     versions = {
@@ -595,3 +596,18 @@ def test_the_charts_hub_and_proxy_pods_run_from_the_images_and_spawn_on_the_emul
         finally:
             hub_container.stop()
             chp.stop()
+
+
+def test_the_release_pins_an_admins_own_policy_when_the_values_give_one():
+    """An admin's values with `policy` set: that policy gets the new version, not the example."""
+    from sovereign_hub.images.release import write_values
+
+    chart = yaml.safe_load((ROOT / "helm" / "sovereign-hub" / "values.yaml").read_text())
+    mine = {"hub": chart["hub"], "proxy": chart["proxy"],
+            "policy": yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())}  # fmt: skip
+    after = yaml.safe_load(write_values(yaml.safe_dump(mine), "values.yaml", {
+        "notebook-cpu": "reg.example:5000/sh/nb@sha256:" + "b" * 64,
+    }, "datascience", "2026.12"))  # fmt: skip
+    versions = after["policy"]["channels"]["datascience"]["versions"]
+    assert versions[-1]["image"] == "reg.example:5000/sh/nb@sha256:" + "b" * 64
+    assert "examplePolicy" not in after

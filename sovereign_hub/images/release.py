@@ -143,13 +143,15 @@ def write_values(text: str, file: str, images: dict[str, str], channel: str, ver
     values = result.getvalue()
     if "notebook-cpu" not in images:
         return values
-    # The policy inside the values goes through the same pin (and validation) as a file.
+    # The policy inside the values goes through the same pin (and validation) as a file:
+    # the admin's `policy`, or, while that is empty (the chart's own values), the example.
     document = yaml.load(values)
+    key = "policy" if document.get("policy") else "examplePolicy"
     policy = io.StringIO()
-    yaml.dump(document["policy"], policy)
-    pinned = pin_policy(policy.getvalue(), f"{file}: policy", channel, version,
+    yaml.dump(document[key], policy)
+    pinned = pin_policy(policy.getvalue(), f"{file}: {key}", channel, version,
                         images["notebook-cpu"])  # fmt: skip
-    document["policy"] = yaml.load(pinned)
+    document[key] = yaml.load(pinned)
     result = io.StringIO()
     yaml.dump(document, result)
     return result.getvalue()
