@@ -4,7 +4,9 @@ It watches nodes and pods, decides with :func:`.placement.place`, binds with
 the ``pods/binding`` subresource, and for a pod that fits nowhere records a
 ``FailedScheduling`` event (aggregated: the count goes up when the same
 message repeats) and the ``PodScheduled=False`` condition. Pods are retried
-whenever a node or pod changes, and every ``resync`` seconds.
+whenever a node or pod changes, and every ``resync`` seconds; a pod whose cycle
+fails on an API error (the API server restarting) is retried the same way, and
+the scheduler carries on, as kube-scheduler requeues it.
 """
 
 from __future__ import annotations
@@ -90,22 +92,36 @@ class Scheduler:
 
     async def schedule_pending(self) -> None:
         for pod in self._pending():
-            missing = await self._missing_claim(pod)
-            nodes = list(self.nodes.items.values())
-            if missing:
-                total = len(nodes)
-                message = (
-                    f'0/{total} nodes are available: persistentvolumeclaim "{missing}" not found. '
-                    f"preemption: 0/{total} nodes are available: {total} Preemption is not helpful "
-                    "for scheduling."
-                )
-                await self._unschedulable(pod, message)
-                continue
-            placement = place(pod, nodes, self.pods.items.values())
-            if placement.node is None:
-                await self._unschedulable(pod, placement.message)
-            else:
-                await self._bind(pod, placement.node)
+            try:
+                await self._schedule(pod)
+            except Exception as exc:
+                # As kube-scheduler: a failed cycle (the API server away, a bind refused) puts
+                # the pod back in the queue and the scheduler carries on; the next wake or
+                # resync tries again. Left to propagate, it ended this task, and no pod was
+                # ever placed again.
+                meta = pod["metadata"]
+                log.warning(
+                    "scheduling %s/%s failed (%s: %s); retrying in the next cycle",
+                    meta["namespace"], meta["name"], type(exc).__name__, exc,
+                )  # fmt: skip
+
+    async def _schedule(self, pod: dict[str, Any]) -> None:
+        missing = await self._missing_claim(pod)
+        nodes = list(self.nodes.items.values())
+        if missing:
+            total = len(nodes)
+            message = (
+                f'0/{total} nodes are available: persistentvolumeclaim "{missing}" not found. '
+                f"preemption: 0/{total} nodes are available: {total} Preemption is not helpful "
+                "for scheduling."
+            )
+            await self._unschedulable(pod, message)
+            return
+        placement = place(pod, nodes, self.pods.items.values())
+        if placement.node is None:
+            await self._unschedulable(pod, placement.message)
+        else:
+            await self._bind(pod, placement.node)
 
     async def _missing_claim(self, pod: dict[str, Any]) -> str | None:
         ns = pod["metadata"]["namespace"]
