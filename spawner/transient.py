@@ -121,6 +121,15 @@ class ApiRetries:
             timeout=self.k8s_api_request_retry_timeout,
         )
 
+    async def poll(self) -> int | None:
+        if _refused(getattr(self, "_start_future", None)):
+            # Nothing reached the cluster (see stop): no server, and no question to ask the API
+            # server. JupyterHub polls before it stops a failed start, and KubeSpawner's poll
+            # starts the pod reflector first: while the API server is away that waits
+            # k8s_api_request_retry_timeout, and the refused spawn's handler answers 500.
+            return 0
+        return await super().poll()  # type: ignore[misc, no-any-return]
+
     async def stop(self, now: bool = False) -> None:
         parent = super().stop  # type: ignore[misc]
         if _refused(getattr(self, "_start_future", None)):

@@ -127,11 +127,18 @@ async def test_a_pod_reflector_whose_first_list_failed_is_replaced_not_reused():
 class _Stopping:
     def __init__(self) -> None:
         self.stops = 0
+        self.polls = 0
 
     async def stop(self, now: bool = False) -> None:
         self.stops += 1
         if self.stops < 3:
             raise ConnectionRefusedError
+
+    async def poll(self) -> int | None:
+        # KubeSpawner's poll starts the pod reflector first: with the API server away, that
+        # waits out k8s_api_request_retry_timeout.
+        self.polls += 1
+        return None
 
 
 class _StoppingSpawner(ApiRetries, _Stopping):
@@ -154,3 +161,17 @@ async def test_the_stop_after_a_refusal_does_not_wait_for_the_cluster():
     spawner._start_future.set_exception(SpawnRefused(403, "no quota"))
     await spawner.stop()
     assert spawner.stops == 0
+
+
+async def test_the_poll_after_a_refusal_says_stopped_without_asking_the_cluster():
+    """JupyterHub polls a failed start before stopping it. Seen in the storm: with the API
+    server away, that poll waited for the pod reflector past slow_spawn_timeout, and the
+    quota refusal reached the client as a 500."""
+    from sovereign_hub.refusals import SpawnRefused
+
+    spawner = _StoppingSpawner()
+    assert await spawner.poll() is None  # no start yet: KubeSpawner answers
+    spawner._start_future = asyncio.get_running_loop().create_future()
+    spawner._start_future.set_exception(SpawnRefused(403, "no quota"))
+    assert await spawner.poll() == 0
+    assert spawner.polls == 1
