@@ -262,19 +262,13 @@ def assert_audit_complete(storm: Storm) -> list[dict]:
     return records
 
 
-# An open defect, not a pass: since readiness probes and regional clusters landed beside the
-# API retries, a pod create that is in flight when the API server drops its connections can
-# hang past KubeSpawner's per-request timeout, and that spawn ends only at start_timeout (seen
-# in 2 of 3 runs: 9 of 12 servers up). Issue 21's note tracks it; non-strict so a run where it
-# does not strike still counts the checks below as passed.
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect (#21): a pod create in flight during the API server restart can hang "
-    "until start_timeout",
-)
 async def test_an_emulated_api_server_restart_mid_storm_leaves_every_spawn_settled_and_audited(
     storm, kube, core
 ):
+    """Found two defects (#21), both fixed: the emulated scheduler's task ended on the first
+    API error of a scheduling cycle, so pods created afterwards stayed Pending and their
+    spawns waited out start_timeout (9 of 12 up); and a quota refusal's poll waited for the
+    API server past slow_spawn_timeout, so the client got a 500."""
     with ThreadPoolExecutor(1) as pool:
         spawning = pool.submit(storm.spawn_all)
         time.sleep(1.0)  # the POSTs are in flight, pods being created
