@@ -97,7 +97,8 @@ class ApiRetries:
       failed the spawn. It is now retried too. A create whose answer was lost may have
       landed: the retry first reads the pod, and adopts it when it carries this start's
       :data:`SPAWN_ID`. Otherwise KubeSpawner's 409 handling would delete the user's new
-      pod as a stale one and create it again.
+      pod as a stale one and create it again. This wraps KubeSpawner's
+      ``_make_create_pod_request`` (not a documented hook; its signature is pinned by a test).
     - A stop that gave up while the API server was away would leave the pod (and its
       GPUs) running for a server the hub forgets.
     - KubeSpawner keeps a pod reflector whose initial list failed and hands it to every
