@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package-lock.json | cksum
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system helm checkov notebook-env gpu-lock-check base-wheels lock sandbox test lint suite \
-	unit docs bench bench-scale fuzz clean images release bundle
+	unit docs bench bench-scale bench-storm fuzz clean images release bundle
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -205,6 +205,11 @@ bench: $(STAMP)
 SCALE_ARGS ?= --users 60 --concurrency 30 --ramp-seconds 10 --idle-seconds 2 --deadline-seconds 300
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/bench_scale.py $(SCALE_ARGS) --out benchmarks/results/scale.md
+
+# The fault storm of tests/test_storm_faults.py at benchmark size (CI runs it at 16 spawns).
+STORM_ARGS ?= --spawns 100 --api-outage 30 --store-outage 60
+bench-storm: $(STAMP)
+	$(BIN)/python benchmarks/bench_storm.py $(STORM_ARGS) --out benchmarks/results/storm.md
 
 clean:
 	rm -rf $(VENV) .venv-notebook .tools docs/_build .pytest_cache .ruff_cache

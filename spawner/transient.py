@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,9 @@ from sovereign_hub.refusals import SpawnRefused
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SPAWN_ID = "sovereign-hub.io/spawn-id"
+"""Pod annotation: one value per start, so a retried create can tell its own pod (a create
+whose answer was lost) from a stale one of an earlier server."""
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 """Answers a real API server gives while it is overloaded, starting or behind a restarting
 load balancer: the request may succeed when repeated."""
@@ -86,9 +90,15 @@ def _refused(start: asyncio.Future[Any] | None) -> bool:
 
 
 class ApiRetries:
-    """KubeSpawner mixin: the pod reflector's start and ``stop`` retried through transient
-    API errors for ``k8s_api_request_retry_timeout`` seconds.
+    """KubeSpawner mixin: the pod's create, the pod reflector's start and ``stop`` retried
+    through transient API errors for ``k8s_api_request_retry_timeout`` seconds.
 
+    - KubeSpawner retries a pod create only after its own timeout; a dropped connection
+      failed the spawn. It is now retried too. A create whose answer was lost may have
+      landed: the retry first reads the pod, and adopts it when it carries this start's
+      :data:`SPAWN_ID`. Otherwise KubeSpawner's 409 handling would delete the user's new
+      pod as a stale one and create it again. This wraps KubeSpawner's
+      ``_make_create_pod_request`` (not a documented hook; its signature is pinned by a test).
     - A stop that gave up while the API server was away would leave the pod (and its
       GPUs) running for a server the hub forgets.
     - KubeSpawner keeps a pod reflector whose initial list failed and hands it to every
@@ -99,6 +109,54 @@ class ApiRetries:
     """
 
     k8s_api_request_retry_timeout: int
+    namespace: str
+    _create_unanswered = False
+
+    async def get_pod_manifest(self) -> Any:
+        pod = await super().get_pod_manifest()  # type: ignore[misc]
+        pod.metadata.annotations = {**(pod.metadata.annotations or {}), SPAWN_ID: uuid.uuid4().hex}
+        self._create_unanswered = False
+        return pod
+
+    async def _make_create_pod_request(self, pod: Any, request_timeout: float) -> bool:
+        if self._create_unanswered:
+            landed = await self._landed(pod, request_timeout)
+            if landed is not False:
+                return bool(landed)  # adopted (True), or not known yet (None: ask again later)
+        parent = super()._make_create_pod_request  # type: ignore[misc]
+        try:
+            created: bool = await parent(pod, request_timeout)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self.log.warning(  # type: ignore[attr-defined]
+                "creating pod %s: %s; retrying", pod.metadata.name, type(exc).__name__
+            )
+            created = False
+        # False: KubeSpawner's own timeout, or the error above; either may have landed.
+        self._create_unanswered = not created
+        return created
+
+    async def _landed(self, pod: Any, request_timeout: float) -> bool | None:
+        """Whether the pod an unanswered create sent is in the cluster with this start's id:
+        True (adopt it), False (send the create; a stale pod's 409 is KubeSpawner's to
+        handle), None when the API server cannot say yet. Sending the create again then
+        could meet our own pod's 409, and KubeSpawner would delete it."""
+        meta = pod.metadata
+        try:
+            async with asyncio.timeout(request_timeout):
+                found = await self.api.read_namespaced_pod(meta.name, self.namespace)  # type: ignore[attr-defined]
+        except Exception as exc:
+            if isinstance(exc, ApiException) and exc.status == 404:
+                return False
+            if is_transient(exc):
+                return None
+            raise
+        ours = (found.metadata.annotations or {}).get(SPAWN_ID) == meta.annotations[SPAWN_ID]
+        mine = ours and found.metadata.deletion_timestamp is None
+        if mine:
+            self.log.info("pod %s: an unanswered create had landed; adopted", meta.name)  # type: ignore[attr-defined]
+        return mine
 
     async def _start_watching_pods(self, replace: bool = False) -> Any:
         parent = super()._start_watching_pods  # type: ignore[misc]
@@ -120,6 +178,15 @@ class ApiRetries:
             what="listing the cluster's pods",
             timeout=self.k8s_api_request_retry_timeout,
         )
+
+    async def poll(self) -> int | None:
+        if _refused(getattr(self, "_start_future", None)):
+            # Nothing reached the cluster (see stop): no server, and no question to ask the API
+            # server. JupyterHub polls before it stops a failed start, and KubeSpawner's poll
+            # starts the pod reflector first: while the API server is away that waits
+            # k8s_api_request_retry_timeout, and the refused spawn's handler answers 500.
+            return 0
+        return await super().poll()  # type: ignore[misc, no-any-return]
 
     async def stop(self, now: bool = False) -> None:
         parent = super().stop  # type: ignore[misc]

@@ -445,3 +445,30 @@ async def test_an_emulated_api_server_restart_ends_watches_keeps_state_and_the_c
     # The scheduler's and kubelet's watches relisted: a new pod is placed and run.
     await core.create_namespaced_pod(ns, sleeper("after"))
     await phase(core, ns, "after", "Running")
+
+
+async def test_the_emulated_scheduler_carries_on_after_a_cycle_meets_the_api_server_away(
+    kube, core
+):
+    """Kubernetes is emulated here. A scheduling cycle that finds the API server away (here:
+    reading a pending pod's claim) is retried at the next cycle, as kube-scheduler puts the
+    pod back in its queue. Before, the failed call ended the scheduler's task, and every pod
+    created afterwards stayed Pending with no event: the storm test's spawns that waited for
+    their whole start_timeout."""
+    if not kube.emulated:
+        pytest.skip("restarting the API server needs the emulated one; a real one is not ours")
+    ns = kube.namespace
+    # Pending while its claim is missing: each scheduling cycle (every 2 s) reads the claim.
+    claim = {"name": "home", "persistentVolumeClaim": {"claimName": "not-yet"}}
+    await core.create_namespaced_pod(ns, sleeper("waiting", volumes=[claim]))
+
+    async def unschedulable():
+        p = await core.read_namespaced_pod("waiting", ns)
+        return any(c.type == "PodScheduled" for c in p.status.conditions or [])
+
+    await eventually(unschedulable)
+    # Down longer than a cycle's interval, so at least one cycle runs while it is away.
+    await asyncio.to_thread(kube.restart_api_server, 3.0)
+    await core.create_namespaced_pod(ns, sleeper("after"))
+    placed = await phase(core, ns, "after", "Running")
+    assert placed.spec.node_name

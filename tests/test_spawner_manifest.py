@@ -105,9 +105,10 @@ async def test_gpu_pod_manifest():
         "sovereign-hub.io/channel": "pytorch",
         "sovereign-hub.io/gpu-type": "a100",
     }
-    assert {
-        k: v for k, v in pod["metadata"]["annotations"].items() if k.startswith("sovereign-hub.io/")
-    } == {
+    annotations = dict(pod["metadata"]["annotations"])
+    # One id per start, so a retried create knows its own pod (spawner/transient.py).
+    assert len(annotations.pop("sovereign-hub.io/spawn-id")) == 32
+    assert {k: v for k, v in annotations.items() if k.startswith("sovereign-hub.io/")} == {
         "sovereign-hub.io/image-digest": "sha256:69c72823a4e0dbee17114bbe44d0377bc9a39504a76f6314995f7d5bfaa98d60",
         "sovereign-hub.io/image": TORCH,
         "sovereign-hub.io/image-version": "2026.11",

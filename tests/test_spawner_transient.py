@@ -4,12 +4,16 @@ what the user reads when waiting did not help (spawner/transient.py)."""
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from sovereign_hub.spawner.transient import (
+    SPAWN_ID,
     ApiRetries,
     ApiUnavailable,
     clear_failure,
@@ -127,11 +131,18 @@ async def test_a_pod_reflector_whose_first_list_failed_is_replaced_not_reused():
 class _Stopping:
     def __init__(self) -> None:
         self.stops = 0
+        self.polls = 0
 
     async def stop(self, now: bool = False) -> None:
         self.stops += 1
         if self.stops < 3:
             raise ConnectionRefusedError
+
+    async def poll(self) -> int | None:
+        # KubeSpawner's poll starts the pod reflector first: with the API server away, that
+        # waits out k8s_api_request_retry_timeout.
+        self.polls += 1
+        return None
 
 
 class _StoppingSpawner(ApiRetries, _Stopping):
@@ -154,3 +165,123 @@ async def test_the_stop_after_a_refusal_does_not_wait_for_the_cluster():
     spawner._start_future.set_exception(SpawnRefused(403, "no quota"))
     await spawner.stop()
     assert spawner.stops == 0
+
+
+async def test_the_poll_after_a_refusal_says_stopped_without_asking_the_cluster():
+    """JupyterHub polls a failed start before stopping it. Seen in the storm: with the API
+    server away, that poll waited for the pod reflector past slow_spawn_timeout, and the
+    quota refusal reached the client as a 500."""
+    from sovereign_hub.refusals import SpawnRefused
+
+    spawner = _StoppingSpawner()
+    assert await spawner.poll() is None  # no start yet: KubeSpawner answers
+    spawner._start_future = asyncio.get_running_loop().create_future()
+    spawner._start_future.set_exception(SpawnRefused(403, "no quota"))
+    assert await spawner.poll() == 0
+    assert spawner.polls == 1
+
+
+class _Cluster:
+    """Pods by name, as an API server keeps them; ``drop`` answers of the next creates are
+    lost after the pod is stored (a connection dropped as the server died)."""
+
+    def __init__(self, drop: int = 0, away: int = 0) -> None:
+        self.pods: dict[str, SimpleNamespace] = {}
+        self.drop = drop
+        self.away = away  # reads refused while the server is still down
+        self.deleted: list[str] = []
+
+    async def read_namespaced_pod(self, name: str, namespace: str) -> SimpleNamespace:
+        if self.away:
+            self.away -= 1
+            raise aiohttp.ClientConnectorError(None, OSError(111, "refused"))  # type: ignore[arg-type]
+        if name not in self.pods:
+            raise ApiException(status=404)
+        return self.pods[name]
+
+
+class _Creating:
+    """KubeSpawner's pod create as far as these retries meet it: a 409 deletes the existing
+    pod as stale and asks for another attempt."""
+
+    namespace = "ns"
+    log = logging.getLogger("test")
+
+    def __init__(self, cluster: _Cluster) -> None:
+        self.api = cluster
+
+    async def get_pod_manifest(self) -> SimpleNamespace:
+        return SimpleNamespace(metadata=SimpleNamespace(name="jupyter-ana", annotations=None))
+
+    async def _make_create_pod_request(self, pod: SimpleNamespace, request_timeout: float) -> bool:
+        cluster = self.api
+        if pod.metadata.name in cluster.pods:
+            cluster.deleted.append(pod.metadata.name)  # KubeSpawner: stop(now=True)
+            del cluster.pods[pod.metadata.name]
+            return False
+        stored = copy.deepcopy(pod)
+        stored.metadata.deletion_timestamp = None
+        cluster.pods[pod.metadata.name] = stored
+        if cluster.drop:
+            cluster.drop -= 1
+            raise aiohttp.ServerDisconnectedError()
+        return True
+
+
+class _CreatingSpawner(ApiRetries, _Creating):
+    k8s_api_request_retry_timeout = 5
+
+
+async def _create(spawner: _CreatingSpawner) -> int:
+    """Attempts until the create succeeds, as KubeSpawner's exponential_backoff makes them."""
+    pod = await spawner.get_pod_manifest()
+    for attempt in range(1, 10):
+        if await spawner._make_create_pod_request(pod, 3):
+            return attempt
+    raise AssertionError("never created")
+
+
+async def test_a_create_whose_answer_was_lost_adopts_its_own_pod_instead_of_deleting_it():
+    """Before, the dropped connection failed the spawn; retried as KubeSpawner retries its
+    timeouts, the create met its own pod's 409, and KubeSpawner deleted it as stale."""
+    cluster = _Cluster(drop=1, away=2)
+    spawner = _CreatingSpawner(cluster)
+    assert await _create(spawner) == 4  # the lost answer, two reads refused, the adoption
+    assert list(cluster.pods) == ["jupyter-ana"]
+    assert cluster.deleted == []
+
+
+async def test_a_stale_pod_of_an_earlier_server_is_still_replaced():
+    cluster = _Cluster()
+    stale = SimpleNamespace(
+        metadata=SimpleNamespace(annotations={SPAWN_ID: "earlier"}, deletion_timestamp=None)
+    )
+    cluster.pods["jupyter-ana"] = stale
+    spawner = _CreatingSpawner(cluster)
+    await _create(spawner)
+    assert cluster.deleted == ["jupyter-ana"]  # KubeSpawner's 409 handling, as before
+    assert cluster.pods["jupyter-ana"].metadata.annotations[SPAWN_ID] != "earlier"
+
+
+async def test_each_start_marks_its_pod_with_a_new_id():
+    spawner = _CreatingSpawner(_Cluster())
+    first, second = await spawner.get_pod_manifest(), await spawner.get_pod_manifest()
+    assert first.metadata.annotations[SPAWN_ID] != second.metadata.annotations[SPAWN_ID]
+
+
+@pytest.mark.parametrize(
+    ("method", "parameters"),
+    [
+        ("_make_create_pod_request", ["self", "pod", "request_timeout"]),
+        ("_start_watching_pods", ["self", "replace"]),
+        ("get_pod_manifest", ["self"]),
+    ],
+)
+def test_the_kubespawner_methods_these_retries_wrap_keep_their_signatures(method, parameters):
+    """Two of them are private: a KubeSpawner upgrade that changes them must fail here, not
+    in a spawn."""
+    import inspect
+
+    from kubespawner import KubeSpawner
+
+    assert list(inspect.signature(getattr(KubeSpawner, method)).parameters) == parameters

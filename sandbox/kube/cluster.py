@@ -279,7 +279,8 @@ class Cluster:
         """Stop the emulated API server, keep it down ``down_for`` seconds, start it again.
 
         What a kube-apiserver restart does to clients: every open connection is
-        closed and every watch ends (clients must relist or rewatch), requests
+        dropped at once (a request in flight gets no answer, though its write may
+        have landed) and every watch ends (clients must relist or rewatch), requests
         meanwhile are refused, and the state survives, as etcd keeps it (the
         :class:`Store` is kept). The same port is bound again, so kubeconfigs stay
         valid. Emulated clusters only: a real API server is not ours to restart.
@@ -291,10 +292,17 @@ class Cluster:
     async def _restart_api_server(self, down_for: float) -> None:
         assert self._runner is not None  # noqa: S101
         assert self.api is not None  # noqa: S101
-        # cleanup() runs the app's on_shutdown (ends every watch, stops the control plane's
-        # controllers), then closes the listening socket and every open connection: at once
-        # (shutdown_timeout=0), as a kube-apiserver that exits drops them, not after aiohttp's
-        # 60 s of grace during which requests in flight could still land.
+        # A kube-apiserver that dies drops every connection at once: a request in flight gets
+        # no answer, even one whose write already reached etcd (the client cannot tell whether
+        # it landed), and there is no TLS goodbye. aiohttp's cleanup() alone is gentler: with
+        # shutdown_timeout=0 it waits, without limit, for every handler to answer. So the open
+        # connections are aborted first (nothing else runs on this loop before the listening
+        # socket closes, at the start of cleanup()); cleanup() then runs the app's on_shutdown
+        # (ends every watch, stops the control plane's controllers).
+        server = self._runner.server
+        for handler in server.connections if server is not None else []:
+            if handler.transport is not None:
+                handler.transport.abort()
         await self._runner.cleanup()
         await asyncio.sleep(down_for)
         self._runner = web.AppRunner(self.api.app(), handle_signals=False, shutdown_timeout=0)

@@ -5,7 +5,9 @@ the ``pods/binding`` subresource, and for a pod that fits nowhere records a
 ``FailedScheduling`` event (aggregated: the count goes up when the same
 message repeats) and the ``PodScheduled=False`` condition. Pods are retried
 whenever a node or pod changes, and every ``resync`` seconds, highest
-priority first (then oldest), as kube-scheduler's active queue orders them.
+priority first (then oldest), as kube-scheduler's active queue orders them. A
+pod whose cycle fails on an API error (the API server restarting) is retried
+the same way, and the scheduler carries on, as kube-scheduler requeues it.
 
 One scheduler serves several *profiles*, as one kube-scheduler process does:
 each is a ``schedulerName`` with its own scoring (:class:`.placement.Profile`).
@@ -111,33 +113,47 @@ class Scheduler:
 
     async def schedule_pending(self) -> None:
         for pod in self._pending():
-            missing = await self._missing_claim(pod)
-            nodes = list(self.nodes.items.values())
-            if missing:
-                total = len(nodes)
-                message = (
-                    f'0/{total} nodes are available: persistentvolumeclaim "{missing}" not found. '
-                    f"preemption: 0/{total} nodes are available: {total} Preemption is not helpful "
-                    "for scheduling."
-                )
-                await self._unschedulable(pod, message)
-                continue
-            profile = self.profiles[pod["spec"].get("schedulerName", "default-scheduler")]
-            placement = place(pod, nodes, self.pods.items.values(), profile)
-            if placement.node is not None:
-                await self._bind(pod, placement.node)
-                continue
-            message = placement.message
-            if placement.resource_only:
-                filters = message.split(" preemption: ")[0]
-                chosen = select(pod, nodes, self.pods.items.values(), placement.resource_only)
-                if chosen is not None:
-                    recorder = self._recorder(pod)
-                    await preempt(self.core, recorder, pod, chosen, self.pods.items.values())
-                    message = filters  # preemption succeeded: the filters' failure alone
-                elif why := ineligible(pod, self.pods.items.values()):
-                    message = f"{filters} preemption: {why}"
+            try:
+                await self._schedule(pod)
+            except Exception as exc:
+                # As kube-scheduler: a failed cycle (the API server away, a bind refused) puts
+                # the pod back in the queue and the scheduler carries on; the next wake or
+                # resync tries again. Left to propagate, it ended this task, and no pod was
+                # ever placed again.
+                meta = pod["metadata"]
+                log.warning(
+                    "scheduling %s/%s failed (%s: %s); retrying in the next cycle",
+                    meta["namespace"], meta["name"], type(exc).__name__, exc,
+                )  # fmt: skip
+
+    async def _schedule(self, pod: dict[str, Any]) -> None:
+        missing = await self._missing_claim(pod)
+        nodes = list(self.nodes.items.values())
+        if missing:
+            total = len(nodes)
+            message = (
+                f'0/{total} nodes are available: persistentvolumeclaim "{missing}" not found. '
+                f"preemption: 0/{total} nodes are available: {total} Preemption is not helpful "
+                "for scheduling."
+            )
             await self._unschedulable(pod, message)
+            return
+        profile = self.profiles[pod["spec"].get("schedulerName", "default-scheduler")]
+        placement = place(pod, nodes, self.pods.items.values(), profile)
+        if placement.node is not None:
+            await self._bind(pod, placement.node)
+            return
+        message = placement.message
+        if placement.resource_only:
+            filters = message.split(" preemption: ")[0]
+            chosen = select(pod, nodes, self.pods.items.values(), placement.resource_only)
+            if chosen is not None:
+                recorder = self._recorder(pod)
+                await preempt(self.core, recorder, pod, chosen, self.pods.items.values())
+                message = filters  # preemption succeeded: the filters' failure alone
+            elif why := ineligible(pod, self.pods.items.values()):
+                message = f"{filters} preemption: {why}"
+        await self._unschedulable(pod, message)
 
     async def _missing_claim(self, pod: dict[str, Any]) -> str | None:
         ns = pod["metadata"]["namespace"]
