@@ -71,6 +71,13 @@ SEAMS = [
         "so an adopted claim's name is the one KubeSpawner gave it",
     ),
     Seam(
+        "_make_create_pod_request",
+        "async (self, pod, request_timeout)",
+        KubeSpawner,
+        "spawner/transient.py ApiRetries._make_create_pod_request overrides it: a create whose "
+        "answer was lost is retried, and a pod carrying this start's spawn id is kept",
+    ),
+    Seam(
         "_log_name",
         "property",
         Spawner,
