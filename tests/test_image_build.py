@@ -506,7 +506,7 @@ def test_the_charts_hub_and_proxy_pods_run_from_the_images_and_spawn_on_the_emul
                  "adminGroups": ["platform-admins"],
                  "clientSecret": {"value": "client-secret-of-the-hub"}},
         "audit": {"sinks": [{"type": "sqlite", "path": "/srv/jupyterhub/audit.sqlite"}]},
-        "policy": {"groups": {"researchers": {"profiles": ["cpu-small"], "regions": ["eu"]}}},
+        "examplePolicy": {"groups": {"researchers": {"profiles": ["cpu-small"], "regions": ["eu"]}}},
     }))  # fmt: skip
     docs = render(helm_binary("4.1"), values)
     objects = Objects.from_manifests(docs)

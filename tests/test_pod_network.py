@@ -420,7 +420,7 @@ def test_the_charts_hub_runs_in_its_pod_and_the_proxy_reaches_it_and_the_viewer(
 
 
 REGIONS = {
-    "policy": {
+    "examplePolicy": {  # the chart example, with a US region added
         "regions": {
             "eu": {"displayName": "EU", "nodeRegions": ["eu-central-1"],
                    "storageClass": "standard", "egressCidrs": ["198.18.0.16/28"]},
