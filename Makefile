@@ -113,12 +113,12 @@ base-wheels: $(BASE_WHEELS_STAMP)
 # image's Debian bookworm base. uv reads only package metadata, so no CUDA wheel
 # is downloaded (pip's dry run downloaded 4.2 GB of them here).
 GPU_LOCK := images/notebook-gpu/requirements.lock
-.tools/gpu-lock-resolved.txt: $(GPU_LOCK) | $(STAMP)
+.tools/gpu-lock-resolved-py3.11.txt: $(GPU_LOCK) | $(STAMP)
 	mkdir -p .tools
 	$(BIN)/uv pip compile --quiet --no-header --no-annotate $(GPU_LOCK) \
 		--python-platform x86_64-manylinux_2_28 --python-version 3.11 -o $@
 
-gpu-lock-check: .tools/gpu-lock-resolved.txt
+gpu-lock-check: .tools/gpu-lock-resolved-py3.11.txt
 
 # Maintainers: re-lock the images' environments (needs PyPI).
 lock: $(STAMP)
