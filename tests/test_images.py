@@ -193,6 +193,15 @@ def test_make_images_builds_the_gpu_image_only_when_named():
 
     assert build_line() == ""
     assert build_line("IMAGES=notebook-gpu") == "notebook-gpu"
+    usage = subprocess.run([SOVHUB, "images", "build", "--help"], capture_output=True,
+                           text=True, timeout=60, check=True).stdout  # fmt: skip
+    assert "none given: hub, proxy, notebook-cpu" in " ".join(usage.split())
+    wrong = subprocess.run([SOVHUB, "images", "build", "notebook-tpu"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert wrong.returncode == 1
+    assert (
+        "no image 'notebook-tpu' (images: hub, proxy, notebook-cpu, notebook-gpu)" in wrong.stderr
+    )
 
 
 # -- sovhub images pin ------------------------------------------------------------
