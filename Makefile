@@ -109,16 +109,16 @@ $(BASE_WHEELS_STAMP): pyproject.toml | $(STAMP)
 
 base-wheels: $(BASE_WHEELS_STAMP)
 
-# The GPU lock must resolve for linux x86_64 / CPython 3.12. uv reads only
-# package metadata, so no CUDA wheel is downloaded (pip's dry run downloaded
-# 4.2 GB of them here).
+# The GPU lock must resolve for linux x86_64 / CPython 3.11, the Python of the
+# image's Debian bookworm base. uv reads only package metadata, so no CUDA wheel
+# is downloaded (pip's dry run downloaded 4.2 GB of them here).
 GPU_LOCK := images/notebook-gpu/requirements.lock
-.tools/gpu-lock-resolved.txt: $(GPU_LOCK) | $(STAMP)
+.tools/gpu-lock-resolved-py3.11.txt: $(GPU_LOCK) | $(STAMP)
 	mkdir -p .tools
 	$(BIN)/uv pip compile --quiet --no-header --no-annotate $(GPU_LOCK) \
-		--python-platform x86_64-manylinux_2_28 --python-version 3.12 -o $@
+		--python-platform x86_64-manylinux_2_28 --python-version 3.11 -o $@
 
-gpu-lock-check: .tools/gpu-lock-resolved.txt
+gpu-lock-check: .tools/gpu-lock-resolved-py3.11.txt
 
 # Maintainers: re-lock the images' environments (needs PyPI).
 lock: $(STAMP)
@@ -128,14 +128,17 @@ lock: $(STAMP)
 		--python-version 3.11 -o images/hub/build-requirements.lock
 	$(BIN)/uv pip compile --quiet --no-header --generate-hashes --universal --python-version 3.11 \
 		images/notebook-cpu/requirements.in -o images/notebook-cpu/requirements.lock
-	$(BIN)/uv pip compile --quiet --no-header --generate-hashes --universal --python-version 3.11 \
+	$(BIN)/uv pip compile --quiet --no-header --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 \
 		images/notebook-gpu/requirements.in -o images/notebook-gpu/requirements.lock
 
 # The hub, proxy and notebook-cpu images, built here from Debian packages
 # (mmdebstrap) and the hashed locks (buildah), reproducibly, each with its SBOM;
 # OCI layouts in .tools/images/oci/, digests in .tools/images/images.json.
+# notebook-gpu (4+ GB of CUDA wheels) only when named: make images IMAGES=notebook-gpu
+IMAGES ?=
 images: $(STAMP) system
-	$(BIN)/sovhub images build
+	$(BIN)/sovhub images build $(IMAGES)
 
 # Push the built images by digest (with their SBOMs) to REGISTRY and write the
 # digests into the chart's values and the example policy, in one step, e.g.

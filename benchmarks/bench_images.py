@@ -29,7 +29,7 @@ from pathlib import Path
 
 import requests
 
-from sovereign_hub.images.build import IMAGES, Settings, build_image, load_index
+from sovereign_hub.images.build import DEFAULT_IMAGES, Settings, build_image, load_index
 from sovereign_hub.images.oci import blob_path, read_manifest
 from sovereign_hub.images.runc import Container, RunOptions, unpack
 from sovereign_hub.sandbox.hubprocess import free_port
@@ -180,7 +180,7 @@ def main() -> int:
                 shutil.rmtree(settings.cache / "images" / f"base-{base}", ignore_errors=True)
         from sovereign_hub.images.build import save_index
 
-        for name in IMAGES:
+        for name in DEFAULT_IMAGES:
             built = build_image(settings, name)
             results[name] = {"build_seconds": round(built.seconds, 1),
                              "base_built": built.base.built}  # fmt: skip

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sovereign_hub.images.build import DEFAULT_IMAGES, image_python, requirements_for
+from sovereign_hub.images.build import IMAGES as IMAGE_SPECS
 from sovereign_hub.images.pin import pin_dockerfile
 from sovereign_hub.images.reference import ImageReferenceError, Reference
 from sovereign_hub.policy import load_policy
@@ -24,7 +26,8 @@ DOCKERFILES = sorted(IMAGES.glob("*/Dockerfile"))
 BIN = Path(sys.executable).parent
 SOVHUB = str(BIN / "sovhub")
 WHEELS = ROOT / ".tools" / "wheels" / "notebook-cpu"
-GPU_RESOLVED = ROOT / ".tools" / "gpu-lock-resolved.txt"
+GPU_LOCK = IMAGES / "notebook-gpu" / "requirements.lock"
+GPU_RESOLVED = ROOT / ".tools" / "gpu-lock-resolved-py3.11.txt"
 
 
 def logical_lines(path: Path) -> list[str]:
@@ -146,18 +149,59 @@ def test_the_cpu_lock_installs_offline_into_a_fresh_venv(tmp_path):
     assert version.stdout.strip().startswith("6.1")
 
 
-def test_the_gpu_lock_resolves_for_linux_x86_64():
-    """CI resolves the GPU lock for linux x86_64 / CPython 3.12 (`make gpu-lock-check`,
-    metadata only, no CUDA wheel downloaded); every locked pin must come back unchanged."""
+def test_the_gpu_lock_resolves_for_linux_x86_64_and_cpython_3_11():
+    """CI resolves the GPU lock for linux x86_64 / CPython 3.11, the image's Python
+    (`make gpu-lock-check`, metadata only, no CUDA wheel downloaded); every locked pin must
+    come back unchanged, and nothing is locked that this platform would not install."""
     require_tool(GPU_RESOLVED, "gpu-lock-check")
     resolved = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", GPU_RESOLVED.read_text(), re.M))
-    lock = (IMAGES / "notebook-gpu" / "requirements.lock").read_text()
-    locked = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", lock, re.M))
-    assert resolved["torch"] == locked["torch"]
+    locked = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", GPU_LOCK.read_text(), re.M))
+    assert resolved["torch"] == locked["torch"] == "2.9.1"
+    assert resolved["torchvision"] == "0.24.1"
     assert "nvidia-cudnn-cu12" in resolved  # the CUDA build, for linux x86_64
-    for name, version in resolved.items():
-        assert name in locked, f"{name} resolved but not locked"
-        assert version in re.findall(rf"^{re.escape(name)}==([^\s;\\]+)", lock, re.M), name
+    assert resolved == locked
+
+
+def test_the_gpu_lock_is_for_the_python_of_the_images_debian_base():
+    """notebook-gpu installs on Debian bookworm's CPython (recorded in python.packages): the
+    lock has one pin per package and no marker that drops one for that Python, so the image
+    gets exactly the locked set (a universal lock split numpy and networkx by version)."""
+    packages = {}
+    for line in (IMAGES / "base" / "python.packages").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version, arch = line.split("\t")
+            packages[name] = (version, arch)
+    python = image_python(packages)
+    assert python.startswith("3.11.")
+    text = GPU_LOCK.read_text()
+    names = re.findall(r"^([A-Za-z0-9_.-]+)==", text, re.M)
+    assert len(names) == len(set(names))
+    kept = re.findall(r"^([A-Za-z0-9_.-]+)==", requirements_for(text, python), re.M)
+    assert kept == names
+
+
+def test_make_images_builds_the_gpu_image_only_when_named():
+    """The default set (`make images`, CI) is unchanged; notebook-gpu is an explicit opt-in."""
+    assert DEFAULT_IMAGES == ("hub", "proxy", "notebook-cpu")
+    assert set(IMAGE_SPECS) == {*DEFAULT_IMAGES, "notebook-gpu"}
+
+    def build_line(*args: str) -> str:
+        done = subprocess.run(["make", "-n", "images", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, check=True)  # fmt: skip
+        (line,) = [x for x in done.stdout.splitlines() if "sovhub images build" in x]
+        return line.split("sovhub images build", 1)[1].strip()
+
+    assert build_line() == ""
+    assert build_line("IMAGES=notebook-gpu") == "notebook-gpu"
+    usage = subprocess.run([SOVHUB, "images", "build", "--help"], capture_output=True,
+                           text=True, timeout=60, check=True).stdout  # fmt: skip
+    assert "none given: hub, proxy, notebook-cpu" in " ".join(usage.split())
+    wrong = subprocess.run([SOVHUB, "images", "build", "notebook-tpu"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert wrong.returncode == 1
+    assert (
+        "no image 'notebook-tpu' (images: hub, proxy, notebook-cpu, notebook-gpu)" in wrong.stderr
+    )
 
 
 # -- sovhub images pin ------------------------------------------------------------

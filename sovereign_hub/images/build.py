@@ -52,6 +52,7 @@ class ImageSpec:
     lock: str | None = None
     own_wheel: bool = False
     npm: bool = False
+    opt_in: bool = False
 
 
 IMAGES: dict[str, ImageSpec] = {
@@ -60,7 +61,15 @@ IMAGES: dict[str, ImageSpec] = {
     "notebook-cpu": ImageSpec(
         "notebook-cpu", "python", lock="images/notebook-cpu/requirements.lock"
     ),
+    # 4+ GB of CUDA wheels: built only when named (`make images IMAGES=notebook-gpu`).
+    "notebook-gpu": ImageSpec(
+        "notebook-gpu", "python", lock="images/notebook-gpu/requirements.lock", opt_in=True
+    ),
 }
+
+#: What `make images` (`sovhub images build` with no names) builds: every image but the
+#: opt-in ones.
+DEFAULT_IMAGES: tuple[str, ...] = tuple(name for name, spec in IMAGES.items() if not spec.opt_in)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from sovereign_hub.policy import PolicyError
 
 from .build import (
+    DEFAULT_IMAGES,
     IMAGES,
     BuildError,
     Settings,
@@ -35,7 +36,7 @@ def _root() -> Path:
 def cmd_build(args: argparse.Namespace) -> int:
     settings = Settings.for_checkout(_root(), args.version)
     built = []
-    for name in args.images or list(IMAGES):
+    for name in args.images or DEFAULT_IMAGES:
         try:
             result = build_image(settings, name, progress=lambda line: print(line, flush=True))
         except (BuildError, BaseError) as exc:
@@ -132,7 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ".tools/images/oci/, with its CycloneDX SBOM under .tools/images/sbom/, and record "
         "the digests in .tools/images/images.json. Run from the repository root.",
     )
-    build.add_argument("images", nargs="*", metavar="IMAGE", help=f"of {', '.join(IMAGES)}")
+    build.add_argument(
+        "images", nargs="*", metavar="IMAGE",
+        help=f"of {', '.join(IMAGES)}; none given: {', '.join(DEFAULT_IMAGES)} "
+        "(the others, e.g. the 4+ GB notebook-gpu, only when named)",
+    )  # fmt: skip
     build.add_argument("--version", help="the version label and tag (default: the package's)")
     build.set_defaults(func=cmd_build)
     context = sub.add_parser(
