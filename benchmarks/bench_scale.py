@@ -285,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         charts = write_charts({k: r for k, (r, _) in runs.items()}, samples, out.with_suffix(""))
+        # The docs include the table up to the marker and show the charts themselves
+        # (an included file's image paths would be read from the including page's folder).
         text += (
-            "\n"
+            "\n<!-- charts -->\n"
             + "\n".join(f"![{c.stem}]({out.with_suffix('').name}/{c.name})" for c in charts)
             + "\n"
         )
