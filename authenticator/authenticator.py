@@ -22,7 +22,7 @@ import secrets
 from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Dict, Float, Instance, Integer, Set, Unicode, default, validate
 
 from sovereign_hub import logscrub
@@ -103,6 +103,19 @@ class SovereignAuthenticator(GroupRefresh, GenericOAuthenticator):
         (JWKS). A provider that is down or slower than this gives users a 503 page saying it
         is unreachable, or a refused login (`provider_unreachable`) when only its keys are.""",
     )
+    provider_max_connections = Integer(
+        64,
+        config=True,
+        help="""How many requests to the provider (token, userinfo, refresh) may be open at
+        once; more wait in a queue. Tornado's default of 10 queued a burst of spawns, each
+        refreshing its user, past the request timeout: at 500 spawns at once half failed.""",
+    )
+
+    @default("http_client")
+    def _default_http_client(self) -> AsyncHTTPClient:
+        # Our own client, not tornado's shared one, so the limit is ours alone.
+        return AsyncHTTPClient(force_instance=True, max_clients=self.provider_max_connections)
+
     support_contact = Unicode(
         "",
         config=True,

@@ -24,6 +24,16 @@ from .loginstate import ID_TOKEN_GROUPS, REFRESHING_SUB
 from .tokens import TokenRejected
 
 
+def provider_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says the provider did not answer (a timeout, a refused or dropped
+    connection, a 5xx), as opposed to answering no."""
+    if isinstance(exc, HTTPClientError):
+        return exc.code == 599 or exc.code >= 500
+    if isinstance(exc, HTTPError):
+        return exc.status_code >= 500
+    return isinstance(exc, (OSError, TimeoutError))
+
+
 class GroupRefresh(Configurable):
     refresh_groups_from = Enum(
         ["userinfo", "id_token", "last_id_token"],
@@ -90,6 +100,8 @@ class GroupRefresh(Configurable):
         try:
             fresh: dict[str, Any] = await self.get_token_info(None, params)
         except (HTTPClientError, HTTPError) as exc:
+            if provider_down(exc):
+                raise
             raise TokenRejected(
                 "refresh_refused", f"the provider refused the refresh-token grant ({exc})"
             ) from None
@@ -105,6 +117,19 @@ class GroupRefresh(Configurable):
         except TokenRejected as exc:
             self.log.warning("refresh of %s refused (%s): log in again", user.name, exc.reason)
             return False
+        except Exception as exc:
+            if not provider_down(exc):
+                raise
+            # Neither a refusal (the user keeps their session) nor a pass (their groups are
+            # not checked): the request that needed the check is refused, saying why.
+            self.log.warning(
+                "refresh of %s: the provider did not answer (%s)", user.name, type(exc).__name__
+            )
+            raise HTTPError(
+                503,
+                "Your sign-in could not be checked with the identity provider just now (it "
+                "did not answer in time). Nothing was changed; try again in a minute.",
+            ) from None
         finally:
             REFRESHING_SUB.reset(sub_token)
             ID_TOKEN_GROUPS.reset(groups_token)

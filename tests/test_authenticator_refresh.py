@@ -9,6 +9,7 @@ real JWKS endpoint on loopback, as at login.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -100,6 +101,7 @@ def refresh(jwks, userinfo):  # noqa: F811 - the imported fixture
 
     run.private = private
     run.grants = grants
+    run.authenticator = authenticator
     return run
 
 
@@ -170,3 +172,38 @@ def test_with_claim_sets_nested_claims_without_changing_the_input():
 )
 def test_group_overage(data, path, overage):
     assert group_overage(data, path) is overage
+
+
+async def test_a_provider_that_does_not_answer_a_refresh_is_a_503_not_a_logout(refresh):
+    """A refresh grant that times out (599) or meets a 502: the request that needed the check
+    is refused with a 503 saying why, and the user stays signed in (not False, not a 500)."""
+    from tornado.httpclient import HTTPClientError
+    from tornado.web import HTTPError
+
+    for down in (HTTPClientError(599, "Timeout in request queue"), HTTPClientError(502)):
+        with pytest.raises(HTTPError) as refused:
+            await refresh(logged_in_state(), down)
+        assert refused.value.status_code == 503
+        assert "could not be checked with the identity provider" in refused.value.log_message
+
+
+async def test_a_userinfo_endpoint_that_is_down_is_a_503(refresh):
+    from tornado.web import HTTPError
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        refresh.authenticator.userdata_url = f"http://127.0.0.1:{s.getsockname()[1]}/userinfo"
+    with pytest.raises(HTTPError) as refused:
+        await refresh(logged_in_state(), {"access_token": "new", "token_type": "Bearer"})
+    assert refused.value.status_code == 503
+
+
+def test_the_provider_client_is_our_own_with_room_for_a_burst():
+    """Tornado's shared client allows 10 requests at once; a burst of spawns, each refreshing
+    its user, queued past the request timeout (1,000 users, 500 at once: 318 failed)."""
+    from tornado.httpclient import AsyncHTTPClient
+
+    authenticator = SovereignAuthenticator(provider_max_connections=200)
+    assert authenticator.http_client is not AsyncHTTPClient()
+    assert authenticator.http_client.max_clients == 200
+    assert SovereignAuthenticator().http_client.max_clients == 64
