@@ -18,6 +18,10 @@ from .overlay import Home, plan_traits
 from .pvc import home_claim_name, make_home_pvc
 from .transient import retry_transient
 
+OWNER_ANNOTATION = "hub.jupyter.org/username"
+SERVER_ANNOTATION = "hub.jupyter.org/servername"
+"""KubeSpawner's annotations on every claim it creates: whose, and which server's."""
+
 
 class PlanTraits(Configurable):
     home_mount_path = Unicode(
@@ -62,24 +66,38 @@ class PlanTraits(Configurable):
     async def adopted_claim(self, template: str | None) -> str | None:
         """The name of the user's existing claim that ``template`` (a region's
         ``adoptClaims``) names, expanded as KubeSpawner expands its own names; None when
-        the region adopts nothing, homes are not kept (``home_storage`` ``none``) or no such
-        claim exists in the current namespace."""
+        the region adopts nothing, homes are not kept (``home_storage`` ``none``), no such
+        claim exists in the current namespace, or it is not this user's server's.
+
+        Names alone can collide across KubeSpawner versions (``claim-{username}{servername}``
+        is ``claim-anabob`` for ana's server ``bob`` and for a user ``anabob``), so a claim is
+        adopted only when KubeSpawner's own annotations on it name this user and server.
+        """
         if not template or self.home_storage == "none":
             return None
         name = self._expand_user_properties(template)
 
-        async def read() -> bool:
+        async def read() -> dict[str, str] | None:
             try:
-                await self.api.read_namespaced_persistent_volume_claim(name, self.namespace)
+                claim = await self.api.read_namespaced_persistent_volume_claim(name, self.namespace)
             except ApiException as exc:
                 if exc.status == 404:
-                    return False
+                    return None
                 raise
-            return True
+            return dict(claim.metadata.annotations or {})
 
         what = f"looking for the existing claim {name}"
         found = await retry_transient(read, what=what, timeout=self.k8s_api_request_retry_timeout)
-        return name if found else None
+        if found is None:
+            return None
+        owner, server = found.get(OWNER_ANNOTATION), found.get(SERVER_ANNOTATION, "")
+        if owner != self.user.name or server != self.name:
+            self.log.warning(
+                "not adopting claim %s for %s: it belongs to user %r, server %r",
+                name, self._log_name, owner, server,
+            )  # fmt: skip
+            return None
+        return name
 
     def home_claim(self, plan: PodPlan, home: Home) -> dict[str, Any] | None:
         """The PersistentVolumeClaim of ``home``, created unless it exists; None without one."""

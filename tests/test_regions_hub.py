@@ -92,16 +92,18 @@ def names(cluster: Cluster, kind: str) -> set[str]:
     return cluster.call(list_them())
 
 
-def create_claim(cluster: Cluster, name: str, storage_class: str) -> None:
-    """A claim as Zero to JupyterHub left it, made through ``cluster``'s API server."""
+def create_claim(cluster: Cluster, name: str, storage_class: str, owner: str | None = None) -> None:
+    """A claim as Zero to JupyterHub left it (KubeSpawner annotates it with its user), made
+    through ``cluster``'s API server."""
 
     async def create() -> None:
         from kubernetes_asyncio import client
 
+        annotations = {"hub.jupyter.org/username": owner} if owner else {}
         body = {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "annotations": annotations},
             "spec": {
                 "accessModes": ["ReadWriteOnce"],
                 "storageClassName": storage_class,
@@ -150,8 +152,11 @@ def test_existing_claims_are_adopted_only_in_the_region_that_adopts_them(
     a user without one gets a new home claim there, and the US region adopts nothing even
     where a claim of that name exists."""
     eu, us = clusters
-    create_claim(eu, "claim-ana", "ssd-eu")
-    create_claim(us, "claim-bob", "ssd-us")
+    create_claim(eu, "claim-ana", "ssd-eu", owner="ana")
+    create_claim(us, "claim-bob", "ssd-us", owner="bob")
+    # A claim whose name a new user's expands to, but KubeSpawner made for another user
+    # (names collide across KubeSpawner versions): never handed over.
+    create_claim(eu, "claim-cyd", "ssd-eu", owner="cy-d")
     hub = start_hub(eu, us, tmp_path, monkeypatch, adopt={"eu": "claim-{username}"})
     try:
         add_users(hub, "eu-researchers", "ana", "cyd")
@@ -164,7 +169,7 @@ def test_existing_claims_are_adopted_only_in_the_region_that_adopts_them(
         assert home_claim_of(eu, "ana") == "claim-ana"
         assert home_claim_of(eu, "cyd") == "home-cyd-eu"
         assert home_claim_of(us, "bob") == "home-bob-us"
-        assert names(eu, "claims") == {"claim-ana", "home-cyd-eu"}
+        assert names(eu, "claims") == {"claim-ana", "claim-cyd", "home-cyd-eu"}
         assert names(us, "claims") == {"claim-bob", "home-bob-us"}
     finally:
         hub.stop()
