@@ -3,9 +3,10 @@
 A mixin of :class:`~sovereign_hub.spawner.SovereignSpawner`. The choice is kept
 per channel in the spawner's persisted state (so it survives a hub restart) and
 is checked twice against the policy: when it is made, and again at the start it
-applies to, since a version can be revoked in between. A start that names a
-version itself wins over the stored choice; a start that pins the channel
-(whatever version) consumes it.
+applies to, since a version can be revoked in between. A start that names
+another version itself wins over the stored choice (the spawn form's default,
+"stay on the pinned version", is not such a start); a start that pins the
+channel (whatever version) consumes it.
 """
 
 from __future__ import annotations
@@ -57,13 +58,16 @@ class NextStartUpgrade:
         """``request`` with the stored version for its profile's channel, and a notice when a
         stored choice no longer applies (it is then dropped)."""
         profile = policy.profiles.get(request.profile)
-        if request.version is not None or profile is None:
+        if profile is None:
             return request, None
         channel = profile.channel
         version = self.upgrade_next.get(channel)
-        if version is None:
-            return request, None
         pin = self.pins.get(channel)
+        # The spawn form always sends a version, its default being "stay on the pinned
+        # one": that is no choice against the stored one. Another version named is.
+        staying = pin is not None and request.version == pin.version
+        if version is None or (request.version is not None and not staying):
+            return request, None
         why = (
             upgrade_refusal(policy.channels[channel], pin, version, request.now)
             if pin is not None and channel in policy.channels

@@ -62,6 +62,9 @@ def test_the_next_start_takes_the_choice_unless_it_names_a_version():
     assert (request.version, notice) == ("2", None)
     named = SpawnRequest("cpu", NOW, version="3")
     assert server.with_upgrade_choice(named, P) == (named, None)
+    # The spawn form's default sends the pinned version ("stay"): the stored choice applies.
+    staying, _ = server.with_upgrade_choice(SpawnRequest("cpu", NOW, version="1"), P)
+    assert staying.version == "2"
     other = SpawnRequest("gpu2", NOW)  # another channel: the choice is not this one's
     assert server.with_upgrade_choice(other, P) == (other, None)
     server.upgrade_pinned("ds")
