@@ -120,16 +120,18 @@ class GroupRefresh(Configurable):
         except Exception as exc:
             if not provider_down(exc):
                 raise
-            # Neither a refusal (the user keeps their session) nor a pass (their groups are
-            # not checked): the request that needed the check is refused, saying why.
+            # The provider did not answer: keep the current sign-in and groups until the next
+            # refresh (auth_refresh_age). JupyterHub refreshes inside every request's
+            # prepare(), which turns an exception into an anonymous request: raising here
+            # would lock every user out of the hub and their running servers while the
+            # provider is down, and logging them out would too.
             self.log.warning(
-                "refresh of %s: the provider did not answer (%s)", user.name, type(exc).__name__
+                "refresh of %s: the provider did not answer (%s); keeping the current sign-in "
+                "and groups until the next refresh",
+                user.name,
+                type(exc).__name__,
             )
-            raise HTTPError(
-                503,
-                "Your sign-in could not be checked with the identity provider just now (it "
-                "did not answer in time). Nothing was changed; try again in a minute.",
-            ) from None
+            return True
         finally:
             REFRESHING_SUB.reset(sub_token)
             ID_TOKEN_GROUPS.reset(groups_token)
