@@ -265,5 +265,15 @@ def test_upgrade_at_next_start_from_a_running_servers_card(browser, tmp_path):
         assert ana.is_visible("text=Keep version 2026.11 instead")
         assert_accessible(ana, ".sovereign-status")
         ana.screenshot(path=str(ARTIFACTS / "ana-06-upgrade-at-next-start.png"))
+        # Stop, then start again from the start page with its defaults: the choice applies.
+        ana.click("#stop")
+        ana.wait_for_selector("#start", timeout=120_000)
+        ana.goto(f"{url}/hub/spawn")
+        ana.check("#profile-cpu-small")
+        ana.click("#spawn_form button[type=submit]")
+        ana.wait_for_url("**/user/ana/**", timeout=120_000)
+        ana.goto(f"{url}/hub/home")
+        ana.wait_for_selector(".sovereign-version")
+        assert ana.inner_text(".sovereign-version") == "2026.12"
     finally:
         interrupt(running["proc"])
