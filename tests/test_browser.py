@@ -268,7 +268,11 @@ def test_upgrade_at_next_start_from_a_running_servers_card(browser, tmp_path):
         # Stop, then start again from the start page with its defaults: the choice applies.
         ana.click("#stop")
         ana.wait_for_selector("#start", timeout=120_000)
-        ana.goto(f"{url}/hub/spawn")
+        for _ in range(60):  # the start page shows the form once the stop has finished
+            ana.goto(f"{url}/hub/spawn")
+            if ana.locator("#profile-cpu-small").count():
+                break
+            ana.wait_for_timeout(1000)
         ana.check("#profile-cpu-small")
         ana.click("#spawn_form button[type=submit]")
         ana.wait_for_url("**/user/ana/**", timeout=120_000)
