@@ -100,6 +100,26 @@ async def cluster_client(cluster: Cluster, secrets_dir: str) -> ApiClient:
     return token_client(str(cluster.server), token, ca)
 
 
+def _file_stat(path: str) -> tuple[int, int, int]:
+    """A file's (inode, mtime, size): cheap, and a Secret volume's update swaps the file."""
+    info = os.stat(path)
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+def _changed(cached: _Cached | None, path: str) -> tuple[tuple[int, int, int], bytes] | None:
+    """The file's stat and content digest when it differs from what ``cached`` was built
+    from (or nothing is cached); None when it does not (a new stat with the same content is
+    remembered, so the content is not read again)."""
+    stat = _file_stat(path)
+    if cached is not None and cached.stat == stat:
+        return None
+    digest = hashlib.sha256(Path(path).read_bytes()).digest()
+    if cached is not None and cached.digest == digest:
+        cached.stat = stat
+        return None
+    return stat, digest
+
+
 class _TokenFile:
     """Keeps a client's bearer token equal to a file's content, as the file is rotated.
 
@@ -113,8 +133,7 @@ class _TokenFile:
         self.stat: tuple[int, int, int] | None = None
 
     def __call__(self, configuration: Configuration) -> None:
-        info = os.stat(self.path)
-        stat = (info.st_ino, info.st_mtime_ns, info.st_size)
+        stat = _file_stat(self.path)
         if stat == self.stat:
             return
         token = Path(self.path).read_text().strip()
@@ -137,16 +156,16 @@ def token_client(server: str, token_path: str, ca_path: str | None) -> ApiClient
     """
     key = (asyncio.get_running_loop(), server, token_path, ca_path)
     cached = _TOKEN_CLIENTS.get(key)
-    stat, digest = (0, 0, 0), b""
-    if ca_path is not None:
-        info = os.stat(ca_path)
-        stat = (info.st_ino, info.st_mtime_ns, info.st_size)
-        if cached is not None and cached.stat == stat:
+    if ca_path is None:  # the system's CAs: nothing to follow
+        if cached is not None:
             return cached.client
-        digest = hashlib.sha256(Path(ca_path).read_bytes()).digest()
-    if cached is not None and cached.digest == digest:
-        cached.stat = stat
-        return cached.client
+        stat, digest = (0, 0, 0), b""
+    else:
+        changed = _changed(cached, ca_path)
+        if changed is None:
+            assert cached is not None  # noqa: S101 - _changed says so
+            return cached.client
+        stat, digest = changed
     if cached is not None:
         log.warning(
             "the CA of cluster %s changed: new requests use it; running watches keep the old "
@@ -177,15 +196,11 @@ async def api_client(path: str) -> ApiClient:
     """
     key = (asyncio.get_running_loop(), path)
     cached = _CLIENTS.get(key)
-    info = os.stat(path)  # cheap, and a Secret volume's update swaps the file
-    stat = (info.st_ino, info.st_mtime_ns, info.st_size)
-    if cached is not None and cached.stat == stat:
+    changed = _changed(cached, path)
+    if changed is None:
+        assert cached is not None  # noqa: S101 - _changed says so
         return cached.client
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).digest()
-    if cached is not None and cached.digest == digest:
-        cached.stat = stat
-        return cached.client
+    stat, digest = changed
     fresh = Configuration()
     await kube_config.load_kube_config(
         config_file=path, client_configuration=fresh, persist_config=False
