@@ -84,6 +84,23 @@ def login(url: str, user: str) -> tuple[requests.Session, requests.Response]:
     return login_via_provider(url, user)
 
 
+def start_from_the_form(
+    session: requests.Session, url: str, user: str, profile: str, region: str
+) -> None:
+    """Post the spawn form as a browser would, and wait until JupyterLab answers."""
+    data = {"profile": profile, f"region-{profile}": region,
+            "_xsrf": session.cookies.get("_xsrf", path="/hub/")}  # fmt: skip
+    started = session.post(f"{url}/hub/spawn", data=data, timeout=60, allow_redirects=False)
+    assert started.status_code == 302, started.text[-1500:]
+    for _ in range(240):
+        lab = session.get(f"{url}/user/{user}/lab", timeout=30)
+        if lab.status_code == 200 and "JupyterLab" in lab.text:
+            break
+        time.sleep(0.5)
+    assert lab.status_code == 200
+    assert "JupyterLab" in lab.text
+
+
 def listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -96,20 +113,7 @@ def test_the_sandbox_end_to_end_and_a_clean_stop(sandbox):
     assert page.status_code == 200
     form = ana.get(f"{url}/hub/spawn", timeout=30).content.decode()
     assert 'value="gpu-a100"' in form
-    data = {
-        "profile": "gpu-a100",
-        "region-gpu-a100": "eu",
-        "_xsrf": ana.cookies.get("_xsrf", path="/hub/"),
-    }
-    started = ana.post(f"{url}/hub/spawn", data=data, timeout=60, allow_redirects=False)
-    assert started.status_code == 302, started.text[-1500:]
-    for _ in range(240):
-        lab = ana.get(f"{url}/user/ana/lab", timeout=30)
-        if lab.status_code == 200 and "JupyterLab" in lab.text:
-            break
-        time.sleep(0.5)
-    assert lab.status_code == 200
-    assert "JupyterLab" in lab.text
+    start_from_the_form(ana, url, "ana", "gpu-a100", "eu")
 
     # The US analyst's form has no GPU profile, and forging one is refused on the form.
     bob, _ = login(url, "bob")
@@ -197,17 +201,7 @@ def test_the_sandbox_with_the_us_region_in_an_emulated_cluster_of_its_own(tmp_pa
         us_kubeconfig = re.search(r"'us-sandbox': \S+ \(KUBECONFIG=(\S+)\);", banner).group(1)
         hub_kubeconfig = re.search(r"Kubernetes API:\s+\S+\s+\(KUBECONFIG=(\S+)\)", banner).group(1)
         bob, _ = login(url, "bob")
-        data = {"profile": "cpu-small", "region-cpu-small": "us",
-                "_xsrf": bob.cookies.get("_xsrf", path="/hub/")}  # fmt: skip
-        started = bob.post(f"{url}/hub/spawn", data=data, timeout=60, allow_redirects=False)
-        assert started.status_code == 302, started.text[-1500:]
-        for _ in range(240):
-            lab = bob.get(f"{url}/user/bob/lab", timeout=30)
-            if lab.status_code == 200 and "JupyterLab" in lab.text:
-                break
-            time.sleep(0.5)
-        assert lab.status_code == 200
-        assert "JupyterLab" in lab.text
+        start_from_the_form(bob, url, "bob", "cpu-small", "us")
 
         def pods(kubeconfig: str) -> list[str]:
             done = subprocess.run(
