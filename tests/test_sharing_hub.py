@@ -13,6 +13,7 @@ import html
 import re
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -85,20 +86,30 @@ def share_events(store, at_least: int = 0, wait: float = 30.0) -> list[tuple[str
         time.sleep(1.0)
 
 
+def ana_sharing(
+    start_hub, policy_copy, tmp_path, monkeypatch, eu=("ana", "carla"), us=(), extra=""
+) -> tuple[Hub, Path, str]:
+    """A hub with the governed sharing and its audit trail (``tmp_path/audit.sqlite``), the
+    ``eu`` users in eu-researchers and the ``us`` ones in us-analysts, and ana's EU server
+    running: the hub, the trail's store and ana's token."""
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)  # inherited by the hub process
+    store = tmp_path / "audit.sqlite"
+    config = SHARING.format(spool=str(tmp_path / "spool"), store=str(store))
+    hub = start_hub(policy_copy, extra_config=config + extra)
+    add_users(hub, "eu-researchers", *eu)
+    if us:
+        add_users(hub, "us-analysts", *us)
+    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    return hub, store, token_of(hub, "ana")
+
+
 async def test_ana_shares_with_an_eu_colleague_not_with_bob_and_the_share_expires(
     kube, start_hub, policy_copy, tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)  # inherited by the hub process
-    store = tmp_path / "audit.sqlite"
     policy_copy.write_text(policy_copy.read_text().replace("maxMinutes: 480", "maxMinutes: 1"))
-    hub = start_hub(
-        policy_copy, extra_config=SHARING.format(spool=str(tmp_path / "spool"), store=str(store))
-    )
-    add_users(hub, "eu-researchers", "ana", "carla", "dora")
-    add_users(hub, "us-analysts", "bob")
-    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
-    hub.wait_for_server("ana")
-    ana = token_of(hub, "ana")
+    hub, store, ana = ana_sharing(start_hub, policy_copy, tmp_path, monkeypatch,
+                                  eu=("ana", "carla", "dora"), us=("bob",))  # fmt: skip
 
     def reaches(user: str) -> int:
         # A new token each time: the single-user server caches a token's answer
@@ -171,16 +182,7 @@ async def test_ana_shares_with_an_eu_colleague_not_with_bob_and_the_share_expire
 async def test_a_share_code_is_capped_and_checked_when_it_is_accepted(
     kube, start_hub, policy_copy, tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)
-    store = tmp_path / "audit.sqlite"
-    hub = start_hub(
-        policy_copy, extra_config=SHARING.format(spool=str(tmp_path / "spool"), store=str(store))
-    )
-    add_users(hub, "eu-researchers", "ana", "carla")
-    add_users(hub, "us-analysts", "bob")
-    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
-    hub.wait_for_server("ana")
-    ana = token_of(hub, "ana")
+    hub, store, ana = ana_sharing(start_hub, policy_copy, tmp_path, monkeypatch, us=("bob",))
 
     too_long = as_user(hub, ana, "POST", "/hub/api/share-codes/ana/", json={"expires_in": 86400})
     assert too_long.status_code == 403
@@ -273,14 +275,9 @@ async def test_a_grant_the_audit_trail_cannot_record_is_not_made(
     (as a trail failing closed does; simulated by a reporter that raises its
     AuditUnavailable while a flag file exists), the share, share code or exchange is
     rolled back and the request answered 503, so no access exists without its record."""
-    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)
-    store, flag = tmp_path / "audit.sqlite", tmp_path / "refuse-grants"
-    config = SHARING.format(spool=str(tmp_path / "spool"), store=str(store))
-    hub = start_hub(policy_copy, extra_config=config + GRANTS_UNRECORDED.format(flag=str(flag)))
-    add_users(hub, "eu-researchers", "ana", "carla")
-    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
-    hub.wait_for_server("ana")
-    ana = token_of(hub, "ana")
+    flag = tmp_path / "refuse-grants"
+    hub, store, ana = ana_sharing(start_hub, policy_copy, tmp_path, monkeypatch,
+                                  extra=GRANTS_UNRECORDED.format(flag=str(flag)))  # fmt: skip
 
     flag.touch()
     refused = as_user(hub, ana, "POST", "/hub/api/shares/ana/", json={"user": "carla"})
@@ -337,15 +334,7 @@ async def test_a_recipient_leaving_and_an_admin_removing_a_group_share_are_recor
 ):
     """JupyterHub's per-user and per-group share endpoints (``/hub/api/users/{u}/shared/…``,
     ``/hub/api/groups/{g}/shared/…``) revoke as the owner's endpoint does, and are audited."""
-    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)
-    store = tmp_path / "audit.sqlite"
-    hub = start_hub(
-        policy_copy, extra_config=SHARING.format(spool=str(tmp_path / "spool"), store=str(store))
-    )
-    add_users(hub, "eu-researchers", "ana", "carla")
-    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
-    hub.wait_for_server("ana")
-    ana = token_of(hub, "ana")
+    hub, store, ana = ana_sharing(start_hub, policy_copy, tmp_path, monkeypatch)
     for body in ({"user": "carla"}, {"group": "eu-researchers"}):
         granted = as_user(hub, ana, "POST", "/hub/api/shares/ana/", json=body)
         assert granted.status_code == 200, granted.text
@@ -382,15 +371,7 @@ async def test_entering_a_shared_server_is_recorded_once_per_login(
     """carla signs in to ana's server through her share (the hub's OAuth authorize, with
     its consent page, as a browser does): one share-accessed naming the share used; her
     further requests, and ana opening her own server, add none."""
-    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)
-    store = tmp_path / "audit.sqlite"
-    hub = start_hub(
-        policy_copy, extra_config=SHARING.format(spool=str(tmp_path / "spool"), store=str(store))
-    )
-    add_users(hub, "eu-researchers", "ana", "carla")
-    assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
-    hub.wait_for_server("ana")
-    ana = token_of(hub, "ana")
+    hub, store, ana = ana_sharing(start_hub, policy_copy, tmp_path, monkeypatch)
     shared = as_user(hub, ana, "POST", "/hub/api/shares/ana/", json={"user": "carla"})
     assert shared.status_code == 200, shared.text
 
