@@ -22,8 +22,11 @@ import pytest
 import yaml
 from kubernetes_asyncio import client, config
 
+from sovereign_hub.sandbox.kube import podnet
 from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.sandbox.kube.inventory import load_inventory
+from sovereign_hub.sandbox.kube.podnet import PodNetworking
+from sovereign_hub.sandbox.netpol import TABLE
 from sovereign_hub.sandbox.podnet import unavailable
 from tests.conftest import TEST_NODES, eventually, missing
 from tests.test_helm_chart import by_kind, example_policy_values, helm_binary, render
@@ -313,5 +316,58 @@ async def test_the_charts_policies_hold_in_the_emulated_cluster(
         assert reach(cluster, "stranger", ip["proxy"], 8000) == "ok"
         assert reach(cluster, "stranger", ip["proxy"], 8001) == "TimeoutError"
         assert reach(cluster, "hub", ip["proxy"], 8001) == "ok"
+    finally:
+        await api.close()
+
+
+def nft_table(netns: str) -> str:
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "list", "table", "inet", TABLE],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return done.stdout if done.returncode == 0 else f"no table: {done.stderr.strip()}"
+
+
+async def test_a_pod_is_closed_before_its_link_comes_up_in_emulated_cluster(tmp_path):
+    """Kubernetes is emulated: before the policies are known (the informers have not listed
+    yet), an attached pod already has the closed table: only its node passes, both ways."""
+    if why := unavailable():
+        missing(f"network namespaces and nftables ({why})", "make system")
+    api = client.ApiClient()
+    net = PodNetworking(api)  # never started: nothing is listed
+    try:
+        spec = pod("early", {"app": "early"}, ["true"])
+        spec["metadata"].update(namespace=NS, uid="0123456789abcdef")
+        await net.attach("0123456789abcdef", spec, net.allocate())
+        table = nft_table(net.pods["0123456789abcdef"].netns)
+        assert "hook output priority filter; policy drop;" in table, table
+        assert "hook input priority filter; policy drop;" in table, table
+        assert net.host_ip in table
+    finally:
+        net.close()
+        await api.close()
+
+
+async def test_a_table_that_fails_to_load_closes_the_pod_in_emulated_cluster(cluster, monkeypatch):
+    """Kubernetes is emulated: when nft refuses a pod's new table, the pod falls back to the
+    closed table (its old, more open rules do not stay), and the error is logged."""
+    api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)
+    try:
+        sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
+        await core.create_namespaced_pod(
+            NS, pod("web", {"app": "web"}, [sys.executable, "-c", LISTEN, "8080"])
+        )
+        await core.create_namespaced_pod(NS, pod("client", {"role": "client"}, sleep))
+        web = await running_ip(core, "web")
+        await running_ip(core, "client")
+        await asyncio.to_thread(until, cluster, "client", web, 8080, "ok")
+
+        # From now on every table the translator writes is one nft refuses.
+        monkeypatch.setattr(podnet, "nft_ruleset", lambda *a, **k: "table inet x { nonsense")
+        await networking.create_namespaced_network_policy(
+            NS, policy("allow-web", {"role": "client"}, [{"to": [{"podSelector": {}}]}])
+        )
+        await asyncio.to_thread(until, cluster, "client", web, 8080, "TimeoutError")
     finally:
         await api.close()

@@ -15,7 +15,11 @@ policy, of a networked pod (started, relabelled, gone) or of a namespace's
 labels, each pod's egress and ingress are recomputed with Kubernetes'
 semantics by :mod:`sovereign_hub.sandbox.netpol` and loaded as an nftables
 table inside the pod's namespace (an output and an input chain), replacing
-the previous one in one transaction. A connection passes when the sender's
+the previous one in one transaction. The pod network fails closed: a pod's
+``eth0`` comes up only after a table admitting nothing but its node is loaded
+(a pod whose table cannot be loaded does not start), and when a later table
+fails to load the pod falls back to that closed table, or loses its link if
+even that fails. A connection passes when the sender's
 egress and the receiver's ingress both allow it; traffic between a pod and
 its node (the ``.254`` address: the kubelet's probes) always passes, as
 Kubernetes specifies.
@@ -29,6 +33,7 @@ pod's own container ports) and IPv6.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -157,6 +162,9 @@ class PodNetworking:
         self.host_link = f"shk{self.id}h"  # 15 characters at most
         self.subnet = free_subnet(_run(IP, "-4", "route", "show").splitlines())
         self.host_ip = str(self.subnet[254])
+        # What a pod has until its policies are loaded, and when loading them failed: only
+        # its node reaches it and it only its node (fail closed, never unfiltered).
+        self.closed = nft_ruleset([], ingress=[], node=(self.host_ip,))
         self.pods: dict[str, NetPod] = {}
         self._free = [str(self.subnet[i]) for i in range(2, 254)]
         self._extra: list[str] = []  # addresses some pod answers on, routed from every pod
@@ -208,8 +216,22 @@ class PodNetworking:
         except RuntimeError as exc:
             self._delete_namespace(netns)
             raise ConfigError("CreateContainerError", f"pod network: {exc}") from exc
+        net.ruleset = self.closed
         self.pods[uid] = net
         await self.apply()
+
+    def _load(self, netns: str, ruleset: str) -> None:
+        """Replace the pod's table by ``ruleset`` in one transaction: never a moment unfiltered."""
+        script = f"table inet {TABLE}\ndelete table inet {TABLE}\n{ruleset}"
+        _run(IP, "netns", "exec", netns, "nft", "-f", "-", stdin=script)
+
+    def _close(self, net: NetPod) -> None:
+        """Fail closed after rules failed to load: the closed table, else no link at all."""
+        try:
+            self._load(net.netns, self.closed)
+        except RuntimeError as exc:
+            log.error("pod %s/%s: link taken down: %s", net.namespace, net.name, exc)
+            _run(IP, "-n", net.netns, "link", "set", "eth0", "down")
 
     def _add_namespace(self, net: NetPod) -> None:
         peer = f"shk{secrets.token_hex(5)}"  # 13 characters
@@ -218,6 +240,9 @@ class PodNetworking:
              "peer", "name", peer, "netns", self.node)  # fmt: skip
         _run(IP, "-n", self.node, "link", "set", peer, "master", "br0", "up")
         _run(IP, "-n", net.netns, "addr", "add", f"{net.ip}/24", "dev", "eth0")
+        # The closed table before the link comes up: a pod whose table cannot be loaded
+        # does not start (CreateContainerError) rather than start unfiltered.
+        self._load(net.netns, self.closed)
         _run(IP, "-n", net.netns, "link", "set", "eth0", "up")
         _run(IP, "-n", net.netns, "link", "set", "lo", "up")
         for address in self._extra:
@@ -299,15 +324,16 @@ class PodNetworking:
                 net = self.pods.get(uid)
                 if net is None or net.ruleset == ruleset:
                     continue
-                # Create, delete and refill in one transaction: never a moment unfiltered.
-                script = f"table inet {TABLE}\ndelete table inet {TABLE}\n{ruleset}"
                 try:
-                    await asyncio.to_thread(
-                        _run, IP, "netns", "exec", net.netns, "nft", "-f", "-", stdin=script
-                    )
+                    await asyncio.to_thread(self._load, net.netns, ruleset)
                 except RuntimeError as exc:
-                    if uid in self.pods:  # else the pod went while its rules were loading
-                        log.error("pod %s/%s: rules not loaded: %s", net.namespace, net.name, exc)
+                    if uid not in self.pods:
+                        continue  # the pod went while its rules were loading
+                    log.error("pod %s/%s: rules not loaded, pod closed: %s",
+                              net.namespace, net.name, exc)  # fmt: skip
+                    with contextlib.suppress(RuntimeError):  # the namespace itself is gone
+                        await asyncio.to_thread(self._close, net)
+                    net.ruleset = ""  # the next change tries again
                     continue
                 net.ruleset = ruleset
 
