@@ -25,6 +25,7 @@ from sovereign_hub.images import debian
 from sovereign_hub.images.build import Settings, build_image
 from sovereign_hub.images.bundle import push_chart, write_bundle
 from sovereign_hub.images.oci import blob_path, image_config, read_manifest
+from sovereign_hub.images.pin import PinError
 from sovereign_hub.images.reference import Reference
 from sovereign_hub.images.registry import Registry
 from sovereign_hub.images.release import Pusher, release, sbom_tag
@@ -224,6 +225,9 @@ def test_each_image_has_an_sbom_of_its_debian_and_python_packages_with_hashes(im
         assert cyclonedx_errors(document) is None
 
 
+CHANNELS = {"notebook-cpu": "datascience", "notebook-gpu": "pytorch"}
+
+
 # -- release ------------------------------------------------------------------------
 
 
@@ -235,7 +239,7 @@ def test_release_pushes_by_digest_with_sboms_and_pins_chart_and_policy(images, r
     pusher = Pusher(registry.host, "sovereign-hub", plain_http=True)
     artifacts = [images[n].artifact for n in ("hub", "proxy", "notebook-cpu")]
     released = release(artifacts, pusher, values=values, policies=[policy],
-                       channel="datascience", version="2026.12")  # fmt: skip
+                       channels=CHANNELS, version="2026.12")  # fmt: skip
     by_name = {r.name: r for r in released}
     written = yaml.safe_load(values.read_text())
     for name in ("hub", "proxy"):
@@ -498,7 +502,7 @@ def test_the_release_changes_nothing_in_the_values_but_the_images():
     after = write_values(before, "values.yaml", {
         "proxy": "reg.example:5000/sh/proxy@sha256:" + "a" * 64,
         "notebook-cpu": "reg.example:5000/sh/nb@sha256:" + "b" * 64,
-    }, "datascience", "2026.12")  # fmt: skip
+    }, CHANNELS, "2026.12")  # fmt: skip
     changed = [line for line in difflib.ndiff(before.splitlines(), after.splitlines())
                if line.startswith(("+ ", "- "))]  # fmt: skip
     assert changed == [
@@ -654,6 +658,42 @@ def test_the_charts_hub_and_proxy_pods_run_from_the_images_and_spawn_on_the_emul
             chp.stop()
 
 
+def test_the_release_pins_the_gpu_image_into_its_own_channel(tmp_path):
+    """A built notebook-gpu goes into the GPU channel (`--gpu-channel`) of the values' policy
+    and of each policy file, beside notebook-cpu in its channel; neither touches the other."""
+    from sovereign_hub.images.release import pin_notebooks, write_values
+
+    images = {"notebook-cpu": "reg.example:5000/sh/nb@sha256:" + "b" * 64,
+              "notebook-gpu": "reg.example:5000/sh/gpu@sha256:" + "c" * 64}  # fmt: skip
+    values = yaml.safe_load(write_values(
+        (ROOT / "helm" / "sovereign-hub" / "values.yaml").read_text(), "values.yaml", images,
+        CHANNELS, "2026.12",
+    ))  # fmt: skip
+    policy = yaml.safe_load(pin_notebooks(
+        (ROOT / "examples" / "policy.yaml").read_text(), "policy.yaml", images, CHANNELS,
+        "2026.12",
+    ))  # fmt: skip
+    latest = {name: channel["versions"][-1] for name, channel in policy["channels"].items()}
+    assert latest["pytorch"]["version"] == "2026.12"
+    assert latest["pytorch"]["image"] == images["notebook-gpu"]
+    assert latest["datascience"]["image"] == images["notebook-cpu"]
+    assert images["notebook-gpu"] not in str(policy["channels"]["datascience"])
+    # The chart's own example offers CPU profiles only: its channel gets the CPU image.
+    example = values["examplePolicy"]["channels"]
+    assert list(example) == ["datascience"]
+    assert example["datascience"]["versions"][-1]["image"] == images["notebook-cpu"]
+    # An admin's own policy in the values must carry the GPU channel: refused otherwise.
+    mine = yaml.safe_dump({"hub": values["hub"], "proxy": values["proxy"],
+                           "policy": values["examplePolicy"]})  # fmt: skip
+    with pytest.raises(PinError, match=r"values.yaml: policy: channels: no channel 'pytorch'"):
+        write_values(mine, "values.yaml", images, CHANNELS, "2026.12")
+
+    # A policy without the GPU channel is refused, naming the file and the channels it has.
+    with pytest.raises(PinError, match=r"policy.yaml: channels: no channel 'gpu'"):
+        pin_notebooks((ROOT / "examples" / "policy.yaml").read_text(), "policy.yaml", images,
+                      {"notebook-cpu": "datascience", "notebook-gpu": "gpu"}, "2026.12")  # fmt: skip
+
+
 def test_the_release_pins_an_admins_own_policy_when_the_values_give_one():
     """An admin's values with `policy` set: that policy gets the new version, not the example."""
     from sovereign_hub.images.release import write_values
@@ -663,7 +703,7 @@ def test_the_release_pins_an_admins_own_policy_when_the_values_give_one():
             "policy": yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())}  # fmt: skip
     after = yaml.safe_load(write_values(yaml.safe_dump(mine), "values.yaml", {
         "notebook-cpu": "reg.example:5000/sh/nb@sha256:" + "b" * 64,
-    }, "datascience", "2026.12"))  # fmt: skip
+    }, CHANNELS, "2026.12"))  # fmt: skip
     versions = after["policy"]["channels"]["datascience"]["versions"]
     assert versions[-1]["image"] == "reg.example:5000/sh/nb@sha256:" + "b" * 64
     assert "examplePolicy" not in after

@@ -24,7 +24,7 @@ from .build import (
 from .bundle import BundleError, package_chart, push_chart, write_bundle
 from .debian import BaseError, build_base
 from .pin import PinError
-from .release import Pusher, ReleaseError, digest_manifest, release
+from .release import Pusher, ReleaseError, digest_manifest, notebook_channels, release
 
 INDEX = Path(".tools") / "images" / "images.json"
 
@@ -80,7 +80,8 @@ def cmd_release(args: argparse.Namespace) -> int:
         pusher = Pusher(args.registry, args.prefix, plain_http=args.plain_http)
         released = release(
             [index[name] for name in wanted], pusher, values=Path(args.values),
-            policies=[Path(p) for p in args.policy], channel=args.channel,
+            policies=[Path(p) for p in args.policy],
+            channels=notebook_channels(args.channel, args.gpu_channel),
             version=args.channel_version or index[wanted[0]].tag,
         )  # fmt: skip
     except (BuildError, ReleaseError, PinError, PolicyError, OSError) as exc:
@@ -155,7 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Push the images `sovhub images build` recorded to REGISTRY (skopeo, "
         "digests preserved and checked), push each SBOM beside its image as an OCI artifact "
         "(tag sha256-<digest>.sbom), then write the digests into the chart's values (hub, "
-        "proxy, and the notebook image as a version of the policy channel, which the "
+        "proxy, and each notebook image as a version of its policy channel, which the "
         "pre-puller follows) and into each --policy file. Nothing is written if a push fails.",
     )
     rel.add_argument("images", nargs="*", metavar="IMAGE", help="default: every built image")
@@ -164,7 +165,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rel.add_argument("--plain-http", action="store_true", help="HTTP, not HTTPS (local registry)")
     rel.add_argument("--values", default="helm/sovereign-hub/values.yaml")
     rel.add_argument("--policy", action="append", default=[], help="policy file to update")
-    rel.add_argument("--channel", default="datascience", help="the notebook image's channel")
+    rel.add_argument("--channel", default="datascience", help="notebook-cpu's channel")
+    rel.add_argument(
+        "--gpu-channel", default="pytorch", help="notebook-gpu's channel (when it was built)"
+    )
     rel.add_argument("--channel-version", help="the channel version (default: the image tag)")
     rel.add_argument(
         "--chart",

@@ -7,9 +7,10 @@ where the chart and the policy use them, in one step.
   CycloneDX JSON, whose one layer is the SBOM and whose `subject` is the image, tagged
   `sha256-<image digest>.sbom` (the tag scheme tools use with registries that have no
   referrers API, such as distribution 2.8), so `oras`/`skopeo` users find it by the digest.
-* The chart's values get the hub and proxy images by digest and the notebook image as a
-  version of a policy channel (the pre-puller pulls every channel version, so it follows);
-  the example policy gets the same version. YAML is edited with ruamel.yaml's round trip, so
+* The chart's values get the hub and proxy images by digest and each notebook image
+  (notebook-cpu, and notebook-gpu when it was built) as a version of its policy channel
+  (the pre-puller pulls every channel version, so it follows); the policy files get the
+  same versions. YAML is edited with ruamel.yaml's round trip, so
   comments and order stay, and the policies are validated before anything is written.
 """
 
@@ -128,9 +129,27 @@ def _yaml() -> YAML:
     return yaml
 
 
-def write_values(text: str, file: str, images: dict[str, str], channel: str, version: str) -> str:
-    """The chart's values ``text`` with hub and proxy pinned and the notebook image as
-    ``version`` of the policy's ``channel``. ``images`` maps name -> repo@digest."""
+def notebook_channels(channel: str, gpu_channel: str) -> dict[str, str]:
+    """Which policy channel each notebook image is released into."""
+    return {"notebook-cpu": channel, "notebook-gpu": gpu_channel}
+
+
+def pin_notebooks(
+    text: str, file: str, images: dict[str, str], channels: dict[str, str], version: str
+) -> str:
+    """The policy ``text`` with each released notebook image as ``version`` of its channel."""
+    for name, channel in channels.items():
+        if name in images:
+            text = pin_policy(text, file, channel, version, images[name])
+    return text
+
+
+def write_values(
+    text: str, file: str, images: dict[str, str], channels: dict[str, str], version: str
+) -> str:
+    """The chart's values ``text`` with hub and proxy pinned and each notebook image as
+    ``version`` of its policy channel (``channels``: image name -> channel).
+    ``images`` maps name -> repo@digest."""
     yaml = _yaml()
     document = yaml.load(text)
     for name in ("hub", "proxy"):
@@ -141,16 +160,20 @@ def write_values(text: str, file: str, images: dict[str, str], channel: str, ver
     result = io.StringIO()
     yaml.dump(document, result)
     values = result.getvalue()
-    if "notebook-cpu" not in images:
+    if not any(name in images for name in channels):
         return values
     # The policy inside the values goes through the same pin (and validation) as a file:
     # the admin's `policy`, or, while that is empty (the chart's own values), the example.
     document = yaml.load(values)
     key = "policy" if document.get("policy") else "examplePolicy"
+    if key == "examplePolicy":
+        # The chart's example offers CPU profiles only: a GPU image has no channel there.
+        # An admin's own policy must have every channel released into (else refused).
+        present = document[key].get("channels") or {}
+        channels = {name: ch for name, ch in channels.items() if ch in present}
     policy = io.StringIO()
     yaml.dump(document[key], policy)
-    pinned = pin_policy(policy.getvalue(), f"{file}: {key}", channel, version,
-                        images["notebook-cpu"])  # fmt: skip
+    pinned = pin_notebooks(policy.getvalue(), f"{file}: {key}", images, channels, version)
     document[key] = yaml.load(pinned)
     result = io.StringIO()
     yaml.dump(document, result)
@@ -163,7 +186,7 @@ def release(
     *,
     values: Path,
     policies: list[Path],
-    channel: str,
+    channels: dict[str, str],
     version: str,
 ) -> list[Released]:
     """Push every build and its SBOM, then write the digests into ``values`` and
@@ -174,11 +197,10 @@ def release(
         size = (built.layout / "blobs" / "sha256" / built.digest.split(":")[1]).stat().st_size
         released.append(Released(built.name, image, pusher.push_sbom(built, size)))
         images[built.name] = image
-    updates = [(values, write_values(values.read_text(), str(values), images, channel, version))]
-    if "notebook-cpu" in images:
-        for policy in policies:
-            updates.append((policy, pin_policy(policy.read_text(), str(policy), channel, version,
-                                               images["notebook-cpu"])))  # fmt: skip
+    updates = [(values, write_values(values.read_text(), str(values), images, channels, version))]
+    for policy in policies:
+        pinned = pin_notebooks(policy.read_text(), str(policy), images, channels, version)
+        updates.append((policy, pinned))
     for path, text in updates:
         path.write_text(text)
     return released
