@@ -83,6 +83,15 @@ def _failed_to_load(reflector: Any) -> BaseException | None:
     return None
 
 
+def _gave_up(reflector: Any) -> bool:
+    """Whether a reflector's watch ended on its own: KubeSpawner's watch stops retrying
+    after about 50 s of errors and, outside user namespaces, tells no one."""
+    if reflector is None or reflector._stopping:
+        return False
+    task = reflector.watch_task
+    return task is not None and task.done()
+
+
 def _refused(start: asyncio.Future[Any] | None) -> bool:
     if start is None or not start.done() or start.cancelled():
         return False
@@ -106,6 +115,10 @@ class ApiRetries:
       never sees (KubeSpawner 7.x). A failed start is retried, replacing the dead reflector.
       This wraps KubeSpawner's ``_start_watching_pods`` (not a documented hook): there is
       no other way in, and the wrapper only calls it again with ``replace=True``.
+    - A pod reflector whose watch gave up (its API server away for longer than the
+      watch's back-off, about 50 s: a region's cluster down for a minute) keeps its last
+      list forever, so later spawns never see their pods and polls take running servers
+      for gone. The next spawn or poll replaces it, with a fresh list.
     """
 
     k8s_api_request_retry_timeout: int
@@ -161,6 +174,12 @@ class ApiRetries:
     async def _start_watching_pods(self, replace: bool = False) -> Any:
         parent = super()._start_watching_pods  # type: ignore[misc]
         replacing = replace
+        if not replace and _gave_up(self.pod_reflector):  # type: ignore[attr-defined]
+            self.log.warning(  # type: ignore[attr-defined]
+                "the pod watch of cluster %s had given up; starting a new one",
+                getattr(self, "cluster_name", "hub"),
+            )
+            replacing = True
 
         async def attempt() -> Any:
             nonlocal replacing

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from jupyterhub.spawner import Spawner
 from kubespawner import KubeSpawner
+from kubespawner.reflector import ResourceReflector
 
 from tests.conftest import ROOT
 
@@ -90,6 +91,13 @@ SEAMS = [
         "spawner/spawner.py SovereignSpawner.start sets it (KubeSpawner.progress ends the "
         "progress stream when it is done); spawner/queueing.py and transient.py read it",
     ),
+    Seam(
+        "_stopping",
+        "attribute",
+        ResourceReflector,
+        "spawner/transient.py _gave_up reads it with watch_task: a reflector whose watch task "
+        "ended while not stopping gave up, and the next spawn or poll replaces it",
+    ),
 ]
 
 
@@ -128,6 +136,17 @@ def test_kubespawner_start_sets_and_progress_reads_the_start_future():
     progress = inspect.getsource(KubeSpawner.progress)
     assert "self._start_future = " in start, upgrade_message(seam, "no longer set by start()")
     assert "self._start_future" in progress, upgrade_message(seam, "no longer read by progress()")
+
+
+def test_a_reflector_that_gives_up_ends_its_watch_task_without_stopping():
+    # _gave_up tells "gave up" (task done, _stopping False) from "stopped" (_stopping True).
+    (seam,) = [s for s in SEAMS if s.name == "_stopping"]
+    start = inspect.getsource(ResourceReflector.start)
+    stop = inspect.getsource(ResourceReflector.stop)
+    watch = inspect.getsource(ResourceReflector._watch_and_update)
+    assert "self.watch_task = " in start, upgrade_message(seam, "no longer holding watch_task")
+    assert "self._stopping = True" in stop, upgrade_message(seam, "no longer set by stop()")
+    assert "giving up" in watch, upgrade_message(seam, "a watch that no longer gives up")
 
 
 def private_kubespawner_members_used_in_spawner() -> dict[str, list[str]]:

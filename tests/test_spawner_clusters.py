@@ -199,3 +199,72 @@ async def test_a_token_cluster_is_reached_with_its_secrets_token_and_ca(tls_api_
     )
     with pytest.raises(SpawnRefused, match="Region 'us' cannot start servers right now"):
         await spawner.use_cluster("us", stranger, probe=True)
+
+
+class _Impatient:
+    """``asyncio`` as KubeSpawner's reflector module sees it, with its back-off sleeps cut
+    to nothing, so a watch gives up in a moment rather than after about 50 s."""
+
+    def __getattr__(self, name: str):
+        return getattr(asyncio, name)
+
+    @staticmethod
+    async def sleep(delay: float) -> None:
+        await asyncio.sleep(0)
+
+
+async def test_a_regions_pod_watch_that_gave_up_is_replaced_when_the_cluster_is_back(
+    tmp_path, monkeypatch
+):
+    """The emulated API server (no real one runs here) of a region goes away for longer than
+    KubeSpawner's watch retries: its pod reflector gives up for good. When the cluster is
+    back, the next spawn or poll gets a new reflector that sees the pods started since."""
+    import kubespawner.reflector
+    from aiohttp import web
+
+    from sovereign_hub.sandbox.kube.apiserver import ApiServer
+    from sovereign_hub.sandbox.kube.store import Store
+
+    server = ApiServer(Store(history=100), token="t0ken")
+
+    async def serve(port: int = 0) -> tuple[web.AppRunner, int]:
+        runner = web.AppRunner(server.app(), shutdown_timeout=0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]
+
+    def pod(name: str) -> dict:
+        container = {"name": "notebook", "image": "python"}
+        labels = {"component": "singleuser-server"}  # what KubeSpawner's pod reflector selects
+        return {"metadata": {"name": name, "labels": labels}, "spec": {"containers": [container]}}
+
+    runner, port = await serve()
+    url = f"http://127.0.0.1:{port}"
+    path = write_kubeconfig(tmp_path / "us-east", url, "t0ken", "hub")
+    spawner = SovereignSpawner(_mock=True, namespace="hub", k8s_api_request_retry_timeout=5)
+    await spawner.use_cluster("us", Cluster(name="us-east", kubeconfig=str(path)), probe=True)
+    core = spawner.api
+    await core.create_namespace({"metadata": {"name": "hub"}})
+    await core.create_namespaced_pod("hub", pod("jupyter-ana"))
+    first = await spawner._start_watching_pods()
+    assert "hub/jupyter-ana" in first.pods
+    try:
+        monkeypatch.setattr(kubespawner.reflector, "asyncio", _Impatient())
+        await runner.cleanup()  # the region's API server goes away
+        await asyncio.wait_for(first.watch_task, timeout=30)  # the watch gave up
+        monkeypatch.undo()
+
+        runner, _ = await serve(port)  # back, with what happened meanwhile
+        await core.create_namespaced_pod("hub", pod("jupyter-bob"))
+        again = await spawner._start_watching_pods()
+        assert again is not first
+        assert {"hub/jupyter-ana", "hub/jupyter-bob"} <= set(again.pods)
+        assert not again.watch_task.done()
+        assert await spawner._start_watching_pods() is again  # healthy: kept
+    finally:
+        for reflector in {first, *SovereignSpawner.reflectors.values()}:
+            await reflector.stop()
+        SovereignSpawner.reflectors.clear()
+        await core.api_client.close()
+        await runner.cleanup()

@@ -87,6 +87,9 @@ def test_a_socket_error_is_reworded_and_anything_else_kept():
 
 
 class _Reflector:
+    _stopping = False
+    watch_task: asyncio.Task | None = None  # as KubeSpawner's, before its watch starts
+
     def __init__(self, failure: BaseException | None) -> None:
         self.first_load_future = asyncio.get_running_loop().create_future()
         if failure is None:
@@ -104,6 +107,10 @@ class _KubeSpawner:
         self.failures = failures
         self.registered: _Reflector | None = None
         self.calls: list[bool] = []
+
+    @property
+    def pod_reflector(self) -> _Reflector | None:
+        return self.registered
 
     async def _start_watching_pods(self, replace: bool = False) -> _Reflector:
         self.calls.append(replace)
