@@ -151,7 +151,7 @@ def token_client(server: str, token_path: str, ca_path: str | None) -> ApiClient
 
     The token is re-read when its file changes, so a rotated token needs no
     restart. A changed CA needs new connections: a new client serves later
-    spawns and polls (running watches keep theirs until the hub restarts, logged),
+    spawns and polls, and the region's watches move to it at the next of them,
     as for a kubeconfig naming new TLS material.
     """
     key = (asyncio.get_running_loop(), server, token_path, ca_path)
@@ -168,8 +168,8 @@ def token_client(server: str, token_path: str, ca_path: str | None) -> ApiClient
         stat, digest = changed
     if cached is not None:
         log.warning(
-            "the CA of cluster %s changed: new requests use it; running watches keep the old "
-            "connection until the hub restarts",
+            "the CA of cluster %s changed: new requests use it; its watches move to it at the "
+            "region's next spawn or poll",
             server,
         )
     configuration = Configuration(host=server)
@@ -191,8 +191,8 @@ async def api_client(path: str) -> ApiClient:
     configuration, which every holder of the client reads on each request (the
     region's reflectors included), so they need no restart. A new server
     address or TLS material needs new connections: a new client serves later
-    spawns and polls, while reflectors started earlier keep theirs until the
-    hub restarts (logged).
+    spawns and polls, and the region's reflectors are replaced by ones on the
+    new client at the next of them (``RegionalClusters._start_reflector``).
     """
     key = (asyncio.get_running_loop(), path)
     cached = _CLIENTS.get(key)
@@ -215,7 +215,7 @@ async def api_client(path: str) -> ApiClient:
     if cached is not None:
         log.warning(
             "kubeconfig %s names another server or TLS material: new requests use it; "
-            "running watches keep the old connection until the hub restarts",
+            "its watches move at the region's next spawn or poll",
             path,
         )
     client = ApiClient(configuration=fresh)
@@ -367,6 +367,11 @@ class RegionalClusters(Configurable):
         if self._cluster_client is not None:
             reflector_class = regional_reflector(reflector_class)
             kwargs["cluster_client"] = self._cluster_client
+            current = type(self).reflectors.get(self._get_reflector_key(kind))  # type: ignore[attr-defined]
+            if current is not None and current.api.api_client is not self._cluster_client:
+                # The region's kubeconfig now names another server (or CA): watch there.
+                self.log.info("cluster %s moved: restarting its %s watch", self.cluster_name, kind)
+                replace = True
         return await super()._start_reflector(  # type: ignore[misc]
             kind, reflector_class, replace=replace, **kwargs
         )

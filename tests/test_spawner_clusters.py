@@ -149,7 +149,8 @@ def swap(folder, name: str, content: str) -> None:
 
 async def test_a_rotated_kubeconfig_is_followed_without_a_hub_restart(tls_api_server, tmp_path):
     """The region's Secret gets a new token (the old one revoked at the API server): the next
-    spawn's probe, and clients made before the rotation (as reflectors hold), use the new one."""
+    spawn's probe, and clients made before the rotation (as reflectors hold), use the new one.
+    A new server address gets a new client, and the region's pod watch moves to it."""
     server, url, ca = tls_api_server
     secret = tmp_path / "secret"
     secret.mkdir()
@@ -159,6 +160,7 @@ async def test_a_rotated_kubeconfig_is_followed_without_a_hub_restart(tls_api_se
     spawner = SovereignSpawner(_mock=True, namespace="hub")
     await spawner.use_cluster("us", cluster, probe=True)
     held = spawner.api  # what a reflector started now keeps
+    watching = await spawner._start_watching_pods()
     server.token = "second-t0ken"  # the API server accepts only the new token
     write_kubeconfig(tmp_path / "new", url, "second-t0ken", "hub", ca)
     swap(secret, "kubeconfig", (tmp_path / "new").read_text())
@@ -171,6 +173,17 @@ async def test_a_rotated_kubeconfig_is_followed_without_a_hub_restart(tls_api_se
     swap(secret, "kubeconfig", (tmp_path / "new").read_text())
     await spawner.use_cluster("us", cluster, probe=True)
     assert spawner.api.api_client is not held.api_client
+    # The region's watch moves there too, at the next spawn or poll: no hub restart.
+    try:
+        moved = await spawner._start_watching_pods()
+        assert moved is not watching
+        assert moved.api.api_client is spawner.api.api_client
+        assert watching._stopping  # the old watch is stopped, not left running
+        assert await spawner._start_watching_pods() is moved
+    finally:
+        for reflector in {watching, *SovereignSpawner.reflectors.values()}:
+            await reflector.stop()
+        SovereignSpawner.reflectors.clear()
 
 
 async def test_a_token_cluster_is_reached_with_its_secrets_token_and_ca(tls_api_server, tmp_path):
