@@ -13,8 +13,9 @@ it, so their GPUs are free to a real user. That is what placeholder pods are
 for (low priority, holding GPUs for the next user); it holds for any pod the
 hub sees with a priority below the user pods' own.
 
-What this cannot see: pods of other controllers than the hub (the pod
-reflector watches the hub's user pods only) and devices a node reports as
+What this cannot see: pods of other controllers than the hub and its
+placeholders (the pod reflector watches the hub's user pods only, and
+:mod:`.clusterview` adds the placeholders) and devices a node reports as
 allocatable but that are broken. The emulated scheduler (and Kubernetes')
 stays the judge: an admitted pod that still does not fit waits Pending
 under the spawn's ordinary start timeout.

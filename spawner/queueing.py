@@ -15,7 +15,6 @@ start keeps the admin's ``start_timeout`` (the spawner times it separately).
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -34,13 +33,14 @@ from sovereign_hub.policy import (
 )
 from sovereign_hub.refusals import SpawnRefused
 
-from .clusterview import list_nodes_everywhere, pods_everywhere
+from .clusterview import ClusterView, pods_everywhere
 from .fairqueue import Pool, Waiter
 from .quota import GpuLedger
 from .state import Allocation
 from .waiting import WAIT_SECONDS, AlreadyQueued, QueueEnded, Ticket, WaitingRoom
 
 _ROOMS: weakref.WeakKeyDictionary[GpuLedger, WaitingRoom] = weakref.WeakKeyDictionary()
+_VIEWS: weakref.WeakKeyDictionary[WaitingRoom, ClusterView] = weakref.WeakKeyDictionary()
 
 
 def room_for(ledger: GpuLedger) -> WaitingRoom:
@@ -111,13 +111,12 @@ class GpuQueueing(Configurable):
         if not room.restored:
             self._restore_saved_places()
         # Every cluster of the policy, whichever one this spawner faces now.
-        room.list_nodes = functools.partial(
-            list_nodes_everywhere,
-            policy,
-            self.cluster_secrets_dir,  # type: ignore[attr-defined]
-        )
+        view = _VIEWS.setdefault(room, ClusterView())
+        view.follow(policy, self.cluster_secrets_dir, self.namespace)  # type: ignore[attr-defined]
+        room.list_nodes = view.list_nodes
         reflectors = type(self).reflectors  # type: ignore[attr-defined]
-        room.pods = functools.partial(pods_everywhere, reflectors)
+        # The pod reflector shows user pods only; placeholders come from the view's listing.
+        room.pods = lambda: [*pods_everywhere(reflectors), *view.placeholders()]
         room.user_priority = self.gpu_queue_user_priority
         key = self._key  # type: ignore[attr-defined]
         try:

@@ -17,7 +17,7 @@ from sovereign_hub.sandbox.kube.apiserver import ApiServer
 from sovereign_hub.sandbox.kube.cluster import write_kubeconfig
 from sovereign_hub.sandbox.kube.store import Store
 from sovereign_hub.spawner.capacity import free_gpus
-from sovereign_hub.spawner.clusterview import clusters_of, list_nodes_everywhere, pods_everywhere
+from sovereign_hub.spawner.clusterview import ClusterView, clusters_of, pods_everywhere
 from tests.conftest import ROOT
 
 REGION = "topology.kubernetes.io/region"
@@ -64,6 +64,15 @@ async def two_clusters(tmp_path):
                 "gpu-1", {"status": node["status"]},
                 _content_type="application/merge-patch+json",
             )  # fmt: skip
+            placeholder = {
+                "metadata": {"name": "placeholder-0",
+                             "labels": {"app.kubernetes.io/component": "user-placeholder"}},
+                "spec": {"nodeName": "gpu-1", "containers": [{
+                    "name": "pause", "image": "registry.k8s.io/pause@sha256:" + "e" * 64,
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+            }  # fmt: skip
+            await CoreV1Api(client).create_namespace({"metadata": {"name": "hub"}})
+            await CoreV1Api(client).create_namespaced_pod("hub", placeholder)
             await client.close()
         yield kubeconfigs
     finally:
@@ -76,6 +85,12 @@ def policy_with(kubeconfigs: dict) -> object:
     doc["regions"]["eu"]["cluster"] = {"name": "eu-fra", "kubeconfig": str(kubeconfigs["eu-fra"])}
     doc["regions"]["us"]["cluster"] = {"name": "us-iad", "kubeconfig": str(kubeconfigs["us-iad"])}
     return parse_policy(yaml.safe_dump(doc)).policy
+
+
+async def list_nodes_everywhere(policy, secrets_dir: str) -> list[dict]:
+    view = ClusterView()
+    view.follow(policy, secrets_dir, "hub")
+    return await view.list_nodes()
 
 
 async def test_the_nodes_of_every_cluster_are_listed_with_names_kept_apart(two_clusters):
@@ -109,3 +124,19 @@ async def test_a_cluster_that_does_not_answer_is_left_out_and_logged(
         nodes = await list_nodes_everywhere(policy, "/nowhere")
     assert [n["metadata"]["name"] for n in nodes] == ["eu-fra/gpu-1"]
     assert "cannot list the nodes of cluster us-iad" in caplog.text
+
+
+async def test_placeholders_are_listed_in_every_cluster_bound_to_their_own_node(two_clusters):
+    """KubeSpawner's pod reflector never shows placeholders (it selects user servers): the
+    view lists them by their label in each cluster, with the nodes."""
+    view = ClusterView()
+    view.follow(policy_with(two_clusters), "/nowhere", "hub")
+    nodes = await view.list_nodes()
+    held = view.placeholders()
+    assert sorted(p["spec"]["nodeName"] for p in held) == ["eu-fra/gpu-1", "us-iad/gpu-1"]
+    free = {
+        n.name: n.free.get("nvidia.com/gpu")
+        for n in free_gpus(nodes, held, region_label=REGION, product_label=PRODUCT,
+                           tolerated_taints=frozenset({"nvidia.com/gpu"}))
+    }  # fmt: skip
+    assert free == {"eu-fra/gpu-1": 3, "us-iad/gpu-1": 1}
