@@ -16,16 +16,24 @@ pods. The view therefore lists them too, in each cluster, by their own label
 them a GPU a placeholder holds would look free to every user, whatever their
 priority.
 
-A cluster that does not answer is left out of one listing (logged): its GPUs
-are then unknown, and the queue lets the scheduler judge, as it does for a
-region with no GPU node at all.
+A cluster that does not answer keeps its last good listing (nodes and
+placeholders), so an outage neither frees nor hides its GPUs. It is logged once
+when the outage begins and once when it ends. Past ``max_age`` seconds the
+listing is too old to admit by: :meth:`ClusterView.outage` then names the
+cluster, and the queue keeps GPU spawns for its regions waiting, with that
+message, until it answers. A cluster never listed at all (no permission to
+list Nodes there, say) stays unknown, and the queue lets the scheduler judge,
+as it does for a region with no GPU node.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio.client import CoreV1Api
@@ -62,6 +70,14 @@ async def _items(response: Any) -> list[dict[str, Any]]:
     return json.loads(await response.read()).get("items") or []
 
 
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    nodes: list[dict[str, Any]]
+    placeholders: list[dict[str, Any]]
+    at: float
+    """``time.monotonic()`` when it was listed."""
+
+
 class ClusterView:
     """Nodes and placeholder pods of every cluster of the policy, named uniquely across them.
 
@@ -70,11 +86,15 @@ class ClusterView:
     placeholders that :meth:`placeholders` returns with the same listing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_age: float = 60.0) -> None:
         self.policy: Policy | None = None
         self.secrets_dir = ""
         self.namespace = ""
-        self._placeholders: dict[str, list[dict[str, Any]]] = {}
+        self.max_age = max_age
+        """Seconds a cluster's last good listing is admitted by once it stops answering."""
+        self._listed: dict[str, _Listing] = {}
+        self._down: dict[str, float] = {}
+        """Clusters not answering, with the wall-clock time their outage began."""
 
     def follow(self, policy: Policy, secrets_dir: str, namespace: str) -> None:
         self.policy, self.secrets_dir, self.namespace = policy, secrets_dir, namespace
@@ -93,27 +113,52 @@ class ClusterView:
         return nodes, placeholders
 
     async def list_nodes(self) -> list[dict[str, Any]]:
-        """The Node objects of every cluster that answers; its placeholders are kept."""
-        nodes: list[dict[str, Any]] = []
+        """The Node objects of every cluster, as last listed; its placeholders are kept."""
         if self.policy is None:
-            return nodes
-        for name, cluster in clusters_of(self.policy).items():
+            return []
+        names = clusters_of(self.policy)
+        for name, cluster in names.items():
             try:
                 listed, placeholders = await self._list(cluster)
             except Exception as exc:
-                log.warning("GPU queue: cannot list the nodes of cluster %s: %r", name, exc)
-                self._placeholders.pop(name, None)
+                self._failed(name, exc)
                 continue
+            if name in self._down:
+                began = self._down.pop(name)
+                log.warning("GPU queue: cluster %s answers again, after %.0f s", name,
+                            time.time() - began)  # fmt: skip
             if name != HUB_CLUSTER:
                 listed = [_named(n, "metadata", "name", name) for n in listed]
                 placeholders = [_named(p, "spec", "nodeName", name) for p in placeholders]
-            nodes.extend(listed)
-            self._placeholders[name] = placeholders
-        return nodes
+            self._listed[name] = _Listing(listed, placeholders, time.monotonic())
+        return [n for name, got in self._listed.items() if name in names for n in got.nodes]
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        if name in self._down:  # warned when the outage began
+            log.debug("GPU queue: cluster %s still does not answer: %r", name, exc)
+            return
+        self._down[name] = time.time()
+        last = self._listed.get(name)
+        if last is None:
+            log.warning("GPU queue: cannot list the nodes of cluster %s (%r); its GPUs are "
+                        "unknown and the scheduler judges them", name, exc)  # fmt: skip
+        else:
+            log.warning("GPU queue: cannot list the nodes of cluster %s (%r); keeping its view "
+                        "of %.0f s ago, for at most %.0f s", name, exc,
+                        time.monotonic() - last.at, self.max_age)  # fmt: skip
+
+    def outage(self, cluster: str) -> str | None:
+        """Why GPU spawns for ``cluster`` wait: its last listing is too old; None if not."""
+        began, last = self._down.get(cluster), self._listed.get(cluster)
+        if began is None or last is None or time.monotonic() - last.at <= self.max_age:
+            return None
+        since = datetime.fromtimestamp(began, UTC).strftime("%H:%M UTC")
+        return f"the hub cannot reach cluster {cluster} since {since} to see its free GPUs"
 
     def placeholders(self) -> list[dict[str, Any]]:
         """The placeholder pods of the clusters last listed, bound to the nodes' names."""
-        return [p for held in self._placeholders.values() for p in held]
+        names = clusters_of(self.policy) if self.policy is not None else {}
+        return [p for name, got in self._listed.items() if name in names for p in got.placeholders]
 
 
 def pods_everywhere(reflectors: Mapping[tuple[Any, ...], Any]) -> list[dict[str, Any]]:

@@ -83,6 +83,16 @@ class GpuQueueing(Configurable):
         placeholders are enabled. Example: `0` with placeholders at `-10`.""",
     )
 
+    gpu_queue_view_max_age = Float(
+        60.0,
+        config=True,
+        help="""Seconds the GPU queue keeps admitting by a cluster's last node listing once
+        that cluster's API server stops answering (default 60). Past it, GPU spawns for the
+        cluster's regions stay queued, with a message naming the cluster, until it answers
+        again; the outage is logged once when it begins and once when it ends. `0`: wait as
+        soon as a listing fails.""",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._own_start_timeout: float = self.start_timeout  # type: ignore[attr-defined]
@@ -113,7 +123,8 @@ class GpuQueueing(Configurable):
         # Every cluster of the policy, whichever one this spawner faces now.
         view = _VIEWS.setdefault(room, ClusterView())
         view.follow(policy, self.cluster_secrets_dir, self.namespace)  # type: ignore[attr-defined]
-        room.list_nodes = view.list_nodes
+        view.max_age = self.gpu_queue_view_max_age
+        room.list_nodes, room.outage = view.list_nodes, view.outage
         reflectors = type(self).reflectors  # type: ignore[attr-defined]
         # The pod reflector shows user pods only; placeholders come from the view's listing.
         room.pods = lambda: [*pods_everywhere(reflectors), *view.placeholders()]
@@ -210,6 +221,8 @@ class GpuQueueing(Configurable):
             "quota": "your group's GPU quota is in use",
             "capacity": "every matching GPU is in use",
         }.get(ticket.blocked, "others are ahead of you")
+        if region is not None and (outage := room.outage(region.cluster_name)):
+            why = outage
         return (
             f"Waiting for {gpu.display_name if gpu else 'a GPU'} in "
             f"{region.display_name if region else '?'} ({why}): you are number "

@@ -130,6 +130,9 @@ class WaitingRoom:
         """Average time a GPU server of each pool ran (exponentially weighted)."""
         self.list_nodes: NodeLister | None = None
         self.pods: PodSource = lambda: ()
+        self.outage: Callable[[str], str | None] = lambda cluster: None
+        """Why the GPUs of a cluster cannot be judged now (its view is too old), by cluster
+        name; GPU spawns for its regions wait meanwhile. None: they can."""
         self.user_priority: int | None = None
         """The user pods' priority if they may preempt (placeholders' GPUs then count as
         free); None: no pod is taken for preemptible."""
@@ -273,10 +276,11 @@ class WaitingRoom:
                 self._nodes = await self.list_nodes()
                 self._nodes_at = time.monotonic()
                 self._nodes_known = True
+                self._warned = False  # the next failure is a new outage
             except Exception as exc:  # keep the last view; the next pass retries
                 log = self.log.debug if self._warned else self.log.warning
                 self._warned = True
-                log("listing nodes for the GPU queue failed (capacity is not checked): %s", exc)
+                log("listing nodes for the GPU queue failed (the last list is kept): %s", exc)
         return self.admit_waiting()
 
     def admit_waiting(self) -> list[Waiter]:
@@ -304,6 +308,9 @@ class WaitingRoom:
                 ticket.future.set_result(decision)  # no longer a matter of waiting
                 return None
             need = need_of(decision.plan, policy)
+            if self.outage(policy.regions[decision.plan.region].cluster_name):
+                self.ledger.release(waiter.key)  # its free GPUs are unknown: wait, not guess
+                return "capacity"
             nodes = views.setdefault(id(policy), self._free(policy))
             # No node of the kind at all (scale-from-zero, or a typo in the policy): the
             # queue cannot tell when one comes, so the scheduler judges, as without a queue.

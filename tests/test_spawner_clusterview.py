@@ -4,6 +4,7 @@ names kept apart. The API servers are emulated ones (no real API server runs her
 from __future__ import annotations
 
 import logging
+import re
 import types
 
 import pytest
@@ -43,17 +44,26 @@ def pod_on(node: str, gpus: int) -> dict:
     }  # fmt: skip
 
 
+class Clusters(dict):
+    """Kubeconfig paths by cluster name, and the emulated API servers behind them."""
+
+    def __init__(self, runners: dict) -> None:
+        super().__init__()
+        self.runners = runners
+
+
 @pytest.fixture
 async def two_clusters(tmp_path):
     """Two emulated API servers, each with a GPU node named ``gpu-1`` (in its own region)."""
-    runners, kubeconfigs = [], {}
+    runners: dict = {}
+    kubeconfigs = Clusters(runners)
     try:
         for name, region, gpus in (("eu-fra", "eu-central-1", 4), ("us-iad", "us-east-1", 2)):
             runner = web.AppRunner(ApiServer(Store(history=100), token="t").app())
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
-            runners.append(runner)
+            runners[name] = runner
             url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
             path = write_kubeconfig(tmp_path / name, url, "t", "hub")
             kubeconfigs[name] = path
@@ -76,7 +86,7 @@ async def two_clusters(tmp_path):
             await client.close()
         yield kubeconfigs
     finally:
-        for runner in runners:
+        for runner in runners.values():
             await runner.cleanup()
 
 
@@ -115,15 +125,40 @@ async def test_the_nodes_of_every_cluster_are_listed_with_names_kept_apart(two_c
     assert free == {"eu-fra/gpu-1": 1, "us-iad/gpu-1": 0}
 
 
-async def test_a_cluster_that_does_not_answer_is_left_out_and_logged(
-    two_clusters, tmp_path, caplog
-):
+async def test_a_cluster_never_listed_is_left_out_and_logged(two_clusters, tmp_path, caplog):
     down = write_kubeconfig(tmp_path / "down", "http://127.0.0.1:9", "t", "hub")
     policy = policy_with({**two_clusters, "us-iad": down})
     with caplog.at_level(logging.WARNING):
         nodes = await list_nodes_everywhere(policy, "/nowhere")
     assert [n["metadata"]["name"] for n in nodes] == ["eu-fra/gpu-1"]
     assert "cannot list the nodes of cluster us-iad" in caplog.text
+
+
+async def test_a_cluster_that_stops_answering_keeps_its_last_view_until_it_is_too_old(
+    two_clusters, caplog
+):
+    """us-iad's API server goes away after one good listing: its node and placeholder stay
+    in the view (not freed, not hidden), one warning says so, and once the view is older
+    than ``max_age`` the outage names the cluster, so the queue keeps its spawns waiting."""
+    view = ClusterView(max_age=3600)
+    view.follow(policy_with(two_clusters), "/nowhere", "hub")
+    first = await view.list_nodes()
+    await two_clusters.runners.pop("us-iad").cleanup()
+    with caplog.at_level(logging.DEBUG, logger="sovereign_hub.spawner.clusterview"):
+        for _ in range(3):
+            assert await view.list_nodes() == first
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "cannot list the nodes of cluster us-iad" in warnings[0].getMessage()
+    assert "keeping its view" in warnings[0].getMessage()
+    assert "us-iad/gpu-1" in [p["spec"]["nodeName"] for p in view.placeholders()]
+    assert view.outage("us-iad") is None  # younger than max_age: still admitted by
+    view.max_age = 0
+    assert view.outage("eu-fra") is None
+    assert re.fullmatch(
+        r"the hub cannot reach cluster us-iad since \d\d:\d\d UTC to see its free GPUs",
+        view.outage("us-iad") or "",
+    )
 
 
 async def test_placeholders_are_listed_in_every_cluster_bound_to_their_own_node(two_clusters):

@@ -214,3 +214,25 @@ def _placeholder_on(node_name: str) -> dict:
         },
         "status": {"phase": "Running"},
     }
+
+
+async def test_a_cluster_whose_view_is_too_old_keeps_its_spawns_waiting():
+    """The nodes show a free GPU, but the view of their cluster is past its age limit (the
+    API server stopped answering): the waiter stays queued instead of being admitted blind,
+    and is admitted once the cluster answers again."""
+    room = WaitingRoom(GpuLedger(), node_ttl=0)
+
+    async def list_nodes():
+        return [node("eu-gpu-1", gpus="1")]
+
+    room.list_nodes = list_nodes
+    down = {"hub"}  # the example policy's regions run in the hub's own cluster
+    room.outage = lambda cluster: "cannot reach it" if cluster in down else None
+    ticket = room.join(("a", ""), researcher("a"), request(), POLICY)
+    await room.run_pass()
+    assert not ticket.future.done()
+    assert ticket.blocked == "capacity"
+    assert room.ledger.usage().gpus.get("eu-researchers", {}).get("a", 0) == 0  # quota not held
+    down.clear()
+    await room.run_pass()
+    assert isinstance(ticket.future.result(), Allowed)
