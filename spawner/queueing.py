@@ -93,6 +93,17 @@ class GpuQueueing(Configurable):
         soon as a listing fails.""",
     )
 
+    gpu_queue_node_start_seconds = Float(
+        300.0,
+        config=True,
+        help="""Seconds a new GPU node takes from joining the cluster (NotReady, tainted
+        `node.kubernetes.io/not-ready`) to Ready, as your node autoscaler and images make it
+        (default 300). Used for the queue's estimated wait only: the GPUs of a node that is
+        starting count as free that long after it was created. A NotReady node older than
+        twice this is taken for broken and not counted. Admission never counts on a node that
+        is not Ready.""",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._own_start_timeout: float = self.start_timeout  # type: ignore[attr-defined]
@@ -129,6 +140,7 @@ class GpuQueueing(Configurable):
         # The pod reflector shows user pods only; placeholders come from the view's listing.
         room.pods = lambda: [*pods_everywhere(reflectors), *view.placeholders()]
         room.user_priority = self.gpu_queue_user_priority
+        room.node_start_seconds = self.gpu_queue_node_start_seconds
         key = self._key  # type: ignore[attr-defined]
         try:
             joined = room.join(key, identity, request, policy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import types
 
 import pytest
@@ -17,7 +18,7 @@ from sovereign_hub.policy import parse_policy
 from sovereign_hub.sandbox.kube.apiserver import ApiServer
 from sovereign_hub.sandbox.kube.cluster import write_kubeconfig
 from sovereign_hub.sandbox.kube.store import Store
-from sovereign_hub.spawner.capacity import free_gpus
+from sovereign_hub.spawner.capacity import Need, coming_gpus, free_gpus
 from sovereign_hub.spawner.clusterview import ClusterView, clusters_of, pods_everywhere
 from tests.conftest import ROOT
 
@@ -175,3 +176,31 @@ async def test_placeholders_are_listed_in_every_cluster_bound_to_their_own_node(
                            tolerated_taints=frozenset({"nvidia.com/gpu"}))
     }  # fmt: skip
     assert free == {"eu-fra/gpu-1": 3, "us-iad/gpu-1": 1}
+
+
+async def test_a_new_node_of_a_cluster_counts_as_starting_until_it_is_ready(two_clusters):
+    """The emulated API server taints every new Node node.kubernetes.io/not-ready, as
+    Kubernetes' TaintNodesByCondition does: the view shows it, free_gpus leaves it out and
+    coming_gpus counts it, Ready in about the node start time."""
+    client = await config.new_client_from_config(config_file=str(two_clusters["eu-fra"]))
+    try:
+        node = gpu_node("gpu-2", "eu-central-1", 4)
+        node["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+        await CoreV1Api(client).create_node({"metadata": node["metadata"]})
+        await CoreV1Api(client).patch_node_status(
+            "gpu-2", {"status": node["status"]}, _content_type="application/merge-patch+json"
+        )
+    finally:
+        await client.close()
+    view = ClusterView()
+    view.follow(policy_with(two_clusters), "/nowhere", "hub")
+    nodes = await view.list_nodes()
+    (new,) = [n for n in nodes if n["metadata"]["name"] == "eu-fra/gpu-2"]
+    assert "node.kubernetes.io/not-ready" in [t["key"] for t in new["spec"]["taints"]]
+    common = dict(region_label=REGION, product_label=PRODUCT,
+                  tolerated_taints=frozenset({"nvidia.com/gpu"}))  # fmt: skip
+    assert "eu-fra/gpu-2" not in [n.name for n in free_gpus(nodes, [], **common)]
+    need = Need("nvidia.com/gpu", 1, ("eu-central-1",), "NVIDIA-A100")
+    ((gpus, ready_in),) = coming_gpus(nodes, need, start_seconds=300, now=time.time(), **common)
+    assert gpus == 4
+    assert 200 < ready_in <= 300

@@ -236,3 +236,28 @@ async def test_a_cluster_whose_view_is_too_old_keeps_its_spawns_waiting():
     down.clear()
     await room.run_pass()
     assert isinstance(ticket.future.result(), Allowed)
+
+
+async def test_the_estimate_counts_a_gpu_node_that_is_starting():
+    """One Ready A100 is taken; a second node with four has just joined and is NotReady
+    (tainted node.kubernetes.io/not-ready, as every new Node is). Admission does not count
+    on it, but the estimate does: about the node's start time, not a two-hour session."""
+    import time
+
+    from tests.test_spawner_capacity import NOT_READY, created
+
+    room = WaitingRoom(GpuLedger(), node_ttl=0)
+    room.node_start_seconds = 300
+    starting = created(node("eu-gpu-2", gpus="4", ready=False, taints=[NOT_READY]), 0, time.time())
+
+    async def list_nodes():
+        return [node("eu-gpu-1", gpus="1"), starting]
+
+    room.list_nodes = list_nodes
+    first = room.join(("a", ""), researcher("a"), request(), POLICY)
+    second = room.join(("b", ""), researcher("b"), request(), POLICY)
+    await room.run_pass()
+    assert first.future.done()
+    assert not second.future.done()
+    assert second.blocked == "capacity"
+    assert 200 < room.estimate(("b", "")) <= 300  # without it: 120 minutes
