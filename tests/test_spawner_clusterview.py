@@ -36,6 +36,15 @@ def gpu_node(name: str, region: str, gpus: int) -> dict:
     }
 
 
+LABELS = {"region_label": REGION, "product_label": PRODUCT,
+          "tolerated_taints": frozenset({"nvidia.com/gpu"})}  # fmt: skip
+
+
+def free_of(nodes: list, pods: list) -> dict:
+    """Free A100s by node name, as the queue counts them."""
+    return {n.name: n.free.get("nvidia.com/gpu") for n in free_gpus(nodes, pods, **LABELS)}
+
+
 def pod_on(node: str, gpus: int) -> dict:
     return {
         "metadata": {"name": f"jupyter-{node}", "namespace": "hub"},
@@ -118,12 +127,7 @@ async def test_the_nodes_of_every_cluster_are_listed_with_names_kept_apart(two_c
     pods = pods_everywhere(reflectors)
     assert sorted(p["spec"]["nodeName"] for p in pods) == ["eu-fra/gpu-1", "us-iad/gpu-1"]
     assert reflectors[("pods", "hub", "eu-fra")].pods["hub/a"]["spec"]["nodeName"] == "gpu-1"
-    free = {
-        n.name: n.free.get("nvidia.com/gpu")
-        for n in free_gpus(nodes, pods, region_label=REGION, product_label=PRODUCT,
-                           tolerated_taints=frozenset({"nvidia.com/gpu"}))
-    }  # fmt: skip
-    assert free == {"eu-fra/gpu-1": 1, "us-iad/gpu-1": 0}
+    assert free_of(nodes, pods) == {"eu-fra/gpu-1": 1, "us-iad/gpu-1": 0}
 
 
 async def test_a_cluster_never_listed_is_left_out_and_logged(two_clusters, tmp_path, caplog):
@@ -170,12 +174,7 @@ async def test_placeholders_are_listed_in_every_cluster_bound_to_their_own_node(
     nodes = await view.list_nodes()
     held = view.placeholders()
     assert sorted(p["spec"]["nodeName"] for p in held) == ["eu-fra/gpu-1", "us-iad/gpu-1"]
-    free = {
-        n.name: n.free.get("nvidia.com/gpu")
-        for n in free_gpus(nodes, held, region_label=REGION, product_label=PRODUCT,
-                           tolerated_taints=frozenset({"nvidia.com/gpu"}))
-    }  # fmt: skip
-    assert free == {"eu-fra/gpu-1": 3, "us-iad/gpu-1": 1}
+    assert free_of(nodes, held) == {"eu-fra/gpu-1": 3, "us-iad/gpu-1": 1}
 
 
 async def test_a_new_node_of_a_cluster_counts_as_starting_until_it_is_ready(two_clusters):
@@ -197,10 +196,8 @@ async def test_a_new_node_of_a_cluster_counts_as_starting_until_it_is_ready(two_
     nodes = await view.list_nodes()
     (new,) = [n for n in nodes if n["metadata"]["name"] == "eu-fra/gpu-2"]
     assert "node.kubernetes.io/not-ready" in [t["key"] for t in new["spec"]["taints"]]
-    common = dict(region_label=REGION, product_label=PRODUCT,
-                  tolerated_taints=frozenset({"nvidia.com/gpu"}))  # fmt: skip
-    assert "eu-fra/gpu-2" not in [n.name for n in free_gpus(nodes, [], **common)]
+    assert "eu-fra/gpu-2" not in free_of(nodes, [])
     need = Need("nvidia.com/gpu", 1, ("eu-central-1",), "NVIDIA-A100")
-    ((gpus, ready_in),) = coming_gpus(nodes, need, start_seconds=300, now=time.time(), **common)
+    ((gpus, ready_in),) = coming_gpus(nodes, need, start_seconds=300, now=time.time(), **LABELS)
     assert gpus == 4
     assert 200 < ready_in <= 300

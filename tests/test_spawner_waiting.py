@@ -55,9 +55,8 @@ async def test_twenty_users_wait_for_a_four_gpu_quota_in_arrival_order():
     assert all(isinstance(t.future.result(), Allowed) for t in tickets.values())
 
 
-async def test_capacity_case_waits_for_a_free_node_gpu():
-    room = WaitingRoom(GpuLedger(), interval=0.05, node_ttl=0)
-    nodes = [node("eu-gpu-1", gpus="1")]
+async def one_admitted_one_waits(room: WaitingRoom, nodes: list) -> Ticket:
+    """a and b want an A100 on ``nodes`` with one free: a is admitted, b waits for capacity."""
 
     async def list_nodes():
         return nodes
@@ -69,6 +68,13 @@ async def test_capacity_case_waits_for_a_free_node_gpu():
     assert first.future.done()
     assert not second.future.done()
     assert second.blocked == "capacity"
+    return second
+
+
+async def test_capacity_case_waits_for_a_free_node_gpu():
+    room = WaitingRoom(GpuLedger(), interval=0.05, node_ttl=0)
+    nodes = [node("eu-gpu-1", gpus="1")]
+    second = await one_admitted_one_waits(room, nodes)
     # The quota (4) has room: only the node is full. A second node joins the cluster.
     nodes.append(node("eu-gpu-2", gpus="1"))
     await room.run_pass()
@@ -250,14 +256,5 @@ async def test_the_estimate_counts_a_gpu_node_that_is_starting():
     room.node_start_seconds = 300
     starting = created(node("eu-gpu-2", gpus="4", ready=False, taints=[NOT_READY]), 0, time.time())
 
-    async def list_nodes():
-        return [node("eu-gpu-1", gpus="1"), starting]
-
-    room.list_nodes = list_nodes
-    first = room.join(("a", ""), researcher("a"), request(), POLICY)
-    second = room.join(("b", ""), researcher("b"), request(), POLICY)
-    await room.run_pass()
-    assert first.future.done()
-    assert not second.future.done()
-    assert second.blocked == "capacity"
+    await one_admitted_one_waits(room, [node("eu-gpu-1", gpus="1"), starting])
     assert 200 < room.estimate(("b", "")) <= 300  # without it: 120 minutes
