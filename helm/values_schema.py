@@ -148,7 +148,12 @@ SCHEDULING = obj(
                     "type": "array",
                     "items": obj(
                         {
-                            "region": {**DNS_NAME, "description": "A region of the policy."},
+                            "region": {
+                                **DNS_NAME,
+                                "description": "A region of the policy. A region in a "
+                                "cluster of its own (`cluster:` in the policy) is not "
+                                "rendered into the hub's cluster; NOTES.txt names the pool.",
+                            },
                             "profile": {
                                 "type": "string",
                                 "minLength": 1,

@@ -5,7 +5,8 @@ the requests of the pods bound to it that have not finished. Pods not yet
 bound (Pending, or admitted by the queue and not yet created) are charged
 to the first node that could take them, so two admissions never count on
 the same free GPU. Nodes that are unschedulable, not Ready, or tainted
-with anything but the GPU taints the plan tolerates are left out.
+with anything but the GPU taints the plan tolerates are left out; those
+that are starting (:func:`coming_gpus`) count for the queue's estimate only.
 
 Pods of lower priority than the user's pod, when that pod may preempt
 (``preemptible_below``), are not charged: the scheduler would evict them for
@@ -13,8 +14,9 @@ it, so their GPUs are free to a real user. That is what placeholder pods are
 for (low priority, holding GPUs for the next user); it holds for any pod the
 hub sees with a priority below the user pods' own.
 
-What this cannot see: pods of other controllers than the hub (the pod
-reflector watches the hub's user pods only) and devices a node reports as
+What this cannot see: pods of other controllers than the hub and its
+placeholders (the pod reflector watches the hub's user pods only, and
+:mod:`.clusterview` adds the placeholders) and devices a node reports as
 allocatable but that are broken. The emulated scheduler (and Kubernetes')
 stays the judge: an admitted pod that still does not fit waits Pending
 under the spawn's ordinary start timeout.
@@ -24,11 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sovereign_hub.policy.quantity import parse_quantity
 
 _DONE = ("Succeeded", "Failed")
+NOT_READY = "node.kubernetes.io/not-ready"
+"""The taint a new Node carries until it reports Ready (Kubernetes' TaintNodesByCondition)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,78 @@ def _gpu_names(pod: Mapping[str, Any]) -> set[str]:
     return {n for n in names if "/" in n}
 
 
+def _gpu_node(
+    node: Mapping[str, Any], region_label: str, product_label: str, tolerated: frozenset[str]
+) -> NodeGpus | None:
+    """The node's GPUs if it has some and is neither cordoned nor tainted beyond ``tolerated``."""
+    meta, spec = node.get("metadata", {}), node.get("spec", {})
+    if spec.get("unschedulable"):
+        return None
+    taints = {
+        t.get("key") for t in spec.get("taints") or [] if t.get("effect") != "PreferNoSchedule"
+    }
+    if taints - tolerated:
+        return None
+    allocatable = {
+        k: _int(v)
+        for k, v in (node.get("status", {}).get("allocatable") or {}).items()
+        if "/" in k and _int(v) > 0
+    }
+    if not allocatable:
+        return None
+    labels = meta.get("labels") or {}
+    return NodeGpus(
+        meta["name"],
+        labels.get(region_label, ""),
+        labels.get(product_label, ""),
+        allocatable,
+        dict(allocatable),
+    )
+
+
+def _age(node: Mapping[str, Any], now: float) -> float | None:
+    created = node.get("metadata", {}).get("creationTimestamp")
+    try:
+        return now - datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def coming_gpus(
+    nodes: Iterable[Mapping[str, Any]],
+    need: Need,
+    *,
+    region_label: str,
+    product_label: str,
+    tolerated_taints: frozenset[str],
+    start_seconds: float,
+    now: float,
+) -> list[tuple[int, float]]:
+    """GPU nodes that are starting and could take ``need``: (GPUs, seconds until likely Ready).
+
+    A node is starting when it is not Ready yet (the ``node.kubernetes.io/not-ready``
+    taint every new Node carries is tolerated here) and was created less than twice
+    ``start_seconds`` ago; one older is taken for broken rather than starting. It is
+    expected Ready ``start_seconds`` after its creation. A node that has not reported its
+    GPUs yet (the device plugin starts after the kubelet) cannot be counted.
+    """
+    found: list[tuple[int, float]] = []
+    tolerated = tolerated_taints | {NOT_READY}
+    for node in nodes:
+        if _ready(node) and _gpu_node(node, region_label, product_label, tolerated_taints):
+            continue  # counted by free_gpus
+        age = _age(node, now)
+        if age is None or age > 2 * start_seconds:
+            continue
+        gpus = _gpu_node(node, region_label, product_label, tolerated)
+        if gpus is None or not (gpus.region in need.node_regions and gpus.product == need.product):
+            continue
+        count = gpus.allocatable.get(need.resource, 0) // max(1, need.count) * need.count
+        if count:
+            found.append((count, max(0.0, start_seconds - age)))
+    return found
+
+
 def free_gpus(
     nodes: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
@@ -132,29 +209,10 @@ def free_gpus(
     """
     found: dict[str, NodeGpus] = {}
     for node in nodes:
-        meta, spec = node.get("metadata", {}), node.get("spec", {})
-        if spec.get("unschedulable") or not _ready(node):
-            continue
-        taints = {
-            t.get("key") for t in spec.get("taints") or [] if t.get("effect") != "PreferNoSchedule"
-        }
-        if taints - tolerated_taints:
-            continue
-        allocatable = {
-            k: _int(v)
-            for k, v in (node.get("status", {}).get("allocatable") or {}).items()
-            if "/" in k and _int(v) > 0
-        }
-        if not allocatable:
-            continue
-        labels = meta.get("labels") or {}
-        found[meta["name"]] = NodeGpus(
-            meta["name"],
-            labels.get(region_label, ""),
-            labels.get(product_label, ""),
-            allocatable,
-            dict(allocatable),
-        )
+        if _ready(node):
+            gpus = _gpu_node(node, region_label, product_label, tolerated_taints)
+            if gpus is not None:
+                found[gpus.name] = gpus
     unbound: list[Need] = []
     for pod in pods:
         if pod.get("status", {}).get("phase") in _DONE or pod.get("metadata", {}).get(

@@ -250,14 +250,32 @@ def _replace(waiter: Waiter, **changes: Any) -> Waiter:
     return Waiter(**data)
 
 
-def estimated_wait(place: Place, slots: int, mean_hold_seconds: float) -> float:
+def estimated_wait(
+    place: Place,
+    slots: int,
+    mean_hold_seconds: float,
+    coming: Iterable[tuple[int, float]] = (),
+) -> float:
     """Seconds until ``place`` is likely admitted.
 
     ``slots`` GPUs serve the pool and each is held ``mean_hold_seconds`` on
     average, so one frees every ``mean_hold_seconds / slots``; the waiter needs
     the GPUs ahead of it and its own to have freed. A rough figure that assumes
     every server in the pool was started just now: shown as "about".
+
+    ``coming``: nodes that are starting, as (GPUs of the pool's kind, seconds
+    until likely Ready). Once the GPUs of the soonest of them cover the waiter's,
+    it waits no longer than they take; otherwise the pool serves the rest with
+    their GPUs added to ``slots`` once they are all Ready. The shorter estimate
+    wins.
     """
-    if slots <= 0:
-        return float("inf")
-    return place.gpus_ahead * mean_hold_seconds / slots
+    best = float("inf") if slots <= 0 else place.gpus_ahead * mean_hold_seconds / slots
+    added, ready_in = 0, 0.0
+    for gpus, seconds in sorted(coming, key=lambda c: c[1]):
+        added, ready_in = added + gpus, max(ready_in, seconds)
+        if added >= place.gpus_ahead:
+            return min(best, ready_in)
+    if added:
+        rest = (place.gpus_ahead - added) * mean_hold_seconds / (slots + added)
+        best = min(best, ready_in + rest)
+    return best

@@ -15,7 +15,6 @@ start keeps the admin's ``start_timeout`` (the spawner times it separately).
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -34,13 +33,14 @@ from sovereign_hub.policy import (
 )
 from sovereign_hub.refusals import SpawnRefused
 
-from .clusterview import list_nodes_everywhere, pods_everywhere
+from .clusterview import ClusterView, pods_everywhere
 from .fairqueue import Pool, Waiter
 from .quota import GpuLedger
 from .state import Allocation
 from .waiting import WAIT_SECONDS, AlreadyQueued, QueueEnded, Ticket, WaitingRoom
 
 _ROOMS: weakref.WeakKeyDictionary[GpuLedger, WaitingRoom] = weakref.WeakKeyDictionary()
+_VIEWS: weakref.WeakKeyDictionary[WaitingRoom, ClusterView] = weakref.WeakKeyDictionary()
 
 
 def room_for(ledger: GpuLedger) -> WaitingRoom:
@@ -83,6 +83,27 @@ class GpuQueueing(Configurable):
         placeholders are enabled. Example: `0` with placeholders at `-10`.""",
     )
 
+    gpu_queue_view_max_age = Float(
+        60.0,
+        config=True,
+        help="""Seconds the GPU queue keeps admitting by a cluster's last node listing once
+        that cluster's API server stops answering (default 60). Past it, GPU spawns for the
+        cluster's regions stay queued, with a message naming the cluster, until it answers
+        again; the outage is logged once when it begins and once when it ends. `0`: wait as
+        soon as a listing fails.""",
+    )
+
+    gpu_queue_node_start_seconds = Float(
+        300.0,
+        config=True,
+        help="""Seconds a new GPU node takes from joining the cluster (NotReady, tainted
+        `node.kubernetes.io/not-ready`) to Ready, as your node autoscaler and images make it
+        (default 300). Used for the queue's estimated wait only: the GPUs of a node that is
+        starting count as free that long after it was created. A NotReady node older than
+        twice this is taken for broken and not counted. Admission never counts on a node that
+        is not Ready.""",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._own_start_timeout: float = self.start_timeout  # type: ignore[attr-defined]
@@ -111,14 +132,15 @@ class GpuQueueing(Configurable):
         if not room.restored:
             self._restore_saved_places()
         # Every cluster of the policy, whichever one this spawner faces now.
-        room.list_nodes = functools.partial(
-            list_nodes_everywhere,
-            policy,
-            self.cluster_secrets_dir,  # type: ignore[attr-defined]
-        )
+        view = _VIEWS.setdefault(room, ClusterView())
+        view.follow(policy, self.cluster_secrets_dir, self.namespace)  # type: ignore[attr-defined]
+        view.max_age = self.gpu_queue_view_max_age
+        room.list_nodes, room.outage = view.list_nodes, view.outage
         reflectors = type(self).reflectors  # type: ignore[attr-defined]
-        room.pods = functools.partial(pods_everywhere, reflectors)
+        # The pod reflector shows user pods only; placeholders come from the view's listing.
+        room.pods = lambda: [*pods_everywhere(reflectors), *view.placeholders()]
         room.user_priority = self.gpu_queue_user_priority
+        room.node_start_seconds = self.gpu_queue_node_start_seconds
         key = self._key  # type: ignore[attr-defined]
         try:
             joined = room.join(key, identity, request, policy)
@@ -211,6 +233,8 @@ class GpuQueueing(Configurable):
             "quota": "your group's GPU quota is in use",
             "capacity": "every matching GPU is in use",
         }.get(ticket.blocked, "others are ahead of you")
+        if region is not None and (outage := room.outage(region.cluster_name)):
+            why = outage
         return (
             f"Waiting for {gpu.display_name if gpu else 'a GPU'} in "
             f"{region.display_name if region else '?'} ({why}): you are number "

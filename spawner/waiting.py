@@ -37,7 +37,7 @@ from sovereign_hub.policy import (
     decide,
 )
 
-from .capacity import Need, NodeGpus, free_gpus, slots, take
+from .capacity import Need, NodeGpus, coming_gpus, free_gpus, slots, take
 from .fairqueue import AlreadyQueued, Blocked, FairQueue, Key, Place, Pool, Waiter, estimated_wait
 from .quota import GpuLedger
 
@@ -130,6 +130,12 @@ class WaitingRoom:
         """Average time a GPU server of each pool ran (exponentially weighted)."""
         self.list_nodes: NodeLister | None = None
         self.pods: PodSource = lambda: ()
+        self.outage: Callable[[str], str | None] = lambda cluster: None
+        """Why the GPUs of a cluster cannot be judged now (its view is too old), by cluster
+        name; GPU spawns for its regions wait meanwhile. None: they can."""
+        self.node_start_seconds = 300.0
+        """How long a new GPU node takes to become Ready, for the estimate (see
+        :func:`.capacity.coming_gpus`)."""
         self.user_priority: int | None = None
         """The user pods' priority if they may preempt (placeholders' GPUs then count as
         free); None: no pod is taken for preemptible."""
@@ -238,10 +244,22 @@ class WaitingRoom:
             return None
         need = Need(gpu_type.resource, waiter.gpus, region.node_regions, gpu_type.product)
         serving = slots(self._free(policy), need)
-        if ticket.blocked == "quota":
+        coming: list[tuple[int, float]] = []
+        if ticket.blocked == "quota":  # a new node does not lift a quota
             quota = policy.groups[waiter.group].gpu_quota if waiter.group in policy.groups else 0
             serving = min(serving, quota) if serving else quota
-        wait = estimated_wait(place, serving, hold)
+        else:
+            sched = policy.scheduling
+            coming = coming_gpus(
+                self._nodes,
+                need,
+                region_label=sched.region_label,
+                product_label=sched.gpu_product_label,
+                tolerated_taints=frozenset(t.key for t in sched.gpu_taints),
+                start_seconds=self.node_start_seconds,
+                now=time.time(),
+            )
+        wait = estimated_wait(place, serving, hold, coming)
         return None if wait == float("inf") else wait
 
     async def wait(self, key: Key, ticket: Ticket, max_wait: float) -> Decision:
@@ -273,10 +291,11 @@ class WaitingRoom:
                 self._nodes = await self.list_nodes()
                 self._nodes_at = time.monotonic()
                 self._nodes_known = True
+                self._warned = False  # the next failure is a new outage
             except Exception as exc:  # keep the last view; the next pass retries
                 log = self.log.debug if self._warned else self.log.warning
                 self._warned = True
-                log("listing nodes for the GPU queue failed (capacity is not checked): %s", exc)
+                log("listing nodes for the GPU queue failed (the last list is kept): %s", exc)
         return self.admit_waiting()
 
     def admit_waiting(self) -> list[Waiter]:
@@ -304,6 +323,9 @@ class WaitingRoom:
                 ticket.future.set_result(decision)  # no longer a matter of waiting
                 return None
             need = need_of(decision.plan, policy)
+            if self.outage(policy.regions[decision.plan.region].cluster_name):
+                self.ledger.release(waiter.key)  # its free GPUs are unknown: wait, not guess
+                return "capacity"
             nodes = views.setdefault(id(policy), self._free(policy))
             # No node of the kind at all (scale-from-zero, or a typo in the policy): the
             # queue cannot tell when one comes, so the scheduler judges, as without a queue.

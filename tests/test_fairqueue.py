@@ -182,3 +182,16 @@ def test_no_starvation_under_a_stream_of_small_requests(weights, big, hold, per_
             assert step <= 3 + 8 * (weights[1] + 1) * (hold + 1)
             return
     pytest.fail("the 4-GPU request starved")
+
+
+def test_estimated_wait_counts_nodes_that_are_starting():
+    # Place 2 with 3 GPUs to free, 4 serving an hour each: 2700 s with no node coming.
+    place = Place(2, 5, 3)
+    # A starting node with 4 GPUs, Ready in 4 minutes, covers the 3 GPUs: its 240 s win.
+    assert estimated_wait(place, 4, 3600, coming=[(4, 240)]) == 240
+    # One GPU coming: after 240 s, 2 GPUs still to free among 5 serving.
+    assert estimated_wait(place, 4, 3600, coming=[(1, 240)]) == 240 + 2 * 3600 / 5
+    # A node slower than the pool frees GPUs does not lengthen the estimate.
+    assert estimated_wait(place, 4, 3600, coming=[(8, 5000)]) == 2700
+    # No GPU serves the pool yet (scale from zero): only the node coming gives an estimate.
+    assert estimated_wait(Place(1, 1, 1), 0, 3600, coming=[(1, 90)]) == 90

@@ -244,13 +244,8 @@ async def test_the_maximum_wait_outlasts_the_start_timeout_and_ends_with_a_messa
     assert not server(hub, "bob")
 
 
-@pytest.mark.parametrize("gpus", [1])
-async def test_a_users_gpu_server_preempts_a_placeholder_and_starts_at_once(
-    kube, core, start_hub, policy_copy, gpus
-):
-    """Emulated Kubernetes: the node's one A100 is held by a placeholder (priority -10, as the
-    chart's); ana's server, at the user servers' priority, evicts it and starts without
-    queueing, and the placeholder put back (as its StatefulSet would) waits Pending."""
+async def _placeholder_holding_the_gpu(core, kube) -> dict:
+    """A placeholder (priority -10, labelled as the chart labels them) on the node's one GPU."""
     scheduling = client.SchedulingV1Api(core.api_client)
     await scheduling.create_priority_class(
         {"metadata": {"name": "users"}, "value": 0, "description": "user servers"}
@@ -259,7 +254,10 @@ async def test_a_users_gpu_server_preempts_a_placeholder_and_starts_at_once(
         {"metadata": {"name": "placeholders"}, "value": -10, "preemptionPolicy": "Never"}
     )
     placeholder = {
-        "metadata": {"name": "placeholder-0"},
+        "metadata": {
+            "name": "placeholder-0",
+            "labels": {"app.kubernetes.io/component": "user-placeholder"},
+        },
         "spec": {
             "schedulerName": kube.scheduler_name,
             "priorityClassName": "placeholders",
@@ -277,6 +275,17 @@ async def test_a_users_gpu_server_preempts_a_placeholder_and_starts_at_once(
     }
     await core.create_namespaced_pod(kube.namespace, placeholder)
     assert await eventually(lambda: is_phase(core, kube, "placeholder-0", "Running"), timeout=60)
+    return placeholder
+
+
+@pytest.mark.parametrize("gpus", [1])
+async def test_a_users_gpu_server_preempts_a_placeholder_and_starts_at_once(
+    kube, core, start_hub, policy_copy, gpus
+):
+    """Emulated Kubernetes: the node's one A100 is held by a placeholder (priority -10, as the
+    chart's); ana's server, at the user servers' priority, evicts it and starts without
+    queueing, and the placeholder put back (as its StatefulSet would) waits Pending."""
+    placeholder = await _placeholder_holding_the_gpu(core, kube)
     hub = start_hub(
         queue_policy(policy_copy, quota=4),
         extra_config=FAST
@@ -301,6 +310,26 @@ async def test_a_users_gpu_server_preempts_a_placeholder_and_starts_at_once(
     assert await eventually(
         lambda: is_phase(core, kube, "placeholder-0", "Pending:Unschedulable"), timeout=60
     )
+    stop(hub, "ana")
+
+
+@pytest.mark.parametrize("gpus", [1])
+async def test_without_the_user_priority_a_placeholders_gpu_is_taken_and_users_queue(
+    kube, core, start_hub, policy_copy, gpus
+):
+    """Emulated Kubernetes: the same placeholder, but the hub is not told user pods may preempt
+    (no ``gpu_queue_user_priority``). KubeSpawner's pod reflector never shows placeholders;
+    the queue lists them itself, so ana waits for the GPU the placeholder holds, and is
+    admitted when the placeholder goes (its pool scaled down)."""
+    await _placeholder_holding_the_gpu(core, kube)
+    hub = start_hub(queue_policy(policy_copy, quota=4), extra_config=FAST)
+    add_users(hub, "eu-researchers", "ana")
+    assert spawn(hub, "ana", profile="gpu-a100").status_code in (201, 202)
+    message = first_queue_message(hub, "ana")
+    assert "(every matching GPU is in use): you are number 1 of 1 in line" in message
+    assert await is_phase(core, kube, "placeholder-0", "Running")
+    await core.delete_namespaced_pod("placeholder-0", kube.namespace)
+    hub.wait_for_server("ana")
     stop(hub, "ana")
 
 

@@ -7,6 +7,8 @@ from the rendered values by the same module the chart's config file calls.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import kubernetes_validate
 import pytest
 import yaml
@@ -14,6 +16,7 @@ from traitlets.config import Config
 
 from sovereign_hub.hubconfig import configure
 from sovereign_hub.spawner.security import restricted_violations
+from tests.conftest import ROOT
 from tests.test_helm_chart import (
     CHART,
     HERE,
@@ -185,3 +188,45 @@ def test_bad_scheduling_values_fail_naming_the_value(example_policy_values, sets
     done = run(helm_binary("4.1"), *args)
     assert done.returncode != 0
     assert message in done.stderr, done.stderr
+
+
+@pytest.fixture(scope="module")
+def regional_values(tmp_path_factory) -> Path:
+    """The example policy with region ``us`` in a cluster of its own, and an A100 pool in each
+    region."""
+    path = tmp_path_factory.mktemp("regional") / "values.yaml"
+    policy = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
+    policy["regions"]["us"]["cluster"] = {
+        "name": "us-east", "kubeconfigSecret": {"name": "us-east-kubeconfig"}}  # fmt: skip
+    policy["profiles"]["gpu-a100"]["regions"] = ["eu", "us"]
+    scheduling = yaml.safe_load(VALUES.read_text())["scheduling"]
+    scheduling["userPlaceholder"]["pools"] = [
+        {"region": "eu", "profile": "gpu-a100", "replicas": 1},
+        {"region": "us", "profile": "gpu-a100", "replicas": 1},
+    ]
+    path.write_text(yaml.safe_dump({"policy": policy, "scheduling": scheduling}))
+    return path
+
+
+@pytest.mark.parametrize("version", ["3.18", "4.1"])
+def test_no_placeholder_is_rendered_for_a_region_in_its_own_cluster(regional_values, version):
+    """The hub's chart installs into the hub's cluster, where region us has no node: a
+    placeholder for it there would hold nothing, so only eu's pool is rendered."""
+    docs = render(helm_binary(version), regional_values)
+    pools = sorted(d["metadata"]["name"] for d in by_kind(docs, "StatefulSet"))
+    assert pools == ["rel-sovereign-hub-placeholder-eu-gpu-a100"]
+
+
+def test_notes_say_which_placeholder_pools_were_not_installed(regional_values):
+    """NOTES.txt through `helm install --dry-run=client` of Helm 4.1 (Helm 3.18's client dry
+    run insists on reaching a cluster)."""
+    done = run(helm_binary("4.1"), "install", "rel", str(CHART), "--dry-run=client",
+               "--namespace", "hub", "-f", str(regional_values),
+               "--set", "allowUnreleasedImages=true")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    notes = " ".join(done.stdout.split("NOTES:", 1)[1].split())
+    assert (
+        "NOTE: scheduling.userPlaceholder.pools[1] (region us, profile gpu-a100) is not "
+        "installed: region us runs in its own cluster (us-east)"
+    ) in notes
+    assert "pools[0]" not in notes

@@ -75,3 +75,14 @@ def test_preemption_cannot_help_where_the_pod_would_not_fit_anyway():
     assert select(user(), nodes, pods, []) is None
     two = pod("two", requests={"nvidia.com/gpu": "2"}, tolerations=TOLERATE_GPU, priority=0)
     assert select(two, nodes, pods, ["a"]) is None
+
+
+def test_victim_priorities_are_summed_offset_by_maxint32_as_kube_scheduler_does():
+    """Node a frees two GPUs by evicting two placeholders at -10, node b by evicting one at -10
+    holding both. A raw sum (-20 < -10) would choose a and evict two pods; kube-scheduler adds
+    MaxInt32+1 to each priority before summing, so fewer victims win: b, one pod."""
+    nodes = [gpu_node("a", "2"), gpu_node("b", "2")]
+    pods = [bound("ph-a1", "a", -10), bound("ph-a2", "a", -10), bound("ph-b", "b", -10, "2")]
+    two = pod("two", requests={"nvidia.com/gpu": "2"}, tolerations=TOLERATE_GPU, priority=0)
+    chosen = select(two, nodes, pods, ["a", "b"])
+    assert (chosen.node, names(chosen)) == ("b", ["ph-b"])

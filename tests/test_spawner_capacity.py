@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sovereign_hub.spawner.capacity import Need, free_gpus, pod_need, slots, take
+from sovereign_hub.spawner.capacity import Need, coming_gpus, free_gpus, pod_need, slots, take
 
 REGION, PRODUCT = "topology.kubernetes.io/region", "nvidia.com/gpu.product"
 A100 = "NVIDIA-A100-SXM4-40GB"
@@ -128,3 +128,32 @@ def test_lower_priority_pods_count_as_free_to_a_user_pod_that_may_preempt():
     assert free_for(None) == 0  # no preemption: the placeholder's GPU is taken
     assert free_for(0) == 1  # the placeholder would be evicted; the equal-priority user not
     assert free_for(-10) == 0  # a pod never preempts its equal
+
+
+NOT_READY = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
+GPU_NO_SCHEDULE = {"key": "nvidia.com/gpu", "effect": "NoSchedule"}
+
+
+def created(node_obj, minutes_ago: float, now: float) -> dict:
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(now - minutes_ago * 60, UTC)
+    node_obj["metadata"]["creationTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return node_obj
+
+
+def test_nodes_that_are_starting_count_for_the_estimate_only():
+    now = 1_800_000_000.0
+    nodes = [
+        created(node("new", gpus="4", ready=False, taints=[NOT_READY, GPU_NO_SCHEDULE]), 1, now),
+        created(node("stuck", gpus="4", ready=False, taints=[NOT_READY]), 30, now),
+        created(node("us", gpus="4", region="us-east-1", ready=False, taints=[NOT_READY]), 1, now),
+        created(node("cordoned", gpus="4", ready=False, unschedulable=True), 1, now),
+        created(node("ready", gpus="2"), 60, now),
+    ]
+    common = dict(region_label=REGION, product_label=PRODUCT, tolerated_taints=GPU_TAINT)
+    assert [n.name for n in free_gpus(nodes, [], **common)] == ["ready"]
+    # "new" is Ready in 4 of its 5 minutes; "stuck" (30 minutes NotReady) is taken for broken.
+    assert coming_gpus(nodes, ONE, start_seconds=300, now=now, **common) == [(4, 240.0)]
+    two = Need("nvidia.com/gpu", 2, ("eu-central-1",), A100)
+    assert coming_gpus(nodes[:1], two, start_seconds=300, now=now, **common) == [(4, 240.0)]

@@ -55,9 +55,8 @@ async def test_twenty_users_wait_for_a_four_gpu_quota_in_arrival_order():
     assert all(isinstance(t.future.result(), Allowed) for t in tickets.values())
 
 
-async def test_capacity_case_waits_for_a_free_node_gpu():
-    room = WaitingRoom(GpuLedger(), interval=0.05, node_ttl=0)
-    nodes = [node("eu-gpu-1", gpus="1")]
+async def one_admitted_one_waits(room: WaitingRoom, nodes: list) -> Ticket:
+    """a and b want an A100 on ``nodes`` with one free: a is admitted, b waits for capacity."""
 
     async def list_nodes():
         return nodes
@@ -69,6 +68,13 @@ async def test_capacity_case_waits_for_a_free_node_gpu():
     assert first.future.done()
     assert not second.future.done()
     assert second.blocked == "capacity"
+    return second
+
+
+async def test_capacity_case_waits_for_a_free_node_gpu():
+    room = WaitingRoom(GpuLedger(), interval=0.05, node_ttl=0)
+    nodes = [node("eu-gpu-1", gpus="1")]
+    second = await one_admitted_one_waits(room, nodes)
     # The quota (4) has room: only the node is full. A second node joins the cluster.
     nodes.append(node("eu-gpu-2", gpus="1"))
     await room.run_pass()
@@ -214,3 +220,41 @@ def _placeholder_on(node_name: str) -> dict:
         },
         "status": {"phase": "Running"},
     }
+
+
+async def test_a_cluster_whose_view_is_too_old_keeps_its_spawns_waiting():
+    """The nodes show a free GPU, but the view of their cluster is past its age limit (the
+    API server stopped answering): the waiter stays queued instead of being admitted blind,
+    and is admitted once the cluster answers again."""
+    room = WaitingRoom(GpuLedger(), node_ttl=0)
+
+    async def list_nodes():
+        return [node("eu-gpu-1", gpus="1")]
+
+    room.list_nodes = list_nodes
+    down = {"hub"}  # the example policy's regions run in the hub's own cluster
+    room.outage = lambda cluster: "cannot reach it" if cluster in down else None
+    ticket = room.join(("a", ""), researcher("a"), request(), POLICY)
+    await room.run_pass()
+    assert not ticket.future.done()
+    assert ticket.blocked == "capacity"
+    assert room.ledger.usage().gpus.get("eu-researchers", {}).get("a", 0) == 0  # quota not held
+    down.clear()
+    await room.run_pass()
+    assert isinstance(ticket.future.result(), Allowed)
+
+
+async def test_the_estimate_counts_a_gpu_node_that_is_starting():
+    """One Ready A100 is taken; a second node with four has just joined and is NotReady
+    (tainted node.kubernetes.io/not-ready, as every new Node is). Admission does not count
+    on it, but the estimate does: about the node's start time, not a two-hour session."""
+    import time
+
+    from tests.test_spawner_capacity import NOT_READY, created
+
+    room = WaitingRoom(GpuLedger(), node_ttl=0)
+    room.node_start_seconds = 300
+    starting = created(node("eu-gpu-2", gpus="4", ready=False, taints=[NOT_READY]), 0, time.time())
+
+    await one_admitted_one_waits(room, [node("eu-gpu-1", gpus="1"), starting])
+    assert 200 < room.estimate(("b", "")) <= 300  # without it: 120 minutes

@@ -12,7 +12,10 @@ As the real plugin decides:
   earlier) while it still fits, so the fewest and least important go.
 - Among candidate nodes the one whose most important victim has the lowest
   priority wins, then the lowest sum of victim priorities, then the fewest
-  victims, then (deterministic here) the first by name.
+  victims, then (deterministic here) the first by name. As upstream
+  (``pickOneNodeForPreemption``), each priority is raised by ``MaxInt32 + 1``
+  before summing, so every term is positive: otherwise a node with more
+  victims of a negative priority (placeholders) would beat one with fewer.
 
 Not emulated: PodDisruptionBudgets (no victim is spared for one), and the
 "latest start time" tie-break, replaced by the node name.
@@ -27,6 +30,8 @@ from .placement import Obj, node_failures, pod_priority, used_on
 
 DISRUPTION_TARGET = "DisruptionTarget"
 PREEMPTED_REASON = "PreemptionByScheduler"
+_SUM_OFFSET = 2**31
+"""``MaxInt32 + 1``: what kube-scheduler adds to each victim's priority when summing them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +123,7 @@ def select(
         if not victims:
             continue
         prios = [pod_priority(v) for v in victims]
-        key = (max(prios), sum(prios), len(victims), name)
+        key = (max(prios), sum(p + _SUM_OFFSET for p in prios), len(victims), name)
         if best is None or key < best[0]:
             best = (key, Preemption(name, victims))
     return best[1] if best else None
