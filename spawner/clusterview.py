@@ -121,7 +121,7 @@ class ClusterView:
             try:
                 listed, placeholders = await self._list(cluster)
             except Exception as exc:
-                self._failed(name, exc)
+                self._listing_failed(name, exc)
                 continue
             if name in self._down:
                 began = self._down.pop(name)
@@ -133,7 +133,7 @@ class ClusterView:
             self._listed[name] = _Listing(listed, placeholders, time.monotonic())
         return [n for name, got in self._listed.items() if name in names for n in got.nodes]
 
-    def _failed(self, name: str, exc: Exception) -> None:
+    def _listing_failed(self, name: str, exc: Exception) -> None:
         if name in self._down:  # warned when the outage began
             log.debug("GPU queue: cluster %s still does not answer: %r", name, exc)
             return
