@@ -201,6 +201,15 @@ class Cluster(_Model):
     """The API server's https URL, with ``tokenSecret``."""
     token_secret: TokenSecretRef | None = None
     """A Secret with a bearer token (and CA) for ``server``."""
+    scheduler_name: Annotated[str, _pattern(_DNS_SUBDOMAIN, "scheduler name")] | None = None
+    """The scheduler that places this cluster's notebook pods (default: the cluster's
+    default scheduler). The hub cluster's user scheduler is not used here: it runs only
+    there."""
+    priority_class_name: Annotated[str, _pattern(_DNS_SUBDOMAIN, "PriorityClass name")] | None = (
+        None
+    )
+    """A PriorityClass of this cluster for its notebook pods (default: none). The hub
+    cluster's class is not used here: a pod naming a class its cluster lacks is refused."""
 
     @model_validator(mode="after")
     def _one_way_in(self) -> Cluster:

@@ -317,6 +317,16 @@ class RegionalClusters(Configurable):
         self._cluster, self._cluster_client = cluster, client
         self.api = CoreV1Api(client)
 
+    async def get_pod_manifest(self) -> Any:
+        pod = await super().get_pod_manifest()  # type: ignore[misc]
+        if self._cluster is not None:
+            # The hub cluster's user scheduler and PriorityClass exist only there: in another
+            # cluster a pod naming an unknown PriorityClass is refused at admission, and one
+            # naming a scheduler that does not run there stays Pending for good.
+            pod.spec.scheduler_name = self._cluster.scheduler_name
+            pod.spec.priority_class_name = self._cluster.priority_class_name
+        return pod
+
     async def _follow_allocation(self) -> None:
         """Before KubeSpawner polls or stops a server, face the cluster it was started in
         (after a hub restart the spawner starts on the hub's own)."""

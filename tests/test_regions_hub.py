@@ -60,12 +60,24 @@ c.SovereignSpawner.reporter = hub_reporter(c)
 
 
 def start_hub(
-    eu: Cluster, us: Cluster, tmp_path: Path, monkeypatch, cleanup: bool = True, adopt=None
+    eu: Cluster,
+    us: Cluster,
+    tmp_path: Path,
+    monkeypatch,
+    cleanup: bool = True,
+    adopt=None,
+    us_cluster: dict | None = None,
+    extra_config: str = "",
 ) -> Hub:
     """The hub in the EU (its own) cluster; the policy puts the US region in ``us``, and
-    ``adopt`` maps a region to its ``adoptClaims``."""
+    ``adopt`` maps a region to its ``adoptClaims``; ``us_cluster`` adds to the US region's
+    ``cluster``, ``extra_config`` to the hub's configuration."""
     doc = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
-    doc["regions"]["us"]["cluster"] = {"name": "us-east", "kubeconfig": str(us.kubeconfig)}
+    doc["regions"]["us"]["cluster"] = {
+        "name": "us-east",
+        "kubeconfig": str(us.kubeconfig),
+        **(us_cluster or {}),
+    }
     for region, template in (adopt or {}).items():
         doc["regions"][region]["adoptClaims"] = template
     policy = tmp_path / "policy.yaml"
@@ -73,6 +85,7 @@ def start_hub(
     monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)  # inherited by the hub process
     audit = AUDIT.format(spool=str(tmp_path / "spool"), store=str(tmp_path / "audit.sqlite"))
     config = hub_config(eu, policy) + f"c.JupyterHub.cleanup_servers = {cleanup}\n" + audit
+    config += extra_config
     return Hub(tmp_path / "hub", config, env={"KUBECONFIG": str(eu.kubeconfig)})
 
 
@@ -222,6 +235,51 @@ def test_emulated_eu_and_us_clusters_each_hold_only_their_regions_pods_and_claim
         assert [(r["data"]["subject"], r["data"]["cluster"]) for r in stopped] == [
             ("bob", "us-east")
         ]
+    finally:
+        hub.stop()
+
+
+def read_pod(cluster: Cluster, name: str):
+    async def read():
+        from kubernetes_asyncio import client
+
+        return await client.CoreV1Api(cluster._client).read_namespaced_pod(name, cluster.namespace)
+
+    return cluster.call(read())
+
+
+def test_emulated_us_pods_get_their_clusters_scheduler_and_priority_not_the_hubs(
+    clusters, tmp_path, monkeypatch
+):
+    """The hub cluster's user scheduler and PriorityClass (the chart's `scheduling`) exist
+    only in the hub's cluster. A US pod naming them would be refused at admission (no such
+    PriorityClass in the US API server) or stay Pending (no such scheduler there). It gets
+    what the US cluster's policy entry names instead, and starts."""
+    eu, us = clusters
+
+    async def priority_class(cluster: Cluster, name: str, value: int) -> None:
+        from kubernetes_asyncio import client
+
+        body = {"metadata": {"name": name}, "value": value, "preemptionPolicy": "Never"}
+        await client.SchedulingV1Api(cluster._client).create_priority_class(body)
+
+    eu.call(priority_class(eu, "sovereign-users", 10))
+    us.call(priority_class(us, "us-notebooks", 20))
+    hub_side = (
+        'c.SovereignSpawner.priority_class_name = "sovereign-users"\n'
+        'c.SovereignSpawner.scheduler_name = "sovereign-user-scheduler"\n'
+    )
+    hub = start_hub(eu, us, tmp_path, monkeypatch, us_cluster={"priorityClassName": "us-notebooks"},
+                    extra_config=hub_side)  # fmt: skip
+    try:
+        add_users(hub, "us-analysts", "bob")
+        response = spawn(hub, "bob", profile="cpu-small", region="us")
+        assert response.status_code in (201, 202), response.text
+        hub.wait_for_server("bob")
+        pod = read_pod(us, "jupyter-bob")
+        assert pod.spec.scheduler_name == "default-scheduler"
+        assert (pod.spec.priority_class_name, pod.spec.priority) == ("us-notebooks", 20)
+        assert pod.spec.preemption_policy == "Never"  # resolved from the US class
     finally:
         hub.stop()
 
