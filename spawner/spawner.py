@@ -66,7 +66,7 @@ from .request import (
 )
 from .security import RestrictedPods
 from .state import STATE_KEY, Allocation, outlook_entry, read_state, state_entry
-from .transient import ApiRetries, clear_failure
+from .transient import ApiRetries, ApiUnavailable, clear_failure
 from .upgrades import STATE_FIELD as UPGRADE_FIELD
 from .upgrades import NextStartUpgrade
 
@@ -297,9 +297,11 @@ class SovereignSpawner(
             self._spawn_failed(plan, message)
             raise TimeoutError(message) from None
         except Exception as exc:
-            failure = clear_failure(exc, "starting the server")
+            failure = clear_failure(exc, "starting the server", plan.region)
             self._spawn_failed(plan, str(failure) or type(exc).__name__)
-            raise failure from (None if failure is exc else exc)
+            # Only an unavailable API server's cause is worth chaining: an API server's
+            # refusal carries its whole answer (the pod's values) in its text.
+            raise failure from (exc if isinstance(failure, ApiUnavailable) else None)
         self._record_pin(plan)
         self.upgrade_pinned(plan.image.channel)
         self.waiting_room.started(self._key)

@@ -10,7 +10,9 @@ fails on such an error says so in words a user can act on, not as a socket error
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -49,10 +51,52 @@ def unavailable(what: str, exc: BaseException) -> ApiUnavailable:
     )
 
 
-def clear_failure(exc: BaseException, what: str) -> BaseException:
+def clear_failure(exc: BaseException, what: str, region: str | None = None) -> BaseException:
     """``exc`` as the user should read it: a transient API error becomes
-    :class:`ApiUnavailable`; anything else is returned as it is."""
-    return unavailable(what, exc) if is_transient(exc) else exc
+    :class:`ApiUnavailable`, a request the API server refused a :class:`SpawnRefused`
+    saying why; anything else is returned as it is."""
+    if is_transient(exc):
+        return unavailable(what, exc)
+    if isinstance(exc, ApiException) and exc.status is not None and 400 <= exc.status < 500:
+        return cluster_refusal(exc, what, region)
+    return exc
+
+
+_QUOTED_VALUE = re.compile(r'Invalid value: (?:"(?:[^"\\]|\\.)*"|\S+)')
+
+
+def cluster_refusal(exc: ApiException, what: str, region: str | None = None) -> SpawnRefused:
+    """Why the API server refused a request, in words that quote no field value: an
+    ``Invalid`` answer quotes the offending values, and a pod's are its environment, the
+    hub's API token included. The whole answer goes to the hub's log only as its reason."""
+    try:
+        status = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        status = {}
+    status = status if isinstance(status, dict) else {}
+    if exc.status == 401:
+        why = "it did not accept the hub's credentials"
+    elif exc.status == 422:
+        causes = (status.get("details") or {}).get("causes") or []
+        fields = sorted({str(c.get("field")) for c in causes if isinstance(c, dict)} - {"None"})
+        listed = f" ({', '.join(fields[:5])})" if fields else ""
+        why = f"it found the server's pod invalid{listed}"
+    else:
+        message = _QUOTED_VALUE.sub("Invalid value: [not shown]", str(status.get("message") or ""))
+        why = f"{message[:300]}" if message else f"HTTP {exc.status} {exc.reason or ''}".strip()
+    where = f"The cluster of region {region!r}" if region else "The cluster"
+    # The answer without its quoted values: the exception itself (whose text carries the
+    # whole body) must not reach the log, so callers raise this refusal ``from None``.
+    log.warning(
+        "%s refused %s: HTTP %s %s: %s",
+        where, what, exc.status, status.get("reason"),
+        _QUOTED_VALUE.sub("Invalid value: [not shown]", str(status.get("message") or "")),
+    )  # fmt: skip
+    return SpawnRefused(
+        503,
+        f"{where} refused {what}: {why}. Nothing was started. If this persists, tell your "
+        "administrator, who will find the cluster's answer in the hub's log.",
+    )
 
 
 async def retry_transient(

@@ -284,6 +284,29 @@ def test_emulated_us_pods_get_their_clusters_scheduler_and_priority_not_the_hubs
         hub.stop()
 
 
+def test_emulated_cluster_refusing_the_pod_tells_the_user_why_not_a_500(
+    clusters, tmp_path, monkeypatch
+):
+    """The API server refuses the pod (admission: an unknown PriorityClass, as a real one
+    answers with 403 Forbidden). The REST API answers with the reason and the region, not
+    "Internal Server Error", and the trail's spawn-failed says the same."""
+    eu, us = clusters
+    hub = start_hub(eu, us, tmp_path, monkeypatch,
+                    extra_config='c.SovereignSpawner.priority_class_name = "gone"\n')  # fmt: skip
+    try:
+        add_users(hub, "eu-researchers", "ana")
+        response = spawn(hub, "ana", profile="cpu-small", region="eu")
+        assert response.status_code == 503, response.text
+        message = response.json()["message"]
+        assert message.startswith("The cluster of region 'eu' refused starting the server: ")
+        assert "no PriorityClass with name gone was found" in message
+        (failed,) = audit_records(tmp_path, "spawn-failed")
+        assert "no PriorityClass with name gone was found" in failed["data"]["detail"]
+        assert names(eu, "pods") == set()
+    finally:
+        hub.stop()
+
+
 def test_emulated_us_cluster_down_at_hub_start_refuses_us_spawns_fast_and_eu_works(
     clusters, tmp_path, monkeypatch
 ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from sovereign_hub.refusals import SpawnRefused
 from sovereign_hub.spawner.transient import (
     SPAWN_ID,
     ApiRetries,
@@ -277,3 +279,51 @@ async def test_each_start_marks_its_pod_with_a_new_id():
 
 
 # The private KubeSpawner members these retries wrap are pinned in test_kubespawner_seams.
+
+
+def _refusal(status: int, reason: str, body: dict) -> ApiException:
+    exc = ApiException(status=status, reason=reason)
+    exc.body = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", **body})
+    return exc
+
+
+def test_a_quota_refusal_tells_the_user_why_naming_the_region():
+    """A real API server's answer when a ResourceQuota is full (403 Forbidden)."""
+    exc = _refusal(403, "Forbidden", {"reason": "Forbidden", "code": 403, "message": (
+        'pods "jupyter-bob" is forbidden: exceeded quota: notebooks, requested: '
+        "requests.cpu=2, used: requests.cpu=7, limited: requests.cpu=8")})  # fmt: skip
+    refused = clear_failure(exc, "starting the server", "us")
+    assert isinstance(refused, SpawnRefused)
+    assert refused.status_code == 503
+    assert refused.jupyterhub_message.startswith(
+        "The cluster of region 'us' refused starting the server: pods \"jupyter-bob\" is "
+        "forbidden: exceeded quota: notebooks"
+    )
+    assert "Nothing was started" in refused.jupyterhub_message
+
+
+def test_an_invalid_pod_is_refused_without_quoting_its_values(caplog):
+    """A 422 quotes the offending values, and a pod's environment holds the hub's API token:
+    neither the user's message nor the log may repeat it."""
+    token = "0123456789abcdef0123456789abcdef"
+    field = "spec.containers[0].env[3].value"
+    exc = _refusal(422, "Unprocessable Entity", {
+        "reason": "Invalid", "code": 422,
+        "message": f'Pod "jupyter-bob" is invalid: {field}: Invalid value: "{token}": too long',
+        "details": {"causes": [{"reason": "FieldValueInvalid", "field": field,
+                                "message": f'Invalid value: "{token}": too long'}]},
+    })  # fmt: skip
+    with caplog.at_level(logging.DEBUG):
+        refused = clear_failure(exc, "starting the server", "eu")
+    assert isinstance(refused, SpawnRefused)
+    assert f"it found the server's pod invalid ({field})" in refused.jupyterhub_message
+    assert token not in refused.jupyterhub_message
+    assert token not in caplog.text
+    assert "Invalid value: [not shown]" in caplog.text
+
+
+def test_refused_credentials_say_so_and_other_errors_pass_through():
+    refused = clear_failure(_refusal(401, "Unauthorized", {}), "starting the server", "us")
+    assert "did not accept the hub's credentials" in refused.jupyterhub_message
+    kept = ValueError("the image is not pinned")
+    assert clear_failure(kept, "starting the server", "us") is kept
