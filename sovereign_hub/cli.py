@@ -35,6 +35,7 @@ COMMANDS: dict[str, Command] = {
     "migrate": Command(
         "sovereign_hub.migrate",
         "convert Zero to JupyterHub values to this chart's",
+        extra="migrate",
     ),
     "gpu-queue": Command(
         "sovereign_hub.spawner.queuecli",
