@@ -113,9 +113,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    group = commands.add_parser(
-        "hub-db", help="back up and restore the hub's database (SQLite or PostgreSQL)"
-    )
+    group = commands.add_parser("hub-db", help="back up and restore the hub's database")
     sub = group.add_subparsers(dest="action", required=True)
     take = sub.add_parser(
         "backup",
