@@ -333,6 +333,35 @@ def test_a_lost_spool_starts_a_new_epoch_and_a_dropped_epoch_is_found(tmp_path):
     assert [f.kind for f in report.findings] == ["dropped-epoch"]
 
 
+def test_an_unsigned_epoch_before_an_upgrade_is_a_prefix_and_its_removal_is_found(tmp_path):
+    """The old release (no key) wrote one epoch; the upgraded hub lost its spool and began
+    a signed one. The old epoch is an unsigned segment; deleting it is still found."""
+    private, public = keypair(tmp_path)
+    store = tmp_path / "audit.sqlite"
+    sinks = [{"type": "sqlite", "path": str(store)}]
+    old = run_trail(tmp_path, 8, sinks=sinks, checkpoint_every_records=5)
+    shutil.rmtree(tmp_path / "spool")
+    new = run_trail(tmp_path, 8, sinks=sinks, signing_key_file=str(private))
+    publics = PublicKeys.from_files([public])
+    report = verify(read(str(store)), None, publics)
+    assert report.ok, report.findings
+    [segment] = report.unsigned
+    assert (segment.epoch, segment.first, segment.last) == (old.epoch, 1, old.seq)
+    assert segment.prefix
+    assert segment.signed_by is None  # another epoch: only the boundary binds its end
+    accepted = sovhub_verify(store, "--public-key", str(public), "--allow-unsigned-prefix")
+    assert accepted.returncode == 0, accepted.stdout
+    assert f"ended at hub-a epoch {old.epoch} #{old.seq}" in accepted.stdout
+    db = sqlite3.connect(store)
+    db.execute("DELETE FROM audit_events WHERE epoch = ?", (old.epoch,))
+    db.commit()
+    db.close()
+    report = verify(read(str(store)), None, publics)
+    assert [f.kind for f in report.findings] == ["dropped-epoch"]
+    assert report.unsigned == []
+    assert new.epoch != old.epoch
+
+
 def test_hmac_and_signing_keys_rotate_with_key_ids(tmp_path, monkeypatch):
     old_private, old_public = keypair(tmp_path, "old")
     new_private, new_public = keypair(tmp_path, "new")
