@@ -71,10 +71,17 @@ class UnsignedSegment:
     signed_by: int | None
     signed_at: str
     prefix: bool
+    unlinked: bool = False  # an earlier epoch no later one names as its predecessor
 
     def message(self) -> str:
         where = f"{_name(self.hub, self.epoch)} records #{self.first}..#{self.last}"
         text = f"unsigned segment: {where}, chain intact, not provable by key"
+        if self.unlinked:
+            return text + (
+                " (an epoch from before signing that no later epoch names as its "
+                "predecessor: nothing ties it to the signed trail, so it is not accepted "
+                "as a prefix)"
+            )
         if not self.prefix:
             return text + f" ({self.hub} has no signed checkpoint at all)"
         if self.signed_by is not None:
@@ -458,6 +465,9 @@ class _Verifier:
                         and bool(chain.unsigned)
                         and chain.unsigned[0][1] == start
                     )
+                    # An earlier epoch is a prefix only if a later one names its end;
+                    # otherwise anyone who can write the store could add one.
+                    linked = signed is not None or chain.vouched
                     segment = UnsignedSegment(
                         hub,
                         chain.epoch,
@@ -465,7 +475,8 @@ class _Verifier:
                         last,
                         int(signed["seq"]) if anchored and signed else None,
                         str(signed.get("time", "")) if signed else "",
-                        prefix=True,
+                        prefix=linked,
+                        unlinked=not linked,
                     )
                     if self.keys:
                         self.report.notes.append(
@@ -493,7 +504,7 @@ class _Verifier:
                 if s.hub == hub
                 else s
                 for s in self.report.unsigned
-            ]
+            ]  # a hub that never signed has no prefix: all of it is unsigned
 
     def tail(self, chain: Epoch, *, later: bool) -> None:
         name = _name(chain.hub, chain.epoch)

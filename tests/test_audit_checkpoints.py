@@ -21,7 +21,7 @@ import pytest
 
 from sovereign_hub.audit import schemas
 from sovereign_hub.audit.chain import Keyring
-from sovereign_hub.audit.checkpoint import digest, family_of, leaf, signed_payload
+from sovereign_hub.audit.checkpoint import digest, family_of, fingerprint, leaf, signed_payload
 from sovereign_hub.audit.signing import PublicKeys, Signer, new_private_key_pem
 from sovereign_hub.audit.store import read
 from sovereign_hub.audit.trail import AuditTrail
@@ -360,6 +360,40 @@ def test_an_unsigned_epoch_before_an_upgrade_is_a_prefix_and_its_removal_is_foun
     assert [f.kind for f in report.findings] == ["dropped-epoch"]
     assert report.unsigned == []
     assert new.epoch != old.epoch
+
+
+def test_an_unsigned_epoch_no_later_epoch_names_is_not_accepted_as_a_prefix(tmp_path):
+    """Someone who can write the store adds an 'earlier' unsigned epoch to a signed hub:
+    nothing ties it to the signed trail, so --allow-unsigned-prefix does not accept it."""
+    private, public = keypair(tmp_path)
+    run_trail(tmp_path, 8, signing_key_file=str(private))
+    signed = lines(tmp_path / "x.jsonl")
+    run_trail(tmp_path, 6, spool="forger", sinks=[{"type": "jsonl", "path": str(tmp_path / "f")}])
+    forged = [{**r, "epoch": "00000000T0000Z-forged"} for r in lines(tmp_path / "f")]
+    # What needs no key: the unsigned checkpoints' digests and links, recomputed.
+    previous = ""
+    for record in forged:
+        if family_of(record) == "checkpoint":
+            data = record["data"]
+            data["digest"] = digest([
+                leaf(r) for r in forged
+                if data["first_seq"] <= r["seq"] <= data["last_seq"]
+                and family_of(r) != "checkpoint"
+            ])  # fmt: skip
+            data["previous"] = previous
+            previous = fingerprint(record)
+    report = verify(forged + signed, None, PublicKeys.from_files([public]))
+    assert report.ok, report.findings
+    [segment] = report.unsigned
+    assert segment.unlinked
+    assert not segment.prefix
+    assert not report.unsigned_prefix_only
+    result = sovhub_verify(
+        write(tmp_path / "mixed.jsonl", forged + signed), "--public-key", str(public),
+        "--allow-unsigned-prefix", hmac=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout
+    assert "nothing ties it to the signed trail" in result.stdout
 
 
 def test_hmac_and_signing_keys_rotate_with_key_ids(tmp_path, monkeypatch):
