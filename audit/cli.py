@@ -13,7 +13,7 @@ from .chain import Keyring
 from .retention import describe, retain
 from .signing import KeyFileError, PublicKeys, Signer, new_private_key_pem
 from .store import Filters, StoreError, read
-from .verify import DEFAULT_GRACE, verify
+from .verify import DEFAULT_GRACE, Report, verify
 
 EXIT_BROKEN = 1
 EXIT_USAGE = 2
@@ -49,6 +49,35 @@ def _filters(args: argparse.Namespace) -> Filters:
     )
 
 
+def _status(report: Report, args: argparse.Namespace) -> int:
+    """0 only when what was asked is proven: an unsigned segment fails a public-key
+    verification unless --allow-unsigned-prefix accepts it as a prefix."""
+    if not report.ok:
+        return EXIT_BROKEN
+    if report.unsigned and not (args.allow_unsigned_prefix and report.unsigned_prefix_only):
+        return EXIT_UNPROVEN
+    if args.strict and report.caveats:
+        return EXIT_UNPROVEN
+    return 0
+
+
+def _verdict(report: Report, args: argparse.Namespace) -> str:
+    if report.unsigned:
+        count = report.unsigned_records
+        if not report.unsigned_prefix_only:
+            return f"chain intact, NOT PROVEN BY KEY: {count} records lie in unsigned segments"
+        if not args.allow_unsigned_prefix:
+            return (
+                f"chain intact, NOT PROVEN BY KEY: {count} records predate signing "
+                "(--allow-unsigned-prefix accepts them; --key-file proves them)"
+            )
+        return (
+            f"chain intact, proven by key after signing began; {count} earlier records "
+            "predate signing (accepted by --allow-unsigned-prefix)"
+        ) + ("" if not report.caveats else ", NOT YET PROVEN COMPLETE")
+    return "chain intact" if not report.caveats else "chain intact, NOT YET PROVEN COMPLETE"
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
         keys = _keys(args)
@@ -68,9 +97,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"sovhub audit verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    status = (
-        EXIT_BROKEN if not report.ok else EXIT_UNPROVEN if args.strict and not report.proven else 0
-    )
+    status = _status(report, args)
     if args.metrics_file:
         from .verifymetrics import store_label, write_metrics
 
@@ -95,6 +122,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         for f in report.findings
                     ],
                     "caveats": report.caveats,
+                    "unsignedSegments": [u.summary() for u in report.unsigned],
+                    "unsignedPrefixAllowed": bool(args.allow_unsigned_prefix),
                     "notes": report.notes,
                     "epochs": [e.summary() for e in report.epochs],
                 },
@@ -109,7 +138,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         through = ", ".join(
             f"{hub} through #{seq}" for hub, seq in sorted(report.verified_through.items())
         )
-        verdict = "chain intact" if report.proven else "chain intact, NOT YET PROVEN COMPLETE"
+        verdict = _verdict(report, args)
         print(
             f"{args.store}: {verdict}: {report.records} records ({through or 'empty'}); "
             f"checked: {evidence}"
@@ -121,6 +150,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
         for finding in report.findings:
             print(f"  [{finding.kind}] {finding.message}")
+    for segment in report.unsigned:
+        print(f"  [unsigned] {segment.message()}")
     for caveat in report.caveats:
         print(f"  [unproven] {caveat}")
     for note in report.notes:
@@ -232,9 +263,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "JSON-lines export), epoch by epoch, with the HMAC key, the signing public key, or "
         "both. Exit 0 when intact; 1 naming each changed, dropped, inserted, reordered or "
         "truncated record or epoch (a tail whose checkpoint is overdue counts as truncated); "
-        "2 on bad usage; with --strict, 3 when intact but not proven complete (records after "
-        "the newest checkpoint whose successor is not yet due, or a retention record whose "
-        "signature was not checked).",
+        "2 on bad usage; 3 when intact but, with the public key alone, records lie in an "
+        "unsigned segment (written before the hub had a signing key; see "
+        "--allow-unsigned-prefix); with --strict, also 3 when intact but not proven complete "
+        "(records after the newest checkpoint whose successor is not yet due, or a retention "
+        "record whose signature was not checked).",
     )
     check.add_argument("store", metavar="STORE")
     check.add_argument(
@@ -266,6 +299,14 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         action="store_true",
         help="exit 3 unless the trail is proven complete (for archives and exports: the "
         "newest records are sealed by a checkpoint)",
+    )
+    check.add_argument(
+        "--allow-unsigned-prefix",
+        action="store_true",
+        help="with --public-key: accept, and still report, each hub's records from before its "
+        "first signed checkpoint (an upgrade from a release without a signing key) as long "
+        "as their links and digests are intact; an unsigned checkpoint after signing began, "
+        "or a hub that never signed, still fails (default: such records make verify exit 3)",
     )
     check.add_argument("--json", action="store_true")
     check.add_argument(

@@ -17,6 +17,15 @@ The verdict has three levels: **broken** (findings), **intact but not
 proven complete** (caveats: records after the newest checkpoint, which a
 truncation could have shortened, or a retention record whose signature was
 not checked), and **proven** (neither).
+
+With the public key alone, a hub's records from before its first signed
+checkpoint (a release without a signing key, or before checkpoints existed)
+are an **unsigned segment**: their links and checkpoint digests are checked,
+but no signature covers them. They are reported apart
+(:class:`UnsignedSegment`), never as a break, so an upgraded trail is
+"intact, not provable by key before #n" rather than "broken". An unsigned
+checkpoint *after* the hub's first signed one is still a finding: signing
+does not silently stop.
 """
 
 from __future__ import annotations
@@ -44,6 +53,57 @@ class Finding:
     epoch: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class UnsignedSegment:
+    """Records of one hub's epoch that no signature covers, from before signing began.
+
+    ``signed_by`` is the sequence number of the first signed checkpoint of the
+    same epoch, when the unsigned checkpoints chain into it (each names the
+    fingerprint of the one before): their content is then bound to what the
+    hub held when it first signed. ``prefix`` is false when the hub never
+    signed a checkpoint at all, so nothing of it is provable by key.
+    """
+
+    hub: str
+    epoch: str
+    first: int
+    last: int
+    signed_by: int | None
+    signed_at: str
+    prefix: bool
+    unlinked: bool = False  # an earlier epoch no later one names as its predecessor
+
+    def message(self) -> str:
+        where = f"{_name(self.hub, self.epoch)} records #{self.first}..#{self.last}"
+        text = f"unsigned segment: {where}, chain intact, not provable by key"
+        if self.unlinked:
+            return text + (
+                " (an epoch from before signing that no later epoch names as its "
+                "predecessor: nothing ties it to the signed trail, so it is not accepted "
+                "as a prefix)"
+            )
+        if not self.prefix:
+            return text + f" ({self.hub} has no signed checkpoint at all)"
+        if self.signed_by is not None:
+            return text + (
+                f" (written before the hub had a signing key; signed checkpoint "
+                f"#{self.signed_by} links to them, so they have not changed since it was "
+                f"signed at {self.signed_at}; before that only the HMAC key proves them)"
+            )
+        return text + " (written before the hub had a signing key, in an earlier epoch)"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "hub": self.hub,
+            "epoch": self.epoch,
+            "first": self.first,
+            "last": self.last,
+            "signedBy": self.signed_by,
+            "prefix": self.prefix,
+            "message": self.message(),
+        }
+
+
 @dataclass
 class Epoch:
     """What verification saw of one hub's epoch."""
@@ -64,6 +124,9 @@ class Epoch:
     leaves: list[tuple[int, bytes]] = field(default_factory=list)
     dirty: bool = False  # a finding in the range the next checkpoint covers
     vouched: bool = False  # a later epoch names this one's last record as its predecessor
+    unsigned: list[tuple[int, int]] = field(default_factory=list)  # (seq, first_seq) unsigned
+    first_signed: dict[str, Any] | None = None
+    linked: bool = True  # every checkpoint named the one before it
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -86,6 +149,7 @@ class Report:
     caveats: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     epochs: list[Epoch] = field(default_factory=list)
+    unsigned: list[UnsignedSegment] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -94,8 +158,18 @@ class Report:
 
     @property
     def proven(self) -> bool:
-        """Intact, and complete up to a checkpoint that needs no successor yet."""
-        return self.ok and not self.caveats
+        """Intact, complete up to a checkpoint that needs no successor yet, and every
+        record covered by the evidence given (no unsigned segment)."""
+        return self.ok and not self.caveats and not self.unsigned
+
+    @property
+    def unsigned_prefix_only(self) -> bool:
+        """Every unsigned segment predates its hub's first signed checkpoint."""
+        return all(segment.prefix for segment in self.unsigned)
+
+    @property
+    def unsigned_records(self) -> int:
+        return sum(s.last - s.first + 1 for s in self.unsigned)
 
 
 def _name(hub: str, epoch: str) -> str:
@@ -235,23 +309,22 @@ class _Verifier:
         where = f"checkpoint {_name(chain.hub, chain.epoch)} #{seq}"
         if self.public:
             if not data.get("signature"):
-                self.find(
-                    "unsigned",
-                    chain,
-                    seq,
-                    f"{where} is not signed (the hub had no "
-                    "signing key): it proves nothing to a public-key verifier",
-                )
+                # Whether it predates signing is known only once the hub's epochs
+                # are all read (finish → unsigned).
+                chain.unsigned.append((seq, int(data.get("first_seq", 0))))
             else:
                 problem = self.public.check(
                     str(data.get("key_id", "")), signed_payload(record), str(data["signature"])
                 )
                 if problem:
                     self.find("signature", chain, seq, f"{where} is {problem}")
+                elif chain.first_signed is None:
+                    chain.first_signed = record
         first, last = int(data.get("first_seq", 0)), int(data.get("last_seq", -1))
         if data.get("previous", "") != chain.checkpoint_fp or (
             chain.last_checkpoint is not None and first != int(chain.last_checkpoint["seq"]) + 1
         ):
+            chain.linked = False
             self.find(
                 "checkpoint-chain",
                 chain,
@@ -293,6 +366,8 @@ class _Verifier:
             hubs.setdefault(hub, []).append(chain)
         for hub, chains in hubs.items():
             self.boundaries(hub, chains)
+            if self.public:
+                self.unsigned(hub, chains)
             for i, chain in enumerate(chains):
                 self.tail(chain, later=i < len(chains) - 1)
             if all(f.hub != hub for f in self.report.findings):
@@ -367,6 +442,69 @@ class _Verifier:
                 )
             else:
                 before.vouched = True
+
+    def unsigned(self, hub: str, chains: list[Epoch]) -> None:
+        """Split each epoch at the hub's first signed checkpoint (epochs sort by start).
+
+        Before it: an unsigned segment, reported apart. After it: an unsigned
+        checkpoint is a finding (the key was removed, the release rolled back,
+        or the checkpoint forged). With the HMAC key as well, every record's
+        MAC is checked, so unsigned checkpoints are only noted.
+        """
+        signing = False
+        for chain in chains:
+            start = (int(chain.retention["data"]["through_seq"]) + 1) if chain.retention else 1
+            signed = chain.first_signed
+            if not signing:
+                last = int(signed["data"]["first_seq"]) - 1 if signed else chain.last
+                if last >= start and chain.records:
+                    # Bound only if unsigned checkpoints cover the segment from its start.
+                    anchored = (
+                        signed is not None
+                        and chain.linked
+                        and bool(chain.unsigned)
+                        and chain.unsigned[0][1] == start
+                    )
+                    # An earlier epoch is a prefix only if a later one names its end;
+                    # otherwise anyone who can write the store could add one.
+                    linked = signed is not None or chain.vouched
+                    segment = UnsignedSegment(
+                        hub,
+                        chain.epoch,
+                        start,
+                        last,
+                        int(signed["seq"]) if anchored and signed else None,
+                        str(signed.get("time", "")) if signed else "",
+                        prefix=linked,
+                        unlinked=not linked,
+                    )
+                    if self.keys:
+                        self.report.notes.append(
+                            f"{_name(hub, chain.epoch)} records #{start}..#{last} predate "
+                            "signing: proven by the HMAC key, not by the public key"
+                        )
+                    else:
+                        self.report.unsigned.append(segment)
+                signing = signed is not None
+                after = [s for s, _ in chain.unsigned if signed and s > int(signed["seq"])]
+            else:
+                after = [s for s, _ in chain.unsigned]
+            for seq in after:
+                self.find(
+                    "unsigned",
+                    chain,
+                    seq,
+                    f"checkpoint {_name(hub, chain.epoch)} #{seq} is not signed, although "
+                    "the hub signed its checkpoints before it: the signing key was removed, "
+                    "the release rolled back, or the checkpoint was forged",
+                )
+        if not signing:
+            self.report.unsigned = [
+                UnsignedSegment(s.hub, s.epoch, s.first, s.last, None, "", prefix=False)
+                if s.hub == hub
+                else s
+                for s in self.report.unsigned
+            ]  # a hub that never signed has no prefix: all of it is unsigned
 
     def tail(self, chain: Epoch, *, later: bool) -> None:
         name = _name(chain.hub, chain.epoch)
@@ -457,8 +595,11 @@ def verify(
     - **inserted**: a record whose predecessor link does not match the record
       before it, or a record that cannot be genuine and repeats a sequence number;
     - **reordered**: a sequence number lower than one already seen;
-    - **digest**, **signature**, **unsigned**, **checkpoint-chain**: a
-      checkpoint does not vouch for the records it covers, or is not genuine;
+    - **digest**, **signature**, **checkpoint-chain**: a checkpoint does not
+      vouch for the records it covers, or is not genuine;
+    - **unsigned**: a checkpoint without a signature after the hub's first
+      signed one (before it, the records are an :class:`UnsignedSegment` in
+      ``Report.unsigned``, not a finding);
     - **missing-checkpoint**, **truncated**: the tail is longer or older than
       the checkpoint interval allows;
     - **dropped-epoch**: an epoch names a predecessor that is not there.
@@ -477,4 +618,4 @@ def verify(
     return checker.finish()
 
 
-__all__ = ["DEFAULT_GRACE", "Epoch", "Finding", "Report", "verify"]
+__all__ = ["DEFAULT_GRACE", "Epoch", "Finding", "Report", "UnsignedSegment", "verify"]

@@ -601,11 +601,18 @@ def values_schema() -> dict:
                     },
                 }
             ),
-            # Empty: the example is used. Given: the whole document, checked as such.
+            # Empty: the example is used. A mapping: the whole document, checked as such.
+            # Text: kept verbatim (Helm sorts a mapping's keys, and with them the profiles);
+            # the hub's loader checks it, with its line numbers.
             "policy": {
-                "type": "object",
-                "description": "The policy document; empty uses examplePolicy.",
-                "if": {"minProperties": 1},
+                "type": ["object", "string"],
+                "description": "The policy document; empty uses examplePolicy. Either its "
+                "YAML text (`--set-file policy=policy.yaml`), which reaches the hub verbatim, "
+                "so the spawn form lists profiles in the order written and comments are kept "
+                "(checked by the hub and `sovhub policy check`, not here); or a mapping, "
+                "checked here against the policy schema, whose keys Helm sorts, so the form "
+                "lists profiles alphabetically.",
+                "if": {"type": "object", "minProperties": 1},
                 "then": policy,
             },
             "examplePolicy": policy,

@@ -31,10 +31,11 @@ COMMANDS: dict[str, Command] = {
         "sovereign_hub.audit.cli", "verify, query and export the audit trail", extra="hub"
     ),
     "images": Command("sovereign_hub.images.cli", "build, release, resolve and pin images"),
-    "hub-db": Command("sovereign_hub.hubdb", "back up and restore the hub's SQLite database"),
+    "hub-db": Command("sovereign_hub.hubdb", "back up and restore the hub's database"),
     "migrate": Command(
         "sovereign_hub.migrate",
         "convert Zero to JupyterHub values to this chart's",
+        extra="migrate",
     ),
     "gpu-queue": Command(
         "sovereign_hub.spawner.queuecli",

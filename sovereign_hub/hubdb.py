@@ -9,8 +9,8 @@ then :func:`restore` of that copy, with the hub stopped.
 The copy uses SQLite's online backup API (the standard library's
 ``sqlite3.Connection.backup``): it is consistent even while the old hub is
 still writing, unlike copying the file, which can catch a half-written page or
-miss the write-ahead log. PostgreSQL databases are backed up with PostgreSQL's
-own ``pg_dump``/``pg_restore``, as the operations guide shows.
+miss the write-ahead log. Given a ``postgresql://`` URL instead of a path, the
+commands run PostgreSQL's own ``pg_dump``/``pg_restore`` (:mod:`.hubdb_pg`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import sqlite3
 import sys
 from contextlib import closing
 from pathlib import Path
+
+from . import hubdb_pg
 
 BACKUP_NAME = re.compile(r"^jupyterhub-r(\d+)\.sqlite$")
 """Backups the hook writes: ``jupyterhub-r<revision being replaced>.sqlite``."""
@@ -75,33 +77,51 @@ def restore(copy: Path, database: Path) -> None:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    name = args.database
     try:
-        done = backup(Path(args.database), Path(args.out), keep=args.keep)
-    except (HubDbError, sqlite3.Error) as exc:
+        if hubdb_pg.is_postgres(args.database):
+            done: Path | None = hubdb_pg.backup(
+                args.database, Path(args.out), keep=args.keep,
+                password_file=args.password_file, pg_bin=args.pg_bin,
+            )  # fmt: skip
+            name = "the PostgreSQL database"  # the URL is not repeated in the log
+        else:
+            done = backup(Path(args.database), Path(args.out), keep=args.keep)
+    except (HubDbError, hubdb_pg.PgError, OSError, sqlite3.Error) as exc:
         print(f"sovhub hub-db backup: {exc}", file=sys.stderr)
         return 1
-    print(f"backed up {args.database} to {done}" if done else f"{args.database}: none yet")
+    print(f"backed up {name} to {done}" if done else f"{name}: none yet")
     return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    name = args.database
     try:
-        restore(Path(args.backup), Path(args.database))
-    except (HubDbError, sqlite3.Error) as exc:
+        if hubdb_pg.is_postgres(args.database):
+            hubdb_pg.restore(
+                Path(args.backup), args.database,
+                password_file=args.password_file, pg_bin=args.pg_bin,
+            )  # fmt: skip
+            name = "the PostgreSQL database"
+        else:
+            restore(Path(args.backup), Path(args.database))
+    except (HubDbError, hubdb_pg.PgError, OSError, sqlite3.Error) as exc:
         print(f"sovhub hub-db restore: {exc}", file=sys.stderr)
         return 1
-    print(f"restored {args.database} from {args.backup}")
+    print(f"restored {name} from {args.backup}")
     return 0
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    group = commands.add_parser("hub-db", help="back up and restore the hub's SQLite database")
+    group = commands.add_parser("hub-db", help="back up and restore the hub's database")
     sub = group.add_subparsers(dest="action", required=True)
     take = sub.add_parser(
         "backup",
         help="copy the database consistently (the chart's pre-upgrade hook runs this)",
         description="Copy DATABASE to OUT with SQLite's online backup, safe while the hub "
-        "runs. A missing DATABASE (first install) is not an error; an existing OUT is.",
+        "runs. A missing DATABASE (first install) is not an error; an existing OUT is. "
+        "DATABASE may be a postgresql:// URL instead: OUT is then a pg_dump archive "
+        "(custom format; name it jupyterhub-r<N>.dump for --keep).",
     )
     take.add_argument("database", metavar="DATABASE")
     take.add_argument("out", metavar="OUT")
@@ -111,12 +131,31 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         default=0,
         help="keep only this many jupyterhub-r<N>.sqlite backups beside OUT (0: keep all)",
     )
+    _postgres_options(take)
     take.set_defaults(func=cmd_backup)
     back = sub.add_parser(
         "restore",
         help="put a backup back, before `helm rollback` (stop the hub first)",
-        description="Check BACKUP's integrity, then replace DATABASE's contents with it.",
+        description="Check BACKUP's integrity, then replace DATABASE's contents with it. "
+        "With a postgresql:// URL: check that BACKUP is a readable pg_dump archive, then "
+        "pg_restore it in one transaction (--clean --if-exists --no-owner).",
     )
     back.add_argument("backup", metavar="BACKUP")
     back.add_argument("database", metavar="DATABASE")
+    _postgres_options(back)
     back.set_defaults(func=cmd_restore)
+
+
+def _postgres_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="PostgreSQL only: file holding the database password (passed to pg_dump or "
+        "pg_restore in PGPASSWORD, never on the command line; a URL with a password is refused)",
+    )
+    parser.add_argument(
+        "--pg-bin",
+        metavar="DIR",
+        help="PostgreSQL only: directory of pg_dump and pg_restore (default: found on PATH); "
+        "their major version must be the server's or newer",
+    )

@@ -24,6 +24,19 @@ EXIT_FILL_IN = 1
 EXIT_UNREADABLE = 2
 
 
+class _Block(str):
+    """Text written as a YAML literal block (``|``)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    _Block, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|")
+)
+
+
 def report(migration: Migration, source: str) -> str:
     """The report for the admin: what was not carried over, what changed, what to fill in."""
     lines = [f"Migration of {source} (Zero to JupyterHub) to Sovereign Hub", ""]
@@ -93,9 +106,13 @@ def cmd_z2jh(args: argparse.Namespace) -> int:
         migration = convert(values, inputs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    policy_text = yaml.safe_dump(migration.policy, sort_keys=False, allow_unicode=True)
+    # The policy goes into the values as text: as a mapping, Helm would sort its profiles
+    # (z2jh's order, default first, is the spawn form's order).
+    values = {**migration.values, "policy": _Block(policy_text)}
     written = {
-        "values.yaml": yaml.safe_dump(migration.values, sort_keys=False, allow_unicode=True),
-        "policy.yaml": yaml.safe_dump(migration.policy, sort_keys=False, allow_unicode=True),
+        "values.yaml": yaml.dump(values, Dumper=_Dumper, sort_keys=False, allow_unicode=True),
+        "policy.yaml": policy_text,
         "report.txt": report(migration, args.values),
     }
     existing = [name for name in written if (out / name).exists()]

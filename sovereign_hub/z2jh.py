@@ -26,8 +26,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .images.reference import DOCKER_HUB, ImageReferenceError, Reference
+from .secretlike import secret_reason
 
 Path = tuple[str | int, ...]
 
@@ -587,13 +589,9 @@ def _storage(source: _Source, draft: _Draft, singleuser: dict[str, Any]) -> str 
     """Home volume settings; returns the storage class z2jh names, if any."""
     kind = source.get("singleuser", "storage", "type") or "dynamic"
     here: Path = ("singleuser", "storage")
+    storage: dict[str, Any] = {}
     if kind == "none":
-        draft.changed.append(
-            Note(
-                "singleuser.storage.type",
-                "'none' is not carried: this chart gives every user a home volume per region",
-            )
-        )
+        storage["type"] = "none"
     elif kind == "static":
         source.drop(
             (*here, "static"),
@@ -613,7 +611,6 @@ def _storage(source: _Source, draft: _Draft, singleuser: dict[str, Any]) -> str 
     mount = source.get(*here, "homeMountPath")
     if mount:
         singleuser["homeMountPath"] = str(mount)
-    storage: dict[str, Any] = {}
     modes = source.get(*here, "dynamic", "storageAccessModes")
     if modes:
         storage["homeAccessModes"] = list(modes)
@@ -645,15 +642,66 @@ def _storage(source: _Source, draft: _Draft, singleuser: dict[str, Any]) -> str 
     return source.get(*here, "dynamic", "storageClass") or None
 
 
+def _extra_env(source: _Source, draft: _Draft) -> dict[str, str]:
+    """``singleuser.extraEnv`` in either of z2jh's forms, plain values only.
+
+    z2jh takes a dict (``NAME: value`` or ``NAME: {value|valueFrom: …}``) or a
+    Kubernetes list (``- {name, value|valueFrom}``); this chart takes a dict of
+    strings. A value that looks like a credential is never copied (see
+    :mod:`.secretlike`); a ``valueFrom`` has no counterpart.
+    """
+    env = source.peek("singleuser", "extraEnv")
+    entries: list[tuple[Path, str, Any]] = []
+    if isinstance(env, Mapping):
+        entries = [(("singleuser", "extraEnv", str(k)), str(k), v) for k, v in env.items()]
+    elif isinstance(env, list):
+        for i, item in enumerate(env):
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if not isinstance(name, str):
+                source.drop(("singleuser", "extraEnv", i), "an entry without a name")
+                continue
+            rest = {k: v for k, v in item.items() if k != "name"}
+            entries.append((("singleuser", "extraEnv", i), name, rest))
+    elif env is not None:
+        source.drop(("singleuser", "extraEnv"), "neither a dict nor a list of {name, value}")
+    plain: dict[str, str] = {}
+    for path, name, raw in entries:
+        if isinstance(raw, Mapping) and set(raw) == {"value"}:
+            raw = raw["value"]
+        if isinstance(raw, Mapping):
+            source.drop(
+                path,
+                f"{name}: only plain values are carried (singleuser.extraEnv takes strings); "
+                "a valueFrom (Secret, ConfigMap or field reference) has no counterpart: mount "
+                "the Secret or ConfigMap with singleuser.storage.extraVolumes instead",
+            )
+            continue
+        if raw is None or isinstance(raw, list):
+            source.drop(path, f"{name}: not a plain value")
+            continue
+        source.get(*path)
+        value = str(raw).lower() if isinstance(raw, bool) else str(raw)
+        why = secret_reason(name, value)
+        if why:
+            draft.changed.append(
+                Note(
+                    dotted(path),
+                    f"{name}: {_SECRET} ({why}): store it with `kubectl create secret "
+                    f"generic singleuser-env --from-literal={name}=…` and mount that Secret "
+                    "with singleuser.storage.extraVolumes and extraVolumeMounts",
+                )
+            )
+            continue
+        plain[name] = value
+    return plain
+
+
 def _singleuser(source: _Source, draft: _Draft) -> str | None:
     singleuser: dict[str, Any] = {}
     timeout = source.get("singleuser", "startTimeout")
     if timeout is not None:
         singleuser["startTimeout"] = int(timeout)
-    env = source.peek("singleuser", "extraEnv") or {}
-    plain = {k: v for k, v in env.items() if isinstance(v, str)}
-    for key in plain:
-        source.get("singleuser", "extraEnv", key)
+    plain = _extra_env(source, draft)
     if plain:
         singleuser["extraEnv"] = plain
     labels = source.get("singleuser", "extraLabels")
@@ -805,6 +853,28 @@ def _auth(source: _Source, draft: _Draft) -> list[str]:
     return allowed
 
 
+def _database_url(url: str) -> tuple[str | None, bool]:
+    """z2jh's SQLAlchemy URL (``postgresql+psycopg2://user:pw@host/db``) as the chart's
+    ``postgresql://user@host/db``, and whether it held a password.
+
+    Parsed with :func:`urllib.parse.urlsplit`, which splits user from host at the
+    *last* ``@``, so a password containing ``@`` or ``:`` goes whole; a
+    ``password`` query parameter goes too. None when there is no user or host.
+    """
+    parts = urlsplit(url)
+    if not re.fullmatch(r"postgres(ql)?(\+\w+)?", parts.scheme):
+        return None, False
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    kept = [(k, v) for k, v in query if k.lower() not in ("password", "sslpassword")]
+    had_password = bool(colon) or len(kept) != len(query)
+    if not user or not host:
+        return None, had_password
+    rebuilt = urlunsplit(("postgresql", f"{user}@{host}", parts.path, urlencode(kept), ""))
+    return rebuilt, had_password
+
+
 def _hub(source: _Source, draft: _Draft) -> None:
     db: dict[str, Any] = {}
     kind = source.get("hub", "db", "type")
@@ -821,13 +891,18 @@ def _hub(source: _Source, draft: _Draft) -> None:
         if pvc:
             db = {"type": "sqlite-pvc", "pvc": pvc}
     elif kind in ("postgres", "postgresql"):
-        url = str(source.get("hub", "db", "url") or "")
-        # z2jh writes SQLAlchemy URLs (postgresql+psycopg2://); the chart takes a plain one
-        # whose password is in a Secret, never in the URL.
-        url = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
-        had_password = bool(re.match(r"^postgresql://[^:@/]+:[^@/]*@", url))
-        url = re.sub(r"^(postgresql://[^:@/]+):[^@/]*@", r"\1@", url)
-        if not re.match(r"^postgresql://[^:@/]+@", url):
+        raw = str(source.get("hub", "db", "url") or "")
+        url, had_password = _database_url(raw)
+        if urlsplit(raw).netloc.count("@") > 1:
+            draft.changed.append(
+                Note(
+                    "hub.db.url",
+                    "it has more than one '@': everything before the last one was taken as "
+                    "user and password, and the host is what follows it. SQLAlchemy splits at "
+                    "the first '@', so write a password's '@' as %40",
+                )
+            )
+        if url is None:
             url = draft.todo("values.hub.db.url", "postgresql://<user>@<host>:5432/<database>")
         db = {
             "type": "postgresql",

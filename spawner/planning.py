@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
-from traitlets import Enum, List, Unicode
+from traitlets import Bool, Enum, List, Unicode
 from traitlets.config import Configurable
 
-from sovereign_hub.policy import PodPlan
+from sovereign_hub.policy import PodPlan, PolicyError, cached_policy
 
 from .overlay import Home, plan_traits
 from .pvc import home_claim_name, make_home_pvc
@@ -49,6 +49,55 @@ class PlanTraits(Configurable):
         there. ``none``: no claim; the home is an emptyDir that is lost when the server
         stops (Zero to JupyterHub's ``singleuser.storage.type: none``).""",
     )
+
+    delete_adopted_claims = Bool(
+        False,
+        config=True,
+        help="""Whether deleting a user (or a named server) from the hub also deletes the
+        claim adopted as their home (a region's ``adoptClaims``, e.g. Zero to JupyterHub's
+        ``claim-<user>``). Off (default): it is kept, like every ``home-<user>-<region>``
+        claim, and the hub logs that it kept it. On: it is deleted, from the adopting
+        region's cluster, but only when KubeSpawner's annotations on it name this user and
+        server. KubeSpawner's own ``delete_pvc`` is not used: it would delete whatever claim
+        its ``pvc_name_template`` names, which is the adopted one by coincidence of names.""",
+    )
+
+    async def delete_forever(self) -> None:
+        """JupyterHub calls this once the user or named server is deleted: homes are kept,
+        and an adopted one is deleted only with ``delete_adopted_claims`` (see there)."""
+        if not self.delete_adopted_claims:
+            self.log.info(
+                "%s deleted: keeping the home volumes, adopted ones included "
+                "(delete_adopted_claims is off)",
+                self._log_name,
+            )
+            return
+        try:
+            policy = cached_policy(self.policy_file).policy
+        except PolicyError as exc:
+            self.log.error("not deleting adopted claims of %s: %s", self._log_name, exc)
+            return
+        for name, region in policy.regions.items():
+            if not region.adopt_claims:
+                continue
+            await self.use_cluster(name, region.cluster, probe=False)
+            claim = await self.adopted_claim(region.adopt_claims)
+            if claim is None:
+                continue
+
+            async def delete(claim: str = claim) -> None:
+                try:
+                    await self.api.delete_namespaced_persistent_volume_claim(claim, self.namespace)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+
+            await retry_transient(
+                delete,
+                what=f"deleting the adopted claim {claim}",
+                timeout=self.k8s_api_request_retry_timeout,
+            )
+            self.log.info("%s deleted: deleted the adopted claim %s", self._log_name, claim)
 
     def apply_plan(self, plan: PodPlan, claim_name: str | None = None) -> Home:
         """Set KubeSpawner's traits for ``plan``; return the home volume it mounts: the claim

@@ -21,7 +21,7 @@ import pytest
 
 from sovereign_hub.audit import schemas
 from sovereign_hub.audit.chain import Keyring
-from sovereign_hub.audit.checkpoint import family_of, signed_payload
+from sovereign_hub.audit.checkpoint import digest, family_of, fingerprint, leaf, signed_payload
 from sovereign_hub.audit.signing import PublicKeys, Signer, new_private_key_pem
 from sovereign_hub.audit.store import read
 from sovereign_hub.audit.trail import AuditTrail
@@ -168,7 +168,120 @@ def test_unsigned_checkpoints_protect_only_holders_of_the_hmac_key(tmp_path):
     assert verify(records, KEY.encode()).proven
     _, public = keypair(tmp_path)
     report = verify(records, None, PublicKeys.from_files([public]))
+    # Intact, but nothing is provable by key: the hub never signed at all.
+    assert report.ok
+    assert not report.proven
+    [segment] = report.unsigned
+    assert (segment.first, segment.last, segment.prefix) == (1, len(records), False)
+    store = write(tmp_path / "never.jsonl", records)
+    for args in ((), ("--allow-unsigned-prefix",)):
+        result = sovhub_verify(store, "--public-key", str(public), *args, hmac=False)
+        assert result.returncode == 3, result.stdout
+        assert "NOT PROVEN BY KEY" in result.stdout
+        assert "has no signed checkpoint at all" in result.stdout
+
+
+@pytest.fixture
+def upgraded_export(tmp_path) -> tuple[list[dict], Path, Path]:
+    """A release without a signing key writes 12 events (checkpoints every 5 records,
+    unsigned), then the current release, with a key, continues the same spool and epoch."""
+    private, public = keypair(tmp_path)
+    run_trail(tmp_path, 12, checkpoint_every_records=5)
+    run_trail(tmp_path, 12, checkpoint_every_records=5, signing_key_file=str(private))
+    return lines(tmp_path / "x.jsonl"), public, private
+
+
+def first_signed(records: list[dict]) -> dict:
+    return next(r for r in records if family_of(r) == "checkpoint" and r["data"]["signature"])
+
+
+def test_an_upgrade_from_a_release_without_a_signing_key_is_an_unsigned_prefix(
+    tmp_path, upgraded_export
+):
+    """Session 6 left this exiting 1 ("[unsigned]") on an intact chain."""
+    records, public, _ = upgraded_export
+    assert len({r["epoch"] for r in records}) == 1  # one chain across the upgrade
+    signed = first_signed(records)
+    report = verify(records, None, PublicKeys.from_files([public]))
+    assert report.ok, report.findings
+    [segment] = report.unsigned
+    assert (segment.first, segment.last) == (1, signed["data"]["first_seq"] - 1)
+    assert segment.prefix
+    assert segment.signed_by == signed["seq"]
+    assert not report.proven
+    assert report.unsigned_prefix_only
+    store = write(tmp_path / "upgraded.jsonl", records)
+    strict = sovhub_verify(store, "--public-key", str(public), hmac=False)
+    assert strict.returncode == 3, strict.stdout
+    assert "chain intact, NOT PROVEN BY KEY" in strict.stdout
+    expected = (
+        f"[unsigned] unsigned segment: hub-a epoch {signed['epoch']} records "
+        f"#1..#{segment.last}, chain intact, not provable by key"
+    )
+    assert expected in strict.stdout, strict.stdout
+    assert f"signed checkpoint #{signed['seq']} links to them" in strict.stdout
+    allowed = sovhub_verify(
+        store, "--public-key", str(public), "--allow-unsigned-prefix", "--json", hmac=False
+    )
+    assert allowed.returncode == 0, allowed.stdout
+    verdict = json.loads(allowed.stdout)
+    assert verdict["ok"]
+    assert not verdict["proven"]
+    assert verdict["unsignedPrefixAllowed"]
+    assert [(u["first"], u["last"]) for u in verdict["unsignedSegments"]] == [(1, segment.last)]
+    # With the HMAC key as well, the prefix is proven record by record.
+    both = sovhub_verify(store, "--public-key", str(public))
+    assert both.returncode == 0, both.stdout
+    assert "[unsigned]" not in both.stdout
+    assert "proven by the HMAC key" in both.stdout
+
+
+def test_after_an_upgrade_a_cut_or_a_change_is_still_found(tmp_path, upgraded_export):
+    records, public, _ = upgraded_export
+    publics = PublicKeys.from_files([public])
+    signed = first_signed(records)
+    # A record after signing began removed.
+    after = [r for r in records if r["seq"] != signed["seq"] + 2]
+    assert ("dropped", signed["seq"] + 2) in public_findings(after, public)
+    # The tail cut, judged a day later: truncation, prefix accepted or not.
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert [f.kind for f in verify(records[:-3], None, publics, as_of=later).findings] == [
+        "truncated"
+    ]
+    cut = sovhub_verify(
+        write(tmp_path / "cut.jsonl", records[:-3]), "--public-key", str(public),
+        "--allow-unsigned-prefix", "--as-of", later.isoformat(), hmac=False,
+    )  # fmt: skip
+    assert cut.returncode == 1, cut.stdout
+    assert "[truncated]" in cut.stdout
+    # A record of the unsigned prefix changed: its unsigned checkpoint's digest no
+    # longer matches, and a forger who recomputes that digest breaks the signed link.
+    changed = [dict(r) for r in records]
+    changed[2] = {**changed[2], "data": {**changed[2]["data"], "actor": "mallory"}}
+    assert {f.kind for f in verify(changed, None, publics).findings} == {"digest"}
+    first_unsigned = next(i for i, r in enumerate(changed) if family_of(r) == "checkpoint")
+    leaves = [leaf(r) for r in changed[:first_unsigned]]
+    forged = changed[first_unsigned]
+    changed[first_unsigned] = {**forged, "data": {**forged["data"], "digest": digest(leaves)}}
+    kinds = {f.kind for f in verify(changed, None, publics).findings}
+    assert kinds == {"checkpoint-chain"}, kinds
+
+
+def test_an_unsigned_checkpoint_after_signing_began_is_a_finding(tmp_path):
+    """A rollback to a release without the key, or a forged checkpoint, is not a prefix."""
+    private, public = keypair(tmp_path)
+    run_trail(tmp_path, 12, checkpoint_every_records=5, signing_key_file=str(private))
+    run_trail(tmp_path, 12, checkpoint_every_records=5)
+    records = lines(tmp_path / "x.jsonl")
+    report = verify(records, None, PublicKeys.from_files([public]))
+    assert report.findings
     assert {f.kind for f in report.findings} == {"unsigned"}
+    assert "signed its checkpoints before it" in report.findings[0].message
+    result = sovhub_verify(
+        write(tmp_path / "down.jsonl", records), "--public-key", str(public),
+        "--allow-unsigned-prefix", hmac=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout
 
 
 def test_checkpoints_are_written_on_time_even_when_nothing_happens(tmp_path):
@@ -218,6 +331,69 @@ def test_a_lost_spool_starts_a_new_epoch_and_a_dropped_epoch_is_found(tmp_path):
     db.close()
     report = verify(read(str(store)), None, PublicKeys.from_files([public]))
     assert [f.kind for f in report.findings] == ["dropped-epoch"]
+
+
+def test_an_unsigned_epoch_before_an_upgrade_is_a_prefix_and_its_removal_is_found(tmp_path):
+    """The old release (no key) wrote one epoch; the upgraded hub lost its spool and began
+    a signed one. The old epoch is an unsigned segment; deleting it is still found."""
+    private, public = keypair(tmp_path)
+    store = tmp_path / "audit.sqlite"
+    sinks = [{"type": "sqlite", "path": str(store)}]
+    old = run_trail(tmp_path, 8, sinks=sinks, checkpoint_every_records=5)
+    shutil.rmtree(tmp_path / "spool")
+    new = run_trail(tmp_path, 8, sinks=sinks, signing_key_file=str(private))
+    publics = PublicKeys.from_files([public])
+    report = verify(read(str(store)), None, publics)
+    assert report.ok, report.findings
+    [segment] = report.unsigned
+    assert (segment.epoch, segment.first, segment.last) == (old.epoch, 1, old.seq)
+    assert segment.prefix
+    assert segment.signed_by is None  # another epoch: only the boundary binds its end
+    accepted = sovhub_verify(store, "--public-key", str(public), "--allow-unsigned-prefix")
+    assert accepted.returncode == 0, accepted.stdout
+    assert f"ended at hub-a epoch {old.epoch} #{old.seq}" in accepted.stdout
+    db = sqlite3.connect(store)
+    db.execute("DELETE FROM audit_events WHERE epoch = ?", (old.epoch,))
+    db.commit()
+    db.close()
+    report = verify(read(str(store)), None, publics)
+    assert [f.kind for f in report.findings] == ["dropped-epoch"]
+    assert report.unsigned == []
+    assert new.epoch != old.epoch
+
+
+def test_an_unsigned_epoch_no_later_epoch_names_is_not_accepted_as_a_prefix(tmp_path):
+    """Someone who can write the store adds an 'earlier' unsigned epoch to a signed hub:
+    nothing ties it to the signed trail, so --allow-unsigned-prefix does not accept it."""
+    private, public = keypair(tmp_path)
+    run_trail(tmp_path, 8, signing_key_file=str(private))
+    signed = lines(tmp_path / "x.jsonl")
+    run_trail(tmp_path, 6, spool="forger", sinks=[{"type": "jsonl", "path": str(tmp_path / "f")}])
+    forged = [{**r, "epoch": "00000000T0000Z-forged"} for r in lines(tmp_path / "f")]
+    # What needs no key: the unsigned checkpoints' digests and links, recomputed.
+    previous = ""
+    for record in forged:
+        if family_of(record) == "checkpoint":
+            data = record["data"]
+            data["digest"] = digest([
+                leaf(r) for r in forged
+                if data["first_seq"] <= r["seq"] <= data["last_seq"]
+                and family_of(r) != "checkpoint"
+            ])  # fmt: skip
+            data["previous"] = previous
+            previous = fingerprint(record)
+    report = verify(forged + signed, None, PublicKeys.from_files([public]))
+    assert report.ok, report.findings
+    [segment] = report.unsigned
+    assert segment.unlinked
+    assert not segment.prefix
+    assert not report.unsigned_prefix_only
+    result = sovhub_verify(
+        write(tmp_path / "mixed.jsonl", forged + signed), "--public-key", str(public),
+        "--allow-unsigned-prefix", hmac=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout
+    assert "nothing ties it to the signed trail" in result.stdout
 
 
 def test_hmac_and_signing_keys_rotate_with_key_ids(tmp_path, monkeypatch):

@@ -71,7 +71,11 @@ def run(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def render(
-    helm: Path, *values: Path, sets: tuple[str, ...] = (), namespace: str = "hub"
+    helm: Path,
+    *values: Path,
+    sets: tuple[str, ...] = (),
+    namespace: str = "hub",
+    files: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     # The chart's own defaults carry the unreleased placeholder digests, which render only when
     # allowed; a values file that names released digests is unaffected.
@@ -81,6 +85,8 @@ def render(
         args += ["-f", str(v)]
     for s in sets:
         args += ["--set", s]
+    for f in files:
+        args += ["--set-file", f]
     done = run(helm, *args)
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]

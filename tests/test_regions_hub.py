@@ -184,6 +184,48 @@ def test_existing_claims_are_adopted_only_in_the_region_that_adopts_them(
         assert home_claim_of(us, "bob") == "home-bob-us"
         assert names(eu, "claims") == {"claim-ana", "claim-cyd", "home-cyd-eu"}
         assert names(us, "claims") == {"claim-bob", "home-bob-us"}
+        # Deleting the users keeps every home, the adopted one too: KubeSpawner's
+        # delete_pvc (on by default) used to delete claim-ana, whose name it shares.
+        delete_users(hub, "ana", "cyd")
+        assert names(eu, "claims") == {"claim-ana", "claim-cyd", "home-cyd-eu"}
+    finally:
+        hub.stop()
+
+
+def delete_users(hub: Hub, *users: str) -> None:
+    for user in users:
+        assert hub.api("DELETE", f"/users/{user}/server").status_code in (202, 204)
+        hub.wait_for_server(user, ready=False)
+        deleted = hub.api("DELETE", f"/users/{user}")
+        assert deleted.status_code == 204, deleted.text
+
+
+def test_adopted_claims_are_deleted_with_their_user_only_when_the_admin_opts_in(
+    clusters, tmp_path, monkeypatch
+):
+    """With delete_adopted_claims on, deleting ana deletes her adopted claim-ana; a claim
+    of the same name made for someone else (claim-cyd, cy-d's) is never deleted, and new
+    home-<user>-<region> claims are kept."""
+    eu, us = clusters
+    create_claim(eu, "claim-ana", "ssd-eu", owner="ana")
+    create_claim(eu, "claim-cyd", "ssd-eu", owner="cy-d")
+    extra = "c.SovereignSpawner.delete_adopted_claims = True\n"
+    hub = start_hub(
+        eu, us, tmp_path, monkeypatch, adopt={"eu": "claim-{username}"}, extra_config=extra
+    )
+    try:
+        add_users(hub, "eu-researchers", "ana", "cyd")
+        for user in ("ana", "cyd"):
+            response = spawn(hub, user, profile="cpu-small", region="eu")
+            assert response.status_code in (201, 202), response.text
+        for user in ("ana", "cyd"):
+            hub.wait_for_server(user)
+        assert home_claim_of(eu, "ana") == "claim-ana"
+        delete_users(hub, "ana", "cyd")
+        deadline = time.monotonic() + 60
+        while "claim-ana" in names(eu, "claims") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert names(eu, "claims") == {"claim-cyd", "home-cyd-eu"}
     finally:
         hub.stop()
 

@@ -244,10 +244,93 @@ def test_hub_database_https_and_culling_carry_over():
     # The SQLAlchemy URL loses its driver and its password (which goes in a Secret).
     assert azure.values["hub"]["db"] == {
         "type": "postgresql",
-        "url": "postgresql://jhub@db.corp.example:5432/jupyterhub",
+        "url": "postgresql://jhub@db.corp.example:5432/jupyterhub?sslmode=require",
         "passwordSecret": {"name": "hub-db", "key": "password"},
     }
     assert "hub.db" in paths(azure.changed)
+    # The password (hunter2@prod) holds an '@': none of it is kept, and the admin is told.
+    assert "prod" not in yaml.safe_dump(azure.values)
+    assert "%40" in {n.path: n.reason for n in azure.changed}["hub.db.url"]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected", "had_password"),
+    [
+        ("postgresql+psycopg2://jhub:p@ss:w@rd@db:5432/hub", "postgresql://jhub@db:5432/hub", True),
+        ("postgresql://jhub:p%40ss@db/hub", "postgresql://jhub@db/hub", True),
+        ("postgres://jhub@db/hub?password=x&sslmode=verify-full",
+         "postgresql://jhub@db/hub?sslmode=verify-full", True),
+        ("postgresql://jhub@[2001:db8::1]:5432/hub", "postgresql://jhub@[2001:db8::1]:5432/hub",
+         False),
+        ("postgresql://db.corp.example/hub", None, False),  # no user: left to fill in
+        ("mysql://jhub:pw@db/hub", None, False),
+    ],
+)  # fmt: skip
+def test_database_urls_are_parsed_and_the_whole_password_is_removed(url, expected, had_password):
+    values = {"hub": {"db": {"type": "postgres", "url": url}}}
+    migration = convert(values, Inputs(released=RELEASED))
+    got = migration.values["hub"]["db"]["url"]
+    assert (None if is_marker(got) else got) == expected
+    assert ("hub.db" in paths(migration.changed)) is had_password
+    for secret in ("p@ss", "w@rd", "p%40ss", "password=x", ":pw"):
+        assert secret not in yaml.safe_dump(migration.values)
+
+
+def test_no_home_storage_is_carried_as_the_charts_storage_type_none():
+    name = "okta-no-storage.yaml"
+    migration = convert(load(name), complete(name))
+    assert migration.values["singleuser"]["storage"] == {"type": "none"}
+    assert "adoptClaims" not in migration.policy["regions"]["default"]
+    assert "singleuser.storage.type" not in paths(migration.changed)
+
+
+def test_list_form_extra_env_is_carried_and_credentials_are_reported_not_copied():
+    """z2jh's extraEnv as a Kubernetes env list, with credentials named and unnamed."""
+    name = "okta-no-storage.yaml"
+    migration = convert(load(name), complete(name))
+    assert migration.values["singleuser"]["extraEnv"] == {
+        "JUPYTER_ENABLE_LAB": "yes",
+        "MLFLOW_TRACKING_URI": "https://mlflow.corp.example",
+    }
+    text = yaml.safe_dump(migration.values) + yaml.safe_dump(migration.policy)
+    assert "hf-plaintext-token-value" not in text
+    assert "ghp_4fR8" not in text
+    changed = {n.path: n.reason for n in migration.changed}
+    assert "its name contains TOKEN" in changed["singleuser.extraEnv[2]"]
+    assert "GitHub Token" in changed["singleuser.extraEnv[3]"]
+    for path, env in (("singleuser.extraEnv[2]", "HF_TOKEN"), ("singleuser.extraEnv[3]",
+                                                               "NOTES_BACKUP")):  # fmt: skip
+        assert (
+            f"kubectl create secret generic singleuser-env --from-literal={env}=…"
+            in (changed[path])
+        )
+    not_carried = {n.path: n.reason for n in migration.not_carried}
+    assert "valueFrom" in not_carried["singleuser.extraEnv[4]"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "copied"),
+    [
+        ("EDITOR", "vim", True),
+        ("MONKEY_MODE", "on", True),  # KEY inside a word is not the word KEY
+        ("API_KEY", "x", False),
+        ("awsSecretAccessKey", "x", False),
+        ("DB_PASSWORD", "", False),
+        ("S3_URL", "https://user:pw123@s3.corp.example/bucket", False),
+        ("ID", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlLXZhbHVlLXg", False),
+        ("NOTEBOOK_ARGS", "--no-browser", True),
+        ("PORT", 8888, True),
+    ],
+)
+def test_dict_form_extra_env_copies_only_what_does_not_look_like_a_credential(name, value, copied):
+    values = {"singleuser": {"extraEnv": {name: value}}}
+    migration = convert(values, Inputs(released=RELEASED))
+    env = migration.values.get("singleuser", {}).get("extraEnv", {})
+    assert (name in env) is copied
+    if copied:
+        assert env[name] == str(value)
+    else:
+        assert f"singleuser.extraEnv.{name}" in paths(migration.changed)
 
 
 @pytest.mark.parametrize(

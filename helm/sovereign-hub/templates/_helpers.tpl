@@ -90,7 +90,7 @@ sovereign_hub.audit.signing reads). Arguments: (list $ secretName key).
 
 {{/* GPU taints of the policy, as tolerations (the pre-puller runs on GPU nodes). */}}
 {{- define "sh.gpuTolerations" -}}
-{{- $scheduling := (.Values.policy | default .Values.examplePolicy).scheduling | default dict -}}
+{{- $scheduling := (include "sh.policy" . | fromYaml).scheduling | default dict -}}
 {{- $taints := $scheduling.gpuTaints | default (list (dict "key" "nvidia.com/gpu" "effect" "NoSchedule")) -}}
 {{- range $taints }}
 - key: {{ .key | quote }}
@@ -220,7 +220,7 @@ The Secrets the policy's regions name in `cluster.kubeconfigSecret` or
 */}}
 {{- define "sh.clusterSecrets" -}}
 {{- $names := list -}}
-{{- range $region, $spec := ((.Values.policy | default .Values.examplePolicy).regions | default dict) -}}
+{{- range $region, $spec := ((include "sh.policy" . | fromYaml).regions | default dict) -}}
 {{- $cluster := ($spec | default dict).cluster | default dict -}}
 {{- with $cluster.kubeconfigSecret -}}
 {{- $names = append $names .name -}}
@@ -240,4 +240,32 @@ priorityClassName: {{ if $s.podPriority.enabled }}{{ include "sh.userPriorityCla
 {{- if $s.userPlaceholder.enabled }}
 userPriority: {{ int $s.podPriority.defaultPriority }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The policy document as YAML text. `policy` given as text (`--set-file
+policy=policy.yaml`, or a `|` block) is kept verbatim, so the order of its
+profiles (the spawn form's order) and its comments reach the hub; given as a
+mapping, Helm has already sorted its keys. Empty: `examplePolicy`.
+*/}}
+{{- define "sh.policyText" -}}
+{{- $policy := .Values.policy | default .Values.examplePolicy -}}
+{{- if kindIs "string" $policy -}}
+{{- if contains "<fill in: " $policy -}}
+{{- fail "policy: the text still holds a <fill in: …> marker of `sovhub migrate z2jh`; fill in each place `sovhub policy check policy.yaml` lists" -}}
+{{- end -}}
+{{- $policy -}}
+{{- else -}}
+{{- toYaml $policy -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The policy as a mapping, for templates that read its fields:
+`include "sh.policy" . | fromYaml`. Text that is not a YAML mapping fails here. */}}
+{{- define "sh.policy" -}}
+{{- $doc := include "sh.policyText" . | fromYaml -}}
+{{- if hasKey $doc "Error" -}}
+{{- fail (printf "policy: the text given is not a YAML mapping: %s" $doc.Error) -}}
+{{- end -}}
+{{- toYaml $doc -}}
 {{- end -}}
