@@ -209,8 +209,10 @@ def install(c: Config) -> GovernedSharing:
     from jupyterhub import apihandlers, handlers
     from jupyterhub.app import JupyterHub
 
+    from . import group_shares
     from .share_handlers import SWAPS
 
+    group_shares.install()  # JupyterHub <= 6.1: group shares give a member's token no access
     for table in (apihandlers.default_handlers, handlers.default_handlers):
         for i, route in enumerate(table):
             if route[1] in SWAPS:
