@@ -146,3 +146,30 @@ def test_the_outlook_is_not_read_back_from_the_database():
     pins, allocation = read_state({STATE_KEY: entry}, logging.getLogger("t"), "ana")
     assert pins == {"ds": pin("ds", "2", D2, 20)}
     assert allocation is None
+
+
+def test_the_share_panel_lists_active_shares_with_their_end_and_only_for_who_may_share():
+    from types import SimpleNamespace
+
+    from sovereign_hub.pages.status import SharePanel, ShareRow, share_panel
+    from sovereign_hub.policy import load_policy
+    from tests.conftest import ROOT
+
+    example = load_policy(ROOT / "examples" / "policy.yaml").policy  # sharing: 480 minutes
+    made = datetime(2026, 6, 1, 9, 30)  # naive UTC, as JupyterHub stores it
+    shares = [
+        SimpleNamespace(user=SimpleNamespace(name="carla"), group=None, created_at=made),
+        SimpleNamespace(user=None, group=SimpleNamespace(name="eu-researchers"), created_at=made),
+    ]
+    api = "/hub/api/shares/ana/"
+    assert share_panel(example, ("eu-researchers",), "eu", shares, api) == SharePanel(
+        api,
+        480,
+        (
+            ShareRow("group", "eu-researchers", "2026-06-01 17:30 UTC"),
+            ShareRow("user", "carla", "2026-06-01 17:30 UTC"),
+        ),
+    )
+    # No form where the policy would refuse any share: a stopped server, an owner who may not.
+    assert share_panel(example, ("eu-researchers",), None, shares, api) is None
+    assert share_panel(example, ("us-analysts",), "us", [], api) is None
