@@ -149,33 +149,50 @@ class GovernedSharing(Configurable):
                 code, reason = refused.code, refused.message
             else:
                 continue
-            event = ShareEvent(
-                "share_revoked",
-                actor="system",
-                owner=owner.name,
-                server=share.spawner.name,
-                region=region,
-                recipient_kind=recipient.kind,
-                recipient=recipient.name,
-                reason_code=code,
-                reason=reason,
-            )
-            # Revoked first, each on its own: an audit store that is away (or a trail that
-            # fails closed) must not keep an expired share open, nor roll back revocations
-            # already recorded.
-            db.delete(share)
-            db.commit()
+            self.end(db, share, owner.name, region, recipient, code, reason)
             revoked += 1
-            try:
-                self.report(event)
-            except Exception:
-                log.exception(
-                    "revoked %s's share of %s/%s (%s) but could not record it",
-                    recipient.name, owner.name, event.server or "(default)", code,
-                )  # fmt: skip
         if revoked:
             log.info("sharing reconcile revoked %d share(s)", revoked)
         return revoked
+
+    def end(
+        self,
+        db: Any,
+        share: orm.Share,
+        owner: str,
+        region: str,
+        recipient: Recipient,
+        code: str,
+        reason: str,
+    ) -> None:
+        """Revoke one share as the hub (actor ``system``), then record it."""
+        event = ShareEvent(
+            "share_revoked",
+            actor="system",
+            owner=owner,
+            server=share.spawner.name,
+            region=region,
+            recipient_kind=recipient.kind,
+            recipient=recipient.name,
+            reason_code=code,
+            reason=reason,
+        )
+        # Revoked first, each on its own: an audit store that is away (or a trail that
+        # fails closed) must not keep an expired share open, nor roll back revocations
+        # already recorded.
+        target, spawner = share.user or share.group, share.spawner
+        db.delete(share)
+        db.commit()
+        # Loaded collections keep a deleted row until they are read again.
+        db.expire(target, ["shared_with_me"])
+        db.expire(spawner, ["shares"])
+        try:
+            self.report(event)
+        except Exception:
+            log.exception(
+                "revoked %s's share of %s/%s (%s) but could not record it",
+                recipient.name, owner, event.server or "(default)", code,
+            )  # fmt: skip
 
     def start(self, app_instance: Any) -> None:
         """Reconcile every ``reconcile_interval`` seconds in the hub's event loop."""
