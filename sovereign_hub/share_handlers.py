@@ -25,6 +25,7 @@ from jupyterhub.apihandlers.shares import (
     ShareCodeGrantRequest,
     UserShareAPIHandler,
 )
+from jupyterhub.apihandlers.users import SelfAPIHandler
 from jupyterhub.handlers.pages import AcceptShareHandler
 from jupyterhub.scopes import needs_scope
 from pydantic import ValidationError
@@ -34,7 +35,7 @@ from tornado import web
 from sovereign_hub.policy.sharing import Recipient
 from sovereign_hub.reporting import ShareEvent
 
-from .share_access import GovernedOAuthAuthorizeHandler
+from .share_access import GovernedOAuthAuthorizeHandler, GovernedSelfAPIHandler
 from .sharing import SETTING, GovernedSharing
 
 log = logging.getLogger(__name__)
@@ -445,5 +446,6 @@ SWAPS = {
     UserShareAPIHandler: GovernedUserShareHandler,
     GroupShareAPIHandler: GovernedGroupShareHandler,
     OAuthAuthorizeHandler: GovernedOAuthAuthorizeHandler,
+    SelfAPIHandler: GovernedSelfAPIHandler,
 }
 """JupyterHub's handler class → ours, at the same route."""

@@ -19,7 +19,9 @@ Shares do not expire in JupyterHub. :class:`GovernedSharing` reconciles every
 share every ``reconcile_interval`` seconds: one past the policy's
 ``sharing.maxMinutes`` since it was created, or one the policy no longer
 allows while its server runs (a policy change, the recipient left a group),
-is revoked and the revocation audited.
+is revoked and the revocation audited. The expiry is also enforced where a
+share is used (:mod:`.share_access`, through :meth:`GovernedSharing.end_expired`),
+so it holds between reconciles.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class GovernedSharing(Configurable):
         maximum duration (default 60). A share outlives its expiry, a policy change or
         its recipient's loss of a group by at most this long (plus the single-user
         server's token cache, ``HubAuth.cache_max_age``, for sessions already open).
-        0 turns the reconcile off: shares then never expire.""",
+        0 turns the reconcile off: expired shares then end only when next used (sign-in
+        or token check), and shares the policy no longer allows are kept.""",
     )
     reporter = Instance(
         Reporter,
@@ -194,12 +197,37 @@ class GovernedSharing(Configurable):
                 recipient.name, owner, event.server or "(default)", code,
             )  # fmt: skip
 
+    def end_expired(
+        self, db: Any, users: Any, shares: list[orm.Share], now: datetime | None = None
+    ) -> int:
+        """Revoke those of ``shares`` past the policy's maximum now, rather than at the next
+        reconcile: called where a share is about to let someone in. Returns how many."""
+        try:
+            policy = self.policy()
+        except PolicyError:
+            return 0  # as the reconcile: a typo in the policy revokes nothing
+        now = now or datetime.now(UTC)
+        ended = 0
+        for share in list(shares):
+            if share_expires(policy, _utc(share.created_at)) > now:
+                continue
+            owner = users[share.owner]
+            region = self.region_of(owner, share.spawner.name) or ""
+            reason = f"the policy's {policy.sharing.max_minutes} minutes ended"
+            recipient = self.recipient_of(share.user or share.group)
+            self.end(db, share, owner.name, region, recipient, "expired", reason)
+            ended += 1
+        return ended
+
     def start(self, app_instance: Any) -> None:
         """Reconcile every ``reconcile_interval`` seconds in the hub's event loop."""
         # Called once the whole config file has run: take the settings made after install().
         self.update_config(self.config)
         if self.reconcile_interval <= 0:
-            app_instance().log.warning("sharing reconcile is off: shares never expire")
+            app_instance().log.warning(
+                "sharing reconcile is off: expired shares end only when used, and shares "
+                "the policy no longer allows are kept"
+            )
             return
 
         def tick() -> None:

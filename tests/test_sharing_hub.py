@@ -424,3 +424,45 @@ async def test_a_group_share_lets_its_members_in(
         if kind == "share-accessed"
     ]
     assert accessed == [("carla", "group", "eu-researchers")], share_events(store)
+
+
+async def test_an_expired_share_lets_no_one_in_before_any_reconcile(
+    kube, start_hub, policy_copy, tmp_path, monkeypatch
+):
+    """With the periodic reconcile off, a share past the policy's maximum (1 minute) is ended
+    where it is used: carla's sign-in (OAuth authorize) is refused and the share revoked and
+    recorded once; her API token, sent straight to the server, is refused too."""
+    policy_copy.write_text(policy_copy.read_text().replace("maxMinutes: 480", "maxMinutes: 1"))
+    hub, store, ana = ana_sharing(start_hub, policy_copy, tmp_path, monkeypatch,
+                                  eu=("ana", "carla", "dora"),
+                                  extra="c.GovernedSharing.reconcile_interval = 0\n")  # fmt: skip
+    for who in ("carla", "dora"):
+        granted = as_user(hub, ana, "POST", "/hub/api/shares/ana/", json={"user": who})
+        assert granted.status_code == 200, granted.text
+    granted_at = time.monotonic()
+    carla_token, dora_token = token_of(hub, "carla"), token_of(hub, "dora")
+    assert enter_server(hub, "carla", "ana")[1].status_code == 200
+
+    time.sleep(max(0.0, 62 - (time.monotonic() - granted_at)))
+    # Nothing has revoked them yet: JupyterHub still lists both.
+    assert len(hub.api("GET", "/shares/ana/").json()["items"]) == 2
+
+    _, page = enter_server(hub, "carla", "ana")
+    assert page.status_code == 403, (page.url, page.text[:300])
+    assert "has ended" in page.text
+    # A token made while the share held (the server has not seen it yet) is refused now.
+    assert as_user(hub, dora_token, "GET", "/user/ana/api/status").status_code == 403
+    assert as_user(hub, carla_token, "GET", "/user/ana/api/status").status_code == 403
+    assert hub.api("GET", "/shares/ana/").json()["items"] == []
+
+    kinds = [
+        (kind, data["recipient"], data.get("reason_code"))
+        for kind, data in share_events(store, at_least=6)
+    ]
+    assert kinds == [
+        ("share-granted", "carla", None),
+        ("share-granted", "dora", None),
+        ("share-accessed", "carla", None),
+        ("share-revoked", "carla", "expired"),
+        ("share-revoked", "dora", "expired"),
+    ], kinds
