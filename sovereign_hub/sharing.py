@@ -50,6 +50,12 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def _ended(policy: Policy, share: orm.Share) -> str:
+    if share_expires(policy, _utc(share.created_at)) <= datetime.now(UTC):
+        return f"the policy's {policy.sharing.max_minutes} minutes ended"
+    return "the end its owner chose came"
+
+
 class GovernedSharing(Configurable):
     """The sharing policy applied to JupyterHub's shares: checks, audit and reconcile."""
 
@@ -127,6 +133,14 @@ class GovernedSharing(Configurable):
     def expires_at(self, created: datetime) -> datetime:
         return share_expires(self.policy(), _utc(created))
 
+    def ends(self, db: Any, share: orm.Share, policy: Policy | None = None) -> datetime:
+        """When ``share`` ends: the policy's maximum, or the earlier end its owner chose."""
+        from .share_ends import chosen_end
+
+        latest = share_expires(policy or self.policy(), _utc(share.created_at))
+        chosen = chosen_end(db, share)
+        return min(latest, _utc(chosen)) if chosen is not None else latest
+
     # -- the reconcile ----------------------------------------------------------
     def reconcile(self, db: Any, users: Any) -> int:
         """Revoke every share that expired or that the policy no longer allows; return how many."""
@@ -146,8 +160,8 @@ class GovernedSharing(Configurable):
                 # A stopped server (or one the hub is still restoring) keeps its
                 # shares, as in JupyterHub: only the expiry applies to it.
                 refused = None
-            if share_expires(policy, _utc(share.created_at)) <= now:
-                code, reason = "expired", f"the policy's {policy.sharing.max_minutes} minutes ended"
+            if self.ends(db, share, policy) <= now:
+                code, reason = "expired", _ended(policy, share)
             elif refused is not None:
                 code, reason = refused.code, refused.message
             else:
@@ -209,11 +223,11 @@ class GovernedSharing(Configurable):
         now = now or datetime.now(UTC)
         ended = 0
         for share in list(shares):
-            if share_expires(policy, _utc(share.created_at)) > now:
+            if self.ends(db, share, policy) > now:
                 continue
             owner = users[share.owner]
             region = self.region_of(owner, share.spawner.name) or ""
-            reason = f"the policy's {policy.sharing.max_minutes} minutes ended"
+            reason = _ended(policy, share)
             recipient = self.recipient_of(share.user or share.group)
             self.end(db, share, owner.name, region, recipient, "expired", reason)
             ended += 1

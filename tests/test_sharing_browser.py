@@ -7,6 +7,8 @@ the region. Kubernetes is the project's emulator (the ``kube`` fixture).
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import tests.test_sharing_hub as sharing_hub
 from tests.test_browser import (  # noqa: F401 - browser is a fixture; skips without chromium
     ARTIFACTS,
@@ -89,8 +91,8 @@ def test_ana_shares_from_her_server_card_sees_the_refusal_and_revokes(
     tmp_path,
     monkeypatch,
 ):
-    """The home page's "Share" form on ana's running server, by keyboard: carla is granted and
-    listed; bob, in the US, is refused with the region named on the page; carla's share is
+    """The home page's "Share" form on ana's running server, by keyboard: carla is granted for
+    an hour and listed with that end; bob, in the US, is refused with the region named on the page; carla's share is
     revoked with its button. Accessible (axe, WCAG 2.1 AA) in both themes."""
     monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)
     hub = start_hub(
@@ -120,9 +122,19 @@ def test_ana_shares_from_her_server_card_sees_the_refusal_and_revokes(
         page.keyboard.type(name)
         page.keyboard.press("Enter")
 
+    # For one hour, chosen by keyboard (the longest allowed is preselected).
+    assert page.input_value(".sovereign-share-length") == "480"
+    page.focus(".sovereign-share-length")
+    page.keyboard.press("Home")
+    assert page.input_value(".sovereign-share-length") == "60"
     share_by_keyboard("carla")
     page.wait_for_selector(".sovereign-share-recipient:has-text('carla')")
-    assert [s["user"]["name"] for s in hub.api("GET", "/shares/ana/").json()["items"]] == ["carla"]
+    (carla,) = hub.api("GET", "/shares/ana/").json()["items"]
+    assert carla["user"]["name"] == "carla"
+    created = datetime.fromisoformat(carla["created_at"].replace("Z", "+00:00"))
+    ends = datetime.fromisoformat(carla["expires_at"])
+    assert timedelta(minutes=59) < ends - created <= timedelta(minutes=61)
+    assert ends.strftime("%Y-%m-%d %H:%M UTC") in page.inner_text(".sovereign-shares")
 
     share_by_keyboard("bob")
     error = page.wait_for_selector(".sovereign-share-error:not([hidden])")

@@ -466,3 +466,47 @@ async def test_an_expired_share_lets_no_one_in_before_any_reconcile(
         ("share-revoked", "carla", "expired"),
         ("share-revoked", "dora", "expired"),
     ], kinds
+
+
+async def test_a_share_made_for_less_than_the_maximum_ends_then(
+    kube, start_hub, policy_copy, tmp_path, monkeypatch
+):
+    """``expires_in`` on a grant (seconds, at most the policy's maximum) ends the share
+    early: JupyterHub's listing says when, the record carries it, and the hub revokes it then.
+    Longer than the maximum is refused with the limit, a non-number with a 400."""
+    hub, store, ana = ana_sharing(start_hub, policy_copy, tmp_path, monkeypatch,
+                                  eu=("ana", "carla", "dora"))  # fmt: skip
+    too_long = as_user(hub, ana, "POST", "/hub/api/shares/ana/",
+                       json={"user": "dora", "expires_in": 480 * 60 + 1})  # fmt: skip
+    assert too_long.status_code == 403, too_long.text
+    assert "28800 seconds" in too_long.json()["message"]
+    for bad in ("x", 59, True):
+        garbage = as_user(hub, ana, "POST", "/hub/api/shares/ana/",
+                          json={"user": "dora", "expires_in": bad})  # fmt: skip
+        assert garbage.status_code == 400, (bad, garbage.text)
+    granted = as_user(hub, ana, "POST", "/hub/api/shares/ana/",
+                      json={"user": "carla", "expires_in": 60})  # fmt: skip
+    assert granted.status_code == 200, granted.text
+    granted_at = time.monotonic()
+    created = datetime.fromisoformat(granted.json()["created_at"].replace("Z", "+00:00"))
+    ends = datetime.fromisoformat(granted.json()["expires_at"])
+    assert timedelta(seconds=55) < ends - created < timedelta(seconds=70)
+    (listed,) = hub.api("GET", "/shares/ana/").json()["items"]
+    assert listed["expires_at"] == granted.json()["expires_at"]
+    assert as_user(hub, token_of(hub, "carla"), "GET", "/user/ana/api/status").status_code == 200
+
+    async def revoked():
+        return hub.api("GET", "/shares/ana/").json()["items"] == []
+
+    await eventually(revoked, timeout=120, interval=1)
+    assert time.monotonic() - granted_at > 55
+    assert as_user(hub, token_of(hub, "carla"), "GET", "/user/ana/api/status").status_code == 403
+
+    events = share_events(store, at_least=3)
+    assert [(k, d["recipient"], d.get("reason_code")) for k, d in events] == [
+        ("share-refused", "dora", "too_long"),
+        ("share-granted", "carla", None),
+        ("share-revoked", "carla", "expired"),
+    ], events
+    assert events[1][1]["expires_at"] == granted.json()["expires_at"]
+    assert events[2][1]["reason"] == "the end its owner chose came"

@@ -69,6 +69,18 @@ class SharePanel:
     """JupyterHub's (governed) ``/hub/api/shares/{owner}/{server}`` the form posts to."""
     max_minutes: int
     shares: tuple[ShareRow, ...]
+    lengths: tuple[tuple[int, str], ...] = ()
+    """How long a new share may last, in minutes, with its label; the last is the maximum."""
+
+
+LENGTHS = ((60, "1 hour"), (240, "4 hours"), (1440, "1 day"), (10080, "1 week"))
+"""The shorter lengths the form offers, where the policy's maximum is longer."""
+
+
+def share_lengths(max_minutes: int) -> tuple[tuple[int, str], ...]:
+    """The lengths to offer: those of :data:`LENGTHS` below the maximum, then the maximum."""
+    shorter = tuple((m, label) for m, label in LENGTHS if m < max_minutes)
+    return (*shorter, (max_minutes, f"{max_minutes} minutes (the longest allowed)"))
 
 
 def share_panel(
@@ -77,12 +89,14 @@ def share_panel(
     region: str | None,
     shares: Any,
     api_url: str,
+    chosen: Callable[[Any], datetime | None] = lambda share: None,
 ) -> SharePanel | None:
     """The share panel of a running server in ``region``, or None when its owner may not
     share it (the policy's rules 1 and 2: it runs, and a group of theirs may share).
 
     ``shares`` are JupyterHub's ``orm.Share`` rows of the server (with ``user`` or
-    ``group`` and ``created_at``, naive UTC).
+    ``group`` and ``created_at``, naive UTC); ``chosen`` gives the end an owner chose
+    for one (naive UTC), if any.
     """
     if share_refusal(policy, owner_groups=owner_groups, region=region, recipient=None):
         return None
@@ -95,10 +109,13 @@ def share_panel(
             else share.created_at
         )
         ends = share_expires(policy, created)
+        if (picked := chosen(share)) is not None:
+            ends = min(ends, picked.replace(tzinfo=UTC))
         kind = "group" if share.group is not None else "user"
         rows.append(ShareRow(kind, target.name, ends.strftime("%Y-%m-%d %H:%M UTC")))
     rows.sort(key=lambda r: (r.kind, r.name))
-    return SharePanel(api_url, policy.sharing.max_minutes, tuple(rows))
+    longest = policy.sharing.max_minutes
+    return SharePanel(api_url, longest, tuple(rows), share_lengths(longest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +273,7 @@ class ServerCards:
                 allocation.region,
                 row.shares,
                 f"{self.base_url}api/shares/{user.escaped_name}/{spawner.name}",
+                _chosen_end,
             )
         card = server_card(
             spawner.name,
@@ -284,3 +302,11 @@ def spawner_facts(
     stored = (state.get(STATE_KEY) or {}).get(UPGRADE_FIELD)
     chosen = {k: v for k, v in (stored or {}).items() if isinstance(v, str)}
     return pins, allocation, spawner.server is not None, chosen
+
+
+def _chosen_end(share: Any) -> datetime | None:
+    from sqlalchemy.orm import object_session
+
+    from sovereign_hub.share_ends import chosen_end
+
+    return chosen_end(object_session(share), share)
