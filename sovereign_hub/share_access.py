@@ -13,7 +13,14 @@ before the code goes back to the browser, records who came in, whose server,
 and the share that let them in. Access through a role (an admin's
 ``access:servers``) is not a share and is not recorded here. Like a grant, the
 record comes first: if the trail does not take it, the code is not handed out
-(503), so no share is used unrecorded.
+(503), so no share is used unrecorded. Only a share that carries
+``access:servers`` is credited: one that only lets its recipient read the
+server's status did not let them in.
+
+Expiry holds where a share is used, not only at the reconcile: the authorize
+step, and :class:`GovernedSelfAPIHandler` (``/hub/api/user``, where every
+single-user server checks a token), first revoke any share of the person past
+the policy's maximum, so the reconcile's interval is no longer a grace period.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from jupyterhub import orm
+from jupyterhub import orm, scopes
 from jupyterhub.apihandlers.auth import OAuthAuthorizeHandler
+from jupyterhub.apihandlers.users import SelfAPIHandler
 from tornado import web
 
 from sovereign_hub.reporting import ShareEvent
@@ -33,17 +41,25 @@ from .sharing import SETTING, GovernedSharing
 log = logging.getLogger(__name__)
 
 
-def share_used(db: Any, spawner: orm.Spawner, user: orm.User) -> orm.Share | None:
-    """The share of ``spawner`` that lets ``user`` in: made with them, else with one of
-    their groups (the first by name), or None."""
-    direct = orm.Share.find(db, spawner, user)
-    if direct is not None:
-        return direct
+def carries_access(share: orm.Share) -> bool:
+    """Whether ``share`` lets its recipient into the server (``access:servers``), rather
+    than, say, only read its status."""
+    return any(scope.split("!", 1)[0] == "access:servers" for scope in share.scopes)
+
+
+def shares_for(spawner: orm.Spawner, user: orm.User) -> list[orm.Share]:
+    """The shares of ``spawner`` held by ``user``: made with them first, then with their
+    groups (by name)."""
+    found = [s for s in user.shared_with_me if s.spawner_id == spawner.id]
     for group in sorted(user.groups, key=lambda g: g.name):
-        found = orm.Share.find(db, spawner, group)
-        if found is not None:
-            return found
-    return None
+        found += [s for s in group.shared_with_me if s.spawner_id == spawner.id]
+    return found
+
+
+def share_used(spawner: orm.Spawner, user: orm.User) -> orm.Share | None:
+    """The share of ``spawner`` that lets ``user`` in: the first of :func:`shares_for` that
+    carries ``access:servers``, or None."""
+    return next((s for s in shares_for(spawner, user) if carries_access(s)), None)
 
 
 def _grants_a_code(headers: dict[str, str], status: int) -> bool:
@@ -69,10 +85,22 @@ class GovernedOAuthAuthorizeHandler(OAuthAuthorizeHandler):
         user = self.current_user
         if spawner is None or user is None or spawner.user.id == user.id:
             return  # a service, or the owner's own server
-        share = share_used(self.db, spawner, user.orm_user)
+        governor: GovernedSharing = self.settings[SETTING]
+        held = shares_for(spawner, user.orm_user)
+        if governor.end_expired(self.db, self.users, held):
+            # Expiry holds at the door, not only at the next reconcile. The hub decided
+            # this sign-in before the share ended: decide again without it.
+            still = scopes.get_scopes_for(user.orm_user)
+            needed = scopes.access_scopes(client)
+            if not scopes._intersect_expanded_scopes(needed, still, db=self.db):
+                raise web.HTTPError(
+                    403,
+                    f"Your share of {spawner.user.name}'s server has ended "
+                    f"(the policy's {governor.policy().sharing.max_minutes} minutes).",
+                )
+        share = share_used(spawner, user.orm_user)
         if share is None:
             return  # let in by a role (an admin), not by a share
-        governor: GovernedSharing = self.settings[SETTING]
         owner = self._user_from_orm(spawner.user)
         target = share.user or share.group
         event = ShareEvent(
@@ -96,3 +124,24 @@ class GovernedOAuthAuthorizeHandler(OAuthAuthorizeHandler):
                 "The shared server was not opened because the audit trail could not "
                 f"record it ({exc}).",
             ) from None
+
+
+class GovernedSelfAPIHandler(SelfAPIHandler):
+    """``/hub/api/user``: a share past its end lets no token in, reconciled or not.
+
+    Every single-user server asks the hub who a token belongs to, and what it may
+    do, here (``HubAuth.user_for_token``), for a browser's session token and an API
+    token alike. A share the policy's maximum has ended is revoked (and recorded)
+    before the answer, so its scopes are not in it. The answer says nothing of which
+    server asks, so this is not where ``share-accessed`` can be recorded.
+    """
+
+    async def get(self) -> None:
+        user = self.current_user
+        orm_user = getattr(user, "orm_user", None)  # a service has no shares
+        held = orm_user.all_shared_with_me if orm_user is not None else []
+        if held and self.settings[SETTING].end_expired(self.db, self.users, held):
+            token = self.get_token()
+            self.expanded_scopes = scopes.get_scopes_for(token if token is not None else user)
+            self.parsed_scopes = scopes.parse_scopes(self.expanded_scopes)
+        await super().get()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jupyterhub import orm
@@ -25,6 +25,7 @@ from jupyterhub.apihandlers.shares import (
     ShareCodeGrantRequest,
     UserShareAPIHandler,
 )
+from jupyterhub.apihandlers.users import SelfAPIHandler
 from jupyterhub.handlers.pages import AcceptShareHandler
 from jupyterhub.scopes import needs_scope
 from pydantic import ValidationError
@@ -34,7 +35,8 @@ from tornado import web
 from sovereign_hub.policy.sharing import Recipient
 from sovereign_hub.reporting import ShareEvent
 
-from .share_access import GovernedOAuthAuthorizeHandler
+from .share_access import GovernedOAuthAuthorizeHandler, GovernedSelfAPIHandler
+from .share_ends import choose_end
 from .sharing import SETTING, GovernedSharing
 
 log = logging.getLogger(__name__)
@@ -153,10 +155,36 @@ def _recipient_from_body(handler: Any) -> Recipient | None:
 class GovernedShareHandler(ServerShareAPIHandler):
     """``/hub/api/shares/{owner}/{server}`` with the sharing policy and audit."""
 
+    _wanted_end: datetime | None = None
+
     def share_model(self, share: orm.Share) -> dict[str, Any]:
+        if self._wanted_end is not None:
+            # The POST's grant has committed (JupyterHub describes the share it made):
+            # keep the end its owner chose before saying when it ends.
+            choose_end(self.db, share, self._wanted_end)
+            self._wanted_end = None
         model = super().share_model(share)
-        model["expires_at"] = _governor(self).expires_at(share.created_at).isoformat()
+        model["expires_at"] = _governor(self).ends(self.db, share).isoformat()
         return model
+
+    def get_json_body(self) -> Any:
+        # ``expires_in`` is ours: JupyterHub's grant request forbids unknown fields.
+        body = super().get_json_body()
+        if self.request.method == "POST" and isinstance(body, dict):
+            body = {k: v for k, v in body.items() if k != "expires_in"}
+        return body
+
+    def _expires_in(self) -> float | None:
+        """The lifetime the POST asks for, in seconds (None: the policy's maximum)."""
+        body = super().get_json_body()
+        asked = body.get("expires_in") if isinstance(body, dict) else None
+        if asked is None:
+            return None
+        if isinstance(asked, bool) or not isinstance(asked, int | float) or asked < 60:
+            raise web.HTTPError(
+                400, f"expires_in must be a number of seconds, at least 60; got {asked!r}"
+            )
+        return float(asked)
 
     def _event(
         self, kind: Any, owner: str, server: str, region: str, who: Recipient, **kw: Any
@@ -174,7 +202,8 @@ class GovernedShareHandler(ServerShareAPIHandler):
         owner = self.find_user(user_name)
         if owner is None:
             raise web.HTTPError(404)
-        region, refused = governor.refusal(owner, server_name, recipient)
+        expires_in = self._expires_in()
+        region, refused = governor.refusal(owner, server_name, recipient, expires_in=expires_in)
         if refused is not None:
             governor.report(
                 self._event(
@@ -191,17 +220,26 @@ class GovernedShareHandler(ServerShareAPIHandler):
         target = _share_target(self, recipient)
         spawner = self._lookup_spawner(user_name, server_name, raise_404=False)
 
+        wanted = datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None
+
         def record(share: orm.Share) -> None:
-            expires = governor.expires_at(share.created_at).isoformat()
+            latest = governor.expires_at(share.created_at)
+            expires = min(latest, wanted) if wanted else latest
             governor.report(
                 self._event(
-                    "share_granted", user_name, server_name, region, recipient, expires_at=expires
+                    "share_granted",
+                    user_name,
+                    server_name,
+                    region,
+                    recipient,
+                    expires_at=expires.isoformat(),
                 )
             )
 
         def ours(share: orm.Share) -> bool:
             return share.spawner is spawner and (share.user is target or share.group is target)
 
+        self._wanted_end = wanted
         with _recorded_before_commit(self, orm.Share, record, ours):
             await super().post(user_name, server_name)
 
@@ -445,5 +483,6 @@ SWAPS = {
     UserShareAPIHandler: GovernedUserShareHandler,
     GroupShareAPIHandler: GovernedGroupShareHandler,
     OAuthAuthorizeHandler: GovernedOAuthAuthorizeHandler,
+    SelfAPIHandler: GovernedSelfAPIHandler,
 }
 """JupyterHub's handler class → ours, at the same route."""

@@ -19,7 +19,9 @@ Shares do not expire in JupyterHub. :class:`GovernedSharing` reconciles every
 share every ``reconcile_interval`` seconds: one past the policy's
 ``sharing.maxMinutes`` since it was created, or one the policy no longer
 allows while its server runs (a policy change, the recipient left a group),
-is revoked and the revocation audited.
+is revoked and the revocation audited. The expiry is also enforced where a
+share is used (:mod:`.share_access`, through :meth:`GovernedSharing.end_expired`),
+so it holds between reconciles.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def _ended(policy: Policy, share: orm.Share) -> str:
+    if share_expires(policy, _utc(share.created_at)) <= datetime.now(UTC):
+        return f"the policy's {policy.sharing.max_minutes} minutes ended"
+    return "the end its owner chose came"
+
+
 class GovernedSharing(Configurable):
     """The sharing policy applied to JupyterHub's shares: checks, audit and reconcile."""
 
@@ -64,7 +72,8 @@ class GovernedSharing(Configurable):
         maximum duration (default 60). A share outlives its expiry, a policy change or
         its recipient's loss of a group by at most this long (plus the single-user
         server's token cache, ``HubAuth.cache_max_age``, for sessions already open).
-        0 turns the reconcile off: shares then never expire.""",
+        0 turns the reconcile off: expired shares then end only when next used (sign-in
+        or token check), and shares the policy no longer allows are kept.""",
     )
     reporter = Instance(
         Reporter,
@@ -124,6 +133,14 @@ class GovernedSharing(Configurable):
     def expires_at(self, created: datetime) -> datetime:
         return share_expires(self.policy(), _utc(created))
 
+    def ends(self, db: Any, share: orm.Share, policy: Policy | None = None) -> datetime:
+        """When ``share`` ends: the policy's maximum, or the earlier end its owner chose."""
+        from .share_ends import chosen_end
+
+        latest = share_expires(policy or self.policy(), _utc(share.created_at))
+        chosen = chosen_end(db, share)
+        return min(latest, _utc(chosen)) if chosen is not None else latest
+
     # -- the reconcile ----------------------------------------------------------
     def reconcile(self, db: Any, users: Any) -> int:
         """Revoke every share that expired or that the policy no longer allows; return how many."""
@@ -143,46 +160,88 @@ class GovernedSharing(Configurable):
                 # A stopped server (or one the hub is still restoring) keeps its
                 # shares, as in JupyterHub: only the expiry applies to it.
                 refused = None
-            if share_expires(policy, _utc(share.created_at)) <= now:
-                code, reason = "expired", f"the policy's {policy.sharing.max_minutes} minutes ended"
+            if self.ends(db, share, policy) <= now:
+                code, reason = "expired", _ended(policy, share)
             elif refused is not None:
                 code, reason = refused.code, refused.message
             else:
                 continue
-            event = ShareEvent(
-                "share_revoked",
-                actor="system",
-                owner=owner.name,
-                server=share.spawner.name,
-                region=region,
-                recipient_kind=recipient.kind,
-                recipient=recipient.name,
-                reason_code=code,
-                reason=reason,
-            )
-            # Revoked first, each on its own: an audit store that is away (or a trail that
-            # fails closed) must not keep an expired share open, nor roll back revocations
-            # already recorded.
-            db.delete(share)
-            db.commit()
+            self.end(db, share, owner.name, region, recipient, code, reason)
             revoked += 1
-            try:
-                self.report(event)
-            except Exception:
-                log.exception(
-                    "revoked %s's share of %s/%s (%s) but could not record it",
-                    recipient.name, owner.name, event.server or "(default)", code,
-                )  # fmt: skip
         if revoked:
             log.info("sharing reconcile revoked %d share(s)", revoked)
         return revoked
+
+    def end(
+        self,
+        db: Any,
+        share: orm.Share,
+        owner: str,
+        region: str,
+        recipient: Recipient,
+        code: str,
+        reason: str,
+    ) -> None:
+        """Revoke one share as the hub (actor ``system``), then record it."""
+        event = ShareEvent(
+            "share_revoked",
+            actor="system",
+            owner=owner,
+            server=share.spawner.name,
+            region=region,
+            recipient_kind=recipient.kind,
+            recipient=recipient.name,
+            reason_code=code,
+            reason=reason,
+        )
+        # Revoked first, each on its own: an audit store that is away (or a trail that
+        # fails closed) must not keep an expired share open, nor roll back revocations
+        # already recorded.
+        target, spawner = share.user or share.group, share.spawner
+        db.delete(share)
+        db.commit()
+        # Loaded collections keep a deleted row until they are read again.
+        db.expire(target, ["shared_with_me"])
+        db.expire(spawner, ["shares"])
+        try:
+            self.report(event)
+        except Exception:
+            log.exception(
+                "revoked %s's share of %s/%s (%s) but could not record it",
+                recipient.name, owner, event.server or "(default)", code,
+            )  # fmt: skip
+
+    def end_expired(
+        self, db: Any, users: Any, shares: list[orm.Share], now: datetime | None = None
+    ) -> int:
+        """Revoke those of ``shares`` past the policy's maximum now, rather than at the next
+        reconcile: called where a share is about to let someone in. Returns how many."""
+        try:
+            policy = self.policy()
+        except PolicyError:
+            return 0  # as the reconcile: a typo in the policy revokes nothing
+        now = now or datetime.now(UTC)
+        ended = 0
+        for share in list(shares):
+            if self.ends(db, share, policy) > now:
+                continue
+            owner = users[share.owner]
+            region = self.region_of(owner, share.spawner.name) or ""
+            reason = _ended(policy, share)
+            recipient = self.recipient_of(share.user or share.group)
+            self.end(db, share, owner.name, region, recipient, "expired", reason)
+            ended += 1
+        return ended
 
     def start(self, app_instance: Any) -> None:
         """Reconcile every ``reconcile_interval`` seconds in the hub's event loop."""
         # Called once the whole config file has run: take the settings made after install().
         self.update_config(self.config)
         if self.reconcile_interval <= 0:
-            app_instance().log.warning("sharing reconcile is off: shares never expire")
+            app_instance().log.warning(
+                "sharing reconcile is off: expired shares end only when used, and shares "
+                "the policy no longer allows are kept"
+            )
             return
 
         def tick() -> None:
@@ -209,8 +268,10 @@ def install(c: Config) -> GovernedSharing:
     from jupyterhub import apihandlers, handlers
     from jupyterhub.app import JupyterHub
 
+    from . import group_shares
     from .share_handlers import SWAPS
 
+    group_shares.install()  # JupyterHub <= 6.1: group shares give a member's token no access
     for table in (apihandlers.default_handlers, handlers.default_handlers):
         for i, route in enumerate(table):
             if route[1] in SWAPS:

@@ -479,6 +479,12 @@ def test_enable_sharing_adds_the_sharing_scopes_to_the_user_role_and_governs_the
     assert routes[r"/api/users/([^/]+)" + shared] is share_handlers.GovernedUserShareHandler
     assert routes[r"/api/groups/([^/]+)" + shared] is share_handlers.GovernedGroupShareHandler
     assert routes[r"/api/oauth2/authorize"] is share_access.GovernedOAuthAuthorizeHandler
+    assert routes[r"/api/user"] is share_access.GovernedSelfAPIHandler
+    from jupyterhub import scopes
+
+    from sovereign_hub import group_shares
+
+    assert hasattr(scopes.get_scopes_for, group_shares._PATCHED)  # JupyterHub 6.1: patched
 
 
 def test_without_sharing_in_the_policy_users_get_no_name_lookup_scopes(tmp_path):

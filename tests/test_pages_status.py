@@ -146,3 +146,41 @@ def test_the_outlook_is_not_read_back_from_the_database():
     pins, allocation = read_state({STATE_KEY: entry}, logging.getLogger("t"), "ana")
     assert pins == {"ds": pin("ds", "2", D2, 20)}
     assert allocation is None
+
+
+def test_the_share_panel_lists_active_shares_with_their_end_and_only_for_who_may_share():
+    from types import SimpleNamespace
+
+    from sovereign_hub.pages.status import SharePanel, ShareRow, share_panel
+    from sovereign_hub.policy import load_policy
+    from tests.conftest import ROOT
+
+    example = load_policy(ROOT / "examples" / "policy.yaml").policy  # sharing: 480 minutes
+    made = datetime(2026, 6, 1, 9, 30)  # naive UTC, as JupyterHub stores it
+    shares = [
+        SimpleNamespace(user=SimpleNamespace(name="carla"), group=None, created_at=made),
+        SimpleNamespace(user=None, group=SimpleNamespace(name="eu-researchers"), created_at=made),
+    ]
+    api = "/hub/api/shares/ana/"
+    # carla's share was made for one hour: the earlier of that and the policy's 480 minutes.
+    chosen = {"carla": datetime(2026, 6, 1, 10, 30)}
+    panel = share_panel(
+        example,
+        ("eu-researchers",),
+        "eu",
+        shares,
+        api,
+        lambda share: chosen.get(share.user.name) if share.user else None,
+    )
+    assert panel == SharePanel(
+        api,
+        480,
+        (
+            ShareRow("group", "eu-researchers", "2026-06-01 17:30 UTC"),
+            ShareRow("user", "carla", "2026-06-01 10:30 UTC"),
+        ),
+        ((60, "1 hour"), (240, "4 hours"), (480, "480 minutes (the longest allowed)")),
+    )
+    # No form where the policy would refuse any share: a stopped server, an owner who may not.
+    assert share_panel(example, ("eu-researchers",), None, shares, api) is None
+    assert share_panel(example, ("us-analysts",), "us", [], api) is None

@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from sovereign_hub.images.reference import digest_of
 from sovereign_hub.policy import Pin, Policy, PolicyError, cached_policy, pin_outlook
+from sovereign_hub.policy.sharing import share_expires, share_refusal
 from sovereign_hub.spawner.state import STATE_KEY, Allocation, read_state
 from sovereign_hub.spawner.upgrades import STATE_FIELD as UPGRADE_FIELD
 
@@ -50,6 +51,74 @@ class PinRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ShareRow:
+    """One active share of a server, as its owner sees it on the card."""
+
+    kind: str
+    """``user`` or ``group``: what the revoke button sends JupyterHub."""
+    name: str
+    ends: str
+    """When the policy's maximum ends it, UTC, to the minute."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharePanel:
+    """The card's "Share" form and its active shares (only where the owner may share)."""
+
+    api_url: str
+    """JupyterHub's (governed) ``/hub/api/shares/{owner}/{server}`` the form posts to."""
+    max_minutes: int
+    shares: tuple[ShareRow, ...]
+    lengths: tuple[tuple[int, str], ...] = ()
+    """How long a new share may last, in minutes, with its label; the last is the maximum."""
+
+
+LENGTHS = ((60, "1 hour"), (240, "4 hours"), (1440, "1 day"), (10080, "1 week"))
+"""The shorter lengths the form offers, where the policy's maximum is longer."""
+
+
+def share_lengths(max_minutes: int) -> tuple[tuple[int, str], ...]:
+    """The lengths to offer: those of :data:`LENGTHS` below the maximum, then the maximum."""
+    shorter = tuple((m, label) for m, label in LENGTHS if m < max_minutes)
+    return (*shorter, (max_minutes, f"{max_minutes} minutes (the longest allowed)"))
+
+
+def share_panel(
+    policy: Policy,
+    owner_groups: tuple[str, ...],
+    region: str | None,
+    shares: Any,
+    api_url: str,
+    chosen: Callable[[Any], datetime | None] = lambda share: None,
+) -> SharePanel | None:
+    """The share panel of a running server in ``region``, or None when its owner may not
+    share it (the policy's rules 1 and 2: it runs, and a group of theirs may share).
+
+    ``shares`` are JupyterHub's ``orm.Share`` rows of the server (with ``user`` or
+    ``group`` and ``created_at``, naive UTC); ``chosen`` gives the end an owner chose
+    for one (naive UTC), if any.
+    """
+    if share_refusal(policy, owner_groups=owner_groups, region=region, recipient=None):
+        return None
+    rows = []
+    for share in shares:
+        target = share.user or share.group
+        created = (
+            share.created_at.replace(tzinfo=UTC)
+            if share.created_at.tzinfo is None
+            else share.created_at
+        )
+        ends = share_expires(policy, created)
+        if (picked := chosen(share)) is not None:
+            ends = min(ends, picked.replace(tzinfo=UTC))
+        kind = "group" if share.group is not None else "user"
+        rows.append(ShareRow(kind, target.name, ends.strftime("%Y-%m-%d %H:%M UTC")))
+    rows.sort(key=lambda r: (r.kind, r.name))
+    longest = policy.sharing.max_minutes
+    return SharePanel(api_url, longest, tuple(rows), share_lengths(longest))
+
+
+@dataclass(frozen=True, slots=True)
 class ServerCard:
     name: str
     running: bool
@@ -60,6 +129,8 @@ class ServerCard:
     pins: tuple[PinRow, ...]
     upgrade_url: str | None
     """Starts the server on the newest version (only for a stopped server with a last choice)."""
+    sharing: SharePanel | None = None
+    """The "Share" form and active shares, for a running server its owner may share."""
 
 
 def pin_row(
@@ -170,6 +241,8 @@ class ServerCards:
 
     policy_file: str
     base_url: str = "/hub/"
+    sharing: bool = True
+    """Offer the "Share" form (the hub runs the governed sharing API)."""
 
     def __call__(self, user: Any) -> Callable[[], list[ServerCard]]:
         # JupyterHub calls this for every page it renders: the cards are only
@@ -191,7 +264,18 @@ class ServerCards:
         spawn_url = f"{self.base_url}spawn/{user.escaped_name}"
         if spawner.name:
             spawn_url += f"/{spawner.name}"
-        return server_card(
+        panel = None
+        if self.sharing and running and allocation is not None:
+            row = getattr(spawner, "orm_spawner", spawner)
+            panel = share_panel(
+                policy,
+                tuple(g.name for g in user.groups),
+                allocation.region,
+                row.shares,
+                f"{self.base_url}api/shares/{user.escaped_name}/{spawner.name}",
+                _chosen_end,
+            )
+        card = server_card(
             spawner.name,
             running,
             pins,
@@ -202,6 +286,7 @@ class ServerCards:
             last_options=getattr(spawner, "user_options", None),
             chosen=chosen,
         )
+        return replace(card, sharing=panel)
 
 
 def spawner_facts(
@@ -217,3 +302,11 @@ def spawner_facts(
     stored = (state.get(STATE_KEY) or {}).get(UPGRADE_FIELD)
     chosen = {k: v for k, v in (stored or {}).items() if isinstance(v, str)}
     return pins, allocation, spawner.server is not None, chosen
+
+
+def _chosen_end(share: Any) -> datetime | None:
+    from sqlalchemy.orm import object_session
+
+    from sovereign_hub.share_ends import chosen_end
+
+    return chosen_end(object_session(share), share)
