@@ -12,6 +12,7 @@ from sovereign_hub import __version__
 from sovereign_hub.audit.schemas import schema_files
 from sovereign_hub.authenticator import SovereignAuthenticator
 from sovereign_hub.cli import build_parser
+from sovereign_hub.gateway.main import parser as gateway_parser
 from sovereign_hub.policy.schema import reference_markdown
 from sovereign_hub.spawner import SovereignSpawner
 
@@ -162,6 +163,10 @@ def _write_if_changed(path: Path, text: str) -> None:
 _GENERATED.mkdir(exist_ok=True)
 _write_if_changed(_GENERATED / "policy-fields.md", reference_markdown())
 _write_if_changed(_GENERATED / "cli.md", _cli_help())
+_write_if_changed(
+    _GENERATED / "gateway-cli.md",
+    "```text\n" + gateway_parser().format_help().rstrip() + "\n```\n",
+)
 _write_if_changed(_GENERATED / "chart-values.md", _values_reference())
 _write_if_changed(_GENERATED / "spawner-traits.md", _traits_table(SovereignSpawner))
 _write_if_changed(_GENERATED / "audit-events.md", _audit_events())
