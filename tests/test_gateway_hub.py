@@ -14,21 +14,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import aiohttp
 import pytest
 import requests
 import yaml
 
-from sovereign_hub.processes import stop_process
-from sovereign_hub.sandbox.hubprocess import BIN, CHP, Hub, free_port
+from sovereign_hub.sandbox.hubprocess import CHP, Hub
 from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.sandbox.tls import local_certificates
 from tests.conftest import ROOT
+from tests.gateways import Gateway
 from tests.test_regions_hub import _region_inventory
 from tests.test_spawner_hub import add_users, hub_config, spawn
 
@@ -36,46 +34,6 @@ if os.environ.get("SOVEREIGN_TEST_KUBECONFIG"):
     pytest.skip(
         "needs two API servers; SOVEREIGN_TEST_KUBECONFIG names one", allow_module_level=True
     )
-
-
-class Gateway:
-    """``sovereign-gateway`` as a process, for the US cluster's namespace."""
-
-    def __init__(self, cluster: Cluster, tls: dict[str, Path], client_ca: Path, log: Path):
-        self.port, self.health = free_port(), free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
-        self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        argv = [
-            str(BIN / "sovereign-gateway"),
-            "--namespace", cluster.namespace,
-            "--kubeconfig", str(cluster.kubeconfig),
-            "--ip", "127.0.0.1",
-            "--port", str(self.port),
-            "--health-port", str(self.health),
-            "--tls-cert", str(tls["cert"]),
-            "--tls-key", str(tls["key"]),
-            "--client-ca", str(client_ca),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            argv,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, log.read_text()
-            try:
-                if requests.get(f"http://127.0.0.1:{self.health}/healthz", timeout=5).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"the gateway did not list pods within 60 s:\n{log.read_text()}")
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=30)
-        self._log.close()
 
 
 @pytest.fixture
