@@ -22,11 +22,11 @@ import pytest
 import requests
 import yaml
 
+from sovereign_hub.sandbox.gatewayprocess import Gateway
 from sovereign_hub.sandbox.hubprocess import CHP, Hub
 from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.sandbox.tls import local_certificates
 from tests.conftest import ROOT
-from tests.gateways import Gateway
 from tests.test_regions_hub import _region_inventory
 from tests.test_spawner_hub import add_users, hub_config, spawn
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from sovereign_hub.sandbox.gatewayprocess import Gateway
 from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.sandbox.tls import local_certificates
-from tests.gateways import Gateway
 
 
 def create_pod(kube: Cluster, user: str, folder: Path) -> None:

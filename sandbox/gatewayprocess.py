@@ -1,4 +1,6 @@
-"""A real ``sovereign-gateway`` process for the tests, serving mutual TLS on loopback."""
+"""A real ``sovereign-gateway`` process on loopback, serving mutual TLS, for the tests and
+the benchmarks (as the regional chart runs it, with ``--kubeconfig`` instead of a
+ServiceAccount)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,17 @@ from pathlib import Path
 import requests
 
 from sovereign_hub.processes import stop_process
-from sovereign_hub.sandbox.hubprocess import BIN, free_port
-from sovereign_hub.sandbox.kube.cluster import Cluster
+
+from .hubprocess import BIN, free_port
+from .kube.cluster import Cluster
 
 
 class Gateway:
-    """``sovereign-gateway`` as a process, for the US cluster's namespace."""
+    """``sovereign-gateway`` as a process for ``cluster``'s namespace: its server certificate
+    and key are ``tls["cert"]``/``tls["key"]``, and it admits clients whose certificate
+    ``client_ca`` signed. Returns once the gateway has listed the namespace's pods."""
 
-    def __init__(self, cluster: Cluster, tls: dict[str, Path], client_ca: Path, log: Path):
+    def __init__(self, cluster: Cluster, tls: dict[str, Path], client_ca: Path, log: Path) -> None:
         self.port, self.health = free_port(), free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.log_path = log
@@ -32,14 +37,15 @@ class Gateway:
             "--tls-key", str(tls["key"]),
             "--client-ca", str(client_ca),
         ]  # fmt: skip
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 - our venv's own entry point
             argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, log.read_text()
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the gateway exited:\n{log.read_text()}")
             try:
                 if requests.get(f"http://127.0.0.1:{self.health}/healthz", timeout=5).ok:
                     return
