@@ -8,6 +8,9 @@ their path. The gateway's command line is parsed by ``sovereign-gateway``'s own 
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,9 @@ import yaml
 
 from sovereign_hub.gateway.main import parser as gateway_parser
 from sovereign_hub.spawner.security import restricted_violations
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_tool
 from tests.test_helm_chart import (
+    CHECKOV,
     HELMS,
     KUBERNETES,
     by_kind,
@@ -172,3 +176,29 @@ def test_the_schema_rejects_bad_values_with_their_path(helm, sets, path, word):
     # Helm 3 and 4 word a failed minimum or pattern differently; a wrong key or value is
     # named by both.
     assert word is None or word in done.stderr, done.stderr
+
+
+def test_checkov_finds_nothing_but_the_documented_exception(tmp_path):
+    """checkov's Kubernetes checks on the gateway render, offline (`unshare -n`,
+    --skip-download); the accepted findings are the how-to's table."""
+    require_tool(CHECKOV, "checkov")
+    sets = [arg for s in GATEWAY for arg in ("--set", s)]
+    done = run(helm_binary("4.1"), "template", "us", str(CHART), *sets)
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "chart.yaml").write_text(done.stdout)
+    scan = subprocess.run(
+        ["unshare", "-n", str(CHECKOV), "-d", str(tmp_path), "--framework", "kubernetes",
+         "--skip-download", "--quiet", "--compact", "-o", "json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    report = json.loads(scan.stdout)
+    report = report[0] if isinstance(report, list) else report
+    assert report["summary"]["parsing_errors"] == 0
+    assert report["summary"]["passed"] > 100
+    failed = {
+        (c["check_id"], c["resource"].split(".", 2)[0] + "/" + c["resource"].split(".", 2)[2])
+        for c in report["results"]["failed_checks"]
+    }
+    guide = ROOT / "docs" / "howto" / "run-a-region-in-its-own-cluster.md"
+    allowed = set(re.findall(r"^\| `(CKV2?_K8S_\d+)` \| `([^`]+)` \|", guide.read_text(), re.M))
+    assert failed == allowed
