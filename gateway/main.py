@@ -3,7 +3,8 @@
 It reads pods from the API server of the cluster it runs in (its
 ServiceAccount, or ``--kubeconfig``), serves HTTPS on ``--port`` to clients
 holding a certificate signed by ``--client-ca``, and answers the kubelet's
-probes on ``--health-port`` over plain HTTP.
+probes on ``--health-port`` over plain HTTP. Renewed certificate files are
+picked up within 30 seconds, without a restart.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiohttp import web
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
-from .proxy import AccessLog, health_app, make_app, server_context
+from .proxy import AccessLog, RenewedFiles, health_app, make_app, server_context
 from .routes import RouteTable
 from .watch import SELECTOR, PodFollower
 
@@ -61,6 +62,9 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     async with await _api(args.kubeconfig) as client:
         follower = PodFollower(CoreV1Api(client), args.namespace, table, selector=args.selector)
         following = asyncio.create_task(follower.run())
+        renewing = asyncio.create_task(
+            RenewedFiles(tls, args.tls_cert, args.tls_key, args.client_ca).follow()
+        )
         runners = []
         try:
             main = web.AppRunner(make_app(table), access_log_class=AccessLog)
@@ -74,9 +78,10 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
             )
             await stop.wait()
         finally:
-            following.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await following
+            for task in (following, renewing):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for runner in runners:
                 await runner.cleanup()
 

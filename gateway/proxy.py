@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -54,6 +55,53 @@ def server_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
     context.verify_mode = ssl.CERT_REQUIRED
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+class RenewedFiles:
+    """Puts a renewed certificate into a live server context, for the next handshakes.
+
+    A Secret volume swaps its files when the Secret changes (cert-manager renewing the
+    gateway's certificate, a new client CA). :meth:`check` compares the files' (inode,
+    mtime, size) with what was loaded and reloads on a change, into the same context, so
+    the listening socket stays. A new client CA is added to those trusted; a CA is only
+    dropped by a restart (a rollout), which is what removing trust should take.
+    """
+
+    def __init__(self, context: ssl.SSLContext, cert: str, key: str, client_ca: str) -> None:
+        self.context, self.cert, self.key, self.client_ca = context, cert, key, client_ca
+        self.seen = self._stats()
+
+    def _stats(self) -> tuple[tuple[int, int, int], ...]:
+        def stat(path: str) -> tuple[int, int, int]:
+            info = os.stat(path)
+            return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+        return (stat(self.cert), stat(self.key), stat(self.client_ca))
+
+    def check(self) -> bool:
+        """Reload when a file changed; whether it did. A half-written pair (a key that does
+        not match the certificate) is left for the next check, the old one kept."""
+        now = self._stats()
+        if now == self.seen:
+            return False
+        try:
+            self.context.load_cert_chain(self.cert, self.key)
+            self.context.load_verify_locations(cafile=self.client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("renewed TLS files not loaded yet: %s", type(exc).__name__)
+            return False
+        self.seen = now
+        log.info("TLS certificate or client CA renewed: in use for new connections")
+        return True
+
+    async def follow(self, every: float = 30.0) -> None:
+        """Check every ``every`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self.check()
+            except OSError as exc:  # a file missing for a moment during a swap
+                log.warning("TLS files unreadable: %s", type(exc).__name__)
 
 
 def _forwarded(headers: Any, *, drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:

@@ -6,13 +6,19 @@ filled as the pod watch would fill it.
 
 from __future__ import annotations
 
+import os
+import shutil
+import ssl
+from pathlib import Path
+
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from sovereign_hub.gateway.proxy import make_app
+from sovereign_hub.gateway.proxy import RenewedFiles, make_app, server_context
 from sovereign_hub.gateway.routes import RouteTable
+from sovereign_hub.sandbox.tls import local_certificates
 
 
 def running_pod(user: str, port: int) -> dict:
@@ -96,3 +102,43 @@ async def test_websockets_pass_both_ways_with_the_pods_subprotocol(gateway):
         assert ws.protocol == "v1.kernel.websocket.jupyter.org"
         await ws.send_str("hello")
         assert (await ws.receive_str(timeout=10)) == "echo hello"
+
+
+async def test_a_renewed_certificate_serves_new_connections_without_a_restart(tmp_path):
+    first = local_certificates(tmp_path / "first", common_name="first gateway CA")
+    renewed = local_certificates(tmp_path / "renewed", common_name="renewed gateway CA")
+    hub = local_certificates(tmp_path / "hub", common_name="hub client CA")
+    live = tmp_path / "live"
+    live.mkdir()
+    for name in ("cert", "key"):
+        shutil.copy(first[name], live / f"{name}.pem")
+    cert, key = str(live / "cert.pem"), str(live / "key.pem")
+    context = server_context(cert, key, str(hub["ca"]))
+    renewal = RenewedFiles(context, cert, key, str(hub["ca"]))
+    runner = web.AppRunner(make_app(RouteTable()))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+
+    async def status_trusting(ca: Path) -> int:
+        client = ssl.create_default_context(cafile=str(ca))
+        client.load_cert_chain(str(hub["cert"]), str(hub["key"]))
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client)) as session,
+            session.get(f"https://127.0.0.1:{port}/user/nobody/") as response,
+        ):
+            return response.status
+
+    try:
+        assert await status_trusting(first["ca"]) == 404  # the gateway's own answer
+        assert renewal.check() is False  # nothing changed
+        for name in ("cert", "key"):  # as a Secret volume does: new files swapped in
+            shutil.copy(renewed[name], live / f"{name}.new")
+            os.replace(live / f"{name}.new", live / f"{name}.pem")
+        assert renewal.check() is True
+        assert await status_trusting(renewed["ca"]) == 404
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await status_trusting(first["ca"])
+    finally:
+        await runner.cleanup()
