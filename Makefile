@@ -197,6 +197,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kube.py
 	$(BIN)/python benchmarks/bench_spawner.py
 	$(BIN)/python benchmarks/bench_regions.py
+	$(BIN)/python benchmarks/bench_gateway.py
 	$(BIN)/python benchmarks/bench_gpuqueue.py
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_viewer.py

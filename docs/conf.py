@@ -12,6 +12,7 @@ from sovereign_hub import __version__
 from sovereign_hub.audit.schemas import schema_files
 from sovereign_hub.authenticator import SovereignAuthenticator
 from sovereign_hub.cli import build_parser
+from sovereign_hub.gateway.main import parser as gateway_parser
 from sovereign_hub.policy.schema import reference_markdown
 from sovereign_hub.spawner import SovereignSpawner
 
@@ -114,11 +115,12 @@ def _audit_events() -> str:
     return "\n".join(out)
 
 
-def _values_reference() -> str:
-    """Every chart value from values.schema.json, with its type, default and constraints."""
+def _values_reference(name: str = "sovereign-hub") -> str:
+    """Every value of chart ``name`` from its values.schema.json, with its type, default and
+    constraints."""
     import yaml
 
-    chart = Path(__file__).parent.parent / "helm" / "sovereign-hub"
+    chart = Path(__file__).parent.parent / "helm" / name
     schema = json.loads((chart / "values.schema.json").read_text())
     defaults = yaml.safe_load((chart / "values.yaml").read_text())
     rows = ["| value | type | default | allowed |", "| --- | --- | --- | --- |"]
@@ -162,7 +164,12 @@ def _write_if_changed(path: Path, text: str) -> None:
 _GENERATED.mkdir(exist_ok=True)
 _write_if_changed(_GENERATED / "policy-fields.md", reference_markdown())
 _write_if_changed(_GENERATED / "cli.md", _cli_help())
+_write_if_changed(
+    _GENERATED / "gateway-cli.md",
+    "```text\n" + gateway_parser().format_help().rstrip() + "\n```\n",
+)
 _write_if_changed(_GENERATED / "chart-values.md", _values_reference())
+_write_if_changed(_GENERATED / "region-chart-values.md", _values_reference("sovereign-region"))
 _write_if_changed(_GENERATED / "spawner-traits.md", _traits_table(SovereignSpawner))
 _write_if_changed(_GENERATED / "audit-events.md", _audit_events())
 _write_if_changed(_GENERATED / "authenticator-traits.md", _traits_table(SovereignAuthenticator))

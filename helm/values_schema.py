@@ -440,6 +440,12 @@ def values_schema() -> dict:
                     "networkPolicy": obj(
                         {"enabled": {"type": "boolean"}, "egressAllowRules": egress_allow_rules()}
                     ),
+                    "gatewayClient": obj(
+                        {
+                            "existingSecret": {"type": "string"},
+                            "egressCidrs": {"type": "array", "items": CIDR},
+                        }
+                    ),
                 }
             ),
             "singleuser": obj(

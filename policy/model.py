@@ -182,6 +182,27 @@ def _https_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _gateway_url(value: str) -> str:
+    parsed = urlsplit(value)
+    if parsed.scheme != "https" or not parsed.hostname or parsed.path not in ("", "/"):
+        raise _fail(
+            "url",
+            f"{value!r} is not an https URL of a gateway (https://host[:port]); notebook "
+            "traffic to another cluster is never sent in the clear",
+        )
+    return value.rstrip("/")
+
+
+class Gateway(_Model):
+    """The region's gateway (``sovereign-gateway``, deployed by the regional chart): the
+    hub's proxy reaches the region's notebooks through it, over mutual TLS, instead of at
+    their pod IPs. The hub's client certificate and the CA it trusts for gateways are the
+    hub's settings (one for all gateways), not the policy's."""
+
+    url: Annotated[str, AfterValidator(_gateway_url)]
+    """The gateway's https URL as the hub's proxy reaches it, e.g. ``https://gw.us.example``."""
+
+
 class Cluster(_Model):
     """The Kubernetes cluster a region's notebooks, home volumes and secrets live in.
 
@@ -210,6 +231,9 @@ class Cluster(_Model):
     )
     """A PriorityClass of this cluster for its notebook pods (default: none). The hub
     cluster's class is not used here: a pod naming a class its cluster lacks is refused."""
+    gateway: Gateway | None = None
+    """The region's gateway; omitted means a flat network: the hub's proxy reaches pod
+    IPs of this cluster directly."""
 
     @model_validator(mode="after")
     def _one_way_in(self) -> Cluster:

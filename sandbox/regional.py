@@ -57,14 +57,19 @@ def split_inventory(
     return Inventory(nodes=rest), own
 
 
-def policy_with_clusters(source: Path, kubeconfigs: dict[str, Path], out: Path) -> Path:
-    """``source`` with each region of ``kubeconfigs`` naming its cluster, written to ``out``."""
+def policy_with_clusters(
+    source: Path, kubeconfigs: dict[str, Path], out: Path, gateways: dict[str, str] | None = None
+) -> Path:
+    """``source`` with each region of ``kubeconfigs`` naming its cluster (and, in
+    ``gateways``, the URL of its gateway), written to ``out``."""
     doc = yaml.safe_load(source.read_text())
     for region, kubeconfig in kubeconfigs.items():
         doc["regions"][region]["cluster"] = {
             "name": cluster_name(region),
             "kubeconfig": str(kubeconfig.resolve()),
         }
+        if gateways and region in gateways:
+            doc["regions"][region]["cluster"]["gateway"] = {"url": gateways[region]}
     out.write_text(
         f"# {source} with regions in clusters of their own (written by the sandbox)\n"
         + yaml.safe_dump(doc, sort_keys=False)

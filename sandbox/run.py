@@ -18,20 +18,24 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from sovereign_hub.audit.sinks.postgresql import is_postgres_url
 from sovereign_hub.policy import PolicyError, load_policy
 
-from .hubprocess import Hub, free_port
+from .gatewayprocess import Gateway
+from .hubprocess import CHP, Hub, free_port
 from .kube.cluster import Cluster
 from .kube.inventory import InventoryError, load_inventory
 from .oidc import OidcProvider
 from .postgres import LocalPostgres
 from .regional import RegionalSandboxError, cluster_name, policy_with_clusters, split_inventory
+from .tls import local_certificates
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -191,7 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         help="run REGION (a policy region) in an emulated cluster of its own, holding the "
         "inventory's nodes of that region, as a region in its own cluster (repeatable)",
     )
+    parser.add_argument(
+        "--gateway",
+        action="store_true",
+        help="reach each --region-cluster region through a sovereign-gateway process of its "
+        "own (mutual TLS), as when the hub cannot reach that cluster's pod IPs",
+    )
     args = parser.parse_args(argv)
+    if args.gateway and not args.region_cluster:
+        print("--gateway needs at least one --region-cluster", file=sys.stderr)
+        return 2
 
     policy = Path(args.policy).resolve()
     try:
@@ -239,11 +252,15 @@ def main(argv: list[str] | None = None) -> int:
             region: running.enter_context(Cluster(nodes, state / f"kube-{region}"))
             for region, nodes in regional.items()
         }
+        gateways = (
+            start_gateways(regional_clusters, state, running.callback) if args.gateway else {}
+        )
         if regional_clusters:
             policy = policy_with_clusters(
                 policy,
                 {r: c.kubeconfig for r, c in regional_clusters.items()},
                 state / "policy.yaml",
+                {r: g.url for r, g in gateways.items()},
             )
         env = {"KUBECONFIG": str(cluster.kubeconfig), "JUPYTERHUB_CRYPT_KEY": _crypt_key(state)}
         config = hub_config(
@@ -253,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster=cluster,
             state=state,
             store=store,
-        )
+        ) + (gateway_hub_config(state) if gateways else "")
         running.callback(
             print, "\n  Stopping: hub, notebook servers, Kubernetes, identity provider…", flush=True
         )
@@ -269,7 +286,13 @@ def main(argv: list[str] | None = None) -> int:
                 regions="".join(
                     f"  Region {region!r} runs in its own emulated cluster "
                     f"{cluster_name(region)!r}: {other.server} (KUBECONFIG={other.kubeconfig});\n"
-                    f"  the hub reads the policy {policy}.\n\n"
+                    + (
+                        f"  its servers are reached through its gateway {gateways[region].url}"
+                        f" (log: {gateways[region].log_path});\n"
+                        if region in gateways
+                        else ""
+                    )
+                    + f"  the hub reads the policy {policy}.\n\n"
                     for region, other in regional_clusters.items()
                 ),
             )
@@ -287,6 +310,39 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 return 1
         return 0
+
+
+def _gateway_certificates(state: Path) -> dict[str, dict[str, Path]]:
+    """A CA and certificate for the gateways, and another for the hub's client certificate."""
+    return {
+        name: local_certificates(state / "tls" / name, common_name=f"sandbox {name} CA")
+        for name in ("gateway", "hub-client")
+    }
+
+
+def start_gateways(
+    clusters: dict[str, Cluster], state: Path, on_exit: Callable[..., Any]
+) -> dict[str, Gateway]:
+    """A ``sovereign-gateway`` process per regional cluster, each stopped by ``on_exit``."""
+    certs = _gateway_certificates(state)
+    gateways = {}
+    for region, cluster in clusters.items():
+        gateway = Gateway(
+            cluster, certs["gateway"], certs["hub-client"]["ca"], state / f"gateway-{region}.log"
+        )
+        on_exit(gateway.stop)
+        gateways[region] = gateway
+    return gateways
+
+
+def gateway_hub_config(state: Path) -> str:
+    """Config lines giving the hub's proxy and HTTP client the gateway credential."""
+    client, ca = state / "tls" / "hub-client", state / "tls" / "gateway" / "ca.pem"
+    return (
+        "\nfrom sovereign_hub.gateway.hub import GatewayTLS, configure_hub\n"
+        f"configure_hub(c, GatewayTLS(cert={str(client / 'cert.pem')!r}, "
+        f"key={str(client / 'key.pem')!r}, ca={str(ca)!r}), [{str(CHP)!r}])\n"
+    )
 
 
 def _crypt_key(state: Path) -> str:

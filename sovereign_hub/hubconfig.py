@@ -29,6 +29,9 @@ import yaml
 from sovereign_hub.pages import TEMPLATES
 
 VIEWER_PORT = 10101
+GATEWAY_CLIENT_DIR = "/etc/sovereign-hub/gateway-client"
+"""Where the chart mounts ``proxy.gatewayClient.existingSecret`` (tls.crt, tls.key, ca.crt);
+``SOVEREIGN_GATEWAY_CLIENT_DIR`` moves it."""
 """The audit viewer's port in the hub's pod (the hub Service and NetworkPolicy name it)."""
 METRICS_SERVICE = "metrics-scraper"
 """The hub service whose token (the hub Secret's ``metrics-token``) may read ``/hub/metrics``."""
@@ -132,6 +135,7 @@ def configure(c: Any, values: Mapping[str, Any], site: Site) -> None:
     _authenticator(c, values, site)
     _audit(c, values["audit"], values["release"]["fullname"], site)
     _templates(c, values["hub"], site)
+    _gateway_client(c, values)
     services: list[dict[str, Any]] = list(c.JupyterHub.get("services", []))
     roles: list[dict[str, Any]] = list(c.JupyterHub.get("load_roles", []))
     _culler(values["cull"], services, roles)
@@ -139,6 +143,21 @@ def configure(c: Any, values: Mapping[str, Any], site: Site) -> None:
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
     _viewer(c, values, site)
+
+
+def _gateway_client(c: Any, values: Mapping[str, Any]) -> None:
+    # JupyterHub's own check that a new server is up goes through a region's gateway too,
+    # so its HTTP client needs the same certificate as the proxy (which the chart gives its
+    # own pod as command-line options).
+    if not values.get("gatewayClient", {}).get("enabled"):
+        return
+    from sovereign_hub.gateway.hub import GatewayTLS, client_context
+
+    folder = Path(os.environ.get("SOVEREIGN_GATEWAY_CLIENT_DIR", GATEWAY_CLIENT_DIR))
+    tls = GatewayTLS(
+        cert=str(folder / "tls.crt"), key=str(folder / "tls.key"), ca=str(folder / "ca.crt")
+    )
+    c.JupyterHubHTTPClient.connector_options = {"ssl": client_context(tls)}
 
 
 def _pod_network(c: Any, values: Mapping[str, Any]) -> None:

@@ -16,6 +16,10 @@ a region whose policy names a cluster, before KubeSpawner's ``start``,
   with a subclass of its own reflector class that lists and watches through
   that cluster's client.
 
+A cluster with a gateway (``cluster.gateway``) also changes the server's URL
+(KubeSpawner's ``_get_pod_url``): the hub's proxy reaches the pod through the
+gateway, not at its IP.
+
 Nothing else is copied from KubeSpawner. A region with no cluster keeps
 KubeSpawner's behaviour exactly (its shared client, its reflector keys).
 Pins, GPU quotas and the GPU ledger are the hub's, not a cluster's: they
@@ -367,6 +371,14 @@ class RegionalClusters(Configurable):
         await super().stop(now=now)  # type: ignore[misc]
 
     # -- KubeSpawner's seams --------------------------------------------------
+    def _get_pod_url(self, pod: Any) -> str:
+        # A gateway serves every server of its cluster under the same URL; JupyterHub appends
+        # the server's own path (/user/<name>/), by which the gateway picks the pod.
+        gateway = self._cluster.gateway if self._cluster else None
+        if gateway is not None:
+            return gateway.url
+        return super()._get_pod_url(pod)  # type: ignore[misc, no-any-return]
+
     def _get_reflector_key(self, kind: str) -> tuple[Any, ...]:
         key = tuple(super()._get_reflector_key(kind))  # type: ignore[misc]
         return key if self._cluster is None else (*key, self._cluster.name)

@@ -225,6 +225,33 @@ def test_the_sandbox_with_the_us_region_in_an_emulated_cluster_of_its_own(tmp_pa
     assert running["proc"].returncode == 0
 
 
+def test_the_sandbox_reaches_the_us_region_through_its_gateway(tmp_path):
+    """`--region-cluster us --gateway`: bob's JupyterLab is served through a real
+    sovereign-gateway process (mutual TLS with the hub's proxy) in front of the US cluster,
+    whose API server (emulated) tells the gateway where bob's pod is."""
+    running = launch(tmp_path, "--region-cluster", "us", "--gateway")
+    try:
+        url, banner = running["url"], running["banner"]
+        match = re.search(r"through its gateway (https://\S+) \(log: (\S+)\);", banner)
+        assert match, banner
+        gateway_log = Path(match.group(2))
+        bob, _ = login(url, "bob")
+        start_from_the_form(bob, url, "bob", "cpu-small", "us")
+        assert "GET /user/bob/lab 200" in gateway_log.read_text()
+    finally:
+        interrupt(running["proc"])
+    assert running["proc"].returncode == 0
+
+
+def test_the_sandbox_refuses_a_gateway_without_a_region_cluster(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "sovereign_hub.sandbox", "--state-dir", str(tmp_path), "--gateway"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--gateway needs at least one --region-cluster" in done.stderr
+
+
 LIST_PODS = """
 import asyncio, sys
 from kubernetes_asyncio import client, config

@@ -154,6 +154,7 @@ on the network's leading bits. Arguments: (list cidr address); prints "true".
   "audit" (dict "onSpoolFull" .Values.audit.onSpoolFull "spoolLimitBytes" .Values.audit.spoolLimitBytes "sinks" .Values.audit.sinks "signing" .Values.audit.signingKey.enabled "checkpoints" .Values.audit.checkpoints)
   "ingressHosts" (.Values.ingress.hosts | default .Values.httpRoute.hostnames | default list)
   "scheduling" (include "sh.schedulingValues" . | fromYaml)
+  "gatewayClient" (dict "enabled" (not (empty .Values.proxy.gatewayClient.existingSecret)))
 -}}
 {{- toYaml $values -}}
 {{- end -}}
@@ -268,4 +269,15 @@ mapping, Helm has already sorted its keys. Empty: `examplePolicy`.
 {{- fail (printf "policy: the text given is not a YAML mapping: %s" $doc.Error) -}}
 {{- end -}}
 {{- toYaml $doc -}}
+{{- end -}}
+
+{{/* Egress to the regional gateways (proxy.gatewayClient.egressCidrs), for the proxy and the hub. */}}
+{{- define "sh.gatewayEgress" -}}
+{{- with .Values.proxy.gatewayClient.egressCidrs }}
+- to:
+    {{- range . }}
+    - ipBlock: {cidr: {{ . }}}
+    {{- end }}
+  ports: [{port: 443, protocol: TCP}, {port: 8443, protocol: TCP}]
+{{- end }}
 {{- end -}}

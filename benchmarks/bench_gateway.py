@@ -1,0 +1,182 @@
+"""What reaching a region through its gateway costs, against reaching its pods directly
+(issue #22, item 7).
+
+A real JupyterHub and proxy, and two regional clusters of the same shape (each its own
+emulated API server, scheduler and process kubelet): region ``us`` in a flat network (the
+proxy reaches pod IPs), region ``usgw`` behind a real ``sovereign-gateway`` process (mutual
+TLS between the proxy and the gateway). Measured in the same run, alternating the two:
+
+1. spawn to ready (POST /users/<u>/server until the server is ready), median per mode, and
+   the ratio gateway / direct: what the gateway adds (JupyterHub's readiness check over
+   TLS, and the time for the pod's route to reach the gateway through its watch);
+2. proxy throughput: ``GET /user/<u>/api/status`` through the hub's proxy, 8 at a time,
+   requests/s per mode and the ratio gateway / direct.
+
+Run: `python benchmarks/bench_gateway.py [--rounds N] [--requests N] [--json]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from sovereign_hub.sandbox.gatewayprocess import Gateway
+from sovereign_hub.sandbox.hubprocess import CHP, Hub
+from sovereign_hub.sandbox.kube.cluster import Cluster
+from sovereign_hub.sandbox.kube.inventory import load_inventory
+from sovereign_hub.sandbox.tls import local_certificates
+
+ROOT = Path(__file__).resolve().parent.parent
+SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
+NODE = {"allocatable": {"cpu": "32", "memory": "128Gi"}}
+MODES = {"direct": "us", "gateway": "usgw"}
+
+
+def cluster(tmp: Path, name: str, region_label: str) -> Cluster:
+    inventory = tmp / f"{name}.yaml"
+    node = {"name": f"{name}-cpu-1", "labels": {"topology.kubernetes.io/region": region_label}}
+    inventory.write_text(yaml.safe_dump({"nodes": [{**node, **NODE}]}))
+    return Cluster(load_inventory(inventory), tmp / f"kube-{name}").start()
+
+
+def hub_for(tmp: Path, eu: Cluster, us: Cluster, usgw: Cluster, gateway: Gateway, certs) -> Hub:
+    doc = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
+    doc["regions"]["us"]["cluster"] = {"name": "us-east", "kubeconfig": str(us.kubeconfig)}
+    doc["regions"]["usgw"] = {
+        **doc["regions"]["us"],
+        "displayName": "United States, through its gateway",
+        "nodeRegions": ["us-west-1"],
+        "cluster": {
+            "name": "us-west",
+            "kubeconfig": str(usgw.kubeconfig),
+            "gateway": {"url": gateway.url},
+        },
+    }
+    doc["profiles"]["cpu-small"]["regions"] = ["eu", "us", "usgw"]
+    doc["groups"]["everyone"] = {"profiles": ["cpu-small"], "regions": ["us", "usgw"]}
+    policy = tmp / "policy.yaml"
+    policy.write_text(yaml.safe_dump(doc, sort_keys=False))
+    settings = {
+        "policy_file": str(policy),
+        "namespace": eu.namespace,
+        "scheduler_name": eu.scheduler_name,
+        "cmd": [str(SINGLEUSER)],
+        "args": ["--allow-root"] if os.geteuid() == 0 else [],
+        "start_timeout": 60,
+        "http_timeout": 60,
+    }
+    client = certs["hub-client"]
+    config = "\n".join([
+        'c.JupyterHub.authenticator_class = "dummy"',
+        "c.Authenticator.allow_all = True",
+        'c.JupyterHub.spawner_class = "sovereign"',
+        *(f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()),
+        "from sovereign_hub.gateway.hub import GatewayTLS, configure_hub",
+        f"configure_hub(c, GatewayTLS(cert={str(client['cert'])!r}, "
+        f"key={str(client['key'])!r}, ca={str(certs['gateway']['ca'])!r}), [{str(CHP)!r}])",
+    ])  # fmt: skip
+    return Hub(tmp / "hub", config, env={"KUBECONFIG": str(eu.kubeconfig)})
+
+
+def spawn_to_ready(hub: Hub, user: str, region: str) -> float:
+    began = time.perf_counter()
+    response = hub.api(
+        "POST", f"/users/{user}/server", json={"profile": "cpu-small", "region": region}
+    )
+    if response.status_code not in (201, 202):
+        raise RuntimeError(f"{user} in {region}: {response.status_code} {response.text}")
+    hub.wait_for_server(user)
+    return time.perf_counter() - began
+
+
+async def throughput(url: str, token: str, requests: int, concurrency: int = 8) -> float:
+    """Requests per second for ``requests`` GETs of ``url``, ``concurrency`` at a time."""
+    headers = {"Authorization": f"token {token}"}
+    left = requests
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            async with session.get(url) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"{url}: {response.status}")
+                await response.read()
+
+    async with aiohttp.ClientSession(headers=headers) as session:
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        return requests / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    spawn: dict[str, list[float]] = {mode: [] for mode in MODES}
+    rate: dict[str, list[float]] = {mode: [] for mode in MODES}
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        certs = {
+            n: local_certificates(tmp / "tls" / n, common_name=f"{n} CA")
+            for n in ("gateway", "hub-client")
+        }
+        eu = cluster(tmp, "eu", "eu-central-1")
+        us = cluster(tmp, "us", "us-east-1")
+        usgw = cluster(tmp, "usgw", "us-west-1")
+        gateway = Gateway(usgw, certs["gateway"], certs["hub-client"]["ca"], tmp / "gw.log")
+        hub = hub_for(tmp, eu, us, usgw, gateway, certs)
+        try:
+            users = [f"u{i}" for i in range(args.rounds * len(MODES))]
+            for user in users:
+                hub.api("POST", f"/users/{user}")
+            hub.api("POST", "/groups/everyone", json={"users": users})
+            for i in range(args.rounds):
+                for j, (mode, region) in enumerate(MODES.items()):
+                    user = users[len(MODES) * i + j]
+                    spawn[mode].append(spawn_to_ready(hub, user, region))
+                    token = hub.api("POST", f"/users/{user}/tokens", json={}).json()["token"]
+                    url = f"{hub.url}/user/{user}/api/status"
+                    rate[mode].append(asyncio.run(throughput(url, token, args.requests)))
+        finally:
+            hub.stop()
+            gateway.stop()
+            for c in (usgw, us, eu):
+                c.stop()
+    med = {mode: statistics.median(v) for mode, v in spawn.items()}
+    rps = {mode: statistics.median(v) for mode, v in rate.items()}
+    result = {
+        "rounds": args.rounds,
+        "requests": args.requests,
+        "spawn_to_ready_direct_s": round(med["direct"], 3),
+        "spawn_to_ready_gateway_s": round(med["gateway"], 3),
+        "ratio_spawn_gateway_over_direct": round(med["gateway"] / med["direct"], 3),
+        "proxy_rps_direct": round(rps["direct"], 1),
+        "proxy_rps_gateway": round(rps["gateway"], 1),
+        "ratio_rps_gateway_over_direct": round(rps["gateway"] / rps["direct"], 3),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"spawn to ready, direct (flat):   {med['direct']:.3f} s (median of {args.rounds})")
+    print(f"spawn to ready, through gateway: {med['gateway']:.3f} s")
+    print(f"ratio gateway / direct:          {result['ratio_spawn_gateway_over_direct']:.2f}x")
+    print(f"proxy throughput, direct:        {rps['direct']:.1f} req/s (8 at a time)")
+    print(f"proxy throughput, gateway:       {rps['gateway']:.1f} req/s")
+    print(f"ratio gateway / direct:          {result['ratio_rps_gateway_over_direct']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

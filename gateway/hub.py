@@ -1,0 +1,67 @@
+"""The hub's side of the gateways: one client certificate, one CA bundle.
+
+Two parts of the hub open connections to a region's gateway, and each takes
+its TLS material once for all targets:
+
+- configurable-http-proxy forwards users' requests; its ``--client-ssl-key``,
+  ``--client-ssl-cert`` and ``--client-ssl-ca`` options give every https
+  target (only gateways are: pods are reached over http) the hub's client
+  certificate and verify the target's against the bundle;
+- JupyterHub's own HTTP client asks a new server whether it is up
+  (``JupyterHubHTTPClient.connector_options``, a documented setting).
+
+So the credential is per hub, not per region: a regional gateway trusts the CA
+that signed the hub's client certificate, and the hub trusts the CAs that
+signed the gateways' certificates. A client certificate never reaches a
+notebook pod: it is presented only in a TLS handshake, and only to https
+targets, unlike a bearer header, which the proxy would add to every request.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GatewayTLS:
+    """Where the hub reads its gateway credential (the chart mounts them from a Secret)."""
+
+    cert: str
+    """The hub's client certificate (PEM), signed by the CA the gateways trust."""
+    key: str
+    """Its private key (PEM)."""
+    ca: str
+    """The CA bundle (PEM) that signed the gateways' server certificates."""
+
+
+def proxy_args(tls: GatewayTLS) -> list[str]:
+    """configurable-http-proxy's options to present ``tls.cert`` to https targets and verify
+    them against ``tls.ca``."""
+    return ["--client-ssl-key", tls.key, "--client-ssl-cert", tls.cert, "--client-ssl-ca", tls.ca]
+
+
+class _ConfigContext(ssl.SSLContext):
+    """An SSL context that can sit in traitlets config: traitlets deep-copies config values,
+    and an SSL context cannot be copied (it is shared, as it is meant to be)."""
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _ConfigContext:
+        return self
+
+
+def client_context(tls: GatewayTLS) -> ssl.SSLContext:
+    """The hub's HTTP client context: the system's CAs (for anything else the client reaches)
+    plus the gateways', with the hub's client certificate ready for a gateway that asks."""
+    context = _ConfigContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the peer and its host name
+    context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    context.load_verify_locations(cafile=tls.ca)
+    context.load_cert_chain(tls.cert, tls.key)
+    return context
+
+
+def configure_hub(c: object, tls: GatewayTLS, proxy_command: list[str]) -> None:
+    """Set the hub's config ``c`` to reach gateways with ``tls``: the proxy started as
+    ``proxy_command`` plus :func:`proxy_args`, and JupyterHub's HTTP client with
+    :func:`client_context`."""
+    c.ConfigurableHTTPProxy.command = [*proxy_command, *proxy_args(tls)]  # type: ignore[attr-defined]
+    c.JupyterHubHTTPClient.connector_options = {"ssl": client_context(tls)}  # type: ignore[attr-defined]

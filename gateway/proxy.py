@@ -1,0 +1,237 @@
+"""The gateway's reverse proxy: HTTP and WebSocket to the pod a route names.
+
+Built on aiohttp, which the project already depends on: its server speaks
+HTTP/1.1 and WebSocket, its client streams bodies and opens WebSockets, and
+its TLS comes from the standard library's ``ssl`` (a server context with
+``CERT_REQUIRED`` refuses any peer whose client certificate the given CA did
+not sign, during the handshake, before a byte of HTTP is read).
+
+What it forwards: the method, the raw path and query, the body (streamed), and
+the headers but the hop-by-hop ones, ``Host`` included (the notebook server
+checks a WebSocket's ``Origin`` against it). What it logs: method, path
+without its query (a query can carry a token), status and time; never a
+header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from multidict import CIMultiDict
+
+from .routes import RouteTable
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "content-length",
+})  # fmt: skip
+"""Headers that describe one connection, not the request (RFC 9110 7.6.1); content-length
+is set again by whoever frames the body."""
+WS_HANDSHAKE = frozenset({
+    "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+    "sec-websocket-protocol", "sec-websocket-accept",
+})  # fmt: skip
+"""Headers of one WebSocket handshake: each side of the gateway makes its own."""
+
+TABLE: web.AppKey[RouteTable] = web.AppKey("table", RouteTable)
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+
+
+def server_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
+    """TLS for the gateway: serve ``cert``/``key``, and require a client certificate signed
+    by ``client_ca`` (the hub's), TLS 1.2 at least."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class RenewedFiles:
+    """Puts a renewed certificate into a live server context, for the next handshakes.
+
+    A Secret volume swaps its files when the Secret changes (cert-manager renewing the
+    gateway's certificate, a new client CA). :meth:`check` compares the files' (inode,
+    mtime, size) with what was loaded and reloads on a change, into the same context, so
+    the listening socket stays. A new client CA is added to those trusted; a CA is only
+    dropped by a restart (a rollout), which is what removing trust should take.
+    """
+
+    def __init__(self, context: ssl.SSLContext, cert: str, key: str, client_ca: str) -> None:
+        self.context, self.cert, self.key, self.client_ca = context, cert, key, client_ca
+        self.seen = self._stats()
+
+    def _stats(self) -> tuple[tuple[int, int, int], ...]:
+        def stat(path: str) -> tuple[int, int, int]:
+            info = os.stat(path)
+            return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+        return (stat(self.cert), stat(self.key), stat(self.client_ca))
+
+    def check(self) -> bool:
+        """Reload when a file changed; whether it did. A half-written pair (a key that does
+        not match the certificate) is left for the next check, the old one kept."""
+        now = self._stats()
+        if now == self.seen:
+            return False
+        try:
+            self.context.load_cert_chain(self.cert, self.key)
+            self.context.load_verify_locations(cafile=self.client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("renewed TLS files not loaded yet: %s", type(exc).__name__)
+            return False
+        self.seen = now
+        log.info("TLS certificate or client CA renewed: in use for new connections")
+        return True
+
+    async def follow(self, every: float = 30.0) -> None:
+        """Check every ``every`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self.check()
+            except OSError as exc:  # a file missing for a moment during a swap
+                log.warning("TLS files unreadable: %s", type(exc).__name__)
+
+
+def _forwarded(headers: Any, *, drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
+    """``headers`` without hop-by-hop ones (and those ``Connection`` names) and ``drop``."""
+    named = {h.strip().lower() for h in headers.get("Connection", "").split(",") if h.strip()}
+    return CIMultiDict(
+        (k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP | named | drop
+    )
+
+
+def _is_websocket(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+async def _pump(
+    source: Any, send_text: Callable[[str], Awaitable[None]],
+    send_bytes: Callable[[bytes], Awaitable[None]], close: Callable[..., Awaitable[Any]],
+) -> None:  # fmt: skip
+    """Copy messages from ``source`` until it closes, then close the other side."""
+    async for message in source:
+        if message.type == aiohttp.WSMsgType.TEXT:
+            await send_text(message.data)
+        elif message.type == aiohttp.WSMsgType.BINARY:
+            await send_bytes(message.data)
+        else:
+            break
+    await close()
+
+
+async def _websocket(request: web.Request, url: str) -> web.StreamResponse:
+    protocols = [
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    ]
+    headers = _forwarded(request.headers, drop=WS_HANDSHAKE)
+    try:
+        upstream = await request.app[SESSION].ws_connect(
+            url, headers=headers, protocols=protocols, autoping=True
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        return web.Response(status=exc.status or 502, text="upstream refused the WebSocket")
+    except aiohttp.ClientError:
+        return web.Response(status=502, text="the server is not reachable")
+    downstream = web.WebSocketResponse(
+        protocols=(upstream.protocol,) if upstream.protocol else (), autoping=True
+    )
+    await downstream.prepare(request)
+    try:
+        await asyncio.gather(
+            _pump(downstream, upstream.send_str, upstream.send_bytes, upstream.close),
+            _pump(upstream, downstream.send_str, downstream.send_bytes, downstream.close),
+        )
+    finally:
+        await upstream.close()
+        await downstream.close()
+    return downstream
+
+
+async def _http(request: web.Request, url: str) -> web.StreamResponse:
+    try:
+        upstream = await request.app[SESSION].request(
+            request.method,
+            url,
+            headers=_forwarded(request.headers),
+            data=request.content if request.body_exists else None,
+            allow_redirects=False,
+            auto_decompress=False,
+        )
+    except aiohttp.ClientError:
+        return web.Response(status=502, text="the server is not reachable")
+    async with upstream:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        response.headers.update(_forwarded(upstream.headers))
+        if "Content-Length" in upstream.headers and "Transfer-Encoding" not in upstream.headers:
+            response.content_length = int(upstream.headers["Content-Length"])
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+    return response
+
+
+async def route(request: web.Request) -> web.StreamResponse:
+    """Forward ``request`` to the pod its path names; 404 when no pod in this cluster's
+    namespace serves that path."""
+    found = request.app[TABLE].lookup(request.raw_path.split("?", 1)[0])
+    if found is None:
+        return web.json_response(
+            {"message": "no server for this path in this region's gateway"}, status=404
+        )
+    url = found.target + request.raw_path
+    if _is_websocket(request):
+        return await _websocket(request, url.replace("http://", "ws://", 1))
+    return await _http(request, url)
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per request: method, path without its query, status, milliseconds."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, duration: float) -> None:
+        self.logger.info(
+            "%s %s %s %.1fms", request.method, request.path, response.status, duration * 1000
+        )
+
+
+def make_app(table: RouteTable) -> web.Application:
+    """The gateway's application: every path goes through :func:`route`."""
+    app = web.Application()
+    app[TABLE] = table
+
+    async def session(app: web.Application) -> Any:
+        # No cookie jar: cookies belong to the user's browser and pass through as headers.
+        app[SESSION] = aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(sock_connect=10)
+        )
+        yield
+        await app[SESSION].close()
+
+    app.cleanup_ctx.append(session)
+    app.router.add_route("*", "/{tail:.*}", route)
+    return app
+
+
+def health_app(ready: Callable[[], bool]) -> web.Application:
+    """A plain-HTTP health endpoint for the kubelet's probes (it holds no client
+    certificate): 200 once the first listing of pods is in, 503 before."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        ok = ready()
+        return web.Response(status=200 if ok else 503, text="ok" if ok else "not synced")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,0 +1,144 @@
+"""The gateway's proxy in process: what it forwards, what it drops, what it answers itself.
+
+The upstream is a real aiohttp server standing in for a notebook pod; the route table is
+filled as the pod watch would fill it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from sovereign_hub.gateway.proxy import RenewedFiles, make_app, server_context
+from sovereign_hub.gateway.routes import RouteTable
+from sovereign_hub.sandbox.tls import local_certificates
+
+
+def running_pod(user: str, port: int) -> dict:
+    return {
+        "metadata": {"name": f"jupyter-{user}", "annotations": {"hub.jupyter.org/username": user}},
+        "spec": {"containers": [{"ports": [{"name": "notebook-port", "containerPort": port}]}]},
+        "status": {"phase": "Running", "podIP": "127.0.0.1"},
+    }
+
+
+async def echo(request: web.Request) -> web.StreamResponse:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        ws = web.WebSocketResponse(protocols=("v1.kernel.websocket.jupyter.org",))
+        await ws.prepare(request)
+        async for message in ws:
+            await ws.send_str(f"echo {message.data}")
+        return ws
+    body = await request.read()
+    return web.json_response(
+        {"path": request.raw_path, "headers": dict(request.headers), "body": body.decode()},
+        headers={"X-From-Pod": "yes", "Connection": "keep-alive"},
+    )
+
+
+@pytest.fixture
+async def gateway():
+    upstream = web.Application()
+    upstream.router.add_route("*", "/{tail:.*}", echo)
+    async with TestServer(upstream, host="127.0.0.1") as pod:
+        table = RouteTable()
+        table.apply("ADDED", running_pod("bob", pod.port))
+        table.apply("ADDED", running_pod("gone", 1))  # nothing listens on port 1
+        async with TestServer(make_app(table), host="127.0.0.1") as server:
+            yield server
+
+
+async def test_requests_reach_the_pod_with_path_query_body_and_end_to_end_headers(gateway):
+    url = f"http://127.0.0.1:{gateway.port}/user/bob/api/contents/a%20b?x=1"
+    headers = {
+        "Host": "hub.example",
+        "Cookie": "c=1",
+        "Connection": "keep-alive, X-Hop",
+        "X-Hop": "dropped: Connection names it",
+        "Proxy-Authorization": "Basic dropped",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(url, data=b"payload", headers=headers) as response,
+    ):
+        assert response.status == 200
+        assert response.headers["X-From-Pod"] == "yes"
+        seen = await response.json()
+    assert seen["path"] == "/user/bob/api/contents/a%20b?x=1"
+    assert seen["body"] == "payload"
+    forwarded = {k.lower(): v for k, v in seen["headers"].items()}
+    assert forwarded["host"] == "hub.example"  # the notebook server checks Origin against it
+    assert forwarded["cookie"] == "c=1"
+    assert "x-hop" not in forwarded
+    assert "proxy-authorization" not in forwarded
+
+
+@pytest.mark.parametrize(
+    ("path", "status"), [("/user/eve/api", 404), ("/hub/home", 404), ("/user/gone/api", 502)]
+)
+async def test_the_gateway_answers_for_paths_with_no_pod_or_a_pod_that_does_not_answer(
+    gateway, path, status
+):
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{gateway.port}{path}") as response,
+    ):
+        assert response.status == status
+
+
+async def test_websockets_pass_both_ways_with_the_pods_subprotocol(gateway):
+    url = f"ws://127.0.0.1:{gateway.port}/user/bob/api/kernels/k/channels"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, protocols=("v1.kernel.websocket.jupyter.org",)) as ws,
+    ):
+        assert ws.protocol == "v1.kernel.websocket.jupyter.org"
+        await ws.send_str("hello")
+        assert (await ws.receive_str(timeout=10)) == "echo hello"
+
+
+async def test_a_renewed_certificate_serves_new_connections_without_a_restart(tmp_path):
+    first = local_certificates(tmp_path / "first", common_name="first gateway CA")
+    renewed = local_certificates(tmp_path / "renewed", common_name="renewed gateway CA")
+    hub = local_certificates(tmp_path / "hub", common_name="hub client CA")
+    live = tmp_path / "live"
+    live.mkdir()
+    for name in ("cert", "key"):
+        shutil.copy(first[name], live / f"{name}.pem")
+    cert, key = str(live / "cert.pem"), str(live / "key.pem")
+    context = server_context(cert, key, str(hub["ca"]))
+    renewal = RenewedFiles(context, cert, key, str(hub["ca"]))
+    runner = web.AppRunner(make_app(RouteTable()))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+
+    async def status_trusting(ca: Path) -> int:
+        client = ssl.create_default_context(cafile=str(ca))
+        client.load_cert_chain(str(hub["cert"]), str(hub["key"]))
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client)) as session,
+            session.get(f"https://127.0.0.1:{port}/user/nobody/") as response,
+        ):
+            return response.status
+
+    try:
+        assert await status_trusting(first["ca"]) == 404  # the gateway's own answer
+        assert renewal.check() is False  # nothing changed
+        for name in ("cert", "key"):  # as a Secret volume does: new files swapped in
+            shutil.copy(renewed[name], live / f"{name}.new")
+            os.replace(live / f"{name}.new", live / f"{name}.pem")
+        assert renewal.check() is True
+        assert await status_trusting(renewed["ca"]) == 404
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await status_trusting(first["ca"])
+    finally:
+        await runner.cleanup()
