@@ -59,6 +59,13 @@ SEAMS = [
         "cluster's name to the tuple it returns",
     ),
     Seam(
+        "_get_pod_url",
+        "(self, pod)",
+        KubeSpawner,
+        "spawner/clusters.py RegionalClusters._get_pod_url overrides it: a region behind a "
+        "gateway is reached at the gateway's URL instead of the pod's IP (start and poll)",
+    ),
+    Seam(
         "_build_common_labels",
         "(self, extra_labels)",
         KubeSpawner,
