@@ -26,7 +26,7 @@ sandbox: $(STAMP) notebook-env
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy policy
+	$(BIN)/python .ci/typecheck
 
 # Debian packages the tests start for real: Chromium (Playwright drives it; it
 # never downloads one), PostgreSQL 15 and rsyslog with TLS (audit stores),

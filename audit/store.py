@@ -131,7 +131,7 @@ def _read_postgres(store: str, filters: Filters, password: str) -> Iterator[dict
 
     where, params = _where(filters, "%s")
     try:
-        extra = {"password": password} if password else {}
+        extra: dict[str, Any] = {"password": password} if password else {}
         db = psycopg.connect(store, connect_timeout=10, row_factory=dict_row, **extra)
     except psycopg.Error as exc:
         raise StoreError(f"{_redact(store)}: cannot connect ({exc})") from None

@@ -159,7 +159,9 @@ class Store:
         with self.connect() as db:
             return [_record(r) | {"event": r["event"]} for r in db.execute(sql, params).fetchall()]
 
-    def page(self, query: Query, after: str = "", limit: int = 50) -> tuple[list[dict], str]:
+    def page(
+        self, query: Query, after: str = "", limit: int = 50
+    ) -> tuple[list[dict[str, Any]], str]:
         """Up to ``limit`` records, newest first, after the cursor; and the next cursor."""
         clauses, params = where(query, self.mark)
         if after:
