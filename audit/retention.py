@@ -32,7 +32,7 @@ from .signing import Signer
 from .sinks.migrations import migrate_postgres, migrate_sqlite
 from .sinks.postgresql import is_postgres_url
 from .sinks.table import COLUMNS, row
-from .store import StoreError, _record
+from .store import StoreError, record_from_row
 
 
 @contextmanager
@@ -66,7 +66,7 @@ def _connect(store: str, password: str) -> Iterator[tuple[Any, str]]:
 
 
 def _rows(db: Any, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    return [_record(r) for r in db.execute(sql, params).fetchall()]
+    return [record_from_row(r) for r in db.execute(sql, params).fetchall()]
 
 
 def retain(
