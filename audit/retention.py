@@ -32,7 +32,7 @@ from .signing import Signer
 from .sinks.migrations import migrate_postgres, migrate_sqlite
 from .sinks.postgresql import is_postgres_url
 from .sinks.table import COLUMNS, row
-from .store import StoreError, _record
+from .store import StoreError, record_from_row
 
 
 @contextmanager
@@ -42,7 +42,7 @@ def _connect(store: str, password: str) -> Iterator[tuple[Any, str]]:
         import psycopg
         from psycopg.rows import dict_row
 
-        extra = {"password": password} if password else {}
+        extra: dict[str, Any] = {"password": password} if password else {}
         try:
             db = psycopg.connect(store, connect_timeout=10, row_factory=dict_row, **extra)
         except psycopg.Error as exc:
@@ -56,17 +56,17 @@ def _connect(store: str, password: str) -> Iterator[tuple[Any, str]]:
     path = Path(store.removeprefix("sqlite:///"))
     if not path.exists():
         raise StoreError(f"{store}: no such audit store")
-    db = sqlite3.connect(path, isolation_level=None, timeout=30)
-    db.row_factory = sqlite3.Row
+    lite = sqlite3.connect(path, isolation_level=None, timeout=30)
+    lite.row_factory = sqlite3.Row
     try:
-        migrate_sqlite(db)
-        yield db, "?"
+        migrate_sqlite(lite)
+        yield lite, "?"
     finally:
-        db.close()
+        lite.close()
 
 
 def _rows(db: Any, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    return [_record(r) for r in db.execute(sql, params).fetchall()]
+    return [record_from_row(r) for r in db.execute(sql, params).fetchall()]
 
 
 def retain(

@@ -15,6 +15,7 @@ from typing import Any
 
 import fastjsonschema
 import yaml
+from jupyter_events.schema import EventSchema
 from jupyter_events.schema_registry import SchemaRegistry
 
 SCHEMA_DIR = Path(__file__).with_name("event_schemas")
@@ -63,7 +64,9 @@ class Validators:
         self._compiled: dict[str, Callable[[Any], Any]] = {}
         self.versions: dict[str, str] = {}
         for path in schema_files():
-            schema = self.registry.register(path)  # checks it against Jupyter's metaschema
+            # Checked against Jupyter's metaschema; EventSchema reads a Path, register's
+            # annotation names only its other inputs.
+            schema = self.registry.register(EventSchema(path))
             raw = yaml.safe_load(path.read_text())
             self._compiled[schema.id] = fastjsonschema.compile(raw)
             self.versions[schema.id] = str(schema.version)
@@ -77,7 +80,7 @@ class Validators:
             raise InvalidEvent(f"no audit schema {schema_id!r} is registered")
         try:
             check(data)
-        except fastjsonschema.JsonSchemaException as exc:
+        except fastjsonschema.JsonSchemaValueException as exc:
             raise InvalidEvent(f"{schema_id}: {exc.message}") from None
 
 

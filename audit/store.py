@@ -27,7 +27,9 @@ class Filters:
     digest: str | None = None
 
 
-def _record(row: Mapping[str, Any]) -> dict[str, Any]:
+def record_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of ``audit_events`` (SQLite or PostgreSQL) as the record that was written: the
+    one reading of a stored row, for verification, queries, exports and the viewer."""
     record = {
         "seq": row["seq"],
         "id": row["id"],
@@ -89,7 +91,7 @@ def read(
         columns = [r[1] for r in db.execute("PRAGMA table_info(audit_events)")]
         order = _order(columns)
         yield from (
-            _record(r)
+            record_from_row(r)
             # The clauses are fixed strings; every value is a bound parameter.
             for r in db.execute(f"SELECT * FROM audit_events {where} ORDER BY {order}", params)  # noqa: S608
         )
@@ -131,7 +133,7 @@ def _read_postgres(store: str, filters: Filters, password: str) -> Iterator[dict
 
     where, params = _where(filters, "%s")
     try:
-        extra = {"password": password} if password else {}
+        extra: dict[str, Any] = {"password": password} if password else {}
         db = psycopg.connect(store, connect_timeout=10, row_factory=dict_row, **extra)
     except psycopg.Error as exc:
         raise StoreError(f"{_redact(store)}: cannot connect ({exc})") from None
@@ -148,7 +150,7 @@ def _read_postgres(store: str, filters: Filters, password: str) -> Iterator[dict
             cur.itersize = 2000
             order = _order(columns)
             cur.execute(f"SELECT * FROM audit_events {where} ORDER BY {order}", params)  # noqa: S608
-            yield from (_record(r) for r in cur)
+            yield from (record_from_row(r) for r in cur)
     except psycopg.errors.UndefinedTable:
         raise StoreError(f"{_redact(store)}: not an audit store (no audit_events table)") from None
     except psycopg.Error as exc:

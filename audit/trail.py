@@ -123,7 +123,7 @@ class AuditTrail(LoggingConfigurable):
         help="""Name of this hub in events (default: the host name). Each hub instance has
         its own chain.""",
     )
-    sinks = List(
+    sinks: List[dict[str, Any]] = List(
         config=True,
         help="""Where records are delivered, each a dict with `type` (`sqlite`, `jsonl`) and
         its options, e.g. `{"type": "sqlite", "path": "/srv/audit.sqlite"}`. Several at once;
@@ -388,12 +388,13 @@ class AuditTrail(LoggingConfigurable):
         if self._signer is not None:
             # The signature covers the record's identity, which _write fixes;
             # so sign a preview of exactly what it will write.
+            at = _now()
             preview = {
                 "hub": self._hub, "epoch": self._epoch, "seq": self._seq + 1,
-                "time": _now(), "schema": schemas.CHECKPOINT, "data": data,
+                "time": at, "schema": schemas.CHECKPOINT, "data": data,
             }  # fmt: skip
             data["signature"] = self._signer.sign(signed_payload(preview))
-            record = self._write(schemas.CHECKPOINT, data, preview["time"])
+            record = self._write(schemas.CHECKPOINT, data, at)
         else:
             record = self._write(schemas.CHECKPOINT, data)
         self._leaves = []

@@ -392,12 +392,12 @@ class _Verifier:
                 )
                 continue
             if state == "none":
-                earlier = [c for c in chains if c.epoch < chain.epoch]
+                older = [c for c in chains if c.epoch < chain.epoch]
                 self.report.notes.append(
                     f"{began}; the store ({data.get('looked_in')}) then held no record of {hub}"
                     + (
-                        f", yet {len(earlier)} earlier epoch(s) of it are here"
-                        if earlier
+                        f", yet {len(older)} earlier epoch(s) of it are here"
+                        if older
                         else " (a new hub)"
                     )
                 )

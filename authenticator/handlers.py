@@ -12,7 +12,7 @@ from sovereign_hub.reporting import SessionEvent
 
 
 class SovereignLoginHandler(OAuthLoginHandler):
-    async def get(self) -> None:  # type: ignore[override]
+    async def get(self) -> None:
         await self.authenticator.discover()
         super().get()
 

@@ -9,7 +9,8 @@ A mixin of :class:`~sovereign_hub.authenticator.SovereignAuthenticator`, whose
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 from tornado.httpclient import HTTPClientError
 from tornado.web import HTTPError
@@ -35,6 +36,21 @@ def provider_down(exc: BaseException) -> bool:
 
 
 class GroupRefresh(Configurable):
+    if TYPE_CHECKING:
+        # What it uses of the authenticator it is mixed into: OAuthenticator's and
+        # SovereignAuthenticator's.
+        log: logging.Logger
+        groups_claim: str
+        enable_auth_state: bool
+        user_auth_state_key: str
+        policy_file: str
+
+        def build_refresh_token_request_params(self, refresh_token: str) -> dict[str, Any]: ...
+        async def get_token_info(self, handler: Any, params: dict[str, Any]) -> Any: ...
+        async def _verified_claims(
+            self, id_token: str, nonce: str | None, token_info: dict[str, Any]
+        ) -> dict[str, Any]: ...
+
     refresh_groups_from = Enum(
         ["userinfo", "id_token", "last_id_token"],
         "userinfo",
@@ -80,7 +96,8 @@ class GroupRefresh(Configurable):
                     "the provider answered the refresh-token grant without an ID token: "
                     "keeping the groups of the last verified one"
                 )
-        info: dict[str, Any] = await super().token_to_user(token_info)
+        # OAuthenticator's, after this mixin in the authenticator's MRO (untyped).
+        info: dict[str, Any] = await super().token_to_user(token_info)  # type: ignore[misc]
         if self.refresh_groups_from != "userinfo" and claim(info, self.groups_claim) is None:
             kept = ID_TOKEN_GROUPS.get()
             if kept is not None:
@@ -113,7 +130,7 @@ class GroupRefresh(Configurable):
         sub_token = REFRESHING_SUB.set(previous.get("sub"))
         groups_token = ID_TOKEN_GROUPS.set(id_token_groups(auth_state))
         try:
-            model = await super().refresh_user(user, handler, **kwargs)
+            model = await super().refresh_user(user, handler, **kwargs)  # type: ignore[misc]
         except TokenRejected as exc:
             self.log.warning("refresh of %s refused (%s): log in again", user.name, exc.reason)
             return False

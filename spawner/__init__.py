@@ -3,6 +3,8 @@
 Registered as the ``sovereign`` spawner: ``c.JupyterHub.spawner_class = "sovereign"``.
 """
 
-from .spawner import SovereignSpawner, SpawnRefused
+from sovereign_hub.refusals import SpawnRefused
+
+from .spawner import SovereignSpawner
 
 __all__ = ["SovereignSpawner", "SpawnRefused"]

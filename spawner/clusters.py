@@ -245,7 +245,7 @@ def _same_endpoint(old: Configuration, new: Configuration) -> bool:
 
 
 @functools.cache
-def regional_reflector(reflector_class: type) -> type:
+def regional_reflector(reflector_class: type[Any]) -> type:
     """``reflector_class`` listing and watching through a given cluster's client.
 
     KubeSpawner's reflectors take their client from the process-wide default

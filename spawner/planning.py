@@ -6,7 +6,8 @@ A mixin of :class:`~sovereign_hub.spawner.SovereignSpawner`; its settings are th
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from traitlets import Bool, Enum, List, Unicode
@@ -24,6 +25,21 @@ SERVER_ANNOTATION = "hub.jupyter.org/servername"
 
 
 class PlanTraits(Configurable):
+    if TYPE_CHECKING:
+        # What it uses of the spawner it is mixed into: KubeSpawner's and SovereignSpawner's.
+        user: Any
+        name: str
+        log: logging.Logger
+        api: Any
+        namespace: str
+        k8s_api_request_retry_timeout: int
+        _log_name: str
+        _baseline: dict[str, Any]
+        _spawn_baseline: dict[str, Any] | None
+
+        def _expand_user_properties(self, template: str, slug_scheme: Any = None) -> str: ...
+        def _build_common_labels(self, extra_labels: dict[str, str]) -> dict[str, str]: ...
+
     home_mount_path = Unicode(
         "/home/jovyan",
         config=True,

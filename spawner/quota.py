@@ -31,8 +31,8 @@ class GpuLedger:
         # A server being started again gives up what it held before deciding.
         self._holds.pop(key, None)
         decision = decide(identity, request, policy, self.usage())
-        if decision.allowed and decision.plan.gpu is not None:  # type: ignore[union-attr]
-            gpu = decision.plan.gpu  # type: ignore[union-attr]
+        if decision.allowed and decision.plan.gpu is not None:
+            gpu = decision.plan.gpu
             self._holds[key] = (gpu.quota_group, gpu.count)
         return decision
 

@@ -309,7 +309,8 @@ class SovereignSpawner(
         self.allocation = dataclasses.replace(self.allocation, node=node)
         self._report("server_started", **self.allocation.placement(), node=node)
         for mounted in mount_records(plan):
-            self._report("dataset_mounted", **mounted)
+            # A record's keys are SessionEvent fields, never `required`: mypy cannot know.
+            self._report("dataset_mounted", **mounted)  # type: ignore[arg-type]
         return url
 
     def _spawn_failed(self, plan: PodPlan, detail: str) -> None:
@@ -368,7 +369,7 @@ class SovereignSpawner(
 
     # -- persisted state -------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
-        state = super().get_state()
+        state: dict[str, Any] = super().get_state()
         state[STATE_KEY] = state_entry(self.pins, self.allocation)
         state[STATE_KEY]["queued"] = self.queue_state()
         state[STATE_KEY][UPGRADE_FIELD] = self.upgrade_state()

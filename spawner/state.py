@@ -173,7 +173,7 @@ def allocation_from_pod(
         return None
     gpu_type = labels.get(f"{LABEL_PREFIX}gpu-type")
     gpus = 0
-    if gpu_type in gpu_resources:
+    if gpu_type is not None and gpu_type in gpu_resources:
         containers = (pod.get("spec") or {}).get("containers") or [{}]
         limits = (containers[0].get("resources") or {}).get("limits") or {}
         with contextlib.suppress(TypeError, ValueError):

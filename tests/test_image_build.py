@@ -183,6 +183,15 @@ def test_no_compiler_package_cache_or_build_input_is_left(images, name):
         assert not path.startswith("usr/share/man/man"), path
 
 
+def test_the_hub_image_has_our_components_and_no_emulator(images):
+    """The emulated Kubernetes and the sandbox are test equipment, a distribution of their
+    own (sandbox/pyproject.toml): the hub image carries the hub's components, not them."""
+    files = rootfs_files(images["hub"].layout, images["hub"].tag)
+    ours = [path for path in files if "/site-packages/sovereign_hub/" in path]
+    assert any(path.endswith("/sovereign_hub/spawner/spawner.py") for path in ours), ours[:20]
+    assert [path for path in ours if "/sovereign_hub/sandbox/" in path] == []
+
+
 def test_python_byte_code_is_hash_based(images):
     """No source time stamp in any .pyc: the flags word says unchecked hash (0b01)."""
     layout, tag = images["hub"].layout, images["hub"].tag

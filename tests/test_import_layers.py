@@ -4,8 +4,9 @@ The contracts are in pyproject.toml (``[tool.importlinter]``). import-linter bui
 graph with grimp, which finds a package's folder and walks its files; the editable install
 maps ``sovereign_hub.policy`` and the other components to their top-level folders only at
 import time (setuptools' finder), so grimp would see ``sovereign_hub/`` alone. The check
-therefore runs on a copy laid out as a wheel installs it, made from the same
-``package-dir`` mapping the build uses.
+therefore runs on a copy laid out as the wheels install it, made from the same
+``package-dir`` mappings the builds use: the hub's, and the sandbox's own distribution
+(``sandbox/pyproject.toml``), so that an import of the emulator is seen.
 """
 
 from __future__ import annotations
@@ -24,13 +25,19 @@ from tests.conftest import ROOT
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
+def package_dirs(project: Path) -> dict[str, Path]:
+    """A distribution's ``package-dir`` mapping, each folder as a path."""
+    settings = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return {package: project / folder for package, folder in settings["package-dir"].items()}
+
+
 def installed_layout(into: Path) -> Path:
-    """``sovereign_hub`` as an install lays it out, under ``into``; returns ``into``."""
-    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    """``sovereign_hub`` as the installs lay it out, under ``into``; returns ``into``."""
+    mapping = package_dirs(ROOT) | package_dirs(ROOT / "sandbox")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "pyproject.toml")
     # Shortest first: a mapped component is copied into its parent package's copy.
-    for package, folder in sorted(settings["package-dir"].items(), key=lambda kv: kv[0]):
-        shutil.copytree(ROOT / folder, into / package.replace(".", "/"), ignore=ignore)
+    for package, folder in sorted(mapping.items(), key=lambda kv: kv[0]):
+        shutil.copytree(folder, into / package.replace(".", "/"), ignore=ignore)
     return into
 
 

@@ -96,7 +96,7 @@ class ViewerHandler(HubOAuthenticated, web.RequestHandler):
     """Every page: the scope check, the clear refusal, and the ``audit-viewed`` record."""
 
     @property
-    def hub_scopes(self) -> set[str]:  # type: ignore[override]
+    def hub_scopes(self) -> set[str]:
         return {SCOPE}
 
     def initialize(self, store: Store, trail: AuditTrail, key: bytes, check: Verification) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..schemas import schema_files
 from ..sinks.postgresql import is_postgres_url
-from ..store import Filters, StoreError, _record, clauses
+from ..store import Filters, StoreError, clauses, record_from_row
 
 # Every family of event a person can filter by: all the registered schemas but the trail's
 # proofs about itself, so a new event kind is filterable the day its schema lands.
@@ -99,6 +99,11 @@ def decode_cursor(text: str) -> tuple[str, str]:
     return time, ident
 
 
+def _listed(row: Any) -> dict[str, Any]:
+    """A row as the viewer lists it: the record, with its event family (a stored column)."""
+    return record_from_row(row) | {"event": row["event"]}
+
+
 class Store:
     """One audit store: a SQLite file opened per use, or PostgreSQL through a pool.
 
@@ -157,9 +162,11 @@ class Store:
 
     def _rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
         with self.connect() as db:
-            return [_record(r) | {"event": r["event"]} for r in db.execute(sql, params).fetchall()]
+            return [_listed(r) for r in db.execute(sql, params).fetchall()]
 
-    def page(self, query: Query, after: str = "", limit: int = 50) -> tuple[list[dict], str]:
+    def page(
+        self, query: Query, after: str = "", limit: int = 50
+    ) -> tuple[list[dict[str, Any]], str]:
         """Up to ``limit`` records, newest first, after the cursor; and the next cursor."""
         clauses, params = where(query, self.mark)
         if after:
@@ -190,10 +197,10 @@ class Store:
                     cur.itersize = 2000
                     cur.execute(sql, params)
                     for r in cur:
-                        yield _record(r) | {"event": r["event"]}
+                        yield _listed(r)
             else:
                 for r in db.execute(sql, params):
-                    yield _record(r) | {"event": r["event"]}
+                    yield _listed(r)
 
     def sessions(self, user: str, limit: int = 500) -> list[dict[str, Any]]:
         """The user's servers from request to stop, newest first, each with its events."""

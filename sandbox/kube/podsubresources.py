@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from .errors import ApiError, bad_request
-from .kubelet import instance_log, pod_log_dir
+from .podlogs import instance_log, pod_log_dir
 from .store import Obj, Store
 
 FOLLOW_POLL_SECONDS = 0.1
