@@ -36,6 +36,9 @@ class PlanTraits(Configurable):
         _log_name: str
         _baseline: dict[str, Any]
         _spawn_baseline: dict[str, Any] | None
+        policy_file: str
+
+        async def use_cluster(self, region: str, cluster: Any, *, probe: bool) -> None: ...
 
         def _expand_user_properties(self, template: str, slug_scheme: Any = None) -> str: ...
         def _build_common_labels(self, extra_labels: dict[str, str]) -> dict[str, str]: ...
