@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import venv
@@ -87,6 +88,17 @@ def plain_install(tmp_path_factory) -> Path:
     offline = ["--quiet", "--no-index", "--find-links", str(wheelhouse)]
     # No pip configuration of this machine (extra indexes, constraints) may take part.
     env = {"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null", "HOME": str(root)}
+    # From the files git tracks, as the image's wheel is built (sovhub images): a checkout's
+    # stale build/lib (setuptools reuses it) would otherwise leak old packages in.
+    source = root / "source"
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     # The build backend (setuptools) comes from the wheelhouse too.
     subprocess.run(
         [
@@ -98,7 +110,7 @@ def plain_install(tmp_path_factory) -> Path:
             "--no-deps",
             "--wheel-dir",
             str(root / "dist"),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         capture_output=True,
