@@ -106,7 +106,7 @@ class GpuQueueing(Configurable):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._own_start_timeout: float = self.start_timeout  # type: ignore[attr-defined]
+        self._own_start_timeout: float = self.start_timeout
         self._ticket: Ticket | None = None
         self._queue_phase: str | None = None  # None deciding, "waiting", "done"
 
@@ -124,7 +124,7 @@ class GpuQueueing(Configurable):
             policy = None  # the spawn is refused with the problems when it decides
         if policy is not None and policy.gpu_queue.enabled:
             allowance = policy.gpu_queue.max_wait_minutes * 60.0
-        self.start_timeout = self._own_start_timeout + allowance  # type: ignore[attr-defined]
+        self.start_timeout = self._own_start_timeout + allowance
 
     async def admit(self, identity: Identity, request: SpawnRequest, policy: Policy) -> Decision:
         """The decision for ``request``, after waiting in the GPU queue if it must."""
