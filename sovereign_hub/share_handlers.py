@@ -11,6 +11,7 @@ route tables.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -180,7 +181,12 @@ class GovernedShareHandler(ServerShareAPIHandler):
         asked = body.get("expires_in") if isinstance(body, dict) else None
         if asked is None:
             return None
-        if isinstance(asked, bool) or not isinstance(asked, int | float) or asked < 60:
+        if (
+            isinstance(asked, bool)
+            or not isinstance(asked, int | float)
+            or not math.isfinite(asked)  # json accepts NaN and Infinity
+            or asked < 60
+        ):
             raise web.HTTPError(
                 400, f"expires_in must be a number of seconds, at least 60; got {asked!r}"
             )

@@ -371,3 +371,38 @@ async def test_a_table_that_fails_to_load_closes_the_pod_in_emulated_cluster(clu
         await asyncio.to_thread(until, cluster, "client", web, 8080, "TimeoutError")
     finally:
         await api.close()
+
+
+async def test_a_pod_whose_link_was_taken_down_gets_it_back_once_a_table_loads_in_emulated_cluster(
+    cluster, monkeypatch
+):
+    """Kubernetes is emulated: when not even the closed table loads, the pod loses its link;
+    the next change whose table loads brings the link back (filtered), or the pod would stay
+    cut off while reported Running."""
+    api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)
+    try:
+        sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
+        await core.create_namespaced_pod(
+            NS, pod("web", {"app": "web"}, [sys.executable, "-c", LISTEN, "8080"])
+        )
+        await core.create_namespaced_pod(NS, pod("client", {"role": "client"}, sleep))
+        web = await running_ip(core, "web")
+        await running_ip(core, "client")
+        await asyncio.to_thread(until, cluster, "client", web, 8080, "ok")
+
+        def refuse(self, netns: str, ruleset: str) -> None:
+            raise RuntimeError("nft: refused")
+
+        monkeypatch.setattr(PodNetworking, "_load", refuse)
+        await networking.create_namespaced_network_policy(
+            NS, policy("first", {"role": "client"}, [{"to": [{"podSelector": {}}]}])
+        )
+        await asyncio.to_thread(until, cluster, "client", web, 8080, "OSError")  # no link
+        monkeypatch.undo()
+        await networking.create_namespaced_network_policy(
+            NS, policy("second", {"role": "client"}, [{"to": [{"podSelector": {}}]}])
+        )
+        await asyncio.to_thread(until, cluster, "client", web, 8080, "ok")
+    finally:
+        await api.close()

@@ -144,6 +144,7 @@ class NetPod:
     labels: dict[str, str] = field(default_factory=dict)
     named_ports: tuple[tuple[str, str, int], ...] = ()
     ruleset: str = ""
+    link_down: bool = False  # taken down when not even the closed table could be loaded
 
 
 class PodNetworking:
@@ -232,6 +233,7 @@ class PodNetworking:
         except RuntimeError as exc:
             log.error("pod %s/%s: link taken down: %s", net.namespace, net.name, exc)
             _run(IP, "-n", net.netns, "link", "set", "eth0", "down")
+            net.link_down = True
 
     def _add_namespace(self, net: NetPod) -> None:
         peer = f"shk{secrets.token_hex(5)}"  # 13 characters
@@ -336,6 +338,9 @@ class PodNetworking:
                     net.ruleset = ""  # the next change tries again
                     continue
                 net.ruleset = ruleset
+                if net.link_down:  # a table loads again: the pod is filtered, bring it back
+                    await asyncio.to_thread(_run, IP, "-n", net.netns, "link", "set", "eth0", "up")
+                    net.link_down = False
 
     async def wait_applied(self) -> None:
         """Until the first lists of policies and namespaces are in."""
