@@ -703,6 +703,26 @@ def test_the_release_pins_the_gpu_image_into_its_own_channel(tmp_path):
                       {"notebook-cpu": "datascience", "notebook-gpu": "gpu"}, "2026.12")  # fmt: skip
 
 
+def test_the_release_pins_a_policy_given_as_text_keeping_its_order_and_comments():
+    """`policy: |` (or `--set-file policy=…`, as `sovhub migrate z2jh` writes it): pinned as
+    text, so the admin's profile order and comments reach the hub as they were."""
+    from sovereign_hub.images.release import write_values
+
+    chart = yaml.safe_load((ROOT / "helm" / "sovereign-hub" / "values.yaml").read_text())
+    text = (ROOT / "examples" / "policy.yaml").read_text()
+    mine = {"hub": chart["hub"], "proxy": chart["proxy"], "policy": text}
+    images = {"notebook-cpu": "reg.example:5000/sh/nb@sha256:" + "b" * 64}
+    after = yaml.safe_load(write_values(yaml.safe_dump(mine), "values.yaml", images,
+                                        CHANNELS, "2026.12"))  # fmt: skip
+    assert isinstance(after["policy"], str)
+    pinned = yaml.safe_load(after["policy"])
+    latest = pinned["channels"]["datascience"]["versions"][-1]
+    assert (latest["version"], latest["image"]) == ("2026.12", images["notebook-cpu"])
+    assert list(pinned["profiles"]) == list(yaml.safe_load(text)["profiles"])  # order kept
+    first_comment = next(line for line in text.splitlines() if line.startswith("#"))
+    assert first_comment in after["policy"]
+
+
 def test_the_release_pins_an_admins_own_policy_when_the_values_give_one():
     """An admin's values with `policy` set: that policy gets the new version, not the example."""
     from sovereign_hub.images.release import write_values

@@ -26,6 +26,7 @@ from typing import Any
 
 import requests
 from ruamel.yaml import YAML
+from ruamel.yaml.scalarstring import LiteralScalarString
 
 from .build import Artifact as Built
 from .oci import MANIFEST, canonical
@@ -166,6 +167,14 @@ def write_values(
     # the admin's `policy`, or, while that is empty (the chart's own values), the example.
     document = yaml.load(values)
     key = "policy" if document.get("policy") else "examplePolicy"
+    if isinstance(document[key], str):
+        # The policy given as text (`--set-file policy=…`, a `|` block): pinned as the text
+        # it is, so its order and comments stay, and written back as a literal block.
+        text = pin_notebooks(document[key], f"{file}: {key}", images, channels, version)
+        document[key] = LiteralScalarString(text)
+        result = io.StringIO()
+        yaml.dump(document, result)
+        return result.getvalue()
     if key == "examplePolicy":
         # The chart's example offers CPU profiles only: a GPU image has no channel there.
         # An admin's own policy must have every channel released into (else refused).
