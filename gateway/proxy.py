@@ -183,14 +183,29 @@ async def _http(request: web.Request, url: str) -> web.StreamResponse:
     return response
 
 
+RETRY_AFTER = 2
+"""Seconds a client is asked to wait when a user's path has no running pod yet."""
+
+
 async def route(request: web.Request) -> web.StreamResponse:
-    """Forward ``request`` to the pod its path names; 404 when no pod in this cluster's
-    namespace serves that path."""
-    found = request.app[TABLE].lookup(request.raw_path.split("?", 1)[0])
+    """Forward ``request`` to the pod its path names.
+
+    A ``/user/…`` path with no running pod gets 503 with ``Retry-After``, not 404:
+    JupyterHub's check that a new server is up (``wait_for_http_server``) takes any answer
+    below 500 as "up", and this gateway may see the pod Running a moment after the hub
+    does. Any other path is not a server's, so 404.
+    """
+    table = request.app[TABLE]
+    path = request.raw_path.split("?", 1)[0]
+    found = table.lookup(path)
     if found is None:
-        return web.json_response(
-            {"message": "no server for this path in this region's gateway"}, status=404
-        )
+        if table.is_user_path(path):
+            return web.json_response(
+                {"message": "no running server for this path in this region's gateway (yet)"},
+                status=503,
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )
+        return web.json_response({"message": "not a server's path"}, status=404)
     url = found.target + request.raw_path
     if _is_websocket(request):
         return await _websocket(request, url.replace("http://", "ws://", 1))

@@ -93,10 +93,14 @@ class RouteTable:
             self._by_pod[name] = route
             self._by_prefix[route.prefix] = route
 
+    def is_user_path(self, path: str) -> bool:
+        """Whether ``path`` is under ``<base>user/``, where servers live."""
+        return path.startswith(f"{self.base_url.rstrip('/')}/user/")
+
     def lookup(self, path: str) -> Route | None:
         """The route whose prefix ``path`` (the raw, escaped request path) falls under; a
         named server's prefix wins over its user's default server."""
-        if not path.startswith(f"{self.base_url.rstrip('/')}/user/"):
+        if not self.is_user_path(path):
             return None
         # A prefix has the form <base>user/<name>/ or <base>user/<name>/<server>/: try the
         # longer first. Both candidates are cut from the path, so this is two lookups.

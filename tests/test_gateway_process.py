@@ -100,10 +100,11 @@ def test_gateway_follows_pods_through_an_emulated_api_server_restart(kube, tmp_p
         create_pod(kube, "dave", served)
         eventually(lambda: get("dave").status_code == 200)
 
-        # A deleted pod loses its route: the gateway's own 404, not the pod's.
+        # A deleted pod loses its route: the gateway's own 503 ("not there (yet)"), not the
+        # pod's answer.
         delete_pod(kube, "carol")
-        eventually(lambda: get("carol").status_code == 404)
-        assert get("carol").json()["message"].startswith("no server for this path")
+        eventually(lambda: get("carol").status_code == 503)
+        assert get("carol").json()["message"].startswith("no running server for this path")
     finally:
         gateway.stop()
     log = gateway.log_path.read_text()
