@@ -6,7 +6,8 @@ its TLS comes from the standard library's ``ssl`` (a server context with
 ``CERT_REQUIRED`` refuses any peer whose client certificate the given CA did
 not sign, during the handshake, before a byte of HTTP is read).
 
-What it forwards: the method, the raw path and query, the body (streamed), and
+What it forwards: the method, the raw path and query (routed by the decoded path, as
+configurable-http-proxy routes it; see :func:`.routes.routing_path`), the body (streamed), and
 the headers but the hop-by-hop ones, ``Host`` included (the notebook server
 checks a WebSocket's ``Origin`` against it). What it logs: method, path
 without its query (a query can carry a token), status and time; never a
@@ -27,7 +28,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from multidict import CIMultiDict
 
-from .routes import RouteTable
+from .routes import AmbiguousPath, RouteTable, routing_path
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +194,14 @@ async def route(request: web.Request) -> web.StreamResponse:
     A ``/user/…`` path with no running pod gets 503 with ``Retry-After``, not 404:
     JupyterHub's check that a new server is up (``wait_for_http_server``) takes any answer
     below 500 as "up", and this gateway may see the pod Running a moment after the hub
-    does. Any other path is not a server's, so 404.
+    does. Any other path is not a server's, so 404. A path the hub's proxy and the pod
+    could read as different users' is refused with 400 (:func:`.routes.routing_path`).
     """
     table = request.app[TABLE]
-    path = request.raw_path.split("?", 1)[0]
+    try:
+        path = routing_path(request.raw_path.split("?", 1)[0])
+    except AmbiguousPath as exc:
+        return web.json_response({"message": f"refused: {exc}"}, status=400)
     found = table.lookup(path)
     if found is None:
         if table.is_user_path(path):

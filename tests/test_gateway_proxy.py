@@ -118,6 +118,41 @@ async def test_jupyterhubs_readiness_check_waits_until_the_gateway_routes_the_po
         await JupyterHubHTTPClient.loop_instance().close()
 
 
+async def raw_status(port: int, path: str) -> tuple[int, bytes]:
+    """Send ``GET path`` byte for byte (HTTP clients resolve dot segments first, as browsers
+    do; a hostile client need not); the status and the body."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: hub.example\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/user/bob/../gone/api",  # CHP routes this to gone's target; a naive split to bob
+        "/user/gone/%2e%2e/bob/api",
+        "/user/bob%2F..%2Fgone/api",
+        "/user/bob/..%5Cgone/api",
+    ],
+)
+async def test_a_path_chp_and_the_pod_could_read_as_different_users_is_refused(gateway, path):
+    status, body = await raw_status(gateway.port, path)
+    assert status == 400
+    assert b"refused" in body
+
+
+async def test_routing_is_by_the_decoded_path(gateway):
+    status, body = await raw_status(gateway.port, "/user/%62ob/api?x=1")
+    assert status == 200
+    assert b'"path": "/user/bob/api?x=1"' in body  # bob's pod (aiohttp's URL unescapes %62)
+
+
 async def test_websockets_pass_both_ways_with_the_pods_subprotocol(gateway):
     url = f"ws://127.0.0.1:{gateway.port}/user/bob/api/kernels/k/channels"
     async with (
