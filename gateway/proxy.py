@@ -20,7 +20,7 @@ import asyncio
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import aiohttp
@@ -28,6 +28,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from multidict import CIMultiDict
 
+from .clients import admitted, peer_names
 from .routes import AmbiguousPath, RouteTable, routing_path
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ WS_HANDSHAKE = frozenset({
 
 TABLE: web.AppKey[RouteTable] = web.AppKey("table", RouteTable)
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+CLIENT_NAMES: web.AppKey[frozenset[str]] = web.AppKey("client_names", frozenset)
 
 
 def server_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
@@ -226,10 +228,33 @@ class AccessLog(AbstractAccessLogger):
         )
 
 
-def make_app(table: RouteTable) -> web.Application:
-    """The gateway's application: every path goes through :func:`route`."""
-    app = web.Application()
+@web.middleware
+async def allowed_clients_only(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse (403) a client whose certificate, though the client CA signed it, names none
+    of the allowed client names (:mod:`.clients`)."""
+    allowed = request.app[CLIENT_NAMES]
+    peercert = request.transport.get_extra_info("peercert") if request.transport else None
+    if not admitted(peercert, allowed):
+        # Names are not secrets, and they tell an operator which certificate to fix.
+        log.warning(
+            "refused a client certificate naming %s: not among the allowed client names",
+            ", ".join(peer_names(peercert)) or "nothing",
+        )
+        return web.json_response(
+            {"message": "this client certificate is not allowed to use the gateway"},
+            status=403,
+        )
+    return await handler(request)
+
+
+def make_app(table: RouteTable, client_names: Collection[str] = ()) -> web.Application:
+    """The gateway's application: every path goes through :func:`route`, for clients
+    whose certificate names one of ``client_names`` (any the CA signed, when empty)."""
+    app = web.Application(middlewares=[allowed_clients_only])
     app[TABLE] = table
+    app[CLIENT_NAMES] = frozenset(client_names)
 
     async def session(app: web.Application) -> Any:
         # No cookie jar: cookies belong to the user's browser and pass through as headers.
