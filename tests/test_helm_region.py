@@ -64,8 +64,29 @@ def named(docs: list[dict], kind: str, suffix: str) -> dict:
 
 
 def test_helm_lint_strict(helm):
-    done = run(helm, "lint", "--strict", str(CHART))
+    sets = [arg for s in GATEWAY for arg in ("--set", s)]
+    done = run(helm, "lint", "--strict", str(CHART), *sets)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("service", ["LoadBalancer", "NodePort"])
+def test_an_exposed_gateway_open_to_anywhere_is_refused_unless_asked_for(helm, service):
+    """The defaults (a LoadBalancer, no allowFrom) would take connections from the whole
+    internet: the chart refuses them, naming both ways out."""
+    done = run(helm, "template", "us", str(CHART), "--set", f"gateway.service.type={service}")
+    assert done.returncode != 0
+    assert f"gateway.service.type is {service} and gateway.allowFrom is empty" in done.stderr
+    assert "gateway.allowFromAnywhere=true" in done.stderr
+
+    docs = render(helm, f"gateway.service.type={service}", "gateway.allowFromAnywhere=true")
+    assert "loadBalancerSourceRanges" not in named(docs, "Service", "-gateway")["spec"]
+    (ingress,) = named(docs, "NetworkPolicy", "-gateway")["spec"]["ingress"]
+    assert "from" not in ingress  # from anywhere, as asked
+
+
+def test_a_cluster_ip_gateway_needs_no_allow_from(helm):
+    docs = render(helm, "gateway.service.type=ClusterIP")
+    assert named(docs, "Service", "-gateway")["spec"]["type"] == "ClusterIP"
 
 
 def test_both_helms_render_the_same_objects():
