@@ -50,10 +50,18 @@ class _ConfigContext(ssl.SSLContext):
 
 
 def client_context(tls: GatewayTLS) -> ssl.SSLContext:
-    """The hub's HTTP client context: the system's CAs (for anything else the client reaches)
-    plus the gateways', with the hub's client certificate ready for a gateway that asks."""
+    """The hub's HTTP client context: trusts only the gateways' CA bundle, with the hub's
+    client certificate ready for a gateway that asks.
+
+    Only that bundle, not the system's CAs as well, for two reasons: a server the hub
+    waits for must present a certificate from the gateways' CA, not any public one (a
+    name in the system's trust store could otherwise pass for a gateway); and
+    configurable-http-proxy's ``--client-ssl-ca`` likewise replaces Node's default CAs,
+    so the readiness check and the proxy agree on what a gateway is. JupyterHub's HTTP
+    client reaches nothing else over https in this setup (the proxy's API and the pods
+    are plain http, or use ``internal_ssl``, which sets its own context).
+    """
     context = _ConfigContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the peer and its host name
-    context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     context.load_verify_locations(cafile=tls.ca)
     context.load_cert_chain(tls.cert, tls.key)
     return context

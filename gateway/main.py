@@ -42,6 +42,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--client-ca", required=True, help="CA (PEM) that signed the hub's client certificate"
     )
+    p.add_argument(
+        "--client-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="admit only client certificates whose DNS subject alternative name (or, with "
+        "none, common name) is NAME; repeat for more names. Without it, every certificate "
+        "the client CA signed is admitted",
+    )
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster ServiceAccount)")
     p.add_argument("--base-url", default="/", help="the hub's base URL (default /)")
     p.add_argument("--selector", default=SELECTOR, help=f"pod label selector ({SELECTOR})")
@@ -58,6 +67,13 @@ async def _api(kubeconfig: str | None) -> ApiClient:
 async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
     tls = server_context(args.tls_cert, args.tls_key, args.client_ca)
+    if args.client_name:
+        log.info("admitting client certificates named %s", ", ".join(args.client_name))
+    else:
+        log.warning(
+            "no --client-name given: EVERY certificate the client CA signed is admitted; "
+            "give the hub proxy's certificate name unless that CA signs nothing else"
+        )
     table = RouteTable(args.base_url)
     async with await _api(args.kubeconfig) as client:
         follower = PodFollower(CoreV1Api(client), args.namespace, table, selector=args.selector)
@@ -67,7 +83,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         )
         runners = []
         try:
-            main = web.AppRunner(make_app(table), access_log_class=AccessLog)
+            main = web.AppRunner(make_app(table, args.client_name), access_log_class=AccessLog)
             health = web.AppRunner(health_app(follower.synced.is_set), access_log=None)
             for runner, port, context in ((main, args.port, tls), (health, args.health_port, None)):
                 await runner.setup()

@@ -6,7 +6,8 @@ its TLS comes from the standard library's ``ssl`` (a server context with
 ``CERT_REQUIRED`` refuses any peer whose client certificate the given CA did
 not sign, during the handshake, before a byte of HTTP is read).
 
-What it forwards: the method, the raw path and query, the body (streamed), and
+What it forwards: the method, the raw path and query (routed by the decoded path, as
+configurable-http-proxy routes it; see :func:`.routes.routing_path`), the body (streamed), and
 the headers but the hop-by-hop ones, ``Host`` included (the notebook server
 checks a WebSocket's ``Origin`` against it). What it logs: method, path
 without its query (a query can carry a token), status and time; never a
@@ -19,7 +20,7 @@ import asyncio
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import aiohttp
@@ -27,7 +28,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from multidict import CIMultiDict
 
-from .routes import RouteTable
+from .clients import admitted, peer_names
+from .routes import AmbiguousPath, RouteTable, routing_path
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ WS_HANDSHAKE = frozenset({
 
 TABLE: web.AppKey[RouteTable] = web.AppKey("table", RouteTable)
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+CLIENT_NAMES: web.AppKey[frozenset[str]] = web.AppKey("client_names", frozenset)
 
 
 def server_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
@@ -183,14 +186,33 @@ async def _http(request: web.Request, url: str) -> web.StreamResponse:
     return response
 
 
+RETRY_AFTER = 2
+"""Seconds a client is asked to wait when a user's path has no running pod yet."""
+
+
 async def route(request: web.Request) -> web.StreamResponse:
-    """Forward ``request`` to the pod its path names; 404 when no pod in this cluster's
-    namespace serves that path."""
-    found = request.app[TABLE].lookup(request.raw_path.split("?", 1)[0])
+    """Forward ``request`` to the pod its path names.
+
+    A ``/user/…`` path with no running pod gets 503 with ``Retry-After``, not 404:
+    JupyterHub's check that a new server is up (``wait_for_http_server``) takes any answer
+    below 500 as "up", and this gateway may see the pod Running a moment after the hub
+    does. Any other path is not a server's, so 404. A path the hub's proxy and the pod
+    could read as different users' is refused with 400 (:func:`.routes.routing_path`).
+    """
+    table = request.app[TABLE]
+    try:
+        path = routing_path(request.raw_path.split("?", 1)[0])
+    except AmbiguousPath as exc:
+        return web.json_response({"message": f"refused: {exc}"}, status=400)
+    found = table.lookup(path)
     if found is None:
-        return web.json_response(
-            {"message": "no server for this path in this region's gateway"}, status=404
-        )
+        if table.is_user_path(path):
+            return web.json_response(
+                {"message": "no running server for this path in this region's gateway (yet)"},
+                status=503,
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )
+        return web.json_response({"message": "not a server's path"}, status=404)
     url = found.target + request.raw_path
     if _is_websocket(request):
         return await _websocket(request, url.replace("http://", "ws://", 1))
@@ -206,10 +228,33 @@ class AccessLog(AbstractAccessLogger):
         )
 
 
-def make_app(table: RouteTable) -> web.Application:
-    """The gateway's application: every path goes through :func:`route`."""
-    app = web.Application()
+@web.middleware
+async def allowed_clients_only(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse (403) a client whose certificate, though the client CA signed it, names none
+    of the allowed client names (:mod:`.clients`)."""
+    allowed = request.app[CLIENT_NAMES]
+    peercert = request.transport.get_extra_info("peercert") if request.transport else None
+    if not admitted(peercert, allowed):
+        # Names are not secrets, and they tell an operator which certificate to fix.
+        log.warning(
+            "refused a client certificate naming %s: not among the allowed client names",
+            ", ".join(peer_names(peercert)) or "nothing",
+        )
+        return web.json_response(
+            {"message": "this client certificate is not allowed to use the gateway"},
+            status=403,
+        )
+    return await handler(request)
+
+
+def make_app(table: RouteTable, client_names: Collection[str] = ()) -> web.Application:
+    """The gateway's application: every path goes through :func:`route`, for clients
+    whose certificate names one of ``client_names`` (any the CA signed, when empty)."""
+    app = web.Application(middlewares=[allowed_clients_only])
     app[TABLE] = table
+    app[CLIENT_NAMES] = frozenset(client_names)
 
     async def session(app: web.Application) -> Any:
         # No cookie jar: cookies belong to the user's browser and pass through as headers.

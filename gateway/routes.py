@@ -6,19 +6,63 @@ annotates it with the user's and the server's names
 port is named ``notebook-port``. A pod gives a route once it is Running with an
 IP and not being deleted: before that there is nothing to reach, after it the
 IP may already belong to another pod.
+
+Paths are matched as configurable-http-proxy matches them: percent-decoded
+(``decodeURIComponent(new URL(req.url).pathname)``), against prefixes decoded
+the same way, segment by segment, longest first. A path whose owner would
+depend on who normalises it (dot segments, backslashes) is refused by
+:func:`routing_path` instead: see its docstring.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 USERNAME = "hub.jupyter.org/username"
 SERVERNAME = "hub.jupyter.org/servername"
 PORT_NAME = "notebook-port"
 DEFAULT_PORT = 8888
 """KubeSpawner's default ``port``, used when no container port is named ``notebook-port``."""
+
+
+_HEX = re.compile("[0-9A-Fa-f]{2}")
+
+
+class AmbiguousPath(ValueError):
+    """A request path the gateway refuses to route: see :func:`routing_path`."""
+
+
+def routing_path(raw: str) -> str:
+    """The path to route ``raw`` (the request's path, as sent, without its query) by: the
+    percent-decoded path, which is what configurable-http-proxy routes on.
+
+    CHP first parses the path as a URL, which resolves ``.`` and ``..`` segments (also
+    written ``%2e``) and reads ``\\`` as ``/``, then decodes it. The pod is sent the raw
+    path and normalises it its own way, so for such a path CHP's choice of route and the
+    pod's idea of whose path it is can differ (``/user/alice/../bob/`` is bob's to CHP,
+    alice's to a naive split). No URL JupyterHub or a browser makes has these (browsers
+    resolve dot segments before sending), so they are refused rather than guessed at:
+    :class:`AmbiguousPath` for dot segments, before or after decoding (``%2F..%2F``),
+    backslashes, a leading ``//`` (a URL parser reads a host there), and bytes that are
+    not UTF-8 or a ``%`` not followed by two hex digits (``decodeURIComponent`` throws on
+    those). Without them, URL parsing changes nothing, and decoding is all CHP does.
+    """
+    if raw.startswith("//"):
+        raise AmbiguousPath("a leading // in the path")
+    if any(not _HEX.fullmatch(piece[:2]) for piece in raw.split("%")[1:]):
+        raise AmbiguousPath("a % not followed by two hex digits")
+    try:
+        decoded = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise AmbiguousPath("percent-escapes that are not UTF-8") from None
+    if "\\" in decoded:  # also an escaped one: CHP's trie would see it decoded
+        raise AmbiguousPath("a backslash in the path")
+    if any(segment in (".", "..") for segment in decoded.split("/")):  # also %2e, %2F..%2F
+        raise AmbiguousPath("a . or .. segment in the path")
+    return decoded
 
 
 @dataclass(frozen=True)
@@ -67,7 +111,8 @@ class RouteTable:
 
     Keyed by pod name, so a pod's deletion removes its own route only: when a
     user's new pod is running before the old one is gone, the new one keeps
-    the prefix.
+    the prefix. Prefixes are looked up decoded, as configurable-http-proxy
+    keeps them (its REST API decodes the route it is given).
     """
 
     def __init__(self, base_url: str = "/") -> None:
@@ -86,29 +131,27 @@ class RouteTable:
         """Take one watch event (ADDED, MODIFIED, DELETED) for ``pod``."""
         name = pod.get("metadata", {}).get("name", "")
         old = self._by_pod.pop(name, None)
-        if old is not None and self._by_prefix.get(old.prefix) == old:
-            del self._by_prefix[old.prefix]
+        if old is not None and self._by_prefix.get(unquote(old.prefix)) == old:
+            del self._by_prefix[unquote(old.prefix)]
         route = None if event == "DELETED" else route_of(pod, self.base_url)
         if route is not None:
             self._by_pod[name] = route
-            self._by_prefix[route.prefix] = route
+            self._by_prefix[unquote(route.prefix)] = route
+
+    def is_user_path(self, path: str) -> bool:
+        """Whether ``path`` is under ``<base>user/``, where servers live."""
+        return path.startswith(f"{self.base_url.rstrip('/')}/user/")
 
     def lookup(self, path: str) -> Route | None:
-        """The route whose prefix ``path`` (the raw, escaped request path) falls under; a
-        named server's prefix wins over its user's default server."""
-        if not path.startswith(f"{self.base_url.rstrip('/')}/user/"):
+        """The route whose prefix ``path`` (decoded: :func:`routing_path`) falls under, the
+        longest first (a named server's prefix wins over its user's default server), whole
+        segments only, with or without the prefix's final ``/``: as CHP's trie matches."""
+        if not self.is_user_path(path):
             return None
-        # A prefix has the form <base>user/<name>/ or <base>user/<name>/<server>/: try the
-        # longer first. Both candidates are cut from the path, so this is two lookups.
-        rest = path[len(self.base_url.rstrip("/")) + len("/user/") :]
-        parts = rest.split("/")
-        candidates = []
-        if len(parts) >= 3:
-            candidates.append("/".join(parts[:2]) + "/")
-        candidates.append(parts[0] + "/")  # also /user/<name> without its slash
         head = f"{self.base_url.rstrip('/')}/user/"
-        for candidate in candidates:
-            route = self._by_prefix.get(head + candidate)
+        parts = path[len(head) :].split("/")
+        for end in range(len(parts), 0, -1):
+            route = self._by_prefix.get(head + "/".join(parts[:end]) + "/")
             if route is not None:
                 return route
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import requests
@@ -19,9 +20,17 @@ from .kube.cluster import Cluster
 class Gateway:
     """``sovereign-gateway`` as a process for ``cluster``'s namespace: its server certificate
     and key are ``tls["cert"]``/``tls["key"]``, and it admits clients whose certificate
-    ``client_ca`` signed. Returns once the gateway has listed the namespace's pods."""
+    ``client_ca`` signed (``extra_args``: more options, such as ``--client-name``). Returns
+    once the gateway has listed the namespace's pods."""
 
-    def __init__(self, cluster: Cluster, tls: dict[str, Path], client_ca: Path, log: Path) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        tls: dict[str, Path],
+        client_ca: Path,
+        log: Path,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.port, self.health = free_port(), free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.log_path = log
@@ -36,6 +45,7 @@ class Gateway:
             "--tls-cert", str(tls["cert"]),
             "--tls-key", str(tls["key"]),
             "--client-ca", str(client_ca),
+            *extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(  # noqa: S603 - our venv's own entry point
             argv,

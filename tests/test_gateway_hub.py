@@ -192,7 +192,7 @@ def test_us_server_is_reached_through_its_gateway_over_mutual_tls_emulated_api_s
         refused = requests.get(
             f"{gateway.url}/user/{user}/api/status", verify=gateway_ca, cert=hub_cert, timeout=10
         )
-        assert refused.status_code == 404, (user, refused.status_code, refused.text)
+        assert refused.status_code == 503, (user, refused.status_code, refused.text)
 
     # The gateway logged requests, but no token (the Authorization header never, a query
     # never).
@@ -214,6 +214,6 @@ def test_a_stopped_server_loses_its_gateway_route_emulated_api_servers(setup):
     assert hub.api("DELETE", "/users/bob/server").status_code in (202, 204)
     hub.wait_for_server("bob", ready=False)
     deadline = time.monotonic() + 60
-    while requests.get(direct, verify=ca, cert=hub_cert, timeout=10).status_code != 404:
+    while requests.get(direct, verify=ca, cert=hub_cert, timeout=10).status_code != 503:
         assert time.monotonic() < deadline, "the route outlived the pod"
         time.sleep(0.5)

@@ -100,15 +100,42 @@ def test_gateway_follows_pods_through_an_emulated_api_server_restart(kube, tmp_p
         create_pod(kube, "dave", served)
         eventually(lambda: get("dave").status_code == 200)
 
-        # A deleted pod loses its route: the gateway's own 404, not the pod's.
+        # A deleted pod loses its route: the gateway's own 503 ("not there (yet)"), not the
+        # pod's answer.
         delete_pod(kube, "carol")
-        eventually(lambda: get("carol").status_code == 404)
-        assert get("carol").json()["message"].startswith("no server for this path")
+        eventually(lambda: get("carol").status_code == 503)
+        assert get("carol").json()["message"].startswith("no running server for this path")
     finally:
         gateway.stop()
     log = gateway.log_path.read_text()
     assert "GET /user/carol/hello.txt 200" in log
     assert "s3cr3t-in-query" not in log
+    # No --client-name: said loudly, once, at start-up.
+    assert log.count("no --client-name given: EVERY certificate the client CA signed") == 1
+
+
+def test_gateway_refuses_a_certificate_not_named_in_client_name(kube, tmp_path, served):
+    server = local_certificates(tmp_path / "tls" / "gateway", common_name="gateway CA")
+    client = local_certificates(tmp_path / "tls" / "hub-client", common_name="hub CA")
+    # The client CA signed this certificate (named localhost), but the gateway wants hub-proxy.
+    gateway = Gateway(
+        kube, server, client["ca"], tmp_path / "gateway.log",
+        extra_args=["--client-name", "hub-proxy", "--client-name", "hub-proxy.jupyter"],
+    )  # fmt: skip
+    try:
+        create_pod(kube, "carol", served)
+        response = requests.get(
+            f"{gateway.url}/user/carol/hello.txt", verify=str(server["ca"]),
+            cert=(str(client["cert"]), str(client["key"])), timeout=10,
+        )  # fmt: skip
+        assert response.status_code == 403
+        assert "not allowed" in response.json()["message"]
+    finally:
+        gateway.stop()
+    log = gateway.log_path.read_text()
+    assert "admitting client certificates named hub-proxy, hub-proxy.jupyter" in log
+    assert "refused a client certificate naming localhost" in log
+    assert "no --client-name given" not in log
 
 
 def test_gateway_imports_nothing_of_the_hub():

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from sovereign_hub.gateway.proxy import RenewedFiles, make_app, server_context
+from sovereign_hub.gateway.proxy import TABLE, RenewedFiles, make_app, server_context
 from sovereign_hub.gateway.routes import RouteTable
 from sovereign_hub.sandbox.tls import local_certificates
 
@@ -81,7 +81,7 @@ async def test_requests_reach_the_pod_with_path_query_body_and_end_to_end_header
 
 
 @pytest.mark.parametrize(
-    ("path", "status"), [("/user/eve/api", 404), ("/hub/home", 404), ("/user/gone/api", 502)]
+    ("path", "status"), [("/user/eve/api", 503), ("/hub/home", 404), ("/user/gone/api", 502)]
 )
 async def test_the_gateway_answers_for_paths_with_no_pod_or_a_pod_that_does_not_answer(
     gateway, path, status
@@ -91,6 +91,66 @@ async def test_the_gateway_answers_for_paths_with_no_pod_or_a_pod_that_does_not_
         session.get(f"http://127.0.0.1:{gateway.port}{path}") as response,
     ):
         assert response.status == status
+        if status == 503:  # a user's path: "not yet", with a clear message and when to retry
+            assert response.headers["Retry-After"] == "2"
+            assert "no running server" in (await response.json())["message"]
+
+
+async def test_jupyterhubs_readiness_check_waits_until_the_gateway_routes_the_pod(gateway):
+    """JupyterHub's own ``wait_for_http_server`` takes any answer below 500 as "up": while
+    the gateway's watch has the pod Pending, the server's URL must not look up."""
+    from jupyterhub.httpclient import JupyterHubHTTPClient
+    from jupyterhub.utils import wait_for_http_server
+
+    table = gateway.app[TABLE]
+    bob = table.lookup("/user/bob/")
+    pending = running_pod("carol", int(bob.target.rsplit(":", 1)[1]))
+    pending["status"] = {"phase": "Pending"}
+    table.apply("ADDED", pending)
+    url = f"http://127.0.0.1:{gateway.port}/user/carol/"
+    try:
+        with pytest.raises(TimeoutError):
+            await wait_for_http_server(url, timeout=1.5)
+        table.apply("MODIFIED", running_pod("carol", int(bob.target.rsplit(":", 1)[1])))
+        response = await wait_for_http_server(url, timeout=5)
+        assert response.status == 200
+    finally:
+        await JupyterHubHTTPClient.loop_instance().close()
+
+
+async def raw_status(port: int, path: str) -> tuple[int, bytes]:
+    """Send ``GET path`` byte for byte (HTTP clients resolve dot segments first, as browsers
+    do; a hostile client need not); the status and the body."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: hub.example\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/user/bob/../gone/api",  # CHP routes this to gone's target; a naive split to bob
+        "/user/gone/%2e%2e/bob/api",
+        "/user/bob%2F..%2Fgone/api",
+        "/user/bob/..%5Cgone/api",
+    ],
+)
+async def test_a_path_chp_and_the_pod_could_read_as_different_users_is_refused(gateway, path):
+    status, body = await raw_status(gateway.port, path)
+    assert status == 400
+    assert b"refused" in body
+
+
+async def test_routing_is_by_the_decoded_path(gateway):
+    status, body = await raw_status(gateway.port, "/user/%62ob/api?x=1")
+    assert status == 200
+    assert b'"path": "/user/bob/api?x=1"' in body  # bob's pod (aiohttp's URL unescapes %62)
 
 
 async def test_websockets_pass_both_ways_with_the_pods_subprotocol(gateway):
@@ -131,13 +191,13 @@ async def test_a_renewed_certificate_serves_new_connections_without_a_restart(tm
             return response.status
 
     try:
-        assert await status_trusting(first["ca"]) == 404  # the gateway's own answer
+        assert await status_trusting(first["ca"]) == 503  # the gateway's own answer
         assert renewal.check() is False  # nothing changed
         for name in ("cert", "key"):  # as a Secret volume does: new files swapped in
             shutil.copy(renewed[name], live / f"{name}.new")
             os.replace(live / f"{name}.new", live / f"{name}.pem")
         assert renewal.check() is True
-        assert await status_trusting(renewed["ca"]) == 404
+        assert await status_trusting(renewed["ca"]) == 503
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await status_trusting(first["ca"])
     finally:

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from urllib.parse import unquote
+
 import pytest
 
-from sovereign_hub.gateway.routes import Route, RouteTable, route_of, user_prefix
+from sovereign_hub.gateway.routes import (
+    AmbiguousPath,
+    Route,
+    RouteTable,
+    route_of,
+    routing_path,
+    user_prefix,
+)
+from tests.conftest import missing
 
 
 def pod(name: str = "jupyter-bob", user: str | None = "bob", **status: object) -> dict:
@@ -85,3 +98,74 @@ def test_a_deleted_old_pod_does_not_take_the_new_pods_route():
     table.apply("MODIFIED", pod("jupyter-bob-new", podIP="10.0.0.2", phase="Succeeded"))
     assert table.lookup("/user/bob/api") is None
     assert len(table) == 0
+
+
+AMBIGUOUS = [
+    "/user/alice/../bob/x",
+    "/user/alice/%2e%2e/bob/x",
+    "/user/alice/%2E%2e/bob/x",
+    "/user/alice/.%2e/bob/x",
+    "/user/alice/./x",
+    "/user/alice%2F..%2Fbob/x",
+    "/user/alice\\..\\bob/x",
+    "/user/alice%5C..%5Cbob/x",
+    "//evil.example/user/bob/x",
+    "/user/alice/%zz",
+    "/user/alice/%ff",
+]
+PLAIN = [
+    "/user/bob/api/contents/a%20b",
+    "/user/a%20b@x.org/api",
+    "/user/a%40x.org/lab",
+    "/user/bob/api/contents/dir%2Ffile.ipynb",
+    "/user/bob/files/a..b/.hidden",
+    "/user/bob/%E2%9C%93",
+]
+
+
+@pytest.mark.parametrize("path", AMBIGUOUS)
+def test_paths_whose_owner_depends_on_normalisation_are_refused(path):
+    with pytest.raises(AmbiguousPath):
+        routing_path(path)
+
+
+def test_routing_is_by_the_decoded_path_as_chp_routes():
+    table = RouteTable()
+    table.replace([pod(), pod("jupyter-a-20b-40x-2eorg", user="a b@x.org", podIP="10.1.2.5")])
+    assert routing_path("/user/a%20b@x.org/api") == "/user/a b@x.org/api"
+    assert table.lookup(routing_path("/user/a%20b%40x.org/api")).pod == "jupyter-a-20b-40x-2eorg"
+    assert table.lookup(routing_path("/user/%62ob/api")).pod == "jupyter-bob"
+    assert table.lookup(routing_path("/user//bob/api")) is None  # CHP's trie: no match either
+
+
+def test_the_gateway_decodes_as_configurable_http_proxy_does_with_node():
+    """configurable-http-proxy routes on ``decodeURIComponent(new URL(req.url,
+    base).pathname)`` (lib/configproxy.js); node's own URL parser gives, for every path the
+    gateway accepts, the same path; for every path it refuses, an error, a path other than
+    the plainly decoded one (what the pod is sent), or one the pod may normalise again."""
+    node = shutil.which("node")
+    if node is None:
+        missing(
+            "node", "apt-get install nodejs", "install Node.js (configurable-http-proxy's runtime)"
+        )
+    script = (
+        "const out = {};"
+        "for (const p of JSON.parse(process.argv[1])) {"
+        "  try { out[p] = decodeURIComponent(new URL(p, 'http://example.com').pathname); }"
+        "  catch (e) { out[p] = null; } }"
+        "console.log(JSON.stringify(out));"
+    )
+    done = subprocess.run(
+        [node, "-e", script, json.dumps(PLAIN + AMBIGUOUS)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    chp = json.loads(done.stdout)
+    for path in PLAIN:
+        assert routing_path(path) == chp[path], path
+    for path in AMBIGUOUS:
+        # Refused because CHP routes on something other than the decoded raw path the pod
+        # is sent, or on a path the pod may still normalise (a .. or \\ left after decoding).
+        routed = chp[path]
+        assert (
+            routed is None or routed != unquote(path) or "\\" in routed or ".." in routed.split("/")
+        ), path

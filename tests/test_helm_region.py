@@ -64,8 +64,29 @@ def named(docs: list[dict], kind: str, suffix: str) -> dict:
 
 
 def test_helm_lint_strict(helm):
-    done = run(helm, "lint", "--strict", str(CHART))
+    sets = [arg for s in GATEWAY for arg in ("--set", s)]
+    done = run(helm, "lint", "--strict", str(CHART), *sets)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("service", ["LoadBalancer", "NodePort"])
+def test_an_exposed_gateway_open_to_anywhere_is_refused_unless_asked_for(helm, service):
+    """The defaults (a LoadBalancer, no allowFrom) would take connections from the whole
+    internet: the chart refuses them, naming both ways out."""
+    done = run(helm, "template", "us", str(CHART), "--set", f"gateway.service.type={service}")
+    assert done.returncode != 0
+    assert f"gateway.service.type is {service} and gateway.allowFrom is empty" in done.stderr
+    assert "gateway.allowFromAnywhere=true" in done.stderr
+
+    docs = render(helm, f"gateway.service.type={service}", "gateway.allowFromAnywhere=true")
+    assert "loadBalancerSourceRanges" not in named(docs, "Service", "-gateway")["spec"]
+    (ingress,) = named(docs, "NetworkPolicy", "-gateway")["spec"]["ingress"]
+    assert "from" not in ingress  # from anywhere, as asked
+
+
+def test_a_cluster_ip_gateway_needs_no_allow_from(helm):
+    docs = render(helm, "gateway.service.type=ClusterIP")
+    assert named(docs, "Service", "-gateway")["spec"]["type"] == "ClusterIP"
 
 
 def test_both_helms_render_the_same_objects():
@@ -92,12 +113,21 @@ def test_the_gateway_pod_is_restricted_by_digest_and_runs_the_gateways_own_optio
     assert command == "sovereign-gateway"
     args = gateway_parser().parse_args(argv)  # a renamed option fails here, not in a cluster
     assert args.namespace == "jupyter"
+    assert args.client_name == []  # the default: the client CA alone decides (and it warns)
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     assert {str(Path(args.tls_cert).parent), str(Path(args.client_ca).parent)} <= mounts
     assert spec["serviceAccountName"].endswith("-gateway")
     namespace = named(docs, "Namespace", "jupyter")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert named(docs, "PodDisruptionBudget", "-gateway")["spec"]["maxUnavailable"] == 1
+
+
+def test_client_names_become_the_gateways_client_name_options():
+    docs = render(helm_binary("4.1"), *GATEWAY, "gateway.clientNames={hub-proxy,hub-proxy.jupyter}")
+    ((_, spec),) = pod_specs(docs)
+    (c,) = containers(spec)
+    args = gateway_parser().parse_args(c["command"][1:])
+    assert args.client_name == ["hub-proxy", "hub-proxy.jupyter"]
 
 
 def granted(role: dict) -> set[tuple[str, str]]:
@@ -160,6 +190,7 @@ def test_the_gateway_takes_https_only_from_the_hubs_networks_and_reaches_only_no
         (("gateway.allowFrom={everywhere}",), "/gateway/allowFrom/0", None),
         (("gateway.service.type=ExternalName",), "/gateway/service/type", "LoadBalancer"),
         (("namespace=Jupyter_NS",), "/namespace", None),
+        (("gateway.clientNames[0]= hub-proxy",), "/gateway/clientNames/0", None),
         (("hubAccount.readNodez=true",), "/hubAccount", "readNodez"),
         (("gateway.resources.limits=null",), "/gateway/resources", "limits"),
     ],
