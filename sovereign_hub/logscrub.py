@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import uuid
 from collections import OrderedDict
 
 # The same parameter names JupyterHub's access log scrubs (jupyterhub.log.SCRUB_PARAM_KEYS),
@@ -52,6 +53,9 @@ _ENV_ENTRY = re.compile(
     r"""(['"]name['"]\s*:\s*['"](?P<name>[A-Za-z0-9_.-]*)['"]\s*,\s*['"]value['"]\s*:\s*)"""
     rf"(?P<value>{_QUOTED}(?:\s*{_QUOTED})*)"
 )
+# The password of a URL's user information (``postgresql://writer:pw@db/audit``), as an
+# audit store's or a proxy's error text may carry it.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]*(@)")
 LOGGERS = ("tornado.general", "tornado.access", "tornado.application")
 MIN_SECRET_LENGTH = 8
 """Shorter values are not remembered: replacing them would garble ordinary text."""
@@ -83,14 +87,23 @@ def _secret_env(match: re.Match[str]) -> str:
 
 def scrub(text: str) -> str:
     """``text`` with the value of every secret-looking URL query parameter, logged
-    header and env entry, and every remembered value, replaced."""
+    header and env entry, every password in a URL and every remembered value, replaced."""
     text = _SECRET_HEADER.sub(r"\1[secret]\2", _SECRET_PARAM.sub(r"\1[secret]", text))
-    text = _ENV_ENTRY.sub(_secret_env, text)
+    text = _URL_PASSWORD.sub(r"\1[secret]\2", _ENV_ENTRY.sub(_secret_env, text))
     with _lock:
         values = [v for v in _remembered if v in text]
     for value in values:
         text = text.replace(value, "[secret]")
     return text
+
+
+def log_incident(logger: logging.Logger, what: str, detail: object) -> str:
+    """Log ``what`` with ``detail`` (an error whose text may name stores, addresses or
+    credentials) scrubbed, under a new correlation id, and return the id: the answer to
+    the user carries the id, never the detail."""
+    reference = uuid.uuid4().hex[:12]
+    logger.error("%s [ref %s]: %s", what, reference, scrub(str(detail)))
+    return reference
 
 
 class ScrubSecrets(logging.Filter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import pytest
 
@@ -110,3 +111,31 @@ def test_the_handler_filter_scrubs_records_of_any_logger_and_their_tracebacks():
         assert line in written
     assert secret not in written
     assert "t" * 32 not in written
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "store postgresql://writer:pw-s3cret@db:5432/audit is down",
+            "store postgresql://writer:[secret]@db:5432/audit is down",
+        ),
+        ("https://u:p%40ss@loki.example/push", "https://u:[secret]@loki.example/push"),
+        ("https://loki.example:3100/push", "https://loki.example:3100/push"),  # a port, no user
+    ],
+)
+def test_a_password_in_a_url_is_scrubbed(text, expected):
+    assert logscrub.scrub(text) == expected
+
+
+def test_an_incident_is_logged_scrubbed_under_the_reference_it_returns(caplog):
+    logger = logging.getLogger("sovtest-incident")
+    with caplog.at_level(logging.ERROR, logger="sovtest-incident"):
+        ref = logscrub.log_incident(
+            logger, "share not made", RuntimeError("postgresql://w:pw-9@db/audit down")
+        )
+        other = logscrub.log_incident(logger, "share not made", RuntimeError("again"))
+    assert re.fullmatch(r"[0-9a-f]{12}", ref)
+    assert ref != other
+    assert f"share not made [ref {ref}]: postgresql://w:[secret]@db/audit down" in caplog.text
+    assert "pw-9" not in caplog.text
