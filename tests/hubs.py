@@ -3,9 +3,14 @@ emulated cluster (the fuzz, fault and storm hubs)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+from aiohttp import web
+
+from sovereign_hub.sandbox.kube.apiserver import ApiServer
 from sovereign_hub.sandbox.kube.cluster import Cluster
 
 PENDING = {"cmd": ["sleep", "900"], "args": [], "start_timeout": 900, "http_timeout": 900}
@@ -32,3 +37,40 @@ def sovereign_hub_config(kube: Cluster, policy: Path, **settings: Any) -> list[s
         'c.JupyterHub.spawner_class = "sovereign"',
         *(f"c.SovereignSpawner.{k} = {v!r}" for k, v in traits.items()),
     ]
+
+
+REASONS = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+
+
+def refuse_pod_creates(monkeypatch: pytest.MonkeyPatch, answers: list[int]) -> list[int]:
+    """Make each emulated API server started from now on (Kubernetes is emulated) answer the
+    next pod creates with ``answers``, in order, as a real one does when it is overloaded
+    (429 with Retry-After) or failing (5xx); then serve them. Returns the statuses sent."""
+    serve = ApiServer.app
+    sent: list[int] = []
+
+    @web.middleware
+    async def refuse(request: web.Request, handler: Any) -> web.StreamResponse:
+        creates_a_pod = re.fullmatch(r"/api/v1/namespaces/[^/]+/pods", request.path)
+        if request.method == "POST" and creates_a_pod and answers:
+            status = answers.pop(0)
+            sent.append(status)
+            body = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": f"the server could not serve the request ({REASONS[status]})",
+                "reason": REASONS[status],
+                "code": status,
+            }
+            return web.json_response(body, status=status, headers={"Retry-After": "1"})
+        return await handler(request)
+
+    def app(self: ApiServer) -> web.Application:
+        application = serve(self)
+        application.middlewares.insert(0, refuse)
+        return application
+
+    monkeypatch.setattr(ApiServer, "app", app)
+    return sent

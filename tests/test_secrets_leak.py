@@ -15,24 +15,20 @@ import base64
 import contextlib
 import json
 import os
-import re
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import requests
-from aiohttp import web
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
 
 from sovereign_hub.audit.store import read
 from sovereign_hub.sandbox.hubprocess import Hub, free_port
-from sovereign_hub.sandbox.kube.apiserver import ApiServer
 from sovereign_hub.sandbox.oidc import OidcProvider, login_via_provider
 from tests.conftest import ROOT, TEST_NODES, eventually
-from tests.hubs import sovereign_hub_config
+from tests.hubs import refuse_pod_creates, sovereign_hub_config
 from tests.test_spawner_hub import add_users, spawn
 
 SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
@@ -197,43 +193,6 @@ c.SovereignAuthenticator.reporter = c.SovereignSpawner.reporter
         if form.encode() in data
     ]
     assert not leaks, sorted(set(leaks))
-
-
-REASONS = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
-
-
-def refuse_pod_creates(monkeypatch, answers: list[int]) -> list[int]:
-    """Make each emulated API server started from now on (Kubernetes is emulated) answer the
-    next pod creates with ``answers``, in order, as a real one does when it is overloaded
-    (429 with Retry-After) or failing (5xx); then serve them. Returns the statuses sent."""
-    serve = ApiServer.app
-    sent: list[int] = []
-
-    @web.middleware
-    async def refuse(request: web.Request, handler: Any) -> web.StreamResponse:
-        creates_a_pod = re.fullmatch(r"/api/v1/namespaces/[^/]+/pods", request.path)
-        if request.method == "POST" and creates_a_pod and answers:
-            status = answers.pop(0)
-            sent.append(status)
-            body = {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Failure",
-                "message": f"the server could not serve the request ({REASONS[status]})",
-                "reason": REASONS[status],
-                "code": status,
-            }
-            return web.json_response(body, status=status, headers={"Retry-After": "1"})
-        return await handler(request)
-
-    def app(self: ApiServer) -> web.Application:
-        application = serve(self)
-        application.middlewares.insert(0, refuse)
-        return application
-
-    monkeypatch.setattr(ApiServer, "app", app)
-    return sent
 
 
 async def test_a_pod_create_answered_429_or_5xx_never_logs_the_servers_token(
