@@ -295,6 +295,9 @@ class SovereignSpawner(
             self._spawn_failed(plan, "cancelled")
             raise
         except TimeoutError:
+            if unanswered := self.unanswered_create(plan.region, region.cluster_name):
+                self._spawn_failed(plan, str(unanswered))
+                raise unanswered from None
             message = timeout_message(self._own_start_timeout, self.events)
             self._spawn_failed(plan, message)
             raise TimeoutError(message) from None
