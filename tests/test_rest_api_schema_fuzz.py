@@ -406,6 +406,11 @@ def test_generated_requests_from_the_openapi_document_stay_within_each_tokens_sc
     ]
     assert len(operations) >= 40, "the OpenAPI document lost its operations"
     kinds = populate(hub)
+    # The share routes are the governed ones, as in the chart's hub: a share the policy refuses
+    # (us1, a US analyst, is not entitled to the EU region of eu1's server) is refused.
+    refused = hub.api("POST", "/shares/eu1/", json={"user": "us1"})
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["message"].startswith("Sharing refused:"), refused.text
     names = [*USERS.values(), *BYSTANDERS]
     report = []
     for kind in kinds:
