@@ -262,7 +262,7 @@ operations, so every 403 and 404 would fail it."""
 # checks, so every other deviation still fails the test.
 NULLABLE = {
     "User": ["server", "pending", "user_info", "auth_state", "last_activity"],
-    "Server": ["pending", "started", "last_activity"],
+    "Server": ["pending", "started", "last_activity", "user_options"],
     "Token": ["expires_at", "last_activity"],
     "NewToken": ["expires_at", "last_activity"],
 }
