@@ -179,15 +179,18 @@ unit: $(STAMP)
 # in ten rounds of 1,000, each on a fresh hub (about 4 requests per second here, so
 # some 45 minutes), 100,000 against the pure layer, and five minutes of
 # schema-generated REST API requests per token kind.
+# Each fuzz run is bounded by its number of examples (or seconds), not by pytest-timeout's
+# 300 s: on a busy machine 1,000 spawn requests take longer than that.
+FUZZ_TIMEOUT ?= --timeout=7200
 fuzz: $(STAMP)
 	for round in 1 2 3 4 5 6 7 8 9 10; do \
 		SOVEREIGN_FUZZ_HTTP_SECONDS=0 SOVEREIGN_FUZZ_HTTP_EXAMPLES=1000 SOVEREIGN_FUZZ_HTTP_USERS=150 \
-		$(BIN)/python -m pytest tests/test_spawn_api_fuzz.py -q -s -p no:cacheprovider || exit 1; \
+		$(BIN)/python -m pytest tests/test_spawn_api_fuzz.py -q -s -p no:cacheprovider $(FUZZ_TIMEOUT) || exit 1; \
 	done
 	SOVEREIGN_FUZZ_EXAMPLES=100000 \
-		$(BIN)/python -m pytest tests/test_spawn_fuzz.py -q -p no:cacheprovider
+		$(BIN)/python -m pytest tests/test_spawn_fuzz.py -q -p no:cacheprovider $(FUZZ_TIMEOUT)
 	SOVEREIGN_FUZZ_SCHEMA_SECONDS=300 SOVEREIGN_FUZZ_SCHEMA_EXAMPLES=1000000 \
-		$(BIN)/python -m pytest tests/test_rest_api_schema_fuzz.py -q -s -p no:cacheprovider
+		$(BIN)/python -m pytest tests/test_rest_api_schema_fuzz.py -q -s -p no:cacheprovider $(FUZZ_TIMEOUT)
 
 docs: $(STAMP)
 	SOVEREIGN_DOCS_SWITCHER_URL=_static/switcher.json \

@@ -34,6 +34,7 @@ from jupyterhub.apihandlers.auth import OAuthAuthorizeHandler
 from jupyterhub.apihandlers.users import SelfAPIHandler
 from tornado import web
 
+from sovereign_hub import logscrub
 from sovereign_hub.reporting import ShareEvent
 
 from .sharing import SETTING, GovernedSharing
@@ -115,14 +116,13 @@ class GovernedOAuthAuthorizeHandler(OAuthAuthorizeHandler):
         try:
             governor.report(event)
         except Exception as exc:
-            log.error(
-                "not letting %s into %s/%s: the audit trail did not record it: %s",
-                user.name, owner.name, spawner.name or "(default)", exc,
-            )  # fmt: skip
+            where = f"{owner.name}/{spawner.name or '(default)'}"
+            what = f"not letting {user.name} into {where}: the audit trail did not record it"
+            ref = logscrub.log_incident(log, what, exc)
             raise web.HTTPError(
                 503,
                 "The shared server was not opened because the audit trail could not "
-                f"record it ({exc}).",
+                f"record it (ref {ref}).",
             ) from None
 
 

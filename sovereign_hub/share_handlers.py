@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from sqlalchemy import event as sa_event
 from tornado import web
 
+from sovereign_hub import logscrub
 from sovereign_hub.policy.sharing import Recipient
 from sovereign_hub.reporting import ShareEvent
 
@@ -83,9 +84,9 @@ def _recorded_before_commit(
         yield
     except _Unrecorded as exc:
         db.rollback()
-        log.error("share not made: the audit trail did not record it: %s", exc)
+        ref = logscrub.log_incident(log, "share not made: the audit trail did not record it", exc)
         raise web.HTTPError(
-            503, f"The share was not made because the audit trail could not record it ({exc})."
+            503, f"The share was not made because the audit trail could not record it (ref {ref})."
         ) from None
     except Exception:
         if recorded:

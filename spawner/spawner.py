@@ -50,6 +50,7 @@ from sovereign_hub.reporting import (
 from .allocating import AllocationTracking
 from .clusters import RegionalClusters, cluster_of
 from .form import form_context, render_form
+from .logsecrets import SecretsOutOfLogs
 from .options import OptionsError, options_from_form, parse_user_options
 from .overlay import MANAGED_TRAITS, mount_records
 from .planning import PlanTraits
@@ -79,6 +80,7 @@ class SovereignSpawner(
     AllocationTracking,
     RegionalClusters,
     ApiRetries,
+    SecretsOutOfLogs,
     PlanTraits,
     KubeSpawner,
 ):
@@ -293,6 +295,9 @@ class SovereignSpawner(
             self._spawn_failed(plan, "cancelled")
             raise
         except TimeoutError:
+            if unanswered := self.unanswered_create(plan.region, region.cluster_name):
+                self._spawn_failed(plan, str(unanswered))
+                raise unanswered from None
             message = timeout_message(self._own_start_timeout, self.events)
             self._spawn_failed(plan, message)
             raise TimeoutError(message) from None

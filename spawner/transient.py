@@ -16,6 +16,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -49,6 +50,18 @@ def unavailable(what: str, exc: BaseException) -> ApiUnavailable:
         f"The cluster's API server did not answer while {what} ({cause}). "
         "Nothing was started; please try again in a minute."
     )
+
+
+def server_address(api: Any) -> str:
+    """The address of the API server ``api`` (a kubernetes_asyncio API) talks to, without
+    any user information a URL may carry: ``https://10.0.0.1:6443``."""
+    host = getattr(getattr(getattr(api, "api_client", None), "configuration", None), "host", "")
+    url = urlsplit(host or "")
+    if not url.hostname:
+        return "(unknown address)"
+    hostname = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{hostname}{port}"
 
 
 def clear_failure(exc: BaseException, what: str, region: str | None = None) -> BaseException:
@@ -166,14 +179,32 @@ class ApiRetries:
     """
 
     k8s_api_request_retry_timeout: int
+    k8s_api_request_timeout: int
     namespace: str
     _create_unanswered = False
+    _create_cause = ""
 
     async def get_pod_manifest(self) -> Any:
         pod = await super().get_pod_manifest()  # type: ignore[misc]
         pod.metadata.annotations = {**(pod.metadata.annotations or {}), SPAWN_ID: uuid.uuid4().hex}
         self._create_unanswered = False
+        self._create_cause = ""
         return pod
+
+    def unanswered_create(self, region: str, cluster: str) -> ApiUnavailable | None:
+        """Why a start that timed out failed, when its pod's create was never answered:
+        the error naming the region's API server (its address, never its credentials).
+        None when the create was answered (the pod then did not start in time)."""
+        if not self._create_unanswered:
+            return None
+        cause = self._create_cause or f"no answer within {self.k8s_api_request_timeout} s"
+        where = f"cluster {cluster!r} at {server_address(getattr(self, 'api', None))}"
+        return ApiUnavailable(
+            f"Your server was not started: the Kubernetes API server of region {region!r} "
+            f"({where}) did not accept its pod within {self.k8s_api_request_retry_timeout} "
+            f"seconds (last answer: {cause}). Please try again in a few minutes; if this "
+            "keeps happening, tell your platform team that this API server is not answering."
+        )
 
     async def _make_create_pod_request(self, pod: Any, request_timeout: float) -> bool:
         if self._create_unanswered:
@@ -183,11 +214,15 @@ class ApiRetries:
         parent = super()._make_create_pod_request  # type: ignore[misc]
         try:
             created: bool = await parent(pod, request_timeout)
+            self._create_cause = ""  # answered, or KubeSpawner's own timeout: no answer
         except Exception as exc:
             if not is_transient(exc):
                 raise
+            self._create_cause = (
+                f"HTTP {exc.status}" if isinstance(exc, ApiException) else type(exc).__name__
+            )
             self.log.warning(  # type: ignore[attr-defined]
-                "creating pod %s: %s; retrying", pod.metadata.name, type(exc).__name__
+                "creating pod %s: %s; retrying", pod.metadata.name, self._create_cause
             )
             created = False
         # False: KubeSpawner's own timeout, or the error above; either may have landed.

@@ -21,11 +21,15 @@ from pathlib import Path
 
 import psycopg
 import requests
+from kubernetes_asyncio import client as kube_client
+from kubernetes_asyncio import config as kube_config
 
 from sovereign_hub.audit.store import read
 from sovereign_hub.sandbox.hubprocess import Hub, free_port
 from sovereign_hub.sandbox.oidc import OidcProvider, login_via_provider
-from tests.conftest import ROOT, eventually
+from tests.conftest import ROOT, TEST_NODES, eventually
+from tests.hubs import refuse_pod_creates, sovereign_hub_config
+from tests.test_spawner_hub import add_users, spawn
 
 SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
 
@@ -189,3 +193,42 @@ c.SovereignAuthenticator.reporter = c.SovereignSpawner.reporter
         if form.encode() in data
     ]
     assert not leaks, sorted(set(leaks))
+
+
+async def test_a_pod_create_answered_429_or_5xx_never_logs_the_servers_token(
+    make_cluster, tmp_path, monkeypatch
+):
+    """KubeSpawner logs the whole pod, env included, when a create is refused with a 429 or a
+    5xx, and the spawner's retry repeats the create: the server's API token must not be in
+    any of those lines (emulated API server made to refuse the first creates)."""
+    sent = refuse_pod_creates(monkeypatch, [429, 500, 503])
+    kube = make_cluster(TEST_NODES)
+    config = "\n".join(
+        [
+            *sovereign_hub_config(kube, ROOT / "examples" / "policy.yaml"),
+            "c.JupyterHub.log_level = 'DEBUG'",
+        ]
+    )
+    hub = Hub(tmp_path / "hub", config, env={"KUBECONFIG": str(kube.kubeconfig)})
+    api = await kube_config.new_client_from_config(config_file=str(kube.kubeconfig))
+    core = kube_client.CoreV1Api(api)
+    try:
+        add_users(hub, "eu-researchers", "ana")
+        assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+
+        async def created():
+            pods = (await core.list_namespaced_pod(kube.namespace)).items
+            return [p for p in pods if p.metadata.labels.get("hub.jupyter.org/username") == "ana"]
+
+        (pod,) = await eventually(created, timeout=90, interval=0.5)
+        env = {e.name: e.value for e in pod.spec.containers[0].env}
+        token = env["JUPYTERHUB_API_TOKEN"]
+        log = hub.log_path.read_text(errors="replace")
+    finally:
+        await api.close()
+        hub.stop()
+    assert sent == [429, 500, 503]
+    # The path under test ran: KubeSpawner's dump of the refused pod, three times.
+    assert log.count("Failed for") == 3, log[-5000:]
+    assert not [form for form in encodings(token) if form in log], "the token is in the log"
+    assert "[secret]" in log

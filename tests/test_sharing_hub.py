@@ -260,7 +260,7 @@ class RefusesGrantsWhileFlagged(Reporter):
         self.inner.policy_seen(path, sha256)
     def share(self, event):
         if event.kind in ("share_granted", "share_accessed") and os.path.exists({flag!r}):
-            raise AuditUnavailable("the audit trail cannot record events (test)")
+            raise AuditUnavailable("store postgresql://writer:pw-s3cret@db.internal/audit is down")
         self.inner.share(event)
 
 c.GovernedSharing.reporter = RefusesGrantsWhileFlagged(c.GovernedSharing.reporter)
@@ -282,6 +282,13 @@ async def test_a_grant_the_audit_trail_cannot_record_is_not_made(
     refused = as_user(hub, ana, "POST", "/hub/api/shares/ana/", json={"user": "carla"})
     assert refused.status_code == 503, refused.text
     assert "audit trail" in refused.json()["message"]
+    # The sink's error (its store's address and credentials) stays out of the answer; the
+    # answer's reference finds the scrubbed detail in the hub's log.
+    ref = re.search(r"\(ref ([0-9a-f]{12})\)", refused.json()["message"])
+    assert ref, refused.json()["message"]
+    assert "db.internal" not in refused.text
+    assert f"[ref {ref[1]}]: store postgresql://writer:[secret]@db.internal" in hub.logs()
+    assert "pw-s3cret" not in hub.logs()
     assert hub.api("GET", "/shares/ana/").json()["items"] == []
     carla_token = token_of(hub, "carla")
     assert as_user(hub, carla_token, "GET", "/user/ana/api/status").status_code == 403
@@ -317,6 +324,8 @@ async def test_a_grant_the_audit_trail_cannot_record_is_not_made(
     _, page = enter_server(hub, "carla", "ana")
     assert page.status_code == 503, (page.url, page.text[:300])
     assert "/hub/api/oauth2/authorize" in page.url
+    assert "db.internal" not in page.text
+    assert "(ref " in page.text
     flag.unlink()
     assert enter_server(hub, "carla", "ana")[1].status_code == 200
 

@@ -65,7 +65,8 @@ class _GpuHolds(web.RequestHandler):
         self.write({"gpus": SHARED.usage().gpus})
 
 c.JupyterHub.extra_handlers = [(r"/test/gpu-holds", _GpuHolds)]
-c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 1.5}
+# Added to, not replaced: the governed sharing keeps its state in the Tornado settings.
+c.JupyterHub.tornado_settings = {**c.JupyterHub.get("tornado_settings", {}), "slow_spawn_timeout": 1.5}
 c.JupyterHub.concurrent_spawn_limit = 0
 """
 

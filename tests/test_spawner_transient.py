@@ -11,9 +11,11 @@ from types import SimpleNamespace
 
 import aiohttp
 import pytest
+import yaml
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from sovereign_hub.refusals import SpawnRefused
+from sovereign_hub.sandbox.hubprocess import Hub
 from sovereign_hub.spawner.transient import (
     SPAWN_ID,
     ApiRetries,
@@ -21,7 +23,13 @@ from sovereign_hub.spawner.transient import (
     clear_failure,
     is_transient,
     retry_transient,
+    server_address,
 )
+from tests.conftest import ROOT, TEST_NODES
+from tests.hubs import refuse_pod_creates, sovereign_hub_config
+from tests.test_spawner_hub import add_users, progress_events, spawn
+
+POLICY = ROOT / "examples" / "policy.yaml"
 
 
 @pytest.mark.parametrize(
@@ -327,3 +335,96 @@ def test_refused_credentials_say_so_and_other_errors_pass_through():
     assert "did not accept the hub's credentials" in refused.jupyterhub_message
     kept = ValueError("the image is not pinned")
     assert clear_failure(kept, "starting the server", "us") is kept
+
+
+class _Unanswered:
+    """KubeSpawner's create meeting an API server that refuses it (or never answers)."""
+
+    namespace = "ns"
+    log = logging.getLogger("test")
+    k8s_api_request_timeout = 3
+    k8s_api_request_retry_timeout = 30
+
+    def __init__(self, failure: BaseException | None) -> None:
+        self.failure = failure
+        config = SimpleNamespace(host="https://admin:pw@10.0.0.1:6443")
+        self.api = SimpleNamespace(api_client=SimpleNamespace(configuration=config))
+
+    async def get_pod_manifest(self) -> SimpleNamespace:
+        return SimpleNamespace(metadata=SimpleNamespace(name="jupyter-ana", annotations=None))
+
+    async def _make_create_pod_request(self, pod: SimpleNamespace, request_timeout: float) -> bool:
+        if self.failure is not None:
+            raise self.failure
+        return False  # KubeSpawner's own timeout: no answer
+
+
+class _UnansweredSpawner(ApiRetries, _Unanswered):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("failure", "cause"),
+    [
+        (ApiException(status=503), "HTTP 503"),
+        (ApiException(status=429), "HTTP 429"),
+        (aiohttp.ServerDisconnectedError(), "ServerDisconnectedError"),
+        (None, "no answer within 3 s"),
+    ],
+)
+async def test_a_create_never_answered_names_the_regions_api_server(failure, cause):
+    spawner = _UnansweredSpawner(failure)
+    pod = await spawner.get_pod_manifest()
+    assert spawner.unanswered_create("eu", "eu-main") is None  # nothing sent yet
+    assert await spawner._make_create_pod_request(pod, 3) is False
+    message = str(spawner.unanswered_create("eu", "eu-main"))
+    assert message == (
+        "Your server was not started: the Kubernetes API server of region 'eu' (cluster "
+        f"'eu-main' at https://10.0.0.1:6443) did not accept its pod within 30 seconds (last "
+        f"answer: {cause}). Please try again in a few minutes; if this keeps happening, tell "
+        "your platform team that this API server is not answering."
+    )
+    assert "pw" not in message  # the address, never the credentials a URL may carry
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("https://10.0.0.1:6443", "https://10.0.0.1:6443"),
+        ("https://user:secret@api.example", "https://api.example"),
+        ("https://[fd00::1]:6443/", "https://[fd00::1]:6443"),
+        ("", "(unknown address)"),
+    ],
+)
+def test_the_api_servers_address_is_given_without_credentials(host, address):
+    api = SimpleNamespace(api_client=SimpleNamespace(configuration=SimpleNamespace(host=host)))
+    assert server_address(api) == address
+
+
+async def test_a_pod_create_never_accepted_fails_naming_the_api_server_not_a_slow_start(
+    make_cluster, tmp_path, monkeypatch
+):
+    """A real hub; the emulated API server (no real one runs here) is made to answer every
+    pod create 503. After ``k8s_api_request_retry_timeout`` the user reads that the region's
+    API server did not accept the pod, with its address and no credentials, not that the
+    server "did not start in time"."""
+    refuse_pod_creates(monkeypatch, [503] * 10_000)
+    kube = make_cluster(TEST_NODES)
+    settings = {"k8s_api_request_retry_timeout": 6, "start_timeout": 120}
+    # The spawn outlives slow_spawn_timeout, so the user reads the failure on the progress page.
+    slow = 'c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 1}'
+    config = "\n".join([*sovereign_hub_config(kube, POLICY, **settings), slow])
+    hub = Hub(tmp_path / "hub", config, env={"KUBECONFIG": str(kube.kubeconfig)})
+    try:
+        add_users(hub, "eu-researchers", "ana")
+        assert spawn(hub, "ana", profile="cpu-small", region="eu").status_code in (201, 202)
+        events = progress_events(hub, "ana", timeout=120)
+    finally:
+        hub.stop()
+    assert events[-1]["failed"] is True, events
+    message = events[-1]["message"]
+    assert f"the Kubernetes API server of region 'eu' (cluster 'hub' at {kube.server})" in message
+    assert "last answer: HTTP 503" in message
+    assert "did not start" not in message
+    token = yaml.safe_load(kube.kubeconfig.read_text())["users"][0]["user"]["token"]
+    assert token not in message
