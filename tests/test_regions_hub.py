@@ -11,6 +11,7 @@ by their pod IPs: the flat-network mode, which loopback gives for free.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -345,6 +346,13 @@ def test_emulated_cluster_refusing_the_pod_tells_the_user_why_not_a_500(
         (failed,) = audit_records(tmp_path, "spawn-failed")
         assert "no PriorityClass with name gone was found" in failed["data"]["detail"]
         assert names(eu, "pods") == set()
+        # KubeSpawner dumps the refused pod, environment included, into the log: its API
+        # token (32 hex digits) must be there as [secret] only.
+        log = hub.log_path.read_text(errors="replace")
+        assert "Failed for" in log
+        dumped = log[log.index("Failed for") :]
+        assert re.search(r"JUPYTERHUB_API_TOKEN'?,?\s*'value': '\[secret\]'", dumped), dumped[:3000]
+        assert not re.search(r"'value': '[0-9a-f]{32}'", log)
     finally:
         hub.stop()
 
