@@ -24,13 +24,14 @@ thread (API server, scheduler, kubelet and the light pods together).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -45,6 +46,7 @@ from sovereign_hub.loadtest import (
     run,
 )
 from sovereign_hub.policy import load_policy
+from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.spawner.overlay import as_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -172,16 +174,29 @@ class Sampler:
         }
 
 
+def hub_settings(spawn_limit: int | None, api_timeout: float | None) -> str:
+    """The settings a run changes in both hubs alike (after the spawner's own)."""
+    lines = []
+    if spawn_limit is not None:
+        lines.append(f"c.JupyterHub.concurrent_spawn_limit = {spawn_limit}")
+    if api_timeout is not None:
+        lines += [f"c.{cls}.k8s_api_request_timeout = {api_timeout}" for cls in SPAWNERS]
+    return "\n" + "\n".join(lines) + "\n"
+
+
+SPAWNERS = ("KubeSpawner", "SovereignSpawner")
+
+
 def measure(
-    kind: str, plan: LoadPlan, state: Path
+    kind: str, plan: LoadPlan, state: Path, settings: str = ""
 ) -> tuple[Report, dict[str, float], list[Sample]]:
     users = population(plan, load_policy(POLICY_PATH).policy)
-    extra = (
-        (lambda cluster: stock_config(cluster.namespace, cluster.scheduler_name))
-        if kind == "stock"
-        else None
-    )
-    with LoadEnvironment(users, state, extra_config=extra) as env:
+
+    def extra(cluster: Cluster) -> str:
+        spawner = stock_config(cluster.namespace, cluster.scheduler_name) if kind == "stock" else ""
+        return spawner + settings
+
+    with LoadEnvironment(users, state, extra_config=extra, concurrency=plan.concurrency) as env:
         api = env.cluster.api
         before = sum(api.requests.values()) if api else 0
         sampler = Sampler(
@@ -194,6 +209,7 @@ def measure(
         made = (sum(api.requests.values()) if api else 0) - before
         usage["api_requests"] = made
         usage["api_rps"] = made / report.seconds
+        usage["nodes"] = len(env.inventory.nodes)
         report.checks["servers running at the end"] = str(env.running_servers())
         env.hub.stop()
         if kind == "sovereign":
@@ -204,7 +220,9 @@ def measure(
     return report, usage, sampler.samples
 
 
-def summary(plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]]) -> str:
+def summary(
+    plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]], settings: str = ""
+) -> str:
     kinds = list(runs)
     rows: list[tuple[str, list[str]]] = []
 
@@ -217,6 +235,8 @@ def summary(plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]]) ->
     row("spawns ready", [str(o["ready"]) for o in outcomes])
     row("spawns failed", [str(o["failed"] + o["timeout"] + o["error"]) for o in outcomes])
     row("refused by policy", [str(o["refused"]) for o in outcomes])
+    row("429s waited out and retried (not failures)", [str(r.throttled()) for r in reports])
+    row("gave up after repeated 429s", [str(o["throttled"]) for o in outcomes])
     row("cut off by the deadline", [str(r.unfinished) for r in reports])
     for q in (50, 95, 99):
         row(f"time to ready p{q} (s)", [_num(r.percentile(q)) for r in reports])
@@ -236,9 +256,16 @@ def summary(plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]]) ->
         [r.checks.get("servers running at the end", "") for r in reports],
     )
     row("audit verify", [r.checks.get("audit verify", "n/a (no audit trail)") for r in reports])
+    nodes = int(usage[0].get("nodes", 0))
     lines = [
         f"Load: {plan.users} users, at most {plan.concurrency} at a time, {plan.arrival} "
-        f"arrival over {plan.ramp_seconds:g} s, {plan.idle_seconds:g} s idle each; light pods.",
+        f"arrival over {plan.ramp_seconds:g} s, {plan.idle_seconds:g} s idle each; light pods "
+        f"on {nodes} emulated nodes (sized for the load).",
+        *(
+            ["", f"Set in both hubs: `{'; '.join(settings.strip().splitlines())}`."]
+            if settings.strip()
+            else []
+        ),
         "",
         "| measure | " + " | ".join(kinds) + " |",
         "| --- | " + " | ".join("---" for _ in kinds) + " |",
@@ -269,21 +296,57 @@ def main(argv: list[str] | None = None) -> int:
     add_plan_arguments(parser, users=200, ramp_seconds=20.0)
     parser.add_argument(
         "--out",
-        help="also write the Markdown summary to this file, and PNG charts to the folder "
-        "named like it without .md",
+        help="also write the Markdown summary to this file, every user's result as JSON "
+        "next to it (.json), and PNG charts to the folder named like it without .md",
+    )
+    parser.add_argument(
+        "--concurrent-spawn-limit",
+        type=int,
+        help="JupyterHub's concurrent_spawn_limit in both hubs (default: JupyterHub's, 100)",
+    )
+    parser.add_argument(
+        "--k8s-api-request-timeout",
+        type=float,
+        help="KubeSpawner's k8s_api_request_timeout in both hubs (default: KubeSpawner's, 3 s)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("sovereign", "stock"),
+        help="run one hub only (no ratio): to estimate a run's length",
     )
     args = parser.parse_args(argv)
     plan = plan_from(args)
+    settings = hub_settings(args.concurrent_spawn_limit, args.k8s_api_request_timeout)
     runs: dict[str, tuple[Report, dict[str, float]]] = {}
     samples: dict[str, list[Sample]] = {}
     with tempfile.TemporaryDirectory(prefix="sovhub-bench-scale-") as tmp:
-        for kind in ("sovereign", "stock"):
+        for kind in (args.only,) if args.only else ("sovereign", "stock"):
             print(f"running {kind} ...", file=sys.stderr, flush=True)
-            report, usage, samples[kind] = measure(kind, plan, Path(tmp) / kind)
+            report, usage, samples[kind] = measure(kind, plan, Path(tmp) / kind, settings)
             runs[kind] = (report, usage)
-    text = summary(plan, runs)
+    text = summary(plan, runs, settings)
     if args.out:
         out = Path(args.out)
+        out.with_suffix(".json").write_text(
+            json.dumps(
+                {
+                    "plan": asdict(plan),
+                    "settings": settings.strip().splitlines(),
+                    "hubs": {
+                        kind: {
+                            "usage": usage,
+                            "seconds": report.seconds,
+                            "unfinished": report.unfinished,
+                            "checks": report.checks,
+                            "results": [asdict(r) for r in report.results],
+                        }
+                        for kind, (report, usage) in runs.items()
+                    },
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         charts = write_charts({k: r for k, (r, _) in runs.items()}, samples, out.with_suffix(""))
         # The docs include the table up to the marker and show the charts themselves
         # (an included file's image paths would be read from the including page's folder).

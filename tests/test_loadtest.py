@@ -80,6 +80,29 @@ def test_forty_users_twenty_at_a_time_all_spawn_and_the_audit_trail_is_whole(tmp
     assert events["spawn-failed"] == 0, events
 
 
+def test_the_hubs_429s_are_waited_out_and_counted_apart_from_failures(tmp_path):
+    """JupyterHub's own spawn throttle (``concurrent_spawn_limit``) meets a burst: every 429
+    it answers is retried after its Retry-After, every user ends with a server, and the run
+    reports exactly as many retried 429s as the hub logged refusals."""
+    plan = LoadPlan(users=12, concurrency=12, arrival="burst", idle_seconds=1.0)
+    users = population(plan, POLICY)
+    throttle = (
+        "\nc.JupyterHub.concurrent_spawn_limit = 1"
+        "\nc.JupyterHub.spawn_throttle_retry_range = (1, 2)\n"
+    )
+    with LoadEnvironment(users, tmp_path / "load", extra_config=lambda _: throttle) as env:
+        report = run(env.hub.url, users, plan)
+        summary = report.markdown()
+        refusals = env.hub.log_path.read_text().count("pending spawns, throttling")
+    assert report.outcomes() == {"ready": 12}, summary
+    assert refusals > 0, "the burst never met the spawn limit: the test proved nothing"
+    assert report.throttled() == refusals, summary
+    assert f"| 429s waited out and retried | {refusals} |" in summary
+    # The wait is the user's, not the spawn's: time to ready counts from the accepted request.
+    waited = [r for r in report.results if r.throttled]
+    assert all(r.throttled_seconds >= r.throttled * 1.0 for r in waited)
+
+
 def test_a_light_pod_answers_its_own_user_only(tmp_path):
     """Light pods stand in for servers under load, so they refuse what a real one refuses."""
     plan = LoadPlan(users=2, concurrency=2, arrival="burst")

@@ -22,6 +22,10 @@ class Report:
     def outcomes(self) -> Counter[str]:
         return Counter(r.outcome for r in self.results)
 
+    def throttled(self) -> int:
+        """429 answers to spawn requests that users waited out and retried (not failures)."""
+        return sum(r.throttled for r in self.results)
+
     def percentile(self, q: float) -> float | None:
         times = sorted(r.ready_seconds for r in self.results if r.ready_seconds is not None)
         if not times:
@@ -39,6 +43,8 @@ class Report:
             ("ready", str(counts["ready"])),
             ("failed", str(counts["failed"] + counts["timeout"] + counts["error"])),
             ("refused by policy", str(counts["refused"])),
+            ("429s waited out and retried", str(self.throttled())),
+            ("gave up after repeated 429s", str(counts["throttled"])),
             ("cut off by the deadline", str(self.unfinished)),
             *[(f"time to ready p{q}", _seconds(self.percentile(q))) for q in (50, 95, 99)],
             ("wall time", f"{self.seconds:.1f} s"),

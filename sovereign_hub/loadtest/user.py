@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -14,8 +15,9 @@ import requests
 from sovereign_hub.sandbox.oidc import login_via_provider
 
 from .plan import LoadPlan, SimUser
+from .retry import send_with_retry
 
-Outcome = Literal["ready", "failed", "refused", "timeout", "error"]
+Outcome = Literal["ready", "failed", "refused", "throttled", "timeout", "error"]
 
 
 @dataclass(slots=True)
@@ -31,6 +33,10 @@ class UserResult:
     status_code: int | None = None
     """What ``/user/<name>/api/status`` answered through the proxy."""
     started_at: float = 0.0
+    throttled: int = 0
+    """429 answers to the spawn request that were waited out and asked again."""
+    throttled_seconds: float = 0.0
+    """Time spent waiting as those answers' ``Retry-After`` asked (not in ``ready_seconds``)."""
 
 
 def simulate(hub_url: str, user: SimUser, plan: LoadPlan, t0: float) -> UserResult:
@@ -60,10 +66,24 @@ def _session(hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult) ->
     made.raise_for_status()
     auth = {"Authorization": f"token {made.json()['token']}"}
     options = {"profile": user.choice.profile, "region": user.choice.region}
-    asked = time.monotonic()
-    spawned = requests.post(
-        f"{api}/users/{user.name}/server", json=options, headers=auth, timeout=60
-    )
+    attempted = time.monotonic()
+
+    def ask() -> requests.Response:
+        nonlocal attempted
+        attempted = time.monotonic()
+        return requests.post(
+            f"{api}/users/{user.name}/server", json=options, headers=auth, timeout=60
+        )
+
+    # Each user's jitter is its own and the same in every run of the same plan.
+    rng = random.Random(f"{plan.seed}:{user.name}")  # noqa: S311 (jitter, not a secret)
+    spawned, waits = send_with_retry(ask, plan.retry, rng=rng)
+    result.throttled, result.throttled_seconds = len(waits), sum(waits)
+    asked = attempted  # time to ready counts from the request the hub accepted
+    if spawned.status_code == 429:
+        result.outcome = "throttled"
+        result.detail = f"429 after {len(waits) + 1} attempts: {_message(spawned)}"
+        return
     if spawned.status_code == 403:
         result.outcome, result.detail = "refused", _message(spawned)
         return
