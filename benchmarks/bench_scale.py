@@ -24,6 +24,7 @@ thread (API server, scheduler, kubelet and the light pods together).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -174,9 +175,13 @@ class Sampler:
         }
 
 
-def hub_settings(spawn_limit: int | None, api_timeout: float | None) -> str:
+def hub_settings(
+    spawn_limit: int | None, api_timeout: float | None, start_timeout: float | None = None
+) -> str:
     """The settings a run changes in both hubs alike (after the spawner's own)."""
     lines = []
+    if start_timeout is not None:
+        lines += [f"c.{cls}.start_timeout = {start_timeout:g}" for cls in SPAWNERS]
     if spawn_limit is not None:
         lines.append(f"c.JupyterHub.concurrent_spawn_limit = {spawn_limit}")
     if api_timeout is not None:
@@ -237,6 +242,7 @@ def summary(
     row("refused by policy", [str(o["refused"]) for o in outcomes])
     row("429s waited out and retried (not failures)", [str(r.throttled()) for r in reports])
     row("gave up after repeated 429s", [str(o["throttled"]) for o in outcomes])
+    row("logins answered 503 and tried again", [str(r.login_retries()) for r in reports])
     row("cut off by the deadline", [str(r.unfinished) for r in reports])
     for q in (50, 95, 99):
         row(f"time to ready p{q} (s)", [_num(r.percentile(q)) for r in reports])
@@ -310,16 +316,33 @@ def main(argv: list[str] | None = None) -> int:
         help="KubeSpawner's k8s_api_request_timeout in both hubs (default: KubeSpawner's, 3 s)",
     )
     parser.add_argument(
+        "--start-timeout",
+        type=float,
+        help="the spawners' start_timeout in both hubs (default: the sandbox's, 120 s)",
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="keep each hub's state (hub, proxy and provider logs, audit store) in this "
+        "folder instead of a temporary one",
+    )
+    parser.add_argument(
         "--only",
         choices=("sovereign", "stock"),
         help="run one hub only (no ratio): to estimate a run's length",
     )
     args = parser.parse_args(argv)
     plan = plan_from(args)
-    settings = hub_settings(args.concurrent_spawn_limit, args.k8s_api_request_timeout)
+    settings = hub_settings(
+        args.concurrent_spawn_limit, args.k8s_api_request_timeout, args.start_timeout
+    )
     runs: dict[str, tuple[Report, dict[str, float]]] = {}
     samples: dict[str, list[Sample]] = {}
-    with tempfile.TemporaryDirectory(prefix="sovhub-bench-scale-") as tmp:
+    with (
+        contextlib.nullcontext(str(args.state))
+        if args.state
+        else tempfile.TemporaryDirectory(prefix="sovhub-bench-scale-")
+    ) as tmp:
         for kind in (args.only,) if args.only else ("sovereign", "stock"):
             print(f"running {kind} ...", file=sys.stderr, flush=True)
             report, usage, samples[kind] = measure(kind, plan, Path(tmp) / kind, settings)

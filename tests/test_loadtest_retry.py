@@ -33,7 +33,7 @@ class Throttling(web.RequestHandler):
     def post(self) -> None:
         self.state["times"].append(time.monotonic())
         if len(self.state["times"]) <= self.state["refusals"]:
-            self.set_status(429)
+            self.set_status(self.state["status"])
             if self.state["retry_after"] is not None:
                 self.set_header("Retry-After", self.state["retry_after"])
             self.finish({"message": "Too many users trying to log in right now."})
@@ -44,7 +44,7 @@ class Throttling(web.RequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, dict]]:
-    state: dict = {"times": [], "refusals": 0, "retry_after": "1"}
+    state: dict = {"times": [], "refusals": 0, "retry_after": "1", "status": 429}
     sockets = bind_sockets(0, "127.0.0.1")
     port = sockets[0].getsockname()[1]
     loop = asyncio.new_event_loop()
@@ -106,6 +106,20 @@ def test_without_retry_after_the_wait_doubles_from_the_fallback(server):
     response, waits = send_with_retry(lambda: post(url), policy)
     assert response.status_code == 201
     assert waits == pytest.approx([0.1, 0.2, 0.4])
+
+
+def test_a_login_answered_503_is_tried_again_and_a_429_is_not_mistaken_for_it(server):
+    """The hub answers a login 503 when the identity provider was too slow ("try again")."""
+    url, state = server
+    state["refusals"], state["retry_after"], state["status"] = 2, None, 503
+    policy = RetryPolicy(attempts=4, fallback_seconds=0.05, jitter=0.0)
+    response, waits = send_with_retry(lambda: post(url), policy, retry_on=(503,))
+    assert response.status_code == 201
+    assert waits == pytest.approx([0.05, 0.1])
+    state["times"], state["status"] = [], 429
+    response, waits = send_with_retry(lambda: post(url), policy, retry_on=(503,))
+    assert response.status_code == 429
+    assert waits == []
 
 
 def test_the_jitter_spreads_clients_that_were_told_the_same_wait():

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     users = population(plan, load_policy(ROOT / "examples" / "policy.yaml").policy)
     with (
         tempfile.TemporaryDirectory(prefix="sovhub-load-") as tmp,
-        LoadEnvironment(users, Path(tmp)) as env,
+        LoadEnvironment(users, Path(tmp), concurrency=plan.concurrency) as env,
     ):
         report = run(env.hub.url, users, plan)
         report.checks["servers running at the end"] = str(env.running_servers())

@@ -106,10 +106,17 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, users: int, ramp_seco
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--deadline-seconds", type=float, default=1800.0)
     parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=LoadPlan().ready_timeout,
+        help="how long a user waits for its server to be ready (keep above start_timeout)",
+    )
+    parser.add_argument(
         "--spawn-attempts",
         type=int,
         default=RetryPolicy().attempts,
-        help="spawn requests per user in all when the hub answers 429 (Retry-After honoured)",
+        help="spawn requests (logins) per user in all when the hub answers 429 (503): "
+        "Retry-After honoured",
     )
     parser.add_argument(
         "--retry-cap-seconds",
@@ -127,5 +134,6 @@ def plan_from(args: argparse.Namespace) -> LoadPlan:
         ramp_seconds=args.ramp_seconds,
         idle_seconds=args.idle_seconds,
         deadline_seconds=args.deadline_seconds,
+        ready_timeout=args.ready_timeout,
         retry=RetryPolicy(attempts=args.spawn_attempts, cap_seconds=args.retry_cap_seconds),
     )

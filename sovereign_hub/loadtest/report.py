@@ -26,6 +26,10 @@ class Report:
         """429 answers to spawn requests that users waited out and retried (not failures)."""
         return sum(r.throttled for r in self.results)
 
+    def login_retries(self) -> int:
+        """Logins the hub answered 503 (provider too slow) that users tried again."""
+        return sum(r.login_retries for r in self.results)
+
     def percentile(self, q: float) -> float | None:
         times = sorted(r.ready_seconds for r in self.results if r.ready_seconds is not None)
         if not times:
@@ -44,6 +48,7 @@ class Report:
             ("failed", str(counts["failed"] + counts["timeout"] + counts["error"])),
             ("refused by policy", str(counts["refused"])),
             ("429s waited out and retried", str(self.throttled())),
+            ("logins answered 503 and tried again", str(self.login_retries())),
             ("gave up after repeated 429s", str(counts["throttled"])),
             ("cut off by the deadline", str(self.unfinished)),
             *[(f"time to ready p{q}", _seconds(self.percentile(q))) for q in (50, 95, 99)],

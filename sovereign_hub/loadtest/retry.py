@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -70,15 +70,16 @@ def send_with_retry(
     *,
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    retry_on: Collection[int] = (429,),
 ) -> tuple[requests.Response, list[float]]:
-    """Call ``send`` until it answers something other than 429 or the attempts run out.
+    """Call ``send`` until it answers a status not in ``retry_on`` or the attempts run out.
 
-    Returns the last response and the waits taken (one per 429 that was retried).
+    Returns the last response and the waits taken (one per answer that was retried).
     """
     rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
     waits: list[float] = []
     response = send()
-    while response.status_code == 429 and len(waits) + 1 < policy.attempts:
+    while response.status_code in retry_on and len(waits) + 1 < policy.attempts:
         delay = wait_for(response, len(waits), policy, rng)
         waits.append(delay)
         sleep(delay)

@@ -33,6 +33,8 @@ class UserResult:
     status_code: int | None = None
     """What ``/user/<name>/api/status`` answered through the proxy."""
     started_at: float = 0.0
+    login_retries: int = 0
+    """Logins the hub answered 503 (the identity provider did not answer in time), tried again."""
     throttled: int = 0
     """429 answers to the spawn request that were waited out and asked again."""
     throttled_seconds: float = 0.0
@@ -51,8 +53,20 @@ def simulate(hub_url: str, user: SimUser, plan: LoadPlan, t0: float) -> UserResu
 
 
 def _session(hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult) -> None:
+    # Each user's jitter is its own and the same in every run of the same plan.
+    rng = random.Random(f"{plan.seed}:{user.name}")  # noqa: S311 (jitter, not a secret)
     began = time.monotonic()
-    browser, landed = login_via_provider(hub_url, user.name)
+    browser = requests.Session()
+
+    def log_in() -> requests.Response:
+        nonlocal browser
+        browser, landed = login_via_provider(hub_url, user.name)
+        return landed
+
+    # The hub answers 503 "try again in a minute" when the identity provider did not
+    # answer the login in time; a person tries again, and so does a simulated user.
+    landed, waits = send_with_retry(log_in, plan.retry, rng=rng, retry_on=(503,))
+    result.login_retries = len(waits)
     result.login_seconds = time.monotonic() - began
     if landed.status_code != 200:
         result.outcome, result.detail = "error", f"login answered {landed.status_code}"
@@ -75,8 +89,6 @@ def _session(hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult) ->
             f"{api}/users/{user.name}/server", json=options, headers=auth, timeout=60
         )
 
-    # Each user's jitter is its own and the same in every run of the same plan.
-    rng = random.Random(f"{plan.seed}:{user.name}")  # noqa: S311 (jitter, not a secret)
     spawned, waits = send_with_retry(ask, plan.retry, rng=rng)
     result.throttled, result.throttled_seconds = len(waits), sum(waits)
     asked = attempted  # time to ready counts from the request the hub accepted
