@@ -44,7 +44,7 @@ from sovereign_hub.loadtest import (
     add_plan_arguments,
     plan_from,
     population,
-    run,
+    run_apart,
 )
 from sovereign_hub.policy import load_policy
 from sovereign_hub.sandbox.kube.cluster import Cluster
@@ -209,7 +209,7 @@ def measure(
             env.cluster._thread.native_id,
             (lambda: sum(api.requests.values())) if api else (lambda: 0),
         )
-        report = run(env.hub.url, users, plan)
+        report = run_apart(env.hub.url, users, plan)
         usage = sampler.stop()
         made = (sum(api.requests.values()) if api else 0) - before
         usage["api_requests"] = made

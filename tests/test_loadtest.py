@@ -18,6 +18,7 @@ from sovereign_hub.loadtest import (
     choices,
     population,
     run,
+    run_apart,
 )
 from sovereign_hub.policy import load_policy
 from sovereign_hub.sandbox.oidc import login_via_provider
@@ -48,6 +49,19 @@ def test_users_draw_only_what_their_group_is_entitled_to():
 )
 def test_arrivals_come_as_a_burst_or_an_even_ramp(plan, times):
     assert arrival_times(plan) == times
+
+
+def test_users_run_apart_in_a_process_of_their_own_and_report_back():
+    """The benchmark's driver: plan, users and every result cross the process boundary.
+    Nothing listens on port 1, so each user ends with a connection error, reported."""
+    plan = LoadPlan(users=3, concurrency=3, arrival="burst", deadline_seconds=60)
+    users = population(plan, POLICY)
+    report = run_apart("http://127.0.0.1:1", users, plan)
+    assert report.plan == plan
+    assert report.unfinished == 0
+    assert sorted(r.name for r in report.results) == sorted(u.name for u in users)
+    assert {r.outcome for r in report.results} == {"error"}
+    assert all("ConnectionError" in r.detail for r in report.results)
 
 
 def test_a_bad_plan_is_refused_naming_the_field():
