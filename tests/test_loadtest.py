@@ -64,6 +64,24 @@ def test_users_run_apart_in_a_process_of_their_own_and_report_back():
     assert all("ConnectionError" in r.detail for r in report.results)
 
 
+def test_spawning_together_needs_room_for_every_user():
+    with pytest.raises(ValueError, match="spawn_together needs concurrency >= users"):
+        LoadPlan(users=10, concurrency=5, spawn_together=True)
+
+
+def test_the_report_finds_the_most_spawns_pending_at_once():
+    from sovereign_hub.loadtest import Report, UserResult
+
+    def spawned(name: str, at: float, took: float) -> UserResult:
+        return UserResult(name, "cpu-small", "eu", "ready", asked_at=at, ready_seconds=took)
+
+    # a: 0-10, b: 1-3, c: 2-12, d: 11-13: three at once between 2 and 3.
+    results = [spawned("a", 0, 10), spawned("b", 1, 2), spawned("c", 2, 10), spawned("d", 11, 2)]
+    report = Report(LoadPlan(users=4), results, 20.0)
+    assert report.peak_concurrent_spawns() == 3
+    assert report.spawn_window() == 13
+
+
 def test_a_bad_plan_is_refused_naming_the_field():
     with pytest.raises(ValueError, match="arrival 'wave'"):
         LoadPlan(arrival="wave")  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ plan's deadline."""
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -17,8 +18,9 @@ def run(hub_url: str, users: Sequence[SimUser], plan: LoadPlan) -> Report:
     """Run ``users`` against the hub at ``hub_url``; bounded by ``plan.deadline_seconds``."""
     t0 = time.monotonic()
     results: list[UserResult] = []
+    barrier = threading.Barrier(len(users)) if plan.spawn_together else None
     pool = ThreadPoolExecutor(plan.concurrency, thread_name_prefix="simuser")
-    futures = [pool.submit(simulate, hub_url, u, plan, t0) for u in users]
+    futures = [pool.submit(simulate, hub_url, u, plan, t0, barrier) for u in users]
     deadline = t0 + plan.deadline_seconds
     unfinished = 0
     for future in futures:

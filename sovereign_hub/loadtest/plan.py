@@ -33,10 +33,19 @@ class LoadPlan:
     seed: int = 0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """What a user does when the hub answers a spawn request with 429."""
+    spawn_together: bool = False
+    """Users log in as they arrive, then all ask for a server at once when the last has
+    logged in: concurrent spawns that the login's pace (the identity provider's) does
+    not spread out. Needs ``concurrency`` at least ``users``."""
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.concurrency < 1:
             raise ValueError(f"users and concurrency must be at least 1, not {self}")
+        if self.spawn_together and self.concurrency < self.users:
+            raise ValueError(
+                f"spawn_together needs concurrency >= users ({self.concurrency} < {self.users}): "
+                "every user waits for the others"
+            )
         if self.arrival not in ("ramp", "burst"):
             raise ValueError(f"arrival {self.arrival!r} is not 'ramp' or 'burst'")
 
@@ -106,6 +115,11 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, users: int, ramp_seco
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--deadline-seconds", type=float, default=1800.0)
     parser.add_argument(
+        "--spawn-together",
+        action="store_true",
+        help="log every user in as they arrive, then spawn all at once (concurrency >= users)",
+    )
+    parser.add_argument(
         "--ready-timeout",
         type=float,
         default=LoadPlan().ready_timeout,
@@ -135,5 +149,6 @@ def plan_from(args: argparse.Namespace) -> LoadPlan:
         idle_seconds=args.idle_seconds,
         deadline_seconds=args.deadline_seconds,
         ready_timeout=args.ready_timeout,
+        spawn_together=args.spawn_together,
         retry=RetryPolicy(attempts=args.spawn_attempts, cap_seconds=args.retry_cap_seconds),
     )

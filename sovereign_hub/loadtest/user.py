@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -40,22 +41,46 @@ class UserResult:
     """429 answers to the spawn request that were waited out and asked again."""
     throttled_seconds: float = 0.0
     """Time spent waiting as those answers' ``Retry-After`` asked (not in ``ready_seconds``)."""
+    asked_at: float | None = None
+    """When the spawn request the hub accepted was sent, seconds after the run began."""
 
 
-def simulate(hub_url: str, user: SimUser, plan: LoadPlan, t0: float) -> UserResult:
+def simulate(
+    hub_url: str,
+    user: SimUser,
+    plan: LoadPlan,
+    t0: float,
+    barrier: threading.Barrier | None = None,
+) -> UserResult:
+    """One user's visit. With ``barrier``, the user logs in, then waits until every user has
+    (or the deadline passed) before asking for a server, so the spawns come together."""
     result = UserResult(user.name, user.choice.profile, user.choice.region)
     time.sleep(max(0.0, t0 + user.arrives - time.monotonic()))
     result.started_at = time.monotonic() - t0
+    rng = random.Random(f"{plan.seed}:{user.name}")  # noqa: S311 (jitter, not a secret)
+    auth = None
     try:
-        _session(hub_url, user, plan, result)
+        auth = _log_in(hub_url, user, plan, result, rng)
+    except requests.RequestException as exc:
+        result.outcome, result.detail = "error", f"{type(exc).__name__}: {exc}"
+    finally:
+        if barrier is not None:
+            # A user whose login failed still arrives, or the others would wait for it.
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=max(0.0, t0 + plan.deadline_seconds - time.monotonic()))
+    if auth is None:
+        return result
+    try:
+        _spawn_and_stop(hub_url, user, plan, result, rng, auth, t0)
     except requests.RequestException as exc:
         result.outcome, result.detail = "error", f"{type(exc).__name__}: {exc}"
     return result
 
 
-def _session(hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult) -> None:
-    # Each user's jitter is its own and the same in every run of the same plan.
-    rng = random.Random(f"{plan.seed}:{user.name}")  # noqa: S311 (jitter, not a secret)
+def _log_in(
+    hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult, rng: random.Random
+) -> dict[str, str] | None:
+    """Log in through the provider and make an API token; its header, or None (see result)."""
     began = time.monotonic()
     browser = requests.Session()
 
@@ -74,7 +99,7 @@ def _session(hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult) ->
     result.login_seconds = time.monotonic() - began
     if landed.status_code != 200:
         result.outcome, result.detail = "error", f"login answered {landed.status_code}"
-        return
+        return None
     api = f"{hub_url}/hub/api"
     # A token for the scripted part, made with the browser's session (JupyterHub
     # wants the XSRF cookie's value back in a header for that).
@@ -82,7 +107,19 @@ def _session(hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult) ->
     xsrf = {"X-XSRFToken": browser.cookies.get("_xsrf", "")}
     made = browser.post(f"{api}/users/{user.name}/tokens", json={}, headers=xsrf, timeout=30)
     made.raise_for_status()
-    auth = {"Authorization": f"token {made.json()['token']}"}
+    return {"Authorization": f"token {made.json()['token']}"}
+
+
+def _spawn_and_stop(
+    hub_url: str,
+    user: SimUser,
+    plan: LoadPlan,
+    result: UserResult,
+    rng: random.Random,
+    auth: dict[str, str],
+    t0: float,
+) -> None:
+    api = f"{hub_url}/hub/api"
     options = {"profile": user.choice.profile, "region": user.choice.region}
     attempted = time.monotonic()
 
@@ -96,6 +133,7 @@ def _session(hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult) ->
     spawned, waits = send_with_retry(ask, plan.retry, rng=rng)
     result.throttled, result.throttled_seconds = len(waits), sum(waits)
     asked = attempted  # time to ready counts from the request the hub accepted
+    result.asked_at = asked - t0
     if spawned.status_code == 429:
         result.outcome = "throttled"
         result.detail = f"429 after {len(waits) + 1} attempts: {_message(spawned)}"
