@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
+import requests
 
 from sovereign_hub.loadtest import (
     LoadEnvironment,
@@ -215,7 +216,12 @@ def measure(
         usage["api_requests"] = made
         usage["api_rps"] = made / report.seconds
         usage["nodes"] = len(env.inventory.nodes)
-        report.checks["servers running at the end"] = str(env.running_servers())
+        try:
+            running = str(env.running_servers(timeout=120))
+        except requests.RequestException as exc:
+            # A hub too busy to answer still leaves a report worth keeping.
+            running = f"hub did not answer ({type(exc).__name__})"
+        report.checks["servers running at the end"] = running
         env.hub.stop()
         if kind == "sovereign":
             verified = env.verify_audit()

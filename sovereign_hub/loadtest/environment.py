@@ -108,8 +108,8 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
     def audit_store(self) -> Path:
         return self.state / "audit.sqlite"
 
-    def running_servers(self) -> int:
-        users = self.hub.api("GET", "/users?state=active").json()
+    def running_servers(self, timeout: float = 30) -> int:
+        users = self.hub.api("GET", "/users?state=active", timeout=timeout).json()
         return sum(len(u.get("servers") or {}) for u in users)
 
     def audit_events(self) -> Counter[str]:
