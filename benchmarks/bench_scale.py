@@ -24,16 +24,19 @@ thread (API server, scheduler, kubelet and the light pods together).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
+import requests
 
 from sovereign_hub.loadtest import (
     LoadEnvironment,
@@ -42,9 +45,10 @@ from sovereign_hub.loadtest import (
     add_plan_arguments,
     plan_from,
     population,
-    run,
+    run_apart,
 )
 from sovereign_hub.policy import load_policy
+from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.spawner.overlay import as_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -172,16 +176,33 @@ class Sampler:
         }
 
 
+def hub_settings(
+    spawn_limit: int | None, api_timeout: float | None, start_timeout: float | None = None
+) -> str:
+    """The settings a run changes in both hubs alike (after the spawner's own)."""
+    lines = []
+    if start_timeout is not None:
+        lines += [f"c.{cls}.start_timeout = {start_timeout:g}" for cls in SPAWNERS]
+    if spawn_limit is not None:
+        lines.append(f"c.JupyterHub.concurrent_spawn_limit = {spawn_limit}")
+    if api_timeout is not None:
+        lines += [f"c.{cls}.k8s_api_request_timeout = {api_timeout}" for cls in SPAWNERS]
+    return "\n" + "\n".join(lines) + "\n"
+
+
+SPAWNERS = ("KubeSpawner", "SovereignSpawner")
+
+
 def measure(
-    kind: str, plan: LoadPlan, state: Path
+    kind: str, plan: LoadPlan, state: Path, settings: str = ""
 ) -> tuple[Report, dict[str, float], list[Sample]]:
     users = population(plan, load_policy(POLICY_PATH).policy)
-    extra = (
-        (lambda cluster: stock_config(cluster.namespace, cluster.scheduler_name))
-        if kind == "stock"
-        else None
-    )
-    with LoadEnvironment(users, state, extra_config=extra) as env:
+
+    def extra(cluster: Cluster) -> str:
+        spawner = stock_config(cluster.namespace, cluster.scheduler_name) if kind == "stock" else ""
+        return spawner + settings
+
+    with LoadEnvironment(users, state, extra_config=extra, concurrency=plan.concurrency) as env:
         api = env.cluster.api
         before = sum(api.requests.values()) if api else 0
         sampler = Sampler(
@@ -189,12 +210,18 @@ def measure(
             env.cluster._thread.native_id,
             (lambda: sum(api.requests.values())) if api else (lambda: 0),
         )
-        report = run(env.hub.url, users, plan)
+        report = run_apart(env.hub.url, users, plan)
         usage = sampler.stop()
         made = (sum(api.requests.values()) if api else 0) - before
         usage["api_requests"] = made
         usage["api_rps"] = made / report.seconds
-        report.checks["servers running at the end"] = str(env.running_servers())
+        usage["nodes"] = len(env.inventory.nodes)
+        try:
+            running = str(env.running_servers(timeout=120))
+        except requests.RequestException as exc:
+            # A hub too busy to answer still leaves a report worth keeping.
+            running = f"hub did not answer ({type(exc).__name__})"
+        report.checks["servers running at the end"] = running
         env.hub.stop()
         if kind == "sovereign":
             verified = env.verify_audit()
@@ -204,7 +231,9 @@ def measure(
     return report, usage, sampler.samples
 
 
-def summary(plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]]) -> str:
+def summary(
+    plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]], settings: str = ""
+) -> str:
     kinds = list(runs)
     rows: list[tuple[str, list[str]]] = []
 
@@ -217,6 +246,9 @@ def summary(plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]]) ->
     row("spawns ready", [str(o["ready"]) for o in outcomes])
     row("spawns failed", [str(o["failed"] + o["timeout"] + o["error"]) for o in outcomes])
     row("refused by policy", [str(o["refused"]) for o in outcomes])
+    row("429s waited out and retried (not failures)", [str(r.throttled()) for r in reports])
+    row("gave up after repeated 429s", [str(o["throttled"]) for o in outcomes])
+    row("logins answered 503 and tried again", [str(r.login_retries()) for r in reports])
     row("cut off by the deadline", [str(r.unfinished) for r in reports])
     for q in (50, 95, 99):
         row(f"time to ready p{q} (s)", [_num(r.percentile(q)) for r in reports])
@@ -224,6 +256,15 @@ def summary(plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]]) ->
     row(
         "ready spawns per second",
         [f"{o['ready'] / r.seconds:.2f}" for o, r in zip(outcomes, reports, strict=True)],
+    )
+    row(
+        "most spawns pending at once (ready ones)",
+        [str(r.peak_concurrent_spawns()) for r in reports],
+    )
+    row("spawn phase: first request to last ready (s)", [_num(r.spawn_window()) for r in reports])
+    row(
+        "ready spawns per second in the spawn phase",
+        [_rate(o["ready"], r.spawn_window()) for o, r in zip(outcomes, reports, strict=True)],
     )
     row("hub CPU (s)", [f"{u['hub_cpu']:.1f}" for u in usage])
     row("hub peak RSS (MiB)", [f"{u['hub_rss_peak']:.0f}" for u in usage])
@@ -236,9 +277,18 @@ def summary(plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]]) ->
         [r.checks.get("servers running at the end", "") for r in reports],
     )
     row("audit verify", [r.checks.get("audit verify", "n/a (no audit trail)") for r in reports])
+    nodes = int(usage[0].get("nodes", 0))
     lines = [
         f"Load: {plan.users} users, at most {plan.concurrency} at a time, {plan.arrival} "
-        f"arrival over {plan.ramp_seconds:g} s, {plan.idle_seconds:g} s idle each; light pods.",
+        f"arrival over {plan.ramp_seconds:g} s"
+        + (", spawning together once all logged in" if plan.spawn_together else "")
+        + f", {plan.idle_seconds:g} s idle each; light pods "
+        f"on {nodes} emulated nodes (sized for the load).",
+        *(
+            ["", f"Set in both hubs: `{'; '.join(settings.strip().splitlines())}`."]
+            if settings.strip()
+            else []
+        ),
         "",
         "| measure | " + " | ".join(kinds) + " |",
         "| --- | " + " | ".join("---" for _ in kinds) + " |",
@@ -246,11 +296,18 @@ def summary(plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]]) ->
     lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in rows]
     if "stock" in runs and "sovereign" in runs:
         ours, stock = runs["sovereign"][0], runs["stock"][0]
-        stock_rate = stock.outcomes()["ready"] / stock.seconds
-        ratio = (ours.outcomes()["ready"] / ours.seconds) / stock_rate if stock_rate else 0.0
+
+        def rate(report: Report) -> float:
+            # With the spawns together, the login phase (the provider's pace) is left out.
+            window = report.spawn_window() if plan.spawn_together else report.seconds
+            return report.outcomes()["ready"] / window if window else 0.0
+
+        ratio = rate(ours) / rate(stock) if rate(stock) else 0.0
+        basis = "spawn phase" if plan.spawn_together else "wall time"
         lines += [
             "",
-            f"Throughput, Sovereign Hub / stock KubeSpawner: **{ratio:.2f}x** (target >= 0.95x).",
+            f"Throughput (ready spawns per second of {basis}), Sovereign Hub / stock "
+            f"KubeSpawner, same run: **{ratio:.2f}x** (target >= 0.95x).",
         ]
     for kind, (report, _) in runs.items():
         failures = [r for r in report.results if r.outcome not in ("ready", "refused")]
@@ -258,6 +315,10 @@ def summary(plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]]) ->
             lines += ["", f"First failures ({kind}):", ""]
             lines += [f"- {r.name}: {r.outcome}: {r.detail[:300]}" for r in failures[:5]]
     return "\n".join(lines) + "\n"
+
+
+def _rate(count: int, seconds: float | None) -> str:
+    return "n/a" if not seconds else f"{count / seconds:.2f}"
 
 
 def _num(value: float | None) -> str:
@@ -269,21 +330,74 @@ def main(argv: list[str] | None = None) -> int:
     add_plan_arguments(parser, users=200, ramp_seconds=20.0)
     parser.add_argument(
         "--out",
-        help="also write the Markdown summary to this file, and PNG charts to the folder "
-        "named like it without .md",
+        help="also write the Markdown summary to this file, every user's result as JSON "
+        "next to it (.json), and PNG charts to the folder named like it without .md",
+    )
+    parser.add_argument(
+        "--concurrent-spawn-limit",
+        type=int,
+        help="JupyterHub's concurrent_spawn_limit in both hubs (default: JupyterHub's, 100)",
+    )
+    parser.add_argument(
+        "--k8s-api-request-timeout",
+        type=float,
+        help="KubeSpawner's k8s_api_request_timeout in both hubs (default: KubeSpawner's, 3 s)",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        help="the spawners' start_timeout in both hubs (default: the sandbox's, 120 s)",
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="keep each hub's state (hub, proxy and provider logs, audit store) in this "
+        "folder instead of a temporary one",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("sovereign", "stock"),
+        help="run one hub only (no ratio): to estimate a run's length",
     )
     args = parser.parse_args(argv)
     plan = plan_from(args)
+    settings = hub_settings(
+        args.concurrent_spawn_limit, args.k8s_api_request_timeout, args.start_timeout
+    )
     runs: dict[str, tuple[Report, dict[str, float]]] = {}
     samples: dict[str, list[Sample]] = {}
-    with tempfile.TemporaryDirectory(prefix="sovhub-bench-scale-") as tmp:
-        for kind in ("sovereign", "stock"):
+    with (
+        contextlib.nullcontext(str(args.state))
+        if args.state
+        else tempfile.TemporaryDirectory(prefix="sovhub-bench-scale-")
+    ) as tmp:
+        for kind in (args.only,) if args.only else ("sovereign", "stock"):
             print(f"running {kind} ...", file=sys.stderr, flush=True)
-            report, usage, samples[kind] = measure(kind, plan, Path(tmp) / kind)
+            report, usage, samples[kind] = measure(kind, plan, Path(tmp) / kind, settings)
             runs[kind] = (report, usage)
-    text = summary(plan, runs)
+    text = summary(plan, runs, settings)
     if args.out:
         out = Path(args.out)
+        out.with_suffix(".json").write_text(
+            json.dumps(
+                {
+                    "plan": asdict(plan),
+                    "settings": settings.strip().splitlines(),
+                    "hubs": {
+                        kind: {
+                            "usage": usage,
+                            "seconds": report.seconds,
+                            "unfinished": report.unfinished,
+                            "checks": report.checks,
+                            "results": [asdict(r) for r in report.results],
+                        }
+                        for kind, (report, usage) in runs.items()
+                    },
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         charts = write_charts({k: r for k, (r, _) in runs.items()}, samples, out.with_suffix(""))
         # The docs include the table up to the marker and show the charts themselves
         # (an included file's image paths would be read from the including page's folder).

@@ -18,6 +18,7 @@ from sovereign_hub.loadtest import (
     choices,
     population,
     run,
+    run_apart,
 )
 from sovereign_hub.policy import load_policy
 from sovereign_hub.sandbox.oidc import login_via_provider
@@ -50,6 +51,37 @@ def test_arrivals_come_as_a_burst_or_an_even_ramp(plan, times):
     assert arrival_times(plan) == times
 
 
+def test_users_run_apart_in_a_process_of_their_own_and_report_back():
+    """The benchmark's driver: plan, users and every result cross the process boundary.
+    Nothing listens on port 1, so each user ends with a connection error, reported."""
+    plan = LoadPlan(users=3, concurrency=3, arrival="burst", deadline_seconds=60)
+    users = population(plan, POLICY)
+    report = run_apart("http://127.0.0.1:1", users, plan)
+    assert report.plan == plan
+    assert report.unfinished == 0
+    assert sorted(r.name for r in report.results) == sorted(u.name for u in users)
+    assert {r.outcome for r in report.results} == {"error"}
+    assert all("ConnectionError" in r.detail for r in report.results)
+
+
+def test_spawning_together_needs_room_for_every_user():
+    with pytest.raises(ValueError, match="spawn_together needs concurrency >= users"):
+        LoadPlan(users=10, concurrency=5, spawn_together=True)
+
+
+def test_the_report_finds_the_most_spawns_pending_at_once():
+    from sovereign_hub.loadtest import Report, UserResult
+
+    def spawned(name: str, at: float, took: float) -> UserResult:
+        return UserResult(name, "cpu-small", "eu", "ready", asked_at=at, ready_seconds=took)
+
+    # a: 0-10, b: 1-3, c: 2-12, d: 11-13: three at once between 2 and 3.
+    results = [spawned("a", 0, 10), spawned("b", 1, 2), spawned("c", 2, 10), spawned("d", 11, 2)]
+    report = Report(LoadPlan(users=4), results, 20.0)
+    assert report.peak_concurrent_spawns() == 3
+    assert report.spawn_window() == 13
+
+
 def test_a_bad_plan_is_refused_naming_the_field():
     with pytest.raises(ValueError, match="arrival 'wave'"):
         LoadPlan(arrival="wave")  # type: ignore[arg-type]
@@ -78,6 +110,29 @@ def test_forty_users_twenty_at_a_time_all_spawn_and_the_audit_trail_is_whole(tmp
     for family in ("login", "spawn-requested", "server-started", "server-stopped"):
         assert events[family] == 40, (family, events)
     assert events["spawn-failed"] == 0, events
+
+
+def test_the_hubs_429s_are_waited_out_and_counted_apart_from_failures(tmp_path):
+    """JupyterHub's own spawn throttle (``concurrent_spawn_limit``) meets a burst: every 429
+    it answers is retried after its Retry-After, every user ends with a server, and the run
+    reports exactly as many retried 429s as the hub logged refusals."""
+    plan = LoadPlan(users=12, concurrency=12, arrival="burst", idle_seconds=1.0)
+    users = population(plan, POLICY)
+    throttle = (
+        "\nc.JupyterHub.concurrent_spawn_limit = 1"
+        "\nc.JupyterHub.spawn_throttle_retry_range = (1, 2)\n"
+    )
+    with LoadEnvironment(users, tmp_path / "load", extra_config=lambda _: throttle) as env:
+        report = run(env.hub.url, users, plan)
+        summary = report.markdown()
+        refusals = env.hub.log_path.read_text().count("pending spawns, throttling")
+    assert report.outcomes() == {"ready": 12}, summary
+    assert refusals > 0, "the burst never met the spawn limit: the test proved nothing"
+    assert report.throttled() == refusals, summary
+    assert f"| 429s waited out and retried | {refusals} |" in summary
+    # The wait is the user's, not the spawn's: time to ready counts from the accepted request.
+    waited = [r for r in report.results if r.throttled]
+    assert all(r.throttled_seconds >= r.throttled * 1.0 for r in waited)
 
 
 def test_a_light_pod_answers_its_own_user_only(tmp_path):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sovereign_hub.pages.status import PinRow, ServerCard, server_card
+from jupyterhub import orm
+from jupyterhub.spawner import Spawner
+
+from sovereign_hub.pages.status import PinRow, ServerCard, server_card, spawner_facts
 from sovereign_hub.policy import Pin
 from sovereign_hub.spawner.state import (
     STATE_KEY,
@@ -184,3 +187,15 @@ def test_the_share_panel_lists_active_shares_with_their_end_and_only_for_who_may
     # No form where the policy would refuse any share: a stopped server, an owner who may not.
     assert share_panel(example, ("eu-researchers",), None, shares, api) is None
     assert share_panel(example, ("us-analysts",), "us", [], api) is None
+
+
+def test_a_live_spawner_of_another_class_is_read_from_its_row():
+    """The home page of a hub running stock KubeSpawner (bench_scale's baseline) answered
+    500 ("'KubeSpawner' object has no attribute 'state'"): a live spawner without pins was
+    read as if it were a database row."""
+    entry = state_entry({"ds": pin("ds", "2", D2, 20)}, None)
+    live = Spawner(orm_spawner=orm.Spawner(name="", state={STATE_KEY: entry}))
+    user = type("U", (), {"name": "ana"})()
+    pins, allocation, running, chosen = spawner_facts(user, live)
+    assert pins == {"ds": pin("ds", "2", D2, 20)}
+    assert (allocation, running, chosen) == (None, False, {})

@@ -24,7 +24,7 @@ user), :mod:`.driver` (many of them, bounded), :mod:`.report` (what was measured
 
 from __future__ import annotations
 
-from .driver import run
+from .driver import run, run_apart
 from .environment import LoadEnvironment
 from .plan import (
     Arrival,
@@ -55,5 +55,6 @@ __all__ = [
     "plan_from",
     "population",
     "run",
+    "run_apart",
     "simulate",
 ]

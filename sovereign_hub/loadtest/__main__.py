@@ -13,7 +13,7 @@ from pathlib import Path
 from sovereign_hub import loadtest
 from sovereign_hub.policy import load_policy
 
-from .driver import run
+from .driver import run_apart
 from .environment import ROOT, LoadEnvironment
 from .plan import add_plan_arguments, plan_from, population
 
@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     users = population(plan, load_policy(ROOT / "examples" / "policy.yaml").policy)
     with (
         tempfile.TemporaryDirectory(prefix="sovhub-load-") as tmp,
-        LoadEnvironment(users, Path(tmp)) as env,
+        LoadEnvironment(users, Path(tmp), concurrency=plan.concurrency) as env,
     ):
-        report = run(env.hub.url, users, plan)
+        report = run_apart(env.hub.url, users, plan)
         report.checks["servers running at the end"] = str(env.running_servers())
         env.hub.stop()
         verified = env.verify_audit()

@@ -13,11 +13,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import yaml
+
+from sovereign_hub.policy import load_policy
 from sovereign_hub.sandbox.hubprocess import Hub, free_port
 from sovereign_hub.sandbox.kube.cluster import Cluster
-from sovereign_hub.sandbox.kube.inventory import load_inventory
+from sovereign_hub.sandbox.kube.inventory import Inventory, load_inventory
 from sovereign_hub.sandbox.oidc import OidcProvider
 
+from .nodes import sized_inventory
 from .plan import SimUser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +31,10 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
     """The sandbox's system, sized for load: OIDC provider with the simulated users,
     emulated Kubernetes with light pods, and the real hub, proxy, spawner,
     authenticator and audit trail (SQLite) under ``state``. ``extra_config`` is
-    given the running cluster and returns hub configuration to append."""
+    given the running cluster and returns hub configuration to append. With
+    ``concurrency``, the node inventory grows until that many of the users' servers
+    fit at once (:func:`~.nodes.sized_inventory`); it is written to
+    ``state/nodes.yaml``."""
 
     def __init__(
         self,
@@ -37,9 +44,11 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
         policy: Path = ROOT / "examples" / "policy.yaml",
         nodes: Path = ROOT / "sandbox" / "nodes.yaml",
         extra_config: Callable[[Cluster], str] | None = None,
+        concurrency: int | None = None,
     ) -> None:
         self.users, self.state, self.policy, self.nodes = users, state, policy, nodes
         self.extra_config = extra_config
+        self.concurrency = concurrency
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> LoadEnvironment:
@@ -52,8 +61,9 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
         try:
             self.provider = OidcProvider([u.claims() for u in self.users], self.state / "oidc.log")
             self._stack.callback(self.provider.stop)
+            self.inventory = self._inventory()
             self.cluster = self._stack.enter_context(
-                Cluster(load_inventory(self.nodes), self.state / "kube", light_pods=True)
+                Cluster(self.inventory, self.state / "kube", light_pods=True)
             )
             port = free_port()
             config = hub_config(
@@ -77,6 +87,20 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
             raise
         return self
 
+    def _inventory(self) -> Inventory:
+        inventory = load_inventory(self.nodes)
+        if self.concurrency is None:
+            return inventory
+        policy = load_policy(self.policy).policy
+        inventory = sized_inventory(inventory, self.users, self.concurrency, policy)
+        # Kept with the run's state, so a reader sees the cluster the figures came from.
+        (self.state / "nodes.yaml").write_text(
+            yaml.safe_dump(
+                inventory.model_dump(mode="json", exclude_defaults=True), sort_keys=False
+            )
+        )
+        return inventory
+
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
@@ -84,8 +108,8 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
     def audit_store(self) -> Path:
         return self.state / "audit.sqlite"
 
-    def running_servers(self) -> int:
-        users = self.hub.api("GET", "/users?state=active").json()
+    def running_servers(self, timeout: float = 30) -> int:
+        users = self.hub.api("GET", "/users?state=active", timeout=timeout).json()
         return sum(len(u.get("servers") or {}) for u in users)
 
     def audit_events(self) -> Counter[str]:

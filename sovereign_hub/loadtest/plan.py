@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from sovereign_hub.policy import Policy
+
+from .retry import RetryPolicy
 
 Arrival = Literal["ramp", "burst"]
 # The claim a region's rules read, per region of the example policy's groups.
@@ -29,10 +31,21 @@ class LoadPlan:
     gpu: bool = False
     """Draw GPU profiles too (they may be queued or refused by quota)."""
     seed: int = 0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """What a user does when the hub answers a spawn request with 429."""
+    spawn_together: bool = False
+    """Users log in as they arrive, then all ask for a server at once when the last has
+    logged in: concurrent spawns that the login's pace (the identity provider's) does
+    not spread out. Needs ``concurrency`` at least ``users``."""
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.concurrency < 1:
             raise ValueError(f"users and concurrency must be at least 1, not {self}")
+        if self.spawn_together and self.concurrency < self.users:
+            raise ValueError(
+                f"spawn_together needs concurrency >= users ({self.concurrency} < {self.users}): "
+                "every user waits for the others"
+            )
         if self.arrival not in ("ramp", "burst"):
             raise ValueError(f"arrival {self.arrival!r} is not 'ramp' or 'burst'")
 
@@ -101,6 +114,30 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, users: int, ramp_seco
     parser.add_argument("--ramp-seconds", type=float, default=ramp_seconds)
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--deadline-seconds", type=float, default=1800.0)
+    parser.add_argument(
+        "--spawn-together",
+        action="store_true",
+        help="log every user in as they arrive, then spawn all at once (concurrency >= users)",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=LoadPlan().ready_timeout,
+        help="how long a user waits for its server to be ready (keep above start_timeout)",
+    )
+    parser.add_argument(
+        "--spawn-attempts",
+        type=int,
+        default=RetryPolicy().attempts,
+        help="spawn requests (logins) per user in all when the hub answers 429 (503): "
+        "Retry-After honoured",
+    )
+    parser.add_argument(
+        "--retry-cap-seconds",
+        type=float,
+        default=RetryPolicy().cap_seconds,
+        help="the longest wait after a 429, whatever its Retry-After says",
+    )
 
 
 def plan_from(args: argparse.Namespace) -> LoadPlan:
@@ -111,4 +148,7 @@ def plan_from(args: argparse.Namespace) -> LoadPlan:
         ramp_seconds=args.ramp_seconds,
         idle_seconds=args.idle_seconds,
         deadline_seconds=args.deadline_seconds,
+        ready_timeout=args.ready_timeout,
+        spawn_together=args.spawn_together,
+        retry=RetryPolicy(attempts=args.spawn_attempts, cap_seconds=args.retry_cap_seconds),
     )

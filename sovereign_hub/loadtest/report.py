@@ -22,6 +22,34 @@ class Report:
     def outcomes(self) -> Counter[str]:
         return Counter(r.outcome for r in self.results)
 
+    def throttled(self) -> int:
+        """429 answers to spawn requests that users waited out and retried (not failures)."""
+        return sum(r.throttled for r in self.results)
+
+    def login_retries(self) -> int:
+        """Logins the hub answered 503 (provider too slow) that users tried again."""
+        return sum(r.login_retries for r in self.results)
+
+    def spawn_window(self) -> float | None:
+        """From the first accepted spawn request to the last server ready, seconds."""
+        ready = [r for r in self.results if r.asked_at is not None and r.ready_seconds is not None]
+        if not ready:
+            return None
+        starts = [r.asked_at for r in self.results if r.asked_at is not None]
+        return max(r.asked_at + r.ready_seconds for r in ready) - min(starts)  # type: ignore[operator]
+
+    def peak_concurrent_spawns(self) -> int:
+        """The most spawns pending at one moment (accepted, not yet ready)."""
+        edges = []
+        for r in self.results:
+            if r.asked_at is not None and r.ready_seconds is not None:
+                edges += [(r.asked_at, 1), (r.asked_at + r.ready_seconds, -1)]
+        peak = current = 0
+        for _, step in sorted(edges):
+            current += step
+            peak = max(peak, current)
+        return peak
+
     def percentile(self, q: float) -> float | None:
         times = sorted(r.ready_seconds for r in self.results if r.ready_seconds is not None)
         if not times:
@@ -39,9 +67,13 @@ class Report:
             ("ready", str(counts["ready"])),
             ("failed", str(counts["failed"] + counts["timeout"] + counts["error"])),
             ("refused by policy", str(counts["refused"])),
+            ("429s waited out and retried", str(self.throttled())),
+            ("logins answered 503 and tried again", str(self.login_retries())),
+            ("gave up after repeated 429s", str(counts["throttled"])),
             ("cut off by the deadline", str(self.unfinished)),
             *[(f"time to ready p{q}", _seconds(self.percentile(q))) for q in (50, 95, 99)],
             ("wall time", f"{self.seconds:.1f} s"),
+            ("most spawns pending at once (ready ones)", str(self.peak_concurrent_spawns())),
             *self.checks.items(),
         ]
         lines = ["| measure | value |", "| --- | --- |"]

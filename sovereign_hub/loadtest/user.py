@@ -4,7 +4,10 @@ server's API through the proxy, idle, stop; what happened is a :class:`UserResul
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -14,8 +17,9 @@ import requests
 from sovereign_hub.sandbox.oidc import login_via_provider
 
 from .plan import LoadPlan, SimUser
+from .retry import send_with_retry
 
-Outcome = Literal["ready", "failed", "refused", "timeout", "error"]
+Outcome = Literal["ready", "failed", "refused", "throttled", "timeout", "error"]
 
 
 @dataclass(slots=True)
@@ -31,26 +35,71 @@ class UserResult:
     status_code: int | None = None
     """What ``/user/<name>/api/status`` answered through the proxy."""
     started_at: float = 0.0
+    login_retries: int = 0
+    """Logins the hub answered 503 (the identity provider did not answer in time), tried again."""
+    throttled: int = 0
+    """429 answers to the spawn request that were waited out and asked again."""
+    throttled_seconds: float = 0.0
+    """Time spent waiting as those answers' ``Retry-After`` asked (not in ``ready_seconds``)."""
+    asked_at: float | None = None
+    """When the spawn request the hub accepted was sent, seconds after the run began."""
 
 
-def simulate(hub_url: str, user: SimUser, plan: LoadPlan, t0: float) -> UserResult:
+def simulate(
+    hub_url: str,
+    user: SimUser,
+    plan: LoadPlan,
+    t0: float,
+    barrier: threading.Barrier | None = None,
+) -> UserResult:
+    """One user's visit. With ``barrier``, the user logs in, then waits until every user has
+    (or the deadline passed) before asking for a server, so the spawns come together."""
     result = UserResult(user.name, user.choice.profile, user.choice.region)
     time.sleep(max(0.0, t0 + user.arrives - time.monotonic()))
     result.started_at = time.monotonic() - t0
+    rng = random.Random(f"{plan.seed}:{user.name}")  # noqa: S311 (jitter, not a secret)
+    auth = None
     try:
-        _session(hub_url, user, plan, result)
+        auth = _log_in(hub_url, user, plan, result, rng)
+    except requests.RequestException as exc:
+        result.outcome, result.detail = "error", f"{type(exc).__name__}: {exc}"
+    finally:
+        if barrier is not None:
+            # A user whose login failed still arrives, or the others would wait for it.
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=max(0.0, t0 + plan.deadline_seconds - time.monotonic()))
+    if auth is None:
+        return result
+    try:
+        _spawn_and_stop(hub_url, user, plan, result, rng, auth, t0)
     except requests.RequestException as exc:
         result.outcome, result.detail = "error", f"{type(exc).__name__}: {exc}"
     return result
 
 
-def _session(hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult) -> None:
+def _log_in(
+    hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult, rng: random.Random
+) -> dict[str, str] | None:
+    """Log in through the provider and make an API token; its header, or None (see result)."""
     began = time.monotonic()
-    browser, landed = login_via_provider(hub_url, user.name)
+    browser = requests.Session()
+
+    def log_in() -> requests.Response:
+        nonlocal browser
+        browser, landed = login_via_provider(hub_url, user.name)
+        return landed
+
+    # The hub answers 503 "try again in a minute" when the identity provider did not
+    # answer the login in time; a person tries again, and so does a simulated user.
+    # It sends no Retry-After: start at 15 s, not the 429 fallback's 1 s, or the retries of a
+    # burst hammer the slow provider again at once (seen at 1,000 users: 2,438 503s).
+    policy = dataclasses.replace(plan.retry, fallback_seconds=15.0, jitter=0.5)
+    landed, waits = send_with_retry(log_in, policy, rng=rng, retry_on=(503,))
+    result.login_retries = len(waits)
     result.login_seconds = time.monotonic() - began
     if landed.status_code != 200:
         result.outcome, result.detail = "error", f"login answered {landed.status_code}"
-        return
+        return None
     api = f"{hub_url}/hub/api"
     # A token for the scripted part, made with the browser's session (JupyterHub
     # wants the XSRF cookie's value back in a header for that).
@@ -58,12 +107,37 @@ def _session(hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult) ->
     xsrf = {"X-XSRFToken": browser.cookies.get("_xsrf", "")}
     made = browser.post(f"{api}/users/{user.name}/tokens", json={}, headers=xsrf, timeout=30)
     made.raise_for_status()
-    auth = {"Authorization": f"token {made.json()['token']}"}
+    return {"Authorization": f"token {made.json()['token']}"}
+
+
+def _spawn_and_stop(
+    hub_url: str,
+    user: SimUser,
+    plan: LoadPlan,
+    result: UserResult,
+    rng: random.Random,
+    auth: dict[str, str],
+    t0: float,
+) -> None:
+    api = f"{hub_url}/hub/api"
     options = {"profile": user.choice.profile, "region": user.choice.region}
-    asked = time.monotonic()
-    spawned = requests.post(
-        f"{api}/users/{user.name}/server", json=options, headers=auth, timeout=60
-    )
+    attempted = time.monotonic()
+
+    def ask() -> requests.Response:
+        nonlocal attempted
+        attempted = time.monotonic()
+        return requests.post(
+            f"{api}/users/{user.name}/server", json=options, headers=auth, timeout=60
+        )
+
+    spawned, waits = send_with_retry(ask, plan.retry, rng=rng)
+    result.throttled, result.throttled_seconds = len(waits), sum(waits)
+    asked = attempted  # time to ready counts from the request the hub accepted
+    result.asked_at = asked - t0
+    if spawned.status_code == 429:
+        result.outcome = "throttled"
+        result.detail = f"429 after {len(waits) + 1} attempts: {_message(spawned)}"
+        return
     if spawned.status_code == 403:
         result.outcome, result.detail = "refused", _message(spawned)
         return
@@ -87,8 +161,21 @@ def _session(hub_url: str, user: SimUser, plan: LoadPlan, result: UserResult) ->
 
 
 def _wait_ready(api: str, name: str, auth: dict[str, str], timeout: float) -> tuple[Outcome, str]:
+    """Follow the spawn's progress stream, as the spawn page does: one long request per spawn.
+
+    Polling the user model every half second was the hub's largest CPU cost with 300
+    spawns at once (37% of its samples in a py-spy profile were those requests), so the
+    load measured the poll more than the spawns.
+    """
     deadline = time.monotonic() + timeout
+    pause = 0.5
     while time.monotonic() < deadline:
+        event = _follow_progress(api, name, auth, deadline)
+        if event.get("ready"):
+            return "ready", ""
+        if event.get("failed"):
+            return "failed", str(event.get("message", ""))
+        # No verdict (the stream dropped, or the spawn was not pending yet): ask the model.
         model = requests.get(f"{api}/users/{name}", headers=auth, timeout=30).json()
         server = (model.get("servers") or {}).get("")
         if server and server.get("ready"):
@@ -96,17 +183,44 @@ def _wait_ready(api: str, name: str, auth: dict[str, str], timeout: float) -> tu
         if not server and not model.get("pending"):
             # The spawn ended without a server: the hub kept why in the progress stream.
             return "failed", _last_progress(api, name, auth)
-        time.sleep(0.5)
+        time.sleep(pause)
+        pause = min(5.0, pause * 2)
     return "timeout", f"not ready after {timeout:g} s"
+
+
+def _follow_progress(
+    api: str, name: str, auth: dict[str, str], deadline: float
+) -> dict[str, object]:
+    """The progress stream's verdict event (ready or failed), or {} if it ended without one."""
+    wait = max(1.0, deadline - time.monotonic())
+    with (
+        contextlib.suppress(requests.RequestException, ValueError),
+        requests.get(
+            f"{api}/users/{name}/server/progress",
+            headers=auth,
+            stream=True,
+            timeout=(30, min(wait, 60)),  # the hub sends a keepalive between events
+        ) as r,
+    ):
+        if r.status_code != 200:
+            return {}
+        for line in r.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                if event.get("ready") or event.get("failed"):
+                    return dict(event)
+    return {}
 
 
 def _wait_stopped(api: str, name: str, auth: dict[str, str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    pause = 0.5
     while time.monotonic() < deadline:
         model = requests.get(f"{api}/users/{name}", headers=auth, timeout=30).json()
         if not model.get("servers") and not model.get("pending"):
             return
-        time.sleep(0.5)
+        time.sleep(pause)
+        pause = min(5.0, pause * 2)
 
 
 def _last_progress(api: str, name: str, auth: dict[str, str]) -> str:

@@ -296,12 +296,14 @@ def spawner_facts(
     or a stopped server's row."""
     if hasattr(spawner, "pins"):  # a live SovereignSpawner
         return dict(spawner.pins), spawner.allocation, bool(spawner.ready), spawner.upgrade_state()
-    # The database row of a server not started since the hub started.
-    state = spawner.state or {}
+    # The database row of a server not started since the hub started, or the row behind a
+    # live spawner of another class (stock KubeSpawner has no pins and no ``state``).
+    row = getattr(spawner, "orm_spawner", None) or spawner
+    state = row.state or {}
     pins, allocation = read_state(state, log, f"{user.name}:{spawner.name}")
     stored = (state.get(STATE_KEY) or {}).get(UPGRADE_FIELD)
     chosen = {k: v for k, v in (stored or {}).items() if isinstance(v, str)}
-    return pins, allocation, spawner.server is not None, chosen
+    return pins, allocation, row.server is not None, chosen
 
 
 def _chosen_end(share: Any) -> datetime | None:
