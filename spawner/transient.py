@@ -235,6 +235,18 @@ class ApiRetries:
         handle), None when the API server cannot say yet. Sending the create again then
         could meet our own pod's 409, and KubeSpawner would delete it."""
         meta = pod.metadata
+        # The pod reflector sees a landed pod within moments; under load the API server that
+        # left the create unanswered leaves this read unanswered too (seen at 300 spawns at
+        # once: no pod adopted, each spawn failed after the retry timeout with its pod Running).
+        reflector = getattr(self, "pod_reflector", None)
+        seen = reflector.pods.get(f"{self.namespace}/{meta.name}") if reflector else None
+        if seen is not None:
+            seen_meta = seen.get("metadata") or {}
+            if (seen_meta.get("annotations") or {}).get(SPAWN_ID) == meta.annotations[
+                SPAWN_ID
+            ] and not seen_meta.get("deletionTimestamp"):
+                self.log.info("pod %s: an unanswered create had landed; adopted", meta.name)  # type: ignore[attr-defined]
+                return True
         try:
             async with asyncio.timeout(request_timeout):
                 found = await self.api.read_namespaced_pod(meta.name, self.namespace)  # type: ignore[attr-defined]

@@ -268,6 +268,26 @@ async def test_a_create_whose_answer_was_lost_adopts_its_own_pod_instead_of_dele
     assert cluster.deleted == []
 
 
+async def test_a_landed_pod_the_reflector_sees_is_adopted_while_reads_go_unanswered():
+    """Under load (300 spawns at once) the API server left the create and then every read
+    unanswered: no pod was adopted, and each spawn failed after the retry timeout while its
+    pod ran. The pod reflector had seen the pod with this start's id: that is enough."""
+    cluster = _Cluster(drop=1, away=100)
+    spawner = _CreatingSpawner(cluster)
+    pod = await spawner.get_pod_manifest()
+    assert await spawner._make_create_pod_request(pod, 3) is False  # the lost answer
+    assert await spawner._make_create_pod_request(pod, 3) is False  # the read unanswered too
+    stored = cluster.pods["jupyter-ana"]
+    spawner.pod_reflector = SimpleNamespace(pods={"ns/jupyter-ana": {"metadata": {
+        "name": "jupyter-ana", "annotations": dict(stored.metadata.annotations)}}})  # fmt: skip
+    assert await spawner._make_create_pod_request(pod, 3) is True
+    assert cluster.deleted == []
+    # Another start's pod in the reflector is not adopted: the API server is asked.
+    spawner.pod_reflector.pods["ns/jupyter-ana"]["metadata"]["annotations"][SPAWN_ID] = "x"
+    spawner._create_unanswered = True
+    assert await spawner._make_create_pod_request(pod, 3) is False
+
+
 async def test_a_stale_pod_of_an_earlier_server_is_still_replaced():
     cluster = _Cluster()
     stale = SimpleNamespace(
