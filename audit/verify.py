@@ -153,6 +153,7 @@ class Epoch:
     unsigned: list[tuple[int, int]] = field(default_factory=list)  # (seq, first_seq) unsigned
     first_signed: dict[str, Any] | None = None
     linked: bool = True  # every checkpoint named the one before it
+    first_time: str = ""  # the time of its first record here (orders same-second epochs)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -202,6 +203,15 @@ def _name(hub: str, epoch: str) -> str:
     return f"{hub} epoch {epoch}" if epoch else hub
 
 
+def _began(chain: Epoch) -> tuple[str, str, str, str]:
+    """Where an epoch sorts: by hub, by the second its id names, then by the
+    time of its first record (ids begun in the same second differ only by a random
+    suffix), then by id. The epoch from before epochs ("") comes first."""
+    stamp = chain.epoch.partition("-")[0]
+    first = str(chain.start.get("time", "")) if chain.start else chain.first_time
+    return (chain.hub, stamp, first if stamp else "", chain.epoch)
+
+
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
 
@@ -231,6 +241,7 @@ class _Verifier:
             return
         chain.records += 1
         chain.first = chain.first or seq
+        chain.first_time = chain.first_time or str(record.get("time", ""))
         if self.keys:
             key = self.keys.key_for(record)
             if key is None:
@@ -388,7 +399,7 @@ class _Verifier:
     # -- the whole trail --------------------------------------------------------
     def finish(self) -> Report:
         hubs: dict[str, list[Epoch]] = {}
-        for (hub, _), chain in sorted(self.chains.items()):
+        for (hub, _), chain in sorted(self.chains.items(), key=lambda item: _began(item[1])):
             hubs.setdefault(hub, []).append(chain)
         for hub, chains in hubs.items():
             self.boundaries(hub, chains)
@@ -410,7 +421,7 @@ class _Verifier:
             began = f"{_name(hub, chain.epoch)} began at {chain.start.get('time')}"
             state = data.get("previous_state")
             if state == "unknown":
-                earlier = [c.epoch or "(before epochs)" for c in chains if c.epoch < chain.epoch]
+                earlier = [c.epoch or "(before epochs)" for c in chains[: chains.index(chain)]]
                 self.report.notes.append(
                     f"{began} without knowing where the chain before it ended "
                     f"({data.get('looked_in')})"
@@ -418,7 +429,7 @@ class _Verifier:
                 )
                 continue
             if state == "none":
-                older = [c for c in chains if c.epoch < chain.epoch]
+                older = chains[: chains.index(chain)]
                 self.report.notes.append(
                     f"{began}; the store ({data.get('looked_in')}) then held no record of {hub}"
                     + (

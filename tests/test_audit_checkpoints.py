@@ -362,6 +362,28 @@ def test_an_unsigned_epoch_before_an_upgrade_is_a_prefix_and_its_removal_is_foun
     assert new.epoch != old.epoch
 
 
+def test_two_epochs_begun_in_the_same_second_are_read_in_the_order_they_began(
+    tmp_path, monkeypatch
+):
+    """Epoch ids name their second, then a random suffix: a hub that lost its spool
+    within the second its epoch began gets an id that may sort first. Verification
+    must still read the epochs in the order they began (it was flaky here)."""
+    ids = iter(["20261130T000000Z-ffffff", "20261130T000000Z-000000"])
+    monkeypatch.setattr("sovereign_hub.audit.trail.new_epoch_id", lambda: next(ids))
+    private, public = keypair(tmp_path)
+    store = tmp_path / "audit.sqlite"
+    sinks = [{"type": "sqlite", "path": str(store)}]
+    old = run_trail(tmp_path, 8, sinks=sinks, checkpoint_every_records=5)
+    shutil.rmtree(tmp_path / "spool")
+    new = run_trail(tmp_path, 8, sinks=sinks, signing_key_file=str(private))
+    assert new.epoch < old.epoch  # the later epoch's id sorts first
+    report = verify(read(str(store)), None, PublicKeys.from_files([public]))
+    assert report.ok, report.findings
+    assert [e.epoch for e in report.epochs] == [old.epoch, new.epoch]
+    [segment] = report.unsigned
+    assert (segment.epoch, segment.prefix) == (old.epoch, True)
+
+
 def test_an_unsigned_epoch_no_later_epoch_names_is_not_accepted_as_a_prefix(tmp_path):
     """Someone who can write the store adds an 'earlier' unsigned epoch to a signed hub:
     nothing ties it to the signed trail, so --allow-unsigned-prefix does not accept it."""
