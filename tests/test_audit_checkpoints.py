@@ -472,12 +472,16 @@ def test_records_before_the_first_signed_checkpoint_no_digest_covers_are_not_a_p
         run_trail(tmp_path, 3, sinks=[{"type": "sqlite", "path": str(store)}],
                   signing_key_file=str(private))  # fmt: skip
     records = list(read(str(store)))
+    signing_epoch = next(r["epoch"] for r in records if r["seq"] == 40)  # not the later one
+    ours = [r for r in records if r["epoch"] == signing_epoch]
     # Without the HMAC key, a rewritten uncovered record still "verifies".
-    records[1] = {**records[1], "data": {**records[1]["data"], "actor": "mallory"}}
+    i = next(i for i, r in enumerate(records) if (r["epoch"], r["seq"]) == (signing_epoch, 2))
+    records[i] = {**records[i], "data": {**records[i]["data"], "actor": "mallory"}}
     report = verify(records, None, PublicKeys.from_files([public]))
     assert report.ok, report.findings
     [segment] = report.unsigned
-    signed = first_signed(records)["data"]["first_seq"]
+    assert segment.epoch == signing_epoch
+    signed = first_signed(ours)["data"]["first_seq"]
     assert (segment.first, segment.last) == (1, signed - 1)
     assert segment.summary()["uncoveredThrough"] == first - 1
     assert not segment.prefix
