@@ -265,7 +265,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "truncated record or epoch (a tail whose checkpoint is overdue counts as truncated); "
         "2 on bad usage; 3 when intact but, with the public key alone, records lie in an "
         "unsigned segment (written before the hub had a signing key; see "
-        "--allow-unsigned-prefix); with --strict, also 3 when intact but not proven complete "
+        "--allow-unsigned-prefix for which are accepted); with --strict, also 3 when intact "
+        "but not proven complete "
         "(records after the newest checkpoint whose successor is not yet due, or a retention "
         "record whose signature was not checked).",
     )
@@ -304,9 +305,13 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--allow-unsigned-prefix",
         action="store_true",
         help="with --public-key: accept, and still report, each hub's records from before its "
-        "first signed checkpoint (an upgrade from a release without a signing key) as long "
-        "as their links and digests are intact; an unsigned checkpoint after signing began, "
-        "or a hub that never signed, still fails (default: such records make verify exit 3)",
+        "first signed checkpoint (an upgrade from a release without a signing key) when "
+        "something signed ties them to the trail: unsigned checkpoints whose digests cover "
+        "them from the epoch's first record and chain into the first signed one, or, for an "
+        "earlier epoch, a later epoch that names its last record. Records no digest covers "
+        "(written before checkpoints existed, in the epoch that later signed) and a hub that "
+        "never signed still exit 3; an unsigned checkpoint after signing began exits 1 "
+        "(default: any unsigned segment makes verify exit 3)",
     )
     check.add_argument("--json", action="store_true")
     check.add_argument(

@@ -23,7 +23,10 @@ checkpoint (a release without a signing key, or before checkpoints existed)
 are an **unsigned segment**: their links and checkpoint digests are checked,
 but no signature covers them. They are reported apart
 (:class:`UnsignedSegment`), never as a break, so an upgraded trail is
-"intact, not provable by key before #n" rather than "broken". An unsigned
+"intact, not provable by key before #n" rather than "broken". Such a segment
+is a *prefix* (which ``--allow-unsigned-prefix`` accepts) only when something
+signed ties it to the trail; records of the first signed epoch that no
+checkpoint's digest covers are not, since only their links are checked. An unsigned
 checkpoint *after* the hub's first signed one is still a finding: signing
 does not silently stop.
 """
@@ -60,8 +63,13 @@ class UnsignedSegment:
     ``signed_by`` is the sequence number of the first signed checkpoint of the
     same epoch, when the unsigned checkpoints chain into it (each names the
     fingerprint of the one before): their content is then bound to what the
-    hub held when it first signed. ``prefix`` is false when the hub never
-    signed a checkpoint at all, so nothing of it is provable by key.
+    hub held when it first signed. ``prefix`` is true only when something
+    signed ties the segment to the trail: that chain of checkpoints from the
+    segment's first record, or, for an earlier epoch, a later epoch naming its
+    last record. It is false when the hub never signed a checkpoint at all, and
+    for records of the first signed epoch that no checkpoint covers
+    (``uncovered_through``, the last of them): without the HMAC key nothing
+    binds their content, only their links.
     """
 
     hub: str
@@ -72,6 +80,7 @@ class UnsignedSegment:
     signed_at: str
     prefix: bool
     unlinked: bool = False  # an earlier epoch no later one names as its predecessor
+    uncovered_through: int = 0  # the signed epoch's records #first..#this no digest covers
 
     def message(self) -> str:
         where = f"{_name(self.hub, self.epoch)} records #{self.first}..#{self.last}"
@@ -81,6 +90,22 @@ class UnsignedSegment:
                 " (an epoch from before signing that no later epoch names as its "
                 "predecessor: nothing ties it to the signed trail, so it is not accepted "
                 "as a prefix)"
+            )
+        if self.uncovered_through:
+            which = (
+                "these records"
+                if self.uncovered_through == self.last
+                else f"#{self.first}..#{self.uncovered_through}"
+            )
+            return text + (
+                f" (no digest covers {which}: they precede every checkpoint of the epoch, "
+                "so with the public key alone only their links are checked, not their "
+                "content; they are not accepted as a prefix; the HMAC key proves them)"
+            )
+        if not self.prefix and self.signed_at:
+            return text + (
+                " (its checkpoints do not chain into the hub's first signed checkpoint, "
+                "so they are not accepted as a prefix)"
             )
         if not self.prefix:
             return text + f" ({self.hub} has no signed checkpoint at all)"
@@ -100,6 +125,7 @@ class UnsignedSegment:
             "last": self.last,
             "signedBy": self.signed_by,
             "prefix": self.prefix,
+            "uncoveredThrough": self.uncovered_through or None,
             "message": self.message(),
         }
 
@@ -127,6 +153,7 @@ class Epoch:
     unsigned: list[tuple[int, int]] = field(default_factory=list)  # (seq, first_seq) unsigned
     first_signed: dict[str, Any] | None = None
     linked: bool = True  # every checkpoint named the one before it
+    first_time: str = ""  # the time of its first record here (orders same-second epochs)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -176,6 +203,15 @@ def _name(hub: str, epoch: str) -> str:
     return f"{hub} epoch {epoch}" if epoch else hub
 
 
+def _began(chain: Epoch) -> tuple[str, str, str, str]:
+    """Where an epoch sorts: by hub, by the second its id names, then by the
+    time of its first record (ids begun in the same second differ only by a random
+    suffix), then by id. The epoch from before epochs ("") comes first."""
+    stamp = chain.epoch.partition("-")[0]
+    first = str(chain.start.get("time", "")) if chain.start else chain.first_time
+    return (chain.hub, stamp, first if stamp else "", chain.epoch)
+
+
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
 
@@ -205,6 +241,7 @@ class _Verifier:
             return
         chain.records += 1
         chain.first = chain.first or seq
+        chain.first_time = chain.first_time or str(record.get("time", ""))
         if self.keys:
             key = self.keys.key_for(record)
             if key is None:
@@ -362,7 +399,7 @@ class _Verifier:
     # -- the whole trail --------------------------------------------------------
     def finish(self) -> Report:
         hubs: dict[str, list[Epoch]] = {}
-        for (hub, _), chain in sorted(self.chains.items()):
+        for (hub, _), chain in sorted(self.chains.items(), key=lambda item: _began(item[1])):
             hubs.setdefault(hub, []).append(chain)
         for hub, chains in hubs.items():
             self.boundaries(hub, chains)
@@ -384,7 +421,7 @@ class _Verifier:
             began = f"{_name(hub, chain.epoch)} began at {chain.start.get('time')}"
             state = data.get("previous_state")
             if state == "unknown":
-                earlier = [c.epoch or "(before epochs)" for c in chains if c.epoch < chain.epoch]
+                earlier = [c.epoch or "(before epochs)" for c in chains[: chains.index(chain)]]
                 self.report.notes.append(
                     f"{began} without knowing where the chain before it ended "
                     f"({data.get('looked_in')})"
@@ -392,7 +429,7 @@ class _Verifier:
                 )
                 continue
             if state == "none":
-                older = [c for c in chains if c.epoch < chain.epoch]
+                older = chains[: chains.index(chain)]
                 self.report.notes.append(
                     f"{began}; the store ({data.get('looked_in')}) then held no record of {hub}"
                     + (
@@ -458,16 +495,22 @@ class _Verifier:
             if not signing:
                 last = int(signed["data"]["first_seq"]) - 1 if signed else chain.last
                 if last >= start and chain.records:
-                    # Bound only if unsigned checkpoints cover the segment from its start.
-                    anchored = (
-                        signed is not None
-                        and chain.linked
-                        and bool(chain.unsigned)
-                        and chain.unsigned[0][1] == start
-                    )
-                    # An earlier epoch is a prefix only if a later one names its end;
-                    # otherwise anyone who can write the store could add one.
-                    linked = signed is not None or chain.vouched
+                    uncovered = 0
+                    if signed is not None:
+                        # Bound only if checkpoints cover the segment from its start and
+                        # chain into the signed one. Records before the first of them
+                        # have no digest: without the HMAC key their content is unbound
+                        # (a later epoch naming this one's end does not change that).
+                        before = [f for s, f in chain.unsigned if s < int(signed["seq"])]
+                        covered_from = before[0] if before else int(signed["data"]["first_seq"])
+                        anchored = chain.linked and covered_from == start
+                        prefix = anchored
+                        uncovered = min(covered_from - 1, last) if covered_from > start else 0
+                    else:
+                        # An earlier epoch is a prefix only if a later one names its end;
+                        # otherwise anyone who can write the store could add one.
+                        anchored = False
+                        prefix = chain.vouched
                     segment = UnsignedSegment(
                         hub,
                         chain.epoch,
@@ -475,8 +518,9 @@ class _Verifier:
                         last,
                         int(signed["seq"]) if anchored and signed else None,
                         str(signed.get("time", "")) if signed else "",
-                        prefix=linked,
-                        unlinked=not linked,
+                        prefix=prefix,
+                        unlinked=signed is None and not chain.vouched,
+                        uncovered_through=uncovered,
                     )
                     if self.keys:
                         self.report.notes.append(

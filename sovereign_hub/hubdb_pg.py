@@ -8,7 +8,8 @@ command adds to calling them by hand:
 - the password comes from a file (``--password-file``, e.g. the chart's
   ``hub.db.passwordSecret`` mounted) and reaches libpq through ``PGPASSWORD``
   in the child's environment, never the command line or the URL, where the
-  process list would show it; a URL holding a password is refused;
+  process list would show it; a URL holding a password (``user:pw@`` or a
+  ``password``/``sslpassword`` query parameter, :mod:`.dburl`) is refused;
 - a backup is written to ``OUT.partial`` and renamed when ``pg_dump`` has
   finished, so a file named ``OUT`` is a whole dump; an existing ``OUT`` is
   never overwritten, and ``--keep`` prunes the oldest ``jupyterhub-r<N>.dump``;
@@ -24,7 +25,8 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from .dburl import split_password
 
 DUMP_NAME = re.compile(r"^jupyterhub-r(\d+)\.dump$")
 """Backups named for the revision being replaced, as the SQLite ones are."""
@@ -40,13 +42,17 @@ def is_postgres(target: str) -> bool:
 
 def libpq_url(url: str) -> str:
     """``url`` as libpq takes it (no SQLAlchemy driver); refused if it holds a password."""
-    parts = urlsplit(url)
-    if parts.password is not None:
+    split = split_password(url)
+    if split is None:
+        # Not echoed: whatever it is, it may hold a password.
+        raise PgError("the database URL is not a PostgreSQL one (postgresql://user@host/db)")
+    if split.found:
         raise PgError(
-            "the database URL holds a password: give it with --password-file instead "
-            "(a URL on the command line is visible in the process list)"
+            f"the database URL holds a password (as {' and '.join(split.found)}): give it "
+            "with --password-file instead and remove it from the URL (pg_dump and "
+            "pg_restore would get the URL on their command line, which the process list shows)"
         )
-    return urlunsplit(("postgresql", *parts[1:]))
+    return split.url
 
 
 def _tool(name: str, pg_bin: str | None) -> str:

@@ -26,8 +26,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from .dburl import split_password
 from .images.reference import DOCKER_HUB, ImageReferenceError, Reference
 from .secretlike import secret_reason
 
@@ -857,22 +858,16 @@ def _database_url(url: str) -> tuple[str | None, bool]:
     """z2jh's SQLAlchemy URL (``postgresql+psycopg2://user:pw@host/db``) as the chart's
     ``postgresql://user@host/db``, and whether it held a password.
 
-    Parsed with :func:`urllib.parse.urlsplit`, which splits user from host at the
-    *last* ``@``, so a password containing ``@`` or ``:`` goes whole; a
-    ``password`` query parameter goes too. None when there is no user or host.
+    :func:`.dburl.split_password` removes the password wherever libpq would read
+    it (``user:pw@``, even holding ``@`` or ``:``, and ``password``/``sslpassword``
+    query parameters). None when there is no user or host.
     """
-    parts = urlsplit(url)
-    if not re.fullmatch(r"postgres(ql)?(\+\w+)?", parts.scheme):
+    split = split_password(url)
+    if split is None:
         return None, False
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    kept = [(k, v) for k, v in query if k.lower() not in ("password", "sslpassword")]
-    had_password = bool(colon) or len(kept) != len(query)
-    if not user or not host:
-        return None, had_password
-    rebuilt = urlunsplit(("postgresql", f"{user}@{host}", parts.path, urlencode(kept), ""))
-    return rebuilt, had_password
+    if not split.user or not split.host:
+        return None, bool(split.found)
+    return split.url, bool(split.found)
 
 
 def _hub(source: _Source, draft: _Draft) -> None:

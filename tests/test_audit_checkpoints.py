@@ -362,6 +362,28 @@ def test_an_unsigned_epoch_before_an_upgrade_is_a_prefix_and_its_removal_is_foun
     assert new.epoch != old.epoch
 
 
+def test_two_epochs_begun_in_the_same_second_are_read_in_the_order_they_began(
+    tmp_path, monkeypatch
+):
+    """Epoch ids name their second, then a random suffix: a hub that lost its spool
+    within the second its epoch began gets an id that may sort first. Verification
+    must still read the epochs in the order they began (it was flaky here)."""
+    ids = iter(["20261130T000000Z-ffffff", "20261130T000000Z-000000"])
+    monkeypatch.setattr("sovereign_hub.audit.trail.new_epoch_id", lambda: next(ids))
+    private, public = keypair(tmp_path)
+    store = tmp_path / "audit.sqlite"
+    sinks = [{"type": "sqlite", "path": str(store)}]
+    old = run_trail(tmp_path, 8, sinks=sinks, checkpoint_every_records=5)
+    shutil.rmtree(tmp_path / "spool")
+    new = run_trail(tmp_path, 8, sinks=sinks, signing_key_file=str(private))
+    assert new.epoch < old.epoch  # the later epoch's id sorts first
+    report = verify(read(str(store)), None, PublicKeys.from_files([public]))
+    assert report.ok, report.findings
+    assert [e.epoch for e in report.epochs] == [old.epoch, new.epoch]
+    [segment] = report.unsigned
+    assert (segment.epoch, segment.prefix) == (old.epoch, True)
+
+
 def test_an_unsigned_epoch_no_later_epoch_names_is_not_accepted_as_a_prefix(tmp_path):
     """Someone who can write the store adds an 'earlier' unsigned epoch to a signed hub:
     nothing ties it to the signed trail, so --allow-unsigned-prefix does not accept it."""
@@ -394,6 +416,89 @@ def test_an_unsigned_epoch_no_later_epoch_names_is_not_accepted_as_a_prefix(tmp_
     )  # fmt: skip
     assert result.returncode == 3, result.stdout
     assert "nothing ties it to the signed trail" in result.stdout
+
+
+def upgrade_from_a_release_without_checkpoints(
+    tmp_path: Path, private: Path, store: Path, *, unsigned_between: bool = False
+) -> int:
+    """A release without checkpoints writes 40 events; its spool keeps only what the
+    store has not acknowledged, so the upgraded hub (same spool and epoch) can hash only
+    the records still spooled: its first checkpoint starts after #1. With
+    ``unsigned_between``, a release with unsigned checkpoints runs before the one with a
+    signing key. Returns the first record the epoch's first checkpoint covers."""
+    sinks = [{"type": "sqlite", "path": str(store)}]
+    old = AuditTrail(
+        spool_dir=str(tmp_path / "spool"), hub_instance="hub-a", sinks=sinks,
+        checkpoint_every_records=0, checkpoint_every_seconds=0, spool_limit_bytes=32768,
+    ).start()  # fmt: skip
+    for i in range(40):
+        old.emit(schemas.LOGOUT, logout(i))
+    assert old.drain()
+    names = [s.sink.name for s in old.shippers]
+    deadline = time.monotonic() + 10  # the shipper writes its cursor file just after acking
+    while min(old.spool.cursor(n) for n in names) < old.seq and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # What the hub does about once a second: drop the segments every store acknowledged.
+    old.spool.collect(names)
+    old.stop()
+    if unsigned_between:
+        run_trail(tmp_path, 6, sinks=sinks, checkpoint_every_records=5)
+    run_trail(tmp_path, 8, sinks=sinks, checkpoint_every_records=5, signing_key_file=str(private))
+    records = list(read(str(store)))
+    first = next(r for r in records if family_of(r) == "checkpoint")["data"]["first_seq"]
+    assert first > 2  # the records before it are in the store, but no checkpoint covers them
+    return first
+
+
+@pytest.mark.parametrize(
+    ("later_epoch", "unsigned_between"),
+    [(False, False), (True, False), (False, True)],
+    ids=["last-epoch", "vouched-by-next", "unsigned-checkpoints-after-them"],
+)
+def test_records_before_the_first_signed_checkpoint_no_digest_covers_are_not_a_prefix(
+    tmp_path, later_epoch, unsigned_between
+):
+    """Records of the signed epoch before its first checkpoint, with no unsigned
+    checkpoint covering them: with the public key alone nothing binds their content (a
+    forger may rewrite them and keep their MAC text), so --allow-unsigned-prefix must
+    not accept them. A later epoch naming this one's end binds only its end."""
+    private, public = keypair(tmp_path)
+    store = tmp_path / "audit.sqlite"
+    first = upgrade_from_a_release_without_checkpoints(
+        tmp_path, private, store, unsigned_between=unsigned_between
+    )
+    if later_epoch:
+        shutil.rmtree(tmp_path / "spool")  # the epoch is vouched for by the next one
+        run_trail(tmp_path, 3, sinks=[{"type": "sqlite", "path": str(store)}],
+                  signing_key_file=str(private))  # fmt: skip
+    records = list(read(str(store)))
+    signing_epoch = next(r["epoch"] for r in records if r["seq"] == 40)  # not the later one
+    ours = [r for r in records if r["epoch"] == signing_epoch]
+    # Without the HMAC key, a rewritten uncovered record still "verifies".
+    i = next(i for i, r in enumerate(records) if (r["epoch"], r["seq"]) == (signing_epoch, 2))
+    records[i] = {**records[i], "data": {**records[i]["data"], "actor": "mallory"}}
+    report = verify(records, None, PublicKeys.from_files([public]))
+    assert report.ok, report.findings
+    [segment] = report.unsigned
+    assert segment.epoch == signing_epoch
+    signed = first_signed(ours)["data"]["first_seq"]
+    assert (segment.first, segment.last) == (1, signed - 1)
+    assert segment.summary()["uncoveredThrough"] == first - 1
+    assert not segment.prefix
+    assert not report.unsigned_prefix_only
+    which = f"#1..#{first - 1}" if unsigned_between else "these records"
+    assert f"no digest covers {which}" in segment.message()
+    assert "earlier epoch" not in segment.message()
+    result = sovhub_verify(
+        write(tmp_path / "forged.jsonl", records), "--public-key", str(public),
+        "--allow-unsigned-prefix", hmac=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout
+    assert "NOT PROVEN BY KEY" in result.stdout
+    assert f"records #1..#{signed - 1}, chain intact, not provable by key" in result.stdout
+    assert f"no digest covers {which}" in result.stdout
+    # The HMAC key finds the rewritten record.
+    assert [f.kind for f in verify(records, KEY.encode()).findings] == ["changed"]
 
 
 def test_hmac_and_signing_keys_rotate_with_key_ids(tmp_path, monkeypatch):

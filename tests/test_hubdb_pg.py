@@ -77,15 +77,24 @@ def test_backup_before_an_upgrade_and_restore_before_rollback(hub_url, tmp_path)
     assert "exists; not overwriting it" in again.stderr
 
 
-def test_the_password_is_never_taken_from_the_url_and_a_wrong_one_fails(hub_url, tmp_path):
+@pytest.mark.parametrize("form", ["user:password@", "?password=", "?sslpassword="])
+def test_the_password_is_never_taken_from_the_url_and_a_wrong_one_fails(hub_url, tmp_path, form):
+    """In the URL, the right password would work, and sit in pg_dump's argv: refused."""
     url, _ = hub_url
-    with_password = url.replace("@", f":{ESCAPED}@", 1)
+    with_password = {
+        "user:password@": url.replace("@", f":{ESCAPED}@", 1),
+        "?password=": url + ("&" if "?" in url else "?") + f"password={ESCAPED}",
+        "?sslpassword=": url + ("&" if "?" in url else "?") + f"sslpassword={ESCAPED}",
+    }[form]
     refused = sovhub(
         "backup", with_password, str(tmp_path / "x.dump"), "--pg-bin", str(server_bin())
     )
     assert refused.returncode == 1
     assert "--password-file" in refused.stderr
+    assert form in refused.stderr
     assert ESCAPED not in refused.stderr + refused.stdout
+    assert PASSWORD not in refused.stderr + refused.stdout
+    assert not (tmp_path / "x.dump").exists()
     wrong = tmp_path / "wrong"
     wrong.write_text("not-it\n")
     failed = sovhub("backup", url, str(tmp_path / "y.dump"), "--password-file", str(wrong),
