@@ -151,7 +151,8 @@ def _postgres_options(parser: argparse.ArgumentParser) -> None:
         "--password-file",
         metavar="FILE",
         help="PostgreSQL only: file holding the database password (passed to pg_dump or "
-        "pg_restore in PGPASSWORD, never on the command line; a URL with a password is refused)",
+        "pg_restore in PGPASSWORD, never on the command line; a URL with a password, as "
+        "user:pw@ or ?password=, is refused)",
     )
     parser.add_argument(
         "--pg-bin",

@@ -348,20 +348,26 @@ async def test_a_pod_is_closed_before_its_link_comes_up_in_emulated_cluster(tmp_
         await api.close()
 
 
+async def web_and_client(cluster: Cluster, core: client.CoreV1Api) -> str:
+    """Pods ``web`` (answering on 8080) and ``client``, running and connected; web's IP."""
+    sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
+    await core.create_namespaced_pod(
+        NS, pod("web", {"app": "web"}, [sys.executable, "-c", LISTEN, "8080"])
+    )
+    await core.create_namespaced_pod(NS, pod("client", {"role": "client"}, sleep))
+    web = await running_ip(core, "web")
+    await running_ip(core, "client")
+    await asyncio.to_thread(until, cluster, "client", web, 8080, "ok")
+    return web
+
+
 async def test_a_table_that_fails_to_load_closes_the_pod_in_emulated_cluster(cluster, monkeypatch):
     """Kubernetes is emulated: when nft refuses a pod's new table, the pod falls back to the
     closed table (its old, more open rules do not stay), and the error is logged."""
     api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
     core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)
     try:
-        sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
-        await core.create_namespaced_pod(
-            NS, pod("web", {"app": "web"}, [sys.executable, "-c", LISTEN, "8080"])
-        )
-        await core.create_namespaced_pod(NS, pod("client", {"role": "client"}, sleep))
-        web = await running_ip(core, "web")
-        await running_ip(core, "client")
-        await asyncio.to_thread(until, cluster, "client", web, 8080, "ok")
+        web = await web_and_client(cluster, core)
 
         # From now on every table the translator writes is one nft refuses.
         monkeypatch.setattr(podnet, "nft_ruleset", lambda *a, **k: "table inet x { nonsense")
@@ -382,14 +388,7 @@ async def test_a_pod_whose_link_was_taken_down_gets_it_back_once_a_table_loads_i
     api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
     core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)
     try:
-        sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
-        await core.create_namespaced_pod(
-            NS, pod("web", {"app": "web"}, [sys.executable, "-c", LISTEN, "8080"])
-        )
-        await core.create_namespaced_pod(NS, pod("client", {"role": "client"}, sleep))
-        web = await running_ip(core, "web")
-        await running_ip(core, "client")
-        await asyncio.to_thread(until, cluster, "client", web, 8080, "ok")
+        web = await web_and_client(cluster, core)
 
         def refuse(self, netns: str, ruleset: str) -> None:
             raise RuntimeError("nft: refused")
