@@ -87,6 +87,7 @@ def cluster_refusal(exc: ApiException, what: str, region: str | None = None) -> 
     except (TypeError, ValueError):
         status = {}
     status = status if isinstance(status, dict) else {}
+    message = _QUOTED_VALUE.sub("Invalid value: [not shown]", str(status.get("message") or ""))
     if exc.status == 401:
         why = "it did not accept the hub's credentials"
     elif exc.status == 422:
@@ -95,15 +96,13 @@ def cluster_refusal(exc: ApiException, what: str, region: str | None = None) -> 
         listed = f" ({', '.join(fields[:5])})" if fields else ""
         why = f"it found the server's pod invalid{listed}"
     else:
-        message = _QUOTED_VALUE.sub("Invalid value: [not shown]", str(status.get("message") or ""))
-        why = f"{message[:300]}" if message else f"HTTP {exc.status} {exc.reason or ''}".strip()
+        why = message[:300] if message else f"HTTP {exc.status} {exc.reason or ''}".strip()
     where = f"The cluster of region {region!r}" if region else "The cluster"
     # The answer without its quoted values: the exception itself (whose text carries the
     # whole body) must not reach the log, so callers raise this refusal ``from None``.
     log.warning(
         "%s refused %s: HTTP %s %s: %s",
-        where, what, exc.status, status.get("reason"),
-        _QUOTED_VALUE.sub("Invalid value: [not shown]", str(status.get("message") or "")),
+        where, what, exc.status, status.get("reason"), message,
     )  # fmt: skip
     return SpawnRefused(
         503,
