@@ -20,33 +20,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 import yaml
+from bench_regions import cluster, spawn_to_ready, start_hub  # beside this script
 
 from sovereign_hub.sandbox.gatewayprocess import Gateway
 from sovereign_hub.sandbox.hubprocess import CHP, Hub
 from sovereign_hub.sandbox.kube.cluster import Cluster
-from sovereign_hub.sandbox.kube.inventory import load_inventory
 from sovereign_hub.sandbox.tls import local_certificates
 
 ROOT = Path(__file__).resolve().parent.parent
-SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
 NODE = {"allocatable": {"cpu": "32", "memory": "128Gi"}}
 MODES = {"direct": "us", "gateway": "usgw"}
-
-
-def cluster(tmp: Path, name: str, region_label: str) -> Cluster:
-    inventory = tmp / f"{name}.yaml"
-    node = {"name": f"{name}-cpu-1", "labels": {"topology.kubernetes.io/region": region_label}}
-    inventory.write_text(yaml.safe_dump({"nodes": [{**node, **NODE}]}))
-    return Cluster(load_inventory(inventory), tmp / f"kube-{name}").start()
 
 
 def hub_for(tmp: Path, eu: Cluster, us: Cluster, usgw: Cluster, gateway: Gateway, certs) -> Hub:
@@ -64,39 +54,12 @@ def hub_for(tmp: Path, eu: Cluster, us: Cluster, usgw: Cluster, gateway: Gateway
     }
     doc["profiles"]["cpu-small"]["regions"] = ["eu", "us", "usgw"]
     doc["groups"]["everyone"] = {"profiles": ["cpu-small"], "regions": ["us", "usgw"]}
-    policy = tmp / "policy.yaml"
-    policy.write_text(yaml.safe_dump(doc, sort_keys=False))
-    settings = {
-        "policy_file": str(policy),
-        "namespace": eu.namespace,
-        "scheduler_name": eu.scheduler_name,
-        "cmd": [str(SINGLEUSER)],
-        "args": ["--allow-root"] if os.geteuid() == 0 else [],
-        "start_timeout": 60,
-        "http_timeout": 60,
-    }
     client = certs["hub-client"]
-    config = "\n".join([
-        'c.JupyterHub.authenticator_class = "dummy"',
-        "c.Authenticator.allow_all = True",
-        'c.JupyterHub.spawner_class = "sovereign"',
-        *(f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()),
+    return start_hub(tmp, eu, doc, (
         "from sovereign_hub.gateway.hub import GatewayTLS, configure_hub",
         f"configure_hub(c, GatewayTLS(cert={str(client['cert'])!r}, "
         f"key={str(client['key'])!r}, ca={str(certs['gateway']['ca'])!r}), [{str(CHP)!r}])",
-    ])  # fmt: skip
-    return Hub(tmp / "hub", config, env={"KUBECONFIG": str(eu.kubeconfig)})
-
-
-def spawn_to_ready(hub: Hub, user: str, region: str) -> float:
-    began = time.perf_counter()
-    response = hub.api(
-        "POST", f"/users/{user}/server", json={"profile": "cpu-small", "region": region}
-    )
-    if response.status_code not in (201, 202):
-        raise RuntimeError(f"{user} in {region}: {response.status_code} {response.text}")
-    hub.wait_for_server(user)
-    return time.perf_counter() - began
+    ))  # fmt: skip
 
 
 async def throughput(url: str, token: str, requests: int, concurrency: int = 8) -> float:
@@ -133,9 +96,9 @@ def main() -> None:
             n: local_certificates(tmp / "tls" / n, common_name=f"{n} CA")
             for n in ("gateway", "hub-client")
         }
-        eu = cluster(tmp, "eu", "eu-central-1")
-        us = cluster(tmp, "us", "us-east-1")
-        usgw = cluster(tmp, "usgw", "us-west-1")
+        eu = cluster(tmp, "eu", "eu-central-1", NODE)
+        us = cluster(tmp, "us", "us-east-1", NODE)
+        usgw = cluster(tmp, "usgw", "us-west-1", NODE)
         gateway = Gateway(usgw, certs["gateway"], certs["hub-client"]["ca"], tmp / "gw.log")
         hub = hub_for(tmp, eu, us, usgw, gateway, certs)
         try:

@@ -37,10 +37,11 @@ SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
 NODE = {"allocatable": {"cpu": "16", "memory": "64Gi"}}
 
 
-def cluster(tmp: Path, name: str, region_label: str) -> Cluster:
+def cluster(tmp: Path, name: str, region_label: str, size: dict = NODE) -> Cluster:
+    """An emulated cluster of one CPU node of ``size`` in the node region ``region_label``."""
     inventory = tmp / f"{name}.yaml"
     node = {"name": f"{name}-cpu-1", "labels": {"topology.kubernetes.io/region": region_label}}
-    inventory.write_text(yaml.safe_dump({"nodes": [{**node, **NODE}]}))
+    inventory.write_text(yaml.safe_dump({"nodes": [{**node, **size}]}))
     return Cluster(load_inventory(inventory), tmp / f"kube-{name}").start()
 
 
@@ -48,6 +49,11 @@ def hub_for(tmp: Path, eu: Cluster, us: Cluster) -> Hub:
     doc = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
     doc["regions"]["us"]["cluster"] = {"name": "us-east", "kubeconfig": str(us.kubeconfig)}
     doc["groups"]["everyone"] = {"profiles": ["cpu-small"], "regions": ["eu", "us"]}
+    return start_hub(tmp, eu, doc)
+
+
+def start_hub(tmp: Path, eu: Cluster, doc: dict, extra: tuple[str, ...] = ()) -> Hub:
+    """A hub in ``eu``'s cluster with the policy ``doc``, dummy sign-in and ``extra`` config."""
     policy = tmp / "policy.yaml"
     policy.write_text(yaml.safe_dump(doc, sort_keys=False))
     settings = {
@@ -65,6 +71,7 @@ def hub_for(tmp: Path, eu: Cluster, us: Cluster) -> Hub:
             "c.Authenticator.allow_all = True",
             'c.JupyterHub.spawner_class = "sovereign"',
             *(f"c.SovereignSpawner.{k} = {v!r}" for k, v in settings.items()),
+            *extra,
         ]
     )
     return Hub(tmp / "hub", config, env={"KUBECONFIG": str(eu.kubeconfig)})
