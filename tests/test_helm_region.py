@@ -8,9 +8,7 @@ their path. The gateway's command line is parsed by ``sovereign-gateway``'s own 
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from tests.test_helm_chart import (
     HELMS,
     KUBERNETES,
     by_kind,
+    checkov_scan,
     containers,
     helm_binary,
     pod_specs,
@@ -216,20 +215,9 @@ def test_checkov_finds_nothing_but_the_documented_exception(tmp_path):
     sets = [arg for s in GATEWAY for arg in ("--set", s)]
     done = run(helm_binary("4.1"), "template", "us", str(CHART), *sets)
     assert done.returncode == 0, done.stderr
-    (tmp_path / "chart.yaml").write_text(done.stdout)
-    scan = subprocess.run(
-        ["unshare", "-n", str(CHECKOV), "-d", str(tmp_path), "--framework", "kubernetes",
-         "--skip-download", "--quiet", "--compact", "-o", "json"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    report = json.loads(scan.stdout)
-    report = report[0] if isinstance(report, list) else report
-    assert report["summary"]["parsing_errors"] == 0
-    assert report["summary"]["passed"] > 100
-    failed = {
-        (c["check_id"], c["resource"].split(".", 2)[0] + "/" + c["resource"].split(".", 2)[2])
-        for c in report["results"]["failed_checks"]
-    }
+    summary, failed = checkov_scan(tmp_path, done.stdout)
+    assert summary["parsing_errors"] == 0
+    assert summary["passed"] > 100
     guide = ROOT / "docs" / "howto" / "run-a-region-in-its-own-cluster.md"
     allowed = set(re.findall(r"^\| `(CKV2?_K8S_\d+)` \| `([^`]+)` \|", guide.read_text(), re.M))
     assert failed == allowed
