@@ -27,6 +27,7 @@ from sovereign_hub.sandbox.hubprocess import CHP, Hub
 from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.sandbox.tls import local_certificates
 from tests.conftest import ROOT
+from tests.test_gateway_process import notebook_pod
 from tests.test_regions_hub import _region_inventory
 from tests.test_spawner_hub import add_users, hub_config, spawn
 
@@ -77,24 +78,7 @@ def _other_namespace_pod(us: Cluster, user: str) -> None:
 
         core = client.CoreV1Api(us._client)
         await core.create_namespace({"metadata": {"name": "elsewhere"}})
-        await core.create_namespaced_pod(
-            "elsewhere",
-            {
-                "metadata": {
-                    "name": f"jupyter-{user}",
-                    "labels": {"component": "singleuser-server"},
-                    "annotations": {"hub.jupyter.org/username": user},
-                },
-                "spec": {
-                    "containers": [{
-                        "name": "notebook", "image": "example.org/nb@sha256:" + "0" * 64,
-                        "command": ["sleep", "600"],
-                        "ports": [{"name": "notebook-port", "containerPort": 8888}],
-                    }],
-                    "nodeSelector": {"topology.kubernetes.io/region": "us-east-1"},
-                },
-            },
-        )  # fmt: skip
+        await core.create_namespaced_pod("elsewhere", notebook_pod(user, ["sleep", "600"]))
         for _ in range(120):
             pod = await core.read_namespaced_pod(f"jupyter-{user}", "elsewhere")
             if pod.status.phase == "Running" and pod.status.pod_ip:

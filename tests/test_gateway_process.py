@@ -21,32 +21,37 @@ from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.sandbox.tls import local_certificates
 
 
+def notebook_pod(user: str, command: list[str]) -> dict:
+    """A KubeSpawner-like notebook pod for ``user`` (its labels and annotation, its
+    notebook port) running ``command``, on a US node."""
+    return {
+        "metadata": {
+            "name": f"jupyter-{user}",
+            "labels": {"component": "singleuser-server"},
+            "annotations": {"hub.jupyter.org/username": user},
+        },
+        "spec": {
+            "containers": [{
+                "name": "notebook", "image": "example.org/nb@sha256:" + "0" * 64,
+                "command": command,
+                "ports": [{"name": "notebook-port", "containerPort": 8888}],
+            }],
+            "nodeSelector": {"topology.kubernetes.io/region": "us-east-1"},
+        },
+    }  # fmt: skip
+
+
 def create_pod(kube: Cluster, user: str, folder: Path) -> None:
-    """A KubeSpawner-like notebook pod for ``user`` serving ``folder`` on its notebook port."""
+    """A notebook pod for ``user`` serving ``folder`` on its notebook port."""
 
     async def create() -> None:
         from kubernetes_asyncio import client
 
-        core = client.CoreV1Api(kube._client)
-        await core.create_namespaced_pod(
-            kube.namespace,
-            {
-                "metadata": {
-                    "name": f"jupyter-{user}",
-                    "labels": {"component": "singleuser-server"},
-                    "annotations": {"hub.jupyter.org/username": user},
-                },
-                "spec": {
-                    "containers": [{
-                        "name": "notebook", "image": "example.org/nb@sha256:" + "0" * 64,
-                        "command": [sys.executable, "-m", "http.server", "8888",
-                                    "--bind", "0.0.0.0", "--directory", str(folder)],
-                        "ports": [{"name": "notebook-port", "containerPort": 8888}],
-                    }],
-                    "nodeSelector": {"topology.kubernetes.io/region": "us-east-1"},
-                },
-            },
-        )  # fmt: skip
+        serve = [sys.executable, "-m", "http.server", "8888", "--bind", "0.0.0.0",
+                 "--directory", str(folder)]  # fmt: skip
+        await client.CoreV1Api(kube._client).create_namespaced_pod(
+            kube.namespace, notebook_pod(user, serve)
+        )
 
     kube.call(create())
 
