@@ -28,6 +28,8 @@ import yaml
 from sovereign_hub.audit.sinks.postgresql import is_postgres_url
 from sovereign_hub.policy import PolicyError, load_policy
 
+from .containers import RuntimeUnavailable, check_oci, policy_with_images
+from .containers import hub_config as container_hub_config
 from .gatewayprocess import Gateway
 from .hubprocess import CHP, Hub, free_port
 from .kube.cluster import Cluster
@@ -201,6 +203,20 @@ def main(argv: list[str] | None = None) -> int:
         help="reach each --region-cluster region through a sovereign-gateway process of its "
         "own (mutual TLS), as when the hub cannot reach that cluster's pod IPs",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=("process", "oci"),
+        default="process",
+        help="how the kubelet runs a notebook pod: `process` (default: a local process from "
+        "this checkout's notebook environment) or `oci` (a container from the built "
+        "notebook-cpu image, with runc, in a network namespace of its own; needs root, "
+        "`make system` and `make images`)",
+    )
+    parser.add_argument(
+        "--images",
+        default=str(ROOT / ".tools" / "images" / "oci"),
+        help="with --runtime oci: the folder of OCI image layouts `make images` wrote",
+    )
     args = parser.parse_args(argv)
     if args.gateway and not args.region_cluster:
         print("--gateway needs at least one --region-cluster", file=sys.stderr)
@@ -223,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     state = Path(args.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
+    images: Path | None = None
+    if args.runtime == "oci":
+        images = Path(args.images).resolve()
+        try:
+            policy = policy_with_images(policy, check_oci(images), state / "policy-images.yaml")
+        except RuntimeUnavailable as exc:
+            print(exc, file=sys.stderr)
+            return 1
     key = state / "audit-hmac-key"
     if not key.exists():
         key.write_text(secrets.token_hex(32))
@@ -247,9 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         elif is_postgres_url(args.audit_store):
             store = args.audit_store
         running.callback(provider.stop)
-        cluster = running.enter_context(Cluster(inventory, state / "kube"))
+        # With containers, each pod has a network namespace of its own (kube/podnet.py).
+        containers = {"pod_network": True, "images": images} if images else {}
+        cluster = running.enter_context(Cluster(inventory, state / "kube", **containers))
         regional_clusters = {
-            region: running.enter_context(Cluster(nodes, state / f"kube-{region}"))
+            region: running.enter_context(Cluster(nodes, state / f"kube-{region}", **containers))
             for region, nodes in regional.items()
         }
         gateways = (
@@ -271,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             state=state,
             store=store,
         ) + (gateway_hub_config(state) if gateways else "")
+        if images is not None and cluster.network is not None:
+            config += container_hub_config(cluster.network.host_ip)
         running.callback(
             print, "\n  Stopping: hub, notebook servers, Kubernetes, identity provider…", flush=True
         )

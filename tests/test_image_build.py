@@ -6,6 +6,7 @@ docker-registry on 127.0.0.1. One build of each image is shared by the whole ses
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -20,6 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from kubernetes_asyncio import client as kube_client
+from kubernetes_asyncio import config as kube_config
 
 from sovereign_hub.images import debian
 from sovereign_hub.images.build import Settings, build_image
@@ -32,9 +35,11 @@ from sovereign_hub.images.release import Pusher, release, sbom_tag
 from sovereign_hub.images.runc import Container, RunOptions, configure, unpack
 from sovereign_hub.policy import load_policy
 from sovereign_hub.sandbox.hubprocess import free_port
+from sovereign_hub.sandbox.kube.cluster import Cluster
+from sovereign_hub.sandbox.kube.inventory import load_inventory
 from sovereign_hub.sandbox.ocipod import Objects, ServiceAccount, run_options
 from sovereign_hub.sandbox.podnet import NETNS_ETC, PodNetwork, unavailable
-from tests.conftest import ROOT, missing, require_program, require_tool
+from tests.conftest import ROOT, TEST_NODES, eventually, missing, require_program, require_tool
 from tests.test_helm_chart import by_kind, helm_binary, render
 from tests.test_image_sbom import cyclonedx_errors
 from tests.test_pod_network import chart_pods
@@ -736,3 +741,159 @@ def test_the_release_pins_an_admins_own_policy_when_the_values_give_one():
     versions = after["policy"]["channels"]["datascience"]["versions"]
     assert versions[-1]["image"] == "reg.example:5000/sh/nb@sha256:" + "b" * 64
     assert "examplePolicy" not in after
+
+
+# -- the sandbox's container runtime (--runtime oci) ---------------------------------
+
+
+def image_pod(name: str, image: str, **container) -> dict:
+    """A pod as the restricted Pod Security Standard has it, one container from ``image``."""
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 100,
+                                "runAsNonRoot": True,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "main", "image": image,
+                            "securityContext": {"allowPrivilegeEscalation": False,
+                                                "capabilities": {"drop": ["ALL"]}},
+                            **container}],
+            "volumes": [{"name": "data", "emptyDir": {}},
+                        {"name": "greeting", "secret": {"secretName": "greeting"}}],
+        },
+    }  # fmt: skip
+
+
+def containers_under(folder: Path) -> list[dict]:
+    """runc's containers whose bundle is under ``folder``."""
+    listed = subprocess.run(["runc", "list", "-f", "json"], capture_output=True, text=True)
+    return [c for c in json.loads(listed.stdout or "null") or []
+            if c["bundle"].startswith(str(folder))]  # fmt: skip
+
+
+def test_the_emulated_kubelet_runs_a_pod_from_its_image_with_runc(images, tmp_path):
+    """Kubernetes is emulated (sandbox/kube): with ``Cluster(images=…)`` its kubelet runs a
+    pod's container from its OCI image with runc, in the pod's network namespace. The image
+    gives the root filesystem, PATH and entry point rules (``args`` without ``command``
+    follow the image's ENTRYPOINT); the pod gives the user, the fsGroup on writable volumes,
+    a read-only Secret volume, environment from a Secret, ``$(VAR)`` expansion and the
+    readiness probe. Writes to the root land in the container's own layer, never in the
+    image. An image not in the node's store, or named by tag only, is ErrImagePull saying
+    why; a deleted pod leaves no container and no mount behind."""
+    if why := unavailable():
+        missing(f"network namespaces and nftables ({why})", "make system")
+    built = images["notebook-cpu"]
+    image = f"localhost/sovereign-hub/notebook-cpu@{built.digest}"
+    web = image_pod(
+        "web", image,
+        args=["python3", "-m", "http.server", "8000", "--directory", "$(DATA)"],
+        env=[{"name": "DATA", "value": "/data"},
+             {"name": "WORD", "valueFrom": {"secretKeyRef": {"name": "greeting", "key": "word"}}}],
+        volumeMounts=[{"name": "data", "mountPath": "/data"},
+                      {"name": "greeting", "mountPath": "/etc/greeting"}],
+        readinessProbe={"httpGet": {"path": "/", "port": 8000}, "periodSeconds": 1},
+    )  # fmt: skip
+    with Cluster(load_inventory(TEST_NODES), tmp_path / "kube", pod_network=True,
+                 images=built.layout.parent) as cluster:  # fmt: skip
+        assert cluster.kubelet is not None
+        kubelet = cluster.kubelet
+
+        async def sh(script: str) -> tuple[int, str]:
+            proc = await kubelet.exec_in("default", "web", "main", ["sh", "-c", script],
+                                         stdin=False)  # fmt: skip
+            out, err = await proc.communicate()
+            return proc.returncode or 0, (out + err).decode().strip()
+
+        async def scenario() -> None:
+            api = await kube_config.new_client_from_config(str(cluster.kubeconfig))
+            core = kube_client.CoreV1Api(api)
+            try:
+                await core.create_namespaced_secret("default", {
+                    "metadata": {"name": "greeting"},
+                    "data": {"word": base64.b64encode(b"hello").decode()}})  # fmt: skip
+                await core.create_namespaced_pod("default", web)
+
+                async def ready():
+                    pod = await core.read_namespaced_pod("web", "default")
+                    statuses = pod.status.container_statuses or []
+                    return pod if statuses and statuses[0].ready else None
+
+                pod = await eventually(ready, timeout=180, interval=0.5)
+                assert (await sh("id -u; id -G")) == (0, "1000\n1000 100")
+                # The emptyDir is the fsGroup's (set-gid): what the user writes is too.
+                assert await sh("echo $WORD > /data/w && stat -c '%u %g' /data/w") == (
+                    0,
+                    "1000 100",
+                )
+                assert await sh("cat /etc/greeting/word") == (0, "hello")
+                code, out = await sh("touch /etc/greeting/x")
+                assert code != 0
+                assert "Read-only file system" in out
+                # The pod's address, from the node (the proxy's side of the pod network).
+                served = await asyncio.to_thread(
+                    requests.get, f"http://{pod.status.pod_ip}:8000/w", timeout=10
+                )
+                assert served.text == "hello\n"
+                assert await sh("echo layer > /tmp/mine && cat /tmp/mine") == (0, "layer")
+                unpacked = list((tmp_path / "kube" / "images").glob("*/rootfs"))
+                assert len(unpacked) == 1
+                assert not (unpacked[0] / "tmp" / "mine").exists()
+                assert (await sh("command -v jupyter-lab"))[1] == "/opt/venv/bin/jupyter-lab"
+
+                for name, ref, why in (
+                    ("gone", f"localhost/sovereign-hub/notebook-cpu@sha256:{'0' * 64}",
+                     "in none of this node's image layouts"),
+                    ("tagged", "quay.io/jupyter/base-notebook:latest", "it names no digest"),
+                ):  # fmt: skip
+                    await core.create_namespaced_pod("default", image_pod(name, ref,
+                                                                          args=["true"]))  # fmt: skip
+
+                    async def refused(name=name):
+                        p = await core.read_namespaced_pod(name, "default")
+                        statuses = p.status.container_statuses or []
+                        waiting = statuses[0].state.waiting if statuses else None
+                        return waiting if waiting and waiting.reason == "ErrImagePull" else None
+
+                    waiting = await eventually(refused, timeout=60, interval=0.5)
+                    assert why in waiting.message
+                    assert str(built.layout) in waiting.message
+
+                await core.delete_namespaced_pod("web", "default", grace_period_seconds=1)
+
+                async def gone():
+                    mounts = Path("/proc/self/mountinfo").read_text()
+                    return not containers_under(tmp_path) and str(tmp_path) not in mounts
+
+                await eventually(gone, timeout=60, interval=0.5)
+            finally:
+                await api.close()
+
+        cluster.call(scenario(), timeout=400)
+
+
+def test_the_sandbox_runtime_oci_gives_jupyterlab_from_the_notebook_cpu_image(images, tmp_path):
+    """`make sandbox SANDBOX_ARGS="--runtime oci"`: Kubernetes is emulated, and its kubelet
+    runs the user's server from the built notebook-cpu image with runc. The policy the hub
+    reads pins that image by digest; the US analyst's JupyterLab answers through the proxy
+    (the hub's OAuth between them), as uid 1000, with the home volume writable."""
+    from tests.test_sandbox import interrupt, launch, login, start_from_the_form
+
+    if why := unavailable():
+        missing(f"network namespaces and nftables ({why})", "make system")
+    built = images["notebook-cpu"]
+    sandbox = launch(tmp_path, "--runtime", "oci", "--images", str(built.layout.parent))
+    try:
+        pinned = load_policy(sandbox["state"] / "policy-images.yaml").policy
+        assert pinned.channels["datascience"].versions[-1].image.endswith(built.digest)
+        bob, _ = login(sandbox["url"], "bob")
+        start_from_the_form(bob, sandbox["url"], "bob", "cpu-small", "us")
+        home = bob.put(f"{sandbox['url']}/user/bob/api/contents/notes.txt", timeout=30,
+                       json={"type": "file", "format": "text", "content": "mine"},
+                       headers={"X-XSRFToken": bob.cookies.get("_xsrf", path="/user/bob/")})  # fmt: skip
+        assert home.status_code == 201, home.text
+        (container,) = containers_under(sandbox["state"])
+        status = Path(f"/proc/{container['pid']}/status").read_text()
+        assert status.split("Uid:")[1].split()[0] == "1000"
+        assert status.split("CapEff:")[1].split()[0] == "0000000000000000"
+    finally:
+        interrupt(sandbox["proc"])

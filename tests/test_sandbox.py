@@ -285,3 +285,23 @@ def test_the_sandbox_refuses_an_unknown_audit_store(tmp_path):
     assert done.returncode == 2
     assert "--audit-store" in done.stderr
     assert "mysql://db/x" in done.stderr
+
+
+def test_the_sandbox_refuses_runtime_oci_without_built_images(tmp_path):
+    """`--runtime oci` with a folder that has no image layout says to build them."""
+    from sovereign_hub.sandbox.podnet import unavailable
+    from tests.conftest import missing
+
+    if why := unavailable():
+        missing(f"network namespaces and nftables ({why})", "make system")
+    (tmp_path / "images").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "sovereign_hub.sandbox", "--state-dir", str(tmp_path / "state"),
+         "--runtime", "oci", "--images", str(tmp_path / "images")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert (
+        f"--images: {tmp_path / 'images'}: no OCI image layout in it (build them: make images)"
+        in (done.stderr)
+    )

@@ -41,6 +41,7 @@ from .apiserver import CLUSTER_USER_AGENT, ApiServer
 from .inventory import Inventory, node_object
 from .kubelet import ProcessKubelet
 from .leases import NodeLeases
+from .ociruntime import ImageStore, OciRuntime
 from .placement import Profile
 from .podnet import PodNetworking
 from .scheduler import Scheduler
@@ -100,6 +101,10 @@ class Cluster:
     """Give each process pod a network namespace and a 198.18.0.0/15 address, with the
     NetworkPolicies as nftables rules (kube/podnet.py). Needs root, ``ip`` and ``nft``:
     :class:`~.podnet.PodNetworkUnavailable` says what is missing."""
+    images: Path | None = None
+    """A folder of OCI image layouts (``make images`` writes ``.tools/images/oci``): run each
+    pod's container from its image with runc, found by digest (kube/ociruntime.py), instead
+    of as a local process. Needs ``pod_network``, ``runc`` and ``umoci``."""
     scheduler_profiles: dict[str, Profile] = field(default_factory=dict)
     """Further scheduler profiles the local scheduler serves, by ``schedulerName`` (as a
     KubeSchedulerConfiguration's ``profiles``), beside its own name's default one."""
@@ -112,6 +117,9 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.emulated = self.kubeconfig_path is None
+        if self.images is not None and not self.pod_network:
+            # A container has its own network namespace; loopback pods share the host's.
+            raise ValueError("Cluster(images=…) runs pods as containers: it needs pod_network=True")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="sovereign-kube", daemon=True
@@ -260,6 +268,11 @@ class Cluster:
             namespace=watch_ns,
             light=self.light_pods,
             network=self.network,
+            oci=(
+                OciRuntime(ImageStore.from_dir(self.images), self.state_dir / "images")
+                if self.images is not None
+                else None
+            ),
         )
         if self.api is not None:
             # pods/exec reaches the pod's kubelet, as a real API server proxies it there.

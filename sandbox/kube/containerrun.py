@@ -25,10 +25,11 @@ from typing import Any
 import aiohttp
 
 from .lightpod import LightServer
-from .podenv import ConfigError
+from .ociruntime import ImageConfig, OciProcess, OciRuntime, command_line
+from .podenv import ConfigError, container_env, expand
 from .podlogs import instance_log
 from .podnet import PodNetwork
-from .podsetup import ObjectData, prepare
+from .podsetup import ObjectData, mount_volumes, prepare
 from .podstatus import StatusReporter, exit_code, pod_status, terminated_state
 from .probes import watch_readiness
 from .store import now_iso
@@ -48,7 +49,7 @@ class PodRuntime:
     log_dir: Path
     """This pod's logs: ``<container>/<restartCount>.log``, one file per container instance."""
     container: str = ""
-    process: asyncio.subprocess.Process | LightServer | None = None
+    process: asyncio.subprocess.Process | LightServer | OciProcess | None = None
     supervisor: asyncio.Task[None] | None = None
     terminator: asyncio.Task[None] | None = None
     terminating: bool = False
@@ -74,6 +75,7 @@ class ContainerRunner:
         entrypoints: dict[str, list[str]],
         base_env: dict[str, str],
         light: bool,
+        oci: OciRuntime | None = None,
     ) -> None:
         self.status = status
         self.network = network
@@ -85,6 +87,9 @@ class ContainerRunner:
         # Light mode (lightpod.py): each pod is a minimal single-user server in
         # this process, for load tests; no process is started.
         self.light = light
+        # With an OCI runtime (ociruntime.py) each container runs from its image with runc,
+        # in its pod's network namespace.
+        self.oci = oci
         self._light_session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -102,8 +107,11 @@ class ContainerRunner:
                     "CreateContainerError",
                     "the process kubelet runs exactly one container per pod and no init containers",
                 )
-            await self._pull(pod, container, field_path)
-            argv, env, cwd = await self._prepare(rt, pod, container)
+            image = await self._pull(pod, container, field_path)
+            if image is not None:
+                argv, env, cwd = await self._prepare_image(rt, pod, container, image)
+            else:
+                argv, env, cwd = await self._prepare(rt, pod, container)
             rt.env, rt.cwd = env, cwd
         except (ConfigError, OSError) as exc:
             # A kubelet that cannot start a container says why, in its status and an event.
@@ -125,6 +133,10 @@ class ContainerRunner:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             if self.light:
                 rt.process = await self._start_light(rt, env)
+            elif image is not None:
+                rt.process = await self._start_image(rt, pod, container, image, argv, env, log_path)
+                if rt.process is None:
+                    return
             else:
                 rt.process = await self._start_process(rt, pod, argv, env, cwd, log_path)
                 if rt.process is None:
@@ -231,10 +243,16 @@ class ContainerRunner:
         await server.start()
         return server
 
-    async def _pull(self, pod: dict[str, Any], container: dict[str, Any], field_path: str) -> None:
-        """Images are not pulled here (the process runs from this machine); the events say
-        what a kubelet would for the container's pull policy."""
+    async def _pull(
+        self, pod: dict[str, Any], container: dict[str, Any], field_path: str
+    ) -> ImageConfig | None:
+        """The events a kubelet gives for the container's pull policy. Without an OCI runtime
+        nothing is pulled (the process runs from this machine: None); with one the image is
+        found in its store by digest (ErrImagePull when it is not there) and unpacked."""
         image = container.get("image", "")
+        unpacked = None
+        if self.oci is not None:
+            unpacked = await self.oci.image(self.oci.store.find(image))
         if container.get("imagePullPolicy") == "Always":
             await self.event(
                 pod, "Normal", "Pulling", f'Pulling image "{image}"', field_path=field_path
@@ -243,6 +261,7 @@ class ContainerRunner:
         else:
             message = f'Container image "{image}" already present on machine'
         await self.event(pod, "Normal", "Pulled", message, field_path=field_path)
+        return unpacked
 
     async def _prepare(
         self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any]
@@ -262,6 +281,69 @@ class ContainerRunner:
         )
         rt.mounts = launch.mounts
         return launch.argv, launch.env, launch.cwd
+
+    async def _prepare_image(
+        self, rt: PodRuntime, pod: dict[str, Any], container: dict[str, Any], image: ImageConfig
+    ) -> tuple[list[str], dict[str, str], str]:
+        """Volumes, environment and command line of a container run from its image: paths
+        stay as the pod spec writes them (the mounts are real), the image gives the rest."""
+        if not self.network.isolated:
+            raise ConfigError(
+                "CreateContainerError",
+                "an OCI runtime needs the pod network (Cluster(pod_network=True))",
+            )
+        rt.root.mkdir(parents=True, exist_ok=True)
+        await self.network.attach(rt.uid, pod, rt.ip)
+        rt.mounts = await mount_volumes(
+            pod, container, pod_root=rt.root, claims_dir=self.claims_dir, data=self.data
+        )
+        env = {**image.env, "HOSTNAME": pod["metadata"]["name"]}
+        env.update(await container_env(pod, container, rt.ip, self.data.read))
+        argv = [expand(a, env) for a in command_line(container, image)]
+        if not argv:
+            raise ConfigError(
+                "CreateContainerConfigError",
+                f"no command to run: image {container.get('image')!r} has no entrypoint or "
+                "command and the container sets neither command nor args",
+            )
+        return argv, env, container.get("workingDir") or image.cwd
+
+    async def _start_image(
+        self,
+        rt: PodRuntime,
+        pod: dict[str, Any],
+        container: dict[str, Any],
+        image: ImageConfig,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+    ) -> OciProcess | None:
+        """The container run from its image, or None (reported) when runc cannot start it."""
+        if self.oci is None:  # only called when _pull found the image in the runtime's store
+            raise RuntimeError("no OCI runtime")
+        try:
+            return await self.oci.start(
+                image=image,
+                pod=pod,
+                container=container,
+                argv=argv,
+                env=env,
+                mounts=rt.mounts,
+                pod_root=rt.root,
+                netns=self.network.netns(rt.uid),
+                log_path=log_path,
+            )
+        except (ConfigError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, ConfigError) else "RunContainerError"
+            message = str(exc)
+            await self.patch_status(
+                rt, pod, "Pending", {"waiting": {"reason": reason, "message": message}}, ready=False
+            )
+            await self.event(
+                pod, "Warning", "Failed", f"Error: {message}",
+                field_path=f"spec.containers{{{rt.container}}}",
+            )  # fmt: skip
+            return None
 
     async def _probe(
         self,
@@ -323,6 +405,8 @@ class ContainerRunner:
         if isinstance(proc, LightServer):
             await proc.stop()
             return 0
+        if isinstance(proc, OciProcess):
+            return await proc.stop(grace)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:

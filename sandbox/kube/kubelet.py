@@ -32,6 +32,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from . import rawapi
 from .containerrun import ContainerRunner, PodRuntime
 from .informer import Informer
+from .ociruntime import OciProcess, OciRuntime
 from .podenv import ConfigError, expand
 from .podlogs import pod_log_dir, read_current_log
 from .podnet import LoopbackAddresses, PodNetwork
@@ -55,6 +56,7 @@ class ProcessKubelet:
         base_env: dict[str, str] | None = None,
         light: bool = False,
         network: PodNetwork | None = None,
+        oci: OciRuntime | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
         # Pods' addresses, and with a PodNetworking (podnet.py) their namespaces and policies.
@@ -80,6 +82,7 @@ class ProcessKubelet:
             entrypoints=self.entrypoints,
             base_env=self.base_env,
             light=light,
+            oci=oci,
         )
         self.pods: dict[str, PodRuntime] = {}
         if namespace is None:
@@ -176,6 +179,15 @@ class ProcessKubelet:
         )
         if rt is None or rt.process is None or rt.process.returncode is not None:
             raise ConfigError("ContainerNotRunning", f'container not found ("{container}")')
+        if isinstance(rt.process, OciProcess):
+            # In the container itself: its root, mounts, user and environment.
+            return await asyncio.create_subprocess_exec(
+                *rt.process.exec_argv([expand(a, rt.env) for a in command]),
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
         argv = [self._translate(rt, expand(a, rt.env)) for a in command]
         resolved = shutil.which(argv[0], path=rt.env.get("PATH"))
         if resolved is None:

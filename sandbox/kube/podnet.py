@@ -72,6 +72,7 @@ class PodNetwork(Protocol):
     def allocate(self) -> str: ...
     async def attach(self, uid: str, pod: Mapping[str, Any], ip: str) -> None: ...
     def wrap(self, uid: str, argv: Sequence[str]) -> list[str]: ...
+    def netns(self, uid: str) -> str: ...
     async def relabel(self, uid: str, labels: Mapping[str, str]) -> None: ...
     async def detach(self, uid: str, ip: str) -> None: ...
 
@@ -102,6 +103,9 @@ class LoopbackAddresses:
 
     def wrap(self, uid: str, argv: Sequence[str]) -> list[str]:
         return list(argv)
+
+    def netns(self, uid: str) -> str:
+        raise ConfigError("CreateContainerError", "loopback pods have no network namespace")
 
     async def relabel(self, uid: str, labels: Mapping[str, str]) -> None:
         return None
@@ -289,6 +293,10 @@ class PodNetworking:
         so the process keeps the pid the kubelet signals)."""
         net = self.pods.get(uid)
         return list(argv) if net is None else [IP, "netns", "exec", net.netns, *argv]
+
+    def netns(self, uid: str) -> str:
+        """The name of the pod's network namespace (``/var/run/netns/<name>``)."""
+        return self.pods[uid].netns
 
     # -- policies ---------------------------------------------------------------
     async def _changed(self, kind: str, obj: dict[str, Any] | None) -> None:

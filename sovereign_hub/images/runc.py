@@ -34,6 +34,8 @@ class RunOptions:
     env: dict[str, str] = field(default_factory=dict)
     uid: int | None = None
     gid: int | None = None
+    #: supplementary groups (a pod's ``fsGroup``, which a kubelet adds to every container)
+    additional_gids: tuple[int, ...] = ()
     read_only_root: bool = True
     tmpfs: tuple[str, ...] = ("/tmp",)  # noqa: S108 - a path inside the container
     binds: dict[str, Path] = field(default_factory=dict)
@@ -75,6 +77,8 @@ def configure(config: dict[str, Any], options: RunOptions) -> dict[str, Any]:
         process["user"]["uid"] = options.uid
     if options.gid is not None:
         process["user"]["gid"] = options.gid
+    if options.additional_gids:
+        process["user"]["additionalGids"] = list(options.additional_gids)
     if options.cwd:
         process["cwd"] = options.cwd
     if options.drop_all_capabilities:
