@@ -203,8 +203,11 @@ class OciRuntime:
             no_new_privileges=security.get("allowPrivilegeEscalation") is False,
         )
         runtime = configure(base, options)
-        bundle = pod_root / "bundle"
-        bundle.mkdir(parents=True, exist_ok=True)
+        container_id = f"shk-{uuid.uuid4().hex[:16]}"
+        # A bundle (and writable layer) per container instance: a restarted container starts
+        # from the image again, as on a node, not from what the last instance wrote.
+        bundle = pod_root / "containers" / container_id
+        bundle.mkdir(parents=True)
         rootfs = image.bundle / "rootfs"
         overlay: Path | None = None
         if not options.read_only_root:
@@ -217,7 +220,6 @@ class OciRuntime:
             rootfs = overlay
         runtime["root"]["path"] = str(rootfs)
         (bundle / "config.json").write_text(json.dumps(runtime))
-        container_id = f"shk-{uuid.uuid4().hex[:16]}"
         with open(log_path, "ab") as logfile:
             try:
                 process = await asyncio.create_subprocess_exec(
@@ -229,17 +231,22 @@ class OciRuntime:
                 if overlay is not None:
                     _unmount(overlay)
                 raise
-        return OciProcess(process, container_id, overlay)
+        return OciProcess(process, container_id, bundle, overlay)
 
 
 class OciProcess:
     """A container runc runs in the foreground; looks like a process to the kubelet."""
 
     def __init__(
-        self, process: asyncio.subprocess.Process, container_id: str, overlay: Path | None
+        self,
+        process: asyncio.subprocess.Process,
+        container_id: str,
+        bundle: Path,
+        overlay: Path | None,
     ) -> None:
         self.process = process
         self.id = container_id
+        self.bundle = bundle
         self.overlay = overlay
 
     @property
@@ -267,9 +274,11 @@ class OciProcess:
 
     def _clean(self) -> None:
         subprocess.run(["runc", "delete", "--force", self.id], capture_output=True, check=False)
-        if self.overlay is not None:
-            _unmount(self.overlay)
-            self.overlay = None
+        overlay, self.overlay = self.overlay, None
+        if overlay is not None:
+            _unmount(overlay)
+        if not os.path.ismount(self.bundle / "rootfs"):
+            shutil.rmtree(self.bundle, ignore_errors=True)
 
     def exec_argv(self, argv: list[str]) -> list[str]:
         """``argv`` run in this container (``pods/exec``): its namespaces, user and env."""
