@@ -296,13 +296,13 @@ class SovereignAuthenticator(GroupRefresh, GenericOAuthenticator):
     def build_auth_state_dict(
         self, token_info: dict[str, Any], user_info: dict[str, Any]
     ) -> dict[str, Any]:
-        state = super().build_auth_state_dict(token_info, user_info)
+        state: dict[str, Any] = super().build_auth_state_dict(token_info, user_info)
         # The last verified ID token's groups are kept only where a refresh may need them.
         kept = None if self.refresh_groups_from == "userinfo" else ID_TOKEN_GROUPS.get()
         state[AUTH_STATE_KEY] = auth_state_entry(
             attributes_from(user_info, self.attribute_claims), id_token_groups=kept
         )
-        return state  # type: ignore[no-any-return]
+        return state
 
     def _policy_groups(self) -> set[str] | None:
         """The groups the policy names; None when no policy is configured or it is unusable."""
@@ -366,7 +366,7 @@ class SovereignAuthenticator(GroupRefresh, GenericOAuthenticator):
         raise LoginRefused(self.custom_403_message, refusal)
 
     async def run_post_auth_hook(self, handler: Any, auth_model: dict[str, Any]) -> dict[str, Any]:
-        model = await super().run_post_auth_hook(handler, auth_model)
+        model: dict[str, Any] = await super().run_post_auth_hook(handler, auth_model)
         self.report(
             SessionEvent(
                 kind="login",
@@ -375,4 +375,4 @@ class SovereignAuthenticator(GroupRefresh, GenericOAuthenticator):
                 admin=bool(model.get("admin")),
             )
         )
-        return model  # type: ignore[no-any-return]
+        return model

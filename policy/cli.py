@@ -105,7 +105,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     policy = commands.add_parser("policy", help="check and explain policy documents")
     sub = policy.add_subparsers(dest="policy_command", required=True)
 

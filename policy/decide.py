@@ -22,6 +22,7 @@ from .decision import (
     ImagePlan,
     NodeRequirement,
     Pin,
+    PinChangeReason,
     PodPlan,
     ProfileGrant,
     Reason,
@@ -88,7 +89,7 @@ def _choose_image(name: str, channel: Channel, request: SpawnRequest) -> ImagePl
     if current is not None and at is not None and versions[at].image != current.image:
         at = None  # the version was re-pointed to another digest: the pinned image is gone
 
-    def pin_to(i: int, change: str | None, notice: str | None = None) -> ImagePlan:
+    def pin_to(i: int, change: PinChangeReason | None, notice: str | None = None) -> ImagePlan:
         v = versions[i]
         moved = current is None or current.image != v.image
         pin = Pin(name, v.version, v.image, request.now) if moved or change else current
@@ -99,7 +100,7 @@ def _choose_image(name: str, channel: Channel, request: SpawnRequest) -> ImagePl
             image=v.image,
             pin=pin,
             previous=current,
-            change=change if moved else None,  # type: ignore[arg-type]
+            change=change if moved else None,
             notice=notice if moved else None,
         )
 

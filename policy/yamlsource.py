@@ -165,14 +165,14 @@ class _Walker:
 
 
 def _second_document(
-    text: str, near: tuple[int | None, int | None]
+    text: str, near: tuple[int, int] | tuple[None, None]
 ) -> tuple[int, int] | tuple[None, None]:
     """The ``---`` line that starts the second document (libyaml marks the end of the first)."""
     start = (near[0] or 1) - 1
     for number, line in enumerate(text.splitlines()[start:], start + 1):
         if line.startswith(("---", "...")):
             return number, 1
-    return (near[0], near[1]) if near[0] is not None else (None, None)  # type: ignore[return-value]
+    return near
 
 
 def read_yaml(text: str | bytes) -> tuple[Any, SourceMap, list[Problem]]:

@@ -112,7 +112,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = commands.add_parser("hub-db", help="back up and restore the hub's database")
     sub = group.add_subparsers(dest="action", required=True)
     take = sub.add_parser(

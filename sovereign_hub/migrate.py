@@ -146,7 +146,7 @@ def cmd_z2jh(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = commands.add_parser(
         "migrate",
         help="convert Zero to JupyterHub values to this chart's",

@@ -30,6 +30,7 @@ class SecretsOutOfLogs:
         logscrub.install_on_handlers(self.log)
 
     def get_env(self) -> dict[str, Any]:
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         env: dict[str, Any] = super().get_env()  # type: ignore[misc]
         if self.api_token:
             logscrub.remember(self.api_token)

@@ -105,17 +105,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 1
     queue = waiters_from_users(users)
     if args.json:
-        out = [
-            {**w.to_state(), "position": queue.place(w.key).position}  # type: ignore[union-attr]
-            for w in queue.order()
-        ]
+        # Every waiter of order() is queued, so each has a place.
+        places = [(w, queue.place(w.key)) for w in queue.order()]
+        out = [{**w.to_state(), "position": p.position} for w, p in places if p is not None]
         print(json.dumps(out, indent=2))
     else:
         sys.stdout.write(render(queue, time.time()))
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = commands.add_parser(
         "gpu-queue", help="list the GPU queue per GPU type and region", description=__doc__
     )

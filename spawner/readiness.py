@@ -15,7 +15,7 @@ to the pod KubeSpawner builds, before the admin's ``modify_pod_hook`` runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio.client import V1Probe
 from kubespawner.utils import get_k8s_model
@@ -48,6 +48,11 @@ def readiness_probe(*, path: str, port: int, https: bool, period_seconds: float)
 class ReadinessProbing(Configurable):
     """For a KubeSpawner subclass: a readiness probe on the notebook container."""
 
+    if TYPE_CHECKING:
+        # What it uses of the KubeSpawner it is mixed into.
+        port: int
+        internal_ssl: bool
+
     readiness_probe = Bool(
         True,
         config=True,
@@ -66,6 +71,7 @@ class ReadinessProbing(Configurable):
     )
 
     async def get_pod_manifest(self) -> Any:
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         pod = await super().get_pod_manifest()  # type: ignore[misc]
         container = pod.spec.containers[0]
         # No server (a manifest built outside a spawn): no endpoint to probe.
@@ -73,8 +79,8 @@ class ReadinessProbing(Configurable):
         if self.readiness_probe and container.readiness_probe is None and server is not None:
             probe = readiness_probe(
                 path=f"{server.base_url}api",
-                port=self.port,  # type: ignore[attr-defined]
-                https=bool(self.internal_ssl),  # type: ignore[attr-defined]
+                port=self.port,
+                https=bool(self.internal_ssl),
                 period_seconds=self.readiness_probe_period,
             )
             # KubeSpawner's own helper maps the API's camelCase onto the model,

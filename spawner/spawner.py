@@ -44,6 +44,7 @@ from sovereign_hub.reporting import (
     LogReporter,
     Reporter,
     SessionEvent,
+    SessionEventKind,
     recordable_request,
 )
 
@@ -183,9 +184,9 @@ class SovereignSpawner(
     def _key(self) -> tuple[str, str]:
         return (self.user.name, self.name)
 
-    def _report(self, kind: str, *, required: bool = False, **fields: Any) -> None:
+    def _report(self, kind: SessionEventKind, *, required: bool = False, **fields: Any) -> None:
         """Report an event. When ``required`` and the audit trail fails closed, refuse (503)."""
-        event = SessionEvent(kind=kind, user=self.user.name, server=self.name, **fields)  # type: ignore[arg-type]
+        event = SessionEvent(kind=kind, user=self.user.name, server=self.name, **fields)
         try:
             self.reporter.report(event)
         except AuditUnavailable as exc:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .debian import Base, build_base, deb_hashes
 from .oci import read_manifest
@@ -157,11 +158,11 @@ def base_epoch(root: Path) -> int:
     return int(done.stdout.strip() or 0)
 
 
-def _run(command: list[str], log: Path, what: str, **kwargs: object) -> None:
+def _run(command: list[str], log: Path, what: str, **kwargs: Any) -> None:
     with log.open("ab") as out:
         out.write(f"\n$ {' '.join(command)}\n".encode())
         out.flush()
-        done = subprocess.run(command, stdout=out, stderr=out, **kwargs)  # type: ignore[call-overload]
+        done = subprocess.run(command, stdout=out, stderr=out, **kwargs)
     if done.returncode != 0:
         raise BuildError(f"{what} failed (exit {done.returncode}); see {log}")
 

@@ -126,7 +126,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build = sub.add_parser(
         "build",
         help="build images from Debian packages and hashed wheels (mmdebstrap, buildah)",

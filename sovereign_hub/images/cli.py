@@ -56,7 +56,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     images = commands.add_parser("images", help="build, release, resolve and pin images")
     sub = images.add_subparsers(dest="images_command", required=True)
     build_cli.register(sub)
