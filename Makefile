@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml sandbox/pyproject.toml pa
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system helm checkov notebook-env gpu-lock-check base-wheels lock sandbox test lint suite \
-	unit docs bench bench-scale bench-storm fuzz clean images release bundle
+	unit docs bench bench-scale bench-burst bench-storm fuzz clean images release bundle
 
 # The hub's distribution, editable; beside it the sandbox (the emulated Kubernetes: test
 # equipment, a distribution of its own, never in the hub's wheel or image), linked from
@@ -216,6 +216,12 @@ bench: $(STAMP)
 SCALE_ARGS ?= --users 60 --concurrency 30 --ramp-seconds 10 --idle-seconds 2 --deadline-seconds 300
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/bench_scale.py $(SCALE_ARGS) --out benchmarks/results/scale.md
+
+# Thirty JupyterLab servers asked for at once, with and without the readiness probe
+# (real notebook processes; docs/explanation/scale.md).
+BURST_ARGS ?= --users 30
+bench-burst: $(STAMP)
+	$(BIN)/python benchmarks/bench_burst.py $(BURST_ARGS) --out benchmarks/results/burst-30.md
 
 # The fault storm of tests/test_storm_faults.py at benchmark size (CI runs it at 16 spawns).
 STORM_ARGS ?= --spawns 100 --api-outage 30 --store-outage 60

@@ -45,8 +45,12 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
         nodes: Path = ROOT / "sandbox" / "nodes.yaml",
         extra_config: Callable[[Cluster], str] | None = None,
         concurrency: int | None = None,
+        light_pods: bool = True,
     ) -> None:
         self.users, self.state, self.policy, self.nodes = users, state, policy, nodes
+        # Off: each server is a real JupyterLab process from .venv-notebook, as in the
+        # sandbox (a few dozen at most on two cores: benchmarks/bench_burst.py).
+        self.light_pods = light_pods
         self.extra_config = extra_config
         self.concurrency = concurrency
         self._stack = contextlib.ExitStack()
@@ -63,7 +67,7 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
             self._stack.callback(self.provider.stop)
             self.inventory = self._inventory()
             self.cluster = self._stack.enter_context(
-                Cluster(self.inventory, self.state / "kube", light_pods=True)
+                Cluster(self.inventory, self.state / "kube", light_pods=self.light_pods)
             )
             port = free_port()
             config = hub_config(
