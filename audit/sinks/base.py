@@ -29,6 +29,10 @@ class SinkConfigError(ValueError):
     """A sink configured wrongly: names the sink, the option and what is allowed."""
 
 
+class StoreError(ValueError):
+    """A store that cannot be read: missing, unreachable, or not an audit store."""
+
+
 class Sink:
     name: str = "sink"
 
