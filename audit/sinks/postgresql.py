@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .base import SinkConfigError, StoreError
@@ -65,6 +65,14 @@ class PostgreSQLSink(ReadableSink):
 
     name = "postgresql"
     mark = "%s"
+    option_help: ClassVar[dict[str, str]] = {
+        "dsn": """The database, as a libpq URL (`postgresql://audit@db:5432/audit?sslmode=verify-full`)
+        or key=value string, without a password.""",
+        "password_file": """A file holding the password (a mounted Secret); empty: libpq's
+        `PGPASSWORD` or `PGPASSFILE`.""",
+        "connect_timeout": "Seconds to wait for a connection (default 10).",
+        "statement_timeout_ms": "Longest a statement may run, in milliseconds (default 30000).",
+    }
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import StoreError
 from .migrations import migrate_sqlite
@@ -31,6 +31,10 @@ HEAD = (
 class SQLiteSink(ReadableSink):
     name = "sqlite"
     mark = "?"
+    option_help: ClassVar[dict[str, str]] = {
+        "path": """The database file; its folder is created. Several hubs must not share one
+        file: give PostgreSQL instead.""",
+    }
 
     def __init__(self, path: str, name: str | None = None) -> None:
         super().__init__(name)
