@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
+from ..schemas import PROOFS
 from .base import Sink
 from .table import Filters, chain_order, clauses, record_from_row
 
@@ -37,8 +38,6 @@ OUTCOMES = {
     "failed": "event = 'spawn-failed'",
     "ok": "event NOT IN ('spawn-denied', 'login-denied', 'share-refused', 'spawn-failed')",
 }
-# The trail's proofs about itself: for `sovhub audit verify`, not for reading.
-PROOFS = ("checkpoint", "retention")
 # A user's server from request to stop (the viewer's sessions page).
 SESSION_EVENTS = (
     "spawn-requested",

@@ -15,13 +15,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..schemas import schema_files
-from ..sinks.readable import OUTCOMES, PROOFS
+from ..schemas import readable_events
+from ..sinks.readable import OUTCOMES
 from ..store import Filters, open_store
 
-# Every family of event a person can filter by: all the registered schemas but the trail's
-# proofs about itself, so a new event kind is filterable the day its schema lands.
-EVENTS = tuple(sorted({path.parent.name for path in schema_files()} - set(PROOFS)))
+# Every family of event a person can filter by (all the schema files' but the trail's proofs).
+EVENTS = readable_events()
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?Z?)?$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
