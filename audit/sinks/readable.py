@@ -105,7 +105,7 @@ class ReadableSink(Sink):
         with self.reading() as db:
             return [listed(r) for r in db.execute(sql, params).fetchall()]
 
-    def _readable(self, filters: Filters, outcome: str = "") -> tuple[list[str], list[Any]]:
+    def conditions(self, filters: Filters, outcome: str = "") -> tuple[list[str], list[Any]]:
         """Conditions for what a person reads: the filters and outcome, proofs left out."""
         conditions, params = clauses(filters, self.mark)
         conditions.append(f"event NOT IN ({', '.join(repr(e) for e in PROOFS)})")
@@ -125,7 +125,7 @@ class ReadableSink(Sink):
         limit: int = 50,
     ) -> tuple[list[dict[str, Any]], bool]:  # fmt: skip
         """Up to ``limit`` records newest first, after ``(time, id)``; and whether more follow."""
-        conditions, params = self._readable(filters, outcome)
+        conditions, params = self.conditions(filters, outcome)
         if after:
             conditions.append(f"(time, id) < ({self.mark}, {self.mark})")
             params += list(after)
@@ -134,7 +134,7 @@ class ReadableSink(Sink):
 
     def listing(self, filters: Filters, outcome: str = "") -> Iterator[dict[str, Any]]:
         """Every matching record oldest first by time, proofs left out (the viewer's exports)."""
-        conditions, params = self._readable(filters, outcome)
+        conditions, params = self.conditions(filters, outcome)
         with self.reading() as db:
             sql = self._select(conditions, "time, id")
             yield from (listed(r) for r in self.stream(db, sql, params))
