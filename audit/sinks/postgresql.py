@@ -233,6 +233,24 @@ class PostgreSQLSink(ReadableSink):
         finally:
             db.close()
 
+    @contextmanager
+    def maintaining(self) -> Iterator[Any]:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        try:
+            db = psycopg.connect(self.dsn, connect_timeout=10, **self._password())
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the audit store ({exc})") from None
+        try:
+            # The migration reads plain rows; mapping rows only after it (with them from
+            # the start, `sovhub audit retain` on PostgreSQL failed in the migration).
+            migrate_postgres(db)
+            db.row_factory = dict_row
+            yield db
+        finally:
+            db.close()
+
     def stream(self, db: Any, sql: str, params: list[Any]) -> Iterable[Any]:
         # A named (server-side) cursor streams a trail of any size in pages.
         with db.transaction(), db.cursor(name="sovhub_audit_read") as cur:

@@ -13,7 +13,9 @@ same queries. A backend implements only what differs between drivers:
 - ``columns(db)``: the column names of ``audit_events`` (an old table may
   lack the newer ones: it is read without being upgraded);
 - ``read_errors()``: a context manager turning the driver's errors while
-  reading into :class:`~.base.StoreError`.
+  reading into :class:`~.base.StoreError`;
+- ``maintaining()``: a read-write connection with the table upgraded to the
+  current version and mapping rows, for ``sovhub audit retain``.
 
 Every column name and clause is fixed here and every value a bound
 parameter, so no filter can change a query. Pages are newest first by
@@ -87,6 +89,11 @@ class ReadableSink(Sink):
 
     def read_errors(self) -> AbstractContextManager[Any]:
         """Turns the driver's errors while reading into StoreError."""
+        raise NotImplementedError
+
+    def maintaining(self) -> AbstractContextManager[Any]:
+        """A read-write connection, table at the current version, rows as mappings, that
+        manages its own transactions; raises StoreError when the store cannot be reached."""
         raise NotImplementedError
 
     # -- shared SQL ---------------------------------------------------------------------

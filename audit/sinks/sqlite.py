@@ -103,6 +103,18 @@ class SQLiteSink(ReadableSink):
         return [r[1] for r in db.execute("PRAGMA table_info(audit_events)")]
 
     @contextmanager
+    def maintaining(self) -> Iterator[sqlite3.Connection]:
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no such audit store")
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            migrate_sqlite(db)
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
     def read_errors(self) -> Iterator[None]:
         try:
             yield
