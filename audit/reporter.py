@@ -10,21 +10,13 @@ from sovereign_hub.reporting import Reporter, SessionEvent, ShareEvent, recordab
 from . import schemas
 from .trail import AuditTrail
 
-_SCHEMA = {
-    "login": schemas.LOGIN,
-    "login_denied": schemas.LOGIN_DENIED,
-    "logout": schemas.LOGOUT,
-    "spawn_requested": schemas.SPAWN_REQUESTED,
-    "spawn_denied": schemas.SPAWN_DENIED,
-    "server_started": schemas.SERVER_STARTED,
-    "spawn_failed": schemas.SPAWN_FAILED,
-    "server_stopped": schemas.SERVER_STOPPED,
-    "image_pin_changed": schemas.IMAGE_PIN_CHANGED,
-    "gpu_queued": schemas.GPU_QUEUED,
-    "gpu_admitted": schemas.GPU_ADMITTED,
-    "gpu_abandoned": schemas.GPU_ABANDONED,
-    "dataset_mounted": schemas.DATASET_MOUNTED,
-}
+
+def schema_of(kind: str) -> str:
+    """The newest schema of a session or share event: its kind is its family, ``_`` for ``-``
+    (``spawn_denied`` → ``spawn-denied``)."""
+    return schemas.LATEST[kind.replace("_", "-")]
+
+
 _QUEUE = ("gpu_queued", "gpu_admitted", "gpu_abandoned")
 _PLACEMENT = (
     "profile",
@@ -116,14 +108,6 @@ def _queue_data(event: SessionEvent, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-_SHARE_SCHEMA = {
-    "share_granted": schemas.SHARE_GRANTED,
-    "share_refused": schemas.SHARE_REFUSED,
-    "share_revoked": schemas.SHARE_REVOKED,
-    "share_accessed": schemas.SHARE_ACCESSED,
-}
-
-
 def share_data(event: ShareEvent) -> dict[str, Any]:
     """A share event as its schema's data: the owner is the subject."""
     data = event.to_dict()
@@ -148,10 +132,10 @@ class AuditReporter(Reporter):
         self._policies: dict[str, str] = {}
 
     def report(self, event: SessionEvent) -> None:
-        self.trail.emit(_SCHEMA[event.kind], event_data(event))
+        self.trail.emit(schema_of(event.kind), event_data(event))
 
     def share(self, event: ShareEvent) -> None:
-        self.trail.emit(_SHARE_SCHEMA[event.kind], share_data(event))
+        self.trail.emit(schema_of(event.kind), share_data(event))
 
     def policy_seen(self, path: str, sha256: str) -> None:
         if self._policies.get(path) == sha256:

@@ -18,51 +18,26 @@ trimmed by their own tools, as a chain that starts late.
 from __future__ import annotations
 
 import getpass
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from . import schemas
 from .checkpoint import fingerprint, signed_payload
 from .signing import Signer
-from .sinks.migrations import migrate_postgres, migrate_sqlite
-from .sinks.postgresql import is_postgres_url
 from .sinks.table import COLUMNS, row
-from .store import StoreError, record_from_row
+from .store import open_store, record_from_row
 
 
 @contextmanager
 def _connect(store: str, password: str) -> Iterator[tuple[Any, str]]:
-    """A connection with the table at the current version, and its parameter mark."""
-    if is_postgres_url(store):
-        import psycopg
-        from psycopg.rows import dict_row
-
-        extra: dict[str, Any] = {"password": password} if password else {}
-        try:
-            db = psycopg.connect(store, connect_timeout=10, row_factory=dict_row, **extra)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to the audit store ({exc})") from None
-        try:
-            migrate_postgres(db)
-            yield db, "%s"
-        finally:
-            db.close()
-        return
-    path = Path(store.removeprefix("sqlite:///"))
-    if not path.exists():
-        raise StoreError(f"{store}: no such audit store")
-    lite = sqlite3.connect(path, isolation_level=None, timeout=30)
-    lite.row_factory = sqlite3.Row
-    try:
-        migrate_sqlite(lite)
-        yield lite, "?"
-    finally:
-        lite.close()
+    """A connection with the table at the current version, and its parameter mark, from
+    the store's plug-in."""
+    backend = open_store(store, password)
+    with backend.maintaining() as db:
+        yield db, backend.mark
 
 
 def _rows(db: Any, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:

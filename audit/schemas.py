@@ -21,49 +21,80 @@ from jupyter_events.schema_registry import SchemaRegistry
 SCHEMA_DIR = Path(__file__).with_name("event_schemas")
 BASE = "https://sovereign-hub.io/events"
 
-# One constant per schema id, so emit sites never spell an $id.
-LOGIN = f"{BASE}/login/v1"
-LOGIN_DENIED = f"{BASE}/login-denied/v1"
-LOGOUT = f"{BASE}/logout/v1"
-SPAWN_REQUESTED = f"{BASE}/spawn-requested/v2"  # v2 adds the region's cluster
-SPAWN_DENIED = f"{BASE}/spawn-denied/v1"
-SERVER_STARTED = f"{BASE}/server-started/v2"  # v2 adds the region's cluster
-SPAWN_FAILED = f"{BASE}/spawn-failed/v2"  # v2 adds the region's cluster
-SERVER_STOPPED = f"{BASE}/server-stopped/v2"  # v2 adds the region's cluster
-IMAGE_PIN_CHANGED = f"{BASE}/image-pin-changed/v1"
-POLICY_LOADED = f"{BASE}/policy-loaded/v1"
-API_ACTION = f"{BASE}/api-action/v1"
-HUB_SERVER_ACTION = f"{BASE}/hub-server-action/v1"
-AUDIT_VIEWED = f"{BASE}/audit-viewed/v2"
-CHECKPOINT = f"{BASE}/checkpoint/v1"
-EPOCH_STARTED = f"{BASE}/epoch-started/v1"
-RETENTION = f"{BASE}/retention/v1"
-GPU_QUEUED = f"{BASE}/gpu-queued/v1"
-GPU_ADMITTED = f"{BASE}/gpu-admitted/v1"
-GPU_ABANDONED = f"{BASE}/gpu-abandoned/v1"
-DATASET_MOUNTED = f"{BASE}/dataset-mounted/v1"
-SHARE_GRANTED = f"{BASE}/share-granted/v1"
-SHARE_REFUSED = f"{BASE}/share-refused/v1"
-SHARE_REVOKED = f"{BASE}/share-revoked/v1"
-SHARE_ACCESSED = f"{BASE}/share-accessed/v1"
+
+def schema_files(directory: Path = SCHEMA_DIR) -> list[Path]:
+    """Every schema file, ``<family>/v<N>.yaml``: the one list of events."""
+    return sorted(directory.glob("*/v*.yaml"))
+
+
+def schema_id(path: Path) -> str:
+    """The ``$id`` a schema file declares, from its place (a test holds each file to it)."""
+    return f"{BASE}/{path.parent.name}/{path.stem}"
+
+
+def latest_ids(directory: Path = SCHEMA_DIR) -> dict[str, str]:
+    """Event family → the ``$id`` of its newest version, which the hub emits."""
+    newest: dict[str, tuple[int, str]] = {}
+    for path in schema_files(directory):
+        version = int(path.stem.removeprefix("v"))
+        if version > newest.get(path.parent.name, (0, ""))[0]:
+            newest[path.parent.name] = (version, schema_id(path))
+    return {name: found for name, (_, found) in sorted(newest.items())}
+
+
+LATEST = latest_ids()
+"""Family → newest ``$id``, read from the schema files, so a new file (a new event or
+``v<N+1>`` of one) is emitted, validated, filterable and documented without a list to edit."""
+PROOFS = ("checkpoint", "retention")
+"""The trail's proofs about itself: for ``sovhub audit verify``, not for reading."""
+
+
+def readable_events(directory: Path = SCHEMA_DIR) -> tuple[str, ...]:
+    """The families a person reads and filters by: every schema's but the :data:`PROOFS`,
+    so a new kind of event is filterable the day its schema lands."""
+    return tuple(f for f in latest_ids(directory) if f not in PROOFS)
+
+
+# One constant per schema id, so emit sites never spell an $id; each names its family
+# once and takes the newest version from the files.
+LOGIN = LATEST["login"]
+LOGIN_DENIED = LATEST["login-denied"]
+LOGOUT = LATEST["logout"]
+SPAWN_REQUESTED = LATEST["spawn-requested"]
+SPAWN_DENIED = LATEST["spawn-denied"]
+SERVER_STARTED = LATEST["server-started"]
+SPAWN_FAILED = LATEST["spawn-failed"]
+SERVER_STOPPED = LATEST["server-stopped"]
+IMAGE_PIN_CHANGED = LATEST["image-pin-changed"]
+POLICY_LOADED = LATEST["policy-loaded"]
+API_ACTION = LATEST["api-action"]
+HUB_SERVER_ACTION = LATEST["hub-server-action"]
+AUDIT_VIEWED = LATEST["audit-viewed"]
+CHECKPOINT = LATEST["checkpoint"]
+EPOCH_STARTED = LATEST["epoch-started"]
+RETENTION = LATEST["retention"]
+GPU_QUEUED = LATEST["gpu-queued"]
+GPU_ADMITTED = LATEST["gpu-admitted"]
+GPU_ABANDONED = LATEST["gpu-abandoned"]
+DATASET_MOUNTED = LATEST["dataset-mounted"]
+SHARE_GRANTED = LATEST["share-granted"]
+SHARE_REFUSED = LATEST["share-refused"]
+SHARE_REVOKED = LATEST["share-revoked"]
+SHARE_ACCESSED = LATEST["share-accessed"]
 
 
 class InvalidEvent(ValueError):
     """An event that does not match its schema (a bug at the emit site)."""
 
 
-def schema_files() -> list[Path]:
-    return sorted(SCHEMA_DIR.glob("*/v*.yaml"))
-
-
 class Validators:
     """Every schema file, registered with jupyter_events and compiled for emits."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path = SCHEMA_DIR) -> None:
         self.registry = SchemaRegistry()
         self._compiled: dict[str, Callable[[Any], Any]] = {}
         self.versions: dict[str, str] = {}
-        for path in schema_files():
+        for path in schema_files(directory):
             # Checked against Jupyter's metaschema; EventSchema reads a Path, register's
             # annotation names only its other inputs.
             schema = self.registry.register(EventSchema(path))

@@ -125,9 +125,11 @@ class AuditTrail(LoggingConfigurable):
     )
     sinks: List[dict[str, Any]] = List(
         config=True,
-        help="""Where records are delivered, each a dict with `type` (`sqlite`, `jsonl`) and
-        its options, e.g. `{"type": "sqlite", "path": "/srv/audit.sqlite"}`. Several at once;
-        each has its own shipper and cursor.""",
+        help="""Where records are delivered, each a dict with `type` and its options, e.g.
+        `{"type": "sqlite", "path": "/srv/audit.sqlite"}`. `type` is `sqlite`, `postgresql`,
+        `jsonl`, `syslog`, `loki`, `opensearch`, `webhook`, or a sink class of your own as
+        `package.module:Class`. Options are checked against the sink's typed fields when the
+        trail starts. Several at once; each has its own shipper and cursor. Empty: none.""",
     )
     batch_size = Integer(500, config=True, help="Most records a shipper delivers in one batch.")
     shipper_idle = Float(

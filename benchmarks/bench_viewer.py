@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from sovereign_hub.audit.sinks.postgresql import COLUMNS, SCHEMA
-from sovereign_hub.audit.viewer.query import EVENTS, Query, Store, where
+from sovereign_hub.audit.viewer.query import EVENTS, Query, Store
 from sovereign_hub.sandbox.postgres import LocalPostgres
 
 BASE = "https://sovereign-hub.io/events"
@@ -100,7 +100,8 @@ def main() -> int:
         open_db = psycopg.connect(url)
         for name, query in cases.items():
             viewer = timed(lambda q=query: store.page(q, limit=50), args.runs)
-            clauses, params = where(query, "%s")
+            # The same conditions the store plug-in builds for the page, run bare.
+            clauses, params = store.backend.conditions(query.filters(), query.outcome)
             sql = (
                 "SELECT * FROM audit_events"  # noqa: S608 - fixed columns, bound values
                 + (f" WHERE {' AND '.join(clauses)}" if clauses else "")

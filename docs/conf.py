@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import yaml
 
 from sovereign_hub import __version__
 from sovereign_hub.audit.schemas import schema_files
+from sovereign_hub.audit.sinks import SINKS
+from sovereign_hub.audit.sinks.options import options_of
 from sovereign_hub.authenticator import SovereignAuthenticator
 from sovereign_hub.cli import build_parser
 from sovereign_hub.gateway.main import parser as gateway_parser
@@ -115,6 +118,22 @@ def _audit_events() -> str:
     return "\n".join(out)
 
 
+def _audit_sinks() -> str:
+    """Each built-in sink's options, from its constructor's typed fields and option_help."""
+    out = []
+    for kind, cls in SINKS.items():
+        module_doc = sys.modules[cls.__module__].__doc__ or ""
+        summary = " ".join(module_doc.split("\n\n")[0].split())
+        out += [f"## `{kind}`", "", summary, "", "| option | type | default | meaning |"]
+        out.append("| --- | --- | --- | --- |")
+        for option in options_of(cls):
+            default = "required" if option.required else f"`{json.dumps(option.default)}`"
+            meaning = option.help.replace("|", "\\|")
+            out.append(f"| `{option.name}` | {option.describe()} | {default} | {meaning} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def _values_reference(name: str = "sovereign-hub") -> str:
     """Every value of chart ``name`` from its values.schema.json, with its type, default and
     constraints."""
@@ -172,4 +191,5 @@ _write_if_changed(_GENERATED / "chart-values.md", _values_reference())
 _write_if_changed(_GENERATED / "region-chart-values.md", _values_reference("sovereign-region"))
 _write_if_changed(_GENERATED / "spawner-traits.md", _traits_table(SovereignSpawner))
 _write_if_changed(_GENERATED / "audit-events.md", _audit_events())
+_write_if_changed(_GENERATED / "audit-sinks.md", _audit_sinks())
 _write_if_changed(_GENERATED / "authenticator-traits.md", _traits_table(SovereignAuthenticator))

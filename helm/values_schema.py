@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
+from sovereign_hub.audit.sinks import SINKS
+from sovereign_hub.audit.sinks.options import options_of
 from sovereign_hub.policy.schema import generate as policy_json_schema
 
 OUT = Path(__file__).parent / "sovereign-hub" / "values.schema.json"
@@ -205,59 +208,52 @@ def egress_allow_rules(*extra: str) -> dict:
     return obj({name: {"type": "boolean"} for name in (*names, *extra)})
 
 
-# One schema per sink type: the options `AuditTrail.sinks` accepts.
-_HTTP = {
-    "url": {"type": "string", "pattern": "^https?://"},
-    "token_file": {"type": "string"},
-    "token_env": {"type": "string"},
-    "username": {"type": "string"},
-    "password_file": {"type": "string"},
-    "password_env": {"type": "string"},
-    "ca_file": {"type": "string"},
-    "headers": free_map(),
-    "timeout": {"type": "number", "exclusiveMinimum": 0},
+# One schema per sink type, from the sink's own typed options (audit/sinks/options.py), so
+# the chart accepts exactly what `AuditTrail.sinks` does; the chart adds only the limits
+# below, which a JSON schema can say and a Python type cannot.
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+_HTTP_LIMITS = {
+    "url": {"pattern": "^https?://"},
+    "timeout": {"exclusiveMinimum": 0},
 }
-SINKS = {
-    "sqlite": {"path": {"type": "string", "minLength": 1}},
+LIMITS: dict[str, dict[str, dict[str, Any]]] = {
+    "sqlite": {"path": {"minLength": 1}},
     "postgresql": {
-        "dsn": {"type": "string", "pattern": "^(postgres(ql)?://|[a-z]+=)"},
-        "password_file": {"type": "string"},
-        "connect_timeout": {"type": "integer", "minimum": 1},
-        "statement_timeout_ms": {"type": "integer", "minimum": 1},
+        "dsn": {"pattern": "^(postgres(ql)?://|[a-z]+=)"},
+        "connect_timeout": {"minimum": 1},
+        "statement_timeout_ms": {"minimum": 1},
     },
-    "jsonl": {"path": {"type": "string", "minLength": 1}},
-    "syslog": {
-        "host": {"type": "string", "minLength": 1},
-        "port": PORT,
-        "tls": {"type": "boolean"},
-        "ca_file": {"type": "string"},
-        "cert_file": {"type": "string"},
-        "key_file": {"type": "string"},
-        "server_name": {"type": "string"},
-        "facility": {"type": "string"},
-        "sd_id": {"type": "string"},
-        "timeout": {"type": "number"},
-    },
-    "loki": {**_HTTP, "tenant": {"type": "string"}, "labels": free_map()},
-    "opensearch": {**_HTTP, "index": {"type": "string", "minLength": 1}},
-    "webhook": {**_HTTP, "signing_key_file": STRING, "signing_key_env": STRING},
+    "jsonl": {"path": {"minLength": 1}},
+    "syslog": {"host": {"minLength": 1}, "port": {"minimum": 1, "maximum": 65535}},
+    "loki": _HTTP_LIMITS,
+    "opensearch": {**_HTTP_LIMITS, "index": {"minLength": 1}},
+    "webhook": _HTTP_LIMITS,
 }
-REQUIRED_OPTION = {
-    "sqlite": "path",
-    "postgresql": "dsn",
-    "syslog": "host",
-    "loki": "url",
-    "opensearch": "url",
-    "webhook": "url",
-}
+
+
+def _option_schema(option: Any) -> dict:
+    kinds = [k for k in typing.get_args(option.kind) or (option.kind,) if k is not type(None)]
+    if typing.get_origin(kinds[0]) is dict:
+        return free_map()
+    return {"type": _JSON_TYPES[kinds[0]]}
+
+
+def sink_options(kind: str) -> tuple[dict[str, dict], list[str]]:
+    """The chart's schema for each option of sink ``kind`` (but ``name``, which the chart
+    limits to a DNS name), and the required ones."""
+    options = [o for o in options_of(SINKS[kind]) if o.name != "name"]
+    limits = LIMITS.get(kind, {})
+    schemas = {o.name: {**_option_schema(o), **limits.get(o.name, {})} for o in options}
+    return schemas, [o.name for o in options if o.required]
 
 
 def sink() -> dict:
     rules = []
-    for kind, options in SINKS.items():
+    for kind in SINKS:
+        options, required = sink_options(kind)
         then = obj({"type": {"const": kind}, "name": DNS_NAME, "egressTo": PEERS, **options})
-        if kind in REQUIRED_OPTION:
-            then["required"] = [REQUIRED_OPTION[kind]]
+        if required:
+            then["required"] = required
         rules.append({"if": {"properties": {"type": {"const": kind}}}, "then": then})
     return {
         "type": "object",

@@ -13,13 +13,15 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from sovereign_hub.audit import schemas
-from sovereign_hub.audit.signing import new_private_key_pem
+from sovereign_hub.audit.retention import retain
+from sovereign_hub.audit.signing import PublicKeys, Signer, new_private_key_pem
 from sovereign_hub.audit.sinks import SinkConfigError, make_sink
 from sovereign_hub.audit.sinks.postgresql import PostgreSQLSink
 from sovereign_hub.audit.store import Filters, read
@@ -405,3 +407,36 @@ def test_a_version_1_table_is_upgraded_in_place(tmp_path, pg_url):
     assert records[:20] == legacy
     assert records[20]["data"]["previous_seq"] == 20
     assert verify(records, KEY.encode()).proven
+
+
+def test_retention_in_postgresql_removes_whole_ranges_and_the_chain_verifies(tmp_path, pg_url):
+    """`sovhub audit retain` on PostgreSQL, through the store plug-in's read-write
+    connection (the SQLite case, with tampering, is in test_audit_checkpoints)."""
+    private, public, _ = new_private_key_pem()
+    (tmp_path / "signing.pem").write_bytes(private)
+    (tmp_path / "signing.pub").write_bytes(public)
+
+    def run(n: int) -> None:
+        trail = pg_trail(
+            tmp_path, pg_url, signing_key_file=str(tmp_path / "signing.pem"),
+            checkpoint_every_records=20,
+        )  # fmt: skip
+        for i in range(n):
+            trail.emit(schemas.LOGOUT, {"actor": f"user{i}", "subject": f"user{i}"})
+        assert trail.drain()
+        trail.stop()
+
+    run(60)
+    cutoff = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    time.sleep(0.05)
+    run(15)
+    before = list(read(pg_url))
+    (note,) = retain(pg_url, cutoff, Signer.from_file(tmp_path / "signing.pem"), actor="ops")
+    after = list(read(pg_url))
+    assert after[0]["id"] == note["id"]
+    through = note["data"]["through_seq"]
+    assert schemas.family(next(r for r in before if r["seq"] == through)["schema"]) == "checkpoint"
+    assert [r["seq"] for r in after[1:]] == [r["seq"] for r in before if r["seq"] > through]
+    report = verify(after, KEY.encode(), PublicKeys.from_files([tmp_path / "signing.pub"]))
+    assert report.ok, report.findings
+    assert any(f"#1..#{through} were removed by retention" in n for n in report.notes)

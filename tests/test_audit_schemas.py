@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+from typing import get_args
 
 import pytest
 import yaml
@@ -10,9 +12,10 @@ from jupyter_events.schema_registry import SchemaRegistry
 
 from sovereign_hub.audit import schemas
 from sovereign_hub.audit.checkpoint import SYSTEM_FAMILIES
-from sovereign_hub.audit.reporter import event_data
+from sovereign_hub.audit.reporter import event_data, schema_of
 from sovereign_hub.audit.schemas import InvalidEvent, Validators
-from sovereign_hub.reporting import SessionEvent
+from sovereign_hub.audit.viewer.query import EVENTS
+from sovereign_hub.reporting import SessionEvent, SessionEventKind, ShareEventKind
 
 # Version 1 of the spawn events (before the region's cluster): still registered, so a trail
 # written by an earlier release validates.
@@ -253,7 +256,7 @@ def test_every_schema_file_is_registered_with_a_versioned_id():
     assert constants == {schema_id for _, schema_id in newest.values()}
     for path in files:
         raw = yaml.safe_load(path.read_text())
-        assert raw["$id"].endswith(f"/{path.parent.name}/{path.stem}")
+        assert raw["$id"] == schemas.schema_id(path)  # what LATEST derives from the path
         assert isinstance(raw["version"], str)
         # The trail's records about itself name no user; every other event does.
         assert raw["personal-data"] is (path.parent.name not in SYSTEM_FAMILIES)
@@ -378,10 +381,8 @@ def test_invalid_events(schema_id, data):
     ids=lambda e: e.kind,
 )
 def test_every_session_event_becomes_a_valid_audit_event(event):
-    from sovereign_hub.audit.reporter import _SCHEMA
-
     data = event_data(event)
-    V.validate(_SCHEMA[event.kind], data)
+    V.validate(schema_of(event.kind), data)
     assert "image" not in data or event.kind != "spawn_requested"  # only allowed options are kept
 
 
@@ -407,3 +408,33 @@ def test_the_viewer_records_the_overview_under_a_newer_version_than_v1():
     validators.validate(schemas.AUDIT_VIEWED, viewed)
     with pytest.raises(InvalidEvent):
         validators.validate(f"{schemas.BASE}/audit-viewed/v1", viewed)
+
+
+@pytest.mark.parametrize("kind", [*get_args(SessionEventKind), *get_args(ShareEventKind)])
+def test_every_reported_kind_is_a_schema_family(kind):
+    # The kinds are a Literal for the type checker; their schemas come from the files.
+    assert schema_of(kind) == schemas.LATEST[kind.replace("_", "-")]
+
+
+def test_a_new_schema_file_shows_up_everywhere(tmp_path):
+    """Adding ``<family>/v<N>.yaml`` is the whole change: emitted (newest version),
+    validated, filterable in the viewer; no list of events to edit."""
+    shutil.copytree(schemas.SCHEMA_DIR, tmp_path / "schemas")
+    login = yaml.safe_load((schemas.SCHEMA_DIR / "login" / "v1.yaml").read_text())
+    added = {**login, "$id": f"{schemas.BASE}/quota-changed/v1", "title": "Quota changed"}
+    (tmp_path / "schemas" / "quota-changed").mkdir()
+    (tmp_path / "schemas" / "quota-changed" / "v1.yaml").write_text(yaml.safe_dump(added))
+    newer = {**login, "$id": f"{schemas.BASE}/logout/v2", "version": "2"}
+    (tmp_path / "schemas" / "logout" / "v2.yaml").write_text(yaml.safe_dump(newer))
+
+    latest = schemas.latest_ids(tmp_path / "schemas")
+    assert latest["quota-changed"] == f"{schemas.BASE}/quota-changed/v1"
+    assert latest["logout"] == f"{schemas.BASE}/logout/v2"
+    assert "quota-changed" in schemas.readable_events(tmp_path / "schemas")
+    validators = Validators(tmp_path / "schemas")
+    validators.validate(latest["quota-changed"], {**WHO, "groups": [], "admin": False})
+    with pytest.raises(InvalidEvent):
+        validators.validate(latest["quota-changed"], {**WHO, "admin": "yes"})
+    # And today's files are exactly what the code emits and the viewer filters by.
+    assert set(schemas.LATEST) == {p.parent.name for p in schemas.schema_files()}
+    assert tuple(f for f in schemas.LATEST if f not in schemas.PROOFS) == EVENTS

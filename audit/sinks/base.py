@@ -12,7 +12,8 @@ Subclasses implement:
 - ``deliver(records)``: write the batch, or raise;
 - optionally ``open()`` (connect; called before the first delivery and after a
   failure) and ``close()``;
-- ``from_options(options)`` when they take configuration beyond ``name``;
+- an ``__init__`` whose named, annotated parameters are the sink's options
+  (see :mod:`.options`), with ``option_help`` saying what each means;
 - ``head(hub, timeout)`` when their store can be read back (SQL stores): the
   last record of the hub's chain, which a hub that lost its spool names at
   the start of its new epoch.
@@ -22,15 +23,23 @@ Credentials come from files or the environment, never from the policy.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class SinkConfigError(ValueError):
     """A sink configured wrongly: names the sink, the option and what is allowed."""
 
 
+class StoreError(ValueError):
+    """A store that cannot be read: missing, unreachable, or not an audit store."""
+
+
 class Sink:
     name: str = "sink"
+    option_help: ClassVar[dict[str, str]] = {
+        "name": "The sink's name in metrics, logs and errors (default: its type).",
+    }
+    """Each option's meaning, by name (see :mod:`.options`); merged with the bases'."""
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
@@ -38,8 +47,13 @@ class Sink:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Sink:
+        """The sink configured by ``options``, checked first against the constructor's
+        typed fields (:func:`.options.check_options`)."""
+        from .options import check_options
+
+        checked = check_options(cls, options)
         try:
-            return cls(**options)
+            return cls(**checked)
         except TypeError as exc:
             raise SinkConfigError(f"audit sink {cls.__name__}: {exc}") from None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import Sink, SinkConfigError
 
@@ -35,6 +35,18 @@ def secret(sink: str, option: str, file: str, env: str) -> str:
 class HttpSink(Sink):
     """An HTTP(S) store. ``token_file``/``token_env`` give a bearer token; the
     ``username`` with ``password_file``/``password_env`` give basic auth."""
+
+    option_help: ClassVar[dict[str, str]] = {
+        "url": "The store's base URL, `http://` or `https://`.",
+        "token_file": "A file holding a bearer token (a mounted Secret).",
+        "token_env": "An environment variable holding a bearer token.",
+        "username": "User name for basic auth, with `password_file` or `password_env`.",
+        "password_file": "A file holding the basic-auth password.",
+        "password_env": "An environment variable holding the basic-auth password.",
+        "ca_file": "CA bundle the server's certificate is checked against (default: the system's).",
+        "headers": "Extra headers on every request; never `Authorization` or `Cookie`.",
+        "timeout": "Seconds to wait for each request (default 10).",
+    }
 
     def __init__(
         self,

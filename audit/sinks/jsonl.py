@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import Sink
 
@@ -15,6 +15,9 @@ class JsonLinesSink(Sink):
     """Appends each record as one JSON line; ``path: "-"`` writes to standard output."""
 
     name = "jsonl"
+    option_help: ClassVar[dict[str, str]] = {
+        "path": "The file records are appended to (its folder is created); `-`: standard output.",
+    }
 
     def __init__(self, path: str = "-", name: str | None = None) -> None:
         super().__init__(name)

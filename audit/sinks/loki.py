@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from ..schemas import family
 from .http import HttpSink
@@ -43,6 +43,10 @@ class LokiSink(HttpSink):
     """``url`` is Loki's base URL; ``tenant`` sets ``X-Scope-OrgID`` for multi-tenant Loki."""
 
     name = "loki"
+    option_help: ClassVar[dict[str, str]] = {
+        "tenant": "The `X-Scope-OrgID` of a multi-tenant Loki (default: none).",
+        "labels": "Labels added to every stream (beside `app`, `hub` and `event`).",
+    }
 
     def __init__(
         self, url: str, tenant: str = "", labels: dict[str, str] | None = None, **options: Any

@@ -9,7 +9,7 @@ items already created then answer 409).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from .http import HttpError, HttpSink
 
@@ -26,6 +26,9 @@ class OpenSearchSink(HttpSink):
     """``url`` is the cluster's base URL; ``index`` an index, alias or data stream."""
 
     name = "opensearch"
+    option_help: ClassVar[dict[str, str]] = {
+        "index": "The index records are written to (default `sovereign-hub-audit`).",
+    }
 
     def __init__(self, url: str, index: str = "sovereign-hub-audit", **options: Any) -> None:
         super().__init__(url, **options)

@@ -12,15 +12,25 @@ that lost its spool does not meet this: it starts a new epoch (see
 The driver is psycopg 3 (binary build): maintained by the PostgreSQL
 community's psycopg project, with COPY support and libpq's own handling of
 ``PGPASSWORD``, ``PGPASSFILE`` and TLS settings.
+
+It is read back (viewer, ``sovhub audit verify``/``export``) through a pool
+of a few connections (psycopg_pool, the psycopg project's own) when
+``pool_size`` is set, so a page costs its query rather than a connection;
+else through one connection per read. Large reads stream through a named
+(server-side) cursor in pages.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .base import Sink, SinkConfigError
+from .base import SinkConfigError, StoreError
 from .migrations import migrate_postgres
+from .readable import ReadableSink
 from .table import COLUMNS, ddl, row
 
 __all__ = ["COLUMNS", "SCHEMA", "PostgreSQLSink", "is_postgres_url"]
@@ -34,14 +44,35 @@ def is_postgres_url(store: str) -> bool:
     return store.startswith(("postgresql://", "postgres://"))
 
 
-class PostgreSQLSink(Sink):
-    """Delivers to a PostgreSQL database given as a libpq URL or key=value string.
+def split_password(url: str) -> tuple[str, str]:
+    """A URL given on a command line, as (the URL without its password, the password), so
+    the password reaches libpq but never a message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, ""
+    netloc = parts.netloc.replace(f":{parts.password}@", "@")
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
+
+
+class PostgreSQLSink(ReadableSink):
+    """Delivers to and reads a PostgreSQL database given as a libpq URL or key=value string.
 
     The password never goes in ``dsn``: give ``password_file`` (a mounted
-    Secret), or let libpq read ``PGPASSWORD`` or ``PGPASSFILE``.
+    Secret), or let libpq read ``PGPASSWORD`` or ``PGPASSFILE``. Tools reading
+    a store given on a command line pass ``password`` (see :func:`split_password`);
+    ``pool_size`` > 0 reads through a pool of that many connections.
     """
 
     name = "postgresql"
+    mark = "%s"
+    option_help: ClassVar[dict[str, str]] = {
+        "dsn": """The database, as a libpq URL (`postgresql://audit@db:5432/audit?sslmode=verify-full`)
+        or key=value string, without a password.""",
+        "password_file": """A file holding the password (a mounted Secret); empty: libpq's
+        `PGPASSWORD` or `PGPASSFILE`.""",
+        "connect_timeout": "Seconds to wait for a connection (default 10).",
+        "statement_timeout_ms": "Longest a statement may run, in milliseconds (default 30000).",
+    }
 
     def __init__(
         self,
@@ -50,6 +81,9 @@ class PostgreSQLSink(Sink):
         connect_timeout: int = 10,
         statement_timeout_ms: int = 30_000,
         name: str | None = None,
+        *,
+        password: str = "",
+        pool_size: int = 0,
     ) -> None:
         super().__init__(name)
         import psycopg.conninfo
@@ -73,14 +107,15 @@ class PostgreSQLSink(Sink):
         self.password_file = password_file
         self.connect_timeout = connect_timeout
         self.statement_timeout_ms = statement_timeout_ms
+        self.password = password
+        self.pool_size = pool_size
         self._db: Any = None
+        self._pool: Any = None
 
     def _connect(self, timeout: float | None = None) -> Any:
         import psycopg
 
-        extra: dict[str, Any] = {}
-        if self.password_file:
-            extra["password"] = Path(self.password_file).read_text().strip()
+        extra = self._password()
         statement_ms = int(self.statement_timeout_ms if timeout is None else timeout * 1000)
         return psycopg.connect(
             self.dsn,
@@ -140,8 +175,105 @@ class PostgreSQLSink(Sink):
             raise
 
     def close(self) -> None:
-        if self._db is not None:
+        try:
+            if self._db is not None:
+                try:
+                    self._db.close()
+                finally:
+                    self._db = None
+        finally:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    # -- read side ----------------------------------------------------------------------
+
+    def _password(self) -> dict[str, Any]:
+        if self.password:
+            return {"password": self.password}
+        if self.password_file:
+            return {"password": Path(self.password_file).read_text().strip()}
+        return {}
+
+    def _reading_pool(self) -> Any:
+        if self._pool is None:
+            from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
+
+            kwargs: dict[str, Any] = {"row_factory": dict_row, "connect_timeout": 10}
+            self._pool = ConnectionPool(
+                self.dsn, min_size=1, max_size=self.pool_size, open=True, timeout=15,
+                kwargs=kwargs | self._password(), name="audit-viewer",
+            )  # fmt: skip
+        return self._pool
+
+    @contextmanager
+    def reading(self) -> Iterator[Any]:
+        import psycopg
+
+        if self.pool_size:
+            from psycopg_pool import PoolTimeout
+
             try:
-                self._db.close()
-            finally:
-                self._db = None
+                with self._reading_pool().connection() as db:
+                    yield db
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                raise StoreError(f"cannot reach the audit store ({exc})") from None
+            return
+        from psycopg.rows import dict_row
+
+        try:
+            db = psycopg.connect(
+                self.dsn, connect_timeout=10, row_factory=dict_row, **self._password()
+            )
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.dsn}: cannot connect ({exc})") from None
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def maintaining(self) -> Iterator[Any]:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        try:
+            db = psycopg.connect(self.dsn, connect_timeout=10, **self._password())
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the audit store ({exc})") from None
+        try:
+            # The migration reads plain rows; mapping rows only after it (with them from
+            # the start, `sovhub audit retain` on PostgreSQL failed in the migration).
+            migrate_postgres(db)
+            db.row_factory = dict_row
+            yield db
+        finally:
+            db.close()
+
+    def stream(self, db: Any, sql: str, params: list[Any]) -> Iterable[Any]:
+        # A named (server-side) cursor streams a trail of any size in pages.
+        with db.transaction(), db.cursor(name="sovhub_audit_read") as cur:
+            cur.itersize = 2000
+            cur.execute(sql, params)
+            yield from cur
+
+    def columns(self, db: Any) -> list[str]:
+        return [
+            r["column_name"]
+            for r in db.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'audit_events' AND table_schema = current_schema()"
+            )
+        ]
+
+    @contextmanager
+    def read_errors(self) -> Iterator[None]:
+        import psycopg
+
+        try:
+            yield
+        except psycopg.errors.UndefinedTable:
+            raise StoreError(f"{self.dsn}: not an audit store (no audit_events table)") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.dsn}: {exc}") from None

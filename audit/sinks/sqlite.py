@@ -1,13 +1,20 @@
-"""SQLite, the embedded default store: one table, deduplicated by event id."""
+"""SQLite, the embedded default store: one table, deduplicated by event id.
+
+It is read back (viewer, ``sovhub audit verify``/``export``) read-only, one
+connection per read, without upgrading an old table.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .base import Sink
+from .base import StoreError
 from .migrations import migrate_sqlite
+from .readable import ReadableSink
 from .table import COLUMNS, PLACEHOLDERS, ddl, row
 
 __all__ = ["SCHEMA", "SQLiteSink", "row"]
@@ -21,12 +28,17 @@ HEAD = (
 )
 
 
-class SQLiteSink(Sink):
+class SQLiteSink(ReadableSink):
     name = "sqlite"
+    mark = "?"
+    option_help: ClassVar[dict[str, str]] = {
+        "path": """The database file; its folder is created. Several hubs must not share one
+        file: give PostgreSQL instead.""",
+    }
 
     def __init__(self, path: str, name: str | None = None) -> None:
         super().__init__(name)
-        self.path = Path(path)
+        self.path = Path(path.removeprefix("sqlite:///"))
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
@@ -69,3 +81,42 @@ class SQLiteSink(Sink):
         if self._db is not None:
             self._db.close()
             self._db = None
+
+    # -- read side ----------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no such audit store")
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+        db.row_factory = sqlite3.Row
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def stream(self, db: Any, sql: str, params: list[Any]) -> Iterable[Any]:
+        rows: Iterable[Any] = db.execute(sql, params)
+        return rows
+
+    def columns(self, db: Any) -> list[str]:
+        return [r[1] for r in db.execute("PRAGMA table_info(audit_events)")]
+
+    @contextmanager
+    def maintaining(self) -> Iterator[sqlite3.Connection]:
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no such audit store")
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            migrate_sqlite(db)
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def read_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not an audit store ({exc})") from None

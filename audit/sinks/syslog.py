@@ -23,7 +23,7 @@ import json
 import select
 import socket
 import ssl
-from typing import Any
+from typing import Any, ClassVar
 
 from ..schemas import family
 from .base import Sink, SinkConfigError
@@ -72,6 +72,18 @@ class SyslogSink(Sink):
     """Sends records to a syslog receiver (rsyslog, syslog-ng, a SIEM's collector)."""
 
     name = "syslog"
+    option_help: ClassVar[dict[str, str]] = {
+        "host": "The receiver's host name or address.",
+        "port": "The receiver's TCP port (default 6514, syslog over TLS).",
+        "tls": "Speak TLS (RFC 5425); false: plain TCP, for a receiver on the same node only.",
+        "ca_file": "CA bundle for the receiver's certificate (default: the system's).",
+        "cert_file": "Client certificate for mutual TLS; goes with `key_file`.",
+        "key_file": "Client key for mutual TLS; goes with `cert_file`.",
+        "server_name": "Name the receiver's certificate must carry (default: `host`).",
+        "facility": f"Syslog facility, one of {', '.join(f'`{f}`' for f in FACILITIES)}.",
+        "sd_id": "Structured-data id, `name@<private enterprise number>`.",
+        "timeout": "Seconds to wait for the connection and each send (default 10).",
+    }
 
     def __init__(
         self,

@@ -17,6 +17,8 @@ The table is versioned (``audit_schema.version``) and upgraded in place by
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..schemas import family
@@ -105,3 +107,65 @@ def _column(value: Any) -> Any:
     if isinstance(value, str) and "\x00" in value:
         return value.replace("\x00", "\\u0000")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which records to read; an unset (or empty) field does not filter."""
+
+    user: str | None = None
+    event: str | None = None
+    since: str | None = None
+    until: str | None = None
+    region: str | None = None
+    digest: str | None = None
+
+
+def clauses(filters: Filters, mark: str) -> tuple[list[str], list[str]]:
+    """SQL conditions on fixed column names, with every value a bound parameter."""
+    out, params = [], []
+    for column, value in (
+        ("subject", filters.user),
+        ("event", filters.event),
+        ("region", filters.region),
+        ("digest", filters.digest),
+    ):
+        if value:
+            out.append(f"{column} = {mark}")
+            params.append(value)
+    if filters.since:
+        out.append(f"time >= {mark}")
+        params.append(filters.since)
+    if filters.until:
+        out.append(f"time < {mark}")
+        params.append(filters.until)
+    return out, params
+
+
+def chain_order(columns: Iterable[str]) -> str:
+    """Each hub's chains in order: epochs sort by the time they began. A table from
+    before epochs (read without upgrading it) has one chain per hub."""
+    return "hub, epoch, seq" if "epoch" in columns else "hub, seq"
+
+
+def record_from_row(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of ``audit_events`` (SQLite or PostgreSQL) as the record that was written: the
+    one reading of a stored row, for verification, queries, exports and the viewer."""
+    record = {
+        "seq": stored["seq"],
+        "id": stored["id"],
+        "time": stored["time"],
+        "hub": stored["hub"],
+        "schema": stored["schema"],
+        "version": stored["version"],
+        "data": json.loads(stored["data"]),
+        "prev": stored["prev"],
+        "mac": stored["mac"],
+    }
+    # Records written before epochs and key ids existed had neither field,
+    # and their MACs cover exactly what they had: add them only when set.
+    names = stored.keys()
+    for name in ("epoch", "kid"):
+        if name in names and stored[name]:
+            record[name] = stored[name]
+    return record

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from .http import HttpSink, secret
 
@@ -28,6 +28,10 @@ def idempotency_key(records: list[dict[str, Any]]) -> str:
 
 class WebhookSink(HttpSink):
     name = "webhook"
+    option_help: ClassVar[dict[str, str]] = {
+        "signing_key_file": "A file holding the key that signs each body (HMAC-SHA256).",
+        "signing_key_env": "An environment variable holding that key.",
+    }
 
     def __init__(
         self, url: str, signing_key_file: str = "", signing_key_env: str = "", **options: Any

@@ -23,12 +23,13 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 
 from .. import schemas
-from ..store import StoreError, read
+from ..sinks.readable import OUTCOMES
+from ..store import StoreError
 from ..trail import AuditTrail
 from ..verify import verify
 from .charts import bar_chart
 from .overview import SERIES, overview
-from .query import EVENTS, OUTCOMES, BadFilter, Query, Store
+from .query import EVENTS, BadFilter, Query, Store
 from .shares import active_shares
 
 SCOPE = "custom:audit:read"
@@ -77,7 +78,7 @@ class Verification:
         async with self._lock:
             started = time.time()
             report = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: verify(read(store.location, password=store.password), key)
+                None, lambda: verify(store.backend.records(), key)
             )
             self.result = {
                 "ok": report.ok,

@@ -1,10 +1,10 @@
 """The audit overview: counts a security reviewer wants first, from one store.
 
 Logins, denials, starts and stops per day; spawn outcomes per region; the
-most frequent denial reasons; GPU hours per quota group. The same SQL runs on
-SQLite and PostgreSQL (``substr`` of the ISO 8601 ``time`` column gives the
-day); reasons and GPU hours are read from the records' JSON here, over the
-window only. Each number says which timeline filter shows its events.
+most frequent denial reasons; GPU hours per quota group. The counts come
+from the store plug-in's queries (:mod:`..sinks.readable`); reasons and GPU
+hours are read from the records' JSON here, over the window only. Each
+number says which timeline filter shows its events.
 """
 
 from __future__ import annotations
@@ -57,33 +57,12 @@ def _time(text: str) -> datetime:
 def overview(store: Store, now: datetime, days: int = 14, top: int = 8) -> Overview:
     """The overview of the ``days`` days up to ``now`` (UTC)."""
     since, until, day_names = _window(now, days)
-    m = store.mark
     kinds = sorted({e for events, _ in SERIES.values() for e in events})
-    marks = ", ".join(m for _ in kinds)
-    outcome_marks = ", ".join(m for _ in SPAWN_OUTCOMES)
-    with store.connect() as db:
-        daily = db.execute(
-            "SELECT substr(time, 1, 10) AS day, event, COUNT(*) AS n FROM audit_events "  # noqa: S608 - fixed SQL; values are parameters
-            f"WHERE time >= {m} AND time < {m} AND event IN ({marks}) "
-            "GROUP BY substr(time, 1, 10), event",
-            [since, until, *kinds],
-        ).fetchall()
-        by_region = db.execute(
-            "SELECT COALESCE(region, '') AS region, event, COUNT(*) AS n FROM audit_events "  # noqa: S608
-            f"WHERE time >= {m} AND time < {m} AND event IN ({outcome_marks}) "
-            "GROUP BY COALESCE(region, ''), event",
-            [since, until, *SPAWN_OUTCOMES],
-        ).fetchall()
-        denials = db.execute(
-            f"SELECT data FROM audit_events WHERE time >= {m} AND time < {m} "  # noqa: S608
-            "AND event IN ('spawn-denied', 'login-denied')",
-            [since, until],
-        ).fetchall()
-        sessions = db.execute(
-            f"SELECT time, event, data FROM audit_events WHERE time >= {m} AND time < {m} "  # noqa: S608
-            "AND event IN ('server-started', 'server-stopped') ORDER BY time, id",
-            [since, until],
-        ).fetchall()
+    backend = store.backend
+    daily = backend.daily_counts(since, until, kinds)
+    by_region = backend.region_counts(since, until, SPAWN_OUTCOMES)
+    denials = backend.event_rows(since, until, ("spawn-denied", "login-denied"))
+    sessions = backend.event_rows(since, until, ("server-started", "server-stopped"))
     counts: dict[tuple[str, str], int] = {(r["day"], r["event"]): int(r["n"]) for r in daily}
     series = {
         name: tuple(sum(counts.get((d, e), 0) for e in events) for d in day_names)

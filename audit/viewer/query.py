@@ -1,10 +1,8 @@
-"""What the audit viewer asks of a store: filtered, keyset-paged pages, sessions, anomalies.
+"""What the audit viewer asks of a store: validated filters, cursors, sessions.
 
-Works on SQLite and PostgreSQL with the same SQL. Every filter value is a
-bound parameter and every column name is fixed here, so no filter can change
-a query. Pages are ordered newest first by ``(time, id)`` and continue from
-the last row seen (keyset pagination), so page 1,000 costs what page 1 does,
-using the ``(column, time, id)`` indexes the sinks create.
+The queries themselves belong to the store plug-ins (:mod:`..sinks.readable`),
+the same code that writes each store; the viewer holds no SQL. Its cursors
+are the last row's ``(time, id)``, opaque to the browser.
 """
 
 from __future__ import annotations
@@ -12,27 +10,17 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..schemas import schema_files
-from ..sinks.postgresql import is_postgres_url
-from ..store import Filters, StoreError, clauses, record_from_row
+from ..schemas import readable_events
+from ..sinks.readable import OUTCOMES
+from ..store import Filters, open_store
 
-# Every family of event a person can filter by: all the registered schemas but the trail's
-# proofs about itself, so a new event kind is filterable the day its schema lands.
-EVENTS = tuple(sorted({path.parent.name for path in schema_files()} - {"checkpoint", "retention"}))
-# The trail's proofs about itself: for `sovhub audit verify`, not for reading.
-PROOFS = "event NOT IN ('checkpoint', 'retention')"
-OUTCOMES = {
-    "refused": ("event IN ('spawn-denied', 'login-denied', 'share-refused')", ()),
-    "failed": ("event = 'spawn-failed'", ()),
-    "ok": ("event NOT IN ('spawn-denied', 'login-denied', 'share-refused', 'spawn-failed')", ()),
-}
+# Every family of event a person can filter by (all the schema files' but the trail's proofs).
+EVENTS = readable_events()
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?Z?)?$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -74,15 +62,9 @@ class Query:
     def as_dict(self) -> dict[str, str]:
         return {k: v for k, v in asdict(self).items() if v}
 
-
-def where(query: Query, mark: str) -> tuple[list[str], list[Any]]:
-    # The store's own conditions (they treat an empty value as no filter), plus outcome.
-    filters = Filters(**{name: getattr(query, name) for name in Filters.__dataclass_fields__})
-    conditions, params = clauses(filters, mark)
-    conditions.append(PROOFS)
-    if query.outcome:
-        conditions.append(OUTCOMES[query.outcome][0])
-    return conditions, list(params)
+    def filters(self) -> Filters:
+        """The store's filters (an empty value filters nothing); ``outcome`` is apart."""
+        return Filters(**{name: getattr(self, name) for name in Filters.__dataclass_fields__})
 
 
 def encode_cursor(row: dict[str, Any]) -> str:
@@ -99,118 +81,33 @@ def decode_cursor(text: str) -> tuple[str, str]:
     return time, ident
 
 
-def _listed(row: Any) -> dict[str, Any]:
-    """A row as the viewer lists it: the record, with its event family (a stored column)."""
-    return record_from_row(row) | {"event": row["event"]}
-
-
 class Store:
-    """One audit store: a SQLite file opened per use, or PostgreSQL through a pool.
-
-    The pool (psycopg_pool, the psycopg project's own) keeps a few connections
-    open, so a page costs its query rather than a new connection each time.
-    """
+    """The viewer's view of one audit store: its store plug-in (:mod:`..sinks.readable`),
+    which holds every query, with the viewer's cursors and sessions on top."""
 
     def __init__(self, location: str, password_file: str = "", pool_size: int = 4) -> None:
         self.location = location
         self.password = Path(password_file).read_text().strip() if password_file else ""
-        self.postgres = is_postgres_url(location)
-        self.mark = "%s" if self.postgres else "?"
-        self.pool_size = pool_size
-        self._pool: Any = None
-
-    def _postgres_pool(self) -> Any:
-        if self._pool is None:
-            from psycopg.rows import dict_row
-            from psycopg_pool import ConnectionPool
-
-            kwargs: dict[str, Any] = {"row_factory": dict_row, "connect_timeout": 10}
-            if self.password:
-                kwargs["password"] = self.password
-            self._pool = ConnectionPool(
-                self.location, min_size=1, max_size=self.pool_size, kwargs=kwargs, open=True,
-                timeout=15, name="audit-viewer",
-            )  # fmt: skip
-        return self._pool
+        self.backend = open_store(location, self.password, pool_size=pool_size)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
-
-    @contextmanager
-    def connect(self) -> Iterator[Any]:
-        if self.postgres:
-            import psycopg
-            from psycopg_pool import PoolTimeout
-
-            try:
-                with self._postgres_pool().connection() as db:
-                    yield db
-            except (psycopg.OperationalError, PoolTimeout) as exc:
-                raise StoreError(f"cannot reach the audit store ({exc})") from None
-            return
-        path = Path(self.location.removeprefix("sqlite:///"))
-        if not path.exists():
-            raise StoreError(f"{path}: no audit store yet")
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-        db.row_factory = sqlite3.Row
-        try:
-            yield db
-        finally:
-            db.close()
-
-    def _rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-        with self.connect() as db:
-            return [_listed(r) for r in db.execute(sql, params).fetchall()]
+        self.backend.close()
 
     def page(
         self, query: Query, after: str = "", limit: int = 50
     ) -> tuple[list[dict[str, Any]], str]:
         """Up to ``limit`` records, newest first, after the cursor; and the next cursor."""
-        clauses, params = where(query, self.mark)
-        if after:
-            time, ident = decode_cursor(after)
-            clauses.append(f"(time, id) < ({self.mark}, {self.mark})")
-            params += [time, ident]
-        sql = (
-            "SELECT * FROM audit_events"  # noqa: S608 - fixed columns; values are parameters
-            + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
-            + f" ORDER BY time DESC, id DESC LIMIT {int(limit) + 1}"
-        )
-        rows = self._rows(sql, params)
-        more = len(rows) > limit
-        rows = rows[:limit]
+        position = decode_cursor(after) if after else None
+        rows, more = self.backend.page(query.filters(), query.outcome, position, limit)
         return rows, (encode_cursor(rows[-1]) if more and rows else "")
 
     def iterate(self, query: Query) -> Iterator[dict[str, Any]]:
         """Every matching record, oldest first (exports)."""
-        clauses, params = where(query, self.mark)
-        sql = (
-            "SELECT * FROM audit_events"  # noqa: S608 - fixed columns; values are parameters
-            + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
-            + " ORDER BY time, id"
-        )
-        with self.connect() as db:
-            if self.postgres:
-                with db.transaction(), db.cursor(name="audit_export") as cur:
-                    cur.itersize = 2000
-                    cur.execute(sql, params)
-                    for r in cur:
-                        yield _listed(r)
-            else:
-                for r in db.execute(sql, params):
-                    yield _listed(r)
+        return self.backend.listing(query.filters(), query.outcome)
 
     def sessions(self, user: str, limit: int = 500) -> list[dict[str, Any]]:
         """The user's servers from request to stop, newest first, each with its events."""
-        sql = (
-            "SELECT * FROM audit_events WHERE subject = "  # noqa: S608
-            f"{self.mark} AND event IN ('spawn-requested', 'spawn-denied', 'server-started', "
-            "'spawn-failed', 'server-stopped', 'image-pin-changed') "
-            f"ORDER BY time DESC, id DESC LIMIT {int(limit)}"
-        )
-        rows = list(reversed(self._rows(sql, [user])))
+        rows = list(reversed(self.backend.session_events(user, limit)))
         sessions: list[dict[str, Any]] = []
         current: dict[str, Any] | None = None
         for row in rows:
@@ -236,32 +133,8 @@ class Store:
 
     def share_events(self, limit: int = 5000) -> list[dict[str, Any]]:
         """The latest share grants and revocations, oldest first (for the shares page)."""
-        sql = (
-            "SELECT * FROM audit_events WHERE event IN ('share-granted', 'share-revoked') "  # noqa: S608 - fixed
-            f"ORDER BY time DESC, id DESC LIMIT {int(limit)}"
-        )
-        return list(reversed(self._rows(sql, [])))
+        return list(reversed(self.backend.share_events(limit)))
 
     def anomalies(self, limit: int = 20) -> dict[str, list[dict[str, Any]]]:
         """Refusals, failures, admins acting on others' servers, entitlement losses."""
-        m = self.mark
-        queries = {
-            "refused spawns": ("event = 'spawn-denied'", []),
-            "refused logins": ("event = 'login-denied'", []),
-            "refused shares": ("event = 'share-refused'", []),
-            "admin actions on other users": (
-                "event = 'api-action' AND subject <> actor AND actor <> ''", [],
-            ),
-            "entitlement losses": (
-                f"event = 'server-stopped' AND data LIKE {m}", ['%"reason": "entitlement_lost"%'],
-            ),
-            "failed spawns": ("event = 'spawn-failed'", []),
-        }  # fmt: skip
-        out: dict[str, list[dict[str, Any]]] = {}
-        for title, (clause, params) in queries.items():
-            sql = (
-                f"SELECT * FROM audit_events WHERE {clause} "  # noqa: S608 - fixed clauses
-                f"ORDER BY time DESC, id DESC LIMIT {int(limit)}"
-            )
-            out[title] = self._rows(sql, list(params))
-        return out
+        return self.backend.anomalies(limit)
