@@ -15,10 +15,11 @@ start keeps the admin's ``start_timeout`` (the spawner times it separately).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from traitlets import Float, Integer
 from traitlets.config import Configurable
@@ -32,6 +33,7 @@ from sovereign_hub.policy import (
     cached_policy,
 )
 from sovereign_hub.refusals import SpawnRefused
+from sovereign_hub.reporting import SessionEventKind
 
 from .clusterview import ClusterView, pods_everywhere
 from .fairqueue import Pool, Waiter
@@ -62,6 +64,25 @@ def _minutes(seconds: float) -> str:
 
 class GpuQueueing(Configurable):
     """Spawner mixin: wait for a GPU in a fair queue rather than be refused."""
+
+    if TYPE_CHECKING:
+        # What it uses of the spawner it is mixed into: KubeSpawner's and SovereignSpawner's.
+        log: logging.Logger
+        user: Any
+        orm_spawner: Any
+        namespace: str
+        cluster_secrets_dir: str
+        ledger: GpuLedger
+        reflectors: ClassVar[dict[tuple[Any, ...], Any]]
+        _log_name: str
+        _start_future: asyncio.Future[Any] | None
+
+        @property
+        def _key(self) -> tuple[str, str]: ...
+        def _report(
+            self, kind: SessionEventKind, *, required: bool = False, **fields: Any
+        ) -> None: ...
+        def get_state(self) -> dict[str, Any]: ...
 
     queue_update_interval = Float(
         2.0,
@@ -112,7 +133,7 @@ class GpuQueueing(Configurable):
 
     @property
     def waiting_room(self) -> WaitingRoom:
-        return room_for(self.ledger)  # type: ignore[attr-defined]
+        return room_for(self.ledger)
 
     def queue_timeout(self, policy_file: str) -> None:
         """Give JupyterHub's start timeout room for the longest wait the policy allows."""
@@ -133,19 +154,19 @@ class GpuQueueing(Configurable):
             self._restore_saved_places()
         # Every cluster of the policy, whichever one this spawner faces now.
         view = _VIEWS.setdefault(room, ClusterView())
-        view.follow(policy, self.cluster_secrets_dir, self.namespace)  # type: ignore[attr-defined]
+        view.follow(policy, self.cluster_secrets_dir, self.namespace)
         view.max_age = self.gpu_queue_view_max_age
         room.list_nodes, room.outage = view.list_nodes, view.outage
-        reflectors = type(self).reflectors  # type: ignore[attr-defined]
+        reflectors = type(self).reflectors
         # The pod reflector shows user pods only; placeholders come from the view's listing.
         room.pods = lambda: [*pods_everywhere(reflectors), *view.placeholders()]
         room.user_priority = self.gpu_queue_user_priority
         room.node_start_seconds = self.gpu_queue_node_start_seconds
-        key = self._key  # type: ignore[attr-defined]
+        key = self._key
         try:
             joined = room.join(key, identity, request, policy)
         except AlreadyQueued as exc:
-            self._report("spawn_denied", reasons=(("gpu_already_queued", str(exc)),))  # type: ignore[attr-defined]
+            self._report("spawn_denied", reasons=(("gpu_already_queued", str(exc)),))
             raise SpawnRefused(409, str(exc)) from None
         if not isinstance(joined, Ticket):
             self._queue_phase = "done"
@@ -189,12 +210,12 @@ class GpuQueueing(Configurable):
             "a spawn wait. Try again later, or choose another profile or region."
         )
 
-    def _report_queue(self, kind: str, waiter: Waiter, **fields: Any) -> None:
+    def _report_queue(self, kind: SessionEventKind, waiter: Waiter, **fields: Any) -> None:
         waited = max(0.0, time.time() - waiter.since)
         if kind != "gpu_queued":
             outcome = {"gpu_admitted": "admitted"}.get(kind, fields.get("detail", "cancelled"))
             WAIT_SECONDS.labels(waiter.pool.gpu_type, waiter.pool.region, outcome).observe(waited)
-        self._report(  # type: ignore[attr-defined]
+        self._report(
             kind,
             profile=waiter.profile,
             region=waiter.pool.region,
@@ -207,7 +228,7 @@ class GpuQueueing(Configurable):
 
     async def queue_progress(self) -> AsyncIterator[dict[str, Any]]:
         """Position and estimated wait, every ``queue_update_interval`` while the spawn waits."""
-        started = self._start_future  # type: ignore[attr-defined]
+        started = self._start_future
         while self._queue_phase is None and started is not None and not started.done():
             await asyncio.sleep(0.1)
         shown = None
@@ -220,7 +241,7 @@ class GpuQueueing(Configurable):
 
     def queue_message(self) -> str | None:
         """What the user reads while waiting: position in line and estimated wait."""
-        room, key = self.waiting_room, self._key  # type: ignore[attr-defined]
+        room, key = self.waiting_room, self._key
         place, ticket = room.place(key), self._ticket
         if place is None or ticket is None:
             return None
@@ -246,7 +267,7 @@ class GpuQueueing(Configurable):
     # -- persisted place -----------------------------------------------------------
     def queue_state(self) -> dict[str, Any] | None:
         """The waiting place for the spawner's persisted state; None when not waiting."""
-        waiter = self.waiting_room.queue.get(self._key)  # type: ignore[attr-defined]
+        waiter = self.waiting_room.queue.get(self._key)
         if self._ticket is None or waiter is None:
             return None
         return {"waiter": waiter.to_state(), "clock": self.waiting_room.queue.to_state(),
@@ -260,7 +281,7 @@ class GpuQueueing(Configurable):
             waiter = Waiter.from_state(saved["waiter"])
             self.waiting_room.restore(waiter, saved.get("clock") or {}, float(saved["maxWait"]))
         except (KeyError, ValueError, TypeError):
-            self.log.warning("ignoring an unreadable GPU queue place of %s", self._log_name)  # type: ignore[attr-defined]
+            self.log.warning("ignoring an unreadable GPU queue place of %s", self._log_name)
 
     def _restore_saved_places(self) -> None:
         """After a hub restart, put back every place saved in the database, in its order.
@@ -273,20 +294,20 @@ class GpuQueueing(Configurable):
         from jupyterhub import orm  # the hub's own models: only inside a hub
 
         try:
-            for row in self.user.db.query(orm.Spawner):  # type: ignore[attr-defined]
+            for row in self.user.db.query(orm.Spawner):
                 saved = ((row.state or {}).get("sovereign") or {}).get("queued")
                 if saved and row.user is not None:
                     self.restore_queue_place(saved)
         except Exception:
-            self.log.exception("could not restore the GPU queue from the hub database")  # type: ignore[attr-defined]
+            self.log.exception("could not restore the GPU queue from the hub database")
 
     def _save_queue_state(self) -> None:
         # JupyterHub saves state only after start() returns; a place must outlive a restart.
         try:
-            self.orm_spawner.state = self.get_state()  # type: ignore[attr-defined]
-            self.user.db.commit()  # type: ignore[attr-defined]
+            self.orm_spawner.state = self.get_state()
+            self.user.db.commit()
         except Exception:
-            self.log.exception("could not save the GPU queue place of %s", self._log_name)  # type: ignore[attr-defined]
+            self.log.exception("could not save the GPU queue place of %s", self._log_name)
 
     def gpu_released(self, allocation: Allocation | None) -> None:
         """A server stopped: its GPUs (if any) go to the next waiters."""
@@ -294,4 +315,4 @@ class GpuQueueing(Configurable):
         if allocation is not None and allocation.gpu_type:
             pool = Pool(allocation.gpu_type, allocation.region)
             ran = time.time() - allocation.started
-        self.waiting_room.released(self._key, pool, ran)  # type: ignore[attr-defined]
+        self.waiting_room.released(self._key, pool, ran)
