@@ -20,8 +20,12 @@ from .kube.cluster import Cluster
 class Gateway:
     """``sovereign-gateway`` as a process for ``cluster``'s namespace: its server certificate
     and key are ``tls["cert"]``/``tls["key"]``, and it admits clients whose certificate
-    ``client_ca`` signed (``extra_args``: more options, such as ``--client-name``). Returns
-    once the gateway has listed the namespace's pods."""
+    ``client_ca`` signed (``extra_args``: more options, such as ``--client-name``). With
+    ``entry_tls`` (a certificate for ``localhost``) it also serves the region's entry point
+    for browsers at :attr:`public_url`, ``https://localhost:<port>``: another host than the
+    hub's ``127.0.0.1`` to a browser, so their cookies stay apart, as on two real hosts;
+    ``hub_url`` is the hub's, named to browsers it cannot serve. Returns once the gateway
+    has listed the namespace's pods."""
 
     def __init__(
         self,
@@ -30,9 +34,25 @@ class Gateway:
         client_ca: Path,
         log: Path,
         extra_args: Sequence[str] = (),
+        *,
+        entry_tls: dict[str, Path] | None = None,
+        hub_url: str = "",
     ) -> None:
         self.port, self.health = free_port(), free_port()
         self.url = f"https://127.0.0.1:{self.port}"
+        self.public_url: str | None = None
+        if entry_tls is not None:
+            entry_port = free_port()
+            self.public_url = f"https://localhost:{entry_port}"
+            extra_args = [
+                *extra_args,
+                "--public-ip", "127.0.0.1",
+                "--public-port", str(entry_port),
+                "--public-tls-cert", str(entry_tls["cert"]),
+                "--public-tls-key", str(entry_tls["key"]),
+                "--public-url", self.public_url,
+                "--hub-url", hub_url,
+            ]  # fmt: skip
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         argv = [
