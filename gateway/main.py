@@ -22,6 +22,7 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
 from .entry import make_entry_app
+from .incluster import SERVICEACCOUNT_DIR, incluster_client
 from .proxy import (
     AccessLog,
     RenewedFiles,
@@ -79,16 +80,21 @@ def parser() -> argparse.ArgumentParser:
         "--hub-url", default="", help="the hub's public URL, named to browsers it cannot serve"
     )
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster ServiceAccount)")
+    p.add_argument(
+        "--serviceaccount-dir",
+        default=SERVICEACCOUNT_DIR,
+        help="without --kubeconfig: the folder with the ServiceAccount's token and ca.crt "
+        f"(default {SERVICEACCOUNT_DIR}); the API server is KUBERNETES_SERVICE_HOST and _PORT",
+    )
     p.add_argument("--base-url", default="/", help="the hub's base URL (default /)")
     p.add_argument("--selector", default=SELECTOR, help=f"pod label selector ({SELECTOR})")
     return p
 
 
-async def _api(kubeconfig: str | None) -> ApiClient:
-    if kubeconfig:
-        return await kube_config.new_client_from_config(config_file=kubeconfig)
-    kube_config.load_incluster_config()
-    return ApiClient()
+async def _api(args: argparse.Namespace) -> ApiClient:
+    if args.kubeconfig:
+        return await kube_config.new_client_from_config(config_file=args.kubeconfig)
+    return incluster_client(args.serviceaccount_dir)
 
 
 async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
@@ -102,7 +108,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
             "give the hub proxy's certificate name unless that CA signs nothing else"
         )
     table = RouteTable(args.base_url)
-    async with await _api(args.kubeconfig) as client:
+    async with await _api(args) as client:
         follower = PodFollower(CoreV1Api(client), args.namespace, table, selector=args.selector)
         following = asyncio.create_task(follower.run())
         renewed = [RenewedFiles(tls, args.tls_cert, args.tls_key, args.client_ca)]

@@ -4,10 +4,12 @@ ServiceAccount)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -24,8 +26,10 @@ class Gateway:
     ``entry_tls`` (a certificate for ``localhost``) it also serves the region's entry point
     for browsers at :attr:`public_url`, ``https://localhost:<port>``: another host than the
     hub's ``127.0.0.1`` to a browser, so their cookies stay apart, as on two real hosts;
-    ``hub_url`` is the hub's, named to browsers it cannot serve. Returns once the gateway
-    has listed the namespace's pods."""
+    ``hub_url`` is the hub's, named to browsers it cannot serve. With
+    ``serviceaccount_dir`` (a ``token`` and ``ca.crt``) it logs in as a pod in the cluster
+    does, not with the cluster's kubeconfig. Returns once the gateway has listed the
+    namespace's pods."""
 
     def __init__(
         self,
@@ -37,6 +41,7 @@ class Gateway:
         *,
         entry_tls: dict[str, Path] | None = None,
         hub_url: str = "",
+        serviceaccount_dir: Path | None = None,
     ) -> None:
         self.port, self.health = free_port(), free_port()
         self.url = f"https://127.0.0.1:{self.port}"
@@ -58,7 +63,8 @@ class Gateway:
         argv = [
             str(BIN / "sovereign-gateway"),
             "--namespace", cluster.namespace,
-            "--kubeconfig", str(cluster.kubeconfig),
+            *(("--serviceaccount-dir", str(serviceaccount_dir)) if serviceaccount_dir
+              else ("--kubeconfig", str(cluster.kubeconfig))),
             "--ip", "127.0.0.1",
             "--port", str(self.port),
             "--health-port", str(self.health),
@@ -67,8 +73,14 @@ class Gateway:
             "--client-ca", str(client_ca),
             *extra_args,
         ]  # fmt: skip
+        env = dict(os.environ)
+        if serviceaccount_dir is not None:  # as the kubelet sets them in every container
+            server = urlsplit(cluster.server)
+            env["KUBERNETES_SERVICE_HOST"] = str(server.hostname)
+            env["KUBERNETES_SERVICE_PORT"] = str(server.port)
         self.process = subprocess.Popen(  # noqa: S603 - our venv's own entry point
             argv,
+            env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
