@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import ssl
 from pathlib import Path
 
@@ -184,3 +185,38 @@ async def test_the_hubs_client_trusts_only_the_gateways_ca_not_the_systems(tmp_p
     assert await status_of(gateways) == 200
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         await status_of(system)
+
+
+async def test_the_hubs_client_uses_a_renewed_certificate_from_the_next_connection(pki, tmp_path):
+    """The Secret's files are swapped (as a Secret volume swaps them) for a certificate the
+    gateway's client CA signed: the hub's next connection presents it, with no restart."""
+    clients, server = pki
+    stranger = CA(tmp_path / "old", "a CA the gateway does not trust")
+    folder = tmp_path / "hub-client"
+    folder.mkdir()
+    cert, key = folder / "tls.crt", folder / "tls.key"
+
+    def install(pair: tuple[str, str]) -> None:
+        for source, target in zip(pair, (cert, key), strict=True):
+            new = target.with_suffix(".new")
+            new.write_bytes(Path(source).read_bytes())
+            os.replace(new, target)
+
+    install(stranger.leaf("old", cn="hub-proxy", dns=("hub-proxy",)))
+    context = client_context(GatewayTLS(cert=str(cert), key=str(key), ca=str(server["ca"])))
+    runner, port = await _serve(pki, ["hub-proxy"])
+
+    async def status() -> int:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+            session.get(f"https://127.0.0.1:{port}/user/nobody/") as response,
+        ):
+            return response.status
+
+    try:
+        with pytest.raises(aiohttp.ClientError):  # refused in the handshake
+            await status()
+        install(clients.leaf("renewed", cn="hub-proxy", dns=("hub-proxy",)))
+        assert await status() == 503  # admitted: no such server yet
+    finally:
+        await runner.cleanup()
