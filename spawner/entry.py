@@ -74,6 +74,9 @@ class RegionalEntry(Configurable):
     name: str
     log: Any
 
+    _jupyterhub_public_url: str | None = None
+    """JupyterHub's own ``public_url`` for this server, while an entry point's replaces it."""
+
     def entry_point(self) -> str | None:
         """The regional entry point of this server's cluster, or None."""
         gateway = self._cluster.gateway if self._cluster else None
@@ -93,6 +96,8 @@ class RegionalEntry(Configurable):
         entry = self.entry_point()
         if entry is not None:
             self._hub_origin(entry)  # refuse before the pod is made, not after
+            if self._jupyterhub_public_url is None:
+                self._jupyterhub_public_url = self.public_url
             self.public_url = on_host(entry, self.user.server_url(self.name))
             client = getattr(self.orm_spawner, "oauth_client", None)
             if client is not None and client.redirect_uri.startswith("/"):
@@ -101,8 +106,8 @@ class RegionalEntry(Configurable):
                 if (session := object_session(client)) is not None:
                     session.commit()  # JupyterHub's rule: commit before the next await
             self.log.info("%s's server is served at %s", self.user.name, self.public_url)
-        else:
-            self.public_url = self.user.public_url(self.name)  # JupyterHub's own, as it set it
+        elif self._jupyterhub_public_url is not None:  # an earlier spawn's entry point
+            self.public_url, self._jupyterhub_public_url = self._jupyterhub_public_url, None
         return await super().get_pod_manifest()  # type: ignore[misc]
 
     def get_env(self) -> dict[str, str]:
