@@ -243,29 +243,6 @@ def test_the_sandbox_reaches_the_us_region_through_its_gateway(tmp_path):
     assert running["proc"].returncode == 0
 
 
-def test_the_sandbox_serves_the_us_region_at_its_gateways_entry_point(tmp_path):
-    """`--gateway-entry`: the US gateway also serves the region's entry point on
-    https://localhost:<port>; bob's browser, sent to /user/bob/lab on the hub's host, ends at
-    the entry point after the hub's OAuth, and JupyterLab's API answers there."""
-    running = launch(tmp_path, "--region-cluster", "us", "--gateway", "--gateway-entry")
-    try:
-        url, banner = running["url"], running["banner"]
-        match = re.search(r"at its entry point (https://\S+) \(certificate from the sandbox CA "
-                          r"(\S+)\);", banner)  # fmt: skip
-        assert match, banner
-        entry, ca = match.groups()
-        bob, _ = login(url, "bob")
-        bob.trust_env = False  # so that Session.verify, not REQUESTS_CA_BUNDLE, is used
-        bob.verify = ca
-        start_from_the_form(bob, url, "bob", "cpu-small", "us")
-        lab = bob.get(f"{url}/user/bob/lab", timeout=30)
-        assert lab.url.startswith(f"{entry}/user/bob/lab"), lab.url
-        assert bob.get(f"{entry}/user/bob/api/status", timeout=30).status_code == 200
-    finally:
-        interrupt(running["proc"])
-    assert running["proc"].returncode == 0
-
-
 def test_the_sandbox_refuses_a_gateway_without_a_region_cluster(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "sovereign_hub.sandbox", "--state-dir", str(tmp_path), "--gateway"],
