@@ -15,11 +15,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from sovereign_hub.sandbox.hubprocess import CHP, Hub, free_port
 from sovereign_hub.sandbox.tls import local_certificates
 from tests.test_gateway_clients import CA
+
+pytestmark = pytest.mark.integration  # it starts a hub and its proxy: not for `make unit`
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):
