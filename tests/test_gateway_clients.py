@@ -72,6 +72,15 @@ class CA:
         return str(cert_path), str(key_path)
 
 
+def install(pair: tuple[str, str], cert: Path, key: Path) -> None:
+    """Put a (certificate, key) pair at ``cert`` and ``key`` as a Secret volume does: each a
+    new file renamed over the old."""
+    for source, target in zip(pair, (cert, key), strict=True):
+        new = target.with_suffix(".new")
+        new.write_bytes(Path(source).read_bytes())
+        os.replace(new, target)
+
+
 @pytest.mark.parametrize(
     ("peercert", "allowed", "ok"),
     [
@@ -195,14 +204,7 @@ async def test_the_hubs_client_uses_a_renewed_certificate_from_the_next_connecti
     folder = tmp_path / "hub-client"
     folder.mkdir()
     cert, key = folder / "tls.crt", folder / "tls.key"
-
-    def install(pair: tuple[str, str]) -> None:
-        for source, target in zip(pair, (cert, key), strict=True):
-            new = target.with_suffix(".new")
-            new.write_bytes(Path(source).read_bytes())
-            os.replace(new, target)
-
-    install(stranger.leaf("old", cn="hub-proxy", dns=("hub-proxy",)))
+    install(stranger.leaf("old", cn="hub-proxy", dns=("hub-proxy",)), cert, key)
     context = client_context(GatewayTLS(cert=str(cert), key=str(key), ca=str(server["ca"])))
     runner, port = await _serve(pki, ["hub-proxy"])
 
@@ -216,7 +218,7 @@ async def test_the_hubs_client_uses_a_renewed_certificate_from_the_next_connecti
     try:
         with pytest.raises(aiohttp.ClientError):  # refused in the handshake
             await status()
-        install(clients.leaf("renewed", cn="hub-proxy", dns=("hub-proxy",)))
+        install(clients.leaf("renewed", cn="hub-proxy", dns=("hub-proxy",)), cert, key)
         assert await status() == 503  # admitted: no such server yet
     finally:
         await runner.cleanup()

@@ -9,18 +9,16 @@ the proxy's TLS handshake, and a gateway would also need a cluster to start.
 from __future__ import annotations
 
 import http.server
-import os
 import ssl
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from sovereign_hub.sandbox.hubprocess import CHP, Hub, free_port
 from sovereign_hub.sandbox.tls import local_certificates
-from tests.test_gateway_clients import CA
+from tests.test_gateway_clients import CA, install
 
 pytestmark = pytest.mark.integration  # it starts a hub and its proxy: not for `make unit`
 
@@ -44,13 +42,7 @@ def test_the_proxy_presents_a_renewed_client_certificate_after_its_restart(tmp_p
     folder.mkdir()
     cert, key = folder / "tls.crt", folder / "tls.key"
 
-    def install(pair: tuple[str, str]) -> None:
-        for source, target in zip(pair, (cert, key), strict=True):
-            new = target.with_suffix(".new")
-            new.write_bytes(Path(source).read_bytes())
-            os.replace(new, target)  # as a Secret volume swaps its files
-
-    install(stranger.leaf("old", cn="hub-proxy", dns=("hub-proxy",)))
+    install(stranger.leaf("old", cn="hub-proxy", dns=("hub-proxy",)), cert, key)
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(trusted.path))
     context.load_cert_chain(server_tls["cert"], server_tls["key"])
@@ -76,7 +68,7 @@ def test_the_proxy_presents_a_renewed_client_certificate_after_its_restart(tmp_p
         refused = requests.get(url, timeout=30)
         assert refused.status_code >= 500  # the stand-in refused the old certificate
 
-        install(trusted.leaf("renewed", cn="hub-proxy", dns=("hub-proxy",)))
+        install(trusted.leaf("renewed", cn="hub-proxy", dns=("hub-proxy",)), cert, key)
         deadline = time.monotonic() + 60
         while True:
             try:  # the proxy's port is closed for a moment while it restarts
