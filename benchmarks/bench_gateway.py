@@ -10,7 +10,9 @@ TLS between the proxy and the gateway). Measured in the same run, alternating th
    the ratio gateway / direct: what the gateway adds (JupyterHub's readiness check over
    TLS, and the time for the pod's route to reach the gateway through its watch);
 2. proxy throughput: ``GET /user/<u>/api/status`` through the hub's proxy, 8 at a time,
-   requests/s per mode and the ratio gateway / direct.
+   requests/s per mode and the ratio gateway / direct;
+3. the same requests for the gateway's server at the region's entry point (the gateway's
+   listener for browsers, no hub proxy), and the ratio entry point / gateway.
 
 Run: `python benchmarks/bench_gateway.py [--rounds N] [--requests N] [--json]`.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import statistics
 import tempfile
 import time
@@ -49,7 +52,7 @@ def hub_for(tmp: Path, eu: Cluster, us: Cluster, usgw: Cluster, gateway: Gateway
         "cluster": {
             "name": "us-west",
             "kubeconfig": str(usgw.kubeconfig),
-            "gateway": {"url": gateway.url},
+            "gateway": {"url": gateway.url, "publicUrl": gateway.public_url},
         },
     }
     doc["profiles"]["cpu-small"]["regions"] = ["eu", "us", "usgw"]
@@ -59,11 +62,16 @@ def hub_for(tmp: Path, eu: Cluster, us: Cluster, usgw: Cluster, gateway: Gateway
         "from sovereign_hub.gateway.hub import GatewayTLS, configure_hub",
         f"configure_hub(c, GatewayTLS(cert={str(client['cert'])!r}, "
         f"key={str(client['key'])!r}, ca={str(certs['gateway']['ca'])!r}), [{str(CHP)!r}])",
+        # The entry point needs the hub's public URL; the test hub's is its bind URL.
+        "c.JupyterHub.public_url = c.JupyterHub.bind_url + '/'",
     ))  # fmt: skip
 
 
-async def throughput(url: str, token: str, requests: int, concurrency: int = 8) -> float:
-    """Requests per second for ``requests`` GETs of ``url``, ``concurrency`` at a time."""
+async def throughput(
+    url: str, token: str, requests: int, concurrency: int = 8, ca: Path | None = None
+) -> float:
+    """Requests per second for ``requests`` GETs of ``url``, ``concurrency`` at a time (an
+    https ``url`` verified against ``ca``)."""
     headers = {"Authorization": f"token {token}"}
     left = requests
 
@@ -76,7 +84,8 @@ async def throughput(url: str, token: str, requests: int, concurrency: int = 8) 
                     raise RuntimeError(f"{url}: {response.status}")
                 await response.read()
 
-    async with aiohttp.ClientSession(headers=headers) as session:
+    connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(ca))) if ca else None
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         began = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         return requests / (time.perf_counter() - began)
@@ -89,17 +98,18 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     spawn: dict[str, list[float]] = {mode: [] for mode in MODES}
-    rate: dict[str, list[float]] = {mode: [] for mode in MODES}
+    rate: dict[str, list[float]] = {mode: [] for mode in (*MODES, "entry")}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         certs = {
             n: local_certificates(tmp / "tls" / n, common_name=f"{n} CA")
-            for n in ("gateway", "hub-client")
+            for n in ("gateway", "hub-client", "entry")
         }
         eu = cluster(tmp, "eu", "eu-central-1", NODE)
         us = cluster(tmp, "us", "us-east-1", NODE)
         usgw = cluster(tmp, "usgw", "us-west-1", NODE)
-        gateway = Gateway(usgw, certs["gateway"], certs["hub-client"]["ca"], tmp / "gw.log")
+        gateway = Gateway(usgw, certs["gateway"], certs["hub-client"]["ca"], tmp / "gw.log",
+                          entry_tls=certs["entry"])  # fmt: skip
         hub = hub_for(tmp, eu, us, usgw, gateway, certs)
         try:
             users = [f"u{i}" for i in range(args.rounds * len(MODES))]
@@ -113,6 +123,11 @@ def main() -> None:
                     token = hub.api("POST", f"/users/{user}/tokens", json={}).json()["token"]
                     url = f"{hub.url}/user/{user}/api/status"
                     rate[mode].append(asyncio.run(throughput(url, token, args.requests)))
+                    if mode == "gateway":  # the same server, at the region's entry point
+                        url = f"{gateway.public_url}/user/{user}/api/status"
+                        rate["entry"].append(asyncio.run(
+                            throughput(url, token, args.requests, ca=certs["entry"]["ca"])
+                        ))  # fmt: skip
         finally:
             hub.stop()
             gateway.stop()
@@ -129,6 +144,8 @@ def main() -> None:
         "proxy_rps_direct": round(rps["direct"], 1),
         "proxy_rps_gateway": round(rps["gateway"], 1),
         "ratio_rps_gateway_over_direct": round(rps["gateway"] / rps["direct"], 3),
+        "entry_rps": round(rps["entry"], 1),
+        "ratio_rps_entry_over_gateway": round(rps["entry"] / rps["gateway"], 3),
     }
     if args.json:
         print(json.dumps(result))
@@ -139,6 +156,8 @@ def main() -> None:
     print(f"proxy throughput, direct:        {rps['direct']:.1f} req/s (8 at a time)")
     print(f"proxy throughput, gateway:       {rps['gateway']:.1f} req/s")
     print(f"ratio gateway / direct:          {result['ratio_rps_gateway_over_direct']:.2f}x")
+    print(f"at the region's entry point:     {rps['entry']:.1f} req/s (no hub proxy)")
+    print(f"ratio entry point / gateway:     {result['ratio_rps_entry_over_gateway']:.2f}x")
 
 
 if __name__ == "__main__":

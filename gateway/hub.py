@@ -19,8 +19,13 @@ targets, unlike a bearer header, which the proxy would add to every request.
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
 from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,16 +47,66 @@ def proxy_args(tls: GatewayTLS) -> list[str]:
 
 
 class _ConfigContext(ssl.SSLContext):
-    """An SSL context that can sit in traitlets config: traitlets deep-copies config values,
-    and an SSL context cannot be copied (it is shared, as it is meant to be)."""
+    """An SSL context that can sit in traitlets config, and that takes renewed files.
+
+    Traitlets deep-copies config values, and an SSL context cannot be copied (it is
+    shared, as it is meant to be). Before each new connection (``wrap_socket``,
+    ``wrap_bio``: tornado's and asyncio's ways in) it compares the files' (inode,
+    mtime, size) with those it loaded, and loads them again when one changed, so a
+    renewed client certificate (cert-manager, a Secret volume's swap) is used from the
+    next connection on, with no restart. A half-written pair (a key that does not match
+    the certificate) keeps the old one until the next connection. A new CA bundle is
+    added to those trusted; removing trust takes a restart of the hub.
+    """
+
+    _files: tuple[str, str, str] = ("", "", "")
+    _seen: tuple[tuple[int, int, int], ...] = ()
 
     def __deepcopy__(self, memo: dict[int, object]) -> _ConfigContext:
         return self
 
+    def follow(self, tls: GatewayTLS) -> None:
+        """Load ``tls``'s files now, and again whenever they change."""
+        self._files = (tls.cert, tls.key, tls.ca)
+        self.load_verify_locations(cafile=tls.ca)
+        self.load_cert_chain(tls.cert, tls.key)
+        self._seen = self._stats()
+
+    def _stats(self) -> tuple[tuple[int, int, int], ...]:
+        stats = []
+        for path in self._files:
+            info = os.stat(path)
+            stats.append((info.st_ino, info.st_mtime_ns, info.st_size))
+        return tuple(stats)
+
+    def renew(self) -> bool:
+        """Load the files again if they changed since last loaded; whether they were."""
+        try:
+            now = self._stats()
+            if now == self._seen:
+                return False
+            cert, key, ca = self._files
+            self.load_cert_chain(cert, key)
+            self.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, OSError) as exc:  # a swap caught half-way
+            log.warning("renewed gateway client files not loaded yet: %s", type(exc).__name__)
+            return False
+        self._seen = now
+        log.info("the hub's gateway client certificate was renewed: in use for new connections")
+        return True
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        self.renew()
+        return super().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        self.renew()
+        return super().wrap_bio(*args, **kwargs)
+
 
 def client_context(tls: GatewayTLS) -> ssl.SSLContext:
     """The hub's HTTP client context: trusts only the gateways' CA bundle, with the hub's
-    client certificate ready for a gateway that asks.
+    client certificate ready for a gateway that asks, both re-read when renewed.
 
     Only that bundle, not the system's CAs as well, for two reasons: a server the hub
     waits for must present a certificate from the gateways' CA, not any public one (a
@@ -62,14 +117,18 @@ def client_context(tls: GatewayTLS) -> ssl.SSLContext:
     are plain http, or use ``internal_ssl``, which sets its own context).
     """
     context = _ConfigContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the peer and its host name
-    context.load_verify_locations(cafile=tls.ca)
-    context.load_cert_chain(tls.cert, tls.key)
+    context.follow(tls)
     return context
 
 
 def configure_hub(c: object, tls: GatewayTLS, proxy_command: list[str]) -> None:
     """Set the hub's config ``c`` to reach gateways with ``tls``: the proxy started as
-    ``proxy_command`` plus :func:`proxy_args`, and JupyterHub's HTTP client with
+    ``proxy_command`` plus :func:`proxy_args` (and restarted when the files are renewed:
+    :mod:`sovereign_hub.renewingproxy`), and JupyterHub's HTTP client with
     :func:`client_context`."""
     c.ConfigurableHTTPProxy.command = [*proxy_command, *proxy_args(tls)]  # type: ignore[attr-defined]
+    # The proxy reads the files once: restart it when they are renewed (by name, so this
+    # module imports nothing of JupyterHub).
+    c.JupyterHub.proxy_class = "sovereign_hub.renewingproxy.RenewingProxy"  # type: ignore[attr-defined]
+    c.RenewingProxy.client_files = [tls.cert, tls.key, tls.ca]  # type: ignore[attr-defined]
     c.JupyterHubHTTPClient.connector_options = {"ssl": client_context(tls)}  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import aiohttp
@@ -48,6 +48,7 @@ WS_HANDSHAKE = frozenset({
 TABLE: web.AppKey[RouteTable] = web.AppKey("table", RouteTable)
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
 CLIENT_NAMES: web.AppKey[frozenset[str]] = web.AppKey("client_names", frozenset)
+PUBLIC_URL: web.AppKey[str] = web.AppKey("public_url", str)
 
 
 def server_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
@@ -56,6 +57,16 @@ def server_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
     context.load_cert_chain(cert, key)
     context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def public_context(cert: str, key: str) -> ssl.SSLContext:
+    """TLS for the entry point for browsers: serve ``cert``/``key``, ask for no client
+    certificate, TLS 1.2 at least."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_NONE
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -70,7 +81,7 @@ class RenewedFiles:
     dropped by a restart (a rollout), which is what removing trust should take.
     """
 
-    def __init__(self, context: ssl.SSLContext, cert: str, key: str, client_ca: str) -> None:
+    def __init__(self, context: ssl.SSLContext, cert: str, key: str, client_ca: str | None) -> None:
         self.context, self.cert, self.key, self.client_ca = context, cert, key, client_ca
         self.seen = self._stats()
 
@@ -79,7 +90,8 @@ class RenewedFiles:
             info = os.stat(path)
             return (info.st_ino, info.st_mtime_ns, info.st_size)
 
-        return (stat(self.cert), stat(self.key), stat(self.client_ca))
+        files = (self.cert, self.key) + ((self.client_ca,) if self.client_ca else ())
+        return tuple(stat(path) for path in files)
 
     def check(self) -> bool:
         """Reload when a file changed; whether it did. A half-written pair (a key that does
@@ -89,7 +101,8 @@ class RenewedFiles:
             return False
         try:
             self.context.load_cert_chain(self.cert, self.key)
-            self.context.load_verify_locations(cafile=self.client_ca)
+            if self.client_ca:
+                self.context.load_verify_locations(cafile=self.client_ca)
         except (ssl.SSLError, OSError) as exc:
             log.warning("renewed TLS files not loaded yet: %s", type(exc).__name__)
             return False
@@ -134,11 +147,14 @@ async def _pump(
     await close()
 
 
-async def _websocket(request: web.Request, url: str) -> web.StreamResponse:
+async def _websocket(
+    request: web.Request, url: str, extra: Mapping[str, str] | None = None
+) -> web.StreamResponse:
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]
     headers = _forwarded(request.headers, drop=WS_HANDSHAKE)
+    headers.update(extra or {})
     try:
         upstream = await request.app[SESSION].ws_connect(
             url, headers=headers, protocols=protocols, autoping=True
@@ -162,12 +178,16 @@ async def _websocket(request: web.Request, url: str) -> web.StreamResponse:
     return downstream
 
 
-async def _http(request: web.Request, url: str) -> web.StreamResponse:
+async def _http(
+    request: web.Request, url: str, extra: Mapping[str, str] | None = None
+) -> web.StreamResponse:
+    headers = _forwarded(request.headers)
+    headers.update(extra or {})
     try:
         upstream = await request.app[SESSION].request(
             request.method,
             url,
-            headers=_forwarded(request.headers),
+            headers=headers,
             data=request.content if request.body_exists else None,
             allow_redirects=False,
             auto_decompress=False,
@@ -213,10 +233,33 @@ async def route(request: web.Request) -> web.StreamResponse:
                 headers={"Retry-After": str(RETRY_AFTER)},
             )
         return web.json_response({"message": "not a server's path"}, status=404)
-    url = found.target + request.raw_path
+    public = request.app[PUBLIC_URL]
+    if public and _browser_visit(request):
+        # The region has an entry point for browsers: send them there, so their session
+        # (and the OAuth dance that starts it) stays in the region. Only a redirect crosses.
+        raise web.HTTPFound(public + request.raw_path)
+    return await forward(request, found.target + request.raw_path)
+
+
+async def forward(
+    request: web.Request, url: str, extra: Mapping[str, str] | None = None
+) -> web.StreamResponse:
+    """Relay ``request`` (HTTP or WebSocket) to ``url`` on a pod, with ``extra`` headers."""
     if _is_websocket(request):
-        return await _websocket(request, url.replace("http://", "ws://", 1))
-    return await _http(request, url)
+        return await _websocket(request, url.replace("http://", "ws://", 1), extra)
+    return await _http(request, url, extra)
+
+
+def _browser_visit(request: web.Request) -> bool:
+    """A request a browser would make, sent by the hub's proxy: a GET or HEAD with no
+    ``Authorization`` header, not a WebSocket. Such a request can carry no session for the
+    server (its cookie is the regional host's), so redirecting it loses nothing; a client
+    with a token keeps being served through the hub's proxy."""
+    return (
+        request.method in ("GET", "HEAD")
+        and "Authorization" not in request.headers
+        and not _is_websocket(request)
+    )
 
 
 class AccessLog(AbstractAccessLogger):
@@ -249,12 +292,24 @@ async def allowed_clients_only(
     return await handler(request)
 
 
-def make_app(table: RouteTable, client_names: Collection[str] = ()) -> web.Application:
+def make_app(
+    table: RouteTable, client_names: Collection[str] = (), public_url: str = ""
+) -> web.Application:
     """The gateway's application: every path goes through :func:`route`, for clients
-    whose certificate names one of ``client_names`` (any the CA signed, when empty)."""
+    whose certificate names one of ``client_names`` (any the CA signed, when empty). With
+    ``public_url`` (the region's entry point for browsers), a browser's visit to a running
+    server is redirected there."""
     app = web.Application(middlewares=[allowed_clients_only])
     app[TABLE] = table
     app[CLIENT_NAMES] = frozenset(client_names)
+    app[PUBLIC_URL] = public_url.rstrip("/")
+    add_session(app)
+    app.router.add_route("*", "/{tail:.*}", route)
+    return app
+
+
+def add_session(app: web.Application) -> None:
+    """Give ``app`` the client session its requests are relayed with."""
 
     async def session(app: web.Application) -> Any:
         # No cookie jar: cookies belong to the user's browser and pass through as headers.
@@ -265,8 +320,6 @@ def make_app(table: RouteTable, client_names: Collection[str] = ()) -> web.Appli
         await app[SESSION].close()
 
     app.cleanup_ctx.append(session)
-    app.router.add_route("*", "/{tail:.*}", route)
-    return app
 
 
 def health_app(ready: Callable[[], bool]) -> web.Application:

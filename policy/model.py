@@ -193,6 +193,23 @@ def _gateway_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _public_url(value: str) -> str:
+    parsed = urlsplit(value)
+    if (
+        parsed.scheme != "https"
+        or not parsed.hostname
+        or parsed.path not in ("", "/")
+        or parsed.query
+        or parsed.fragment
+    ):
+        raise _fail(
+            "url",
+            f"{value!r} is not an https URL of a regional entry point (https://host[:port], no "
+            "path): browsers send their notebook session and its cookies there",
+        )
+    return value.rstrip("/")
+
+
 class Gateway(_Model):
     """The region's gateway (``sovereign-gateway``, deployed by the regional chart): the
     hub's proxy reaches the region's notebooks through it, over mutual TLS, instead of at
@@ -201,6 +218,24 @@ class Gateway(_Model):
 
     url: Annotated[str, AfterValidator(_gateway_url)]
     """The gateway's https URL as the hub's proxy reaches it, e.g. ``https://gw.us.example``."""
+    public_url: Annotated[str, AfterValidator(_public_url)] | None = None
+    """The region's entry point for browsers, e.g. ``https://us.hub.example``: the gateway's
+    second listener, with no client certificate, where users of the region reach their
+    servers directly, so their notebook traffic stays in the region (the server itself
+    checks each request with the hub's OAuth). Omitted: browsers reach the region's servers
+    through the hub's proxy. It must differ from ``url``, whose listener takes only the
+    hub's proxy."""
+
+    @model_validator(mode="after")
+    def _two_listeners(self) -> Gateway:
+        if self.public_url is not None and urlsplit(self.public_url)[:2] == urlsplit(self.url)[:2]:
+            raise _fail(
+                "gateway",
+                f"publicUrl {self.public_url!r} is the gateway's url: the entry for browsers is "
+                "a second listener (another host or port), since the url's takes only the "
+                "hub's proxy with its client certificate",
+            )
+        return self
 
 
 class Cluster(_Model):

@@ -58,10 +58,15 @@ def split_inventory(
 
 
 def policy_with_clusters(
-    source: Path, kubeconfigs: dict[str, Path], out: Path, gateways: dict[str, str] | None = None
+    source: Path,
+    kubeconfigs: dict[str, Path],
+    out: Path,
+    gateways: dict[str, str] | None = None,
+    entries: dict[str, str] | None = None,
 ) -> Path:
     """``source`` with each region of ``kubeconfigs`` naming its cluster (and, in
-    ``gateways``, the URL of its gateway), written to ``out``."""
+    ``gateways``, the URL of its gateway; in ``entries``, of its entry point for browsers),
+    written to ``out``."""
     doc = yaml.safe_load(source.read_text())
     for region, kubeconfig in kubeconfigs.items():
         doc["regions"][region]["cluster"] = {
@@ -70,6 +75,8 @@ def policy_with_clusters(
         }
         if gateways and region in gateways:
             doc["regions"][region]["cluster"]["gateway"] = {"url": gateways[region]}
+            if entries and region in entries:
+                doc["regions"][region]["cluster"]["gateway"]["publicUrl"] = entries[region]
     out.write_text(
         f"# {source} with regions in clusters of their own (written by the sandbox)\n"
         + yaml.safe_dump(doc, sort_keys=False)

@@ -217,9 +217,25 @@ def main(argv: list[str] | None = None) -> int:
         default=str(ROOT / ".tools" / "images" / "oci"),
         help="with --runtime oci: the folder of OCI image layouts `make images` wrote",
     )
+    parser.add_argument(
+        "--gateway-entry",
+        action="store_true",
+        help="with --gateway, each gateway also serves its region's entry point for browsers "
+        "on https://localhost:<port> (another host than the hub's 127.0.0.1), so that region's "
+        "notebook traffic skips the hub's proxy",
+    )
     args = parser.parse_args(argv)
     if args.gateway and not args.region_cluster:
         print("--gateway needs at least one --region-cluster", file=sys.stderr)
+        return 2
+    if args.gateway_entry and not args.gateway:
+        print("--gateway-entry needs --gateway", file=sys.stderr)
+        return 2
+    if args.runtime == "oci" and args.region_cluster:
+        # Each cluster's pod network is its own bridge and subnet; the hub listens on one.
+        print(
+            "--runtime oci runs the hub's own cluster only, not --region-cluster", file=sys.stderr
+        )
         return 2
 
     policy = Path(args.policy).resolve()
@@ -278,8 +294,16 @@ def main(argv: list[str] | None = None) -> int:
             region: running.enter_context(Cluster(nodes, state / f"kube-{region}", **containers))
             for region, nodes in regional.items()
         }
+        hub_url = f"http://127.0.0.1:{args.port}"
         gateways = (
-            start_gateways(regional_clusters, state, running.callback) if args.gateway else {}
+            start_gateways(
+                regional_clusters,
+                state,
+                running.callback,
+                hub_url=hub_url if args.gateway_entry else None,
+            )
+            if args.gateway
+            else {}
         )
         if regional_clusters:
             policy = policy_with_clusters(
@@ -287,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 {r: c.kubeconfig for r, c in regional_clusters.items()},
                 state / "policy.yaml",
                 {r: g.url for r, g in gateways.items()},
+                {r: g.public_url for r, g in gateways.items() if g.public_url},
             )
         env = {"KUBECONFIG": str(cluster.kubeconfig), "JUPYTERHUB_CRYPT_KEY": _crypt_key(state)}
         config = hub_config(
@@ -299,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         ) + (gateway_hub_config(state) if gateways else "")
         if images is not None and cluster.network is not None:
             config += container_hub_config(cluster.network.host_ip)
+        if args.gateway_entry:
+            # The entry point sends browsers back to the hub to log in: it must know its URL.
+            config += f"c.JupyterHub.public_url = {hub_url + '/'!r}\n"
         running.callback(
             print, "\n  Stopping: hub, notebook servers, Kubernetes, identity provider…", flush=True
         )
@@ -318,6 +346,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"  its servers are reached through its gateway {gateways[region].url}"
                         f" (log: {gateways[region].log_path});\n"
                         if region in gateways
+                        else ""
+                    )
+                    + (
+                        f"  its users' browsers reach their servers at its entry point "
+                        f"{gateways[region].public_url} (certificate from the sandbox CA "
+                        f"{state / 'tls' / 'entry' / 'ca.pem'});\n"
+                        if region in gateways and gateways[region].public_url
                         else ""
                     )
                     + f"  the hub reads the policy {policy}.\n\n"
@@ -341,23 +376,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _gateway_certificates(state: Path) -> dict[str, dict[str, Path]]:
-    """A CA and certificate for the gateways, and another for the hub's client certificate."""
+    """A CA and certificate for the gateways, another for the hub's client certificate, and
+    one for the gateways' entry points (``localhost``)."""
     return {
         name: local_certificates(state / "tls" / name, common_name=f"sandbox {name} CA")
-        for name in ("gateway", "hub-client")
+        for name in ("gateway", "hub-client", "entry")
     }
 
 
 def start_gateways(
-    clusters: dict[str, Cluster], state: Path, on_exit: Callable[..., Any]
+    clusters: dict[str, Cluster],
+    state: Path,
+    on_exit: Callable[..., Any],
+    *,
+    hub_url: str | None = None,
 ) -> dict[str, Gateway]:
-    """A ``sovereign-gateway`` process per regional cluster, each stopped by ``on_exit``."""
+    """A ``sovereign-gateway`` process per regional cluster, each stopped by ``on_exit``;
+    with ``hub_url`` (the hub's), each also serves its region's entry point."""
     certs = _gateway_certificates(state)
     gateways = {}
     for region, cluster in clusters.items():
         gateway = Gateway(
-            cluster, certs["gateway"], certs["hub-client"]["ca"], state / f"gateway-{region}.log"
-        )
+            cluster, certs["gateway"], certs["hub-client"]["ca"], state / f"gateway-{region}.log",
+            entry_tls=certs["entry"] if hub_url is not None else None, hub_url=hub_url or "",
+        )  # fmt: skip
         on_exit(gateway.stop)
         gateways[region] = gateway
     return gateways

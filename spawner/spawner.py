@@ -50,6 +50,7 @@ from sovereign_hub.reporting import (
 
 from .allocating import AllocationTracking
 from .clusters import RegionalClusters, cluster_of
+from .entry import RegionalEntry
 from .form import form_context, render_form
 from .logsecrets import SecretsOutOfLogs
 from .options import OptionsError, options_from_form, parse_user_options
@@ -79,6 +80,7 @@ class SovereignSpawner(
     GpuQueueing,
     NextStartUpgrade,
     AllocationTracking,
+    RegionalEntry,
     RegionalClusters,
     ApiRetries,
     SecretsOutOfLogs,

@@ -7,6 +7,7 @@ saved under test-artifacts/ for review.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -279,5 +280,49 @@ def test_upgrade_at_next_start_from_a_running_servers_card(browser, tmp_path):
         ana.goto(f"{url}/hub/home")
         ana.wait_for_selector(".sovereign-version")
         assert ana.inner_text(".sovereign-version") == "2026.12"
+    finally:
+        interrupt(running["proc"])
+
+
+def test_us_analyst_works_at_the_regions_entry_point(browser, tmp_path):
+    """`--gateway-entry`: bob (US) signs in at the hub, starts a US server from the form and
+    lands, after the hub's OAuth, on JupyterLab at the US gateway's entry point
+    (https://localhost, another host than the hub's), where a kernel runs his cell: the
+    page, its API and the kernel's WebSocket go to the region's gateway, not the hub's
+    proxy. The sandbox CA is not the browser's, so its certificate errors are ignored."""
+    running = launch(tmp_path, "--region-cluster", "us", "--gateway", "--gateway-entry")
+    try:
+        url = running["url"]
+        match = re.search(r"at its entry point (https://\S+) \(", running["banner"])
+        assert match, running["banner"]
+        entry = match.group(1)
+        context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                      ignore_https_errors=True)  # fmt: skip
+        page = context.new_page()
+        page.goto(f"{url}/hub/oauth_login")
+        page.fill("input[name=sub]", "bob")
+        page.click("button:has-text('Authorize')")
+        page.wait_for_selector("#profile-cpu-small")
+        page.check("#profile-cpu-small")
+        page.click("#spawn_form button[type=submit]")
+        page.wait_for_url(f"{entry}/user/bob/lab**", timeout=120_000)
+        page.locator(".jp-LauncherCard[data-category='Notebook']").first.click(timeout=120_000)
+        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+        editor.wait_for(timeout=60_000)
+        page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=90_000)
+        editor.click()
+        page.keyboard.type("print(6 * 7)")
+        page.keyboard.press("Shift+Enter")
+        output = page.locator(".jp-OutputArea-output", has_text="42").first
+        try:
+            output.wait_for(timeout=90_000)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "bob-entry-point-cell-output.png"))
+        assert page.url.startswith(f"{entry}/user/bob/")
+        # The server's session cookie is the regional host's only.
+        hosts = {
+            c["domain"] for c in context.cookies() if c["name"].startswith("jupyterhub-user-bob")
+        }
+        assert hosts == {"localhost"}, hosts
     finally:
         interrupt(running["proc"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import ssl
 from pathlib import Path
 
@@ -69,6 +70,15 @@ class CA:
             serialization.NoEncryption(),
         ))  # fmt: skip
         return str(cert_path), str(key_path)
+
+
+def install(pair: tuple[str, str], cert: Path, key: Path) -> None:
+    """Put a (certificate, key) pair at ``cert`` and ``key`` as a Secret volume does: each a
+    new file renamed over the old."""
+    for source, target in zip(pair, (cert, key), strict=True):
+        new = target.with_suffix(".new")
+        new.write_bytes(Path(source).read_bytes())
+        os.replace(new, target)
 
 
 @pytest.mark.parametrize(
@@ -184,3 +194,31 @@ async def test_the_hubs_client_trusts_only_the_gateways_ca_not_the_systems(tmp_p
     assert await status_of(gateways) == 200
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         await status_of(system)
+
+
+async def test_the_hubs_client_uses_a_renewed_certificate_from_the_next_connection(pki, tmp_path):
+    """The Secret's files are swapped (as a Secret volume swaps them) for a certificate the
+    gateway's client CA signed: the hub's next connection presents it, with no restart."""
+    clients, server = pki
+    stranger = CA(tmp_path / "old", "a CA the gateway does not trust")
+    folder = tmp_path / "hub-client"
+    folder.mkdir()
+    cert, key = folder / "tls.crt", folder / "tls.key"
+    install(stranger.leaf("old", cn="hub-proxy", dns=("hub-proxy",)), cert, key)
+    context = client_context(GatewayTLS(cert=str(cert), key=str(key), ca=str(server["ca"])))
+    runner, port = await _serve(pki, ["hub-proxy"])
+
+    async def status() -> int:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+            session.get(f"https://127.0.0.1:{port}/user/nobody/") as response,
+        ):
+            return response.status
+
+    try:
+        with pytest.raises(aiohttp.ClientError):  # refused in the handshake
+            await status()
+        install(clients.leaf("renewed", cn="hub-proxy", dns=("hub-proxy",)), cert, key)
+        assert await status() == 503  # admitted: no such server yet
+    finally:
+        await runner.cleanup()

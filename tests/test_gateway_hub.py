@@ -12,6 +12,7 @@ gives the region ``cluster.gateway``, so the route's target is the gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -23,7 +24,7 @@ import requests
 import yaml
 
 from sovereign_hub.sandbox.gatewayprocess import Gateway
-from sovereign_hub.sandbox.hubprocess import CHP, Hub
+from sovereign_hub.sandbox.hubprocess import CHP, Hub, free_port
 from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.sandbox.tls import local_certificates
 from tests.conftest import ROOT
@@ -37,23 +38,32 @@ if os.environ.get("SOVEREIGN_TEST_KUBECONFIG"):
     )
 
 
-@pytest.fixture
-def setup(make_cluster, tmp_path, monkeypatch):
+@contextlib.contextmanager
+def gateway_hub(make_cluster, tmp_path, *, entry: bool = False):
     """(hub, gateway, certificates, eu, us): the EU region on the hub's own cluster, the US
-    region in its own cluster behind its gateway."""
+    region in its own cluster behind its gateway; with ``entry``, the gateway also serves
+    the region's entry point for browsers, named in the policy (``publicUrl``), and the hub
+    knows its own public URL (``JupyterHub.public_url``), as the entry point needs."""
     eu = make_cluster(_region_inventory(tmp_path, "eu-central-1"))
     us = make_cluster(_region_inventory(tmp_path, "us-east-1"))
     certs = {
         name: local_certificates(tmp_path / "tls" / name, common_name=f"{name} CA")
-        for name in ("gateway", "hub-client", "rogue")
+        for name in ("gateway", "hub-client", "rogue", "entry")
     }
-    gateway = Gateway(us, certs["gateway"], certs["hub-client"]["ca"], tmp_path / "gateway.log")
+    hub_port = free_port()
+    hub_url = f"http://127.0.0.1:{hub_port}"
+    gateway = Gateway(
+        us, certs["gateway"], certs["hub-client"]["ca"], tmp_path / "gateway.log",
+        entry_tls=certs["entry"] if entry else None, hub_url=hub_url,
+    )  # fmt: skip
     doc = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
     doc["regions"]["us"]["cluster"] = {
         "name": "us-east",
         "kubeconfig": str(us.kubeconfig),
         "gateway": {"url": gateway.url},
     }
+    if gateway.public_url:
+        doc["regions"]["us"]["cluster"]["gateway"]["publicUrl"] = gateway.public_url
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump(doc, sort_keys=False))
     client = certs["hub-client"]
@@ -62,12 +72,25 @@ def setup(make_cluster, tmp_path, monkeypatch):
         f"configure_hub(c, GatewayTLS(cert={str(client['cert'])!r}, key={str(client['key'])!r}, "
         f"ca={str(certs['gateway']['ca'])!r}), [{str(CHP)!r}])\n"
     )
-    hub = Hub(tmp_path / "hub", config, env={"KUBECONFIG": str(eu.kubeconfig)})
+    if entry:
+        config += f"c.JupyterHub.public_url = {hub_url + '/'!r}\n"
+    try:
+        hub = Hub(tmp_path / "hub", config, env={"KUBECONFIG": str(eu.kubeconfig)}, port=hub_port)
+    except BaseException:
+        gateway.stop()
+        raise
     try:
         yield hub, gateway, certs, eu, us
     finally:
         hub.stop()
         gateway.stop()
+
+
+@pytest.fixture
+def setup(make_cluster, tmp_path):
+    """:func:`gateway_hub`, without an entry point."""
+    with gateway_hub(make_cluster, tmp_path) as started:
+        yield started
 
 
 def _other_namespace_pod(us: Cluster, user: str) -> None:

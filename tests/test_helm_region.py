@@ -52,9 +52,23 @@ FLAT = ("gateway.enabled=false", "singleuser.allowFrom={10.20.0.0/16}")
 GATEWAY = ("gateway.allowFrom={203.0.113.0/24}", "gateway.apiServerCIDRs={10.0.0.1/32}")
 
 
-@pytest.fixture(params=["gateway", "flat"])
+ENTRY = (
+    *GATEWAY,
+    "gateway.entry.enabled=true",
+    "gateway.entry.publicUrl=https://us.hub.example",
+    "gateway.entry.hubUrl=https://hub.example",
+    "gateway.entry.service.type=ClusterIP",
+    "gateway.entry.ingress.enabled=true",
+    "gateway.entry.ingress.className=nginx",
+    "gateway.entry.ingress.controllerNamespaceSelector.kubernetes\\.io/metadata\\.name=ingress",
+)
+"""The gateway with the region's entry point for browsers, behind an Ingress."""
+RENDERS = {"gateway": GATEWAY, "flat": FLAT, "entry": ENTRY}
+
+
+@pytest.fixture(params=sorted(RENDERS))
 def manifests(request) -> list[dict[str, Any]]:
-    return render(helm_binary("4.1"), *(GATEWAY if request.param == "gateway" else FLAT))
+    return render(helm_binary("4.1"), *RENDERS[request.param])
 
 
 def named(docs: list[dict], kind: str, suffix: str) -> dict:
@@ -180,9 +194,85 @@ def test_the_gateway_takes_https_only_from_the_hubs_networks_and_reaches_only_no
     assert service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
 
 
+def test_the_entry_point_is_a_second_listener_behind_its_ingress_and_network_policy():
+    docs = render(helm_binary("4.1"), *ENTRY)
+    ((name, spec),) = pod_specs(docs)
+    assert restricted_violations(spec, name) == []
+    (c,) = containers(spec)
+    args = gateway_parser().parse_args(c["command"][1:])
+    assert (args.public_port, args.port) == (8444, 8443)
+    assert args.public_url == "https://us.hub.example"
+    assert args.hub_url == "https://hub.example"
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert str(Path(args.public_tls_cert).parent) in mounts
+    assert Path(args.public_tls_key).parent == Path(args.public_tls_cert).parent
+    assert {"name": "entry", "containerPort": 8444} in c["ports"]
+
+    service = named(docs, "Service", "-entry")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "entry"}]
+    ingress = named(docs, "Ingress", "-entry")["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    assert ingress["tls"] == [
+        {"hosts": ["us.hub.example"], "secretName": "sovereign-gateway-entry-tls"}
+    ]
+    (rule,) = ingress["rules"]
+    assert rule["host"] == "us.hub.example"
+    assert rule["http"]["paths"][0]["backend"]["service"]["name"].endswith("-entry")
+
+    # The hub's proxy still only from its networks; browsers only through the controller.
+    hub, browsers = named(docs, "NetworkPolicy", "-gateway")["spec"]["ingress"]
+    assert hub["ports"] == [{"port": 8443, "protocol": "TCP"}]
+    assert hub["from"] == [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
+    assert browsers["ports"] == [{"port": 8444, "protocol": "TCP"}]
+    assert browsers["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        ((), "gateway.entry.enabled needs gateway.entry.publicUrl"),
+        (
+            ("gateway.entry.publicUrl=https://us.example",),
+            "gateway.entry.service.type is LoadBalancer and gateway.entry.allowFrom is empty",
+        ),
+        (
+            ("gateway.entry.publicUrl=https://us.example", "gateway.entry.port=8443"),
+            "gateway.entry.port 8443 is gateway.port",
+        ),
+        (
+            (
+                "gateway.entry.publicUrl=https://us.example",
+                "gateway.entry.service.type=ClusterIP",
+                "gateway.entry.ingress.enabled=true",
+            ),
+            "needs gateway.entry.ingress.controllerNamespaceSelector",
+        ),
+    ],
+)
+def test_an_entry_point_missing_its_url_or_open_to_anywhere_is_refused(helm, sets, message):
+    args = ["template", "us", str(CHART)]
+    for s in (*GATEWAY, "gateway.entry.enabled=true", *sets):
+        args += ["--set", s]
+    done = run(helm, *args)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
+
+    if "allowFrom is empty" in message:
+        docs = render(helm, *GATEWAY, "gateway.entry.enabled=true", *sets,
+                      "gateway.entry.allowFromAnywhere=true")  # fmt: skip
+        _, browsers = named(docs, "NetworkPolicy", "-gateway")["spec"]["ingress"]
+        assert "from" not in browsers  # from anywhere, as asked
+        assert "loadBalancerSourceRanges" not in named(docs, "Service", "-entry")["spec"]
+
+
 @pytest.mark.parametrize(
     ("sets", "path", "word"),
     [
+        (("gateway.entry.publicUrl=https://us.example/lab",), "/gateway/entry/publicUrl", None),
+        (("gateway.entry.publicUrl=http://us.example",), "/gateway/entry/publicUrl", None),
         (("gateway.image.digest=latest",), "/gateway/image/digest", None),
         (("gateway.replicas=0",), "/gateway/replicas", None),
         (("gateway.port=443",), "/gateway/port", None),
@@ -209,10 +299,11 @@ def test_the_schema_rejects_bad_values_with_their_path(helm, sets, path, word):
 
 
 def test_checkov_finds_nothing_but_the_documented_exception(tmp_path):
-    """checkov's Kubernetes checks on the gateway render, offline (`unshare -n`,
-    --skip-download); the accepted findings are the how-to's table."""
+    """checkov's Kubernetes checks on the gateway render with its entry point (a superset of
+    the gateway's own: one scan), offline (`unshare -n`, --skip-download); the accepted
+    findings are the how-to's table."""
     require_tool(CHECKOV, "checkov")
-    sets = [arg for s in GATEWAY for arg in ("--set", s)]
+    sets = [arg for s in ENTRY for arg in ("--set", s)]
     done = run(helm_binary("4.1"), "template", "us", str(CHART), *sets)
     assert done.returncode == 0, done.stderr
     summary, failed = checkov_scan(tmp_path, done.stdout)

@@ -1,6 +1,7 @@
 {{/* All names in one place. */}}
 {{- define "sr.fullname" -}}{{ printf "%s-sovereign-region" .Release.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
 {{- define "sr.gateway" -}}{{ include "sr.fullname" . }}-gateway{{- end -}}
+{{- define "sr.gatewayEntry" -}}{{ include "sr.fullname" . }}-entry{{- end -}}
 {{- define "sr.hubTokenSecret" -}}{{ .Values.hubAccount.name }}-token{{- end -}}
 {{- define "sr.labels" -}}
 app.kubernetes.io/name: sovereign-region
