@@ -36,7 +36,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import kubernetes_asyncio.client
 from kubernetes_asyncio import config as kube_config
@@ -280,6 +280,11 @@ class RegionalClusters(Configurable):
     api: Any
     namespace: str
     log: Any
+    if TYPE_CHECKING:
+        # What else it uses of the spawner it is mixed into: KubeSpawner's and SovereignSpawner's.
+        reflectors: ClassVar[dict[tuple[Any, ...], Any]]
+
+        def policy(self) -> Policy: ...
 
     _cluster: Cluster | None = None
     _cluster_client: ApiClient | None = None
@@ -322,6 +327,7 @@ class RegionalClusters(Configurable):
         self.api = CoreV1Api(client)
 
     async def get_pod_manifest(self) -> Any:
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         pod = await super().get_pod_manifest()  # type: ignore[misc]
         if self._cluster is not None:
             # The hub cluster's user scheduler and PriorityClass exist only there: in another
@@ -338,7 +344,7 @@ class RegionalClusters(Configurable):
         if allocation is None or allocation.cluster == self.cluster_name:
             return
         try:
-            regions = self.policy().regions.values()  # type: ignore[attr-defined]
+            regions = self.policy().regions.values()
         except Exception:
             self.log.exception("cannot read the policy to find cluster %s", allocation.cluster)
             return
@@ -353,6 +359,7 @@ class RegionalClusters(Configurable):
     async def poll(self) -> int | None:
         await self._follow_allocation()
         try:
+            # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
             return await super().poll()  # type: ignore[misc, no-any-return]
         except Exception as exc:
             if not (isinstance(exc, ApiUnavailable) or is_transient(exc)):
@@ -368,6 +375,7 @@ class RegionalClusters(Configurable):
 
     async def stop(self, now: bool = False) -> None:
         await self._follow_allocation()
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         await super().stop(now=now)  # type: ignore[misc]
 
     # -- KubeSpawner's seams --------------------------------------------------
@@ -377,9 +385,11 @@ class RegionalClusters(Configurable):
         gateway = self._cluster.gateway if self._cluster else None
         if gateway is not None:
             return gateway.url
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         return super()._get_pod_url(pod)  # type: ignore[misc, no-any-return]
 
     def _get_reflector_key(self, kind: str) -> tuple[Any, ...]:
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         key = tuple(super()._get_reflector_key(kind))  # type: ignore[misc]
         return key if self._cluster is None else (*key, self._cluster.name)
 
@@ -389,11 +399,12 @@ class RegionalClusters(Configurable):
         if self._cluster_client is not None:
             reflector_class = regional_reflector(reflector_class)
             kwargs["cluster_client"] = self._cluster_client
-            current = type(self).reflectors.get(self._get_reflector_key(kind))  # type: ignore[attr-defined]
+            current = type(self).reflectors.get(self._get_reflector_key(kind))
             if current is not None and current.api.api_client is not self._cluster_client:
                 # The region's kubeconfig now names another server (or CA): watch there.
                 self.log.info("cluster %s moved: restarting its %s watch", self.cluster_name, kind)
                 replace = True
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         return await super()._start_reflector(  # type: ignore[misc]
             kind, reflector_class, replace=replace, **kwargs
         )

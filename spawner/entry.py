@@ -108,9 +108,11 @@ class RegionalEntry(Configurable):
             self.log.info("%s's server is served at %s", self.user.name, self.public_url)
         elif self._jupyterhub_public_url is not None:  # an earlier spawn's entry point
             self.public_url, self._jupyterhub_public_url = self._jupyterhub_public_url, None
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         return await super().get_pod_manifest()  # type: ignore[misc]
 
     def get_env(self) -> dict[str, str]:
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         env: dict[str, str] = super().get_env()  # type: ignore[misc]
         entry = self.entry_point()
         if entry is None:
