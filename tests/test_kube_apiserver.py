@@ -177,8 +177,12 @@ async def test_the_coordination_group_serves_leases(emulator):
         async with session.get(f"{emulator.url}/apis/coordination.k8s.io/v1/pods") as r:
             misplaced_status = r.status
     assert [g["preferredVersion"]["groupVersion"] for g in groups] == [
+        "apps/v1",
+        "batch/v1",
         "coordination.k8s.io/v1",
         "networking.k8s.io/v1",
+        "policy/v1",
+        "rbac.authorization.k8s.io/v1",
         "scheduling.k8s.io/v1",
     ]
     assert resources["groupVersion"] == "coordination.k8s.io/v1"

@@ -16,7 +16,7 @@ import string
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import admission, priority
+from . import admission, priority, schemas, workloads
 from .errors import ApiError, bad_request, conflict, not_found
 from .patch import PatchError, apply_patch
 from .selectors import Selector
@@ -35,6 +35,50 @@ _KEPT_ON_UPDATE = (
     "deletionGracePeriodSeconds",
     "generation",
 )
+
+
+FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
+
+
+def field_validation(values: list[str]) -> str:
+    """A write's ``fieldValidation`` (Warn, the server's default, when not given)."""
+    if not values:
+        return "Warn"
+    if values[-1] not in FIELD_VALIDATION:
+        raise bad_request(
+            f'fieldValidation must be one of "Ignore", "Warn" or "Strict", not "{values[-1]}"'
+        )
+    return values[-1]
+
+
+def schema_of(resource: Resource) -> schemas.Schema:
+    return schemas.of(resource.group, "v1", resource.kind)
+
+
+def check_fields(resource: Resource, obj: Obj, validation: str, warnings: list[str] | None) -> None:
+    """Drop the fields ``resource``'s schema does not know, as the server's decoder does:
+    refused with 400 under ``Strict``, each named in ``warnings`` under ``Warn``."""
+    if not isinstance(obj, dict):
+        return
+    if (kind := obj.get("kind")) not in (None, resource.kind) or obj.get("apiVersion") not in (
+        None,
+        resource.api_version,
+    ):
+        raise bad_request(
+            f"the object provided is unrecognized (must be of type {resource.kind}): "
+            f"{obj.get('apiVersion')}, Kind={kind}"
+        )
+    found = schemas.unknown_fields(obj, schema_of(resource), prune=True)
+    if not found:
+        return
+    named = [f'unknown field "{f}"' for f in found]
+    if validation == "Strict":
+        raise bad_request(
+            f'{resource.kind} in version "v1" cannot be handled as a {resource.kind}: '
+            f"strict decoding error: {', '.join(named)}"
+        )
+    if validation == "Warn" and warnings is not None:
+        warnings.extend(named)
 
 
 def out(resource: Resource, obj: Obj) -> Obj:
@@ -106,10 +150,18 @@ def dry_run(values: list[str]) -> bool:
 
 
 def create(
-    store: Store, resource: Resource, namespace: str | None, body: Any, *, dry: bool = False
+    store: Store,
+    resource: Resource,
+    namespace: str | None,
+    body: Any,
+    *,
+    dry: bool = False,
+    validation: str = "Warn",
+    warnings: list[str] | None = None,
 ) -> Obj:
     if not isinstance(body, dict):
         raise bad_request("the request body must be an object")
+    check_fields(resource, body, validation, warnings)
     meta = body.setdefault("metadata", {})
     if resource.namespaced:
         ns = namespace or meta.get("namespace") or "default"
@@ -132,12 +184,12 @@ def create(
         meta.pop(key, None)
     if not meta.get("name") and meta.get("generateName"):
         meta["name"] = meta["generateName"] + "".join(secrets.choice(_NAME_CHARS) for _ in range(5))
-    obj = admission.default(resource.plural, body)
+    obj = workloads.default(resource.plural, admission.default(resource.plural, body))
     # The Priority admission plugin: it mutates a pod before validation, and validates
     # a class's globalDefault after, as the real server orders its admission phases.
     if resource.plural == "pods":
         obj = priority.admit_pod(store, obj)
-    admission.validate(resource.plural, resource.kind, obj)
+    admission.validate(resource.plural, resource.kind, obj, workloads.causes(resource.plural, obj))
     if resource.plural == "priorityclasses":
         priority.check_single_default(store, obj)
     if store.get(resource.plural, meta.get("namespace", ""), meta["name"]) is not None:
@@ -179,7 +231,10 @@ def _merged(store: Store, resource: Resource, old: Obj, new: Obj, sub: str | Non
         if causes:
             raise admission.Invalid(resource.kind, old["metadata"]["name"], causes)
         priority.check_single_default(store, new)
-    admission.validate(resource.plural, resource.kind, new)
+    # Defaults apply to every write, as the server decodes each request with them.
+    new = workloads.default(resource.plural, new)
+    workloads.check_update(resource.plural, old, new)
+    admission.validate(resource.plural, resource.kind, new, workloads.causes(resource.plural, new))
     return new
 
 
@@ -206,9 +261,12 @@ def replace(
     sub: str | None,
     *,
     dry: bool = False,
+    validation: str = "Warn",
+    warnings: list[str] | None = None,
 ) -> Obj:
     if not isinstance(body, dict):
         raise bad_request("the request body must be an object")
+    check_fields(resource, body, validation, warnings)
     old = get(store, resource, ns, name)
     if (given := body.get("metadata", {}).get("name")) not in (None, name):
         raise bad_request(
@@ -230,14 +288,16 @@ def patch(
     sub: str | None,
     *,
     dry: bool = False,
+    validation: str = "Warn",
+    warnings: list[str] | None = None,
 ) -> Obj:
     old = get(store, resource, ns, name)
     try:
-        patched = apply_patch(content_type, copy.deepcopy(old), body)
+        patched = apply_patch(content_type, copy.deepcopy(old), body, schema_of(resource))
     except PatchError as exc:
-        if "unsupported patch type" in str(exc):
-            raise ApiError(415, "UnsupportedMediaType", str(exc)) from None
-        raise ApiError(422, "Invalid", str(exc)) from None
+        reason = {415: "UnsupportedMediaType", 400: "BadRequest"}.get(exc.code, "Invalid")
+        raise ApiError(exc.code, reason, str(exc)) from None
+    check_fields(resource, patched, validation, warnings)
     wanted = patched.get("metadata", {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
