@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
 
 from . import (
@@ -304,11 +305,7 @@ class ApiServer:
         if method == "PATCH":
             content_type = request.headers.get("Content-Type", "")
             if content_type.startswith(APPLY_PATCH):
-                raise ApiError(
-                    415,
-                    "UnsupportedMediaType",
-                    "server-side apply is not supported by the emulator",
-                )
+                return await self._apply(request, resource, ns, name, sub)
             body = await _body(request)
             patched = verbs.patch(
                 self.store,
@@ -328,6 +325,32 @@ class ApiServer:
             deleted = verbs.delete(self.store, resource, ns, name, options)
             return web.json_response(verbs.out(resource, deleted))
         raise _not_allowed()
+
+    async def _apply(
+        self, request: web.Request, resource: Resource, ns: str, name: str, sub: str | None
+    ) -> web.Response:
+        if sub is not None:
+            raise ApiError(
+                415, "UnsupportedMediaType", f"the emulator applies only whole objects, not {sub}"
+            )
+        try:
+            body = yaml.safe_load(await request.text())
+        except yaml.YAMLError as exc:
+            raise bad_request(f"the apply patch is not valid YAML: {exc}") from None
+        warnings: list[str] = []
+        obj, created = verbs.server_side_apply(
+            self.store,
+            resource,
+            ns,
+            name,
+            body,
+            manager=request.query.get("fieldManager", ""),
+            force=request.query.get("force") == "true",
+            dry=_dry(request),
+            validation=_validation(request),
+            warnings=warnings,
+        )
+        return _answer(verbs.out(resource, obj), warnings, status=201 if created else 200)
 
 
 def _not_allowed() -> ApiError:

@@ -16,7 +16,7 @@ import string
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import admission, priority, schemas, workloads
+from . import admission, apply, priority, schemas, workloads
 from .errors import ApiError, bad_request, conflict, not_found
 from .patch import PatchError, apply_patch
 from .selectors import Selector
@@ -214,6 +214,9 @@ def _merged(store: Store, resource: Resource, old: Obj, new: Obj, sub: str | Non
             new_meta[key] = old["metadata"][key]
         else:
             new_meta.pop(key, None)
+    # An update that leaves managedFields out keeps them (an empty list clears them).
+    if "managedFields" not in new_meta and "managedFields" in old["metadata"]:
+        new_meta["managedFields"] = old["metadata"]["managedFields"]
     if sub == "status":
         result = copy.deepcopy(old)
         result["status"] = new.get("status", {})
@@ -302,6 +305,58 @@ def patch(
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
     return store_update(store, resource, old, _merged(store, resource, old, patched, sub), dry=dry)
+
+
+def server_side_apply(
+    store: Store,
+    resource: Resource,
+    ns: str,
+    name: str,
+    body: Any,
+    *,
+    manager: str,
+    force: bool,
+    dry: bool = False,
+    validation: str = "Warn",
+    warnings: list[str] | None = None,
+) -> tuple[Obj, bool]:
+    """An apply patch (:mod:`.apply`): the object, and whether the apply created it."""
+    if not manager:
+        raise admission.Invalid(
+            "PatchOptions", "", [("fieldManager", "Required value: is required for apply patch")]
+        )
+    if not isinstance(body, dict):
+        raise bad_request("an apply patch is a YAML or JSON object")
+    check_fields(resource, body, validation, warnings)
+    if (given := (body.get("metadata") or {}).get("name")) not in (None, name):
+        raise bad_request(
+            f"the name of the object ({given}) does not match the name on the URL ({name})"
+        )
+    old = store.get(resource.plural, ns if resource.namespaced else "", name)
+    try:
+        applied = apply.apply(
+            old,
+            body,
+            schema_of(resource),
+            manager=manager,
+            api_version=resource.api_version,
+            force=force,
+        )
+    except apply.Conflicts as exc:
+        causes = [
+            {"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": f}
+            for m, f in exc.conflicts
+        ]
+        raise ApiError(409, "Conflict", str(exc), {"causes": causes}) from None
+    if old is None:
+        applied["metadata"]["name"] = name
+        created = create(store, resource, ns or None, applied, dry=dry, validation="Ignore")
+        return created, True
+    wanted = body.get("metadata", {}).get("resourceVersion")
+    if wanted and wanted != old["metadata"]["resourceVersion"]:
+        raise conflict(resource, name)
+    merged = _merged(store, resource, old, applied, None)
+    return store_update(store, resource, old, merged, dry=dry), False
 
 
 def bind(store: Store, ns: str, name: str, body: Any) -> None:
