@@ -185,3 +185,22 @@ def test_install_the_regional_chart_emulated_api_server(api, version):
         assert stored["metadata"]["labels"] == meta.get("labels", {}), args
     assert releases(api, ns, release) == {"1": "deployed"}
     tool(helm, api, "uninstall", release, "-n", ns)
+
+
+def test_kubectl_explains_and_validates_against_the_emulated_api_server(api):
+    """kubectl reads the OpenAPI v3 documents (`kubectl explain`), and its default strict
+    validation is done by the server: an unknown field is refused, naming its path."""
+    kubectl_bin = require_tool(KUBECTL, "helm")
+    explained = tool(kubectl_bin, api, "explain", "deployment.spec.strategy")
+    assert "rollingUpdate" in explained
+    manifest = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "typo"},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "t"}}, "template": {
+                    "metadata": {"labels": {"app": "t"}}, "spec": {"containers": [
+                        {"name": "c", "image": "x@sha256:" + "a" * 64, "imagePullPolcy": "Always"}
+                    ]}}}}  # fmt: skip
+    done = subprocess.run(
+        [str(kubectl_bin), "apply", "-n", "default", "-f", "-"], input=json.dumps(manifest),
+        capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": str(api.kubeconfig)},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert 'unknown field "spec.template.spec.containers[0].imagePullPolcy"' in done.stderr
