@@ -153,5 +153,24 @@ def test_apply_refuses_to_change_another_managers_field_unless_forced():
     forced = applied(copy.deepcopy(first), config(3), "kubectl", force=True)
     assert forced["spec"]["replicas"] == 3
     owners = apply.owners(forced["metadata"])
-    assert ("f:spec", "f:replicas") in owners["kubectl"]
-    assert ("f:spec", "f:replicas") not in owners["helm"]
+    assert ("f:spec", "f:replicas") in owners[("kubectl", "Apply")]
+    assert ("f:spec", "f:replicas") not in owners[("helm", "Apply")]
+
+
+def test_an_update_takes_the_fields_it_changes_and_apply_then_conflicts_with_it():
+    """An update that names a fieldManager (kubectl scale, Helm 3's patches) owns what it
+    changed (an Update entry), taken from the applier; applying another value is then a
+    conflict with the updater, as on a real server."""
+    first = applied(None, config(1, "A"), "helm")
+    scaled = copy.deepcopy(first)
+    scaled["spec"]["replicas"] = 5
+    apply.record_update(first, scaled, DEPLOYMENT, manager="kubectl-scale", api_version="apps/v1")
+    owners = apply.owners(scaled["metadata"])
+    assert owners[("kubectl-scale", "Update")] == {("f:spec", "f:replicas")}
+    assert ("f:spec", "f:replicas") not in owners[("helm", "Apply")]
+    with pytest.raises(apply.Conflicts) as info:
+        applied(scaled, config(2, "A"), "helm")
+    assert info.value.conflicts == [("kubectl-scale", ".spec.replicas")]
+    # The same value is no conflict: the applier shares the field.
+    same = applied(scaled, config(5, "A"), "helm")
+    assert same["spec"]["replicas"] == 5

@@ -243,6 +243,7 @@ class ApiServer:
                 dry=_dry(request),
                 validation=_validation(request),
                 warnings=warnings,
+                manager=request.query.get("fieldManager", ""),
             )
             return _answer(verbs.out(resource, created), warnings, status=201)
         if method == "DELETE":
@@ -300,6 +301,7 @@ class ApiServer:
                 dry=_dry(request),
                 validation=_validation(request),
                 warnings=warnings,
+                manager=request.query.get("fieldManager", ""),
             )
             return _answer(verbs.out(resource, replaced), warnings)
         if method == "PATCH":
@@ -318,6 +320,7 @@ class ApiServer:
                 dry=_dry(request),
                 validation=_validation(request),
                 warnings=warnings,
+                manager=request.query.get("fieldManager", ""),
             )
             return _answer(verbs.out(resource, patched), warnings)
         if method == "DELETE" and sub is None:

@@ -16,11 +16,13 @@ does, the server:
   element by element, sets as a union, atomic lists and scalars replaced;
 - records the manager's fields in ``metadata.managedFields`` (operation Apply).
 
-The emulator records ownership for apply only: a field written by an update (a
-PUT or a patch) belongs to no manager, so an apply that changes it gets no
-conflict, where a real server reports one against the updater. The applied
-configuration is not defaulted before its keys are compared, so a keyed list
-element is matched on the keys the configuration gives.
+An update (a create, PUT or non-apply patch) that names a ``fieldManager``
+records the fields it set or changed under that manager (operation Update), as
+the real server does, so an apply that changes them is a conflict with the
+updater. A write with no ``fieldManager`` records nothing, where the real server
+names a manager after the client's user agent. The applied configuration is
+not defaulted before its keys are compared, so a keyed list element is matched
+on the keys the configuration gives.
 """
 
 from __future__ import annotations
@@ -202,13 +204,56 @@ def merge(current: Any, applied: Any, schema: Schema | None) -> Any:
     return copy.deepcopy(applied)
 
 
-def owners(meta: dict[str, Any]) -> dict[str, set[Path]]:
-    """The fields each Apply manager owns."""
+Owner = tuple[str, str]  # (manager, operation)
+
+
+def owners(meta: dict[str, Any]) -> dict[Owner, set[Path]]:
+    """The fields each manager owns, by (manager, operation: Apply or Update)."""
     return {
-        entry["manager"]: decode(entry.get("fieldsV1") or {})
+        (entry["manager"], entry.get("operation", "Update")): decode(entry.get("fieldsV1") or {})
         for entry in meta.get("managedFields") or []
-        if entry.get("operation") == "Apply"
     }
+
+
+def _write_entries(
+    obj: Obj, before: list[dict[str, Any]], owned: dict[Owner, set[Path]], api_version: str
+) -> None:
+    """``owned`` as ``obj``'s managedFields: an entry whose fields did not change keeps its
+    time, a changed one is stamped now, an empty one goes; new entries come last."""
+    entries = []
+    for entry in before:
+        key = (entry["manager"], entry.get("operation", "Update"))
+        paths = owned.pop(key, set())
+        if paths:
+            same = decode(entry.get("fieldsV1") or {}) == paths
+            entries.append(entry if same else _entry(key, paths, api_version))
+    entries += [_entry(key, paths, api_version) for key, paths in owned.items() if paths]
+    obj["metadata"]["managedFields"] = entries
+
+
+def record_update(
+    old: Obj | None, new: Obj, schema: Schema, *, manager: str, api_version: str
+) -> None:
+    """Ownership after an update (a create, PUT or non-apply patch) by ``manager``, in
+    ``new``'s managedFields: the fields it set or changed become its (an Update entry) and
+    leave their other owners; fields the object no longer has leave every owner."""
+    after = field_set(new, schema)
+    before = field_set(old, schema) if old is not None else set()
+    changed = {p for p in after - before}
+    changed |= {p for p in after & before if p[-1] != "." and _value(old, p) != _value(new, p)}
+    owned = owners(new["metadata"])
+    for key in owned:
+        owned[key] &= after
+        if key != (manager, "Update"):
+            owned[key] -= changed
+    owned.setdefault((manager, "Update"), set()).update(changed)
+    _write_entries(new, list(new["metadata"].get("managedFields") or []), owned, api_version)
+
+
+def _field_name(path: Path) -> str:
+    return ("." + ".".join(p[2:] if p.startswith("f:") else f"[{p[2:]}]" for p in path)).replace(
+        ".[", "["
+    )
 
 
 def apply(
@@ -224,46 +269,38 @@ def apply(
     applied = {k: v for k, v in applied.items() if k != "status"}
     wanted = field_set(applied, schema)
     base = copy.deepcopy(current) if current is not None else {"metadata": {}}
+    before = list(base["metadata"].get("managedFields") or [])
     owned = owners(base["metadata"])
-    previous = owned.pop(manager, set())
+    previous = owned.pop((manager, "Apply"), set())
     conflicts = []
     for path in sorted(wanted):
-        holders = [m for m, paths in owned.items() if path in paths and path[-1] != "."]
-        if not holders:
+        holders = [k for k, paths in owned.items() if path in paths and path[-1] != "."]
+        if not holders or _value(base, path) == _value(applied, path):
             continue
-        if _value(base, path) != _value(applied, path):
-            if force:
-                for m in holders:
-                    owned[m].discard(path)
-            else:
-                field = "." + ".".join(p[2:] if p.startswith("f:") else f"[{p[2:]}]" for p in path)
-                conflicts += [(m, field.replace(".[", "[")) for m in holders]
+        if force:
+            for key in holders:
+                owned[key].discard(path)
+        else:
+            conflicts += [(m, _field_name(path)) for m, _ in holders]
     if conflicts:
         raise Conflicts(conflicts, api_version)
     others = set().union(*owned.values()) if owned else set()
-    for path in sorted(previous - wanted, key=len, reverse=True):
+    # Whole elements first: a field removed from an element first could unmatch its key.
+    for path in sorted(previous - wanted, key=lambda p: (p[-1] != ".", -len(p), p)):
         shared = any(p[: len(path) - (path[-1] == ".")] == path[: len(path) - (path[-1] == ".")]
                      for p in others)  # fmt: skip
         if not shared:
             _remove(base, path)
     result: Obj = merge(base, applied, schema)
-    entries = []
-    for entry in base["metadata"].get("managedFields") or []:
-        who = entry.get("manager")
-        if entry.get("operation") != "Apply" or who not in owned or not owned[who]:
-            continue
-        # Another manager's entry changes (and is re-stamped) only when a force took fields.
-        unchanged = decode(entry.get("fieldsV1") or {}) == owned[who]
-        entries.append(entry if unchanged else _entry(who, owned[who], api_version))
-    entries.append(_entry(manager, wanted, api_version))
-    result["metadata"]["managedFields"] = entries
+    owned[(manager, "Apply")] = wanted
+    _write_entries(result, before, owned, api_version)
     return result
 
 
-def _entry(manager: str, paths: set[Path], api_version: str) -> dict[str, Any]:
+def _entry(owner: Owner, paths: set[Path], api_version: str) -> dict[str, Any]:
     return {
-        "manager": manager,
-        "operation": "Apply",
+        "manager": owner[0],
+        "operation": owner[1],
         "apiVersion": api_version,
         "time": now_iso(),
         "fieldsType": "FieldsV1",

@@ -158,6 +158,7 @@ def create(
     dry: bool = False,
     validation: str = "Warn",
     warnings: list[str] | None = None,
+    manager: str = "",
 ) -> Obj:
     if not isinstance(body, dict):
         raise bad_request("the request body must be an object")
@@ -198,6 +199,10 @@ def create(
             "AlreadyExists",
             f'{resource.plural} "{meta["name"]}" already exists',
             {"name": meta["name"], "kind": resource.plural},
+        )
+    if manager:
+        apply.record_update(
+            None, obj, schema_of(resource), manager=manager, api_version=resource.api_version
         )
     if dry:
         obj["metadata"].setdefault("creationTimestamp", now_iso())
@@ -266,6 +271,7 @@ def replace(
     dry: bool = False,
     validation: str = "Warn",
     warnings: list[str] | None = None,
+    manager: str = "",
 ) -> Obj:
     if not isinstance(body, dict):
         raise bad_request("the request body must be an object")
@@ -278,7 +284,9 @@ def replace(
     wanted = body.get("metadata", {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
-    return store_update(store, resource, old, _merged(store, resource, old, body, sub), dry=dry)
+    new = _merged(store, resource, old, body, sub)
+    _record(resource, old, new, manager)
+    return store_update(store, resource, old, new, dry=dry)
 
 
 def patch(
@@ -293,6 +301,7 @@ def patch(
     dry: bool = False,
     validation: str = "Warn",
     warnings: list[str] | None = None,
+    manager: str = "",
 ) -> Obj:
     old = get(store, resource, ns, name)
     try:
@@ -304,7 +313,15 @@ def patch(
     wanted = patched.get("metadata", {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
-    return store_update(store, resource, old, _merged(store, resource, old, patched, sub), dry=dry)
+    new = _merged(store, resource, old, patched, sub)
+    _record(resource, old, new, manager)
+    return store_update(store, resource, old, new, dry=dry)
+
+
+def _record(resource: Resource, old: Obj, new: Obj, manager: str) -> None:
+    if manager:
+        schema = schema_of(resource)
+        apply.record_update(old, new, schema, manager=manager, api_version=resource.api_version)
 
 
 def server_side_apply(
