@@ -204,3 +204,32 @@ def test_kubectl_explains_and_validates_against_the_emulated_api_server(api):
     )  # fmt: skip
     assert done.returncode != 0
     assert 'unknown field "spec.template.spec.containers[0].imagePullPolcy"' in done.stderr
+
+
+def test_kubectl_server_side_apply_conflicts_and_forces_emulated_api_server(api):
+    """`kubectl apply --server-side` by two field managers: the second changing the first's
+    field is refused with the conflict named, and takes it with --force-conflicts."""
+    kubectl_bin = require_tool(KUBECTL, "helm")
+
+    def apply(manager: str, replicas: int, *flags: str) -> subprocess.CompletedProcess[str]:
+        manifest = {"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "ssa", "namespace": "default"},
+                    "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "ssa"}},
+                             "template": {"metadata": {"labels": {"app": "ssa"}}, "spec": {
+                                 "containers": [{"name": "c", "image": "x@sha256:" + "a" * 64}]}}}}  # fmt: skip
+        return subprocess.run(
+            [str(kubectl_bin), "apply", "--server-side", f"--field-manager={manager}", *flags,
+             "-f", "-"], input=json.dumps(manifest), capture_output=True, text=True, timeout=60,
+            env={**os.environ, "KUBECONFIG": str(api.kubeconfig)},
+        )  # fmt: skip
+
+    assert apply("one", 1).returncode == 0
+    refused = apply("two", 2)
+    assert refused.returncode != 0
+    assert 'conflict with "one" using apps/v1: .spec.replicas' in refused.stderr
+    assert apply("two", 2, "--force-conflicts").returncode == 0
+    stored = kubectl(api, "get", "deployment", "ssa", "-n", "default", "--show-managed-fields")
+    assert stored["spec"]["replicas"] == 2
+    owners = {e["manager"]: e["fieldsV1"] for e in stored["metadata"]["managedFields"]}
+    assert "f:replicas" in owners["two"]["f:spec"]
+    assert "f:replicas" not in owners["one"]["f:spec"]
