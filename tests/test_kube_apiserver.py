@@ -763,3 +763,20 @@ async def test_a_protobuf_body_of_a_kind_the_emulator_cannot_read_is_415(emulato
         body = await r.json()
     assert r.status == 415
     assert "not v1 Pod" in body["message"]
+
+
+@pytest.mark.parametrize("validation", ["Strict", "Ignore"])
+async def test_a_value_of_the_wrong_type_is_400_whatever_the_field_validation(emulator, validation):
+    """An unquoted env value (a classic chart bug) is refused as the server's JSON decoder
+    refuses it, even under Ignore."""
+    body = workload("web")
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "PORT", "value": 8080}]
+    code, answer, _ = await send(
+        emulator, "POST", DEPLOYMENTS, body, params={"fieldValidation": validation}
+    )
+    assert code == 400
+    assert answer["message"] == (
+        'Deployment in version "v1" cannot be handled as a Deployment: json: cannot unmarshal '
+        "number into Go struct field EnvVar.spec.template.spec.containers.env.value of type "
+        "string"
+    )

@@ -111,3 +111,61 @@ def unknown_fields(obj: Any, schema: Schema, *, prune: bool, path: str = "") -> 
         for i, item in enumerate(obj):
             found += unknown_fields(item, schema["items"], prune=prune, path=f"{path}[{i}]")
     return found
+
+
+_JSON_KINDS = {bool: "bool", int: "number", float: "number", str: "string", dict: "object",
+               list: "array"}  # fmt: skip
+_GO_TYPES = {"string": "string", "boolean": "bool", "number": "float64", "object": "object",
+             "array": "array"}  # fmt: skip
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    wanted = {"string": str, "boolean": bool, "object": dict, "array": list}.get(kind)
+    return wanted is None or isinstance(value, wanted)
+
+
+def type_error(obj: Any, schema: Schema, *, path: str = "", owner: str = "") -> str | None:
+    """The first value of the wrong JSON type in ``obj``, worded as the server's JSON decoder
+    words it (``json: cannot unmarshal number into Go struct field EnvVar.spec.template.spec.
+    containers.env.value of type string``); such a value is refused whatever the request's
+    fieldValidation. ``null`` fits everything, as it does for Go's decoder."""
+    if obj is None:
+        return None
+    if "$ref" in schema:
+        owner = ref_name(schema["$ref"]).rsplit(".", 1)[-1]
+        schema = resolve(schema)
+    if "oneOf" in schema:
+        kinds = [k for option in schema["oneOf"] for k in _kinds(option)]
+    else:
+        kinds = _kinds(schema)
+    if kinds and not any(_fits(obj, k) for k in kinds):
+        fmt = schema.get("format", "")
+        go = fmt if kinds == ["integer"] and fmt else _GO_TYPES.get(kinds[0], kinds[0])
+        return (f"json: cannot unmarshal {_JSON_KINDS.get(type(obj), 'value')} into Go struct "
+                f"field {owner}.{path} of type {go}")  # fmt: skip
+    props = schema.get("properties")
+    values = schema.get("additionalProperties")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            sub = props.get(key) if props is not None else values
+            if isinstance(sub, dict):
+                # Go names a map's values by the map's field, without the key.
+                where = path if props is None else f"{path}.{key}" if path else key
+                if found := type_error(value, sub, path=where, owner=owner):
+                    return found
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for item in obj:
+            if found := type_error(item, schema["items"], path=path, owner=owner):
+                return found
+    return None
+
+
+def _kinds(schema: Schema) -> list[str]:
+    kinds = schema.get("type")
+    if isinstance(kinds, str):
+        return [kinds]
+    return [k for k in kinds or [] if k != "null"]

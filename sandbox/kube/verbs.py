@@ -56,8 +56,9 @@ def schema_of(resource: Resource) -> schemas.Schema:
 
 
 def check_fields(resource: Resource, obj: Obj, validation: str, warnings: list[str] | None) -> None:
-    """Drop the fields ``resource``'s schema does not know, as the server's decoder does:
-    refused with 400 under ``Strict``, each named in ``warnings`` under ``Warn``."""
+    """Decode ``obj`` as the server's decoder does: a value of the wrong JSON type is a 400;
+    fields the schema does not know are dropped, refused with 400 under ``Strict``, each
+    named in ``warnings`` under ``Warn``."""
     if not isinstance(obj, dict):
         return
     if (kind := obj.get("kind")) not in (None, resource.kind) or obj.get("apiVersion") not in (
@@ -68,7 +69,12 @@ def check_fields(resource: Resource, obj: Obj, validation: str, warnings: list[s
             f"the object provided is unrecognized (must be of type {resource.kind}): "
             f"{obj.get('apiVersion')}, Kind={kind}"
         )
-    found = schemas.unknown_fields(obj, schema_of(resource), prune=True)
+    schema = schema_of(resource)
+    if (wrong := schemas.type_error(obj, schema, owner=resource.kind)) is not None:
+        raise bad_request(
+            f'{resource.kind} in version "v1" cannot be handled as a {resource.kind}: {wrong}'
+        )
+    found = schemas.unknown_fields(obj, schema, prune=True)
     if not found:
         return
     named = [f'unknown field "{f}"' for f in found]
