@@ -5,7 +5,7 @@ the resources in :data:`.store.RESOURCES`: discovery documents
 (:mod:`.discovery`); get, list (label and field selectors,
 ``limit``/``continue``), create (with ``generateName``), replace with
 optimistic concurrency, the three patch types (:mod:`.patch`), field validation
-(:mod:`.schemas`), the ``status`` and ``binding`` subresources and graceful
+(:mod:`.decoding`), the ``status`` and ``binding`` subresources and graceful
 deletion (:mod:`.verbs`); the OpenAPI v3 documents (:mod:`.openapi`); watches
 (:mod:`.watchstream`); pod logs (:mod:`.podsubresources`); errors as
 ``Status`` objects. Bearer-token authentication guards every request but
@@ -28,6 +28,7 @@ from aiohttp import web
 
 from . import (
     admission,
+    decoding,
     discovery,
     openapi,
     podsubresources,
@@ -77,7 +78,7 @@ def _dry(request: web.Request) -> bool:
 
 
 def _validation(request: web.Request) -> str:
-    return verbs.field_validation(request.query.getall("fieldValidation", []))
+    return decoding.field_validation(request.query.getall("fieldValidation", []))
 
 
 def _answer(body: Any, warnings: list[str], status: int = 200) -> web.Response:

@@ -16,7 +16,8 @@ import string
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import admission, apply, priority, schemas, workloads
+from . import admission, apply, priority, workloads
+from .decoding import check_fields, schema_of
 from .errors import ApiError, bad_request, conflict, not_found
 from .patch import PatchError, apply_patch
 from .selectors import Selector
@@ -35,56 +36,6 @@ _KEPT_ON_UPDATE = (
     "deletionGracePeriodSeconds",
     "generation",
 )
-
-
-FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
-
-
-def field_validation(values: list[str]) -> str:
-    """A write's ``fieldValidation`` (Warn, the server's default, when not given)."""
-    if not values:
-        return "Warn"
-    if values[-1] not in FIELD_VALIDATION:
-        raise bad_request(
-            f'fieldValidation must be one of "Ignore", "Warn" or "Strict", not "{values[-1]}"'
-        )
-    return values[-1]
-
-
-def schema_of(resource: Resource) -> schemas.Schema:
-    return schemas.of(resource.group, "v1", resource.kind)
-
-
-def check_fields(resource: Resource, obj: Obj, validation: str, warnings: list[str] | None) -> None:
-    """Decode ``obj`` as the server's decoder does: a value of the wrong JSON type is a 400;
-    fields the schema does not know are dropped, refused with 400 under ``Strict``, each
-    named in ``warnings`` under ``Warn``."""
-    if not isinstance(obj, dict):
-        return
-    if (kind := obj.get("kind")) not in (None, resource.kind) or obj.get("apiVersion") not in (
-        None,
-        resource.api_version,
-    ):
-        raise bad_request(
-            f"the object provided is unrecognized (must be of type {resource.kind}): "
-            f"{obj.get('apiVersion')}, Kind={kind}"
-        )
-    schema = schema_of(resource)
-    if (wrong := schemas.type_error(obj, schema, owner=resource.kind)) is not None:
-        raise bad_request(
-            f'{resource.kind} in version "v1" cannot be handled as a {resource.kind}: {wrong}'
-        )
-    found = schemas.unknown_fields(obj, schema, prune=True)
-    if not found:
-        return
-    named = [f'unknown field "{f}"' for f in found]
-    if validation == "Strict":
-        raise bad_request(
-            f'{resource.kind} in version "v1" cannot be handled as a {resource.kind}: '
-            f"strict decoding error: {', '.join(named)}"
-        )
-    if validation == "Warn" and warnings is not None:
-        warnings.extend(named)
 
 
 def out(resource: Resource, obj: Obj) -> Obj:
