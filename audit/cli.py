@@ -68,12 +68,13 @@ def _verdict(report: Report, args: argparse.Namespace) -> str:
             return f"chain intact, NOT PROVEN BY KEY: {count} records lie in unsigned segments"
         if not args.allow_unsigned_prefix:
             return (
-                f"chain intact, NOT PROVEN BY KEY: {count} records predate signing "
+                f"chain intact, NOT PROVEN BY KEY: {count} records precede the first signed "
+                "checkpoint "
                 "(--allow-unsigned-prefix accepts them; --key-file proves them)"
             )
         return (
             f"chain intact, proven by key after signing began; {count} earlier records "
-            "predate signing (accepted by --allow-unsigned-prefix)"
+            "precede the first signed checkpoint (accepted by --allow-unsigned-prefix)"
         ) + ("" if not report.caveats else ", NOT YET PROVEN COMPLETE")
     return "chain intact" if not report.caveats else "chain intact, NOT YET PROVEN COMPLETE"
 
@@ -101,7 +102,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.metrics_file:
         from .verifymetrics import store_label, write_metrics
 
-        write_metrics(args.metrics_file, args.metrics_store or store_label(args.store), report)
+        write_metrics(
+            args.metrics_file,
+            args.metrics_store or store_label(args.store),
+            report,
+            unsigned_prefix=bool(args.allow_unsigned_prefix),
+        )
     if args.json:
         print(
             json.dumps(
@@ -264,7 +270,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "both. Exit 0 when intact; 1 naming each changed, dropped, inserted, reordered or "
         "truncated record or epoch (a tail whose checkpoint is overdue counts as truncated); "
         "2 on bad usage; 3 when intact but, with the public key alone, records lie in an "
-        "unsigned segment (written before the hub had a signing key; see "
+        "unsigned segment (written before the hub had a signing key, or whose checkpoints were "
+        "lost with a spool; see "
         "--allow-unsigned-prefix for which are accepted); with --strict, also 3 when intact "
         "but not proven complete "
         "(records after the newest checkpoint whose successor is not yet due, or a retention "

@@ -81,6 +81,7 @@ class UnsignedSegment:
     prefix: bool
     unlinked: bool = False  # an earlier epoch no later one names as its predecessor
     uncovered_through: int = 0  # the signed epoch's records #first..#this no digest covers
+    checkpointed: bool = True  # the store holds some checkpoint of this epoch (unsigned)
 
     def message(self) -> str:
         where = f"{_name(self.hub, self.epoch)} records #{self.first}..#{self.last}"
@@ -114,6 +115,14 @@ class UnsignedSegment:
                 f" (written before the hub had a signing key; signed checkpoint "
                 f"#{self.signed_by} links to them, so they have not changed since it was "
                 f"signed at {self.signed_at}; before that only the HMAC key proves them)"
+            )
+        if not self.checkpointed:
+            # No checkpoint at all says nothing about the key: a hub that had one loses the
+            # checkpoints it had not shipped when it loses its spool.
+            return text + (
+                " (an earlier epoch with no checkpoint in the store, so no signature covers "
+                "it: its checkpoints were lost, as with a lost spool, or it predates "
+                "checkpoints; a later epoch names its last record)"
             )
         return text + " (written before the hub had a signing key, in an earlier epoch)"
 
@@ -188,6 +197,13 @@ class Report:
         """Intact, complete up to a checkpoint that needs no successor yet, and every
         record covered by the evidence given (no unsigned segment)."""
         return self.ok and not self.caveats and not self.unsigned
+
+    def proven_allowing(self, unsigned_prefix: bool) -> bool:
+        """:attr:`proven`, or, with ``unsigned_prefix`` (``--allow-unsigned-prefix``),
+        proven after signing began with every unsigned segment an accepted prefix."""
+        if unsigned_prefix and self.unsigned_prefix_only:
+            return self.ok and not self.caveats
+        return self.proven
 
     @property
     def unsigned_prefix_only(self) -> bool:
@@ -521,6 +537,7 @@ class _Verifier:
                         prefix=prefix,
                         unlinked=signed is None and not chain.vouched,
                         uncovered_through=uncovered,
+                        checkpointed=bool(chain.unsigned) or signed is not None,
                     )
                     if self.keys:
                         self.report.notes.append(

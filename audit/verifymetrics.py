@@ -31,7 +31,16 @@ def store_label(store: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, "", ""))
 
 
-def write_metrics(path: str, store: str, report: Report, *, now: float | None = None) -> None:
+def write_metrics(
+    path: str,
+    store: str,
+    report: Report,
+    *,
+    now: float | None = None,
+    unsigned_prefix: bool = False,
+) -> None:
+    """The verdict as gauges; ``unsigned_prefix``: ``--allow-unsigned-prefix`` was given, so
+    an accepted prefix counts as proven (its size is its own gauge)."""
     registry = CollectorRegistry()
     labels = ["store"]
 
@@ -41,8 +50,13 @@ def write_metrics(path: str, store: str, report: Report, *, now: float | None = 
     gauge("sovereign_audit_verify_ok", "1 when the last verification found the chain intact.",
           1 if report.ok else 0)  # fmt: skip
     gauge("sovereign_audit_verify_proven",
-          "1 when the last verification proved the trail complete (its tail sealed).",
-          1 if report.proven else 0)  # fmt: skip
+          "1 when the last verification proved the trail complete (its tail sealed); with "
+          "--allow-unsigned-prefix, records before the first signed checkpoint count when "
+          "accepted as a prefix (sovereign_audit_verify_unsigned_records says how many).",
+          1 if report.proven_allowing(unsigned_prefix) else 0)  # fmt: skip
+    gauge("sovereign_audit_verify_unsigned_records",
+          "Records the last verification found in unsigned segments (no signature covers "
+          "them; an accepted prefix included).", report.unsigned_records)  # fmt: skip
     gauge("sovereign_audit_verify_findings", "Problems the last verification found.",
           len(report.findings))  # fmt: skip
     gauge("sovereign_audit_verify_records", "Records the last verification checked.",

@@ -654,3 +654,36 @@ def test_the_store_label_never_carries_a_password():
         == "postgresql://auditor@db.internal:5433/audit"
     )
     assert store_label("/srv/jupyterhub/audit.sqlite") == "/srv/jupyterhub/audit.sqlite"
+
+
+def test_an_epoch_whose_checkpoints_were_lost_is_not_said_to_predate_the_signing_key(tmp_path):
+    """The hub had its signing key all along, but its first epoch's records reached the store
+    with no checkpoint (lost with its spool, which held the unshipped one), and the next epoch
+    names where that one ended. verify must not claim they were written before the hub had a
+    key; --allow-unsigned-prefix accepts them, and the metrics say what was proven."""
+    private, public = keypair(tmp_path)
+    sinks = [{"type": "sqlite", "path": str(tmp_path / "audit.sqlite")}]
+    run_trail(tmp_path, 10, sinks=sinks, signing_key_file=str(private),
+              checkpoint_every_records=0, checkpoint_every_seconds=0)  # fmt: skip
+    shutil.rmtree(tmp_path / "spool")
+    run_trail(tmp_path, 6, sinks=sinks, signing_key_file=str(private), checkpoint_every_records=5)
+    records = list(read(str(tmp_path / "audit.sqlite")))
+    report = verify(records, None, PublicKeys.from_files([public]))
+    assert report.ok, report.findings
+    [segment] = report.unsigned
+    assert (segment.first, segment.last) == (1, 11)
+    assert segment.prefix
+    assert "before the hub had a signing key" not in segment.message()
+    assert "no checkpoint in the store" in segment.message()
+    assert "its checkpoints were lost" in segment.message()
+    assert not report.proven
+    assert report.proven_allowing(unsigned_prefix=True)
+    store, metrics = write(tmp_path / "lost.jsonl", records), tmp_path / "verify.prom"
+    for args, code, proven in (((), 3, 0), (("--allow-unsigned-prefix",), 0, 1)):
+        done = sovhub_verify(store, "--public-key", str(public), "--metrics-file", str(metrics),
+                             "--metrics-store", "lost", *args, hmac=False)  # fmt: skip
+        assert done.returncode == code, done.stdout
+        assert "before the hub had a signing key" not in done.stdout
+        samples = prometheus_samples(metrics)
+        assert samples["sovereign_audit_verify_proven{store=lost}"] == proven
+        assert samples["sovereign_audit_verify_unsigned_records{store=lost}"] == 11

@@ -4,8 +4,8 @@ The previous release is a copy of the chart in tests/data/chart-previous
 (see its README) with the values it was installed with. Renders use the real
 Helm binaries; the test of `lookup` across the upgrade needs a cluster, and
 no real API server can run here, so Helm 3.18 renders with `--dry-run=server`
-against the emulated API server (sandbox/kube; Helm 4.1 maps every kind
-through discovery, which the emulator does not serve for apps/v1). The
+against the emulated API server (sandbox/kube; the whole install, upgrade,
+rollback and uninstall with both Helms is tests/test_helm_lifecycle.py). The
 database backups run against a real JupyterHub schema, in SQLite and in a
 real PostgreSQL 15.
 """

@@ -177,8 +177,12 @@ async def test_the_coordination_group_serves_leases(emulator):
         async with session.get(f"{emulator.url}/apis/coordination.k8s.io/v1/pods") as r:
             misplaced_status = r.status
     assert [g["preferredVersion"]["groupVersion"] for g in groups] == [
+        "apps/v1",
+        "batch/v1",
         "coordination.k8s.io/v1",
         "networking.k8s.io/v1",
+        "policy/v1",
+        "rbac.authorization.k8s.io/v1",
         "scheduling.k8s.io/v1",
     ]
     assert resources["groupVersion"] == "coordination.k8s.io/v1"
@@ -621,3 +625,158 @@ async def test_secret_string_data_is_stored_base64(emulator):
     )
     assert secret.data == {"k": "dg=="}
     assert secret.type == "Opaque"
+
+
+def workload(name: str, *, selector: dict | None = None, **template_labels: str) -> dict:
+    labels = template_labels or {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": labels} if selector is None else selector,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "c", "image": IMAGE}]},
+            },
+        },
+    }
+
+
+async def send(emulator, method: str, path: str, body=None, **kwargs) -> tuple[int, dict, list]:
+    headers = {"Authorization": "Bearer t0ken", **kwargs.pop("headers", {})}
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.request(method, f"{emulator.url}{path}", json=body, **kwargs) as r,
+    ):
+        return r.status, await r.json(), r.headers.getall("Warning", [])
+
+
+DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
+
+
+@pytest.mark.parametrize(
+    ("validation", "status", "warnings"),
+    [
+        ("Strict", 400, []),
+        ("Warn", 201, ['299 - "unknown field \\"spec.template.spec.containers[0].colour\\""']),
+        ("Ignore", 201, []),
+        (None, 201, ['299 - "unknown field \\"spec.template.spec.containers[0].colour\\""']),
+    ],
+)
+async def test_unknown_fields_follow_field_validation(emulator, validation, status, warnings):
+    """An unknown field is refused under Strict (what kubectl and Helm 4 ask for), dropped with
+    a warning under Warn (the default) and dropped silently under Ignore."""
+    body = workload("web")
+    body["spec"]["template"]["spec"]["containers"][0]["colour"] = "red"
+    query = {"fieldValidation": validation} if validation else {}
+    code, answer, sent = await send(emulator, "POST", DEPLOYMENTS, body, params=query)
+    assert code == status, answer
+    assert sent == warnings
+    if status == 400:
+        assert answer["reason"] == "BadRequest"
+        assert answer["message"] == (
+            'Deployment in version "v1" cannot be handled as a Deployment: strict decoding '
+            'error: unknown field "spec.template.spec.containers[0].colour"'
+        )
+    else:
+        assert "colour" not in answer["spec"]["template"]["spec"]["containers"][0]
+        assert answer["spec"]["replicas"] == 1  # defaulted, as a real server does
+        assert answer["metadata"]["generation"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        (workload("web", selector={"matchLabels": {"app": "other"}}),
+         "spec.template.metadata.labels", "`selector` does not match template `labels`"),
+        (workload("web", selector={}), "spec.selector", "empty selector is invalid"),
+    ],
+    ids=["mismatch", "empty"],
+)  # fmt: skip
+async def test_a_deployment_whose_selector_misses_its_template_is_422(emulator, body, field, words):
+    code, answer, _ = await send(emulator, "POST", DEPLOYMENTS, body)
+    assert code == 422
+    (cause,) = answer["details"]["causes"]
+    assert cause["field"] == field
+    assert words in cause["message"]
+
+
+async def test_immutable_workload_and_binding_fields_are_refused_on_update(emulator):
+    await send(emulator, "POST", DEPLOYMENTS, workload("web"))
+    patch = {"spec": {"selector": {"matchLabels": {"app": "web", "tier": "x"}}}}
+    code, answer, _ = await send(emulator, "PATCH", f"{DEPLOYMENTS}/web", patch,
+                                 headers={"Content-Type": "application/merge-patch+json"})  # fmt: skip
+    assert code == 422
+    assert "field is immutable" in answer["message"]
+    bindings = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings"
+    binding = {"metadata": {"name": "b"}, "subjects": [{"kind": "User", "name": "ana"}],
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}}  # fmt: skip
+    assert (await send(emulator, "POST", bindings, binding))[0] == 201
+    binding["roleRef"]["name"] = "other"
+    code, answer, _ = await send(emulator, "PUT", f"{bindings}/b", binding)
+    assert code == 422
+    assert "cannot change roleRef" in answer["message"]
+
+
+async def test_cluster_scoped_rbac_is_not_served_under_a_namespace(emulator):
+    role = {"metadata": {"name": "r"}, "rules": [{"apiGroups": [""], "resources": ["pods"],
+                                                  "verbs": ["get"]}]}  # fmt: skip
+    base = "/apis/rbac.authorization.k8s.io/v1"
+    assert (await send(emulator, "POST", f"{base}/namespaces/default/clusterroles", role))[0] == 404
+    code, stored, _ = await send(emulator, "POST", f"{base}/clusterroles", role)
+    assert code == 201
+    assert "namespace" not in stored["metadata"]
+    role["rules"][0]["verbs"] = []
+    role["metadata"]["name"] = "r2"
+    code, answer, _ = await send(emulator, "POST", f"{base}/clusterroles", role)
+    assert code == 422
+    assert answer["details"]["causes"][0]["field"] == "rules[0].verbs"
+
+
+async def test_openapi_v3_tells_clients_the_server_validates_fields(emulator):
+    """client-go asks each kind's PATCH operation for the fieldValidation parameter
+    (QueryParamVerifierV3); finding it, kubectl and Helm leave unknown fields to the server."""
+    code, index, _ = await send(emulator, "GET", "/openapi/v3")
+    assert code == 200
+    url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+    code, doc, _ = await send(emulator, "GET", url)
+    assert doc["openapi"].startswith("3.0")
+    item = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
+    assert item["x-kubernetes-group-version-kind"] == {
+        "group": "apps", "version": "v1", "kind": "Deployment"}  # fmt: skip
+    assert "fieldValidation" in [p["name"] for p in item["parameters"]]
+    schema = doc["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"]
+    assert schema["properties"]["template"]["$ref"].startswith("#/components/schemas/")
+    assert (await send(emulator, "GET", "/openapi/v3/apis/example.com/v1"))[0] == 404
+
+
+async def test_a_protobuf_body_of_a_kind_the_emulator_cannot_read_is_415(emulator):
+    headers = {
+        "Authorization": "Bearer t0ken",
+        "Content-Type": "application/vnd.kubernetes.protobuf",
+    }
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.post(f"{emulator.url}/api/v1/namespaces/default/pods", data=b"k8s\x00\x0a\x09\x0a\x02v1\x12\x03Pod") as r,
+    ):  # fmt: skip
+        body = await r.json()
+    assert r.status == 415
+    assert "not v1 Pod" in body["message"]
+
+
+@pytest.mark.parametrize("validation", ["Strict", "Ignore"])
+async def test_a_value_of_the_wrong_type_is_400_whatever_the_field_validation(emulator, validation):
+    """An unquoted env value (a classic chart bug) is refused as the server's JSON decoder
+    refuses it, even under Ignore."""
+    body = workload("web")
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "PORT", "value": 8080}]
+    code, answer, _ = await send(
+        emulator, "POST", DEPLOYMENTS, body, params={"fieldValidation": validation}
+    )
+    assert code == 400
+    assert answer["message"] == (
+        'Deployment in version "v1" cannot be handled as a Deployment: json: cannot unmarshal '
+        "number into Go struct field EnvVar.spec.template.spec.containers.env.value of type "
+        "string"
+    )

@@ -14,14 +14,14 @@ import base64
 import copy
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
 from sovereign_hub.policy.quantity import QuantityError, parse_quantity
 
-from . import priority
-from .store import Obj
+from . import priority, schemas
+from .store import RESOURCES, Obj
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -185,35 +185,36 @@ def _check_env(path: str, container: dict[str, Any], causes: list[tuple[str, str
             )  # fmt: skip
 
 
-def _check_pod(spec: dict[str, Any], causes: list[tuple[str, str]]) -> None:
+def check_pod_spec(spec: dict[str, Any], causes: list[tuple[str, str]], at: str = "spec") -> None:
+    """ValidatePodSpec, for a pod (``at`` "spec") or a workload's template."""
     volumes: set[str] = set()
     for i, volume in enumerate(spec.get("volumes") or []):
         vname = volume.get("name", "")
         if not DNS1123_LABEL.match(vname):
-            causes.append((f"spec.volumes[{i}].name", f'Invalid value: "{vname}": {_LABEL_MSG}'))
+            causes.append((f"{at}.volumes[{i}].name", f'Invalid value: "{vname}": {_LABEL_MSG}'))
         elif vname in volumes:
-            causes.append((f"spec.volumes[{i}].name", f'Duplicate value: "{vname}"'))
+            causes.append((f"{at}.volumes[{i}].name", f'Duplicate value: "{vname}"'))
         volumes.add(vname)
     for group in ("containers", "initContainers"):
         for i, container in enumerate(spec.get(group) or []):
-            _check_mounts(f"spec.{group}[{i}]", container, volumes, causes)
-            _check_resources(f"spec.{group}[{i}]", container, causes)
-            _check_env(f"spec.{group}[{i}]", container, causes)
+            _check_mounts(f"{at}.{group}[{i}]", container, volumes, causes)
+            _check_resources(f"{at}.{group}[{i}]", container, causes)
+            _check_env(f"{at}.{group}[{i}]", container, causes)
     containers = spec.get("containers") or []
     if not containers:
-        causes.append(("spec.containers", "Required value"))
+        causes.append((f"{at}.containers", "Required value"))
     seen: set[str] = set()
     for i, container in enumerate(containers):
         name = container.get("name", "")
         if not name:
-            causes.append((f"spec.containers[{i}].name", "Required value"))
+            causes.append((f"{at}.containers[{i}].name", "Required value"))
         elif not DNS1123_LABEL.match(name):
-            causes.append((f"spec.containers[{i}].name", f'Invalid value: "{name}": {_LABEL_MSG}'))
+            causes.append((f"{at}.containers[{i}].name", f'Invalid value: "{name}": {_LABEL_MSG}'))
         elif name in seen:
-            causes.append((f"spec.containers[{i}].name", f'Duplicate value: "{name}"'))
+            causes.append((f"{at}.containers[{i}].name", f'Duplicate value: "{name}"'))
         seen.add(name)
         if not container.get("image"):
-            causes.append((f"spec.containers[{i}].image", "Required value"))
+            causes.append((f"{at}.containers[{i}].image", "Required value"))
 
 
 def _supported(value: Any, allowed: tuple[str, ...]) -> str:
@@ -245,7 +246,9 @@ def _check_network_policy(spec: dict[str, Any], causes: list[tuple[str, str]]) -
                     causes.append((f"{at}.endPort", f"Invalid value: {end}: {problem}"))
 
 
-def validate(resource: str, kind: str, obj: Obj) -> None:
+def validate(resource: str, kind: str, obj: Obj, more: Sequence[tuple[str, str]] = ()) -> None:
+    """Refuse ``obj`` with every problem at once: its metadata's, its kind's and ``more``
+    (what :mod:`.workloads` found in a workload, a budget or an RBAC object)."""
     meta = obj.get("metadata") or {}
     name = meta.get("name", "")
     causes: list[tuple[str, str]] = []
@@ -257,7 +260,7 @@ def validate(resource: str, kind: str, obj: Obj) -> None:
     _check_owner_references(meta, causes)
     spec = obj.get("spec") or {}
     if resource == "pods":
-        _check_pod(spec, causes)
+        check_pod_spec(spec, causes)
     elif resource == "persistentvolumeclaims":
         if not spec.get("accessModes"):
             causes.append(
@@ -277,6 +280,7 @@ def validate(resource: str, kind: str, obj: Obj) -> None:
             value = spec.get(field)
             if value is not None and (not isinstance(value, int) or value < least):
                 causes.append((f"spec.{field}", f"Invalid value: {value}: must be {words}"))
+    causes += more
     if causes:
         raise Invalid(kind, name, causes)
 
@@ -294,22 +298,38 @@ def _qos(containers: list[dict[str, Any]]) -> str:
     return "Guaranteed" if guaranteed else "Burstable"
 
 
+def _has_spec(resource: str) -> bool:
+    served = RESOURCES[resource]
+    return schemas.has_field(schemas.of(served.group, "v1", served.kind), "spec")
+
+
+def default_pod_spec(spec: dict[str, Any]) -> None:
+    """SetDefaults_PodSpec and SetDefaults_Container: what a pod and a workload's pod
+    template both get (the admission plugins' tolerations and a pod's requests from its
+    limits are a pod's alone)."""
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("securityContext", {})
+    spec.setdefault("enableServiceLinks", True)
+    for container in spec.get("containers", []) + spec.get("initContainers", []):
+        container.setdefault("terminationMessagePath", "/dev/termination-log")
+        container.setdefault("terminationMessagePolicy", "File")
+        image = container.get("image", "")
+        tagged = "@" in image or ":" in image.rsplit("/", 1)[-1]
+        latest = image.endswith(":latest") or not tagged
+        container.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
+        container.setdefault("resources", {})
+
+
 def default(resource: str, obj: Obj) -> Obj:
     """Fill in what the API server would on create."""
     obj = copy.deepcopy(obj)
-    spec = (
-        obj.setdefault("spec", {})
-        if resource not in ("secrets", "configmaps", "events", "priorityclasses")
-        else {}
-    )
+    spec = obj.setdefault("spec", {}) if _has_spec(resource) else {}
     if resource == "pods":
-        spec.setdefault("restartPolicy", "Always")
-        spec.setdefault("dnsPolicy", "ClusterFirst")
-        spec.setdefault("schedulerName", "default-scheduler")
-        spec.setdefault("terminationGracePeriodSeconds", 30)
-        spec.setdefault("securityContext", {})
+        default_pod_spec(spec)
         spec.setdefault("serviceAccountName", spec.get("serviceAccount", "default"))
-        spec.setdefault("enableServiceLinks", True)
         tolerations = spec.setdefault("tolerations", [])
         for taint in (NOT_READY, UNREACHABLE):
             if not any(t.get("key") == taint for t in tolerations):
@@ -322,12 +342,6 @@ def default(resource: str, obj: Obj) -> Obj:
                     }
                 )
         for container in spec.get("containers", []) + spec.get("initContainers", []):
-            container.setdefault("terminationMessagePath", "/dev/termination-log")
-            container.setdefault("terminationMessagePolicy", "File")
-            image = container.get("image", "")
-            tagged = "@" in image or ":" in image.rsplit("/", 1)[-1]
-            latest = image.endswith(":latest") or not tagged
-            container.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
             resources = container.setdefault("resources", {})
             limits = resources.get("limits") or {}
             if limits:

@@ -4,8 +4,9 @@ What a Kubernetes client sees is what it would see from a real API server, for
 the resources in :data:`.store.RESOURCES`: discovery documents
 (:mod:`.discovery`); get, list (label and field selectors,
 ``limit``/``continue``), create (with ``generateName``), replace with
-optimistic concurrency, the three patch types, the ``status`` and ``binding``
-subresources and graceful deletion (:mod:`.verbs`); watches
+optimistic concurrency, the three patch types (:mod:`.patch`), field validation
+(:mod:`.decoding`), the ``status`` and ``binding`` subresources and graceful
+deletion (:mod:`.verbs`); the OpenAPI v3 documents (:mod:`.openapi`); watches
 (:mod:`.watchstream`); pod logs (:mod:`.podsubresources`); errors as
 ``Status`` objects. Bearer-token authentication guards every request but
 ``/healthz``-style probes and ``/version``. The control plane's controllers
@@ -22,9 +23,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
 
-from . import admission, discovery, podsubresources, priority, verbs, watchstream
+from . import (
+    admission,
+    decoding,
+    discovery,
+    openapi,
+    podsubresources,
+    priority,
+    protobuf,
+    verbs,
+    watchstream,
+)
 from .controllers import run_controller
 from .controllers.garbagecollector import collect_garbage
 from .controllers.namespaces import NamespaceController
@@ -65,11 +77,36 @@ def _dry(request: web.Request) -> bool:
     return verbs.dry_run(request.query.getall("dryRun", []))
 
 
+def _validation(request: web.Request) -> str:
+    return decoding.field_validation(request.query.getall("fieldValidation", []))
+
+
+def _answer(body: Any, warnings: list[str], status: int = 200) -> web.Response:
+    """A JSON answer with each warning in its own ``Warning`` header, as apiserver writes
+    them (code 299, no agent)."""
+    response = web.json_response(body, status=status)
+    for warning in warnings:
+        response.headers.add("Warning", f"299 - {json.dumps(warning)}")
+    return response
+
+
 async def _body(request: web.Request) -> Any:
+    if request.content_type == protobuf.PROTOBUF:
+        try:
+            return protobuf.decode(await request.read())
+        except protobuf.Unsupported as exc:
+            raise ApiError(415, "UnsupportedMediaType", str(exc)) from None
     try:
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise bad_request("the request body is not valid JSON") from None
+
+
+async def _delete_body(request: web.Request) -> bytes:
+    """A DELETE's body as JSON (typed clients send their DeleteOptions in protobuf)."""
+    if request.content_type == protobuf.PROTOBUF and request.can_read_body:
+        return json.dumps(await _body(request)).encode()
+    return await request.read()
 
 
 class ApiServer:
@@ -114,6 +151,8 @@ class ApiServer:
         app.router.add_get("/api/v1", discovery.group_resources)
         app.router.add_get("/apis", discovery.groups)
         app.router.add_get("/apis/{group}/v1", discovery.group_resources)
+        app.router.add_get("/openapi/v3", openapi.index)
+        app.router.add_get("/openapi/v3/{tail:.+}", openapi.group_version)
         app.router.add_route("*", "/api/v1/{tail:.+}", self._dispatch)
         app.router.add_route("*", "/apis/{group}/v1/{tail:.+}", self._dispatch)
         app.on_startup.append(self._start_controllers)
@@ -196,13 +235,21 @@ class ApiServer:
                 )
             return web.json_response(self._list(request, resource, namespace, selector))
         if method == "POST":
+            warnings: list[str] = []
             created = verbs.create(
-                self.store, resource, namespace, await _body(request), dry=_dry(request)
+                self.store,
+                resource,
+                namespace,
+                await _body(request),
+                dry=_dry(request),
+                validation=_validation(request),
+                warnings=warnings,
+                manager=request.query.get("fieldManager", ""),
             )
-            return web.json_response(verbs.out(resource, created), status=201)
+            return _answer(verbs.out(resource, created), warnings, status=201)
         if method == "DELETE":
             selector = _selector(request, resource)
-            options = verbs.delete_options(request.query, await request.read())
+            options = verbs.delete_options(request.query, await _delete_body(request))
             verbs.delete_collection(self.store, resource, namespace, selector, options)
             listed = verbs.list_page(self.store, resource, namespace, selector)
             return web.json_response(listed)
@@ -242,32 +289,72 @@ class ApiServer:
             if sub is None and (include := watchstream.table_include(request)) is not None:
                 return web.json_response(watchstream.as_table(resource, [obj], None, include))
             return web.json_response(verbs.out(resource, obj))
+        warnings: list[str] = []
         if method == "PUT":
             body = await _body(request)
-            return web.json_response(
-                verbs.out(
-                    resource,
-                    verbs.replace(self.store, resource, ns, name, body, sub, dry=_dry(request)),
-                )
+            replaced = verbs.replace(
+                self.store,
+                resource,
+                ns,
+                name,
+                body,
+                sub,
+                dry=_dry(request),
+                validation=_validation(request),
+                warnings=warnings,
+                manager=request.query.get("fieldManager", ""),
             )
+            return _answer(verbs.out(resource, replaced), warnings)
         if method == "PATCH":
             content_type = request.headers.get("Content-Type", "")
             if content_type.startswith(APPLY_PATCH):
-                raise ApiError(
-                    415,
-                    "UnsupportedMediaType",
-                    "server-side apply is not supported by the emulator",
-                )
+                return await self._apply(request, resource, ns, name, sub)
             body = await _body(request)
             patched = verbs.patch(
-                self.store, resource, ns, name, content_type, body, sub, dry=_dry(request)
+                self.store,
+                resource,
+                ns,
+                name,
+                content_type,
+                body,
+                sub,
+                dry=_dry(request),
+                validation=_validation(request),
+                warnings=warnings,
+                manager=request.query.get("fieldManager", ""),
             )
-            return web.json_response(verbs.out(resource, patched))
+            return _answer(verbs.out(resource, patched), warnings)
         if method == "DELETE" and sub is None:
-            options = verbs.delete_options(request.query, await request.read())
+            options = verbs.delete_options(request.query, await _delete_body(request))
             deleted = verbs.delete(self.store, resource, ns, name, options)
             return web.json_response(verbs.out(resource, deleted))
         raise _not_allowed()
+
+    async def _apply(
+        self, request: web.Request, resource: Resource, ns: str, name: str, sub: str | None
+    ) -> web.Response:
+        if sub is not None:
+            raise ApiError(
+                415, "UnsupportedMediaType", f"the emulator applies only whole objects, not {sub}"
+            )
+        try:
+            body = yaml.safe_load(await request.text())
+        except yaml.YAMLError as exc:
+            raise bad_request(f"the apply patch is not valid YAML: {exc}") from None
+        warnings: list[str] = []
+        obj, created = verbs.server_side_apply(
+            self.store,
+            resource,
+            ns,
+            name,
+            body,
+            manager=request.query.get("fieldManager", ""),
+            force=request.query.get("force") == "true",
+            dry=_dry(request),
+            validation=_validation(request),
+            warnings=warnings,
+        )
+        return _answer(verbs.out(resource, obj), warnings, status=201 if created else 200)
 
 
 def _not_allowed() -> ApiError:

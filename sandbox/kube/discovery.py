@@ -18,6 +18,9 @@ _VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "updat
 # Verbs of subresources that are not the usual get/patch/update of a status.
 _SUB_VERBS = {"binding": ["create"], "log": ["get"], "exec": ["create", "get"]}
 _SUB_KINDS = {"binding": "Binding", "exec": "PodExecOptions"}
+# What `kubectl get all` lists: the resources a real server puts in the "all" category.
+_ALL = {"pods", "services", "deployments", "daemonsets", "statefulsets", "replicasets", "jobs",
+        "cronjobs"}  # fmt: skip
 
 
 async def version(request: web.Request) -> web.Response:
@@ -60,6 +63,7 @@ def resource_list(group: str) -> Obj:
                 "kind": r.kind,
                 "verbs": _VERBS,
                 **({"shortNames": [r.short]} if r.short else {}),
+                **({"categories": ["all"]} if r.plural in _ALL else {}),
             }
         )
         for sub in sorted(r.subresources):

@@ -74,6 +74,42 @@ RESOURCES: dict[str, Resource] = {
         Resource("leases", "Lease", group="coordination.k8s.io"),
         Resource("networkpolicies", "NetworkPolicy", group="networking.k8s.io", short="netpol"),
         Resource(
+            "ingresses",
+            "Ingress",
+            group="networking.k8s.io",
+            subresources=frozenset({"status"}),
+            short="ing",
+        ),
+        *(
+            Resource(plural, kind, group="apps", subresources=frozenset({"status"}), short=short)
+            for plural, kind, short in (
+                ("deployments", "Deployment", "deploy"),
+                ("daemonsets", "DaemonSet", "ds"),
+                ("statefulsets", "StatefulSet", "sts"),
+                ("replicasets", "ReplicaSet", "rs"),
+            )
+        ),
+        Resource("jobs", "Job", group="batch", subresources=frozenset({"status"})),
+        Resource(
+            "cronjobs", "CronJob", group="batch", subresources=frozenset({"status"}), short="cj"
+        ),
+        Resource(
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            group="policy",
+            subresources=frozenset({"status"}),
+            short="pdb",
+        ),
+        *(
+            Resource(plural, kind, namespaced=namespaced, group="rbac.authorization.k8s.io")
+            for plural, kind, namespaced in (
+                ("roles", "Role", True),
+                ("rolebindings", "RoleBinding", True),
+                ("clusterroles", "ClusterRole", False),
+                ("clusterrolebindings", "ClusterRoleBinding", False),
+            )
+        ),
+        Resource(
             "priorityclasses",
             "PriorityClass",
             namespaced=False,

@@ -16,7 +16,8 @@ import string
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import admission, priority
+from . import admission, apply, priority, workloads
+from .decoding import check_fields, schema_of
 from .errors import ApiError, bad_request, conflict, not_found
 from .patch import PatchError, apply_patch
 from .selectors import Selector
@@ -106,10 +107,19 @@ def dry_run(values: list[str]) -> bool:
 
 
 def create(
-    store: Store, resource: Resource, namespace: str | None, body: Any, *, dry: bool = False
+    store: Store,
+    resource: Resource,
+    namespace: str | None,
+    body: Any,
+    *,
+    dry: bool = False,
+    validation: str = "Warn",
+    warnings: list[str] | None = None,
+    manager: str = "",
 ) -> Obj:
     if not isinstance(body, dict):
         raise bad_request("the request body must be an object")
+    check_fields(resource, body, validation, warnings)
     meta = body.setdefault("metadata", {})
     if resource.namespaced:
         ns = namespace or meta.get("namespace") or "default"
@@ -132,12 +142,12 @@ def create(
         meta.pop(key, None)
     if not meta.get("name") and meta.get("generateName"):
         meta["name"] = meta["generateName"] + "".join(secrets.choice(_NAME_CHARS) for _ in range(5))
-    obj = admission.default(resource.plural, body)
+    obj = workloads.default(resource.plural, admission.default(resource.plural, body))
     # The Priority admission plugin: it mutates a pod before validation, and validates
     # a class's globalDefault after, as the real server orders its admission phases.
     if resource.plural == "pods":
         obj = priority.admit_pod(store, obj)
-    admission.validate(resource.plural, resource.kind, obj)
+    admission.validate(resource.plural, resource.kind, obj, workloads.causes(resource.plural, obj))
     if resource.plural == "priorityclasses":
         priority.check_single_default(store, obj)
     if store.get(resource.plural, meta.get("namespace", ""), meta["name"]) is not None:
@@ -146,6 +156,10 @@ def create(
             "AlreadyExists",
             f'{resource.plural} "{meta["name"]}" already exists',
             {"name": meta["name"], "kind": resource.plural},
+        )
+    if manager:
+        apply.record_update(
+            None, obj, schema_of(resource), manager=manager, api_version=resource.api_version
         )
     if dry:
         obj["metadata"].setdefault("creationTimestamp", now_iso())
@@ -162,6 +176,9 @@ def _merged(store: Store, resource: Resource, old: Obj, new: Obj, sub: str | Non
             new_meta[key] = old["metadata"][key]
         else:
             new_meta.pop(key, None)
+    # An update that leaves managedFields out keeps them (an empty list clears them).
+    if "managedFields" not in new_meta and "managedFields" in old["metadata"]:
+        new_meta["managedFields"] = old["metadata"]["managedFields"]
     if sub == "status":
         result = copy.deepcopy(old)
         result["status"] = new.get("status", {})
@@ -179,7 +196,10 @@ def _merged(store: Store, resource: Resource, old: Obj, new: Obj, sub: str | Non
         if causes:
             raise admission.Invalid(resource.kind, old["metadata"]["name"], causes)
         priority.check_single_default(store, new)
-    admission.validate(resource.plural, resource.kind, new)
+    # Defaults apply to every write, as the server decodes each request with them.
+    new = workloads.default(resource.plural, new)
+    workloads.check_update(resource.plural, old, new)
+    admission.validate(resource.plural, resource.kind, new, workloads.causes(resource.plural, new))
     return new
 
 
@@ -206,9 +226,13 @@ def replace(
     sub: str | None,
     *,
     dry: bool = False,
+    validation: str = "Warn",
+    warnings: list[str] | None = None,
+    manager: str = "",
 ) -> Obj:
     if not isinstance(body, dict):
         raise bad_request("the request body must be an object")
+    check_fields(resource, body, validation, warnings)
     old = get(store, resource, ns, name)
     if (given := body.get("metadata", {}).get("name")) not in (None, name):
         raise bad_request(
@@ -217,7 +241,9 @@ def replace(
     wanted = body.get("metadata", {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
-    return store_update(store, resource, old, _merged(store, resource, old, body, sub), dry=dry)
+    new = _merged(store, resource, old, body, sub)
+    _record(resource, old, new, manager)
+    return store_update(store, resource, old, new, dry=dry)
 
 
 def patch(
@@ -230,18 +256,81 @@ def patch(
     sub: str | None,
     *,
     dry: bool = False,
+    validation: str = "Warn",
+    warnings: list[str] | None = None,
+    manager: str = "",
 ) -> Obj:
     old = get(store, resource, ns, name)
     try:
-        patched = apply_patch(content_type, copy.deepcopy(old), body)
+        patched = apply_patch(content_type, copy.deepcopy(old), body, schema_of(resource))
     except PatchError as exc:
-        if "unsupported patch type" in str(exc):
-            raise ApiError(415, "UnsupportedMediaType", str(exc)) from None
-        raise ApiError(422, "Invalid", str(exc)) from None
+        reason = {415: "UnsupportedMediaType", 400: "BadRequest"}.get(exc.code, "Invalid")
+        raise ApiError(exc.code, reason, str(exc)) from None
+    check_fields(resource, patched, validation, warnings)
     wanted = patched.get("metadata", {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
-    return store_update(store, resource, old, _merged(store, resource, old, patched, sub), dry=dry)
+    new = _merged(store, resource, old, patched, sub)
+    _record(resource, old, new, manager)
+    return store_update(store, resource, old, new, dry=dry)
+
+
+def _record(resource: Resource, old: Obj, new: Obj, manager: str) -> None:
+    if manager:
+        schema = schema_of(resource)
+        apply.record_update(old, new, schema, manager=manager, api_version=resource.api_version)
+
+
+def server_side_apply(
+    store: Store,
+    resource: Resource,
+    ns: str,
+    name: str,
+    body: Any,
+    *,
+    manager: str,
+    force: bool,
+    dry: bool = False,
+    validation: str = "Warn",
+    warnings: list[str] | None = None,
+) -> tuple[Obj, bool]:
+    """An apply patch (:mod:`.apply`): the object, and whether the apply created it."""
+    if not manager:
+        raise admission.Invalid(
+            "PatchOptions", "", [("fieldManager", "Required value: is required for apply patch")]
+        )
+    if not isinstance(body, dict):
+        raise bad_request("an apply patch is a YAML or JSON object")
+    check_fields(resource, body, validation, warnings)
+    if (given := (body.get("metadata") or {}).get("name")) not in (None, name):
+        raise bad_request(
+            f"the name of the object ({given}) does not match the name on the URL ({name})"
+        )
+    old = store.get(resource.plural, ns if resource.namespaced else "", name)
+    try:
+        applied = apply.apply(
+            old,
+            body,
+            schema_of(resource),
+            manager=manager,
+            api_version=resource.api_version,
+            force=force,
+        )
+    except apply.Conflicts as exc:
+        causes = [
+            {"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": f}
+            for m, f in exc.conflicts
+        ]
+        raise ApiError(409, "Conflict", str(exc), {"causes": causes}) from None
+    if old is None:
+        applied["metadata"]["name"] = name
+        created = create(store, resource, ns or None, applied, dry=dry, validation="Ignore")
+        return created, True
+    wanted = body.get("metadata", {}).get("resourceVersion")
+    if wanted and wanted != old["metadata"]["resourceVersion"]:
+        raise conflict(resource, name)
+    merged = _merged(store, resource, old, applied, None)
+    return store_update(store, resource, old, merged, dry=dry), False
 
 
 def bind(store: Store, ns: str, name: str, body: Any) -> None:
