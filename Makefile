@@ -181,15 +181,22 @@ unit: $(STAMP)
 # schema-generated REST API requests per token kind.
 # Each fuzz run is bounded by its number of examples (or seconds), not by pytest-timeout's
 # 300 s: on a busy machine 1,000 spawn requests take longer than that.
+# A shorter hunt on a busy machine: e.g. `make fuzz FUZZ_ROUNDS=3 FUZZ_SCHEMA_SECONDS=30`.
 FUZZ_TIMEOUT ?= --timeout=7200
+FUZZ_ROUNDS ?= 10
+FUZZ_EXAMPLES ?= 1000
+FUZZ_USERS ?= 150
+FUZZ_PURE_EXAMPLES ?= 100000
+FUZZ_SCHEMA_SECONDS ?= 300
 fuzz: $(STAMP)
-	for round in 1 2 3 4 5 6 7 8 9 10; do \
-		SOVEREIGN_FUZZ_HTTP_SECONDS=0 SOVEREIGN_FUZZ_HTTP_EXAMPLES=1000 SOVEREIGN_FUZZ_HTTP_USERS=150 \
+	for round in $$(seq $(FUZZ_ROUNDS)); do \
+		SOVEREIGN_FUZZ_HTTP_SECONDS=0 SOVEREIGN_FUZZ_HTTP_EXAMPLES=$(FUZZ_EXAMPLES) \
+		SOVEREIGN_FUZZ_HTTP_USERS=$(FUZZ_USERS) \
 		$(BIN)/python -m pytest tests/test_spawn_api_fuzz.py -q -s -p no:cacheprovider $(FUZZ_TIMEOUT) || exit 1; \
 	done
-	SOVEREIGN_FUZZ_EXAMPLES=100000 \
+	SOVEREIGN_FUZZ_EXAMPLES=$(FUZZ_PURE_EXAMPLES) \
 		$(BIN)/python -m pytest tests/test_spawn_fuzz.py -q -p no:cacheprovider $(FUZZ_TIMEOUT)
-	SOVEREIGN_FUZZ_SCHEMA_SECONDS=300 SOVEREIGN_FUZZ_SCHEMA_EXAMPLES=1000000 \
+	SOVEREIGN_FUZZ_SCHEMA_SECONDS=$(FUZZ_SCHEMA_SECONDS) SOVEREIGN_FUZZ_SCHEMA_EXAMPLES=1000000 \
 		$(BIN)/python -m pytest tests/test_rest_api_schema_fuzz.py -q -s -p no:cacheprovider $(FUZZ_TIMEOUT)
 
 docs: $(STAMP)

@@ -37,7 +37,7 @@ from tornado import web
 from sovereign_hub import logscrub
 from sovereign_hub.reporting import ShareEvent
 
-from .sharing import SETTING, GovernedSharing
+from .sharing import Governed, GovernedSharing
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _grants_a_code(headers: dict[str, str], status: int) -> bool:
     return 300 <= status < 400 and "code" in parse_qs(urlparse(location).query)
 
 
-class GovernedOAuthAuthorizeHandler(OAuthAuthorizeHandler):
+class GovernedOAuthAuthorizeHandler(Governed, OAuthAuthorizeHandler):
     """``/hub/api/oauth2/authorize``, recording entry to a server through a share."""
 
     def send_oauth_response(self, headers: dict[str, str], body: Any, status: int) -> None:
@@ -86,7 +86,7 @@ class GovernedOAuthAuthorizeHandler(OAuthAuthorizeHandler):
         user = self.current_user
         if spawner is None or user is None or spawner.user.id == user.id:
             return  # a service, or the owner's own server
-        governor: GovernedSharing = self.settings[SETTING]
+        governor: GovernedSharing = self.governor
         held = shares_for(spawner, user.orm_user)
         if governor.end_expired(self.db, self.users, held):
             # Expiry holds at the door, not only at the next reconcile. The hub decided
@@ -126,7 +126,7 @@ class GovernedOAuthAuthorizeHandler(OAuthAuthorizeHandler):
             ) from None
 
 
-class GovernedSelfAPIHandler(SelfAPIHandler):
+class GovernedSelfAPIHandler(Governed, SelfAPIHandler):
     """``/hub/api/user``: a share past its end lets no token in, reconciled or not.
 
     Every single-user server asks the hub who a token belongs to, and what it may
@@ -140,7 +140,7 @@ class GovernedSelfAPIHandler(SelfAPIHandler):
         user = self.current_user
         orm_user = getattr(user, "orm_user", None)  # a service has no shares
         held = orm_user.all_shared_with_me if orm_user is not None else []
-        if held and self.settings[SETTING].end_expired(self.db, self.users, held):
+        if held and self.governor.end_expired(self.db, self.users, held):
             token = self.get_token()
             self.expanded_scopes = scopes.get_scopes_for(token if token is not None else user)
             self.parsed_scopes = scopes.parse_scopes(self.expanded_scopes)

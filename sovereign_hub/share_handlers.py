@@ -2,10 +2,10 @@
 and its per-user and per-group share handlers, recording the shares they end.
 
 Each subclass keeps JupyterHub's route, request body and response, checks the
-request with :class:`~sovereign_hub.sharing.GovernedSharing` (held in the
-Tornado settings), reports the outcome, and calls JupyterHub's own method to
-do the work. :func:`sovereign_hub.sharing.install` puts them in JupyterHub's
-route tables.
+request with :class:`~sovereign_hub.sharing.GovernedSharing` (its route's
+keyword argument, see :class:`~sovereign_hub.sharing.Governed`), reports the
+outcome, and calls JupyterHub's own method to do the work.
+:func:`sovereign_hub.sharing.install` puts them in JupyterHub's route tables.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from sovereign_hub.reporting import ShareEvent
 
 from .share_access import GovernedOAuthAuthorizeHandler, GovernedSelfAPIHandler
 from .share_ends import choose_end
-from .sharing import SETTING, GovernedSharing
+from .sharing import Governed, GovernedSharing
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,8 @@ def _report_revoked(handler: Any, event: ShareEvent) -> None:
         )  # fmt: skip
 
 
-def _governor(handler: web.RequestHandler) -> GovernedSharing:
-    return handler.settings[SETTING]
+def _governor(handler: Any) -> GovernedSharing:
+    return handler.governor  # type: ignore[no-any-return]
 
 
 def _recipient_from_body(handler: Any) -> Recipient | None:
@@ -154,7 +154,7 @@ def _recipient_from_body(handler: Any) -> Recipient | None:
     return None
 
 
-class GovernedShareHandler(ServerShareAPIHandler):
+class GovernedShareHandler(Governed, ServerShareAPIHandler):
     """``/hub/api/shares/{owner}/{server}`` with the sharing policy and audit."""
 
     _wanted_end: datetime | None = None
@@ -351,7 +351,7 @@ class _RecipientShareRevoke:
         )
 
 
-class GovernedUserShareHandler(_RecipientShareRevoke, UserShareAPIHandler):
+class GovernedUserShareHandler(Governed, _RecipientShareRevoke, UserShareAPIHandler):
     """``/hub/api/users/{user}/shared/{owner}/{server}``: leaving a share is recorded."""
 
     kind = "user"
@@ -362,7 +362,7 @@ class GovernedUserShareHandler(_RecipientShareRevoke, UserShareAPIHandler):
         _RecipientShareRevoke.delete(self, user_name, owner_name, _server_name)
 
 
-class GovernedGroupShareHandler(_RecipientShareRevoke, GroupShareAPIHandler):
+class GovernedGroupShareHandler(Governed, _RecipientShareRevoke, GroupShareAPIHandler):
     """``/hub/api/groups/{group}/shared/{owner}/{server}``: removing a group's share is recorded."""
 
     kind = "group"
@@ -373,7 +373,7 @@ class GovernedGroupShareHandler(_RecipientShareRevoke, GroupShareAPIHandler):
         _RecipientShareRevoke.delete(self, group_name, owner_name, _server_name)
 
 
-class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
+class GovernedShareCodeHandler(Governed, ServerShareCodeAPIHandler):
     """``/hub/api/share-codes/{owner}/{server}``: codes only from those who may share,
     and never longer than the policy's maximum."""
 
@@ -444,7 +444,7 @@ class GovernedShareCodeHandler(ServerShareCodeAPIHandler):
         return getattr(self, "_body", None) or super().get_json_body()
 
 
-class GovernedAcceptShareHandler(AcceptShareHandler):
+class GovernedAcceptShareHandler(Governed, AcceptShareHandler):
     """``/hub/accept-share``: a code is exchanged only by a recipient the policy allows."""
 
     @web.authenticated

@@ -41,8 +41,8 @@ from sovereign_hub.policy.sharing import Recipient, ShareRefusal, share_expires,
 from sovereign_hub.reporting import Reporter, ShareEvent
 
 log = logging.getLogger(__name__)
-SETTING = "sovereign_sharing"
-"""The Tornado setting that holds this hub's :class:`GovernedSharing`."""
+ROUTE_ARGUMENT = "governor"
+"""The keyword :func:`install` gives each governed route (see :class:`Governed`)."""
 
 
 def _utc(moment: datetime) -> datetime:
@@ -54,6 +54,24 @@ def _ended(policy: Policy, share: orm.Share) -> str:
     if share_expires(policy, _utc(share.created_at)) <= datetime.now(UTC):
         return f"the policy's {policy.sharing.max_minutes} minutes ended"
     return "the end its owner chose came"
+
+
+class Governed:
+    """Mixin of the handlers :func:`install` puts in JupyterHub's route tables.
+
+    Each gets this hub's :class:`GovernedSharing` as its route's keyword argument
+    (Tornado passes a route's dictionary to ``initialize``), not from the Tornado
+    settings: ``c.JupyterHub.tornado_settings`` is the admin's to set, and a
+    ``hub.extraConfig`` that assigns it wholesale would otherwise take the governor
+    away, turning every share request into a 500. The route tables are JupyterHub's
+    code, which no configuration replaces.
+    """
+
+    governor: GovernedSharing
+
+    def initialize(self, governor: GovernedSharing, **kwargs: Any) -> None:
+        self.governor = governor
+        super().initialize(**kwargs)  # type: ignore[misc]
 
 
 class GovernedSharing(Configurable):
@@ -91,7 +109,7 @@ class GovernedSharing(Configurable):
         (self.reporter or Reporter()).share(event)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> GovernedSharing:
-        return self  # one per hub, held in Tornado settings that config copies
+        return self  # one per hub: a copy would be a second governor, reconciling twice
 
     # -- the checks -------------------------------------------------------------
     @staticmethod
@@ -262,8 +280,9 @@ def install(c: Config) -> GovernedSharing:
     """Govern this hub's sharing API by the policy; call from ``jupyterhub_config.py``.
 
     Swaps the handler classes in JupyterHub's route tables (the hub builds its
-    Tornado application from them after reading its config), puts the
-    :class:`GovernedSharing` in the Tornado settings, and starts the reconcile.
+    Tornado application from them after reading its config), hands each the
+    :class:`GovernedSharing` as its route's keyword argument (see :class:`Governed`),
+    and starts the reconcile. Called again, it hands the routes the new governor.
     """
     from jupyterhub import apihandlers, handlers
     from jupyterhub.app import JupyterHub
@@ -272,14 +291,14 @@ def install(c: Config) -> GovernedSharing:
     from .share_handlers import SWAPS
 
     group_shares.install()  # JupyterHub <= 6.1: group shares give a member's token no access
+    governor = GovernedSharing(config=c)
+    ours = set(SWAPS.values())
     for table in (apihandlers.default_handlers, handlers.default_handlers):
         for i, route in enumerate(table):
-            if route[1] in SWAPS:
-                table[i] = (route[0], SWAPS[route[1]], *route[2:])
-    governor = GovernedSharing(config=c)
-    settings = dict(c.JupyterHub.get("tornado_settings", {}))
-    settings[SETTING] = governor
-    c.JupyterHub.tornado_settings = settings
+            handler = SWAPS.get(route[1], route[1])
+            if handler in ours:
+                kwargs = {**(route[2] if len(route) > 2 else {}), ROUTE_ARGUMENT: governor}
+                table[i] = (route[0], handler, kwargs, *route[3:])
     try:
         asyncio.get_running_loop()
     except RuntimeError:

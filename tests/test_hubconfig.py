@@ -468,7 +468,16 @@ def test_enable_sharing_adds_the_sharing_scopes_to_the_user_role_and_governs_the
             ],
         }
     ]
-    assert isinstance(c.JupyterHub.tornado_settings[sharing.SETTING], sharing.GovernedSharing)
+    # The governor rides on the routes, so an extraConfig replacing the Tornado settings
+    # wholesale (after enable_sharing, as the chart runs it) cannot take it away.
+    c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 1}
+    governed = [
+        route
+        for route in [*apihandlers.default_handlers, *handlers.default_handlers]
+        if issubclass(route[1], sharing.Governed)
+    ]
+    assert {route[1] for route in governed} == set(share_handlers.SWAPS.values())
+    assert all(isinstance(r[2]["governor"], sharing.GovernedSharing) for r in governed)
     routes = {
         route[0]: route[1] for route in [*apihandlers.default_handlers, *handlers.default_handlers]
     }

@@ -3,8 +3,11 @@
 JupyterHub's own sharing API (``/hub/api/shares``) with the Sovereign handlers
 installed: the policy decides who may share with whom, the recipient must be
 entitled to the server's region, shares end at the policy's maximum, and the
-audit trail records each grant, refusal and revocation. Kubernetes is the
-project's emulator unless SOVEREIGN_TEST_KUBECONFIG names a real cluster.
+audit trail records each grant, refusal and revocation. Every hub here has its
+``c.JupyterHub.tornado_settings`` assigned wholesale after the sharing is
+installed, as an admin's ``hub.extraConfig`` may: the governance must not depend
+on them. Kubernetes is the project's emulator unless SOVEREIGN_TEST_KUBECONFIG
+names a real cluster.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from sovereign_hub.audit import hub_reporter
 sharing.install(c)
 c.SovereignSpawner.reporter = c.GovernedSharing.reporter = hub_reporter(c)
 c.GovernedSharing.reconcile_interval = 1
+# As an admin's hub.extraConfig may (the chart runs it after the sharing is installed):
+# the Tornado settings assigned wholesale. The sharing must stay governed all the same.
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 10}}
 """
 
 

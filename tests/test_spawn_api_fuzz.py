@@ -12,6 +12,11 @@ keys — sent by users of each kind (EU researcher, US analyst, both, none) as
 - no claim exists for a user whose every request was refused;
 - the hub's GPU ledger holds exactly the GPUs of the accepted spawns.
 
+Before those checks every accepted spawn must settle (:func:`wait_settled`): have a
+pod, have been refused after all, or wait in the fair GPU queue as the hub's REST API
+shows it (the server's ``state.sovereign.queued``, read as ``sovhub gpu-queue list``
+reads it); an accepted spawn in none of these states is lost, and fails the test.
+
 Accepted spawns run a process that never answers HTTP, so they stay pending
 (cheap) until the test stops them. The run is bounded by time, not only by
 count: ``SOVEREIGN_FUZZ_HTTP_SECONDS`` (default 30) and
@@ -23,12 +28,15 @@ The numbers reached are printed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import requests
@@ -37,8 +45,10 @@ from hypothesis import strategies as st
 
 from sovereign_hub.policy import Identity, entitlements, load_policy
 from sovereign_hub.sandbox.hubprocess import Hub
+from sovereign_hub.spawner.fairqueue import Pool, Waiter
+from sovereign_hub.spawner.queuecli import waiters_from_users
 from tests.attacks import spawn_bodies
-from tests.conftest import ROOT, eventually
+from tests.conftest import ROOT
 from tests.hubs import sovereign_hub_config
 
 POLICY_PATH = ROOT / "examples" / "policy.yaml"
@@ -54,6 +64,7 @@ KINDS = {
 }
 USERS_PER_KIND = int(os.environ.get("SOVEREIGN_FUZZ_HTTP_USERS", "80"))
 BATCH = 8  # requests sent at once, each by a different user
+SETTLE_SECONDS = 60.0  # how long an accepted spawn may be neither podded, queued nor refused
 
 # Test-only window into the real hub's GPU ledger, served by the hub under test.
 LEDGER_HANDLER = """
@@ -65,8 +76,7 @@ class _GpuHolds(web.RequestHandler):
         self.write({"gpus": SHARED.usage().gpus})
 
 c.JupyterHub.extra_handlers = [(r"/test/gpu-holds", _GpuHolds)]
-# Added to, not replaced: the governed sharing keeps its state in the Tornado settings.
-c.JupyterHub.tornado_settings = {**c.JupyterHub.get("tornado_settings", {}), "slow_spawn_timeout": 1.5}
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 1.5}  # wholesale: sharing must not mind
 c.JupyterHub.concurrent_spawn_limit = 0
 """
 
@@ -176,6 +186,75 @@ def fuzz(run: Run) -> None:
         attack()
 
 
+@dataclass(frozen=True)
+class Settling:
+    """Where the accepted spawns stand, as the cluster and the hub's REST API show them."""
+
+    with_pod: frozenset[str]
+    queued: Mapping[str, Waiter]
+    """Users whose pending server waits in the fair GPU queue (no pod, no GPU held)."""
+    refused: frozenset[str]
+    """Users with no server any more: answered 202, then refused."""
+    lost: Mapping[str, object]
+    """Users whose accepted server is none of the above, with its REST model."""
+
+
+def settling(
+    accepted: Iterable[str], with_pod: set[str], models: Mapping[str, Mapping[str, Any]]
+) -> Settling:
+    """Classify each accepted user from the pods' owners and their ``GET /users/{name}``
+    models (``models`` needs only the users without a pod).
+
+    A spawn counts as queued only as a client sees it: its server is pending a spawn and
+    its state holds a place in the queue (the admin's view, ``admin:server_state``,
+    parsed by the same code as ``sovhub gpu-queue list``).
+    """
+    queued: dict[str, Waiter] = {}
+    refused: set[str] = set()
+    lost: dict[str, object] = {}
+    for user in sorted(set(accepted) - with_pod):
+        model = models[user]
+        servers = model.get("servers") or {}
+        if not servers:
+            refused.add(user)
+            continue
+        waiting = [
+            w
+            for w in waiters_from_users([model]).waiters()
+            if w.user == user and (servers.get(w.server) or {}).get("pending") == "spawn"
+        ]
+        if waiting:
+            queued[user] = waiting[0]
+        else:
+            lost[user] = servers
+    return Settling(frozenset(with_pod & set(accepted)), queued, frozenset(refused), lost)
+
+
+async def wait_settled(
+    accepted: Iterable[str],
+    pod_owners: Callable[[], Awaitable[set[str]]],
+    user_model: Callable[[str], Mapping[str, Any]],
+    timeout: float = SETTLE_SECONDS,
+    interval: float = 0.5,
+) -> Settling:
+    """Wait until no accepted spawn is lost (see :func:`settling`); fail naming those that
+    still are after ``timeout`` seconds, with their servers' REST models."""
+    accepted = set(accepted)
+    deadline = time.monotonic() + timeout
+    while True:
+        with_pod = await pod_owners()
+        models = {user: user_model(user) for user in sorted(accepted - with_pod)}
+        state = settling(accepted, with_pod, models)
+        if not state.lost:
+            return state
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"{len(state.lost)} accepted spawn(s) have neither a pod, a place in the GPU "
+                f"queue, nor been refused after {timeout:.0f} s: {dict(state.lost)!r}"
+            )
+        await asyncio.sleep(interval)
+
+
 async def test_generated_spawn_requests_never_escape_the_entitlement_nor_leave_anything(
     run, kube, core
 ):
@@ -189,16 +268,27 @@ async def test_generated_spawn_requests_never_escape_the_entitlement_nor_leave_a
     assert run.sent >= min(EXAMPLES, 100), "the fuzz sent too few requests to mean anything"
 
     # A spawn answered 202 only because its decision took longer than slow_spawn_timeout
-    # may still be refused: wait until every accepted server has a pod or is gone.
-    async def settled():
+    # may still be refused, and a GPU spawn may wait in the fair queue with no pod.
+    async def pod_owners() -> set[str]:
         pods = (await core.list_namespaced_pod(kube.namespace)).items
-        with_pod = {p.metadata.annotations["hub.jupyter.org/username"] for p in pods}
-        for user in sorted(set(run.accepted) - with_pod):
-            if not run.hub.api("GET", f"/users/{user}").json().get("servers"):
-                del run.accepted[user]  # refused after all: it must leave nothing
-        return set(run.accepted) <= with_pod
+        return {p.metadata.annotations["hub.jupyter.org/username"] for p in pods}
 
-    await eventually(settled, timeout=60, interval=0.5)
+    state = await wait_settled(
+        run.accepted, pod_owners, lambda user: run.hub.api("GET", f"/users/{user}").json()
+    )
+    for user in state.refused:
+        del run.accepted[user]  # refused after all: it must leave nothing
+    print(
+        f"settled: {len(state.with_pod)} with a pod, {len(state.queued)} queued for a GPU, "
+        f"{len(state.refused)} refused after their 202"
+    )
+    for user, waiter in state.queued.items():
+        # A place in the queue is a promise of a pod later: it must lie inside the entitlement.
+        grant = entitlements(Identity(user, frozenset(KINDS[run.accepted[user]])), POLICY).get(
+            waiter.profile
+        )
+        assert grant is not None, f"bypass: {user} waits for {waiter.profile}"
+        assert waiter.pool.region in grant.regions, f"bypass: {user} waits in {waiter.pool.region}"
     pods = (await core.list_namespaced_pod(kube.namespace)).items
     claims = (await core.list_namespaced_persistent_volume_claim(kube.namespace)).items
     expected_gpus: dict[str, dict[str, int]] = {}
@@ -247,3 +337,49 @@ async def test_generated_spawn_requests_never_escape_the_entitlement_nor_leave_a
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda u: run.hub.api("DELETE", f"/users/{u}/server"), run.accepted))
+
+
+# -- the settling check itself, on REST models as JupyterHub 6.1 answers them -------------
+def _server(pending: str | None, queued: Waiter | None = None) -> dict[str, Any]:
+    place = {"waiter": queued.to_state(), "clock": {}, "maxWait": 3600.0} if queued else None
+    return {
+        "name": "",
+        "ready": False,
+        "pending": pending,
+        "progress_url": "/hub/api/users/x/server/progress",
+        "state": {"sovereign": {"queued": place}},
+    }
+
+
+def _waiter(user: str) -> Waiter:
+    return Waiter(user, "", Pool("a100", "eu"), "eu-researchers", 1, since=0.0, profile="gpu-a100")
+
+
+MODELS = {
+    "queued": {"name": "queued", "servers": {"": _server("spawn", _waiter("queued"))}},
+    "lost": {"name": "lost", "servers": {"": _server("spawn")}},
+    "refused": {"name": "refused", "servers": {}},
+    # A place saved for a server no longer pending (a stale state) is not waiting.
+    "stale": {"name": "stale", "servers": {"": _server(None, _waiter("stale"))}},
+}
+
+
+def test_settling_tells_a_queued_spawn_from_a_lost_one():
+    state = settling(["podded", *MODELS], {"podded", "other"}, MODELS)
+    assert state.with_pod == {"podded"}
+    assert set(state.queued) == {"queued"}
+    assert state.queued["queued"].profile == "gpu-a100"
+    assert state.refused == {"refused"}
+    assert set(state.lost) == {"lost", "stale"}
+
+
+async def _owners() -> set[str]:
+    return {"podded"}
+
+
+async def test_the_settling_check_passes_on_a_queued_spawn_and_fails_on_a_lost_one():
+    settled = await wait_settled(["podded", "queued", "refused"], _owners, MODELS.__getitem__, 0.2)
+    assert set(settled.queued) == {"queued"}
+    assert settled.refused == {"refused"}
+    with pytest.raises(AssertionError, match=r"1 accepted spawn.*'lost'"):
+        await wait_settled(["podded", "queued", "lost"], _owners, MODELS.__getitem__, 0.2, 0.05)
