@@ -12,7 +12,13 @@ import pytest
 
 from sovereign_hub.policy import load_policy
 from sovereign_hub.sandbox.containers import policy_with_images
-from sovereign_hub.sandbox.kube.ociruntime import ImageConfig, ImageStore, command_line
+from sovereign_hub.sandbox.kube.ociruntime import (
+    ImageConfig,
+    ImageStore,
+    OciRuntime,
+    command_line,
+    split_mounts,
+)
 from sovereign_hub.sandbox.kube.podenv import ConfigError
 from tests.conftest import ROOT
 
@@ -92,3 +98,60 @@ def test_the_sandbox_pins_the_built_notebook_image_into_its_channel(tmp_path):
     )
     # No notebook-gpu was built: its channel is left as the policy has it.
     assert all("sovereign-hub" not in v.image for v in policy.channels["pytorch"].versions)
+
+
+def test_secret_configmap_projected_and_downward_api_volumes_are_read_only_whatever_the_mount():
+    spec = {"volumes": [{"name": n, kind: {}} for n, kind in (
+        ("s", "secret"), ("c", "configMap"), ("p", "projected"), ("d", "downwardAPI"),
+        ("e", "emptyDir"), ("h", "persistentVolumeClaim"))]}  # fmt: skip
+    container = {"volumeMounts": [{"name": n, "mountPath": f"/{n}"} for n in "scpdeh"]
+                 + [{"name": "e", "mountPath": "/ro", "readOnly": True}]}  # fmt: skip
+    mounts = [(m["mountPath"], Path("/host") / m["name"]) for m in container["volumeMounts"]]
+    binds, writable = split_mounts(spec, container, mounts)
+    assert sorted(binds) == ["/c", "/d", "/p", "/ro", "/s"]
+    assert sorted(writable) == ["/e", "/h"]
+
+
+def fake_image(tmp_path: Path) -> ImageConfig:
+    """An unpacked image's run configuration, enough for what is refused before runc runs."""
+    bundle = tmp_path / "image"
+    (bundle / "rootfs").mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps({
+        "process": {"user": {"uid": 1000, "gid": 100}, "args": ["sh"], "env": [], "cwd": "/"},
+        "root": {"path": "rootfs"}, "mounts": [], "linux": {"namespaces": []}}))  # fmt: skip
+    return ImageConfig(bundle=bundle, entrypoint=[], cmd=["sh"], env={}, cwd="/")
+
+
+@pytest.mark.parametrize(
+    ("pod_fields", "security", "named"),
+    [
+        ({}, {"privileged": True}, "privileged"),
+        ({"hostNetwork": True}, {}, "hostNetwork"),
+        ({"hostPID": True, "hostIPC": True}, {}, "hostPID, hostIPC"),
+        ({}, {"capabilities": {"add": ["NET_ADMIN"]}}, "capabilities.add ['NET_ADMIN']"),
+        ({"securityContext": {"runAsUser": 0, "runAsNonRoot": True}}, {}, "runAsNonRoot"),
+    ],
+)
+async def test_what_the_runtime_cannot_grant_is_refused_by_name(
+    tmp_path, pod_fields, security, named
+):
+    runtime = OciRuntime(ImageStore([]), tmp_path / "cache")
+    pod = {"spec": {"containers": [], **pod_fields}}
+    with pytest.raises(ConfigError) as refused:
+        await runtime.start(image=fake_image(tmp_path), pod=pod,
+                            container={"securityContext": security}, argv=["sh"], env={},
+                            mounts=[], pod_root=tmp_path / "pod", netns="none",
+                            log_path=tmp_path / "log")  # fmt: skip
+    assert refused.value.reason in ("CreateContainerError", "CreateContainerConfigError")
+    assert named in str(refused.value)
+    assert not (tmp_path / "pod").exists()
+
+
+async def test_a_container_that_cannot_start_leaves_no_bundle_behind(tmp_path):
+    runtime = OciRuntime(ImageStore([]), tmp_path / "cache")
+    container = {"securityContext": {"readOnlyRootFilesystem": True}}
+    with pytest.raises(FileNotFoundError):  # the log's folder does not exist
+        await runtime.start(image=fake_image(tmp_path), pod={"spec": {}}, container=container,
+                            argv=["sh"], env={}, mounts=[], pod_root=tmp_path / "pod",
+                            netns="none", log_path=tmp_path / "absent" / "log")  # fmt: skip
+    assert list((tmp_path / "pod" / "containers").iterdir()) == []

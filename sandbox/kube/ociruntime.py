@@ -37,15 +37,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sovereign_hub.images.oci import image_config
+from sovereign_hub.images.oci import LayoutError, image_config
 from sovereign_hub.images.runc import RuncError, RunOptions, configure, unpack
 
 from .podenv import ConfigError
 from .podsetup import Mounts
 
 log = logging.getLogger(__name__)
+#: Seconds to wait for runc to report a killed container's exit before deleting it by force.
+KILL_WAIT = 10.0
 
 REF_NAME = "org.opencontainers.image.ref.name"
+#: Volume sources a kubelet always mounts read-only.
+READ_ONLY_VOLUMES = frozenset({"secret", "configMap", "projected", "downwardAPI"})
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,10 @@ class OciRuntime:
         process = config["process"]
         # umoci joins ENTRYPOINT and CMD in process.args; the image's own configuration
         # keeps them apart, as Kubernetes' command/args rules need them.
-        own = image_config(stored.layout, stored.tag).get("config") or {}
+        try:
+            own = image_config(stored.layout, stored.tag).get("config") or {}
+        except (LayoutError, OSError, ValueError) as exc:
+            raise ConfigError("ErrImagePull", f"reading {stored.name}: {exc}") from None
         env = dict(item.split("=", 1) for item in process.get("env") or [])
         return ImageConfig(
             bundle=bundle,
@@ -173,19 +180,20 @@ class OciRuntime:
                 "CreateContainerError",
                 f"capabilities.add {security['capabilities']['add']} are not granted here",
             )
+        # What this runtime cannot give is refused by name, never silently run without.
+        ungranted = [k for k in ("privileged",) if security.get(k)] + [
+            k for k in ("hostNetwork", "hostPID", "hostIPC") if spec.get(k)
+        ]
+        if ungranted:
+            raise ConfigError(
+                "CreateContainerError", f"{', '.join(ungranted)}: not granted by this kubelet"
+            )
         fs_group = pod_security.get("fsGroup")
-        binds: dict[str, Path] = {}
-        writable: dict[str, Path] = {}
+        binds, writable = split_mounts(spec, container, mounts)
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
         declared = {m["mountPath"]: m for m in container.get("volumeMounts") or []}
-        for path, host in mounts:
-            volume = volumes.get(declared[path]["name"], {})
-            # Secret and ConfigMap volumes are read-only whatever the mount says, as on a node.
-            if "secret" in volume or "configMap" in volume or declared[path].get("readOnly"):
-                binds[path] = host
-            else:
-                _own(host, fs_group, empty_dir="emptyDir" in volume)
-                writable[path] = host
+        for path, host in writable.items():
+            _own(host, fs_group, empty_dir="emptyDir" in volumes.get(declared[path]["name"], {}))
         caps = (security.get("capabilities") or {}).get("drop") or []
         options = RunOptions(
             args=tuple(argv),
@@ -210,27 +218,29 @@ class OciRuntime:
         bundle.mkdir(parents=True)
         rootfs = image.bundle / "rootfs"
         overlay: Path | None = None
-        if not options.read_only_root:
-            # A writable layer of the container's own over the shared image.
-            overlay = bundle / "rootfs"
-            for part in ("upper", "work"):
-                (bundle / part).mkdir(exist_ok=True)
-            overlay.mkdir(exist_ok=True)
-            await asyncio.to_thread(_mount_overlay, rootfs, bundle, overlay)
-            rootfs = overlay
-        runtime["root"]["path"] = str(rootfs)
-        (bundle / "config.json").write_text(json.dumps(runtime))
-        with open(log_path, "ab") as logfile:
-            try:
+        try:
+            if not options.read_only_root:
+                # A writable layer of the container's own over the shared image.
+                overlay = bundle / "rootfs"
+                for part in ("upper", "work", "rootfs"):
+                    (bundle / part).mkdir(exist_ok=True)
+                await asyncio.to_thread(_mount_overlay, rootfs, bundle, overlay)
+                rootfs = overlay
+            runtime["root"]["path"] = str(rootfs)
+            (bundle / "config.json").write_text(json.dumps(runtime))
+            with open(log_path, "ab") as logfile:
                 process = await asyncio.create_subprocess_exec(
                     "runc", "run", "--bundle", str(bundle), container_id,
                     stdout=logfile, stderr=asyncio.subprocess.STDOUT,
                     stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
                 )  # fmt: skip
-            except OSError:
-                if overlay is not None:
-                    _unmount(overlay)
-                raise
+        except BaseException:
+            # Nothing of a container that never started is left: no mount, no bundle.
+            if overlay is not None:
+                _unmount(overlay)
+            if overlay is None or not os.path.ismount(overlay):
+                shutil.rmtree(bundle, ignore_errors=True)
+            raise
         return OciProcess(process, container_id, bundle, overlay)
 
 
@@ -270,6 +280,16 @@ class OciProcess:
                 return await self.wait()
         except TimeoutError:
             await _runc("kill", "--all", self.id, "KILL")
+        try:
+            async with asyncio.timeout(KILL_WAIT):
+                return await self.wait()
+        except TimeoutError:
+            # runc itself is stuck: delete the container by force rather than hang the kubelet.
+            log.warning(
+                "container %s: no exit %.0f s after SIGKILL; deleting it", self.id, KILL_WAIT
+            )
+            await _runc("delete", "--force", self.id)
+            self.process.kill()
             return await self.wait()
 
     def _clean(self) -> None:
@@ -283,6 +303,23 @@ class OciProcess:
     def exec_argv(self, argv: list[str]) -> list[str]:
         """``argv`` run in this container (``pods/exec``): its namespaces, user and env."""
         return ["runc", "exec", self.id, *argv]
+
+
+def split_mounts(
+    spec: Mapping[str, Any], container: Mapping[str, Any], mounts: Mounts
+) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The container's mounts as (read-only, writable) bind mounts, by mount path: Secret,
+    ConfigMap, projected and downward API volumes are read-only whatever the mount says, as a
+    kubelet mounts them; others as the mount's ``readOnly`` says."""
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    declared = {m["mountPath"]: m for m in container.get("volumeMounts") or []}
+    binds: dict[str, Path] = {}
+    writable: dict[str, Path] = {}
+    for path, host in mounts:
+        volume = volumes.get(declared[path]["name"], {})
+        read_only = READ_ONLY_VOLUMES & volume.keys() or declared[path].get("readOnly")
+        (binds if read_only else writable)[path] = host
+    return binds, writable
 
 
 def command_line(container: Mapping[str, Any], image: ImageConfig) -> list[str]:
