@@ -165,6 +165,8 @@ async def test_websockets_pass_both_ways_with_the_pods_subprotocol(gateway):
 
 
 async def test_a_renewed_certificate_serves_new_connections_without_a_restart(tmp_path):
+    """A pair caught half-way through the swap keeps the old one serving; once the pair is
+    whole, new handshakes get it."""
     first = local_certificates(tmp_path / "first", common_name="first gateway CA")
     renewed = local_certificates(tmp_path / "renewed", common_name="renewed gateway CA")
     hub = local_certificates(tmp_path / "hub", common_name="hub client CA")
@@ -196,6 +198,10 @@ async def test_a_renewed_certificate_serves_new_connections_without_a_restart(tm
         for name in ("cert", "key"):  # as a Secret volume does: new files swapped in
             shutil.copy(renewed[name], live / f"{name}.new")
             os.replace(live / f"{name}.new", live / f"{name}.pem")
+            if name == "cert":  # caught half-way: the new certificate with the old key
+                assert renewal.check() is False
+                assert await status_trusting(first["ca"]) == 503  # the old pair still serves
+                assert await status_trusting(first["ca"]) == 503
         assert renewal.check() is True
         assert await status_trusting(renewed["ca"]) == 503
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
