@@ -272,14 +272,20 @@ async def forward(
 
 
 def _browser_visit(request: web.Request) -> bool:
-    """A request a browser would make, sent by the hub's proxy: a GET or HEAD with no
-    ``Authorization`` header, not a WebSocket. Such a request can carry no session for the
-    server (its cookie is the regional host's), so redirecting it loses nothing; a client
-    with a token keeps being served through the hub's proxy."""
-    return (
-        request.method in ("GET", "HEAD")
-        and "Authorization" not in request.headers
-        and not _is_websocket(request)
+    """A browser's navigation, sent by the hub's proxy: a GET or HEAD with no
+    ``Authorization`` header, not a WebSocket, that a browser marks as a navigation
+    (``Sec-Fetch-Mode: navigate``) or that asks for a page (``Accept`` naming
+    ``text/html``). Such a request can carry no session for the server (its cookie is the
+    regional host's), so redirecting it loses nothing. Anything else is forwarded: a client
+    with a token, and a plain GET such as JupyterHub's ``wait_for_http_server``, which
+    takes any answer below 500 as "up" and so must get the pod's answer, not a redirect."""
+    if request.method not in ("GET", "HEAD") or "Authorization" in request.headers:
+        return False
+    if _is_websocket(request):
+        return False
+    mode = request.headers.get("Sec-Fetch-Mode", "").strip().lower()
+    return mode == "navigate" or (
+        not mode and "text/html" in request.headers.get("Accept", "").lower()
     )
 
 
