@@ -23,6 +23,7 @@ import logging
 import os
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -50,17 +51,23 @@ class _ConfigContext(ssl.SSLContext):
     """An SSL context that can sit in traitlets config, and that takes renewed files.
 
     Traitlets deep-copies config values, and an SSL context cannot be copied (it is
-    shared, as it is meant to be). Before each new connection (``wrap_socket``,
-    ``wrap_bio``: tornado's and asyncio's ways in) it compares the files' (inode,
-    mtime, size) with those it loaded, and loads them again when one changed, so a
-    renewed client certificate (cert-manager, a Secret volume's swap) is used from the
-    next connection on, with no restart. A half-written pair (a key that does not match
-    the certificate) keeps the old one until the next connection. A new CA bundle is
-    added to those trusted; removing trust takes a restart of the hub.
+    shared, as it is meant to be). This one is only a front: each new connection
+    (``wrap_socket``, ``wrap_bio``: tornado's and asyncio's ways in) is made by the
+    newest context built from the files. Before each, the files' (inode, mtime, size) are
+    compared with those loaded, and on a change a NEW context is built from them and used
+    from that connection on, with no restart (cert-manager, a Secret volume's swap).
+    Nothing is ever loaded into a context in use: OpenSSL leaves a context it failed to
+    load a mismatched pair into unable to connect, so a pair caught half-way (a key that
+    does not match the certificate) fails only in the new context, the old one is kept,
+    and the next connection tries again. A new CA bundle is added to those trusted (each
+    new context trusts every bundle seen since the start); removing trust takes a restart
+    of the hub.
     """
 
     _files: tuple[str, str, str] = ("", "", "")
     _seen: tuple[tuple[int, int, int], ...] = ()
+    _bundles: tuple[str, ...] = ()
+    _current: ssl.SSLContext | None = None
 
     def __deepcopy__(self, memo: dict[int, object]) -> _ConfigContext:
         return self
@@ -68,9 +75,7 @@ class _ConfigContext(ssl.SSLContext):
     def follow(self, tls: GatewayTLS) -> None:
         """Load ``tls``'s files now, and again whenever they change."""
         self._files = (tls.cert, tls.key, tls.ca)
-        self.load_verify_locations(cafile=tls.ca)
-        self.load_cert_chain(tls.cert, tls.key)
-        self._seen = self._stats()
+        self._load()  # with nothing in use yet, a file that does not load raises
 
     def _stats(self) -> tuple[tuple[int, int, int], ...]:
         stats = []
@@ -79,29 +84,49 @@ class _ConfigContext(ssl.SSLContext):
             stats.append((info.st_ino, info.st_mtime_ns, info.st_size))
         return tuple(stats)
 
-    def renew(self) -> bool:
-        """Load the files again if they changed since last loaded; whether they were."""
+    def _load(self) -> bool:
+        """Build a context from the files and use it; whether that worked."""
         try:
-            now = self._stats()
-            if now == self._seen:
-                return False
+            now = self._stats()  # before reading: a change after this is seen next time
             cert, key, ca = self._files
-            self.load_cert_chain(cert, key)
-            self.load_verify_locations(cafile=ca)
-        except (ssl.SSLError, OSError) as exc:  # a swap caught half-way
+            bundle = Path(ca).read_text()  # read once: what is trusted is what was read
+            bundles = self._bundles if bundle in self._bundles else (*self._bundles, bundle)
+            fresh = ssl.SSLContext(self.protocol)  # as this front: verifies peer and host name
+            for pem in bundles:
+                fresh.load_verify_locations(cadata=pem)
+            fresh.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError, ValueError) as exc:  # a swap caught half-way
+            log.warning("renewed gateway client files not loaded yet: %s", type(exc).__name__)
+            if self._current is None:
+                raise
+            return False
+        self._current, self._bundles, self._seen = fresh, bundles, now
+        return True
+
+    def renew(self) -> bool:
+        """Build a new context if the files changed since last loaded; whether one was."""
+        try:
+            if self._stats() == self._seen:
+                return False
+        except OSError as exc:  # a file missing for a moment during a swap
             log.warning("renewed gateway client files not loaded yet: %s", type(exc).__name__)
             return False
-        self._seen = now
+        if not self._load():
+            return False
         log.info("the hub's gateway client certificate was renewed: in use for new connections")
         return True
 
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+    def _in_use(self) -> ssl.SSLContext:
         self.renew()
-        return super().wrap_socket(*args, **kwargs)
+        if self._current is None:
+            raise RuntimeError("_ConfigContext used before follow()")
+        return self._current
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        return self._in_use().wrap_socket(*args, **kwargs)
 
     def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        self.renew()
-        return super().wrap_bio(*args, **kwargs)
+        return self._in_use().wrap_bio(*args, **kwargs)
 
 
 def client_context(tls: GatewayTLS) -> ssl.SSLContext:

@@ -21,6 +21,7 @@ import logging
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -54,9 +55,17 @@ PUBLIC_URL: web.AppKey[str] = web.AppKey("public_url", str)
 def server_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
     """TLS for the gateway: serve ``cert``/``key``, and require a client certificate signed
     by ``client_ca`` (the hub's), TLS 1.2 at least."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
+    return _server_context(cert, key, [Path(client_ca).read_text()])
+
+
+def _server_context(cert: str, key: str, client_cas: list[str] | None) -> ssl.SSLContext:
+    """:func:`server_context` trusting the PEM texts ``client_cas``, or, with ``None``,
+    :func:`public_context`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    for pem in client_cas or ():
+        context.load_verify_locations(cadata=pem)
     context.load_cert_chain(cert, key)
-    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_mode = ssl.CERT_REQUIRED if client_cas is not None else ssl.CERT_NONE
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -64,26 +73,35 @@ def server_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
 def public_context(cert: str, key: str) -> ssl.SSLContext:
     """TLS for the entry point for browsers: serve ``cert``/``key``, ask for no client
     certificate, TLS 1.2 at least."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+    return _server_context(cert, key, None)
 
 
 class RenewedFiles:
-    """Puts a renewed certificate into a live server context, for the next handshakes.
+    """Serves a renewed certificate from the next handshake on, on the same listening socket.
 
     A Secret volume swaps its files when the Secret changes (cert-manager renewing the
     gateway's certificate, a new client CA). :meth:`check` compares the files' (inode,
-    mtime, size) with what was loaded and reloads on a change, into the same context, so
-    the listening socket stays. A new client CA is added to those trusted; a CA is only
-    dropped by a restart (a rollout), which is what removing trust should take.
+    mtime, size) with what was loaded and, on a change, builds a NEW context from them;
+    the live one (``context``, which the listener holds) is never loaded into again: its
+    ``sni_callback``, which OpenSSL calls for every ClientHello (with or without a server
+    name), hands each handshake the newest context that loaded. OpenSSL leaves a context
+    it failed to load a mismatched pair into unable to serve, so a pair caught half-way
+    through a swap (the key not matching the certificate) fails only in the scratch
+    context: the one in use stays, and the next check tries again. A new client CA is
+    added to those trusted (each new context trusts every CA seen since the start); a CA is
+    only dropped by a restart (a rollout), which is what removing trust should take.
     """
 
     def __init__(self, context: ssl.SSLContext, cert: str, key: str, client_ca: str | None) -> None:
         self.context, self.cert, self.key, self.client_ca = context, cert, key, client_ca
         self.seen = self._stats()
+        self.client_cas = [Path(client_ca).read_text()] if client_ca else None
+        self.current = context
+        context.sni_callback = self._hand_over
+
+    def _hand_over(self, connection: ssl.SSLObject, name: str | None, live: ssl.SSLContext) -> None:
+        if self.current is not live:
+            connection.context = self.current  # the certificate, key and CAs it loaded
 
     def _stats(self) -> tuple[tuple[int, int, int], ...]:
         def stat(path: str) -> tuple[int, int, int]:
@@ -94,19 +112,22 @@ class RenewedFiles:
         return tuple(stat(path) for path in files)
 
     def check(self) -> bool:
-        """Reload when a file changed; whether it did. A half-written pair (a key that does
-        not match the certificate) is left for the next check, the old one kept."""
-        now = self._stats()
+        """Build a new context when a file changed; whether one was put in use. A pair that
+        does not load (half-written, a key not matching the certificate) is left for the
+        next check, the context in use kept."""
+        now = self._stats()  # before reading: a change after this is seen by the next check
         if now == self.seen:
             return False
         try:
-            self.context.load_cert_chain(self.cert, self.key)
-            if self.client_ca:
-                self.context.load_verify_locations(cafile=self.client_ca)
-        except (ssl.SSLError, OSError) as exc:
+            cas = self.client_cas
+            if self.client_ca and cas is not None:
+                pem = Path(self.client_ca).read_text()
+                cas = cas if pem in cas else [*cas, pem]
+            fresh = _server_context(self.cert, self.key, cas)
+        except (ssl.SSLError, OSError, ValueError) as exc:
             log.warning("renewed TLS files not loaded yet: %s", type(exc).__name__)
             return False
-        self.seen = now
+        self.current, self.client_cas, self.seen = fresh, cas, now
         log.info("TLS certificate or client CA renewed: in use for new connections")
         return True
 
@@ -251,14 +272,20 @@ async def forward(
 
 
 def _browser_visit(request: web.Request) -> bool:
-    """A request a browser would make, sent by the hub's proxy: a GET or HEAD with no
-    ``Authorization`` header, not a WebSocket. Such a request can carry no session for the
-    server (its cookie is the regional host's), so redirecting it loses nothing; a client
-    with a token keeps being served through the hub's proxy."""
-    return (
-        request.method in ("GET", "HEAD")
-        and "Authorization" not in request.headers
-        and not _is_websocket(request)
+    """A browser's navigation, sent by the hub's proxy: a GET or HEAD with no
+    ``Authorization`` header, not a WebSocket, that a browser marks as a navigation
+    (``Sec-Fetch-Mode: navigate``) or that asks for a page (``Accept`` naming
+    ``text/html``). Such a request can carry no session for the server (its cookie is the
+    regional host's), so redirecting it loses nothing. Anything else is forwarded: a client
+    with a token, and a plain GET such as JupyterHub's ``wait_for_http_server``, which
+    takes any answer below 500 as "up" and so must get the pod's answer, not a redirect."""
+    if request.method not in ("GET", "HEAD") or "Authorization" in request.headers:
+        return False
+    if _is_websocket(request):
+        return False
+    mode = request.headers.get("Sec-Fetch-Mode", "").strip().lower()
+    return mode == "navigate" or (
+        not mode and "text/html" in request.headers.get("Accept", "").lower()
     )
 
 

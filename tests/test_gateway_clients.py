@@ -222,3 +222,35 @@ async def test_the_hubs_client_uses_a_renewed_certificate_from_the_next_connecti
         assert await status() == 503  # admitted: no such server yet
     finally:
         await runner.cleanup()
+
+
+async def test_the_hubs_client_keeps_its_pair_while_a_swap_is_half_done(pki, tmp_path):
+    """A certificate swapped in before its key (a mismatched pair) is not loaded: the hub's
+    connections keep presenting the old pair, and the new one once the key follows."""
+    clients, server = pki
+    folder = tmp_path / "hub-client"
+    folder.mkdir()
+    cert, key = folder / "tls.crt", folder / "tls.key"
+    install(clients.leaf("old", cn="hub-proxy", dns=("hub-proxy",)), cert, key)
+    context = client_context(GatewayTLS(cert=str(cert), key=str(key), ca=str(server["ca"])))
+    runner, port = await _serve(pki, ["hub-proxy"])
+
+    async def status() -> int:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+            session.get(f"https://127.0.0.1:{port}/user/nobody/") as response,
+        ):
+            return response.status
+
+    try:
+        assert await status() == 503  # admitted: no such server yet
+        # The new certificate names no admitted client, so the gateway tells which pair came.
+        new_cert, new_key = clients.leaf("new", cn="not-admitted", dns=("not-admitted",))
+        install((new_cert, str(key)), cert, key)  # the certificate first, the old key kept
+        assert context.renew() is False
+        assert await status() == 503  # still the old pair
+        assert await status() == 503
+        install((new_cert, new_key), cert, key)
+        assert await status() == 403  # the new pair, whole, from the next connection
+    finally:
+        await runner.cleanup()

@@ -81,13 +81,23 @@ async def test_the_entry_point_refuses_what_is_not_a_server_running_here(servers
     assert "path" not in body
 
 
+NAVIGATIONS = (
+    {"Sec-Fetch-Mode": "navigate", "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+    {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},  # a browser without Sec-Fetch-*
+)
+"""The headers of a browser's navigation, with and without Fetch metadata."""
+
+
 async def test_a_browser_visit_through_the_hub_is_sent_to_the_entry_point(servers):
     _, hubside = servers
     base = f"http://127.0.0.1:{hubside.port}"
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base}/user/bob/lab?x=1", allow_redirects=False) as response:
-            assert response.status == 302
-            assert response.headers["Location"] == f"{PUBLIC}/user/bob/lab?x=1"
+        for navigation in NAVIGATIONS:
+            async with session.get(
+                f"{base}/user/bob/lab?x=1", headers=navigation, allow_redirects=False
+            ) as response:
+                assert response.status == 302
+                assert response.headers["Location"] == f"{PUBLIC}/user/bob/lab?x=1"
         # A client with a token, or a write, is still served through the hub's proxy.
         async with session.get(
             f"{base}/user/bob/api/status", headers={"Authorization": "token t"}
@@ -98,3 +108,29 @@ async def test_a_browser_visit_through_the_hub_is_sent_to_the_entry_point(server
         # No running server: the readiness check still gets 503, not a redirect.
         async with session.get(f"{base}/user/ana/", allow_redirects=False) as response:
             assert response.status == 503
+
+
+async def test_a_plain_get_through_the_hub_reaches_the_pod_not_a_redirect(servers):
+    """JupyterHub's ``wait_for_http_server`` sends a plain GET (no ``Accept: text/html``, no
+    ``Sec-Fetch-Mode``) and takes any answer below 500 as "up": it must get the pod's answer,
+    or the hub would call a server ready it cannot reach. So must a page's own fetch."""
+    from jupyterhub.httpclient import JupyterHubHTTPClient
+    from jupyterhub.utils import wait_for_http_server
+
+    _, hubside = servers
+    base = f"http://127.0.0.1:{hubside.port}"
+    try:
+        response = await wait_for_http_server(f"{base}/user/bob/", timeout=10)
+    finally:
+        await JupyterHubHTTPClient.loop_instance().close()
+    assert response.status == 200
+    assert response.headers["X-From-Pod"] == "yes"  # the pod's answer, not the gateway's
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{base}/user/bob/api/contents",
+            headers={"Sec-Fetch-Mode": "cors", "Accept": "text/html, */*"},
+            allow_redirects=False,
+        ) as fetched,
+    ):
+        assert fetched.status == 200  # a script's fetch is not a navigation

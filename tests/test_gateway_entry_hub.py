@@ -28,6 +28,7 @@ if os.environ.get("SOVEREIGN_TEST_KUBECONFIG"):
 def _log_in(hub_url: str, user: str) -> requests.Session:
     """A session logged in to the hub as ``user`` through its login form."""
     session = requests.Session()
+    session.headers["Accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"  # as a browser
     page = session.get(f"{hub_url}/hub/login", timeout=30)
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
     assert xsrf, page.text

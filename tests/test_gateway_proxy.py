@@ -165,6 +165,8 @@ async def test_websockets_pass_both_ways_with_the_pods_subprotocol(gateway):
 
 
 async def test_a_renewed_certificate_serves_new_connections_without_a_restart(tmp_path):
+    """A pair caught half-way through the swap keeps the old one serving; once the pair is
+    whole, new handshakes get it."""
     first = local_certificates(tmp_path / "first", common_name="first gateway CA")
     renewed = local_certificates(tmp_path / "renewed", common_name="renewed gateway CA")
     hub = local_certificates(tmp_path / "hub", common_name="hub client CA")
@@ -196,9 +198,53 @@ async def test_a_renewed_certificate_serves_new_connections_without_a_restart(tm
         for name in ("cert", "key"):  # as a Secret volume does: new files swapped in
             shutil.copy(renewed[name], live / f"{name}.new")
             os.replace(live / f"{name}.new", live / f"{name}.pem")
+            if name == "cert":  # caught half-way: the new certificate with the old key
+                assert renewal.check() is False
+                assert await status_trusting(first["ca"]) == 503  # the old pair still serves
+                assert await status_trusting(first["ca"]) == 503
         assert renewal.check() is True
         assert await status_trusting(renewed["ca"]) == 503
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await status_trusting(first["ca"])
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_renewed_client_ca_is_added_to_those_trusted_from_the_next_handshake(tmp_path):
+    """The new context a renewal builds is handed to each handshake with its CAs: a client
+    the new CA signed is admitted, and one the old CA signed still is (trust only grows)."""
+    from tests.test_gateway_clients import CA
+
+    server = local_certificates(tmp_path / "server", common_name="gateway CA")
+    old, new = CA(tmp_path / "old", "old client CA"), CA(tmp_path / "new", "new client CA")
+    client_ca = tmp_path / "client-ca.pem"
+    shutil.copy(old.path, client_ca)
+    context = server_context(str(server["cert"]), str(server["key"]), str(client_ca))
+    renewal = RenewedFiles(context, str(server["cert"]), str(server["key"]), str(client_ca))
+    runner = web.AppRunner(make_app(RouteTable()))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+
+    async def status_of(pair: tuple[str, str]) -> int:
+        client = ssl.create_default_context(cafile=str(server["ca"]))
+        client.load_cert_chain(*pair)
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client)) as session,
+            session.get(f"https://127.0.0.1:{port}/user/nobody/") as response,
+        ):
+            return response.status
+
+    by_old, by_new = old.leaf("old", cn="hub-proxy"), new.leaf("new", cn="hub-proxy")
+    try:
+        assert await status_of(by_old) == 503  # admitted: no such server yet
+        with pytest.raises(aiohttp.ClientError):  # refused in the handshake
+            await status_of(by_new)
+        shutil.copy(new.path, tmp_path / "client-ca.new")
+        os.replace(tmp_path / "client-ca.new", client_ca)
+        assert renewal.check() is True
+        assert await status_of(by_new) == 503
+        assert await status_of(by_old) == 503
     finally:
         await runner.cleanup()

@@ -268,6 +268,65 @@ def test_an_entry_point_missing_its_url_or_open_to_anywhere_is_refused(helm, set
         assert "loadBalancerSourceRanges" not in named(docs, "Service", "-entry")["spec"]
 
 
+CLUSTER_IP_ENTRY = (
+    *GATEWAY,
+    "gateway.entry.enabled=true",
+    "gateway.entry.publicUrl=https://us.hub.example",
+    "gateway.entry.service.type=ClusterIP",
+)
+"""An entry point behind a ClusterIP Service, with nothing yet saying who may reach it."""
+
+
+def test_a_cluster_ip_entry_point_open_to_every_pod_is_refused(helm):
+    """A ClusterIP Service keeps the entry port off the outside, not off the cluster: with no
+    from list its NetworkPolicy would admit every pod, other users' notebooks included."""
+    args = ["template", "us", str(CHART)]
+    for s in CLUSTER_IP_ENTRY:
+        args += ["--set", s]
+    done = run(helm, *args)
+    assert done.returncode != 0
+    assert "gateway.entry.service.type is ClusterIP with no gateway.entry.allowFrom" in done.stderr
+    assert "open to every pod in the cluster" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("sets", "admitted"),
+    [
+        (
+            ("gateway.entry.allowFrom={10.30.0.0/16}",),
+            [{"ipBlock": {"cidr": "10.30.0.0/16"}}],
+        ),
+        (
+            (
+                "gateway.entry.ingress.enabled=true",
+                "gateway.entry.ingress.controllerNamespaceSelector.team=ingress",
+            ),
+            [{"namespaceSelector": {"matchLabels": {"team": "ingress"}}}],
+        ),
+        (
+            (
+                "gateway.entry.ingress.enabled=true",
+                "gateway.entry.ingress.controllerNamespaceSelector.team=ingress",
+                "gateway.entry.ingress.controllerPodSelector.app=ingress-nginx",
+            ),
+            [
+                {
+                    "namespaceSelector": {"matchLabels": {"team": "ingress"}},
+                    "podSelector": {"matchLabels": {"app": "ingress-nginx"}},
+                }
+            ],
+        ),
+        (("gateway.entry.allowFromAnywhere=true",), None),  # asked for: no from list
+    ],
+    ids=["allowFrom", "ingress-namespace", "ingress-pods", "allowFromAnywhere"],
+)
+def test_a_cluster_ip_entry_point_admits_only_what_its_values_name(helm, sets, admitted):
+    docs = render(helm, *CLUSTER_IP_ENTRY, *sets)
+    _, browsers = named(docs, "NetworkPolicy", "-gateway")["spec"]["ingress"]
+    assert browsers["ports"] == [{"port": 8444, "protocol": "TCP"}]
+    assert browsers.get("from") == admitted
+
+
 @pytest.mark.parametrize(
     ("sets", "path", "word"),
     [
