@@ -166,14 +166,19 @@ $(CHECKOV):
 
 checkov: $(CHECKOV)
 
-# The whole suite, with every real component it starts (what CI runs).
+# The whole suite, with every real component it starts (what CI runs); it prints the 30
+# slowest tests of every run, so a test that grows slow is seen.
 suite: $(STAMP) system helm checkov notebook-env gpu-lock-check base-wheels
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=30
 
-# The fast lane: no real process, browser, Helm or checkov (tests marked
-# `integration` in tests/conftest.py are left out); under a minute.
+# The fast lane: no process, browser, Helm or checkov (tests marked `integration` by
+# tests/conftest.py are left out), Hypothesis' `fast` profile (a tenth of the examples)
+# and 1,000 generated spawn requests instead of 10,000; under a minute. The full lane runs
+# every test at its full size.
+UNIT_FUZZ_EXAMPLES ?= 1000
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration" -p no:cacheprovider
+	SOVEREIGN_FUZZ_EXAMPLES=$(UNIT_FUZZ_EXAMPLES) $(BIN)/python -m pytest -m "not integration" \
+		--hypothesis-profile=fast -p no:cacheprovider
 
 # The long hunt CI cannot afford: 10,000 generated spawn requests through a real hub
 # in ten rounds of 1,000, each on a fresh hub (about 4 requests per second here, so

@@ -85,11 +85,22 @@ def _secret_env(match: re.Match[str]) -> str:
     return f"{match[1]}{quote}[secret]{quote}"
 
 
+# Replacements are functions, not templates like r"\1[secret]": ``re`` compiles a template on
+# first use by importing its Python half from C, and at interpreter shutdown (a finalizer
+# that logs) that import fails with "sys.meta_path is None".
+def _secret_after_prefix(match: re.Match[str]) -> str:
+    return f"{match[1]}[secret]"
+
+
+def _secret_between(match: re.Match[str]) -> str:
+    return f"{match[1]}[secret]{match[2]}"
+
+
 def scrub(text: str) -> str:
     """``text`` with the value of every secret-looking URL query parameter, logged
     header and env entry, every password in a URL and every remembered value, replaced."""
-    text = _SECRET_HEADER.sub(r"\1[secret]\2", _SECRET_PARAM.sub(r"\1[secret]", text))
-    text = _URL_PASSWORD.sub(r"\1[secret]\2", _ENV_ENTRY.sub(_secret_env, text))
+    text = _SECRET_HEADER.sub(_secret_between, _SECRET_PARAM.sub(_secret_after_prefix, text))
+    text = _URL_PASSWORD.sub(_secret_between, _ENV_ENTRY.sub(_secret_env, text))
     with _lock:
         values = [v for v in _remembered if v in text]
     for value in values:
@@ -106,14 +117,23 @@ def log_incident(logger: logging.Logger, what: str, detail: object) -> str:
     return reference
 
 
+def _withhold(record: logging.LogRecord, exc: Exception) -> None:
+    """Write that a record could not be scrubbed, instead of the record."""
+    record.msg = f"[log record withheld: scrubbing failed: {type(exc).__name__}]"
+    record.args, record.exc_info, record.exc_text, record.stack_info = (), None, None, None
+
+
 class ScrubSecrets(logging.Filter):
     """Scrub a record's arguments (on tornado's loggers, where the record is made)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = scrub(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(scrub(a) if isinstance(a, str) else a for a in record.args)
+        try:
+            if isinstance(record.msg, str):
+                record.msg = scrub(record.msg)
+            if isinstance(record.args, tuple):
+                record.args = tuple(scrub(a) if isinstance(a, str) else a for a in record.args)
+        except Exception as exc:  # a log call must never raise, nor leak what it could not scrub
+            _withhold(record, exc)
         return True
 
 
@@ -126,13 +146,16 @@ class ScrubRecord(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed record: the formatter reports it
             return True
-        record.msg, record.args = scrub(message), ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = scrub(record.exc_text)
-        if record.stack_info:
-            record.stack_info = scrub(record.stack_info)
+        try:
+            record.msg, record.args = scrub(message), ()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = scrub(record.exc_text)
+            if record.stack_info:
+                record.stack_info = scrub(record.stack_info)
+        except Exception as exc:  # a log call must never raise, nor leak what it could not scrub
+            _withhold(record, exc)
         return True
 
 

@@ -11,13 +11,18 @@ cluster's own nodes.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
+import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections import ChainMap
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
+from types import CodeType, FunctionType
 from typing import Any, NoReturn
 
 import pytest
+from hypothesis import settings
 from kubernetes_asyncio import client, config
 
 from sovereign_hub.sandbox.kube.cluster import Cluster, write_kubeconfig
@@ -27,6 +32,7 @@ from sovereign_hub.sandbox.postgres import LocalPostgres, PostgresUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_NODES = Path(__file__).parent / "data" / "nodes.yaml"
+_TESTS = str(Path(__file__).parent)
 
 
 @pytest.fixture(scope="session")
@@ -168,10 +174,31 @@ def require_program(name: str, fallback: str, package: str) -> str:
     return path
 
 
-# The fast lane (`make unit`) runs what needs no real process, browser, Helm or
-# checkov: `-m "not integration"`. A test is integration when it asks for a
-# fixture that starts a real component, or sits in a module that drives one
-# directly; new tests of that kind are caught by the fixture rule.
+# Hypothesis sizes. The full lane (`make suite`) runs Hypothesis' default profile (100
+# examples) and each test's explicit `examples(n)` as written. The fast lane (`make unit`)
+# selects `--hypothesis-profile=fast`: a tenth of each. (Registered at import, before the
+# Hypothesis plugin loads the profile; tests import this module a second time as
+# `tests.conftest`, so nothing here may load a profile.)
+_FULL_EXAMPLES = 100
+settings.register_profile("fast", max_examples=_FULL_EXAMPLES // 10, deadline=None)
+
+
+def examples(full: int) -> int:
+    """``full`` examples in the full lane, scaled down with the fast lane's profile (at least 5)."""
+    return max(5, full * settings.default.max_examples // _FULL_EXAMPLES)
+
+
+# The fast lane (`make unit`) runs what starts no process, browser, Helm or checkov, nor a
+# server of its own (an emulated API server, a recording receiver): `-m "not integration"`.
+# A test is integration when
+# - its body, a fixture it uses, or a function of tests/ they call names something that
+#   starts a process or server (_process_starters: subprocess, multiprocessing, the
+#   sandbox's components and API server), found in their code at collection (_uses_processes);
+# - it asks for one of _PROCESS_FIXTURES, or sits in one of _PROCESS_MODULES (modules that
+#   drive a browser, an in-process API server or receiver throughout);
+# - or it is marked itself.
+# A test that is none of these yet starts a process fails (_forbid_processes), in either
+# lane, so a test the rules miss is caught instead of slowing the fast one.
 _PROCESS_FIXTURES = frozenset(
     {
         "make_cluster",
@@ -211,9 +238,147 @@ _PROCESS_MODULES = frozenset(
 )
 
 
+def _process_starters() -> tuple[object, ...]:
+    """What starts a process or a server when a test calls it: the standard library's ways
+    and the sandbox's components (each runs processes, or an emulated API server)."""
+    import multiprocessing
+    import subprocess
+
+    from sovereign_hub.loadtest.driver import run_apart
+    from sovereign_hub.loadtest.environment import LoadEnvironment
+    from sovereign_hub.sandbox.gatewayprocess import Gateway
+    from sovereign_hub.sandbox.hubprocess import Hub
+    from sovereign_hub.sandbox.kube.apiserver import ApiServer
+    from sovereign_hub.sandbox.kube.podnet import PodNetworking
+    from sovereign_hub.sandbox.podnet import PodNetwork
+
+    return (subprocess, multiprocessing, Cluster, OidcProvider, LocalPostgres, Hub, Gateway,
+            PodNetwork, PodNetworking, LoadEnvironment, run_apart, ApiServer)  # fmt: skip
+
+
+# Called as attributes (``asyncio.create_subprocess_exec``, ``os.fork``…), so found by name.
+_STARTER_NAMES = frozenset({"create_subprocess_exec", "create_subprocess_shell", "Popen", "fork"})
+
+
+def _starts_processes(code: CodeType, names: Mapping[str, Any], starters: tuple[object, ...],
+                      seen: set[CodeType]) -> bool:  # fmt: skip
+    """Whether ``code``, or a function of the tests it calls or defines, names a starter."""
+    if code in seen:
+        return False
+    seen.add(code)
+    # A name imported inside the function (``from tests.x import run``) is found in its module.
+    imported = [vars(sys.modules[n]) for n in code.co_names if "." in n and n in sys.modules]
+    names = ChainMap(names, *imported) if imported else names
+    for name in code.co_names:
+        if name in _STARTER_NAMES:
+            return True
+        used = names.get(name)
+        if used is None:
+            continue
+        if any(used is starter for starter in starters):
+            return True
+        helpers = vars(used).values() if isinstance(used, type) else (used,)
+        for helper in helpers:
+            helper = inspect.unwrap(helper) if callable(helper) else helper
+            if (
+                isinstance(helper, FunctionType)
+                and helper.__code__.co_filename.startswith(_TESTS)
+                and _starts_processes(helper.__code__, helper.__globals__, starters, seen)
+            ):
+                return True
+    return any(
+        isinstance(const, CodeType) and _starts_processes(const, names, starters, seen)
+        for const in code.co_consts
+    )
+
+
+def _uses_processes(item: pytest.Item, starters: tuple[object, ...]) -> bool:
+    """Whether the test's body, a fixture it uses or a helper of the tests they call names
+    something that starts a process."""
+    test = getattr(item, "function", None)
+    test = getattr(getattr(test, "hypothesis", None), "inner_test", test)
+    functions = [test] if test is not None else []
+    fixtureinfo = getattr(item, "_fixtureinfo", None)
+    for definitions in getattr(fixtureinfo, "name2fixturedefs", {}).values():
+        functions.extend(definition.func for definition in definitions)
+    seen: set[CodeType] = set()
+    for function in functions:
+        function = inspect.unwrap(function)
+        if isinstance(function, FunctionType) and _starts_processes(
+            function.__code__, function.__globals__, starters, seen
+        ):
+            return True
+    return False
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    starters = _process_starters()
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         fixtures = set(getattr(item, "fixturenames", ()))
-        if module in _PROCESS_MODULES or fixtures & _PROCESS_FIXTURES:
+        if (
+            module in _PROCESS_MODULES
+            or fixtures & _PROCESS_FIXTURES
+            or _uses_processes(item, starters)
+        ):
             item.add_marker(pytest.mark.integration)
+
+
+# Audit events (docs.python.org/3/library/audit_events.html) raised when a process starts.
+_PROCESS_EVENTS = frozenset(
+    [
+        "subprocess.Popen",
+        "os.system",
+        "os.fork",
+        "os.forkpty",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.exec",
+    ]
+)
+_unit_test: list[str] = []  # the node id of the running test when it is not integration
+_started: list[str] = []  # what it tried to start
+
+
+# Libraries probe the system with these on first import (ctypes.util.find_library runs
+# ldconfig, gcc, objdump; platform runs uname): not a component the test starts.
+_LIBRARY_PROBES = frozenset({"ldconfig", "gcc", "cc", "ld", "objdump", "uname"})
+
+
+def _forbid_processes(event: str, args: tuple[Any, ...]) -> None:
+    if _unit_test and event in _PROCESS_EVENTS:
+        program = os.fsdecode(args[0]) if args and isinstance(args[0], str | bytes) else ""
+        if os.path.basename(program) in _LIBRARY_PROBES:
+            return
+        what = f"{event} {program}"
+        _started.append(what)
+        raise RuntimeError(
+            f"{_unit_test[0]} starts a process ({what}) but is not marked integration: "
+            "mark it (tests/conftest.py says how) or leave the process out"
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Here, not at import: only pytest's own import of this module runs its hooks.
+    sys.addaudithook(_forbid_processes)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """Forbid processes while a test that is not integration sets up, runs and tears down."""
+    if item.get_closest_marker("integration") is None:
+        _unit_test[:] = [item.nodeid]
+    try:
+        return (yield)
+    finally:
+        _unit_test.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Fail a test that started a process even where it caught the refusal."""
+    _started.clear()
+    result = yield
+    if _started:
+        pytest.fail(f"started a process but is not marked integration: {_started[0]}")
+    return result

@@ -67,7 +67,8 @@ class TokenService:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # shutdown() waits out one poll: 0.5 s by default, at every teardown
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def token(self, scope: str) -> str:
         access = []

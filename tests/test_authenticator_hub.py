@@ -258,7 +258,8 @@ def test_a_slow_provider_gives_a_clear_503(tmp_path):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # shutdown() waits out one poll: 0.5 s by default, at every teardown
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     config = f"""
 c.JupyterHub.authenticator_class = "sovereign"
 c.SovereignAuthenticator.issuer = "http://127.0.0.1:{server.server_port}"

@@ -42,7 +42,8 @@ def jwks():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # shutdown() waits out one poll: 0.5 s by default, at every teardown
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield published, f"http://127.0.0.1:{server.server_port}/jwks"
     server.shutdown()
 
@@ -192,7 +193,8 @@ def serve(handler_body):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # shutdown() waits out one poll: 0.5 s by default, at every teardown
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}/jwks"
 
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sovereign_hub.policy import Allowed, Identity, Pin, SpawnRequest, Usage, decide, entitlements
+from tests.conftest import examples
 from tests.policies import D1, D2, D3, DG, policy
 
 P = policy()
@@ -50,7 +51,7 @@ usages = st.builds(
 )
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(2000), deadline=None)
 @given(identities, requests, usages)
 def test_allowed_plans_respect_residency_images_and_quota(identity, request, usage):
     decision = decide(identity, request, P, usage)
@@ -84,7 +85,7 @@ def test_allowed_plans_respect_residency_images_and_quota(identity, request, usa
             assert held + plan.gpu.count <= rules.per_user_gpu_limit
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(identities, st.sampled_from(["gpu2", "slice"])), max_size=30))
 def test_admitting_requests_one_by_one_never_exceeds_any_quota(queue):
     held: dict[str, dict[str, int]] = {}
@@ -100,7 +101,7 @@ def test_admitting_requests_one_by_one_never_exceeds_any_quota(queue):
         assert limit is None or max(users.values()) <= limit
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(identities, requests, usages)
 def test_decide_is_a_pure_function(identity, request, usage):
     assert decide(identity, request, P, usage) == decide(identity, request, P, usage)

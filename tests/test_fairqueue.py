@@ -14,6 +14,7 @@ from sovereign_hub.spawner.fairqueue import (
     Waiter,
     estimated_wait,
 )
+from tests.conftest import examples
 
 A100 = Pool("a100", "eu")
 H100 = Pool("h100", "eu")
@@ -123,7 +124,7 @@ groups = st.sampled_from(["g1", "g2", "g3"])
 arrival = st.tuples(groups, st.integers(1, 4), st.integers(1, 6))  # group, gpus, hold steps
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     quotas=st.fixed_dictionaries({g: st.integers(4, 8) for g in ["g1", "g2", "g3"]}),
     capacity=st.integers(4, 8),
@@ -156,7 +157,7 @@ def test_every_waiter_is_admitted_and_fifo_holds(quotas, capacity, arrivals):
         assert mine == sorted(mine)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     weights=st.tuples(st.integers(1, 8), st.integers(1, 8)),
     big=st.integers(2, 4),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -139,3 +141,63 @@ def test_an_incident_is_logged_scrubbed_under_the_reference_it_returns(caplog):
     assert ref != other
     assert f"share not made [ref {ref}]: postgresql://w:[secret]@db/audit down" in caplog.text
     assert "pw-9" not in caplog.text
+
+
+# A finalizer that logs while the interpreter shuts down, when the import system is gone
+# (sys.meta_path is None): the filter must neither raise nor let the secret through.
+_LOGS_AT_SHUTDOWN = """
+import logging
+from sovereign_hub import logscrub
+
+logging.basicConfig(format="%(message)s")
+logscrub.install_on_handlers()
+
+
+class LogsWhenCollected:
+    def __del__(self):
+        logging.getLogger("late").warning(
+            "late GET /x?token=t0k3n-late postgresql://w:pw-late@db/audit "
+            '{"X-Xsrftoken": "xsrf-late"}'
+        )
+
+
+kept_until_shutdown = LogsWhenCollected()
+"""
+
+
+@pytest.mark.integration
+def test_a_record_logged_at_interpreter_shutdown_is_scrubbed_without_a_traceback():
+    result = subprocess.run(
+        [sys.executable, "-c", _LOGS_AT_SHUTDOWN],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Error" not in result.stderr
+    assert "late GET /x?token=[secret] postgresql://w:[secret]@db/audit" in result.stderr
+    for secret in ("t0k3n-late", "pw-late", "xsrf-late"):
+        assert secret not in result.stderr
+
+
+def test_a_record_that_cannot_be_scrubbed_is_withheld_not_raised(monkeypatch):
+    secret = "unscrubbable-" + "5" * 20
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("sovtest-withheld")
+    logger.addHandler(handler)
+    handler.addFilter(logscrub.ScrubRecord())
+    logger.addFilter(logscrub.ScrubSecrets())
+
+    def broken(text: str) -> str:
+        raise ImportError("sys.meta_path is None, Python is likely shutting down")
+
+    monkeypatch.setattr(logscrub, "scrub", broken)
+    try:
+        try:
+            raise RuntimeError(secret)
+        except RuntimeError:
+            logger.exception("Failed with %s", secret)  # must not raise
+    finally:
+        logger.removeHandler(handler)
+    written = stream.getvalue()
+    assert written == "[log record withheld: scrubbing failed: ImportError]\n"

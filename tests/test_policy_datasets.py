@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sovereign_hub.cli import main
 from sovereign_hub.policy import Allowed, Identity, PolicyError, SpawnRequest, Usage, decide
 from sovereign_hub.policy.datasets import dataset_mounts
+from tests.conftest import examples
 from tests.policies import (
     TEXT,
     climate_dataset,
@@ -162,7 +163,7 @@ def test_explain_shows_what_each_region_would_mount(capsys, tmp_path):
     assert "patients" not in text
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     groups=st.frozensets(st.sampled_from([*P.groups, "unrelated"]), max_size=4),
     profile=st.sampled_from(list(P.profiles)),

@@ -13,6 +13,7 @@ from sovereign_hub.spawner.options import (
     options_from_form_data,
     parse_user_options,
 )
+from tests.conftest import examples
 
 
 @pytest.mark.parametrize(
@@ -90,7 +91,7 @@ _values = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.dictionaries(_keys, _values, max_size=8))
 def test_the_shortcut_for_well_formed_options_agrees_with_the_full_check(options):
     """parse_user_options skips the full check for short strings of allowed keys; whatever
