@@ -780,3 +780,25 @@ async def test_a_value_of_the_wrong_type_is_400_whatever_the_field_validation(em
         "number into Go struct field EnvVar.spec.template.spec.containers.env.value of type "
         "string"
     )
+
+
+SECRET_PB = b"k8s\x00\x0a\x0c\x0a\x02v1\x12\x06Secret\x12\x0c\x0a\x05\x0a\x03abc\x1a\x03Opq"
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [(SECRET_PB[:-2], "runs past the end"), (SECRET_PB[:5] + b"\xff", "truncated protobuf varint"),
+     (b"\x0a\x02v1", "k8s\\0 magic"), (SECRET_PB.replace(b"\x0a\x03abc", b"\x08\x85\x80\x80\x00"), "wrong wire type"),
+     (SECRET_PB[:-3] + b"\xff\xfe\xfd", "not valid UTF-8")],
+    ids=["short-field", "short-varint", "no-magic", "wire-type", "utf8"],
+)  # fmt: skip
+async def test_a_protobuf_body_that_cannot_be_decoded_is_400(emulator, body, words):
+    """The real server answers 400 to a body it cannot decode in a type it serves; 415 is
+    kept for what the emulator does not read (test above)."""
+    headers = {"Content-Type": "application/vnd.kubernetes.protobuf"}
+    secrets = "/api/v1/namespaces/default/secrets"
+    code, answer, _ = await send(emulator, "POST", secrets, data=body, headers=headers)
+    assert (code, answer["reason"]) == (400, "BadRequest")
+    assert words in answer["message"]
+    code, created, _ = await send(emulator, "POST", secrets, data=SECRET_PB, headers=headers)
+    assert (code, created["metadata"]["name"], created["type"]) == (201, "abc", "Opq")

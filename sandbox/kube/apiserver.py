@@ -96,6 +96,8 @@ async def _body(request: web.Request) -> Any:
             return protobuf.decode(await request.read())
         except protobuf.Unsupported as exc:
             raise ApiError(415, "UnsupportedMediaType", str(exc)) from None
+        except protobuf.Malformed as exc:
+            raise bad_request(f"the protobuf body cannot be decoded: {exc}") from None
     try:
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
