@@ -782,6 +782,45 @@ async def test_a_value_of_the_wrong_type_is_400_whatever_the_field_validation(em
     )
 
 
+@pytest.mark.parametrize("value", ["true", "false"])
+async def test_force_on_a_non_apply_patch_is_422_as_the_real_server_answers(emulator, value):
+    """ValidatePatchOptions forbids force on any non-apply patch, whatever its value; a PUT's
+    UpdateOptions has no force, so the real server (and the emulator) ignore it there."""
+    await send(emulator, "POST", DEPLOYMENTS, workload("forced"))
+    code, answer, _ = await send(
+        emulator, "PATCH", f"{DEPLOYMENTS}/forced", {"spec": {"replicas": 2}},
+        params={"force": value}, headers={"Content-Type": "application/merge-patch+json"},
+    )  # fmt: skip
+    assert code == 422
+    assert answer["message"] == (
+        'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be specified for '
+        "non-apply patch"
+    )
+    assert (await send(emulator, "GET", f"{DEPLOYMENTS}/forced"))[1]["spec"].get("replicas") != 2
+
+
+async def apply_yaml(emulator, path: str, text: str, **params: str) -> tuple[int, dict, list]:
+    return await send(
+        emulator, "PATCH", path, data=text.encode(), params={"fieldManager": "me", **params},
+        headers={"Content-Type": "application/apply-patch+yaml"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("value", "forced"), [("1", True), ("", True), ("False", False)])
+async def test_an_apply_reads_force_as_a_query_bool(emulator, value, forced):
+    """apimachinery's query bool: only "0" and "false" (any case) are false."""
+    path = "/api/v1/namespaces/default/configmaps/owned"
+    assert (await apply_yaml(emulator, path, "apiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n"))[
+        0
+    ] in (200, 201)
+    code, _, _ = await send(
+        emulator, "PATCH", path, data=b"apiVersion: v1\nkind: ConfigMap\ndata: {a: c}\n",
+        params={"fieldManager": "other", "force": value},
+        headers={"Content-Type": "application/apply-patch+yaml"},
+    )  # fmt: skip
+    assert code == (200 if forced else 409)
+
+
 SECRET_PB = b"k8s\x00\x0a\x0c\x0a\x02v1\x12\x06Secret\x12\x0c\x0a\x05\x0a\x03abc\x1a\x03Opq"
 
 

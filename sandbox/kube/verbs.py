@@ -23,6 +23,8 @@ from .patch import PatchError, apply_patch
 from .selectors import Selector
 from .store import RESOURCES, Obj, Resource, Store, now_iso
 
+# The group-qualified kind the real server names in a PatchOptions error.
+PATCH_OPTIONS = "PatchOptions.meta.k8s.io"
 _NAME_CHARS = string.ascii_lowercase + string.digits
 # Set by the server alone: whatever a client sends for them on create is dropped.
 _SERVER_SET = ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation")
@@ -297,7 +299,7 @@ def server_side_apply(
     """An apply patch (:mod:`.apply`): the object, and whether the apply created it."""
     if not manager:
         raise admission.Invalid(
-            "PatchOptions", "", [("fieldManager", "Required value: is required for apply patch")]
+            PATCH_OPTIONS, "", [("fieldManager", "Required value: is required for apply patch")]
         )
     if not isinstance(body, dict):
         raise bad_request("an apply patch is a YAML or JSON object")
