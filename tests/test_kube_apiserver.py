@@ -806,13 +806,29 @@ async def apply_yaml(emulator, path: str, text: str, **params: str) -> tuple[int
     )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("head", "gvk"),
+    [("", "/, Kind="), ("apiVersion: v1\n", "/v1, Kind="), ("kind: ConfigMap\n", "/, Kind=ConfigMap"),
+     ("apiVersion: apps/v1\nkind: ConfigMap\n", "apps/v1, Kind=ConfigMap")],
+    ids=["neither", "no-kind", "no-apiVersion", "wrong-group"],
+)  # fmt: skip
+async def test_an_apply_must_name_its_apiversion_and_kind(emulator, head, gvk):
+    """The real field manager's version check refuses an apply whose type is not exactly
+    the URL's (400), where a create or update takes the type from the URL."""
+    path = "/api/v1/namespaces/default/configmaps/typed"
+    code, answer, _ = await apply_yaml(emulator, path, head + "data: {a: b}\n")
+    assert (code, answer["message"]) == (400, f"invalid object type: {gvk}")
+    assert (await send(emulator, "GET", path))[0] == 404
+    code, _, _ = await apply_yaml(emulator, path, "apiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n")
+    assert code == 201
+
+
 @pytest.mark.parametrize(("value", "forced"), [("1", True), ("", True), ("False", False)])
 async def test_an_apply_reads_force_as_a_query_bool(emulator, value, forced):
     """apimachinery's query bool: only "0" and "false" (any case) are false."""
     path = "/api/v1/namespaces/default/configmaps/owned"
-    assert (await apply_yaml(emulator, path, "apiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n"))[
-        0
-    ] in (200, 201)
+    code, _, _ = await apply_yaml(emulator, path, "apiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n")
+    assert code == 201
     code, _, _ = await send(
         emulator, "PATCH", path, data=b"apiVersion: v1\nkind: ConfigMap\ndata: {a: c}\n",
         params={"fieldManager": "other", "force": value},

@@ -303,6 +303,10 @@ def server_side_apply(
         )
     if not isinstance(body, dict):
         raise bad_request("an apply patch is a YAML or JSON object")
+    # The field manager's version check: an apply names its type exactly, unlike a
+    # create or an update, whose decoder takes the type from the URL.
+    if (body.get("apiVersion"), body.get("kind")) != (resource.api_version, resource.kind):
+        raise bad_request(f"invalid object type: {_gvk(body)}")
     check_fields(resource, body, validation, warnings)
     if (given := (body.get("metadata") or {}).get("name")) not in (None, name):
         raise bad_request(
@@ -333,6 +337,13 @@ def server_side_apply(
         raise conflict(resource, name)
     merged = _merged(store, resource, old, applied, None)
     return store_update(store, resource, old, merged, dry=dry), False
+
+
+def _gvk(body: Obj) -> str:
+    """A body's group, version and kind as Go prints a GroupVersionKind."""
+    api_version, kind = str(body.get("apiVersion") or ""), str(body.get("kind") or "")
+    group_version = api_version if "/" in api_version else f"/{api_version}"
+    return f"{group_version}, Kind={kind}"
 
 
 def bind(store: Store, ns: str, name: str, body: Any) -> None:
