@@ -857,3 +857,15 @@ async def test_a_protobuf_body_that_cannot_be_decoded_is_400(emulator, body, wor
     assert words in answer["message"]
     code, created, _ = await send(emulator, "POST", secrets, data=SECRET_PB, headers=headers)
     assert (code, created["metadata"]["name"], created["type"]) == (201, "abc", "Opq")
+
+
+@pytest.mark.parametrize("value", [[1], "x", None])
+async def test_a_json_patch_that_replaces_the_object_with_a_non_object_is_422(emulator, value):
+    """The real server's decoder cannot read the result into the kind and answers 422 on the
+    field "patch"; the emulator once answered 500."""
+    await send(emulator, "POST", DEPLOYMENTS, workload("whole"))
+    code, answer, _ = await send(
+        emulator, "PATCH", f"{DEPLOYMENTS}/whole", [{"op": "replace", "path": "", "value": value}],
+        headers={"Content-Type": "application/json-patch+json"},
+    )  # fmt: skip
+    assert (code, answer["details"]["causes"][0]["field"]) == (422, "patch")

@@ -268,8 +268,13 @@ def patch(
     except PatchError as exc:
         reason = {415: "UnsupportedMediaType", 400: "BadRequest"}.get(exc.code, "Invalid")
         raise ApiError(exc.code, reason, str(exc)) from None
+    if not isinstance(patched, dict):
+        # A JSON patch may replace the whole document; the real server's decoder then fails.
+        raise admission.Invalid(
+            "", "", [("patch", f"Invalid value: {json.dumps(patched)}: is not a JSON object")]
+        )
     check_fields(resource, patched, validation, warnings)
-    wanted = patched.get("metadata", {}).get("resourceVersion")
+    wanted = (patched.get("metadata") or {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
     new = _merged(store, resource, old, patched, sub)
