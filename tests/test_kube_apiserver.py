@@ -869,3 +869,23 @@ async def test_a_json_patch_that_replaces_the_object_with_a_non_object_is_422(em
         headers={"Content-Type": "application/json-patch+json"},
     )  # fmt: skip
     assert (code, answer["details"]["causes"][0]["field"]) == (422, "patch")
+
+
+@pytest.mark.parametrize(
+    ("containers", "field"),
+    [([None], "spec.template.spec.containers[0].name"),
+     ([{"name": "c", "image": IMAGE, "env": [None]}], "spec.template.spec.containers[0].env[0].name"),
+     ([{"name": "c", "image": IMAGE, "env": [{"name": None}]}],
+      "spec.template.spec.containers[0].env[0].name")],
+    ids=["null-container", "null-env-entry", "null-env-name"],
+)  # fmt: skip
+async def test_null_list_elements_and_fields_decode_as_go_zero_values(emulator, containers, field):
+    """Go's decoder turns a null list element into an empty struct and leaves a null field
+    unset, so validation refuses the nameless result (422); a merge patch keeps nulls inside
+    lists, and the emulator once answered 500 to them."""
+    await send(emulator, "POST", DEPLOYMENTS, workload("nulls"))
+    patch = {"spec": {"template": {"spec": {"containers": containers}}}}
+    code, answer, _ = await send(emulator, "PATCH", f"{DEPLOYMENTS}/nulls", patch,
+                                 headers={"Content-Type": "application/merge-patch+json"})  # fmt: skip
+    assert code == 422, answer
+    assert field in [c["field"] for c in answer["details"]["causes"]]
