@@ -780,3 +780,112 @@ async def test_a_value_of_the_wrong_type_is_400_whatever_the_field_validation(em
         "number into Go struct field EnvVar.spec.template.spec.containers.env.value of type "
         "string"
     )
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+async def test_force_on_a_non_apply_patch_is_422_as_the_real_server_answers(emulator, value):
+    """ValidatePatchOptions forbids force on any non-apply patch, whatever its value; a PUT's
+    UpdateOptions has no force, so the real server (and the emulator) ignore it there."""
+    await send(emulator, "POST", DEPLOYMENTS, workload("forced"))
+    code, answer, _ = await send(
+        emulator, "PATCH", f"{DEPLOYMENTS}/forced", {"spec": {"replicas": 2}},
+        params={"force": value}, headers={"Content-Type": "application/merge-patch+json"},
+    )  # fmt: skip
+    assert code == 422
+    assert answer["message"] == (
+        'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be specified for '
+        "non-apply patch"
+    )
+    assert (await send(emulator, "GET", f"{DEPLOYMENTS}/forced"))[1]["spec"].get("replicas") != 2
+
+
+async def apply_yaml(emulator, path: str, text: str, **params: str) -> tuple[int, dict, list]:
+    return await send(
+        emulator, "PATCH", path, data=text.encode(), params={"fieldManager": "me", **params},
+        headers={"Content-Type": "application/apply-patch+yaml"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("head", "gvk"),
+    [("", "/, Kind="), ("apiVersion: v1\n", "/v1, Kind="), ("kind: ConfigMap\n", "/, Kind=ConfigMap"),
+     ("apiVersion: apps/v1\nkind: ConfigMap\n", "apps/v1, Kind=ConfigMap")],
+    ids=["neither", "no-kind", "no-apiVersion", "wrong-group"],
+)  # fmt: skip
+async def test_an_apply_must_name_its_apiversion_and_kind(emulator, head, gvk):
+    """The real field manager's version check refuses an apply whose type is not exactly
+    the URL's (400), where a create or update takes the type from the URL."""
+    path = "/api/v1/namespaces/default/configmaps/typed"
+    code, answer, _ = await apply_yaml(emulator, path, head + "data: {a: b}\n")
+    assert (code, answer["message"]) == (400, f"invalid object type: {gvk}")
+    assert (await send(emulator, "GET", path))[0] == 404
+    code, _, _ = await apply_yaml(emulator, path, "apiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n")
+    assert code == 201
+
+
+@pytest.mark.parametrize(("value", "forced"), [("1", True), ("", True), ("False", False)])
+async def test_an_apply_reads_force_as_a_query_bool(emulator, value, forced):
+    """apimachinery's query bool: only "0" and "false" (any case) are false."""
+    path = "/api/v1/namespaces/default/configmaps/owned"
+    code, _, _ = await apply_yaml(emulator, path, "apiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n")
+    assert code == 201
+    code, _, _ = await send(
+        emulator, "PATCH", path, data=b"apiVersion: v1\nkind: ConfigMap\ndata: {a: c}\n",
+        params={"fieldManager": "other", "force": value},
+        headers={"Content-Type": "application/apply-patch+yaml"},
+    )  # fmt: skip
+    assert code == (200 if forced else 409)
+
+
+SECRET_PB = b"k8s\x00\x0a\x0c\x0a\x02v1\x12\x06Secret\x12\x0c\x0a\x05\x0a\x03abc\x1a\x03Opq"
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [(SECRET_PB[:-2], "runs past the end"), (SECRET_PB[:5] + b"\xff", "truncated protobuf varint"),
+     (b"\x0a\x02v1", "k8s\\0 magic"), (SECRET_PB.replace(b"\x0a\x03abc", b"\x08\x85\x80\x80\x00"), "wrong wire type"),
+     (SECRET_PB[:-3] + b"\xff\xfe\xfd", "not valid UTF-8")],
+    ids=["short-field", "short-varint", "no-magic", "wire-type", "utf8"],
+)  # fmt: skip
+async def test_a_protobuf_body_that_cannot_be_decoded_is_400(emulator, body, words):
+    """The real server answers 400 to a body it cannot decode in a type it serves; 415 is
+    kept for what the emulator does not read (test above)."""
+    headers = {"Content-Type": "application/vnd.kubernetes.protobuf"}
+    secrets = "/api/v1/namespaces/default/secrets"
+    code, answer, _ = await send(emulator, "POST", secrets, data=body, headers=headers)
+    assert (code, answer["reason"]) == (400, "BadRequest")
+    assert words in answer["message"]
+    code, created, _ = await send(emulator, "POST", secrets, data=SECRET_PB, headers=headers)
+    assert (code, created["metadata"]["name"], created["type"]) == (201, "abc", "Opq")
+
+
+@pytest.mark.parametrize("value", [[1], "x", None])
+async def test_a_json_patch_that_replaces_the_object_with_a_non_object_is_422(emulator, value):
+    """The real server's decoder cannot read the result into the kind and answers 422 on the
+    field "patch"; the emulator once answered 500."""
+    await send(emulator, "POST", DEPLOYMENTS, workload("whole"))
+    code, answer, _ = await send(
+        emulator, "PATCH", f"{DEPLOYMENTS}/whole", [{"op": "replace", "path": "", "value": value}],
+        headers={"Content-Type": "application/json-patch+json"},
+    )  # fmt: skip
+    assert (code, answer["details"]["causes"][0]["field"]) == (422, "patch")
+
+
+@pytest.mark.parametrize(
+    ("containers", "field"),
+    [([None], "spec.template.spec.containers[0].name"),
+     ([{"name": "c", "image": IMAGE, "env": [None]}], "spec.template.spec.containers[0].env[0].name"),
+     ([{"name": "c", "image": IMAGE, "env": [{"name": None}]}],
+      "spec.template.spec.containers[0].env[0].name")],
+    ids=["null-container", "null-env-entry", "null-env-name"],
+)  # fmt: skip
+async def test_null_list_elements_and_fields_decode_as_go_zero_values(emulator, containers, field):
+    """Go's decoder turns a null list element into an empty struct and leaves a null field
+    unset, so validation refuses the nameless result (422); a merge patch keeps nulls inside
+    lists, and the emulator once answered 500 to them."""
+    await send(emulator, "POST", DEPLOYMENTS, workload("nulls"))
+    patch = {"spec": {"template": {"spec": {"containers": containers}}}}
+    code, answer, _ = await send(emulator, "PATCH", f"{DEPLOYMENTS}/nulls", patch,
+                                 headers={"Content-Type": "application/merge-patch+json"})  # fmt: skip
+    assert code == 422, answer
+    assert field in [c["field"] for c in answer["details"]["causes"]]

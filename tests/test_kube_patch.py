@@ -174,3 +174,17 @@ def test_an_update_takes_the_fields_it_changes_and_apply_then_conflicts_with_it(
     # The same value is no conflict: the applier shares the field.
     same = applied(scaled, config(5, "A"), "helm")
     assert same["spec"]["replicas"] == 5
+
+
+@pytest.mark.parametrize(
+    "items",
+    [[{"$patch": "replace"}, "x"], ["x", {"$patch": "replace"}], [{"$patch": "delete"}, 3]],
+    ids=["replace-then-scalar", "scalar-then-replace", "delete-then-scalar"],
+)
+def test_a_scalar_in_a_list_merged_by_key_is_400_whatever_directive_it_sits_beside(items):
+    """apimachinery checks that a list merged by key holds only maps before it reads a
+    directive; the emulator once answered 500 here."""
+    with pytest.raises(PatchError) as info:
+        smp({"containers": items})
+    assert info.value.code == 400
+    assert "in a list merged by name" in str(info.value)

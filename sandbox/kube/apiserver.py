@@ -96,6 +96,8 @@ async def _body(request: web.Request) -> Any:
             return protobuf.decode(await request.read())
         except protobuf.Unsupported as exc:
             raise ApiError(415, "UnsupportedMediaType", str(exc)) from None
+        except protobuf.Malformed as exc:
+            raise bad_request(f"the protobuf body cannot be decoded: {exc}") from None
     try:
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -309,6 +311,13 @@ class ApiServer:
             content_type = request.headers.get("Content-Type", "")
             if content_type.startswith(APPLY_PATCH):
                 return await self._apply(request, resource, ns, name, sub)
+            if "force" in request.query:
+                # ValidatePatchOptions: any value, even false, before the object is looked up.
+                raise admission.Invalid(
+                    verbs.PATCH_OPTIONS,
+                    "",
+                    [("force", "Forbidden: may not be specified for non-apply patch")],
+                )
             body = await _body(request)
             patched = verbs.patch(
                 self.store,
@@ -349,12 +358,18 @@ class ApiServer:
             name,
             body,
             manager=request.query.get("fieldManager", ""),
-            force=request.query.get("force") == "true",
+            force=_force(request.query.getall("force", [])),
             dry=_dry(request),
             validation=_validation(request),
             warnings=warnings,
         )
         return _answer(verbs.out(resource, obj), warnings, status=201 if created else 200)
+
+
+def _force(values: list[str]) -> bool:
+    """An apply's ``force`` as apimachinery converts a query bool: only absence, "0" and
+    "false" (any case) are false; anything else, the empty string too, is true."""
+    return bool(values) and values[0] != "0" and values[0].lower() != "false"
 
 
 def _not_allowed() -> ApiError:

@@ -2,10 +2,11 @@
 
 A body is decoded into the kind's type: a value of the wrong JSON type is a 400
 whatever the request asks; a body of another kind than the URL names is a 400;
-fields the type does not have are dropped, and ``fieldValidation`` says what is
-said about them (``Strict``: a 400 naming each; ``Warn``, the default: a
-``Warning`` header each; ``Ignore``: nothing). The kinds' fields come from
-:mod:`.schemas`.
+``null`` is read as Go reads it (a null list element or map value is the zero
+value of its type, a null field is unset); fields the type does not have are
+dropped, and ``fieldValidation`` says what is said about them (``Strict``: a 400
+naming each; ``Warn``, the default: a ``Warning`` header each; ``Ignore``:
+nothing). The kinds' fields come from :mod:`.schemas`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def check_fields(resource: Resource, obj: Obj, validation: str, warnings: list[s
         raise bad_request(
             f'{resource.kind} in version "v1" cannot be handled as a {resource.kind}: {wrong}'
         )
+    schemas.zero_nulls(obj, schema)
     found = schemas.unknown_fields(obj, schema, prune=True)
     if not found:
         return

@@ -154,6 +154,10 @@ def _key_of(item: Any, merge_key: str) -> Any:
     return item[merge_key]
 
 
+def _key_or_none(item: Any, merge_key: str) -> Any:
+    return item.get(merge_key) if isinstance(item, dict) else None
+
+
 def _merge_list(original: list[Any], patch: list[Any], schema: Schema | None, order: Any) -> Any:
     strategies, merge_key = _strategy(schema)
     if "merge" not in strategies:
@@ -163,17 +167,19 @@ def _merge_list(original: list[Any], patch: list[Any], schema: Schema | None, or
         merged = list(original) + [v for v in patch if v not in original]
         return _ordered(merged, order, "")
     element = schemas.items(schema)
-    for item in patch:
-        if isinstance(item, dict) and item.get(_DIRECTIVE) == "replace":
-            return [_without_directives(v) for v in patch if v.get(_DIRECTIVE) != "replace"]
-    result = copy.deepcopy(original)
+    # As apimachinery's sliceElementType: a list merged by key holds only maps, checked
+    # before any directive is read (a scalar beside "$patch: replace" too).
     for item in patch:
         if not isinstance(item, dict):
             raise PatchError(f"invalid patch: {item!r} in a list merged by {merge_key}", 400)
+    if any(item.get(_DIRECTIVE) == "replace" for item in patch):
+        return [_without_directives(v) for v in patch if v.get(_DIRECTIVE) != "replace"]
+    result = copy.deepcopy(original)
+    for item in patch:
         key = _key_of(item, merge_key)
-        at = next((i for i, old in enumerate(result) if old.get(merge_key) == key), None)
+        at = next((i for i, old in enumerate(result) if _key_or_none(old, merge_key) == key), None)
         if item.get(_DIRECTIVE) == "delete":
-            result = [old for old in result if old.get(merge_key) != key]
+            result = [old for old in result if _key_or_none(old, merge_key) != key]
         elif at is None:
             result.append(merge_map({}, item, element))
         else:

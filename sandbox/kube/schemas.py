@@ -113,6 +113,40 @@ def unknown_fields(obj: Any, schema: Schema, *, prune: bool, path: str = "") -> 
     return found
 
 
+def zero_nulls(obj: Any, schema: Schema) -> None:
+    """Decode ``null`` as Go's decoder does, so that validation sees what it sees on a real
+    server: a list element or map value becomes the zero value of its type (an empty struct,
+    ``""``, ``0``, ``false``: a null container is one without a name) and a struct field is
+    left unset."""
+    schema = resolve(schema)
+    if isinstance(obj, dict):
+        props, values = schema.get("properties"), schema.get("additionalProperties")
+        for key, value in list(obj.items()):
+            sub = props.get(key) if props is not None else values
+            if not isinstance(sub, dict):
+                continue
+            if value is None and props is not None:
+                del obj[key]
+            elif value is None:
+                obj[key] = _zero(sub)
+            else:
+                zero_nulls(value, sub)
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(obj):
+            if item is None:
+                obj[i] = _zero(schema["items"])
+            else:
+                zero_nulls(item, schema["items"])
+
+
+def _zero(schema: Schema) -> Any:
+    kinds = _kinds(resolve(schema))
+    zeros = {"object": dict, "string": str, "integer": int, "number": int, "boolean": bool}
+    if len(kinds) != 1 or kinds[0] not in zeros:
+        return None  # an int-or-string or a list: Go keeps a nil
+    return zeros[kinds[0]]()
+
+
 _JSON_KINDS = {bool: "bool", int: "number", float: "number", str: "string", dict: "object",
                list: "array"}  # fmt: skip
 _GO_TYPES = {"string": "string", "boolean": "bool", "number": "float64", "object": "object",

@@ -23,6 +23,8 @@ from .patch import PatchError, apply_patch
 from .selectors import Selector
 from .store import RESOURCES, Obj, Resource, Store, now_iso
 
+# The group-qualified kind the real server names in a PatchOptions error.
+PATCH_OPTIONS = "PatchOptions.meta.k8s.io"
 _NAME_CHARS = string.ascii_lowercase + string.digits
 # Set by the server alone: whatever a client sends for them on create is dropped.
 _SERVER_SET = ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation")
@@ -266,8 +268,13 @@ def patch(
     except PatchError as exc:
         reason = {415: "UnsupportedMediaType", 400: "BadRequest"}.get(exc.code, "Invalid")
         raise ApiError(exc.code, reason, str(exc)) from None
+    if not isinstance(patched, dict):
+        # A JSON patch may replace the whole document; the real server's decoder then fails.
+        raise admission.Invalid(
+            "", "", [("patch", f"Invalid value: {json.dumps(patched)}: is not a JSON object")]
+        )
     check_fields(resource, patched, validation, warnings)
-    wanted = patched.get("metadata", {}).get("resourceVersion")
+    wanted = (patched.get("metadata") or {}).get("resourceVersion")
     if wanted and wanted != old["metadata"]["resourceVersion"]:
         raise conflict(resource, name)
     new = _merged(store, resource, old, patched, sub)
@@ -297,10 +304,14 @@ def server_side_apply(
     """An apply patch (:mod:`.apply`): the object, and whether the apply created it."""
     if not manager:
         raise admission.Invalid(
-            "PatchOptions", "", [("fieldManager", "Required value: is required for apply patch")]
+            PATCH_OPTIONS, "", [("fieldManager", "Required value: is required for apply patch")]
         )
     if not isinstance(body, dict):
         raise bad_request("an apply patch is a YAML or JSON object")
+    # The field manager's version check: an apply names its type exactly, unlike a
+    # create or an update, whose decoder takes the type from the URL.
+    if (body.get("apiVersion"), body.get("kind")) != (resource.api_version, resource.kind):
+        raise bad_request(f"invalid object type: {_gvk(body)}")
     check_fields(resource, body, validation, warnings)
     if (given := (body.get("metadata") or {}).get("name")) not in (None, name):
         raise bad_request(
@@ -331,6 +342,13 @@ def server_side_apply(
         raise conflict(resource, name)
     merged = _merged(store, resource, old, applied, None)
     return store_update(store, resource, old, merged, dry=dry), False
+
+
+def _gvk(body: Obj) -> str:
+    """A body's group, version and kind as Go prints a GroupVersionKind."""
+    api_version, kind = str(body.get("apiVersion") or ""), str(body.get("kind") or "")
+    group_version = api_version if "/" in api_version else f"/{api_version}"
+    return f"{group_version}, Kind={kind}"
 
 
 def bind(store: Store, ns: str, name: str, body: Any) -> None:
