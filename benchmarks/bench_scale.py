@@ -31,9 +31,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import requests
@@ -195,7 +197,7 @@ SPAWNERS = ("KubeSpawner", "SovereignSpawner")
 
 def measure(
     kind: str, plan: LoadPlan, state: Path, settings: str = ""
-) -> tuple[Report, dict[str, float], list[Sample]]:
+) -> tuple[Report, dict[str, Any], list[Sample]]:
     users = population(plan, load_policy(POLICY_PATH).policy)
 
     def extra(cluster: Cluster) -> str:
@@ -205,6 +207,7 @@ def measure(
     with LoadEnvironment(users, state, extra_config=extra, concurrency=plan.concurrency) as env:
         api = env.cluster.api
         before = sum(api.requests.values()) if api else 0
+        by_route_before = Counter(api.requests) if api else Counter()
         sampler = Sampler(
             env.hub.process.pid,
             env.cluster._thread.native_id,
@@ -214,6 +217,8 @@ def measure(
         usage = sampler.stop()
         made = (sum(api.requests.values()) if api else 0) - before
         usage["api_requests"] = made
+        by_route = (Counter(api.requests) if api else Counter()) - by_route_before
+        usage["api_requests_by_route"] = dict(by_route.most_common())
         usage["api_rps"] = made / report.seconds
         usage["nodes"] = len(env.inventory.nodes)
         try:
@@ -232,7 +237,7 @@ def measure(
 
 
 def summary(
-    plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, float]]], settings: str = ""
+    plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, Any]]], settings: str = ""
 ) -> str:
     kinds = list(runs)
     rows: list[tuple[str, list[str]]] = []
@@ -309,12 +314,38 @@ def summary(
             f"Throughput (ready spawns per second of {basis}), Sovereign Hub / stock "
             f"KubeSpawner, same run: **{ratio:.2f}x** (target >= 0.95x).",
         ]
+    lines += requests_by_route(kinds, usage, outcomes)
     for kind, (report, _) in runs.items():
         failures = [r for r in report.results if r.outcome not in ("ready", "refused")]
         if failures:
             lines += ["", f"First failures ({kind}):", ""]
             lines += [f"- {r.name}: {r.outcome}: {r.detail[:300]}" for r in failures[:5]]
     return "\n".join(lines) + "\n"
+
+
+def requests_by_route(
+    kinds: list[str], usage: list[dict[str, Any]], outcomes: list[dict[str, int]]
+) -> list[str]:
+    """The Kubernetes API requests by verb and path (names elided), in total and per
+    ready spawn: what each hub's spawns cost the API server."""
+    counts = [u.get("api_requests_by_route", {}) for u in usage]
+    routes = sorted({r for c in counts for r in c}, key=lambda r: -max(c.get(r, 0) for c in counts))
+    if not routes:
+        return []
+    lines = [
+        "",
+        "Kubernetes API requests by kind (total, and per ready spawn):",
+        "",
+        "| request | " + " | ".join(kinds) + " |",
+        "| --- | " + " | ".join("---" for _ in kinds) + " |",
+    ]
+    for route in routes:
+        cells = []
+        for c, o in zip(counts, outcomes, strict=True):
+            n = c.get(route, 0)
+            cells.append(f"{n} ({n / o['ready']:.2f})" if o["ready"] else str(n))
+        lines.append(f"| `{route}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _rate(count: int, seconds: float | None) -> str:
@@ -364,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = hub_settings(
         args.concurrent_spawn_limit, args.k8s_api_request_timeout, args.start_timeout
     )
-    runs: dict[str, tuple[Report, dict[str, float]]] = {}
+    runs: dict[str, tuple[Report, dict[str, Any]]] = {}
     samples: dict[str, list[Sample]] = {}
     with (
         contextlib.nullcontext(str(args.state))

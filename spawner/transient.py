@@ -160,10 +160,12 @@ class ApiRetries:
 
     - KubeSpawner retries a pod create only after its own timeout; a dropped connection
       failed the spawn. It is now retried too. A create whose answer was lost may have
-      landed: the retry first reads the pod, and adopts it when it carries this start's
-      :data:`SPAWN_ID`. Otherwise KubeSpawner's 409 handling would delete the user's new
-      pod as a stale one and create it again. This wraps KubeSpawner's
-      ``_make_create_pod_request`` (not a documented hook; its signature is pinned by a test).
+      landed: the retry adopts the pod when the pod reflector shows it with this start's
+      :data:`SPAWN_ID`; otherwise it sends the create itself, and a 409 means the pod is
+      there (the reflector, or a read, then says whose). Otherwise KubeSpawner's 409
+      handling would delete the user's new pod as a stale one and create it again. This
+      wraps KubeSpawner's ``_make_create_pod_request`` (not a documented hook; its
+      signature is pinned by a test).
     - A stop that gave up while the API server was away would leave the pod (and its
       GPUs) running for a server the hub forgets.
     - KubeSpawner keeps a pod reflector whose initial list failed and hands it to every
@@ -209,7 +211,7 @@ class ApiRetries:
         if self._create_unanswered:
             landed = await self._landed(pod, request_timeout)
             if landed is not False:
-                return bool(landed)  # adopted (True), or not known yet (None: ask again later)
+                return bool(landed)  # ours (True), or not known yet (None: ask again later)
         parent = super()._make_create_pod_request  # type: ignore[misc]
         try:
             created: bool = await parent(pod, request_timeout)
@@ -217,48 +219,94 @@ class ApiRetries:
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            self._create_cause = (
-                f"HTTP {exc.status}" if isinstance(exc, ApiException) else type(exc).__name__
-            )
-            self.log.warning(  # type: ignore[attr-defined]
-                "creating pod %s: %s; retrying", pod.metadata.name, self._create_cause
-            )
+            self._note_unanswered(pod, exc)
             created = False
         # False: KubeSpawner's own timeout, or the error above; either may have landed.
         self._create_unanswered = not created
         return created
 
-    async def _landed(self, pod: Any, request_timeout: float) -> bool | None:
-        """Whether the pod an unanswered create sent is in the cluster with this start's id:
-        True (adopt it), False (send the create; a stale pod's 409 is KubeSpawner's to
-        handle), None when the API server cannot say yet. Sending the create again then
-        could meet our own pod's 409, and KubeSpawner would delete it."""
-        meta = pod.metadata
-        # The pod reflector sees a landed pod within moments; under load the API server that
-        # left the create unanswered leaves this read unanswered too (seen at 300 spawns at
-        # once: no pod adopted, each spawn failed after the retry timeout with its pod Running).
+    def _note_unanswered(self, pod: Any, exc: BaseException) -> None:
+        self._create_cause = (
+            f"HTTP {exc.status}" if isinstance(exc, ApiException) else type(exc).__name__
+        )
+        self.log.warning(  # type: ignore[attr-defined]
+            "creating pod %s: %s; retrying", pod.metadata.name, self._create_cause
+        )
+
+    def _seen(self, name: str) -> dict[str, Any] | None:
+        """The pod ``name`` as the pod reflector last saw it, if it saw one."""
         reflector = getattr(self, "pod_reflector", None)
-        seen = reflector.pods.get(f"{self.namespace}/{meta.name}") if reflector else None
-        if seen is not None:
-            seen_meta = seen.get("metadata") or {}
-            if (seen_meta.get("annotations") or {}).get(SPAWN_ID) == meta.annotations[
-                SPAWN_ID
-            ] and not seen_meta.get("deletionTimestamp"):
-                self.log.info("pod %s: an unanswered create had landed; adopted", meta.name)  # type: ignore[attr-defined]
-                return True
+        return reflector.pods.get(f"{self.namespace}/{name}") if reflector else None
+
+    def _seen_ours(self, pod: Any) -> bool:
+        """Whether the reflector shows ``pod`` with this start's id, not being deleted."""
+        seen_meta = (self._seen(pod.metadata.name) or {}).get("metadata") or {}
+        return (seen_meta.get("annotations") or {}).get(SPAWN_ID) == pod.metadata.annotations[
+            SPAWN_ID
+        ] and not seen_meta.get("deletionTimestamp")
+
+    async def _landed(self, pod: Any, request_timeout: float) -> bool | None:
+        """Whether the pod an unanswered create sent is (now) in the cluster with this start's
+        id: True (adopt it, or it was just created), False (another start's pod holds the
+        name: KubeSpawner's 409 handling replaces it), None when the API server cannot say
+        yet. Sending KubeSpawner's create again could meet our own pod's 409, and KubeSpawner
+        would delete it.
+
+        The create is sent again here, as stock KubeSpawner does, and its answer is the
+        question: 201, it had not landed; 409, a pod of that name exists, and the pod
+        reflector says whose. Asking with a read first cost a request more for every create
+        that had not landed, and under load (300 spawns at once, the hub's connections to
+        the API server all busy) the read waited in the same queue as the create."""
+        name = pod.metadata.name
+        # The pod reflector sees a landed pod within moments; under load the API server that
+        # left the create unanswered leaves a read unanswered too (seen at 300 spawns at
+        # once: no pod adopted, each spawn failed after the retry timeout with its pod Running).
+        if self._seen_ours(pod):
+            self.log.info("pod %s: an unanswered create had landed; adopted", name)  # type: ignore[attr-defined]
+            return True
         try:
             async with asyncio.timeout(request_timeout):
-                found = await self.api.read_namespaced_pod(meta.name, self.namespace)  # type: ignore[attr-defined]
+                await self.api.create_namespaced_pod(self.namespace, pod)  # type: ignore[attr-defined]
+        except TimeoutError:
+            self._create_cause = ""  # no answer again
+            return None
         except Exception as exc:
-            if isinstance(exc, ApiException) and exc.status == 404:
-                return False
-            if is_transient(exc):
+            if isinstance(exc, ApiException) and exc.status == 409:
+                pass  # a pod of that name exists: whose, below
+            elif is_transient(exc):
+                self._note_unanswered(pod, exc)
                 return None
-            raise
-        ours = (found.metadata.annotations or {}).get(SPAWN_ID) == meta.annotations[SPAWN_ID]
-        mine = ours and found.metadata.deletion_timestamp is None
+            else:
+                raise  # a refusal (quota, invalid pod), as KubeSpawner's create would raise it
+        else:
+            self._create_unanswered = False
+            return True
+        # 409: a pod of that name exists. The reflector shows it within moments (the API
+        # server has it); a read is the fallback when it does not.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request_timeout
+        while getattr(self, "pod_reflector", None) and self._seen(name) is None:
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        if self._seen(name) is not None:
+            mine = self._seen_ours(pod)
+        else:
+            try:
+                async with asyncio.timeout(request_timeout):
+                    found = await self.api.read_namespaced_pod(name, self.namespace)  # type: ignore[attr-defined]
+            except Exception as exc:
+                if isinstance(exc, ApiException) and exc.status == 404:
+                    return False  # deleted since: the create is sent again
+                if is_transient(exc):
+                    return None
+                raise
+            ours = (found.metadata.annotations or {}).get(SPAWN_ID) == pod.metadata.annotations[
+                SPAWN_ID
+            ]
+            mine = ours and found.metadata.deletion_timestamp is None
         if mine:
-            self.log.info("pod %s: an unanswered create had landed; adopted", meta.name)  # type: ignore[attr-defined]
+            self.log.info("pod %s: an unanswered create had landed; adopted", name)  # type: ignore[attr-defined]
         return mine
 
     async def _start_watching_pods(self, replace: bool = False) -> Any:

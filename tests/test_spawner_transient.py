@@ -207,8 +207,21 @@ class _Cluster:
         self.drop = drop
         self.away = away  # reads refused while the server is still down
         self.deleted: list[str] = []
+        self.reads = 0
+
+    async def create_namespaced_pod(self, namespace: str, body: SimpleNamespace) -> None:
+        """The spawner's own create of a pod whose first create went unanswered."""
+        if self.away:
+            self.away -= 1
+            raise aiohttp.ClientConnectorError(None, OSError(111, "refused"))  # type: ignore[arg-type]
+        if body.metadata.name in self.pods:
+            raise ApiException(status=409)
+        stored = copy.deepcopy(body)
+        stored.metadata.deletion_timestamp = None
+        self.pods[body.metadata.name] = stored
 
     async def read_namespaced_pod(self, name: str, namespace: str) -> SimpleNamespace:
+        self.reads += 1
         if self.away:
             self.away -= 1
             raise aiohttp.ClientConnectorError(None, OSError(111, "refused"))  # type: ignore[arg-type]
@@ -263,7 +276,7 @@ async def test_a_create_whose_answer_was_lost_adopts_its_own_pod_instead_of_dele
     timeouts, the create met its own pod's 409, and KubeSpawner deleted it as stale."""
     cluster = _Cluster(drop=1, away=2)
     spawner = _CreatingSpawner(cluster)
-    assert await _create(spawner) == 4  # the lost answer, two reads refused, the adoption
+    assert await _create(spawner) == 4  # the lost answer, two creates refused, the adoption
     assert list(cluster.pods) == ["jupyter-ana"]
     assert cluster.deleted == []
 
@@ -286,6 +299,58 @@ async def test_a_landed_pod_the_reflector_sees_is_adopted_while_reads_go_unanswe
     spawner.pod_reflector.pods["ns/jupyter-ana"]["metadata"]["annotations"][SPAWN_ID] = "x"
     spawner._create_unanswered = True
     assert await spawner._make_create_pod_request(pod, 3) is False
+
+
+class _TimingOutOnce(_Creating):
+    """KubeSpawner's first create times out before it reaches the API server (it waited
+    behind the client's busy connections, as at 300 spawns at once)."""
+
+    timed_out = False
+
+    async def _make_create_pod_request(self, pod: SimpleNamespace, request_timeout: float) -> bool:
+        if not self.timed_out:
+            self.timed_out = True
+            return False
+        return await super()._make_create_pod_request(pod, request_timeout)
+
+
+class _TimingOutSpawner(ApiRetries, _TimingOutOnce):
+    k8s_api_request_retry_timeout = 5
+
+
+async def test_a_create_that_never_landed_is_sent_again_without_a_read_first():
+    """Before, the retry read the pod first (404) and then created it: two requests in the
+    queue of a busy API server where one does, and the read waited as long as the create."""
+    cluster = _Cluster()
+    spawner = _TimingOutSpawner(cluster)
+    assert await _create(spawner) == 2
+    assert cluster.reads == 0
+    pod = cluster.pods["jupyter-ana"]
+    assert pod.metadata.annotations[SPAWN_ID]
+    assert cluster.deleted == []
+
+
+async def test_a_landed_create_is_told_by_its_409_and_the_reflector_without_a_read():
+    """The create had landed, but the pod reflector had not shown it yet when the retry
+    came: the create sent again meets the pod's 409, and the reflector, which shows the pod
+    moments later, says it carries this start's id. No read, and the pod is kept."""
+    cluster = _Cluster(drop=1)
+    spawner = _CreatingSpawner(cluster)
+    spawner.pod_reflector = SimpleNamespace(pods={})
+    pod = await spawner.get_pod_manifest()
+    assert await spawner._make_create_pod_request(pod, 3) is False  # the lost answer
+    stored = cluster.pods["jupyter-ana"]
+
+    async def watch_event() -> None:
+        await asyncio.sleep(0.2)
+        spawner.pod_reflector.pods["ns/jupyter-ana"] = {"metadata": {
+            "name": "jupyter-ana", "annotations": dict(stored.metadata.annotations)}}  # fmt: skip
+
+    seen = asyncio.ensure_future(watch_event())
+    assert await spawner._make_create_pod_request(pod, 3) is True
+    await seen
+    assert cluster.reads == 0
+    assert cluster.deleted == []
 
 
 async def test_a_stale_pod_of_an_earlier_server_is_still_replaced():
