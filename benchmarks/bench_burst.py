@@ -12,7 +12,7 @@ Both runs use the same hub (the sandbox's), users, policy and settings, one
 after the other; only ``SovereignSpawner.readiness_probe`` differs. Each user
 logs in through the real OIDC provider, asks for the CPU profile in the US
 region, waits for ready, calls ``/user/<name>/api/status`` through the proxy,
-idles and stops (``sovereign_hub.loadtest``).
+idles and stops (``sovereign_hub.sandbox.loadtest``).
 
     python benchmarks/bench_burst.py --users 30 --out benchmarks/results/burst-30.md
 """
@@ -28,8 +28,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sovereign_hub.loadtest import LoadEnvironment, LoadPlan, Report, run_apart
-from sovereign_hub.loadtest.plan import Choice, SimUser
+from sovereign_hub.sandbox.loadtest import LoadEnvironment, LoadPlan, Report, run_apart
+from sovereign_hub.sandbox.loadtest.plan import Choice, SimUser
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """One hub under a Monday-morning load: Sovereign Hub and stock KubeSpawner side by side (#18).
 
-The same simulated users (``sovereign_hub.loadtest``: OIDC login, spawn,
+The same simulated users (``sovereign_hub.sandbox.loadtest``: OIDC login, spawn,
 ``/api/status`` through the proxy, idle, stop) run against two hubs started in
 this run, one after the other, on the same machine:
 
@@ -40,7 +40,9 @@ from typing import Any
 import psutil
 import requests
 
-from sovereign_hub.loadtest import (
+from sovereign_hub.policy import load_policy
+from sovereign_hub.sandbox.kube.cluster import Cluster
+from sovereign_hub.sandbox.loadtest import (
     LoadEnvironment,
     LoadPlan,
     Report,
@@ -49,8 +51,6 @@ from sovereign_hub.loadtest import (
     population,
     run_apart,
 )
-from sovereign_hub.policy import load_policy
-from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.spawner.overlay import as_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from sovereign_hub.loadtest import Report
+from sovereign_hub.sandbox.loadtest import Report
 
 
 @dataclass(frozen=True, slots=True)

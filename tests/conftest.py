@@ -244,12 +244,12 @@ def _process_starters() -> tuple[object, ...]:
     import multiprocessing
     import subprocess
 
-    from sovereign_hub.loadtest.driver import run_apart
-    from sovereign_hub.loadtest.environment import LoadEnvironment
     from sovereign_hub.sandbox.gatewayprocess import Gateway
     from sovereign_hub.sandbox.hubprocess import Hub
     from sovereign_hub.sandbox.kube.apiserver import ApiServer
     from sovereign_hub.sandbox.kube.podnet import PodNetworking
+    from sovereign_hub.sandbox.loadtest.driver import run_apart
+    from sovereign_hub.sandbox.loadtest.environment import LoadEnvironment
     from sovereign_hub.sandbox.podnet import PodNetwork
 
     return (subprocess, multiprocessing, Cluster, OidcProvider, LocalPostgres, Hub, Gateway,

@@ -138,13 +138,15 @@ def plain_install(tmp_path_factory) -> Path:
 
 
 def test_the_wheel_carries_no_emulator(plain_install):
-    """The emulated Kubernetes and the sandbox are test equipment, a distribution of their
-    own (sandbox/pyproject.toml): not in this wheel, built from the tree as the hub image's
+    """The emulated Kubernetes, the sandbox and its load generator are test equipment, a
+    distribution of their own (sandbox/pyproject.toml): not in this wheel, built from the tree as the hub image's
     is (`sovhub images`), nor so in the image."""
     (wheel,) = (plain_install.parent.parent / "dist").glob("sovereign_hub-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "sovereign_hub/spawner/spawner.py" in names, names
     assert [n for n in names if n.startswith("sovereign_hub/sandbox/")] == []
+    # The load generator drives the sandbox: it ships with it, not with the hub.
+    assert [n for n in names if n.startswith("sovereign_hub/loadtest/")] == []
     probe = "import importlib.util as u; print(u.find_spec('sovereign_hub.sandbox'))"
     out = subprocess.run(
         [str(plain_install / "python"), "-c", probe], capture_output=True, text=True, check=True

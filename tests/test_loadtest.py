@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from sovereign_hub.loadtest import (
+from sovereign_hub.policy import load_policy
+from sovereign_hub.sandbox.loadtest import (
     LoadEnvironment,
     LoadPlan,
     arrival_times,
@@ -20,7 +21,6 @@ from sovereign_hub.loadtest import (
     run,
     run_apart,
 )
-from sovereign_hub.policy import load_policy
 from sovereign_hub.sandbox.oidc import login_via_provider
 from tests.conftest import ROOT
 
@@ -70,7 +70,7 @@ def test_spawning_together_needs_room_for_every_user():
 
 
 def test_the_report_finds_the_most_spawns_pending_at_once():
-    from sovereign_hub.loadtest import Report, UserResult
+    from sovereign_hub.sandbox.loadtest import Report, UserResult
 
     def spawned(name: str, at: float, took: float) -> UserResult:
         return UserResult(name, "cpu-small", "eu", "ready", asked_at=at, ready_seconds=took)

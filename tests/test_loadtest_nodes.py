@@ -8,11 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from sovereign_hub.loadtest import LoadPlan, population
-from sovereign_hub.loadtest.nodes import servers_per_node, sized_inventory
 from sovereign_hub.policy import load_policy
 from sovereign_hub.sandbox.kube.inventory import Inventory, load_inventory, node_object
 from sovereign_hub.sandbox.kube.placement import node_failures, pod_requests
+from sovereign_hub.sandbox.loadtest import LoadPlan, population
+from sovereign_hub.sandbox.loadtest.nodes import servers_per_node, sized_inventory
 from tests.conftest import ROOT
 
 POLICY = load_policy(ROOT / "examples" / "policy.yaml").policy

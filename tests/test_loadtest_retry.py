@@ -20,8 +20,8 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from sovereign_hub.loadtest import LoadPlan, Report, UserResult
-from sovereign_hub.loadtest.retry import RetryPolicy, retry_after, send_with_retry, wait_for
+from sovereign_hub.sandbox.loadtest import LoadPlan, Report, UserResult
+from sovereign_hub.sandbox.loadtest.retry import RetryPolicy, retry_after, send_with_retry, wait_for
 
 
 class Throttling(web.RequestHandler):

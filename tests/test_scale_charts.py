@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sovereign_hub.loadtest import LoadPlan, Report, UserResult
+from sovereign_hub.sandbox.loadtest import LoadPlan, Report, UserResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from scale_charts import Sample, rates, write_charts

@@ -1,6 +1,6 @@
 """Light pods: a minimal single-user server per pod, all in the kubelet's own process.
 
-For load tests (``sovereign_hub.loadtest``) a JupyterLab per pod is far too
+For load tests (``sovereign_hub.sandbox.loadtest``) a JupyterLab per pod is far too
 heavy for a thousand pods on two cores. In light mode the process kubelet runs
 no process for a pod: it serves, on the pod's own address and port, the part of
 a single-user server that the hub, the proxy and a load generator meet:

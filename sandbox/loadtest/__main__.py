@@ -1,4 +1,4 @@
-"""``python -m sovereign_hub.loadtest``: a load run against a fresh sandbox-like hub."""
+"""``python -m sovereign_hub.sandbox.loadtest``: a load run against a fresh sandbox-like hub."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from .plan import add_plan_arguments, plan_from, population
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sovereign_hub.loadtest", description=loadtest.__doc__
+        prog="python -m sovereign_hub.sandbox.loadtest", description=loadtest.__doc__
     )
     add_plan_arguments(parser, users=100, ramp_seconds=30.0)
     parser.add_argument("--json", help="also write every user's result to this file")

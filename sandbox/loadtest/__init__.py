@@ -15,7 +15,7 @@ users is fixed and the whole run has a deadline. Everything stays on
 :func:`run` drives an existing hub; :class:`LoadEnvironment` starts one like
 the sandbox's (OIDC provider, emulated Kubernetes, hub with the SQLite audit
 trail) with light pods (``sandbox/kube/lightpod.py``), so a thousand servers
-fit on a small machine. ``python -m sovereign_hub.loadtest --help``.
+fit on a small machine. ``python -m sovereign_hub.sandbox.loadtest --help``.
 
 Modules, one job each: :mod:`.plan` (the load's shape), :mod:`.user` (one simulated
 user), :mod:`.driver` (many of them, bounded), :mod:`.report` (what was measured),
