@@ -258,7 +258,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--digest", help="image digest, sha256:…")
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit = commands.add_parser("audit", help="verify, query and export the audit trail")
     sub = audit.add_subparsers(dest="audit_command", required=True)
 

@@ -71,7 +71,8 @@ class Spool:
                     f.truncate(end)
             lines = data[:end].splitlines()
             if lines:
-                return json.loads(lines[-1])  # type: ignore[no-any-return]
+                last: dict[str, Any] = json.loads(lines[-1])  # a record the hub wrote
+                return last
             path.unlink()
         return None
 

@@ -200,6 +200,7 @@ class AuditTrail(LoggingConfigurable):
 
     def _start_shippers(self, sinks: list[Sink]) -> None:
         self._process: ShipperProcess | None = None
+        self._threads: list[Shipper] = []
         if self.shipping == "process":
             for sink in sinks:
                 sink.close()
@@ -214,7 +215,8 @@ class AuditTrail(LoggingConfigurable):
             )
             self.shippers: list[Shipper | RemoteShipper] = list(self._process.shippers)
         else:
-            self.shippers = [
+            # Threads of the hub: the trail starts and stops them itself.
+            self._threads = [
                 Shipper(
                     self.spool,
                     sink,
@@ -224,8 +226,9 @@ class AuditTrail(LoggingConfigurable):
                 )
                 for sink in sinks
             ]
-            for shipper in self.shippers:
-                shipper.start()  # type: ignore[union-attr]
+            self.shippers = list(self._threads)
+            for shipper in self._threads:
+                shipper.start()
 
     def _begin_epoch(self, previous: dict[str, Any]) -> None:
         """Write the first record of a new epoch, naming where the stored chain ended."""
@@ -445,8 +448,8 @@ class AuditTrail(LoggingConfigurable):
         if self._process is not None:
             self._process.stop()
         else:
-            for shipper in self.shippers:
-                shipper.stop()  # type: ignore[union-attr]
+            for shipper in self._threads:
+                shipper.stop()
         self.spool.close()
 
 

@@ -130,6 +130,7 @@ class GroupRefresh(Configurable):
         sub_token = REFRESHING_SUB.set(previous.get("sub"))
         groups_token = ID_TOKEN_GROUPS.set(id_token_groups(auth_state))
         try:
+            # OAuthenticator's, after this mixin in the authenticator's MRO (untyped).
             model = await super().refresh_user(user, handler, **kwargs)  # type: ignore[misc]
         except TokenRejected as exc:
             self.log.warning("refresh of %s refused (%s): log in again", user.name, exc.reason)

@@ -146,14 +146,14 @@ def client_context(tls: GatewayTLS) -> ssl.SSLContext:
     return context
 
 
-def configure_hub(c: object, tls: GatewayTLS, proxy_command: list[str]) -> None:
+def configure_hub(c: Any, tls: GatewayTLS, proxy_command: list[str]) -> None:
     """Set the hub's config ``c`` to reach gateways with ``tls``: the proxy started as
     ``proxy_command`` plus :func:`proxy_args` (and restarted when the files are renewed:
     :mod:`sovereign_hub.renewingproxy`), and JupyterHub's HTTP client with
     :func:`client_context`."""
-    c.ConfigurableHTTPProxy.command = [*proxy_command, *proxy_args(tls)]  # type: ignore[attr-defined]
+    c.ConfigurableHTTPProxy.command = [*proxy_command, *proxy_args(tls)]
     # The proxy reads the files once: restart it when they are renewed (by name, so this
     # module imports nothing of JupyterHub).
-    c.JupyterHub.proxy_class = "sovereign_hub.renewingproxy.RenewingProxy"  # type: ignore[attr-defined]
-    c.RenewingProxy.client_files = [tls.cert, tls.key, tls.ca]  # type: ignore[attr-defined]
-    c.JupyterHubHTTPClient.connector_options = {"ssl": client_context(tls)}  # type: ignore[attr-defined]
+    c.JupyterHub.proxy_class = "sovereign_hub.renewingproxy.RenewingProxy"
+    c.RenewingProxy.client_files = [tls.cert, tls.key, tls.ca]
+    c.JupyterHubHTTPClient.connector_options = {"ssl": client_context(tls)}

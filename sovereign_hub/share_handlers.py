@@ -137,7 +137,8 @@ def _report_revoked(handler: Any, event: ShareEvent) -> None:
 
 
 def _governor(handler: Any) -> GovernedSharing:
-    return handler.governor  # type: ignore[no-any-return]
+    governor: GovernedSharing = handler.governor  # set by the route (sharing.install)
+    return governor
 
 
 def _recipient_from_body(handler: Any) -> Recipient | None:
@@ -334,6 +335,7 @@ class _RecipientShareRevoke:
         handler._lookup_share(name, owner_name, server_name)  # JupyterHub's 404, before anything
         owner = handler.find_user(owner_name)
         region = (GovernedSharing.region_of(owner, server_name) if owner else None) or ""
+        # JupyterHub's handler, after this mixin in the MRO (untyped).
         super().delete(name, owner_name, server_name)  # type: ignore[misc]
         # JupyterHub's delete has committed (it raises when there is nothing to delete).
         _report_revoked(

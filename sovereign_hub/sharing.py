@@ -71,6 +71,7 @@ class Governed:
 
     def initialize(self, governor: GovernedSharing, **kwargs: Any) -> None:
         self.governor = governor
+        # JupyterHub's handler, after this mixin in the MRO (untyped).
         super().initialize(**kwargs)  # type: ignore[misc]
 
 

@@ -135,7 +135,8 @@ async def retry_transient(
 def _failed_to_load(reflector: Any) -> BaseException | None:
     loaded = reflector.first_load_future
     if loaded.done() and not loaded.cancelled():
-        return loaded.exception()  # type: ignore[no-any-return]
+        failure: BaseException | None = loaded.exception()  # a Future of KubeSpawner's (Any)
+        return failure
     return None
 
 
@@ -182,10 +183,15 @@ class ApiRetries:
     k8s_api_request_retry_timeout: int
     k8s_api_request_timeout: int
     namespace: str
+    # KubeSpawner's, as the spawner this is mixed into has them.
+    log: logging.Logger
+    api: Any
+    pod_reflector: Any
     _create_unanswered = False
     _create_cause = ""
 
     async def get_pod_manifest(self) -> Any:
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         pod = await super().get_pod_manifest()  # type: ignore[misc]
         pod.metadata.annotations = {**(pod.metadata.annotations or {}), SPAWN_ID: uuid.uuid4().hex}
         self._create_unanswered = False
@@ -212,6 +218,7 @@ class ApiRetries:
             landed = await self._landed(pod, request_timeout)
             if landed is not False:
                 return bool(landed)  # ours (True), or not known yet (None: ask again later)
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         parent = super()._make_create_pod_request  # type: ignore[misc]
         try:
             created: bool = await parent(pod, request_timeout)
@@ -229,9 +236,7 @@ class ApiRetries:
         self._create_cause = (
             f"HTTP {exc.status}" if isinstance(exc, ApiException) else type(exc).__name__
         )
-        self.log.warning(  # type: ignore[attr-defined]
-            "creating pod %s: %s; retrying", pod.metadata.name, self._create_cause
-        )
+        self.log.warning("creating pod %s: %s; retrying", pod.metadata.name, self._create_cause)
 
     def _seen(self, name: str) -> dict[str, Any] | None:
         """The pod ``name`` as the pod reflector last saw it, if it saw one."""
@@ -262,11 +267,11 @@ class ApiRetries:
         # left the create unanswered leaves a read unanswered too (seen at 300 spawns at
         # once: no pod adopted, each spawn failed after the retry timeout with its pod Running).
         if self._seen_ours(pod):
-            self.log.info("pod %s: an unanswered create had landed; adopted", name)  # type: ignore[attr-defined]
+            self.log.info("pod %s: an unanswered create had landed; adopted", name)
             return True
         try:
             async with asyncio.timeout(request_timeout):
-                await self.api.create_namespaced_pod(self.namespace, pod)  # type: ignore[attr-defined]
+                await self.api.create_namespaced_pod(self.namespace, pod)
         except TimeoutError:
             self._create_cause = ""  # no answer again
             return None
@@ -294,7 +299,7 @@ class ApiRetries:
         else:
             try:
                 async with asyncio.timeout(request_timeout):
-                    found = await self.api.read_namespaced_pod(name, self.namespace)  # type: ignore[attr-defined]
+                    found = await self.api.read_namespaced_pod(name, self.namespace)
             except Exception as exc:
                 if isinstance(exc, ApiException) and exc.status == 404:
                     return False  # deleted since: the create is sent again
@@ -306,14 +311,15 @@ class ApiRetries:
             ]
             mine = ours and found.metadata.deletion_timestamp is None
         if mine:
-            self.log.info("pod %s: an unanswered create had landed; adopted", name)  # type: ignore[attr-defined]
+            self.log.info("pod %s: an unanswered create had landed; adopted", name)
         return mine
 
     async def _start_watching_pods(self, replace: bool = False) -> Any:
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         parent = super()._start_watching_pods  # type: ignore[misc]
         replacing = replace
-        if not replace and _gave_up(self.pod_reflector):  # type: ignore[attr-defined]
-            self.log.warning(  # type: ignore[attr-defined]
+        if not replace and _gave_up(self.pod_reflector):
+            self.log.warning(
                 "the pod watch of cluster %s had given up; starting a new one",
                 getattr(self, "cluster_name", "hub"),
             )
@@ -343,9 +349,11 @@ class ApiRetries:
             # starts the pod reflector first: while the API server is away that waits
             # k8s_api_request_retry_timeout, and the refused spawn's handler answers 500.
             return 0
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         return await super().poll()  # type: ignore[misc, no-any-return]
 
     async def stop(self, now: bool = False) -> None:
+        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         parent = super().stop  # type: ignore[misc]
         if _refused(getattr(self, "_start_future", None)):
             # The last start was refused before anything reached the cluster: there is no pod

@@ -32,11 +32,15 @@ class Report:
 
     def spawn_window(self) -> float | None:
         """From the first accepted spawn request to the last server ready, seconds."""
-        ready = [r for r in self.results if r.asked_at is not None and r.ready_seconds is not None]
-        if not ready:
+        ends = [
+            r.asked_at + r.ready_seconds
+            for r in self.results
+            if r.asked_at is not None and r.ready_seconds is not None
+        ]
+        if not ends:
             return None
         starts = [r.asked_at for r in self.results if r.asked_at is not None]
-        return max(r.asked_at + r.ready_seconds for r in ready) - min(starts)  # type: ignore[operator]
+        return max(ends) - min(starts)
 
     def peak_concurrent_spawns(self) -> int:
         """The most spawns pending at one moment (accepted, not yet ready)."""
