@@ -42,6 +42,12 @@ def open_store(location: str, password: str = "", pool_size: int = 0) -> Readabl
     return sink
 
 
+def shown(location: str) -> str:
+    """``location`` as a message may show it: a PostgreSQL URL without any password."""
+    split = split_password(location)
+    return location if split is None else split.url
+
+
 def _secrets(location: str, clean: str) -> dict[str, str]:
     """The secrets of ``location`` as libpq decodes them (percent-decoding, no ``+``)."""
     import psycopg.conninfo
@@ -105,4 +111,6 @@ def _matches(record: dict[str, Any], f: Filters) -> bool:
     return all(checks)
 
 
-__all__ = ["Filters", "StoreError", "clauses", "open_store", "read", "record_from_row"]
+__all__ = [
+    "Filters", "StoreError", "clauses", "open_store", "read", "record_from_row", "shown",
+]  # fmt: skip
