@@ -115,6 +115,23 @@ def test_a_wrong_typed_option_never_shows_its_value(spec, message):
     assert "hunter" not in repr(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            f"ftp://siem:{SECRET}@siem.example/in",
+            r"url: not an http\(s\) URL \(its scheme is 'ftp'\)",
+        ),
+        (f"siem.example/in?key={SECRET}", r"url: not an http\(s\) URL \(it has no scheme\)"),
+        (f"https://siem:{SECRET}@siem.example/in", r"url: must not contain a password"),
+    ],
+)
+def test_an_http_sinks_url_is_refused_without_quoting_it(url, message):
+    with pytest.raises(SinkConfigError, match=message) as caught:
+        make_sink({"type": "webhook", "url": url})
+    assert SECRET not in str(caught.value)
+
+
 def test_an_integer_is_accepted_for_a_number_option():
     sink = make_sink({"type": "syslog", "host": "siem", "timeout": 3})
     assert sink.timeout == 3  # type: ignore[attr-defined]
