@@ -12,7 +12,7 @@ from pathlib import Path
 from .chain import Keyring
 from .retention import describe, retain
 from .signing import KeyFileError, PublicKeys, Signer, new_private_key_pem
-from .store import Filters, StoreError, read
+from .store import Filters, StoreError, read, shown
 from .verify import DEFAULT_GRACE, Report, verify
 
 EXIT_BROKEN = 1
@@ -146,12 +146,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
         verdict = _verdict(report, args)
         print(
-            f"{args.store}: {verdict}: {report.records} records ({through or 'empty'}); "
+            f"{shown(args.store)}: {verdict}: {report.records} records ({through or 'empty'}); "
             f"checked: {evidence}"
         )
     else:
         print(
-            f"{args.store}: chain BROKEN: {len(report.findings)} problem(s) "
+            f"{shown(args.store)}: chain BROKEN: {len(report.findings)} problem(s) "
             f"in {report.records} records; checked: {evidence}"
         )
         for finding in report.findings:
@@ -178,7 +178,7 @@ def cmd_retain(args: argparse.Namespace) -> int:
     for record in written:
         print(describe(record))
     if not written:
-        print(f"{args.store}: no checkpoint range older than {args.before}; nothing removed")
+        print(f"{shown(args.store)}: no checkpoint range older than {args.before}; nothing removed")
     return 0
 
 

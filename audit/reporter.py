@@ -12,9 +12,10 @@ from .trail import AuditTrail
 
 
 def schema_of(kind: str) -> str:
-    """The newest schema of a session or share event: its kind is its family, ``_`` for ``-``
+    """The schema the hub emits a session or share event under (pinned in
+    :data:`.schemas.EMITTED`): its kind is its family, ``_`` for ``-``
     (``spawn_denied`` → ``spawn-denied``)."""
-    return schemas.LATEST[kind.replace("_", "-")]
+    return schemas.EMITTED[kind.replace("_", "-")]
 
 
 _QUEUE = ("gpu_queued", "gpu_admitted", "gpu_abandoned")

@@ -11,24 +11,57 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sovereign_hub.dburl import SECRET_PARAMETERS, split_password
+
 from .sinks.base import SinkConfigError, StoreError
-from .sinks.postgresql import PostgreSQLSink, is_postgres_url, split_password
+from .sinks.postgresql import PostgreSQLSink, is_postgres_url
 from .sinks.readable import ReadableSink
 from .sinks.sqlite import SQLiteSink
 from .sinks.table import Filters, clauses, record_from_row
 
 
 def open_store(location: str, password: str = "", pool_size: int = 0) -> ReadableSink:
-    """The store plug-in for ``location``: a PostgreSQL URL (``postgresql://…``; a password
-    in it, or ``password``, reaches libpq but no message) or a SQLite file (or
-    ``sqlite:///path``). ``pool_size`` > 0 keeps that many PostgreSQL connections open."""
-    if not is_postgres_url(location):
+    """The store plug-in for ``location``: a PostgreSQL URL (``postgresql://…``) or a
+    SQLite file (or ``sqlite:///path``). ``pool_size`` > 0 keeps that many PostgreSQL
+    connections open.
+
+    A secret in the URL (``user:pw@``, ``?password=``, ``?sslpassword=``), or
+    ``password``, reaches libpq but no message: the sink keeps the URL without them
+    (:func:`sovereign_hub.dburl.split_password`, the parser ``sovhub hub-db`` uses too).
+    """
+    split = split_password(location)
+    if split is None:
         return SQLiteSink(location)
-    url, in_url = split_password(location)
     try:
-        return PostgreSQLSink(url, password=password or in_url, pool_size=pool_size)
+        sink = PostgreSQLSink(split.url, pool_size=pool_size)
     except SinkConfigError as exc:
-        raise StoreError(f"{url}: {exc}") from None
+        raise StoreError(f"{split.url}: {exc}") from None
+    secrets = _secrets(location, split.url) if split.found else {}
+    sink.password = password or secrets.get("password", "")
+    sink.sslpassword = secrets.get("sslpassword", "")
+    return sink
+
+
+def shown(location: str) -> str:
+    """``location`` as a message may show it: a PostgreSQL URL without any password."""
+    split = split_password(location)
+    return location if split is None else split.url
+
+
+def _secrets(location: str, clean: str) -> dict[str, str]:
+    """The secrets of ``location`` as libpq decodes them (percent-decoding, no ``+``)."""
+    import psycopg.conninfo
+
+    try:
+        parsed = psycopg.conninfo.conninfo_to_dict(location)
+    except psycopg.ProgrammingError:
+        # libpq's message can quote the undecodable value, that is the password itself.
+        raise StoreError(
+            f"{clean}: libpq cannot read the password in this URL (not valid URL "
+            "encoding, or a parameter libpq does not take); its message is not shown "
+            "as it may quote the password"
+        ) from None
+    return {k: str(v) for k, v in parsed.items() if k in SECRET_PARAMETERS and v}
 
 
 def read(
@@ -78,4 +111,6 @@ def _matches(record: dict[str, Any], f: Filters) -> bool:
     return all(checks)
 
 
-__all__ = ["Filters", "StoreError", "clauses", "open_store", "read", "record_from_row"]
+__all__ = [
+    "Filters", "StoreError", "clauses", "open_store", "read", "record_from_row", "shown",
+]  # fmt: skip

@@ -183,6 +183,19 @@ def test_sovhub_audit_query_and_export_read_postgresql(tmp_path, pg_url):
     with open(export, "w") as out:
         subprocess.run([SOVHUB, "audit", "export", pg_url], stdout=out, check=True, timeout=60)
     assert verify(read(str(export)), KEY.encode()).ok
+    # A password in the URL (ignored by this trust-auth server) reaches no output.
+    secret = pg_url.replace("postgres@", "postgres:hunter2@") + "?sslpassword=hunter3"
+    runs = {
+        command: subprocess.run(
+            [SOVHUB, "audit", command, secret], capture_output=True, text=True, timeout=60
+        )
+        for command in ("verify", "query")
+    }
+    for run in runs.values():
+        assert run.returncode == 0, run.stderr
+        assert "hunter" not in run.stdout + run.stderr
+    assert runs["verify"].stdout.startswith(f"{pg_url}: ")
+    assert "carol" in runs["query"].stdout
     missing = subprocess.run(
         [SOVHUB, "audit", "query", pg_url.rsplit("/", 1)[0] + "/no_such_db"],
         capture_output=True, text=True, timeout=60,

@@ -412,13 +412,53 @@ def test_the_viewer_records_the_overview_under_a_newer_version_than_v1():
 
 @pytest.mark.parametrize("kind", [*get_args(SessionEventKind), *get_args(ShareEventKind)])
 def test_every_reported_kind_is_a_schema_family(kind):
-    # The kinds are a Literal for the type checker; their schemas come from the files.
-    assert schema_of(kind) == schemas.LATEST[kind.replace("_", "-")]
+    # The kinds are a Literal for the type checker; each is an emitted family.
+    assert schema_of(kind) == schemas.EMITTED[kind.replace("_", "-")]
+
+
+def test_what_the_hub_emits_is_the_newest_schema_of_every_family():
+    """Each emit's version is written out (schemas.emitted); this fails when a schema file
+    newer than the pin lands, until the payload and the pin are updated together."""
+    assert schemas.stale_emits() == []
+    assert schemas.EMITTED == schemas.LATEST
+
+
+def test_a_new_schema_version_changes_nothing_emitted_and_fails_the_guard(tmp_path):
+    """A v<N+1> with a new required field must not reach every emit site by itself (each
+    emit would then raise): the hub keeps emitting its pinned version and the guard names
+    the family and both versions."""
+    shutil.copytree(schemas.SCHEMA_DIR, tmp_path / "schemas")
+    logout = yaml.safe_load((schemas.SCHEMA_DIR / "logout" / "v1.yaml").read_text())
+    newer = {**logout, "$id": f"{schemas.BASE}/logout/v2", "version": "2"}
+    newer["required"] = [*newer.get("required", []), "reason"]
+    (tmp_path / "schemas" / "logout" / "v2.yaml").write_text(yaml.safe_dump(newer))
+
+    assert schemas.latest_ids(tmp_path / "schemas")["logout"] == f"{schemas.BASE}/logout/v2"
+    assert f"{schemas.BASE}/logout/v1" == schemas.LOGOUT
+    assert schema_of("logout") == schemas.LOGOUT
+    (problem,) = schemas.stale_emits(tmp_path / "schemas")
+    assert problem.startswith("logout: the newest schema is v2 but the hub emits v1")
+
+
+def test_a_pin_to_a_missing_version_is_refused_at_import():
+    with pytest.raises(schemas.SchemaFileError, match=r"emits logout v9, but .*logout/v9\.yaml"):
+        schemas.emitted("logout", 9)
+
+
+@pytest.mark.parametrize("name", ["v2-draft.yaml", "v02.yaml", "v0.yaml", "V2.yaml", "v3.yml"])
+def test_a_schema_file_not_named_v_n_is_named_in_a_clear_error(tmp_path, name):
+    """Not an int() traceback at import, and not silently skipped (see schema_files)."""
+    shutil.copytree(schemas.SCHEMA_DIR, tmp_path / "schemas")
+    stray = tmp_path / "schemas" / "login" / name
+    stray.write_text((schemas.SCHEMA_DIR / "login" / "v1.yaml").read_text())
+    for load in (schemas.schema_files, schemas.latest_ids, schemas.readable_events, Validators):
+        with pytest.raises(schemas.SchemaFileError, match=rf"login/{name}: not an audit schema"):
+            load(tmp_path / "schemas")
 
 
 def test_a_new_schema_file_shows_up_everywhere(tmp_path):
-    """Adding ``<family>/v<N>.yaml`` is the whole change: emitted (newest version),
-    validated, filterable in the viewer; no list of events to edit."""
+    """Adding ``<family>/v<N>.yaml`` makes it validated and filterable in the viewer with
+    no list of events to edit; emitting it takes an emitted() pin (guarded above)."""
     shutil.copytree(schemas.SCHEMA_DIR, tmp_path / "schemas")
     login = yaml.safe_load((schemas.SCHEMA_DIR / "login" / "v1.yaml").read_text())
     added = {**login, "$id": f"{schemas.BASE}/quota-changed/v1", "title": "Quota changed"}
@@ -437,4 +477,5 @@ def test_a_new_schema_file_shows_up_everywhere(tmp_path):
         validators.validate(latest["quota-changed"], {**WHO, "admin": "yes"})
     # And today's files are exactly what the code emits and the viewer filters by.
     assert set(schemas.LATEST) == {p.parent.name for p in schemas.schema_files()}
+    assert set(schemas.EMITTED) == set(schemas.LATEST)
     assert tuple(f for f in schemas.LATEST if f not in schemas.PROOFS) == EVENTS

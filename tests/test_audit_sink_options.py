@@ -55,7 +55,7 @@ HERE = __name__
     [
         (
             {"type": "syslog", "host": "siem", "port": "6514"},
-            r"audit sink syslog: port: expected an integer, got '6514' \(str\)",
+            r"audit sink syslog: port: expected an integer, got str$",
         ),
         (
             {"type": "syslog", "host": "siem", "tls": "yes"},
@@ -64,7 +64,7 @@ HERE = __name__
         ({"type": "syslog", "host": "siem", "port": True}, r"port: expected an integer"),
         (
             {"type": "loki", "url": "http://loki", "labels": {"team": 7}},
-            r"labels: expected a mapping of text to text",
+            r"labels\['team'\]: expected text, got int$",
         ),
         (
             {"type": "sqlite", "name": "primary", "paht": "/x"},
@@ -84,6 +84,52 @@ HERE = __name__
 def test_options_are_typed_and_errors_list_what_is_accepted(spec, message):
     with pytest.raises(SinkConfigError, match=message):
         make_sink(spec)
+
+
+SECRET = "sk_live_51HhunterTWO"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"headers": {"X-Api-Key": SECRET, "X-Retries": 3}},
+            r"headers\['X-Retries'\]: expected text, got int$",
+        ),
+        (
+            {"headers": {"Authorization": ["Bearer " + SECRET]}},
+            r"headers\['Authorization'\]: expected text, got list$",
+        ),
+        ({"headers": {1: SECRET}}, r"headers: expected a mapping of text to text, got a key"),
+        ({"headers": "Authorization: Bearer " + SECRET}, r"headers: expected a mapping"),
+        ({"token_file": {"Authorization": SECRET}}, r"token_file: expected text, got dict$"),
+        ({"timeout": SECRET}, r"timeout: expected a number, got str$"),
+    ],
+)
+def test_a_wrong_typed_option_never_shows_its_value(spec, message):
+    """Configuration errors reach logs: they name the option (and a mapping's key) and
+    the value's type, never the value, which may be a secret in the wrong place."""
+    with pytest.raises(SinkConfigError, match=message) as caught:
+        make_sink({"type": "webhook", "url": "https://siem.example/in", **spec})
+    assert SECRET not in str(caught.value)
+    assert "hunter" not in repr(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            f"ftp://siem:{SECRET}@siem.example/in",
+            r"url: not an http\(s\) URL \(its scheme is 'ftp'\)",
+        ),
+        (f"siem.example/in?key={SECRET}", r"url: not an http\(s\) URL \(it has no scheme\)"),
+        (f"https://siem:{SECRET}@siem.example/in", r"url: must not contain a password"),
+    ],
+)
+def test_an_http_sinks_url_is_refused_without_quoting_it(url, message):
+    with pytest.raises(SinkConfigError, match=message) as caught:
+        make_sink({"type": "webhook", "url": url})
+    assert SECRET not in str(caught.value)
 
 
 def test_an_integer_is_accepted_for_a_number_option():
@@ -139,7 +185,7 @@ def test_a_sink_path_that_does_not_meet_the_contract_is_refused(kind, message):
 
 def test_a_third_party_sinks_options_are_checked_like_ours():
     with pytest.raises(
-        SinkConfigError, match=r"audit sink recording: limit: expected an integer, got 'ten'"
+        SinkConfigError, match=r"audit sink recording: limit: expected an integer, got str$"
     ):
         make_sink({"type": f"{HERE}:RecordingSink", "label": "x", "limit": "ten"})
     with pytest.raises(SinkConfigError, match=r"RecordingSink accepts: label, limit, name"):

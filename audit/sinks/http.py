@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from .base import Sink, SinkConfigError
 
@@ -62,8 +63,16 @@ class HttpSink(Sink):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        if not url.startswith(("http://", "https://")):
-            raise SinkConfigError(f"audit sink {self.name}: url: {url!r} is not an http(s) URL")
+        # The URL is never quoted: a misplaced credential in it would reach the log.
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            scheme = f"its scheme is {parts.scheme!r}" if parts.scheme else "it has no scheme"
+            raise SinkConfigError(f"audit sink {self.name}: url: not an http(s) URL ({scheme})")
+        if parts.password is not None:
+            raise SinkConfigError(
+                f"audit sink {self.name}: url: must not contain a password (user:password@); "
+                "use username with password_file or password_env"
+            )
         for header in headers or {}:
             if header.lower() in ("authorization", "cookie"):
                 raise SinkConfigError(

@@ -10,8 +10,10 @@ page is generated from.
 
 Like dask-gateway's user options, unknown keys are rejected first, then each
 value is checked against its type; every error names the sink and the option,
-and lists what is accepted. A sink's own rules across options (a URL's
-scheme, files that must exist) stay in its constructor.
+and lists what is accepted. An error shows a value's type, never the value
+(a mapping's offending key is named), so a secret never reaches a log. A
+sink's own rules across options (a URL's scheme, files that must exist) stay
+in its constructor.
 """
 
 from __future__ import annotations
@@ -144,13 +146,25 @@ def check_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     for key, value in options.items():
         option = fields[key]
         if not option.accepts(value):
-            raise SinkConfigError(
-                f"audit sink {label}: {key}: expected {option.describe()}, "
-                f"got {_shown(value)} ({type(value).__name__})"
-            )
+            raise SinkConfigError(f"audit sink {label}: {_mismatch(key, option.kind, value)}")
     return dict(options)
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _mismatch(where: str, kind: Any, value: Any) -> str:
+    """Where ``value`` fails ``kind`` and what it is, by type only: a wrong-typed option
+    is often a secret in the wrong place (an API key beside a retry count in
+    ``headers``), and configuration errors end up in logs. A mapping names the key."""
+    if isinstance(value, dict):
+        for member in _members(kind):
+            if typing.get_origin(member) is not dict:
+                continue
+            key_kind, item_kind = typing.get_args(member)
+            for key, item in value.items():
+                if not _accepts(key_kind, key):
+                    return (
+                        f"{where}: expected {_describe(member)}, "
+                        f"got a key of type {type(key).__name__}"
+                    )
+                if not _accepts(item_kind, item):
+                    return _mismatch(f"{where}[{key!r}]", item_kind, item)
+    return f"{where}: expected {_describe(kind)}, got {type(value).__name__}"

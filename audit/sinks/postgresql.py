@@ -22,11 +22,14 @@ else through one connection per read. Large reads stream through a named
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+
+from sovereign_hub.dburl import SECRET_PARAMETERS
+from sovereign_hub.dburl import split_password as split_url_password
 
 from .base import SinkConfigError, StoreError
 from .migrations import migrate_postgres
@@ -44,14 +47,15 @@ def is_postgres_url(store: str) -> bool:
     return store.startswith(("postgresql://", "postgres://"))
 
 
-def split_password(url: str) -> tuple[str, str]:
-    """A URL given on a command line, as (the URL without its password, the password), so
-    the password reaches libpq but never a message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url, ""
-    netloc = parts.netloc.replace(f":{parts.password}@", "@")
-    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
+def _names_a_secret(dsn: str) -> bool:
+    """Whether ``dsn`` mentions a secret parameter in either libpq form, so that a dsn
+    libpq cannot parse is still refused without quoting libpq's message (which can
+    quote the value, as in ``invalid percent-encoded token: "…"``)."""
+    split = split_url_password(dsn)
+    if split is not None:
+        return bool(split.found)
+    keys = "|".join(sorted(SECRET_PARAMETERS))
+    return re.search(rf"(?i)(^|\s)({keys})\s*=", dsn) is not None
 
 
 class PostgreSQLSink(ReadableSink):
@@ -59,7 +63,8 @@ class PostgreSQLSink(ReadableSink):
 
     The password never goes in ``dsn``: give ``password_file`` (a mounted
     Secret), or let libpq read ``PGPASSWORD`` or ``PGPASSFILE``. Tools reading
-    a store given on a command line pass ``password`` (see :func:`split_password`);
+    a store given on a command line pass ``password`` and ``sslpassword`` (see
+    :func:`..store.open_store`);
     ``pool_size`` > 0 reads through a pool of that many connections.
     """
 
@@ -83,22 +88,28 @@ class PostgreSQLSink(ReadableSink):
         name: str | None = None,
         *,
         password: str = "",
+        sslpassword: str = "",
         pool_size: int = 0,
     ) -> None:
         super().__init__(name)
         import psycopg.conninfo
 
+        refused = SinkConfigError(
+            f"audit sink {self.name}: dsn: must not contain a password (neither "
+            "`user:password@` nor a `password` or `sslpassword` parameter); put it in "
+            "password_file (a mounted Secret) or the PGPASSWORD environment variable"
+        )
+        if _names_a_secret(dsn):
+            raise refused
         try:
             parsed = psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
             raise SinkConfigError(
                 f"audit sink {self.name}: dsn: not a libpq URL ({str(exc).strip()})"
             ) from None
-        if parsed.get("password"):
-            raise SinkConfigError(
-                f"audit sink {self.name}: dsn: must not contain a password; put it in "
-                "password_file (a mounted Secret) or the PGPASSWORD environment variable"
-            )
+        # libpq's own reading is the last word, whatever spelling slipped past the above.
+        if any(parsed.get(key) for key in SECRET_PARAMETERS):
+            raise refused
         if password_file and not Path(password_file).is_file():
             raise SinkConfigError(
                 f"audit sink {self.name}: password_file: {password_file} is not a file"
@@ -108,6 +119,7 @@ class PostgreSQLSink(ReadableSink):
         self.connect_timeout = connect_timeout
         self.statement_timeout_ms = statement_timeout_ms
         self.password = password
+        self.sslpassword = sslpassword
         self.pool_size = pool_size
         self._db: Any = None
         self._pool: Any = None
@@ -189,11 +201,12 @@ class PostgreSQLSink(ReadableSink):
     # -- read side ----------------------------------------------------------------------
 
     def _password(self) -> dict[str, Any]:
+        extra = {"sslpassword": self.sslpassword} if self.sslpassword else {}
         if self.password:
-            return {"password": self.password}
+            return extra | {"password": self.password}
         if self.password_file:
-            return {"password": Path(self.password_file).read_text().strip()}
-        return {}
+            return extra | {"password": Path(self.password_file).read_text().strip()}
+        return extra
 
     def _reading_pool(self) -> Any:
         if self._pool is None:
