@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from sovereign_hub import loadtest
+from sovereign_hub.sandbox import loadtest
 from sovereign_hub.policy import load_policy
 
 from .driver import run_apart
