@@ -10,8 +10,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from sovereign_hub.sandbox import loadtest
 from sovereign_hub.policy import load_policy
+from sovereign_hub.sandbox import loadtest
 
 from .driver import run_apart
 from .environment import ROOT, LoadEnvironment
