@@ -128,6 +128,10 @@ class _ConfigContext(ssl.SSLContext):
     def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
         return self._in_use().wrap_bio(*args, **kwargs)
 
+    def get_ca_certs(self, binary_form: bool = False) -> Any:
+        """The CAs the context in use trusts (this front itself loads none)."""
+        return self._in_use().get_ca_certs(binary_form)
+
 
 def client_context(tls: GatewayTLS) -> ssl.SSLContext:
     """The hub's HTTP client context: trusts only the gateways' CA bundle, with the hub's
