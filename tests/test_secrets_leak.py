@@ -199,8 +199,8 @@ async def test_a_pod_create_answered_429_or_5xx_never_logs_the_servers_token(
     make_cluster, tmp_path, monkeypatch
 ):
     """KubeSpawner logs the whole pod, env included, when a create is refused with a 429 or a
-    5xx, and the spawner's retry repeats the create: the server's API token must not be in
-    any of those lines (emulated API server made to refuse the first creates)."""
+    5xx, and the spawner's retries repeat the create: the server's API token must not be in
+    the log (emulated API server made to refuse the first three creates)."""
     sent = refuse_pod_creates(monkeypatch, [429, 500, 503])
     kube = make_cluster(TEST_NODES)
     config = "\n".join(
@@ -228,7 +228,8 @@ async def test_a_pod_create_answered_429_or_5xx_never_logs_the_servers_token(
         await api.close()
         hub.stop()
     assert sent == [429, 500, 503]
-    # The path under test ran: KubeSpawner's dump of the refused pod, three times.
-    assert log.count("Failed for") == 3, log[-5000:]
+    # The path under test ran: KubeSpawner's dump of the refused pod (its first create;
+    # the spawner sends the retries itself, spawner/transient.py, and logs no pod).
+    assert log.count("Failed for") >= 1, log[-5000:]
     assert not [form for form in encodings(token) if form in log], "the token is in the log"
     assert "[secret]" in log
