@@ -11,9 +11,11 @@ cluster's own nodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import sys
+import threading
 import uuid
 from collections import ChainMap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -346,7 +348,14 @@ _LIBRARY_PROBES = frozenset({"ldconfig", "gcc", "cc", "ld", "objdump", "uname"})
 
 
 def _forbid_processes(event: str, args: tuple[Any, ...]) -> None:
-    if _unit_test and event in _PROCESS_EVENTS:
+    # The test's own thread only: a thread an earlier integration test left running (a
+    # local PostgreSQL's `runuser`, say) is not this test's doing, and raising there would
+    # break that thread's work.
+    if (
+        _unit_test
+        and event in _PROCESS_EVENTS
+        and threading.current_thread() is threading.main_thread()
+    ):
         program = os.fsdecode(args[0]) if args and isinstance(args[0], str | bytes) else ""
         if os.path.basename(program) in _LIBRARY_PROBES:
             return
@@ -363,22 +372,31 @@ def pytest_configure(config: pytest.Config) -> None:
     sys.addaudithook(_forbid_processes)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
-    """Forbid processes while a test that is not integration sets up, runs and tears down."""
+@contextlib.contextmanager
+def _guarded(item: pytest.Item) -> Iterator[None]:
     if item.get_closest_marker("integration") is None:
         _unit_test[:] = [item.nodeid]
     try:
-        return (yield)
+        yield
     finally:
         _unit_test.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    """Forbid processes while a test that is not integration sets up and runs. Not while it
+    tears down: the last test's teardown also finalizes the session's fixtures (stopping a
+    local PostgreSQL an integration test started, say)."""
+    with _guarded(item):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """Fail a test that started a process even where it caught the refusal."""
     _started.clear()
-    result = yield
+    with _guarded(item):
+        result = yield
     if _started:
         pytest.fail(f"started a process but is not marked integration: {_started[0]}")
     return result
