@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .proxy import TABLE, add_session, forward
-from .routes import AmbiguousPath, RouteTable, routing_path
+from .proxy import TABLE, add_session, forward, lookup
+from .routes import RouteTable
 
 HUB_URL: web.AppKey[str] = web.AppKey("hub_url", str)
 
@@ -38,12 +38,7 @@ def forwarded_headers(request: web.Request) -> dict[str, str]:
 
 async def entry(request: web.Request) -> web.StreamResponse:
     """Forward a browser's request for a server running in this region; refuse the rest."""
-    table = request.app[TABLE]
-    try:
-        path = routing_path(request.raw_path.split("?", 1)[0])
-    except AmbiguousPath as exc:
-        return web.json_response({"message": f"refused: {exc}"}, status=400)
-    found = table.lookup(path)
+    _, found = lookup(request)
     if found is None:
         hub = request.app[HUB_URL]
         where = f" Go to the hub, {hub}, to find or start your server." if hub else ""

@@ -17,6 +17,7 @@ header.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import ssl
@@ -30,7 +31,7 @@ from aiohttp.abc import AbstractAccessLogger
 from multidict import CIMultiDict
 
 from .clients import admitted, peer_names
-from .routes import AmbiguousPath, RouteTable, routing_path
+from .routes import AmbiguousPath, Route, RouteTable, routing_path
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,19 @@ RETRY_AFTER = 2
 """Seconds a client is asked to wait when a user's path has no running pod yet."""
 
 
+def lookup(request: web.Request) -> tuple[str, Route | None]:
+    """The request's path as CHP decodes it, and the running server's route it falls under
+    (None: no server's). A path the hub's proxy and the pod could read as different users'
+    is refused with 400 (:func:`.routes.routing_path`)."""
+    try:
+        path = routing_path(request.raw_path.split("?", 1)[0])
+    except AmbiguousPath as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"message": f"refused: {exc}"}), content_type="application/json"
+        ) from None
+    return path, request.app[TABLE].lookup(path)
+
+
 async def route(request: web.Request) -> web.StreamResponse:
     """Forward ``request`` to the pod its path names.
 
@@ -240,14 +254,9 @@ async def route(request: web.Request) -> web.StreamResponse:
     does. Any other path is not a server's, so 404. A path the hub's proxy and the pod
     could read as different users' is refused with 400 (:func:`.routes.routing_path`).
     """
-    table = request.app[TABLE]
-    try:
-        path = routing_path(request.raw_path.split("?", 1)[0])
-    except AmbiguousPath as exc:
-        return web.json_response({"message": f"refused: {exc}"}, status=400)
-    found = table.lookup(path)
+    path, found = lookup(request)
     if found is None:
-        if table.is_user_path(path):
+        if request.app[TABLE].is_user_path(path):
             return web.json_response(
                 {"message": "no running server for this path in this region's gateway (yet)"},
                 status=503,
