@@ -107,9 +107,10 @@ def test_secret_configmap_projected_and_downward_api_volumes_are_read_only_whate
     container = {"volumeMounts": [{"name": n, "mountPath": f"/{n}"} for n in "scpdeh"]
                  + [{"name": "e", "mountPath": "/ro", "readOnly": True}]}  # fmt: skip
     mounts = [(m["mountPath"], Path("/host") / m["name"]) for m in container["volumeMounts"]]
-    binds, writable = split_mounts(spec, container, mounts)
+    binds, writable, empty_dirs = split_mounts(spec, container, mounts)
     assert sorted(binds) == ["/c", "/d", "/p", "/ro", "/s"]
     assert sorted(writable) == ["/e", "/h"]
+    assert empty_dirs == {"/e", "/ro"}
 
 
 def fake_image(tmp_path: Path) -> ImageConfig:

@@ -189,11 +189,9 @@ class OciRuntime:
                 "CreateContainerError", f"{', '.join(ungranted)}: not granted by this kubelet"
             )
         fs_group = pod_security.get("fsGroup")
-        binds, writable = split_mounts(spec, container, mounts)
-        volumes = {v["name"]: v for v in spec.get("volumes") or []}
-        declared = {m["mountPath"]: m for m in container.get("volumeMounts") or []}
+        binds, writable, empty_dirs = split_mounts(spec, container, mounts)
         for path, host in writable.items():
-            _own(host, fs_group, empty_dir="emptyDir" in volumes.get(declared[path]["name"], {}))
+            _own(host, fs_group, empty_dir=path in empty_dirs)
         caps = (security.get("capabilities") or {}).get("drop") or []
         options = RunOptions(
             args=tuple(argv),
@@ -307,19 +305,23 @@ class OciProcess:
 
 def split_mounts(
     spec: Mapping[str, Any], container: Mapping[str, Any], mounts: Mounts
-) -> tuple[dict[str, Path], dict[str, Path]]:
-    """The container's mounts as (read-only, writable) bind mounts, by mount path: Secret,
-    ConfigMap, projected and downward API volumes are read-only whatever the mount says, as a
-    kubelet mounts them; others as the mount's ``readOnly`` says."""
+) -> tuple[dict[str, Path], dict[str, Path], set[str]]:
+    """The container's mounts as (read-only, writable) bind mounts, by mount path, and the
+    mount paths of its emptyDir volumes. Secret, ConfigMap, projected and downward API
+    volumes are read-only whatever the mount says, as a kubelet mounts them; others as the
+    mount's ``readOnly`` says."""
     volumes = {v["name"]: v for v in spec.get("volumes") or []}
     declared = {m["mountPath"]: m for m in container.get("volumeMounts") or []}
     binds: dict[str, Path] = {}
     writable: dict[str, Path] = {}
+    empty_dirs: set[str] = set()
     for path, host in mounts:
         volume = volumes.get(declared[path]["name"], {})
         read_only = READ_ONLY_VOLUMES & volume.keys() or declared[path].get("readOnly")
         (binds if read_only else writable)[path] = host
-    return binds, writable
+        if "emptyDir" in volume:
+            empty_dirs.add(path)
+    return binds, writable, empty_dirs
 
 
 def command_line(container: Mapping[str, Any], image: ImageConfig) -> list[str]:
