@@ -196,6 +196,15 @@ async def test_the_hubs_client_trusts_only_the_gateways_ca_not_the_systems(tmp_p
         await status_of(system)
 
 
+async def gateway_status(context: ssl.SSLContext, port: int) -> int:
+    """What the gateway on ``port`` answers the hub's client (``context``) for a server path."""
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+        session.get(f"https://127.0.0.1:{port}/user/nobody/") as response,
+    ):
+        return response.status
+
+
 async def test_the_hubs_client_uses_a_renewed_certificate_from_the_next_connection(pki, tmp_path):
     """The Secret's files are swapped (as a Secret volume swaps them) for a certificate the
     gateway's client CA signed: the hub's next connection presents it, with no restart."""
@@ -208,18 +217,11 @@ async def test_the_hubs_client_uses_a_renewed_certificate_from_the_next_connecti
     context = client_context(GatewayTLS(cert=str(cert), key=str(key), ca=str(server["ca"])))
     runner, port = await _serve(pki, ["hub-proxy"])
 
-    async def status() -> int:
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
-            session.get(f"https://127.0.0.1:{port}/user/nobody/") as response,
-        ):
-            return response.status
-
     try:
         with pytest.raises(aiohttp.ClientError):  # refused in the handshake
-            await status()
+            await gateway_status(context, port)
         install(clients.leaf("renewed", cn="hub-proxy", dns=("hub-proxy",)), cert, key)
-        assert await status() == 503  # admitted: no such server yet
+        assert await gateway_status(context, port) == 503  # admitted: no such server yet
     finally:
         await runner.cleanup()
 
@@ -235,22 +237,17 @@ async def test_the_hubs_client_keeps_its_pair_while_a_swap_is_half_done(pki, tmp
     context = client_context(GatewayTLS(cert=str(cert), key=str(key), ca=str(server["ca"])))
     runner, port = await _serve(pki, ["hub-proxy"])
 
-    async def status() -> int:
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
-            session.get(f"https://127.0.0.1:{port}/user/nobody/") as response,
-        ):
-            return response.status
-
     try:
-        assert await status() == 503  # admitted: no such server yet
+        assert await gateway_status(context, port) == 503  # admitted: no such server yet
         # The new certificate names no admitted client, so the gateway tells which pair came.
         new_cert, new_key = clients.leaf("new", cn="not-admitted", dns=("not-admitted",))
         install((new_cert, str(key)), cert, key)  # the certificate first, the old key kept
         assert context.renew() is False
-        assert await status() == 503  # still the old pair
-        assert await status() == 503
+        assert await gateway_status(context, port) == 503  # still the old pair
+        assert await gateway_status(context, port) == 503
         install((new_cert, new_key), cert, key)
-        assert await status() == 403  # the new pair, whole, from the next connection
+        assert (
+            await gateway_status(context, port) == 403
+        )  # the new pair, whole, from the next connection
     finally:
         await runner.cleanup()
