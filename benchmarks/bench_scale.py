@@ -248,6 +248,13 @@ def summary(
     reports = [runs[k][0] for k in kinds]
     usage = [runs[k][1] for k in kinds]
     outcomes = [r.outcomes() for r in reports]
+    row(
+        "users logged in (all; without a server)",
+        [
+            f"{sum(x.logged_in for x in r.results)}; {o['logged-in']}"
+            for r, o in zip(reports, outcomes, strict=True)
+        ],
+    )
     row("spawns ready", [str(o["ready"]) for o in outcomes])
     row("spawns failed", [str(o["failed"] + o["timeout"] + o["error"]) for o in outcomes])
     row("refused by policy", [str(o["refused"]) for o in outcomes])
@@ -284,7 +291,9 @@ def summary(
     row("audit verify", [r.checks.get("audit verify", "n/a (no audit trail)") for r in reports])
     nodes = int(usage[0].get("nodes", 0))
     lines = [
-        f"Load: {plan.users} users, at most {plan.concurrency} at a time, {plan.arrival} "
+        f"Load: {plan.users} users"
+        + (f" ({plan.spawning} of them spawning)" if plan.spawners is not None else "")
+        + f", at most {plan.concurrency} at a time, {plan.arrival} "
         f"arrival over {plan.ramp_seconds:g} s"
         + (", spawning together once all logged in" if plan.spawn_together else "")
         + f", {plan.idle_seconds:g} s idle each; light pods "

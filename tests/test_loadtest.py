@@ -64,9 +64,29 @@ def test_users_run_apart_in_a_process_of_their_own_and_report_back():
     assert all("ConnectionError" in r.detail for r in report.results)
 
 
-def test_spawning_together_needs_room_for_every_user():
-    with pytest.raises(ValueError, match="spawn_together needs concurrency >= users"):
+def test_spawning_together_needs_room_for_every_spawning_user():
+    with pytest.raises(ValueError, match="spawn_together needs concurrency >= spawners"):
         LoadPlan(users=10, concurrency=5, spawn_together=True)
+    # Users who only log in need no room: they leave their thread once logged in.
+    assert LoadPlan(users=10, concurrency=5, spawners=5, spawn_together=True).spawning == 5
+    with pytest.raises(ValueError, match=r"spawners must be between 1 and users \(10\), not 11"):
+        LoadPlan(users=10, spawners=11)
+    with pytest.raises(ValueError, match="not 0"):
+        LoadPlan(users=10, spawners=0)
+
+
+@pytest.mark.parametrize(("users", "spawners"), [(5000, 1000), (10, 3), (7, 7), (7, 1), (3, 2)])
+def test_spawning_users_are_spread_over_the_arrivals_and_the_last_one_spawns(users, spawners):
+    """5,000 logged in, 1,000 spawning: every fifth arrival spawns. The last arrival always
+    does, so a spawn-together barrier opens only once everyone has logged in."""
+    people = population(LoadPlan(users=users, spawners=spawners), POLICY)
+    flags = [u.spawns for u in people]
+    assert sum(flags) == spawners
+    assert flags[-1]
+    gaps = [i for i, f in enumerate(flags) if f]
+    # Even: no two spawning arrivals further apart than one run of users / spawners (rounded up).
+    assert all(b - a <= -(-users // spawners) for a, b in zip([-1, *gaps], gaps, strict=False))
+    assert all(u.spawns for u in population(LoadPlan(users=users), POLICY))
 
 
 def test_the_report_finds_the_most_spawns_pending_at_once():
@@ -90,24 +110,35 @@ def test_a_bad_plan_is_refused_naming_the_field():
 
 
 def test_forty_users_twenty_at_a_time_all_spawn_and_the_audit_trail_is_whole(tmp_path):
+    """Sixty users log in; forty of them spawn, twenty at a time; twenty only log in."""
     plan = LoadPlan(
-        users=40, concurrency=20, arrival="burst", idle_seconds=1.0, deadline_seconds=240
+        users=60,
+        spawners=40,
+        concurrency=20,
+        arrival="burst",
+        idle_seconds=1.0,
+        deadline_seconds=240,
     )
     users = population(plan, POLICY)
     with LoadEnvironment(users, tmp_path / "load") as env:
         report = run(env.hub.url, users, plan)
         summary = report.markdown()
         assert report.unfinished == 0, summary
-        assert report.outcomes() == {"ready": 40}, summary
+        assert report.outcomes() == {"ready": 40, "logged-in": 20}, summary
+        assert all(r.logged_in for r in report.results), summary
+        assert "| logged in without a server | 20 |" in summary
+        # The hub knows every user who logged in, with a server or without.
+        assert len(env.hub.api("GET", "/users?limit=200").json()) == 60
         # Every server answered /api/status through the proxy, then was stopped.
-        assert {r.status_code for r in report.results} == {200}, summary
+        assert {r.status_code for r in report.results if r.outcome == "ready"} == {200}, summary
         assert env.running_servers() == 0, summary
         env.hub.stop()  # the spool is delivered before the hub exits
         events = env.audit_events()
         verified = env.verify_audit()
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    # One login, request, start and stop per user: the trail is complete.
-    for family in ("login", "spawn-requested", "server-started", "server-stopped"):
+    # One login per user; one request, start and stop per spawning user: the trail is whole.
+    assert events["login"] == 60, events
+    for family in ("spawn-requested", "server-started", "server-stopped"):
         assert events[family] == 40, (family, events)
     assert events["spawn-failed"] == 0, events
 

@@ -49,6 +49,15 @@ def test_a_thousand_concurrent_of_five_thousand_fit_in_each_region():
     assert [n for n in sized.nodes if n.taints] == [n for n in SANDBOX.nodes if n.taints]
 
 
+def test_users_who_only_log_in_hold_no_room():
+    """5,000 logged in, 1,000 of them spawning: the nodes are sized for the spawners' regions."""
+    users = population(LoadPlan(users=5000, spawners=1000, concurrency=1000), POLICY)
+    spawning = Counter(u.choice.region for u in users if u.spawns)
+    sized = sized_inventory(SANDBOX, users, 1000, POLICY)
+    for region in ("eu", "us"):
+        assert len(cpu_nodes(sized, region)) == max(3, -(-spawning[region] // 16)), region
+
+
 def test_the_emulated_scheduler_would_place_the_regions_busiest_moment():
     """Fill every sized EU node with the servers the profile asks for, as the scheduler checks
     them (its own filter), and count: at least min(users, concurrency)."""

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps([asdict(r) for r in report.results], indent=1))
     counts = report.outcomes()
-    return 0 if counts["ready"] + counts["refused"] == len(users) else 1
+    return 0 if counts["ready"] + counts["refused"] + counts["logged-in"] == len(users) else 1
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ def run(hub_url: str, users: Sequence[SimUser], plan: LoadPlan) -> Report:
     """Run ``users`` against the hub at ``hub_url``; bounded by ``plan.deadline_seconds``."""
     t0 = time.monotonic()
     results: list[UserResult] = []
-    barrier = threading.Barrier(len(users)) if plan.spawn_together else None
+    spawning = sum(u.spawns for u in users)
+    barrier = threading.Barrier(spawning) if plan.spawn_together and spawning else None
     pool = ThreadPoolExecutor(plan.concurrency, thread_name_prefix="simuser")
     futures = [pool.submit(simulate, hub_url, u, plan, t0, barrier) for u in users]
     deadline = t0 + plan.deadline_seconds

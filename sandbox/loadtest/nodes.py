@@ -31,7 +31,7 @@ def sized_inventory(
 ) -> Inventory:
     """``base`` with each region's CPU nodes repeated until the region's busiest moment fits.
 
-    A region's busiest moment is ``min(its users, concurrency)`` servers at once: the load
+    A region's busiest moment is ``min(its spawning users, concurrency)`` servers at once: the load
     generator keeps at most ``concurrency`` users active, and each holds one server. Each
     server requests its profile's guarantees (the largest among the profiles drawn for
     that region). A region's CPU nodes are its untainted nodes; the first one is the
@@ -40,6 +40,7 @@ def sized_inventory(
     part of what a GPU load measures. The inventory never shrinks.
     """
     label = policy.scheduling.region_label
+    users = [u for u in users if u.spawns]  # a user who only logs in holds no server
     wanted: Counter[str] = Counter(u.choice.region for u in users if _cpu_only(policy, u))
     nodes = list(base.nodes)
     for region, count in sorted(wanted.items()):

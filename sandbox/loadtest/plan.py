@@ -36,18 +36,39 @@ class LoadPlan:
     spawn_together: bool = False
     """Users log in as they arrive, then all ask for a server at once when the last has
     logged in: concurrent spawns that the login's pace (the identity provider's) does
-    not spread out. Needs ``concurrency`` at least ``users``."""
+    not spread out. Needs ``concurrency`` at least ``spawners``."""
+    spawners: int | None = None
+    """How many of the users ask for a server (spread evenly over the arrivals, the last
+    arrival always one of them); the others only log in and stay logged in, as people
+    with the hub's home page open do. None: every user spawns. "5,000 users logged in,
+    1,000 spawning at once" is ``users=5000, spawners=1000, spawn_together=True``."""
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.concurrency < 1:
             raise ValueError(f"users and concurrency must be at least 1, not {self}")
-        if self.spawn_together and self.concurrency < self.users:
+        if self.spawners is not None and not 1 <= self.spawners <= self.users:
             raise ValueError(
-                f"spawn_together needs concurrency >= users ({self.concurrency} < {self.users}): "
-                "every user waits for the others"
+                f"spawners must be between 1 and users ({self.users}), not {self.spawners}"
+            )
+        if self.spawn_together and self.concurrency < self.spawning:
+            raise ValueError(
+                f"spawn_together needs concurrency >= spawners ({self.concurrency} < "
+                f"{self.spawning}): every spawning user waits for the others"
             )
         if self.arrival not in ("ramp", "burst"):
             raise ValueError(f"arrival {self.arrival!r} is not 'ramp' or 'burst'")
+
+    @property
+    def spawning(self) -> int:
+        """How many users ask for a server."""
+        return self.users if self.spawners is None else self.spawners
+
+    def spawns(self, index: int) -> bool:
+        """Whether the user arriving ``index``-th (from 0) asks for a server: one in each
+        run of ``users / spawners`` arrivals, the run's last, so the last to arrive spawns
+        and a spawn-together barrier opens only when everyone has logged in."""
+        n = self.spawning
+        return (index + 1) * n // self.users > index * n // self.users
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +84,8 @@ class SimUser:
     choice: Choice
     arrives: float
     """Seconds after the start of the run."""
+    spawns: bool = True
+    """False: the user logs in and stays logged in, without a server."""
 
     def claims(self) -> dict[str, object]:
         return {
@@ -101,7 +124,7 @@ def population(plan: LoadPlan, policy: Policy) -> list[SimUser]:
         raise ValueError("the policy entitles no group to a profile this load test can use")
     rng = random.Random(plan.seed)  # noqa: S311 (a reproducible draw, not a secret)
     return [
-        SimUser(f"load-{i:05d}", rng.choice(options), at)
+        SimUser(f"load-{i:05d}", rng.choice(options), at, plan.spawns(i))
         for i, at in enumerate(arrival_times(plan))
     ]
 
@@ -117,7 +140,13 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, users: int, ramp_seco
     parser.add_argument(
         "--spawn-together",
         action="store_true",
-        help="log every user in as they arrive, then spawn all at once (concurrency >= users)",
+        help="log every user in as they arrive, then spawn all at once (concurrency >= spawners)",
+    )
+    parser.add_argument(
+        "--spawners",
+        type=int,
+        help="how many of the users ask for a server, spread evenly over the arrivals; "
+        "the others log in and stay logged in (default: all)",
     )
     parser.add_argument(
         "--ready-timeout",
@@ -150,5 +179,6 @@ def plan_from(args: argparse.Namespace) -> LoadPlan:
         deadline_seconds=args.deadline_seconds,
         ready_timeout=args.ready_timeout,
         spawn_together=args.spawn_together,
+        spawners=args.spawners,
         retry=RetryPolicy(attempts=args.spawn_attempts, cap_seconds=args.retry_cap_seconds),
     )

@@ -68,6 +68,7 @@ class Report:
             ("users", str(len(self.results))),
             ("concurrency", str(self.plan.concurrency)),
             ("arrival", f"{self.plan.arrival} ({self.plan.ramp_seconds:g} s)"),
+            ("logged in without a server", str(counts["logged-in"])),
             ("ready", str(counts["ready"])),
             ("failed", str(counts["failed"] + counts["timeout"] + counts["error"])),
             ("refused by policy", str(counts["refused"])),
@@ -82,7 +83,7 @@ class Report:
         ]
         lines = ["| measure | value |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in rows]
-        failures = [r for r in self.results if r.outcome not in ("ready", "refused")]
+        failures = [r for r in self.results if r.outcome not in ("ready", "refused", "logged-in")]
         if failures:
             lines += ["", "First failures:", ""]
             lines += [f"- {r.name}: {r.outcome}: {r.detail}" for r in failures[:10]]

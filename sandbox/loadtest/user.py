@@ -19,7 +19,8 @@ from sovereign_hub.sandbox.oidc import login_via_provider
 from .plan import LoadPlan, SimUser
 from .retry import send_with_retry
 
-Outcome = Literal["ready", "failed", "refused", "throttled", "timeout", "error"]
+Outcome = Literal["ready", "failed", "refused", "throttled", "timeout", "error", "logged-in"]
+"""``logged-in``: a user who only logs in (not one of the plan's spawners) did so."""
 
 
 @dataclass(slots=True)
@@ -41,6 +42,8 @@ class UserResult:
     """429 answers to the spawn request that were waited out and asked again."""
     throttled_seconds: float = 0.0
     """Time spent waiting as those answers' ``Retry-After`` asked (not in ``ready_seconds``)."""
+    logged_in: bool = False
+    """The login through the provider succeeded and the user holds an API token."""
     asked_at: float | None = None
     """When the spawn request the hub accepted was sent, seconds after the run began."""
 
@@ -52,8 +55,9 @@ def simulate(
     t0: float,
     barrier: threading.Barrier | None = None,
 ) -> UserResult:
-    """One user's visit. With ``barrier``, the user logs in, then waits until every user has
-    (or the deadline passed) before asking for a server, so the spawns come together."""
+    """One user's visit. With ``barrier``, a spawning user logs in, then waits until every
+    spawning user has (or the deadline passed) before asking for a server, so the spawns
+    come together. A user who does not spawn logs in and leaves its session open."""
     result = UserResult(user.name, user.choice.profile, user.choice.region)
     time.sleep(max(0.0, t0 + user.arrives - time.monotonic()))
     result.started_at = time.monotonic() - t0
@@ -64,11 +68,15 @@ def simulate(
     except requests.RequestException as exc:
         result.outcome, result.detail = "error", f"{type(exc).__name__}: {exc}"
     finally:
-        if barrier is not None:
+        if barrier is not None and user.spawns:
             # A user whose login failed still arrives, or the others would wait for it.
             with contextlib.suppress(threading.BrokenBarrierError):
                 barrier.wait(timeout=max(0.0, t0 + plan.deadline_seconds - time.monotonic()))
     if auth is None:
+        return result
+    result.logged_in = True
+    if not user.spawns:
+        result.outcome = "logged-in"
         return result
     try:
         _spawn_and_stop(hub_url, user, plan, result, rng, auth, t0)
