@@ -260,7 +260,7 @@ def summary(
     row("refused by policy", [str(o["refused"]) for o in outcomes])
     row("429s waited out and retried (not failures)", [str(r.throttled()) for r in reports])
     row("gave up after repeated 429s", [str(o["throttled"]) for o in outcomes])
-    row("logins answered 503 and tried again", [str(r.login_retries()) for r in reports])
+    row("logins tried again (hub 503, provider 500)", [str(r.login_retries()) for r in reports])
     row("cut off by the deadline", [str(r.unfinished) for r in reports])
     for q in (50, 95, 99):
         row(f"time to ready p{q} (s)", [_num(r.percentile(q)) for r in reports])

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -453,9 +454,14 @@ def test_in_a_pod_the_viewer_listens_on_its_own_address_not_the_service_name(tmp
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.2)
         assert answer.status_code in (302, 403)  # the viewer's own answer: log in first
+        # JupyterHub stops a managed service with SIGINT: a clean stop, no traceback.
+        viewer.send_signal(signal.SIGINT)
+        assert viewer.wait(timeout=30) == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
     finally:
-        viewer.terminate()
-        viewer.wait(timeout=30)
+        if viewer.poll() is None:
+            viewer.terminate()
+            viewer.wait(timeout=30)
 
 
 def test_active_shares_are_grants_not_revoked_nor_expired(tmp_path, monkeypatch):

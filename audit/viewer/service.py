@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -112,9 +113,20 @@ class AuditViewer(Application):
         self.log.info(
             "audit viewer on %s (for %s%s) reading %s", address, url.netloc, prefix, self.store
         )
+        loop = IOLoop.current()
+
+        def stop(signum: int, frame: object) -> None:
+            # Kubernetes stops a container with SIGTERM: stop serving, deliver the spool.
+            loop.add_callback_from_signal(loop.stop)
+
+        signal.signal(signal.SIGTERM, stop)
         try:
-            IOLoop.current().start()
+            loop.start()
+        except KeyboardInterrupt:
+            # JupyterHub stops a managed service with SIGINT: a normal stop, not a crash.
+            pass
         finally:
+            self.log.info("audit viewer stopping")
             trail.stop()
 
 

@@ -27,7 +27,7 @@ class Report:
         return sum(r.throttled for r in self.results)
 
     def login_retries(self) -> int:
-        """Logins the hub answered 503 (provider too slow) that users tried again."""
+        """Logins tried again: the hub answered 503 (provider too slow), or the provider 500."""
         return sum(r.login_retries for r in self.results)
 
     def spawn_window(self) -> float | None:
@@ -73,7 +73,7 @@ class Report:
             ("failed", str(counts["failed"] + counts["timeout"] + counts["error"])),
             ("refused by policy", str(counts["refused"])),
             ("429s waited out and retried", str(self.throttled())),
-            ("logins answered 503 and tried again", str(self.login_retries())),
+            ("logins tried again (hub 503, provider 500)", str(self.login_retries())),
             ("gave up after repeated 429s", str(counts["throttled"])),
             ("cut off by the deadline", str(self.unfinished)),
             *[(f"time to ready p{q}", _seconds(self.percentile(q))) for q in (50, 95, 99)],

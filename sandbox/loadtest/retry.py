@@ -71,15 +71,21 @@ def send_with_retry(
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
     retry_on: Collection[int] = (429,),
+    retry_if: Callable[[requests.Response], bool] | None = None,
 ) -> tuple[requests.Response, list[float]]:
-    """Call ``send`` until it answers a status not in ``retry_on`` or the attempts run out.
+    """Call ``send`` until it answers a status not in ``retry_on`` (and for which
+    ``retry_if``, when given, is false) or the attempts run out.
 
     Returns the last response and the waits taken (one per answer that was retried).
     """
     rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
     waits: list[float] = []
+
+    def again(r: requests.Response) -> bool:
+        return r.status_code in retry_on or (retry_if is not None and retry_if(r))
+
     response = send()
-    while response.status_code in retry_on and len(waits) + 1 < policy.attempts:
+    while again(response) and len(waits) + 1 < policy.attempts:
         delay = wait_for(response, len(waits), policy, rng)
         waits.append(delay)
         sleep(delay)
