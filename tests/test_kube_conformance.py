@@ -806,3 +806,26 @@ async def test_a_claims_spec_is_immutable_but_for_its_size(kube, core):
         "fixed", ns, {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
     )
     assert grown.spec.resources.requests["storage"] == "2Gi"
+
+
+def test_the_garbage_collector_passes_over_changes_that_concern_no_owner():
+    """Emulator internals (no API server): a load test deletes a thousand pods that own
+    nothing and nothing owns; each used to cost a pass over every object. A change still
+    concerns the collector when it names owners, deletes a known owner, or asks for
+    foreground or orphan deletion."""
+    from sovereign_hub.sandbox.kube.controllers.garbagecollector import GarbageCollector
+    from sovereign_hub.sandbox.kube.store import Change
+
+    def change(type_: str, **meta: object) -> Change:
+        return Change(1, "pods", type_, {"metadata": {"uid": "u1", **meta}}, None)
+
+    collector = GarbageCollector()
+    assert not collector._concerns(change("DELETED"))
+    assert not collector._concerns(change("MODIFIED", deletionTimestamp="2026-11-30T00:00:00Z"))
+    assert collector._concerns(change("ADDED", ownerReferences=[{"uid": "o"}]))
+    assert collector._concerns(change("MODIFIED", deletionTimestamp="x", finalizers=["orphan"]))
+    assert collector._concerns(
+        change("MODIFIED", deletionTimestamp="x", finalizers=["foregroundDeletion"])
+    )
+    collector.owners = {"u1"}
+    assert collector._concerns(change("DELETED"))

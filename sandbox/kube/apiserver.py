@@ -38,7 +38,7 @@ from . import (
     watchstream,
 )
 from .controllers import run_controller
-from .controllers.garbagecollector import collect_garbage
+from .controllers.garbagecollector import GarbageCollector
 from .controllers.namespaces import NamespaceController
 from .controllers.nodelifecycle import NodeLifecycleController
 from .errors import NO_SUCH_RESOURCE, ApiError, bad_request, status_body
@@ -162,7 +162,7 @@ class ApiServer:
         return app
 
     async def _start_controllers(self, app: web.Application) -> None:
-        for reconcile in (NamespaceController(), NodeLifecycleController(), collect_garbage):
+        for reconcile in (NamespaceController(), NodeLifecycleController(), GarbageCollector()):
             task = asyncio.get_running_loop().create_task(run_controller(self.store, reconcile))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 from aiohttp import web
 from kubernetes_asyncio import client, config
@@ -223,6 +224,7 @@ class Cluster:
             self.scheduler_name = LOCAL_SCHEDULER_ON_REAL_API
         self._client = await config.new_client_from_config(config_file=str(self.kubeconfig))
         self._client.user_agent = f"{CLUSTER_USER_AGENT}/{self.scheduler_name}"
+        _without_environment(self._client)
         core = client.CoreV1Api(self._client)
         if not self.emulated:
             await core.create_namespace({"metadata": {"name": self.namespace}})
@@ -373,3 +375,17 @@ class Cluster:
             await self._client.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _without_environment(api: client.ApiClient) -> None:
+    """The cluster's own components (kubelet, scheduler, leases) ask their API server on
+    loopback: no proxy and no ``.netrc`` apply. kubernetes_asyncio's session trusts the
+    environment, and aiohttp then looks ``.netrc`` up in a worker thread for every request:
+    a tenth of the cluster thread's time under a thousand pods. The session is replaced by
+    one that does not, on the same connector (``detach`` leaves the connector open)."""
+    rest = api.rest_client
+    old = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=old.connector, trust_env=False, read_bufsize=2**21
+    )
+    old.detach()

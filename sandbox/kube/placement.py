@@ -245,12 +245,19 @@ def place(
     pods = list(pods)
     nominated = _nominated(pod, pods)
     nodes = sorted(nodes, key=lambda n: n["metadata"]["name"])
+    # Each node's pods, gathered once: a thousand pods on sixty nodes, looked at per node,
+    # was the emulated cluster's largest cost under a load test's burst.
+    by_node: dict[str, list[Obj]] = {}
+    for other in pods:
+        bound_to = other.get("spec", {}).get("nodeName")
+        if bound_to:
+            by_node.setdefault(bound_to, []).append(other)
     reasons: Counter[str] = Counter()
     resource_only: list[str] = []
     feasible = []
     for node in nodes:
         name = node["metadata"]["name"]
-        here = [*pods, *nominated.get(name, [])]
+        here = [*by_node.get(name, []), *nominated.get(name, [])]
         used = used_on(name, here)
         failures = node_failures(pod, node, used)
         if not failures:

@@ -63,15 +63,38 @@ def _drop_finalizer(store: Store, resource: Resource, obj: Obj, finalizer: str) 
     store_update(store, resource, obj, new)
 
 
-def collect_garbage(store: Store, changes: list[Change]) -> bool:
-    """One pass of the garbage collector; True while an owner waits on its dependents."""
-    if changes and not any(
-        c.type == "DELETED"
-        or c.obj["metadata"].get("ownerReferences")
-        or c.obj["metadata"].get("deletionTimestamp")
-        for c in changes
-    ):
+class GarbageCollector:
+    """The collector, with the owners it has seen named: a change concerns it only when it
+    touches an owner or a dependent. A load test deletes a thousand pods nobody owns;
+    each delete used to cost a pass over every object of the cluster."""
+
+    def __init__(self) -> None:
+        self.owners: set[str] = set()
+        """Uids that some object's ``ownerReferences`` named at the last pass."""
+
+    def __call__(self, store: Store, changes: list[Change]) -> bool:
+        if changes and not any(self._concerns(c) for c in changes):
+            return False
+        waiting, self.owners = collect_garbage(store)
+        return waiting
+
+    def _concerns(self, change: Change) -> bool:
+        meta = change.obj["metadata"]
+        if meta.get("ownerReferences"):
+            return True  # a dependent, perhaps of an owner already gone
+        if change.type == "DELETED" or meta.get("deletionTimestamp"):
+            finalizers = meta.get("finalizers") or []
+            return (
+                meta.get("uid") in self.owners
+                or ORPHAN_FINALIZER in finalizers
+                or FOREGROUND_FINALIZER in finalizers
+            )
         return False
+
+
+def collect_garbage(store: Store) -> tuple[bool, set[str]]:
+    """One pass of the garbage collector: True while an owner waits on its dependents, and
+    the uids the dependents' references name."""
     waiting = False
     objects = list(_all_objects(store))
     dependents: dict[str, list[tuple[Resource, Obj]]] = {}
@@ -139,4 +162,4 @@ def collect_garbage(store: Store, changes: list[Change]) -> bool:
             new = copy.deepcopy(current)
             new["metadata"]["ownerReferences"] = live
             store.update(resource.plural, new, current)
-    return waiting
+    return waiting, set(dependents)

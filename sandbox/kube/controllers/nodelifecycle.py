@@ -30,6 +30,9 @@ GRACE_SECONDS = 50.0
 STARTUP_GRACE_SECONDS = 60.0
 """``--node-startup-grace-period``: for a node that never posted its status."""
 LEASE_NAMESPACE = "kube-node-lease"
+MONITOR_PERIOD = 1.0
+"""Seconds between two looks at every node while other objects change (the real
+controller's ``--node-monitor-period`` is 5 s): a pod's change says nothing of a node."""
 _MANAGED = {NOT_READY, UNREACHABLE}
 
 
@@ -59,9 +62,17 @@ class NodeLifecycleController:
         self.startup_grace = startup_grace
         self._probes: dict[str, tuple[Any, float]] = {}
         """Per node uid: the heartbeat last seen, and when it was seen to change."""
+        self._last_look = float("-inf")
 
     def __call__(self, store: Store, changes: list[Change]) -> bool:
         now = time.monotonic()
+        if (
+            changes
+            and now - self._last_look < MONITOR_PERIOD
+            and not any(c.resource in ("nodes", "leases") for c in changes)
+        ):
+            return False
+        self._last_look = now
         live = set()
         for node in list(store.list("nodes", None)):
             uid = node["metadata"]["uid"]
