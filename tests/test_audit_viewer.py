@@ -437,9 +437,12 @@ def test_in_a_pod_the_viewer_listens_on_its_own_address_not_the_service_name(tmp
     }
     log = tmp_path / "viewer.log"
     with open(log, "wb") as out:
+        # Started with SIGINT ignored, as a process started in the background inherits it:
+        # JupyterHub's SIGINT must still stop the viewer.
         viewer = subprocess.Popen(
             [sys.executable, "-m", "sovereign_hub.audit.viewer"],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 30

@@ -7,6 +7,7 @@ events go, are traits, set by environment variable or a config file.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -115,16 +116,16 @@ class AuditViewer(Application):
         )
         loop = IOLoop.current()
 
-        def stop(signum: int, frame: object) -> None:
-            # Kubernetes stops a container with SIGTERM: stop serving, deliver the spool.
-            loop.add_callback_from_signal(loop.stop)
+        # JupyterHub stops a managed service with SIGINT, Kubernetes a container with
+        # SIGTERM: either is a normal stop (serve no more, deliver the spool), not a crash.
+        # Set on the event loop, so a SIGINT a parent process had ignored still counts.
+        def on_stop_signals() -> None:
+            for stop_signal in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(stop_signal, loop.stop)
 
-        signal.signal(signal.SIGTERM, stop)
+        loop.add_callback(on_stop_signals)
         try:
             loop.start()
-        except KeyboardInterrupt:
-            # JupyterHub stops a managed service with SIGINT: a normal stop, not a crash.
-            pass
         finally:
             self.log.info("audit viewer stopping")
             trail.stop()
