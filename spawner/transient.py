@@ -44,6 +44,14 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.ClientConnectionError | ConnectionError | TimeoutError)
 
 
+def answer_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """A request's timeout as the API server's to meet: ``seconds`` to connect and then to
+    answer, not counting the time the request waits for one of the client's pooled
+    connections (kubernetes_asyncio's ``connection_pool_maxsize``, 100, shared by every
+    spawn of the hub). The whole start stays bounded by ``start_timeout``."""
+    return aiohttp.ClientTimeout(total=None, connect=None, sock_connect=seconds, sock_read=seconds)
+
+
 def unavailable(what: str, exc: BaseException) -> ApiUnavailable:
     cause = type(exc).__name__ if not isinstance(exc, ApiException) else f"HTTP {exc.status}"
     return ApiUnavailable(
@@ -218,25 +226,45 @@ class ApiRetries:
             landed = await self._landed(pod, request_timeout)
             if landed is not False:
                 return bool(landed)  # ours (True), or not known yet (None: ask again later)
-        # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
-        parent = super()._make_create_pod_request  # type: ignore[misc]
+        # Sent here rather than by KubeSpawner, whose timeout also counts the time the request
+        # waits for one of the hub's connections to the API server (shared by every spawn):
+        # at a thousand spawns at once, creates timed out in that queue, were sent again at
+        # its end, and spawns failed whose creates had never left the hub.
+        self.log.info(
+            "Attempting to create pod %s, with timeout %s", pod.metadata.name, request_timeout
+        )
         try:
-            created: bool = await parent(pod, request_timeout)
-            self._create_cause = ""  # answered, or KubeSpawner's own timeout: no answer
+            await self.api.create_namespaced_pod(
+                self.namespace, pod, _request_timeout=answer_timeout(request_timeout)
+            )
         except Exception as exc:
+            if isinstance(exc, ApiException) and exc.status == 409:
+                # A pod of that name from an earlier start: KubeSpawner's own handling (its
+                # create meets the 409 again, stops the stale pod and asks for another try).
+                parent = super()._make_create_pod_request  # type: ignore[misc]
+                created: bool = await parent(pod, request_timeout)
+                # False: the stale pod was stopped, or KubeSpawner's own create timed out
+                # and may have landed; either way the next attempt asks first.
+                self._create_unanswered = not created
+                return created
             if not is_transient(exc):
-                raise
+                raise  # a refusal (quota, invalid pod), as KubeSpawner's create would raise it
             self._note_unanswered(pod, exc)
-            created = False
-        # False: KubeSpawner's own timeout, or the error above; either may have landed.
-        self._create_unanswered = not created
-        return created
+            self._create_unanswered = True  # it may have landed: the next attempt asks
+            return False
+        self._create_unanswered = False
+        self._create_cause = ""
+        return True
 
     def _note_unanswered(self, pod: Any, exc: BaseException) -> None:
-        self._create_cause = (
-            f"HTTP {exc.status}" if isinstance(exc, ApiException) else type(exc).__name__
-        )
-        self.log.warning("creating pod %s: %s; retrying", pod.metadata.name, self._create_cause)
+        if isinstance(exc, ApiException):
+            self._create_cause = f"HTTP {exc.status}"
+        elif isinstance(exc, TimeoutError):
+            self._create_cause = ""  # no answer: unanswered_create says within how long
+        else:
+            self._create_cause = type(exc).__name__
+        cause = self._create_cause or f"no answer within {self.k8s_api_request_timeout} s"
+        self.log.warning("creating pod %s: %s; retrying", pod.metadata.name, cause)
 
     def _seen(self, name: str) -> dict[str, Any] | None:
         """The pod ``name`` as the pod reflector last saw it, if it saw one."""
@@ -270,11 +298,9 @@ class ApiRetries:
             self.log.info("pod %s: an unanswered create had landed; adopted", name)
             return True
         try:
-            async with asyncio.timeout(request_timeout):
-                await self.api.create_namespaced_pod(self.namespace, pod)
-        except TimeoutError:
-            self._create_cause = ""  # no answer again
-            return None
+            await self.api.create_namespaced_pod(
+                self.namespace, pod, _request_timeout=answer_timeout(request_timeout)
+            )
         except Exception as exc:
             if isinstance(exc, ApiException) and exc.status == 409:
                 pass  # a pod of that name exists: whose, below
@@ -298,8 +324,9 @@ class ApiRetries:
             mine = self._seen_ours(pod)
         else:
             try:
-                async with asyncio.timeout(request_timeout):
-                    found = await self.api.read_namespaced_pod(name, self.namespace)
+                found = await self.api.read_namespaced_pod(
+                    name, self.namespace, _request_timeout=answer_timeout(request_timeout)
+                )
             except Exception as exc:
                 if isinstance(exc, ApiException) and exc.status == 404:
                     return False  # deleted since: the create is sent again

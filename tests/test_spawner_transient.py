@@ -199,28 +199,53 @@ async def test_the_poll_after_a_refusal_says_stopped_without_asking_the_cluster(
 
 
 class _Cluster:
-    """Pods by name, as an API server keeps them; ``drop`` answers of the next creates are
-    lost after the pod is stored (a connection dropped as the server died)."""
+    """Pods by name, as an API server keeps them. ``drop``: answers of the next creates are
+    lost after the pod is stored (a connection dropped as the server died); ``away``: the
+    next requests after that are refused (the server still down); ``timeouts``: the next
+    creates get no answer and never reach the server."""
 
-    def __init__(self, drop: int = 0, away: int = 0) -> None:
+    def __init__(self, drop: int = 0, away: int = 0, timeouts: int = 0) -> None:
         self.pods: dict[str, SimpleNamespace] = {}
         self.drop = drop
-        self.away = away  # reads refused while the server is still down
+        self.away = away
+        self.timeouts = timeouts
         self.deleted: list[str] = []
         self.reads = 0
+        self.creates = 0
 
-    async def create_namespaced_pod(self, namespace: str, body: SimpleNamespace) -> None:
-        """The spawner's own create of a pod whose first create went unanswered."""
+    async def create_namespaced_pod(
+        self, namespace: str, body: SimpleNamespace, *, _request_timeout: object = None
+    ) -> None:
+        """The spawner's own create: the server's answer is timed, not the wait for one
+        of the client's connections."""
+        assert isinstance(_request_timeout, aiohttp.ClientTimeout)
+        assert _request_timeout.total is None
+        assert _request_timeout.connect is None
+        assert _request_timeout.sock_read == 3
+        self.creates += 1
+        if self.timeouts:
+            self.timeouts -= 1
+            raise aiohttp.ServerTimeoutError("Timeout on reading data from socket")
+        if body.metadata.name not in self.pods and self.drop:
+            self.drop -= 1
+            self._store(body)
+            raise aiohttp.ServerDisconnectedError()
         if self.away:
             self.away -= 1
             raise aiohttp.ClientConnectorError(None, OSError(111, "refused"))  # type: ignore[arg-type]
         if body.metadata.name in self.pods:
             raise ApiException(status=409)
+        self._store(body)
+
+    def _store(self, body: SimpleNamespace) -> None:
         stored = copy.deepcopy(body)
         stored.metadata.deletion_timestamp = None
         self.pods[body.metadata.name] = stored
 
-    async def read_namespaced_pod(self, name: str, namespace: str) -> SimpleNamespace:
+    async def read_namespaced_pod(
+        self, name: str, namespace: str, *, _request_timeout: object = None
+    ) -> SimpleNamespace:
+        assert isinstance(_request_timeout, aiohttp.ClientTimeout)
         self.reads += 1
         if self.away:
             self.away -= 1
@@ -231,8 +256,8 @@ class _Cluster:
 
 
 class _Creating:
-    """KubeSpawner's pod create as far as these retries meet it: a 409 deletes the existing
-    pod as stale and asks for another attempt."""
+    """KubeSpawner's pod create, which the spawner calls only when its own create met a 409:
+    the existing pod is deleted as stale and another attempt asked for."""
 
     namespace = "ns"
     log = logging.getLogger("test")
@@ -249,17 +274,13 @@ class _Creating:
             cluster.deleted.append(pod.metadata.name)  # KubeSpawner: stop(now=True)
             del cluster.pods[pod.metadata.name]
             return False
-        stored = copy.deepcopy(pod)
-        stored.metadata.deletion_timestamp = None
-        cluster.pods[pod.metadata.name] = stored
-        if cluster.drop:
-            cluster.drop -= 1
-            raise aiohttp.ServerDisconnectedError()
+        cluster._store(pod)
         return True
 
 
 class _CreatingSpawner(ApiRetries, _Creating):
     k8s_api_request_retry_timeout = 5
+    k8s_api_request_timeout = 3
 
 
 async def _create(spawner: _CreatingSpawner) -> int:
@@ -301,30 +322,14 @@ async def test_a_landed_pod_the_reflector_sees_is_adopted_while_reads_go_unanswe
     assert await spawner._make_create_pod_request(pod, 3) is False
 
 
-class _TimingOutOnce(_Creating):
-    """KubeSpawner's first create times out before it reaches the API server (it waited
-    behind the client's busy connections, as at 300 spawns at once)."""
-
-    timed_out = False
-
-    async def _make_create_pod_request(self, pod: SimpleNamespace, request_timeout: float) -> bool:
-        if not self.timed_out:
-            self.timed_out = True
-            return False
-        return await super()._make_create_pod_request(pod, request_timeout)
-
-
-class _TimingOutSpawner(ApiRetries, _TimingOutOnce):
-    k8s_api_request_retry_timeout = 5
-
-
 async def test_a_create_that_never_landed_is_sent_again_without_a_read_first():
     """Before, the retry read the pod first (404) and then created it: two requests in the
     queue of a busy API server where one does, and the read waited as long as the create."""
-    cluster = _Cluster()
-    spawner = _TimingOutSpawner(cluster)
+    cluster = _Cluster(timeouts=1)
+    spawner = _CreatingSpawner(cluster)
     assert await _create(spawner) == 2
     assert cluster.reads == 0
+    assert cluster.creates == 2
     pod = cluster.pods["jupyter-ana"]
     assert pod.metadata.annotations[SPAWN_ID]
     assert cluster.deleted == []
@@ -363,6 +368,55 @@ async def test_a_stale_pod_of_an_earlier_server_is_still_replaced():
     await _create(spawner)
     assert cluster.deleted == ["jupyter-ana"]  # KubeSpawner's 409 handling, as before
     assert cluster.pods["jupyter-ana"].metadata.annotations[SPAWN_ID] != "earlier"
+
+
+async def test_a_create_waiting_for_one_of_the_hubs_connections_is_not_timed_out():
+    """At a thousand spawns at once, creates waited for one of the hub's pooled connections
+    to the API server past KubeSpawner's 3 s timeout, were sent again at the end of the
+    queue, and spawns failed whose creates had never left the hub. Against a real aiohttp
+    server through kubernetes_asyncio, with a pool of one connection and an API server
+    answering in 0.3 s: five creates at once all land with a 1 s answer timeout (the last
+    waits about 1.5 s in the pool); KubeSpawner's way of timing them fails the last ones."""
+    from aiohttp import web
+    from kubernetes_asyncio import client
+
+    from sovereign_hub.spawner.transient import answer_timeout
+
+    async def create(request: web.Request) -> web.Response:
+        body = await request.json()
+        await asyncio.sleep(0.3)
+        return web.json_response(body, status=201)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/namespaces/{ns}/pods", create)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = client.Configuration(host=f"http://127.0.0.1:{port}")
+    config.connection_pool_maxsize = 1
+    try:
+        async with client.ApiClient(config) as api_client:
+            api = client.CoreV1Api(api_client)
+
+            def pod(i: int) -> dict:
+                return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}"}}
+
+            answered = await asyncio.gather(
+                *(
+                    api.create_namespaced_pod("ns", pod(i), _request_timeout=answer_timeout(1))
+                    for i in range(5)
+                )
+            )
+            assert [p.metadata.name for p in answered] == [f"p{i}" for i in range(5)]
+            timed_whole = await asyncio.gather(
+                *(asyncio.wait_for(api.create_namespaced_pod("ns", pod(i)), 1) for i in range(5)),
+                return_exceptions=True,
+            )
+            assert any(isinstance(r, TimeoutError) for r in timed_whole)
+    finally:
+        await runner.cleanup()
 
 
 async def test_each_start_marks_its_pod_with_a_new_id():
@@ -431,17 +485,20 @@ class _Unanswered:
     k8s_api_request_retry_timeout = 30
 
     def __init__(self, failure: BaseException | None) -> None:
-        self.failure = failure
+        # None: no answer in time (aiohttp's read timeout).
+        self.failure = failure or aiohttp.ServerTimeoutError("Timeout on reading data")
         config = SimpleNamespace(host="https://admin:pw@10.0.0.1:6443")
-        self.api = SimpleNamespace(api_client=SimpleNamespace(configuration=config))
+
+        async def create_namespaced_pod(*args: object, **kwargs: object) -> None:
+            raise self.failure
+
+        self.api = SimpleNamespace(
+            api_client=SimpleNamespace(configuration=config),
+            create_namespaced_pod=create_namespaced_pod,
+        )
 
     async def get_pod_manifest(self) -> SimpleNamespace:
         return SimpleNamespace(metadata=SimpleNamespace(name="jupyter-ana", annotations=None))
-
-    async def _make_create_pod_request(self, pod: SimpleNamespace, request_timeout: float) -> bool:
-        if self.failure is not None:
-            raise self.failure
-        return False  # KubeSpawner's own timeout: no answer
 
 
 class _UnansweredSpawner(ApiRetries, _Unanswered):
