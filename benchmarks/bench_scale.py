@@ -256,7 +256,8 @@ def summary(
         ],
     )
     row("spawns ready", [str(o["ready"]) for o in outcomes])
-    row("spawns failed", [str(o["failed"] + o["timeout"] + o["error"]) for o in outcomes])
+    row("spawns failed", [str(r.failed_spawns()) for r in reports])
+    row("logins failed (spawning or not)", [str(r.failed_logins()) for r in reports])
     row("refused by policy", [str(o["refused"]) for o in outcomes])
     row("429s waited out and retried (not failures)", [str(r.throttled()) for r in reports])
     row("gave up after repeated 429s", [str(o["throttled"]) for o in outcomes])

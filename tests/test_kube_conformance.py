@@ -820,6 +820,8 @@ def test_the_garbage_collector_passes_over_changes_that_concern_no_owner():
         return Change(1, "pods", type_, {"metadata": {"uid": "u1", **meta}}, None)
 
     collector = GarbageCollector()
+    assert collector._concerns(change("DELETED"))  # before a first pass, everything does
+    collector.owners = set()
     assert not collector._concerns(change("DELETED"))
     assert not collector._concerns(change("MODIFIED", deletionTimestamp="2026-11-30T00:00:00Z"))
     assert collector._concerns(change("ADDED", ownerReferences=[{"uid": "o"}]))
@@ -827,5 +829,10 @@ def test_the_garbage_collector_passes_over_changes_that_concern_no_owner():
     assert collector._concerns(
         change("MODIFIED", deletionTimestamp="x", finalizers=["foregroundDeletion"])
     )
+    # A Lease renewed with the same owner reference (every node, every 10 s) does not.
+    renewed = {"metadata": {"uid": "l", "ownerReferences": [{"uid": "n"}]}, "spec": {}}
+    assert not collector._concerns(Change(2, "leases", "MODIFIED", renewed, dict(renewed)))
+    moved = {"metadata": {"uid": "l", "ownerReferences": [{"uid": "other"}]}}
+    assert collector._concerns(Change(3, "leases", "MODIFIED", moved, renewed))
     collector.owners = {"u1"}
     assert collector._concerns(change("DELETED"))

@@ -78,7 +78,7 @@ def test_spawning_together_needs_room_for_every_spawning_user():
 @pytest.mark.parametrize(("users", "spawners"), [(5000, 1000), (10, 3), (7, 7), (7, 1), (3, 2)])
 def test_spawning_users_are_spread_over_the_arrivals_and_the_last_one_spawns(users, spawners):
     """5,000 logged in, 1,000 spawning: every fifth arrival spawns. The last arrival always
-    does, so a spawn-together barrier opens only once everyone has logged in."""
+    does, so the spawners are spread over the whole ramp."""
     people = population(LoadPlan(users=users, spawners=spawners), POLICY)
     flags = [u.spawns for u in people]
     assert sum(flags) == spawners
@@ -87,6 +87,27 @@ def test_spawning_users_are_spread_over_the_arrivals_and_the_last_one_spawns(use
     # Even: no two spawning arrivals further apart than one run of users / spawners (rounded up).
     assert all(b - a <= -(-users // spawners) for a, b in zip([-1, *gaps], gaps, strict=False))
     assert all(u.spawns for u in population(LoadPlan(users=users), POLICY))
+
+
+def test_spawning_users_wait_for_everyone_to_log_in_and_the_others_do_not():
+    """The spawn-together countdown: a user who only logs in counts down and goes on; a
+    spawning user waits until every user, spawning or not, has logged in (or failed to)."""
+    import threading
+
+    from sovereign_hub.sandbox.loadtest.user import Arrivals
+
+    arrivals = Arrivals(3)
+    arrivals.arrived()  # a spawner: it would now wait
+    assert not arrivals.wait(0.01)
+    arrivals.arrived()  # a user who only logs in does not wait
+    released = threading.Event()
+    waiter = threading.Thread(target=lambda: arrivals.wait(10) and released.set())
+    waiter.start()
+    assert not released.wait(0.1)
+    arrivals.arrived()  # the last login opens it
+    assert released.wait(5)
+    waiter.join(5)
+    assert Arrivals(0).wait(0)
 
 
 def test_the_report_finds_the_most_spawns_pending_at_once():

@@ -124,24 +124,28 @@ def test_a_login_answered_503_is_tried_again_and_a_429_is_not_mistaken_for_it(se
 
 def test_a_provider_500_is_tried_again_and_the_hubs_own_500_is_not(server):
     """The login's predicate: a 500 from the identity provider's sign-in page (another
-    address than the hub's) is a person signing in again; the hub's own 500 is a failure."""
+    address than the hub's) is a person signing in again; the hub's own 500 is a failure.
+    Here the test server plays the provider (first) and then the hub (second)."""
+    from sovereign_hub.sandbox.loadtest.user import provider_failed
+
     url, state = server
     state["refusals"], state["retry_after"], state["status"] = 1, None, 500
     policy = RetryPolicy(attempts=3, fallback_seconds=0.05, jitter=0.0)
-
-    def from_provider(r: requests.Response) -> bool:
-        return r.status_code == 500 and not r.url.startswith("http://hub.invalid")
-
-    response, waits = send_with_retry(lambda: post(url), policy, retry_if=from_provider)
+    hub = "http://127.0.0.1:1"  # another port: the 500 came from elsewhere
+    response, waits = send_with_retry(
+        lambda: post(url), policy, retry_if=lambda r: provider_failed(r, hub)
+    )
     assert (response.status_code, waits) == (201, pytest.approx([0.05]))
     state["times"] = []
-    hub = url.rsplit("/", 1)[0]
+    hub = url.rsplit("/", 1)[0]  # the same address: the hub's own 500
     response, waits = send_with_retry(
-        lambda: post(url),
-        policy,
-        retry_if=lambda r: r.status_code == 500 and not r.url.startswith(hub),
+        lambda: post(url), policy, retry_if=lambda r: provider_failed(r, hub)
     )
     assert (response.status_code, waits) == (500, [])
+    # A port that merely starts like the hub's is another address.
+    answered = requests.Response()
+    answered.status_code, answered.url = 500, "http://127.0.0.1:12345/oauth2/authorize"
+    assert provider_failed(answered, "http://127.0.0.1:1234")
 
 
 def test_the_jitter_spreads_clients_that_were_told_the_same_wait():

@@ -224,7 +224,8 @@ class Cluster:
             self.scheduler_name = LOCAL_SCHEDULER_ON_REAL_API
         self._client = await config.new_client_from_config(config_file=str(self.kubeconfig))
         self._client.user_agent = f"{CLUSTER_USER_AGENT}/{self.scheduler_name}"
-        _without_environment(self._client)
+        if self.emulated:
+            _without_environment(self._client)  # a real API server may sit behind a proxy
         core = client.CoreV1Api(self._client)
         if not self.emulated:
             await core.create_namespace({"metadata": {"name": self.namespace}})

@@ -4,24 +4,22 @@ plan's deadline."""
 from __future__ import annotations
 
 import multiprocessing
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 from .plan import LoadPlan, SimUser
 from .report import Report
-from .user import UserResult, simulate
+from .user import Arrivals, UserResult, simulate
 
 
 def run(hub_url: str, users: Sequence[SimUser], plan: LoadPlan) -> Report:
     """Run ``users`` against the hub at ``hub_url``; bounded by ``plan.deadline_seconds``."""
     t0 = time.monotonic()
     results: list[UserResult] = []
-    spawning = sum(u.spawns for u in users)
-    barrier = threading.Barrier(spawning) if plan.spawn_together and spawning else None
+    arrivals = Arrivals(len(users)) if plan.spawn_together else None
     pool = ThreadPoolExecutor(plan.concurrency, thread_name_prefix="simuser")
-    futures = [pool.submit(simulate, hub_url, u, plan, t0, barrier) for u in users]
+    futures = [pool.submit(simulate, hub_url, u, plan, t0, arrivals) for u in users]
     deadline = t0 + plan.deadline_seconds
     unfinished = 0
     for future in futures:

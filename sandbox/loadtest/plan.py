@@ -34,9 +34,10 @@ class LoadPlan:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """What a user does when the hub answers a spawn request with 429."""
     spawn_together: bool = False
-    """Users log in as they arrive, then all ask for a server at once when the last has
-    logged in: concurrent spawns that the login's pace (the identity provider's) does
-    not spread out. Needs ``concurrency`` at least ``spawners``."""
+    """Users log in as they arrive; the spawning ones then all ask for a server at once,
+    when every user (spawning or not) has logged in: concurrent spawns that the login's
+    pace (the identity provider's) does not spread out. Needs ``concurrency`` at least
+    ``spawners`` (waiting spawners hold their threads: leave more for the logins)."""
     spawners: int | None = None
     """How many of the users ask for a server (spread evenly over the arrivals, the last
     arrival always one of them); the others only log in and stay logged in, as people
@@ -65,8 +66,8 @@ class LoadPlan:
 
     def spawns(self, index: int) -> bool:
         """Whether the user arriving ``index``-th (from 0) asks for a server: one in each
-        run of ``users / spawners`` arrivals, the run's last, so the last to arrive spawns
-        and a spawn-together barrier opens only when everyone has logged in."""
+        run of ``users / spawners`` arrivals, the run's last, so the spawners are spread
+        over the whole arrival (the last to arrive is one)."""
         n = self.spawning
         return (index + 1) * n // self.users > index * n // self.users
 

@@ -22,6 +22,14 @@ class Report:
     def outcomes(self) -> Counter[str]:
         return Counter(r.outcome for r in self.results)
 
+    def failed_spawns(self) -> int:
+        """Spawning users who ended without a server, by no refusal (a failed login too)."""
+        return sum(r.spawns and r.outcome in ("failed", "timeout", "error") for r in self.results)
+
+    def failed_logins(self) -> int:
+        """Users whose login never succeeded (spawning or not)."""
+        return sum(not r.logged_in for r in self.results)
+
     def throttled(self) -> int:
         """429 answers to spawn requests that users waited out and retried (not failures)."""
         return sum(r.throttled for r in self.results)
@@ -70,7 +78,8 @@ class Report:
             ("arrival", f"{self.plan.arrival} ({self.plan.ramp_seconds:g} s)"),
             ("logged in without a server", str(counts["logged-in"])),
             ("ready", str(counts["ready"])),
-            ("failed", str(counts["failed"] + counts["timeout"] + counts["error"])),
+            ("failed", str(self.failed_spawns())),
+            ("logins failed", str(self.failed_logins())),
             ("refused by policy", str(counts["refused"])),
             ("429s waited out and retried", str(self.throttled())),
             ("logins tried again (hub 503, provider 500)", str(self.login_retries())),

@@ -69,19 +69,30 @@ class GarbageCollector:
     each delete used to cost a pass over every object of the cluster."""
 
     def __init__(self) -> None:
-        self.owners: set[str] = set()
-        """Uids that some object's ``ownerReferences`` named at the last pass."""
+        self.owners: set[str] | None = None
+        """Uids that some object's ``ownerReferences`` named at the last pass (None: not
+        known, as before the first pass or after a failed one: every change concerns it)."""
 
     def __call__(self, store: Store, changes: list[Change]) -> bool:
         if changes and not any(self._concerns(c) for c in changes):
             return False
+        self.owners = None
         waiting, self.owners = collect_garbage(store)
         return waiting
 
     def _concerns(self, change: Change) -> bool:
+        if self.owners is None:
+            return True
         meta = change.obj["metadata"]
-        if meta.get("ownerReferences"):
-            return True  # a dependent, perhaps of an owner already gone
+        refs = meta.get("ownerReferences")
+        if refs and (
+            change.type != "MODIFIED"
+            or change.previous is None
+            or (change.previous.get("metadata") or {}).get("ownerReferences") != refs
+        ):
+            # A new dependent, perhaps of an owner already gone. A dependent modified with
+            # the same references (a node's Lease renewed every 10 s) changes nothing here.
+            return True
         if change.type == "DELETED" or meta.get("deletionTimestamp"):
             finalizers = meta.get("finalizers") or []
             return (
