@@ -326,8 +326,12 @@ def summary(
         ]
     lines += requests_by_route(kinds, usage, outcomes)
     for kind, (report, _) in runs.items():
-        failures = [r for r in report.results if r.outcome not in ("ready", "refused")]
+        failures = [r for r in report.results if r.outcome not in ("ready", "refused", "logged-in")]
         if failures:
+            # By cause (the message's start: a user's name or address varies after it).
+            causes = Counter(f"{r.outcome}: {r.detail[:90]}" for r in failures)
+            lines += ["", f"Failures by cause ({kind}):", ""]
+            lines += [f"- {n} x {cause}" for cause, n in causes.most_common(5)]
             lines += ["", f"First failures ({kind}):", ""]
             lines += [f"- {r.name}: {r.outcome}: {r.detail[:300]}" for r in failures[:5]]
     return "\n".join(lines) + "\n"
