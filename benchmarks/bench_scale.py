@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -329,7 +330,7 @@ def summary(
         failures = [r for r in report.results if r.outcome not in ("ready", "refused", "logged-in")]
         if failures:
             # By cause (the message's start: a user's name or address varies after it).
-            causes = Counter(f"{r.outcome}: {r.detail[:90]}" for r in failures)
+            causes = Counter(_cause(r.outcome, r.detail) for r in failures)
             lines += ["", f"Failures by cause ({kind}):", ""]
             lines += [f"- {n} x {cause}" for cause, n in causes.most_common(5)]
             lines += ["", f"First failures ({kind}):", ""]
@@ -360,6 +361,13 @@ def requests_by_route(
             cells.append(f"{n} ({n / o['ready']:.2f})" if o["ready"] else str(n))
         lines.append(f"| `{route}` | " + " | ".join(cells) + " |")
     return lines
+
+
+def _cause(outcome: str, detail: str) -> str:
+    """A failure's cause, with what varies from user to user (names, ports) left out."""
+    general = re.sub(r"load-\d+", "load-N", detail)
+    general = re.sub(r"127\.0\.0\.1(:|', port=)\d+", "127.0.0.1:P", general)
+    return f"{outcome}: {general[:120]}"
 
 
 def _rate(count: int, seconds: float | None) -> str:
