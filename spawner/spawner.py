@@ -56,6 +56,7 @@ from .logsecrets import SecretsOutOfLogs
 from .options import OptionsError, options_from_form, parse_user_options
 from .overlay import MANAGED_TRAITS, mount_records
 from .planning import PlanTraits
+from .podevents import IndexedEvents
 from .pvc import ensure_claim
 from .queueing import GpuQueueing
 from .quota import SHARED, GpuLedger
@@ -83,6 +84,7 @@ class SovereignSpawner(
     RegionalEntry,
     RegionalClusters,
     ApiRetries,
+    IndexedEvents,
     SecretsOutOfLogs,
     PlanTraits,
     KubeSpawner,

@@ -21,6 +21,7 @@ import pytest
 from jupyterhub.spawner import Spawner
 from kubespawner import KubeSpawner
 from kubespawner.reflector import ResourceReflector
+from kubespawner.spawner import EventReflector
 
 from tests.conftest import ROOT
 
@@ -99,6 +100,20 @@ SEAMS = [
         "progress stream when it is done); spawner/queueing.py and transient.py read it",
     ),
     Seam(
+        "_start_watching_events",
+        "async (self, replace=False)",
+        KubeSpawner,
+        "spawner/podevents.py IndexedEvents._start_watching_events overrides it to start the "
+        "event reflector with an index of each pod's events",
+    ),
+    Seam(
+        "_last_event",
+        "attribute",
+        KubeSpawner,
+        "spawner/podevents.py IndexedEvents.events reads it as KubeSpawner's events does: the "
+        "start's marker, after which a pod's events count",
+    ),
+    Seam(
         "_stopping",
         "attribute",
         ResourceReflector,
@@ -143,6 +158,24 @@ def test_kubespawner_start_sets_and_progress_reads_the_start_future():
     progress = inspect.getsource(KubeSpawner.progress)
     assert "self._start_future = " in start, upgrade_message(seam, "no longer set by start()")
     assert "self._start_future" in progress, upgrade_message(seam, "no longer read by progress()")
+
+
+def test_kubespawner_events_are_the_pods_own_after_the_start_marker():
+    # IndexedEvents.events answers as KubeSpawner's does from an index: the same filter (the
+    # involved object's name), the same marker (_last_event, set by start()), the same order.
+    (seam,) = [s for s in SEAMS if s.name == "_last_event"]
+    events = inspect.getsource(KubeSpawner.events.fget)
+    assert 'event["involvedObject"]["name"] != self.pod_name' in events, upgrade_message(
+        seam, "no longer the filter of events"
+    )
+    assert "self._last_event" in events, upgrade_message(seam, "no longer read by events")
+    assert "self._last_event = " in inspect.getsource(KubeSpawner.start), upgrade_message(
+        seam, "no longer set by start()"
+    )
+    reflector = inspect.getsource(EventReflector)
+    assert 'event["lastTimestamp"] or event["eventTime"]' in reflector, upgrade_message(
+        seam, "events no longer sorted by lastTimestamp or eventTime"
+    )
 
 
 def test_a_reflector_that_gives_up_ends_its_watch_task_without_stopping():

@@ -204,11 +204,15 @@ class _Cluster:
     next requests after that are refused (the server still down); ``timeouts``: the next
     creates get no answer and never reach the server."""
 
-    def __init__(self, drop: int = 0, away: int = 0, timeouts: int = 0) -> None:
+    def __init__(
+        self, drop: int = 0, away: int = 0, timeouts: int = 0, queued: float = 0.0
+    ) -> None:
         self.pods: dict[str, SimpleNamespace] = {}
         self.drop = drop
         self.away = away
         self.timeouts = timeouts
+        self.queued = queued  # how long each timed-out create first waits for a connection
+        self.answer_within = 3.0
         self.deleted: list[str] = []
         self.reads = 0
         self.creates = 0
@@ -221,10 +225,12 @@ class _Cluster:
         assert isinstance(_request_timeout, aiohttp.ClientTimeout)
         assert _request_timeout.total is None
         assert _request_timeout.connect is None
-        assert _request_timeout.sock_read == 3
+        assert _request_timeout.sock_read == self.answer_within
         self.creates += 1
         if self.timeouts:
             self.timeouts -= 1
+            # aiohttp's read timeout: the request waited, then the server stayed silent.
+            await asyncio.sleep(self.queued + self.answer_within)
             raise aiohttp.ServerTimeoutError("Timeout on reading data from socket")
         if body.metadata.name not in self.pods and self.drop:
             self.drop -= 1
@@ -368,6 +374,44 @@ async def test_a_stale_pod_of_an_earlier_server_is_still_replaced():
     await _create(spawner)
     assert cluster.deleted == ["jupyter-ana"]  # KubeSpawner's 409 handling, as before
     assert cluster.pods["jupyter-ana"].metadata.annotations[SPAWN_ID] != "earlier"
+
+
+async def test_a_create_that_waited_for_a_connection_does_not_spend_the_retry_window():
+    """At 1,000 spawns at once beside 4,000 users logged in, a create waited 23 s for a
+    connection, then had no answer within 3 s: KubeSpawner's 30 s retry window was spent
+    and the spawn failed with no second attempt. The attempt that waited is now followed
+    at once by another, inside the same call of KubeSpawner's backoff."""
+    from functools import partial
+
+    from jupyterhub.utils import exponential_backoff
+
+    cluster = _Cluster(timeouts=1, queued=1.2)
+    cluster.answer_within = 0.1
+    spawner = _CreatingSpawner(cluster)
+    pod = await spawner.get_pod_manifest()
+    attempt = partial(spawner._make_create_pod_request, pod, 0.1)
+    await exponential_backoff(attempt, "Could not create pod", timeout=0.5)
+    assert "jupyter-ana" in cluster.pods
+    assert cluster.creates == 2
+    assert cluster.deleted == []
+
+
+async def test_a_silent_api_server_still_ends_the_retry_window():
+    """Creates that were sent at once and met silence did not wait for a connection: they
+    go back to KubeSpawner's backoff, whose window ends the start as before."""
+    from functools import partial
+
+    from jupyterhub.utils import exponential_backoff
+
+    cluster = _Cluster(timeouts=1000)
+    cluster.answer_within = 0.1
+    spawner = _CreatingSpawner(cluster)
+    pod = await spawner.get_pod_manifest()
+    attempt = partial(spawner._make_create_pod_request, pod, 0.1)
+    with pytest.raises(TimeoutError, match="Could not create pod"):
+        await exponential_backoff(attempt, "Could not create pod", timeout=0.5)
+    assert 1 <= cluster.creates <= 6
+    assert str(spawner.unanswered_create("eu", "hub")).count("no answer within 3 s") == 1
 
 
 async def test_a_create_waiting_for_one_of_the_hubs_connections_is_not_timed_out():
