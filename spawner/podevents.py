@@ -102,7 +102,7 @@ class EventsByPod(dict[str, Event]):
         return [events[k] for k in sorted(events, key=lambda k: (_when(events[k]), self._place[k]))]
 
 
-class IndexedEventReflector(EventReflector):
+class IndexedEventReflector(EventReflector):  # type: ignore[misc]  # KubeSpawner's, untyped
     """KubeSpawner's event reflector, storing its events in an :class:`EventsByPod`."""
 
     @validate("resources")

@@ -169,8 +169,8 @@ def test_kubespawner_events_are_the_pods_own_after_the_start_marker():
         seam, "no longer the filter of events"
     )
     assert "self._last_event" in events, upgrade_message(seam, "no longer read by events")
-    assert "self._last_event = " in inspect.getsource(KubeSpawner.start), upgrade_message(
-        seam, "no longer set by start()"
+    assert "self._last_event = " in inspect.getsource(KubeSpawner._start), upgrade_message(
+        seam, "no longer set by _start()"
     )
     reflector = inspect.getsource(EventReflector)
     assert 'event["lastTimestamp"] or event["eventTime"]' in reflector, upgrade_message(
