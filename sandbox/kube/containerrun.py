@@ -161,9 +161,13 @@ class ContainerRunner:
                 if probe
                 else None
             )
-            code = exit_code(await rt.process.wait())
-            if prober:
-                prober.cancel()
+            try:
+                code = exit_code(await rt.process.wait())
+            finally:
+                # Also when this supervisor is cancelled (the kubelet shutting down): a probe
+                # left running would report to an API client that is closed by then.
+                if prober:
+                    prober.cancel()
             if rt.terminating:
                 return
             terminated = terminated_state(code, started, rt.process.pid)
