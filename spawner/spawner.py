@@ -75,6 +75,11 @@ from .upgrades import STATE_FIELD as UPGRADE_FIELD
 from .upgrades import NextStartUpgrade
 
 
+def applied_at_start(spawner: Any, user_options: dict[str, Any]) -> None:
+    """JupyterHub's ``apply_user_options`` hook: nothing to do before ``start``, where the
+    policy decides on the user's options."""
+
+
 class SovereignSpawner(
     RestrictedPods,
     ReadinessProbing,
@@ -144,6 +149,13 @@ class SovereignSpawner(
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
         return options_from_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        # The policy reads the user's options (profile, region) at start and refuses what it
+        # does not allow; JupyterHub 5.3+ would otherwise log every spawn's options as
+        # "unhandled" (a thousand warnings for a thousand spawns).
+        return applied_at_start
 
     @validate("profile_list")
     def _no_profile_list(self, proposal: Any) -> Any:

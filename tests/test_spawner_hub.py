@@ -186,6 +186,8 @@ async def test_gpu_profile_lands_on_an_eu_gpu_node_and_us_users_stay_in_the_us(
         f"{hub.url}/user/ana/api/status", headers={"Authorization": f"token {token}"}, timeout=30
     )
     assert status.status_code == 200
+    # The options are the policy's to apply at start: JupyterHub does not call them unhandled.
+    assert "unhandled user_options" not in hub.log_path.read_text(errors="replace")
 
 
 async def test_with_no_home_storage_the_home_is_an_emptydir_and_no_claim_is_made_in_emulated_cluster(
