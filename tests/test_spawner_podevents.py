@@ -95,6 +95,7 @@ async def test_a_pods_events_since_the_start_marker_are_kubespawners():
         ]
     }
     reflector = IndexedEventReflector(namespace="ns")
+    await reflector.api.api_client.close()  # never started: no request is made
     reflector.resources = dict(events)  # as the reflector's list assigns it
     assert isinstance(reflector.resources, EventsByPod)
     every = sorted(events.values(), key=lambda e: e["lastTimestamp"] or e["eventTime"])
