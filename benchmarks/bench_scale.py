@@ -327,7 +327,7 @@ def summary(
         ]
     lines += requests_by_route(kinds, usage, outcomes)
     for kind, (report, _) in runs.items():
-        failures = [r for r in report.results if r.outcome not in ("ready", "refused", "logged-in")]
+        failures = report.failures()
         if failures:
             # By cause (the message's start: a user's name or address varies after it).
             causes = Counter(_cause(r.outcome, r.detail) for r in failures)

@@ -218,7 +218,7 @@ class ApiRetries:
         None when the create was answered (the pod then did not start in time)."""
         if not self._create_unanswered:
             return None
-        cause = self._create_cause or f"no answer within {self.k8s_api_request_timeout} s"
+        cause = self._last_answer
         where = f"cluster {cluster!r} at {server_address(getattr(self, 'api', None))}"
         return ApiUnavailable(
             f"Your server was not started: the Kubernetes API server of region {region!r} "
@@ -297,6 +297,11 @@ class ApiRetries:
         self._create_cause = ""
         return True
 
+    @property
+    def _last_answer(self) -> str:
+        """What the API server last answered an unanswered create, in words."""
+        return self._create_cause or f"no answer within {self.k8s_api_request_timeout} s"
+
     def _note_unanswered(self, pod: Any, exc: BaseException) -> None:
         if isinstance(exc, ApiException):
             self._create_cause = f"HTTP {exc.status}"
@@ -304,7 +309,7 @@ class ApiRetries:
             self._create_cause = ""  # no answer: unanswered_create says within how long
         else:
             self._create_cause = type(exc).__name__
-        cause = self._create_cause or f"no answer within {self.k8s_api_request_timeout} s"
+        cause = self._last_answer
         self.log.warning("creating pod %s: %s; retrying", pod.metadata.name, cause)
 
     def _seen(self, name: str) -> dict[str, Any] | None:

@@ -22,6 +22,11 @@ class Report:
     def outcomes(self) -> Counter[str]:
         return Counter(r.outcome for r in self.results)
 
+    def failures(self) -> list[UserResult]:
+        """Users who ended neither with a server, nor refused by policy, nor logged in
+        without asking for one."""
+        return [r for r in self.results if r.outcome not in ("ready", "refused", "logged-in")]
+
     def failed_spawns(self) -> int:
         """Spawning users who ended without a server, by no refusal (a failed login too)."""
         return sum(r.spawns and r.outcome in ("failed", "timeout", "error") for r in self.results)
@@ -92,7 +97,7 @@ class Report:
         ]
         lines = ["| measure | value |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in rows]
-        failures = [r for r in self.results if r.outcome not in ("ready", "refused", "logged-in")]
+        failures = self.failures()
         if failures:
             lines += ["", "First failures:", ""]
             lines += [f"- {r.name}: {r.outcome}: {r.detail}" for r in failures[:10]]
