@@ -182,17 +182,18 @@ async def test_a_victim_gets_the_disruption_target_condition(cluster, apis):
     await asyncio.sleep(2)  # Running is the process started: let Python install SIG_IGN
     await core.create_namespaced_pod(ns, gpu_pod("urgent", priority_class="high"))
 
+    # The scheduler writes the condition, then deletes: a read between the two sees the
+    # condition alone, so wait for both (kube-scheduler's preemption does the same two calls).
     async def marked():
         for body in slow:
             pod = await core.read_namespaced_pod(body["metadata"]["name"], ns)
             for c in pod.status.conditions or []:
-                if c.type == "DisruptionTarget":
+                if c.type == "DisruptionTarget" and pod.metadata.deletion_timestamp:
                     return pod, c
         return None
 
     victim, condition = await eventually(marked)
     assert (condition.status, condition.reason) == ("True", "PreemptionByScheduler")
-    assert victim.metadata.deletion_timestamp is not None
 
     # While its victim terminates, the preemptor waits for that room and evicts no one else.
     async def waiting_for_the_victim():
