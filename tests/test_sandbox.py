@@ -237,6 +237,12 @@ def test_the_sandbox_reaches_the_us_region_through_its_gateway(tmp_path):
         gateway_log = Path(match.group(2))
         bob, _ = login(url, "bob")
         start_from_the_form(bob, url, "bob", "cpu-small", "us")
+        # The gateway logs a request once its response is sent: the client may read the
+        # page first (seen on a loaded machine).
+        for _ in range(50):
+            if "GET /user/bob/lab 200" in gateway_log.read_text():
+                break
+            time.sleep(0.2)
         assert "GET /user/bob/lab 200" in gateway_log.read_text()
     finally:
         interrupt(running["proc"])
