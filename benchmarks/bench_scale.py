@@ -259,6 +259,10 @@ def summary(
     row("spawns ready", [str(o["ready"]) for o in outcomes])
     row("spawns failed", [str(r.failed_spawns()) for r in reports])
     row("logins failed (spawning or not)", [str(r.failed_logins()) for r in reports])
+    row(
+        f"spawn requests answered after {plan.answer_seconds:g} s (of which ready)",
+        [r.answered_late_text() for r in reports],
+    )
     row("refused by policy", [str(o["refused"]) for o in outcomes])
     row("429s waited out and retried (not failures)", [str(r.throttled()) for r in reports])
     row("gave up after repeated 429s", [str(o["throttled"]) for o in outcomes])

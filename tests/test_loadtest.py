@@ -128,6 +128,8 @@ def test_a_bad_plan_is_refused_naming_the_field():
         LoadPlan(arrival="wave")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least 1"):
         LoadPlan(concurrency=0)
+    with pytest.raises(ValueError, match="answer_seconds must be positive"):
+        LoadPlan(answer_seconds=0)
 
 
 def test_forty_users_twenty_at_a_time_all_spawn_and_the_audit_trail_is_whole(tmp_path):
@@ -187,6 +189,31 @@ def test_the_hubs_429s_are_waited_out_and_counted_apart_from_failures(tmp_path):
     # The wait is the user's, not the spawn's: time to ready counts from the accepted request.
     waited = [r for r in report.results if r.throttled]
     assert all(r.throttled_seconds >= r.throttled * 1.0 for r in waited)
+
+
+def test_a_spawn_request_answered_late_is_followed_and_counted_apart(tmp_path):
+    """A hub slower to answer the spawn request than the browser waits (an ingress's read
+    timeout): the simulated user follows the server from the hub's model, as a person
+    reloading the page would; the spawn is ready, counted as answered late, not failed."""
+    plan = LoadPlan(users=3, concurrency=3, arrival="burst", idle_seconds=0.5, answer_seconds=1)
+    users = population(plan, POLICY)
+    # Every spawn takes 3 s before it starts, so no request can be answered within 1 s.
+    slow = (
+        "\nimport asyncio"
+        "\nasync def _slow(spawner):"
+        "\n    await asyncio.sleep(3)"
+        "\nc.Spawner.pre_spawn_hook = _slow\n"
+    )
+    with LoadEnvironment(users, tmp_path / "load", extra_config=lambda _: slow) as env:
+        report = run(env.hub.url, users, plan)
+        summary = report.markdown()
+        assert env.running_servers() == 0, summary
+    assert report.outcomes() == {"ready": 3}, summary
+    assert report.answered_late() == (3, 3), summary
+    assert "| spawn requests answered late (of which ready) | 3 (3) |" in summary
+    # Time to ready counts from the request, the 3 s before the spawn included.
+    assert all(r.ready_seconds is not None and r.ready_seconds >= 3 for r in report.results)
+    assert {r.status_code for r in report.results} == {200}, summary
 
 
 def test_a_light_pod_answers_its_own_user_only(tmp_path):

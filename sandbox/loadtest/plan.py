@@ -27,6 +27,11 @@ class LoadPlan:
     ramp_seconds: float = 10.0
     idle_seconds: float = 2.0
     ready_timeout: float = 180.0
+    answer_seconds: float = 60.0
+    """How long a simulated browser waits for the hub's answer to a spawn request: 60 s,
+    the read timeout of an ingress in front of the hub (ingress-nginx's default). Past it
+    the user follows the server from the hub's model, and the spawn counts as answered
+    late (``UserResult.answered_late``), not failed, if the server comes up."""
     deadline_seconds: float = 600.0
     gpu: bool = False
     """Draw GPU profiles too (they may be queued or refused by quota)."""
@@ -56,6 +61,8 @@ class LoadPlan:
                 f"spawn_together needs concurrency >= spawners ({self.concurrency} < "
                 f"{self.spawning}): every spawning user waits for the others"
             )
+        if self.answer_seconds <= 0:
+            raise ValueError(f"answer_seconds must be positive, not {self.answer_seconds}")
         if self.arrival not in ("ramp", "burst"):
             raise ValueError(f"arrival {self.arrival!r} is not 'ramp' or 'burst'")
 
@@ -156,6 +163,14 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, users: int, ramp_seco
         help="how long a user waits for its server to be ready (keep above start_timeout)",
     )
     parser.add_argument(
+        "--answer-seconds",
+        type=float,
+        default=LoadPlan().answer_seconds,
+        help="how long a user waits for the hub to answer a spawn request (an ingress's "
+        "read timeout) before following the server from the hub's model; such spawns are "
+        "counted as answered late",
+    )
+    parser.add_argument(
         "--spawn-attempts",
         type=int,
         default=RetryPolicy().attempts,
@@ -179,6 +194,7 @@ def plan_from(args: argparse.Namespace) -> LoadPlan:
         idle_seconds=args.idle_seconds,
         deadline_seconds=args.deadline_seconds,
         ready_timeout=args.ready_timeout,
+        answer_seconds=args.answer_seconds,
         spawn_together=args.spawn_together,
         spawners=args.spawners,
         retry=RetryPolicy(attempts=args.spawn_attempts, cap_seconds=args.retry_cap_seconds),

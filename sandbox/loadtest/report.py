@@ -35,6 +35,16 @@ class Report:
         """Users whose login never succeeded (spawning or not)."""
         return sum(not r.logged_in for r in self.results)
 
+    def answered_late(self) -> tuple[int, int]:
+        """Spawn requests the hub answered after the browser's ``answer_seconds``: how many,
+        and how many of those servers came up all the same (counted ready)."""
+        late = [r for r in self.results if r.answered_late]
+        return len(late), sum(r.outcome == "ready" for r in late)
+
+    def answered_late_text(self) -> str:
+        late, ready = self.answered_late()
+        return f"{late} ({ready})"
+
     def throttled(self) -> int:
         """429 answers to spawn requests that users waited out and retried (not failures)."""
         return sum(r.throttled for r in self.results)
@@ -85,6 +95,7 @@ class Report:
             ("ready", str(counts["ready"])),
             ("failed", str(self.failed_spawns())),
             ("logins failed", str(self.failed_logins())),
+            ("spawn requests answered late (of which ready)", self.answered_late_text()),
             ("refused by policy", str(counts["refused"])),
             ("429s waited out and retried", str(self.throttled())),
             ("logins tried again (hub 503, provider 500)", str(self.login_retries())),

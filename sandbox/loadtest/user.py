@@ -50,6 +50,11 @@ class UserResult:
     """The login through the provider succeeded and the user holds an API token."""
     asked_at: float | None = None
     """When the spawn request the hub accepted was sent, seconds after the run began."""
+    answered_late: bool = False
+    """The hub did not answer the spawn request within ``LoadPlan.answer_seconds``: the
+    simulated browser gave up on it (as an ingress's 60 s read timeout would, showing the
+    person a 504) and followed the server from the user's model instead, as the person
+    reloading the hub's page would."""
 
 
 class Arrivals:
@@ -176,10 +181,24 @@ def _spawn_and_stop(
         nonlocal attempted
         attempted = time.monotonic()
         return requests.post(
-            f"{api}/users/{user.name}/server", json=options, headers=auth, timeout=60
+            f"{api}/users/{user.name}/server",
+            json=options,
+            headers=auth,
+            timeout=(30, plan.answer_seconds),
         )
 
-    spawned, waits = send_with_retry(ask, plan.retry, rng=rng)
+    try:
+        spawned, waits = send_with_retry(ask, plan.retry, rng=rng)
+    except requests.ReadTimeout:
+        # The hub took the request but did not answer in time. JupyterHub goes on with a
+        # spawn whose client left, so the person reloading finds it starting (or started).
+        result.asked_at = attempted - t0
+        result.answered_late = True
+        result.outcome, result.detail = _follow_unanswered(api, user.name, auth, plan)
+        if result.outcome == "ready":
+            result.ready_seconds = time.monotonic() - attempted
+            _use_and_stop(hub_url, user.name, plan, result, auth)
+        return
     result.throttled, result.throttled_seconds = len(waits), sum(waits)
     asked = attempted  # time to ready counts from the request the hub accepted
     result.asked_at = asked - t0
@@ -197,16 +216,46 @@ def _spawn_and_stop(
     if result.outcome != "ready":
         return
     result.ready_seconds = time.monotonic() - asked
-    status = requests.get(f"{hub_url}/user/{user.name}/api/status", headers=auth, timeout=30)
+    _use_and_stop(hub_url, user.name, plan, result, auth)
+
+
+def _use_and_stop(
+    hub_url: str, name: str, plan: LoadPlan, result: UserResult, auth: dict[str, str]
+) -> None:
+    """Call the ready server's API through the proxy, idle, stop it and wait until stopped."""
+    api = f"{hub_url}/hub/api"
+    status = requests.get(f"{hub_url}/user/{name}/api/status", headers=auth, timeout=30)
     result.status_code = status.status_code
     if status.status_code != 200:
         result.outcome, result.detail = "failed", f"api/status answered {status.status_code}"
     time.sleep(plan.idle_seconds)
-    stopped = requests.delete(f"{api}/users/{user.name}/server", headers=auth, timeout=60)
+    stopped = requests.delete(f"{api}/users/{name}/server", headers=auth, timeout=60)
     if stopped.status_code not in (202, 204):
         result.outcome, result.detail = "failed", f"stop answered {stopped.status_code}"
         return
-    _wait_stopped(api, user.name, auth, plan.ready_timeout)
+    _wait_stopped(api, name, auth, plan.ready_timeout)
+
+
+def _follow_unanswered(
+    api: str, name: str, auth: dict[str, str], plan: LoadPlan
+) -> tuple[Outcome, str]:
+    """After a spawn request went unanswered: wait for the hub to show the server pending
+    or ready in the user's model (it may still be working through the request), then follow
+    it as :func:`_wait_ready` does. No server after ``plan.ready_timeout``: failed."""
+    deadline = time.monotonic() + plan.ready_timeout
+    pause = 1.0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException, ValueError):
+            model = requests.get(f"{api}/users/{name}", headers=auth, timeout=30).json()
+            if model.get("pending") or (model.get("servers") or {}).get(""):
+                left = max(1.0, deadline - time.monotonic())
+                return _wait_ready(api, name, auth, left)
+        time.sleep(pause)
+        pause = min(5.0, pause * 2)
+    return "failed", (
+        f"the spawn request went unanswered for {plan.answer_seconds:g} s and no server "
+        f"showed up in the next {plan.ready_timeout:g} s"
+    )
 
 
 def _wait_ready(api: str, name: str, auth: dict[str, str], timeout: float) -> tuple[Outcome, str]:
