@@ -306,6 +306,18 @@ def values_schema() -> dict:
                                     },
                                 }
                             ),
+                            "sqlite": obj(
+                                {
+                                    "synchronous": {
+                                        "enum": ["full", "normal"],
+                                        "description": "The SQLite database runs in WAL "
+                                        "mode. full: every commit synced (kept through a "
+                                        "power loss); normal: synced at checkpoints (kept "
+                                        "through a hub crash, the last ones may be lost "
+                                        "with the node's power), faster.",
+                                    }
+                                }
+                            ),
                             "url": {"type": "string"},
                             "passwordSecret": obj({"name": STRING, "key": STRING}),
                             "backup": obj(

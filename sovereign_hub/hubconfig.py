@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from sovereign_hub import hubsqlite
 from sovereign_hub.pages import TEMPLATES
 
 VIEWER_PORT = 10101
@@ -130,6 +131,7 @@ def configure(c: Any, values: Mapping[str, Any], site: Site) -> None:
     if site.in_pod:
         _pod_network(c, values)
         _database(c, values["hub"]["db"], site)
+    _sqlite_wal(c, values["hub"].get("db", {}))
     _secrets(c, site)
     _spawner(c, values, site)
     _authenticator(c, values, site)
@@ -179,6 +181,15 @@ def _database(c: Any, db: Mapping[str, Any], site: Site) -> None:
     # environment variable (PGPASSWORD) would be inherited by every child.
     if password := read_secret(site.db_password_file):
         c.JupyterHub.db_kwargs = {"connect_args": {"password": password}}
+
+
+def _sqlite_wal(c: Any, db: Mapping[str, Any]) -> None:
+    # A local run (the sandbox) keeps the db_url it was given; JupyterHub's default is
+    # SQLite too. A PostgreSQL URL gets no SQLite connection factory.
+    url = str(c.JupyterHub.db_url) if "db_url" in c.JupyterHub else "sqlite:"
+    if url.startswith("sqlite:"):
+        synchronous = db.get("sqlite", {}).get("synchronous", "full")
+        c.JupyterHub.db_kwargs = hubsqlite.db_kwargs(synchronous)
 
 
 def _secrets(c: Any, site: Site) -> None:

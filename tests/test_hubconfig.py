@@ -17,6 +17,7 @@ import yaml
 from traitlets.config import Config
 
 from sovereign_hub.hubconfig import Site, configure, load_values, run_extra_config
+from sovereign_hub.hubsqlite import WalConnection
 from sovereign_hub.pages import TEMPLATES, upgrade
 from sovereign_hub.pages.admin import AdminView
 from sovereign_hub.pages.status import ServerCards
@@ -104,6 +105,7 @@ def test_the_chart_defaults(tmp_path):
         "JupyterHub": {
             **POD_NETWORK,
             "db_url": "sqlite:////srv/jupyterhub/jupyterhub.sqlite",
+            "db_kwargs": {"connect_args": {"check_same_thread": False, "factory": WalConnection}},
             "cookie_secret": bytes.fromhex(COOKIE),
             "spawner_class": "sovereign",
             "authenticator_class": "sovereign",
@@ -376,6 +378,8 @@ def test_a_local_run_leaves_addresses_database_and_proxy_to_the_caller(tmp_path)
     hub = plain(c)["JupyterHub"]
     for key in ("hub_bind_url", "hub_connect_url", "db_url", "cleanup_servers"):
         assert key not in hub
+    # JupyterHub's default database is SQLite: in WAL mode, as in a pod.
+    assert hub["db_kwargs"]["connect_args"]["factory"] is WalConnection
     assert "ConfigurableHTTPProxy" not in c
     assert hub["services"][0]["name"] == "test-admin"  # the caller's service is kept
     viewer = next(s for s in hub["services"] if s["name"] == "audit")
