@@ -435,6 +435,13 @@ def values_schema() -> dict:
                 {
                     "image": image(),
                     "resources": RESOURCES,
+                    "apiConcurrency": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 1000,
+                        "description": "Route updates the hub keeps in flight to the "
+                        "proxy's API at once (JupyterHub's ConfigurableHTTPProxy.concurrency).",
+                    },
                     "service": obj(
                         {
                             "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},

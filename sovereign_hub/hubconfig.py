@@ -132,6 +132,9 @@ def configure(c: Any, values: Mapping[str, Any], site: Site) -> None:
         _pod_network(c, values)
         _database(c, values["hub"]["db"], site)
     _sqlite_wal(c, values["hub"].get("db", {}))
+    # JupyterHub's default of 10 route updates in flight at once: at 1,000 spawns together
+    # the last routes waited past its 30 s retry window and their servers were stopped.
+    c.ConfigurableHTTPProxy.concurrency = values.get("proxy", {}).get("apiConcurrency", 100)
     _secrets(c, site)
     _spawner(c, values, site)
     _authenticator(c, values, site)

@@ -82,7 +82,11 @@ POD_NETWORK = {
     "hub_connect_url": "http://rel-sovereign-hub-hub:8081",
     "cleanup_servers": False,
 }
-PROXY = {"should_start": False, "api_url": "http://rel-sovereign-hub-proxy-api:8001"}
+PROXY = {
+    "should_start": False,
+    "api_url": "http://rel-sovereign-hub-proxy-api:8001",
+    "concurrency": 100,
+}
 
 
 def test_the_chart_defaults(tmp_path):
@@ -246,7 +250,7 @@ def test_everything_on(tmp_path, example_policy_values):
                 "custom:audit:read": {"description": "Read the audit trail in the audit viewer."}
             },
         },
-        "ConfigurableHTTPProxy": PROXY,
+        "ConfigurableHTTPProxy": {**PROXY, "concurrency": 250},
         "SovereignSpawner": {
             "policy_file": "/etc/sovereign-hub/policy/policy.yaml",
             "namespace": "hub",
@@ -380,7 +384,8 @@ def test_a_local_run_leaves_addresses_database_and_proxy_to_the_caller(tmp_path)
         assert key not in hub
     # JupyterHub's default database is SQLite: in WAL mode, as in a pod.
     assert hub["db_kwargs"]["connect_args"]["factory"] is WalConnection
-    assert "ConfigurableHTTPProxy" not in c
+    # The proxy's address is the caller's too; only how many route updates fly at once is set.
+    assert plain(c)["ConfigurableHTTPProxy"] == {"concurrency": 100}
     assert hub["services"][0]["name"] == "test-admin"  # the caller's service is kept
     viewer = next(s for s in hub["services"] if s["name"] == "audit")
     assert viewer["url"] == "http://127.0.0.1:18000"
