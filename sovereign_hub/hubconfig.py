@@ -134,7 +134,8 @@ def configure(c: Any, values: Mapping[str, Any], site: Site) -> None:
     _sqlite_wal(c, values["hub"].get("db", {}))
     # JupyterHub's default of 10 route updates in flight at once: at 1,000 spawns together
     # the last routes waited past its 30 s retry window and their servers were stopped.
-    c.ConfigurableHTTPProxy.concurrency = values.get("proxy", {}).get("apiConcurrency", 100)
+    # (`or`: values kept from an older release with --reuse-values may carry a null.)
+    c.ConfigurableHTTPProxy.concurrency = (values.get("proxy") or {}).get("apiConcurrency") or 100
     _secrets(c, site)
     _spawner(c, values, site)
     _authenticator(c, values, site)
@@ -187,12 +188,17 @@ def _database(c: Any, db: Mapping[str, Any], site: Site) -> None:
 
 
 def _sqlite_wal(c: Any, db: Mapping[str, Any]) -> None:
-    # A local run (the sandbox) keeps the db_url it was given; JupyterHub's default is
-    # SQLite too. A PostgreSQL URL gets no SQLite connection factory.
+    # A local run (the sandbox) keeps the db_url it was given, which must be set before
+    # configure(); JupyterHub's default is SQLite too, and so is a bare file name (JupyterHub
+    # makes it a sqlite:/// URL). A PostgreSQL URL gets no SQLite connection factory.
     url = str(c.JupyterHub.db_url) if "db_url" in c.JupyterHub else "sqlite:"
-    if url.startswith("sqlite:"):
-        synchronous = db.get("sqlite", {}).get("synchronous", "full")
-        c.JupyterHub.db_kwargs = hubsqlite.db_kwargs(synchronous)
+    if url.startswith("sqlite:") or "://" not in url:
+        synchronous = (db.get("sqlite") or {}).get("synchronous") or "full"
+        wal = hubsqlite.db_kwargs(synchronous)
+        # The caller's own engine settings are kept; only the connection's are added to.
+        kwargs = dict(c.JupyterHub.db_kwargs) if "db_kwargs" in c.JupyterHub else {}
+        kwargs["connect_args"] = {**wal["connect_args"], **kwargs.get("connect_args", {})}
+        c.JupyterHub.db_kwargs = kwargs
 
 
 def _secrets(c: Any, site: Site) -> None:

@@ -16,6 +16,7 @@ from traitlets.config import Config
 
 from sovereign_hub import hubdb, hubsqlite
 from sovereign_hub.hubconfig import Site, configure
+from sovereign_hub.hubsqlite import WalConnection
 from tests.test_hubconfig import chart_values, pod_site
 
 
@@ -51,6 +52,32 @@ def test_the_charts_setting_reaches_the_hub_and_postgresql_gets_no_factory(tmp_p
     site = Site.local(tmp_path, policy_file=tmp_path / "policy.yaml", viewer_port=18000)
     configure(local, chart_values(tmp_path), site)
     assert "db_kwargs" not in local.JupyterHub
+
+
+def test_a_callers_engine_settings_are_kept_and_a_bare_file_name_is_sqlite(tmp_path):
+    site = Site.local(tmp_path, policy_file=tmp_path / "policy.yaml", viewer_port=18000)
+    values = chart_values(tmp_path)
+    c = Config()
+    c.JupyterHub.db_url = "hub.sqlite"  # JupyterHub makes a bare name sqlite:///hub.sqlite
+    c.JupyterHub.db_kwargs = {"pool_pre_ping": True, "connect_args": {"timeout": 30}}
+    configure(c, values, site)
+    assert c.JupyterHub.db_kwargs == {
+        "pool_pre_ping": True,
+        "connect_args": {"timeout": 30, "check_same_thread": False, "factory": WalConnection},
+    }
+
+
+def test_values_kept_from_an_older_release_may_carry_nulls(tmp_path):
+    """`helm upgrade --reuse-values` from a release whose chart had no such keys: the
+    template renders a default, and the hub reads a null as the default too."""
+    values = chart_values(tmp_path, sets=("proxy.apiConcurrency=null",))
+    assert values["proxy"]["apiConcurrency"] == 100
+    values["proxy"]["apiConcurrency"] = None
+    values["hub"]["db"]["sqlite"] = None
+    c = Config()
+    configure(c, values, pod_site(tmp_path))
+    assert c.ConfigurableHTTPProxy.concurrency == 100
+    assert c.JupyterHub.db_kwargs["connect_args"]["factory"] is WalConnection
 
 
 def test_the_schema_refuses_an_unknown_sync_level(tmp_path):

@@ -155,7 +155,7 @@ on the network's leading bits. Arguments: (list cidr address); prints "true".
   "ingressHosts" (.Values.ingress.hosts | default .Values.httpRoute.hostnames | default list)
   "scheduling" (include "sh.schedulingValues" . | fromYaml)
   "gatewayClient" (dict "enabled" (not (empty .Values.proxy.gatewayClient.existingSecret)))
-  "proxy" (dict "apiConcurrency" .Values.proxy.apiConcurrency)
+  "proxy" (dict "apiConcurrency" (.Values.proxy.apiConcurrency | default 100))
 -}}
 {{- toYaml $values -}}
 {{- end -}}
