@@ -72,14 +72,16 @@ def send_with_retry(
     sleep: Callable[[float], None] = time.sleep,
     retry_on: Collection[int] = (429,),
     retry_if: Callable[[requests.Response], bool] | None = None,
+    waits: list[float] | None = None,
 ) -> tuple[requests.Response, list[float]]:
     """Call ``send`` until it answers a status not in ``retry_on`` (and for which
     ``retry_if``, when given, is false) or the attempts run out.
 
-    Returns the last response and the waits taken (one per answer that was retried).
+    Returns the last response and the waits taken (one per answer that was retried),
+    appended to ``waits`` when given, so a caller still has them if ``send`` raises.
     """
     rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
-    waits: list[float] = []
+    waits = [] if waits is None else waits
 
     def again(r: requests.Response) -> bool:
         return r.status_code in retry_on or (retry_if is not None and retry_if(r))

@@ -187,31 +187,40 @@ def _spawn_and_stop(
             timeout=(30, plan.answer_seconds),
         )
 
-    try:
-        spawned, waits = send_with_retry(ask, plan.retry, rng=rng)
-    except requests.ReadTimeout:
-        # The hub took the request but did not answer in time. JupyterHub goes on with a
-        # spawn whose client left, so the person reloading finds it starting (or started).
-        result.asked_at = attempted - t0
+    waits: list[float] = []
+
+    def ask_with_retry() -> requests.Response | None:
+        """The hub's answer (429s waited out), or None if it did not answer in time."""
+        try:
+            return send_with_retry(ask, plan.retry, rng=rng, waits=waits)[0]
+        except requests.ReadTimeout:
+            return None
+
+    spawned = ask_with_retry()
+    if spawned is None:
+        # The hub took the request but did not answer in time (a person sees the ingress's
+        # 504 and reloads). JupyterHub goes on with a spawn whose client left, so the server
+        # shows up pending or ready; if nothing does, the late answer was a refusal (429,
+        # 403) or the request was lost, and the person clicks Start again.
         result.answered_late = True
-        result.outcome, result.detail = _follow_unanswered(api, user.name, auth, plan)
-        if result.outcome == "ready":
-            result.ready_seconds = time.monotonic() - attempted
-            _use_and_stop(hub_url, user.name, plan, result, auth)
-        return
+        if not _shows_up(api, user.name, auth, plan.answer_seconds):
+            spawned = ask_with_retry()
     result.throttled, result.throttled_seconds = len(waits), sum(waits)
-    asked = attempted  # time to ready counts from the request the hub accepted
+    asked = attempted  # time to ready counts from the last request, the one that counted
     result.asked_at = asked - t0
-    if spawned.status_code == 429:
-        result.outcome = "throttled"
-        result.detail = f"429 after {len(waits) + 1} attempts: {_message(spawned)}"
-        return
-    if spawned.status_code == 403:
-        result.outcome, result.detail = "refused", _message(spawned)
-        return
-    if spawned.status_code not in (201, 202):
-        result.outcome, result.detail = "failed", f"{spawned.status_code}: {_message(spawned)}"
-        return
+    if spawned is not None:
+        if spawned.status_code == 429:
+            result.outcome = "throttled"
+            result.detail = f"429 after {len(waits) + 1} attempts: {_message(spawned)}"
+            return
+        if spawned.status_code == 403:
+            result.outcome, result.detail = "refused", _message(spawned)
+            return
+        # Asked again after a late answer: the first request's spawn may have finished.
+        running = result.answered_late and "already running" in _message(spawned)
+        if spawned.status_code not in (201, 202) and not running:
+            result.outcome, result.detail = "failed", f"{spawned.status_code}: {_message(spawned)}"
+            return
     result.outcome, result.detail = _wait_ready(api, user.name, auth, plan.ready_timeout)
     if result.outcome != "ready":
         return
@@ -236,26 +245,20 @@ def _use_and_stop(
     _wait_stopped(api, name, auth, plan.ready_timeout)
 
 
-def _follow_unanswered(
-    api: str, name: str, auth: dict[str, str], plan: LoadPlan
-) -> tuple[Outcome, str]:
-    """After a spawn request went unanswered: wait for the hub to show the server pending
-    or ready in the user's model (it may still be working through the request), then follow
-    it as :func:`_wait_ready` does. No server after ``plan.ready_timeout``: failed."""
-    deadline = time.monotonic() + plan.ready_timeout
+def _shows_up(api: str, name: str, auth: dict[str, str], within: float) -> bool:
+    """Whether the user's server shows up pending or ready in the hub's model within
+    ``within`` seconds (the hub may still be working through an unanswered request)."""
+    deadline = time.monotonic() + within
     pause = 1.0
-    while time.monotonic() < deadline:
+    while True:
         with contextlib.suppress(requests.RequestException, ValueError):
             model = requests.get(f"{api}/users/{name}", headers=auth, timeout=30).json()
             if model.get("pending") or (model.get("servers") or {}).get(""):
-                left = max(1.0, deadline - time.monotonic())
-                return _wait_ready(api, name, auth, left)
+                return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(pause)
         pause = min(5.0, pause * 2)
-    return "failed", (
-        f"the spawn request went unanswered for {plan.answer_seconds:g} s and no server "
-        f"showed up in the next {plan.ready_timeout:g} s"
-    )
 
 
 def _wait_ready(api: str, name: str, auth: dict[str, str], timeout: float) -> tuple[Outcome, str]:
