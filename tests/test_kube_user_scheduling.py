@@ -174,7 +174,7 @@ async def test_a_victim_gets_the_disruption_target_condition(cluster, apis):
     # A victim that ignores SIGTERM, with a grace period to read it while it terminates.
     slow = [gpu_pod(f"low-{i}", priority_class="low") for i in (1, 2)]
     for body in slow:
-        body["spec"]["terminationGracePeriodSeconds"] = 4
+        body["spec"]["terminationGracePeriodSeconds"] = 8  # room for a poll on a busy machine
         body["spec"]["containers"][0]["command"] = STUBBORN
         await core.create_namespaced_pod(ns, body)
     for body in slow:
