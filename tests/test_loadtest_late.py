@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from tornado import web
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 from sovereign_hub.policy import load_policy
 from sovereign_hub.sandbox.loadtest import LoadPlan, population
 from sovereign_hub.sandbox.loadtest.retry import RetryPolicy
 from sovereign_hub.sandbox.loadtest.user import UserResult, _spawn_and_stop
 from tests.conftest import ROOT
+from tests.threaded_tornado import serving
 
 POLICY = load_policy(ROOT / "examples" / "policy.yaml").policy
 
@@ -74,31 +72,14 @@ class Status(web.RequestHandler):
 @pytest.fixture
 def hub() -> Iterator[tuple[str, dict]]:
     state: dict = {"posts": [], "running": False, "answers": []}
-    sockets = bind_sockets(0, "127.0.0.1")
-    port = sockets[0].getsockname()[1]
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        app = web.Application(
-            [
-                (r"/hub/api/users/([^/]+)/server/progress", Progress),
-                (r"/hub/api/users/([^/]+)/server", Server, {"state": state}),
-                (r"/hub/api/users/([^/]+)", Model, {"state": state}),
-                (r"/user/([^/]+)/api/status", Status),
-            ]
-        )
-        HTTPServer(app).add_sockets(sockets)
-        loop.call_soon(started.set)
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    started.wait(10)
-    yield f"http://127.0.0.1:{port}", state
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    handlers = [
+        (r"/hub/api/users/([^/]+)/server/progress", Progress),
+        (r"/hub/api/users/([^/]+)/server", Server, {"state": state}),
+        (r"/hub/api/users/([^/]+)", Model, {"state": state}),
+        (r"/user/([^/]+)/api/status", Status),
+    ]
+    with serving(handlers) as url:
+        yield url, state
 
 
 def visit(url: str, plan: LoadPlan) -> UserResult:

@@ -7,9 +7,7 @@ Against a real HTTP server (Tornado, on 127.0.0.1, in a thread) that answers
 
 from __future__ import annotations
 
-import asyncio
 import random
-import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -17,11 +15,10 @@ from email.utils import formatdate
 import pytest
 import requests
 from tornado import web
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 from sovereign_hub.sandbox.loadtest import LoadPlan, Report, UserResult
 from sovereign_hub.sandbox.loadtest.retry import RetryPolicy, retry_after, send_with_retry, wait_for
+from tests.threaded_tornado import serving
 
 
 class Throttling(web.RequestHandler):
@@ -45,24 +42,8 @@ class Throttling(web.RequestHandler):
 @pytest.fixture
 def server() -> Iterator[tuple[str, dict]]:
     state: dict = {"times": [], "refusals": 0, "retry_after": "1", "status": 429}
-    sockets = bind_sockets(0, "127.0.0.1")
-    port = sockets[0].getsockname()[1]
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        app = web.Application([(r"/spawn", Throttling, {"state": state})])
-        HTTPServer(app).add_sockets(sockets)
-        loop.call_soon(started.set)
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    started.wait(10)
-    yield f"http://127.0.0.1:{port}/spawn", state
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with serving([(r"/spawn", Throttling, {"state": state})]) as url:
+        yield f"{url}/spawn", state
 
 
 def post(url: str) -> requests.Response:
