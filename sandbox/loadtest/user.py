@@ -54,7 +54,8 @@ class UserResult:
     """The hub did not answer the spawn request within ``LoadPlan.answer_seconds``: the
     simulated browser gave up on it (as an ingress's 60 s read timeout would, showing the
     person a 504) and followed the server from the user's model instead, as the person
-    reloading the hub's page would."""
+    reloading the hub's page would; with no server there after another wait as long, it
+    asked again, as the person clicking Start again would."""
 
 
 class Arrivals:
