@@ -48,6 +48,7 @@ from sovereign_hub.reporting import (
     recordable_request,
 )
 
+from . import quotametrics  # noqa: F401 (exports the GPU ledger on /hub/metrics)
 from .allocating import AllocationTracking
 from .clusters import RegionalClusters, cluster_of
 from .entry import RegionalEntry

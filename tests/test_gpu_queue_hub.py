@@ -152,6 +152,10 @@ async def test_twenty_users_wait_for_a_four_gpu_quota_in_order(
         f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.token}"}, timeout=30
     ).text
     assert 'sovereign_gpu_queue_length{gpu_type="a100",region="eu"} 16.0' in metrics
+    # The ledger: the four running servers hold the whole quota, the sixteen waiters nothing.
+    assert 'sovereign_gpu_held{quota_group="eu-researchers"} 4.0' in metrics
+    assert 'sovereign_gpu_holders{quota_group="eu-researchers"} 4.0' in metrics
+    assert 'sovereign_gpu_quota{quota_group="eu-researchers"} 4.0' in metrics
 
     # Impatience: user05 leaves the queue through the REST API (the page's Stop button).
     stop(hub, "user05")

@@ -79,6 +79,7 @@ def exported_samples() -> set[str]:
     from prometheus_client import REGISTRY
 
     import sovereign_hub.audit.metrics  # the audit trail's collector
+    import sovereign_hub.spawner.quotametrics  # the GPU ledger's metrics
     import sovereign_hub.spawner.waiting  # noqa: F401 - the GPU queue's metrics
 
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}

@@ -58,3 +58,35 @@ def test_holds_rebuilt_after_restart_count_against_the_quota():
     )
     assert not decision.allowed
     assert "(u0: 1, u1: 1, u2: 1, u3: 1)" in decision.message
+
+
+def test_the_metrics_show_each_groups_holds_holders_and_quota():
+    from sovereign_hub.spawner.quotametrics import LedgerCollector
+
+    ledger = GpuLedger()
+    collector = LedgerCollector([ledger])
+
+    def samples() -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels["quota_group"]): s.value
+            for family in collector.collect()
+            for s in family.samples
+        }
+
+    assert samples() == {}  # nothing decided yet: no holds, no quota known
+    keys = [("ana", ""), ("ana", "gpu"), ("ben", "")]
+    for key in keys:
+        decision = ledger.decide_and_hold(
+            key, researcher(key[0]), SpawnRequest("gpu-a100", NOW), POLICY
+        )
+        assert decision.allowed
+    assert samples() == {
+        ("sovereign_gpu_held", "eu-researchers"): 3,
+        ("sovereign_gpu_holders", "eu-researchers"): 2,
+        ("sovereign_gpu_quota", "eu-researchers"): 4,
+    }
+    for key in keys:
+        ledger.release(key)
+    # A group with a quota and nothing held shows 0, so "held / quota" stays defined.
+    assert samples()[("sovereign_gpu_held", "eu-researchers")] == 0
+    assert samples()[("sovereign_gpu_holders", "eu-researchers")] == 0
