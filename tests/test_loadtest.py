@@ -39,6 +39,19 @@ def test_users_draw_only_what_their_group_is_entitled_to():
     assert all(u.choice in cpu for u in users)
 
 
+def test_a_share_of_users_draws_gpu_profiles_and_the_rest_draw_as_before():
+    cpu_only = population(LoadPlan(users=400, seed=3), POLICY)
+    mixed = population(LoadPlan(users=400, seed=3, gpu_share=0.25), POLICY)
+    gpu = [u for u in mixed if POLICY.profiles[u.choice.profile].gpu is not None]
+    assert 60 <= len(gpu) <= 140  # a quarter of 400, give or take the draw
+    assert {u.choice.group for u in gpu} == {"eu-researchers"}  # the only group entitled
+    assert {u.choice.profile for u in gpu} == {"gpu-a100", "gpu-slice"}
+    # A share of 0 keeps the draws every CPU-only run made (results stay comparable).
+    assert population(LoadPlan(users=400, seed=3, gpu_share=0), POLICY) == cpu_only
+    with pytest.raises(ValueError, match=r"gpu_share must be between 0 and 1, not 1\.5"):
+        LoadPlan(gpu_share=1.5)
+
+
 @pytest.mark.parametrize(
     ("plan", "times"),
     [

@@ -13,7 +13,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from sovereign_hub.policy import load_policy
 from sovereign_hub.sandbox.hubprocess import Hub, free_port
@@ -115,6 +117,36 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
     def running_servers(self, timeout: float = 30) -> int:
         users = self.hub.api("GET", "/users?state=active", timeout=timeout).json()
         return sum(len(u.get("servers") or {}) for u in users)
+
+    def gpu_ledger(self, timeout: float = 30) -> dict[str, int]:
+        """The GPUs the hub's quota ledger holds per group (``sovereign_gpu_held`` on
+        ``/hub/metrics``); empty for a hub without one (stock KubeSpawner)."""
+        response = requests.get(
+            f"{self.hub.url}/hub/metrics",
+            headers={"Authorization": f"token {self.hub.token}"},
+            timeout=timeout,
+        )
+        response.raise_for_status()
+        return {
+            sample.labels["quota_group"]: int(sample.value)
+            for family in text_string_to_metric_families(response.text)
+            if family.name == "sovereign_gpu_held"
+            for sample in family.samples
+        }
+
+    def server_gpus(self, timeout: float = 120) -> dict[str, int]:
+        """The GPUs of the hub's servers that are running or starting, per quota group, as
+        their saved state records them (Sovereign Hub's spawner only)."""
+        users = self.hub.api("GET", "/users?state=active", timeout=timeout).json()
+        totals: dict[str, int] = {}
+        for user in users:
+            for server in (user.get("servers") or {}).values():
+                state = (server.get("state") or {}).get("sovereign") or {}
+                allocation = state.get("allocation") or {}
+                if allocation.get("gpus"):
+                    group = allocation.get("quota_group") or "(none)"
+                    totals[group] = totals.get(group, 0) + int(allocation["gpus"])
+        return totals
 
     def audit_events(self) -> Counter[str]:
         """How many events of each type the run's audit store holds (``sovhub audit query``)."""

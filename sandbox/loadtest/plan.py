@@ -33,8 +33,9 @@ class LoadPlan:
     the user follows the server from the hub's model, and the spawn counts as answered
     late (``UserResult.answered_late``), not failed, if the server comes up."""
     deadline_seconds: float = 600.0
-    gpu: bool = False
-    """Draw GPU profiles too (they may be queued or refused by quota)."""
+    gpu_share: float = 0.0
+    """The share of users (0 to 1) who draw a GPU profile their group is entitled to (they
+    may wait in the GPU queue); the others draw CPU profiles. 0: CPU profiles only."""
     seed: int = 0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """What a user does when the hub answers a spawn request with 429."""
@@ -61,6 +62,8 @@ class LoadPlan:
                 f"spawn_together needs concurrency >= spawners ({self.concurrency} < "
                 f"{self.spawning}): every spawning user waits for the others"
             )
+        if not 0 <= self.gpu_share <= 1:
+            raise ValueError(f"gpu_share must be between 0 and 1, not {self.gpu_share}")
         if self.answer_seconds <= 0:
             raise ValueError(f"answer_seconds must be positive, not {self.answer_seconds}")
         if self.arrival not in ("ramp", "burst"):
@@ -127,12 +130,22 @@ def arrival_times(plan: LoadPlan) -> list[float]:
 
 
 def population(plan: LoadPlan, policy: Policy) -> list[SimUser]:
-    options = choices(policy, gpu=plan.gpu)
+    options = choices(policy)
     if not options:
         raise ValueError("the policy entitles no group to a profile this load test can use")
+    gpu_options = [c for c in choices(policy, gpu=True) if policy.profiles[c.profile].gpu]
+    if plan.gpu_share and not gpu_options:
+        raise ValueError("gpu_share is set but the policy entitles no group to a GPU profile")
     rng = random.Random(plan.seed)  # noqa: S311 (a reproducible draw, not a secret)
+
+    def draw() -> Choice:
+        # Without GPU users, the draws are the ones a CPU-only plan always made.
+        if plan.gpu_share and rng.random() < plan.gpu_share:
+            return rng.choice(gpu_options)
+        return rng.choice(options)
+
     return [
-        SimUser(f"load-{i:05d}", rng.choice(options), at, plan.spawns(i))
+        SimUser(f"load-{i:05d}", draw(), at, plan.spawns(i))
         for i, at in enumerate(arrival_times(plan))
     ]
 
@@ -171,6 +184,13 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, users: int, ramp_seco
         "counted as answered late",
     )
     parser.add_argument(
+        "--gpu-share",
+        type=float,
+        default=0.0,
+        help="the share of users (0 to 1) who ask for a GPU profile (they may wait in the "
+        "GPU queue); default 0, CPU profiles only",
+    )
+    parser.add_argument(
         "--spawn-attempts",
         type=int,
         default=RetryPolicy().attempts,
@@ -197,5 +217,6 @@ def plan_from(args: argparse.Namespace) -> LoadPlan:
         answer_seconds=args.answer_seconds,
         spawn_together=args.spawn_together,
         spawners=args.spawners,
+        gpu_share=args.gpu_share,
         retry=RetryPolicy(attempts=args.spawn_attempts, cap_seconds=args.retry_cap_seconds),
     )
