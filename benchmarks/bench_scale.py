@@ -41,7 +41,7 @@ from typing import Any
 import psutil
 import requests
 
-from sovereign_hub.policy import load_policy
+from sovereign_hub.policy import Policy, load_policy
 from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.sandbox.loadtest import (
     LoadEnvironment,
@@ -52,6 +52,7 @@ from sovereign_hub.sandbox.loadtest import (
     population,
     run_apart,
 )
+from sovereign_hub.sandbox.loadtest.gpuwatch import GpuWatch, PodGpus
 from sovereign_hub.spawner.overlay import as_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,36 +64,45 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def stock_config(namespace: str, scheduler: str) -> str:
-    """Stock KubeSpawner, configured the Zero to JupyterHub way: one profile per entry."""
+    """Stock KubeSpawner, configured the Zero to JupyterHub way: one profile per entry; a GPU
+    profile asks for its GPUs, tolerates the GPU nodes' taints and selects the product, with
+    no quota (stock KubeSpawner has none)."""
     policy = load_policy(POLICY_PATH).policy
     entries = []
     for slug, profile in sorted(policy.profiles.items()):
-        if profile.gpu is not None:
-            continue
         region = policy.regions[profile.regions[0]]
-        entries.append(
+        placement = [
             {
-                "slug": slug,
-                "display_name": profile.display_name,
-                "kubespawner_override": {
-                    "image": policy.channels[profile.channel].versions[0].image,
-                    "cpu_guarantee": float(profile.cpu.guarantee.value),
-                    "cpu_limit": float(profile.cpu.limit.value),
-                    "node_affinity_required": as_list(
-                        [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": policy.scheduling.region_label,
-                                        "operator": "In",
-                                        "values": list(region.node_regions),
-                                    }
-                                ]
-                            }
-                        ]
-                    ),
-                },
+                "key": policy.scheduling.region_label,
+                "operator": "In",
+                "values": list(region.node_regions),
             }
+        ]
+        override: dict[str, Any] = {
+            "image": policy.channels[profile.channel].versions[-1].image,
+            "cpu_guarantee": float(profile.cpu.guarantee.value),
+            "cpu_limit": float(profile.cpu.limit.value),
+        }
+        if profile.gpu is not None:
+            gpu = policy.gpu_types[profile.gpu.type]
+            override["extra_resource_guarantees"] = {gpu.resource: str(profile.gpu.count)}
+            override["extra_resource_limits"] = {gpu.resource: str(profile.gpu.count)}
+            override["tolerations"] = [
+                {"key": t.key, "operator": "Exists", "effect": t.effect}
+                if t.value is None
+                else {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect}
+                for t in policy.scheduling.gpu_taints
+            ]
+            placement.append(
+                {
+                    "key": policy.scheduling.gpu_product_label,
+                    "operator": "In",
+                    "values": [gpu.product],
+                }
+            )
+        override["node_affinity_required"] = as_list([{"matchExpressions": placement}])
+        entries.append(
+            {"slug": slug, "display_name": profile.display_name, "kubespawner_override": override}
         )
     return f"""
 from sovereign_hub.spawner.security import RESTRICTED_DEFAULTS
@@ -194,18 +204,34 @@ def hub_settings(
 
 
 SPAWNERS = ("KubeSpawner", "SovereignSpawner")
+GPU_ROWS = (
+    "GPU spawns: ready, refused, failed (pods)",
+    "GPUs requested by a group's pods at once, at most",
+    "GPU pods beyond a quota or a per-user limit",
+    "GPUs at the end: ledger / servers / pods",
+)
 
 
 def measure(
     kind: str, plan: LoadPlan, state: Path, settings: str = ""
 ) -> tuple[Report, dict[str, Any], list[Sample]]:
-    users = population(plan, load_policy(POLICY_PATH).policy)
+    policy = load_policy(POLICY_PATH).policy
+    users = population(plan, policy)
 
     def extra(cluster: Cluster) -> str:
         spawner = stock_config(cluster.namespace, cluster.scheduler_name) if kind == "stock" else ""
         return spawner + settings
 
-    with LoadEnvironment(users, state, extra_config=extra, concurrency=plan.concurrency) as env:
+    with (
+        LoadEnvironment(users, state, extra_config=extra, concurrency=plan.concurrency) as env,
+        contextlib.ExitStack() as stack,
+    ):
+        watch = None
+        if plan.gpu_share:
+            groups = {u.name: u.choice.group for u in users}
+            watch = stack.enter_context(
+                GpuWatch(env.cluster.kubeconfig, env.cluster.namespace, PodGpus(policy, groups))
+            )
         api = env.cluster.api
         before = sum(api.requests.values()) if api else 0
         by_route_before = Counter(api.requests) if api else Counter()
@@ -228,6 +254,8 @@ def measure(
             # A hub too busy to answer still leaves a report worth keeping.
             running = f"hub did not answer ({type(exc).__name__})"
         report.checks["servers running at the end"] = running
+        if watch is not None:
+            report.checks.update(gpu_checks(env, watch, policy, report, ledger=kind == "sovereign"))
         env.hub.stop()
         if kind == "sovereign":
             verified = env.verify_audit()
@@ -235,6 +263,52 @@ def measure(
                 "clean" if verified.returncode == 0 else verified.stdout.strip()[:200]
             )
     return report, usage, sampler.samples
+
+
+def gpu_checks(
+    env: LoadEnvironment, watch: GpuWatch, policy: Policy, report: Report, *, ledger: bool
+) -> dict[str, str]:
+    """The GPU figures of a run: GPU spawns by outcome, the most GPUs each group's pods held
+    against its quota, every moment a quota or a user's limit was exceeded on the cluster,
+    and at the end the hub's ledger against its servers' GPUs and the pods'."""
+    gpu_profiles = {name for name, p in policy.profiles.items() if p.gpu is not None}
+    outcomes = Counter(r.outcome for r in report.results if r.spawns and r.profile in gpu_profiles)
+    gpus = watch.gpus
+    quotas = {g: str(rules.gpu_quota) for g, rules in policy.groups.items()}
+    peaks = ", ".join(
+        f"{group} {held} (quota {quotas.get(group, '?')})"
+        for group, held in sorted(gpus.peak.items())
+    )
+    excess = gpus.excesses
+    # The watch, the ledger and the servers' saved state each lag the others a little.
+    deadline = time.monotonic() + 60
+    while True:
+        pods = {g: n for g, n in watch.by_group().items() if n}
+        servers = env.server_gpus()
+        held = {g: n for g, n in env.gpu_ledger().items() if n} if ledger else servers
+        if pods == servers == held or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+
+    def shown(totals: dict[str, int]) -> str:
+        return ", ".join(f"{g} {n}" for g, n in sorted(totals.items())) or "0"
+
+    return {
+        "GPU spawns: ready, refused, failed (pods)": (
+            f"{outcomes['ready']}, {outcomes['refused']}, "
+            f"{sum(n for o, n in outcomes.items() if o not in ('ready', 'refused'))} "
+            f"({gpus.gpu_pods} pods)"
+        ),
+        "GPUs requested by a group's pods at once, at most": peaks or "none",
+        "GPU pods beyond a quota or a per-user limit": (
+            "none"
+            if not excess
+            else f"{len(excess)}, first {excess[0].who}: {excess[0].held} > {excess[0].limit}"
+        ),
+        "GPUs at the end: ledger / servers / pods": (
+            f"{shown(held) if ledger else 'no ledger'} / {shown(servers)} / {shown(pods)}"
+        ),
+    }
 
 
 def summary(
@@ -295,6 +369,9 @@ def summary(
         [r.checks.get("servers running at the end", "") for r in reports],
     )
     row("audit verify", [r.checks.get("audit verify", "n/a (no audit trail)") for r in reports])
+    if plan.gpu_share:
+        for name in GPU_ROWS:
+            row(name, [r.checks.get(name, "") for r in reports])
     nodes = int(usage[0].get("nodes", 0))
     lines = [
         f"Load: {plan.users} users"
