@@ -71,6 +71,7 @@ def stock_config(namespace: str, scheduler: str) -> str:
     entries = []
     for slug, profile in sorted(policy.profiles.items()):
         region = policy.regions[profile.regions[0]]
+        channel = policy.channels[profile.channel]
         placement = [
             {
                 "key": policy.scheduling.region_label,
@@ -79,7 +80,7 @@ def stock_config(namespace: str, scheduler: str) -> str:
             }
         ]
         override: dict[str, Any] = {
-            "image": policy.channels[profile.channel].versions[-1].image,
+            "image": channel.versions[channel.newest].image,
             "cpu_guarantee": float(profile.cpu.guarantee.value),
             "cpu_limit": float(profile.cpu.limit.value),
         }
@@ -268,46 +269,56 @@ def measure(
 def gpu_checks(
     env: LoadEnvironment, watch: GpuWatch, policy: Policy, report: Report, *, ledger: bool
 ) -> dict[str, str]:
-    """The GPU figures of a run: GPU spawns by outcome, the most GPUs each group's pods held
-    against its quota, every moment a quota or a user's limit was exceeded on the cluster,
-    and at the end the hub's ledger against its servers' GPUs and the pods'."""
+    """The GPU figures of a run: GPU spawns by outcome, the most GPUs each group's pods
+    requested at once against its quota, the pods beyond a quota or a user's limit, and at
+    the end the hub's ledger against its servers' saved GPUs and the pods' (``ledger``:
+    the hub has one, Sovereign Hub's; stock KubeSpawner keeps neither)."""
     gpu_profiles = {name for name, p in policy.profiles.items() if p.gpu is not None}
     outcomes = Counter(r.outcome for r in report.results if r.spawns and r.profile in gpu_profiles)
-    gpus = watch.gpus
     quotas = {g: str(rules.gpu_quota) for g, rules in policy.groups.items()}
-    peaks = ", ".join(
-        f"{group} {held} (quota {quotas.get(group, '?')})"
-        for group, held in sorted(gpus.peak.items())
-    )
-    excess = gpus.excesses
-    # The watch, the ledger and the servers' saved state each lag the others a little.
+
+    def shown(totals: dict[str, int]) -> str:
+        return ", ".join(f"{g} {n}" for g, n in sorted(totals.items()) if n) or "0"
+
+    end = "no ledger / n/a / "
+    # The watch, the ledger and the servers' saved state each lag the others a little:
+    # read until they agree, for at most a minute in all.
     deadline = time.monotonic() + 60
     while True:
-        pods = {g: n for g, n in watch.by_group().items() if n}
-        servers = env.server_gpus()
-        held = {g: n for g, n in env.gpu_ledger().items() if n} if ledger else servers
+        seen = watch.snapshot()
+        pods = {g: n for g, n in seen.by_group.items() if n}
+        if not ledger:
+            end += shown(pods)
+            break
+        left = max(1.0, deadline - time.monotonic())
+        try:
+            servers = {g: n for g, n in env.server_gpus(timeout=left).items() if n}
+            held = {g: n for g, n in env.gpu_ledger(timeout=left).items() if n}
+        except requests.RequestException as exc:
+            end = f"hub did not answer ({type(exc).__name__}) / pods {shown(pods)}"
+            break
+        end = f"{shown(held)} / {shown(servers)} / {shown(pods)}"
         if pods == servers == held or time.monotonic() > deadline:
             break
         time.sleep(2)
-
-    def shown(totals: dict[str, int]) -> str:
-        return ", ".join(f"{g} {n}" for g, n in sorted(totals.items())) or "0"
-
+    excess = seen.excesses
     return {
         "GPU spawns: ready, refused, failed (pods)": (
             f"{outcomes['ready']}, {outcomes['refused']}, "
             f"{sum(n for o, n in outcomes.items() if o not in ('ready', 'refused'))} "
-            f"({gpus.gpu_pods} pods)"
+            f"({seen.gpu_pods} pods)"
         ),
-        "GPUs requested by a group's pods at once, at most": peaks or "none",
+        "GPUs requested by a group's pods at once, at most": ", ".join(
+            f"{group} {held} (quota {quotas.get(group, '?')})"
+            for group, held in sorted(seen.peak.items())
+        )
+        or "none",
         "GPU pods beyond a quota or a per-user limit": (
             "none"
             if not excess
             else f"{len(excess)}, first {excess[0].who}: {excess[0].held} > {excess[0].limit}"
         ),
-        "GPUs at the end: ledger / servers / pods": (
-            f"{shown(held) if ledger else 'no ledger'} / {shown(servers)} / {shown(pods)}"
-        ),
+        "GPUs at the end: ledger / servers / pods": end,
     }
 
 

@@ -43,7 +43,7 @@ class LedgerCollector(Collector):
         )
         quota = GaugeMetricFamily(
             "sovereign_gpu_quota",
-            "Each group's GPU quota in the policy the hub last decided a spawn with.",
+            "The GPU quota of each group that has one, in the policy of the hub's last decision.",
             labels=["quota_group"],
         )
         totals: dict[str, int] = {}

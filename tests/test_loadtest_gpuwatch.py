@@ -57,19 +57,25 @@ def test_every_moment_over_a_quota_or_a_users_limit_is_recorded():
         gpus.change("ADDED", pod(f"p{i}", f"u{i}", {"nvidia.com/gpu": "1"}))
     assert gpus.excesses == []
     gpus.change("ADDED", pod("p4", "u4", {"nvidia.com/gpu": "1"}))
-    assert gpus.excesses == [Excess("group eu-researchers", 5, 4)]
+    assert gpus.excesses == [Excess("group eu-researchers", 5, 4, "ns/p4")]
     gpus.change("DELETED", pod("p4", "u4", {}))
     gpus.change("DELETED", pod("p3", "u3", {}))
     gpus.change("ADDED", pod("q0", "u0", {"nvidia.com/gpu": "2"}))  # u0 now holds 3 of 2
-    assert gpus.excesses[-1] == Excess("user u0", 3, 2)
+    assert gpus.excesses[-1] == Excess("user u0", 3, 2, "ns/q0")
     assert gpus.peak == {"eu-researchers": 5}
 
 
-def test_a_full_list_replaces_what_the_watch_had():
+def test_a_full_list_replaces_what_the_watch_had_and_counts_no_pod_twice():
     gpus = PodGpus(POLICY, GROUPS)
     gpus.change("ADDED", pod("gone", "u0", {"nvidia.com/gpu": "1"}))
     gpus.resync({("ns", "kept"): pod("kept", "u1", {"nvidia.com/gpu": "2"})})
     assert gpus.by_group() == {"eu-researchers": 2}
+    over = {("ns", f"p{i}"): pod(f"p{i}", f"u{i}", {"nvidia.com/gpu": "1"}) for i in range(5)}
+    gpus.resync(over)
+    assert len(gpus.excesses) == 1
+    gpus.resync(over)  # a relist after a 410: the same pods, no new excess
+    assert len(gpus.excesses) == 1
+    assert gpus.gpu_pods == 7
 
 
 async def test_the_watch_follows_pods_on_the_api_server_emulated_kubernetes(kube, core):
@@ -111,9 +117,9 @@ async def test_the_watch_follows_pods_on_the_api_server_emulated_kubernetes(kube
 
     await core.create_namespaced_pod(ns, body("before", "u0", "1"))  # listed, not watched
     with GpuWatch(kube.kubeconfig, ns, PodGpus(POLICY, GROUPS)) as watch:
-        assert watch.by_group() == {"eu-researchers": 1}
+        assert watch.snapshot().by_group == {"eu-researchers": 1}
         await core.create_namespaced_pod(ns, body("after", "u1", "2"))
-        await until(lambda: watch.by_group() == {"eu-researchers": 3}, "the second pod")
+        await until(lambda: watch.snapshot().by_group == {"eu-researchers": 3}, "the second pod")
         await core.delete_namespaced_pod("before", ns, grace_period_seconds=0)
-        await until(lambda: watch.by_group() == {"eu-researchers": 2}, "the first pod go")
-    assert watch.gpus.peak == {"eu-researchers": 3}
+        await until(lambda: watch.snapshot().by_group == {"eu-researchers": 2}, "the first pod go")
+    assert watch.snapshot().peak == {"eu-researchers": 3}

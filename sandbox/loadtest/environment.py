@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import requests
 import yaml
@@ -114,9 +115,20 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
     def audit_store(self) -> Path:
         return self.state / "audit.sqlite"
 
+    def active_users(self, timeout: float = 30) -> list[dict[str, Any]]:
+        """Every user with a running or starting server, page by page (the REST API answers
+        at most 200 users a request)."""
+        users: list[dict[str, Any]] = []
+        while True:
+            page = self.hub.api(
+                "GET", f"/users?state=active&offset={len(users)}&limit=200", timeout=timeout
+            ).json()
+            users += page
+            if len(page) < 200:
+                return users
+
     def running_servers(self, timeout: float = 30) -> int:
-        users = self.hub.api("GET", "/users?state=active", timeout=timeout).json()
-        return sum(len(u.get("servers") or {}) for u in users)
+        return sum(len(u.get("servers") or {}) for u in self.active_users(timeout))
 
     def gpu_ledger(self, timeout: float = 30) -> dict[str, int]:
         """The GPUs the hub's quota ledger holds per group (``sovereign_gpu_held`` on
@@ -137,9 +149,8 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
     def server_gpus(self, timeout: float = 120) -> dict[str, int]:
         """The GPUs of the hub's servers that are running or starting, per quota group, as
         their saved state records them (Sovereign Hub's spawner only)."""
-        users = self.hub.api("GET", "/users?state=active", timeout=timeout).json()
         totals: dict[str, int] = {}
-        for user in users:
+        for user in self.active_users(timeout):
             for server in (user.get("servers") or {}).values():
                 state = (server.get("state") or {}).get("sovereign") or {}
                 allocation = state.get("allocation") or {}

@@ -5,9 +5,12 @@ in one step); what a run must show is that the *cluster* never held more: a
 pod still terminating after its hold was released, or a hold released by a
 failed spawn while its pod lives on, would. So this watches the pods through
 the API server (list, then watch: every change, in order) and counts each
-pod's GPU limits for its user's quota group from the pod's creation until it
-has finished or is gone: as a Kubernetes ResourceQuota counts a pod, pending
-or terminating, and as the scheduler keeps a terminating pod's GPUs taken.
+pod's GPUs (its containers' limits, which equal the requests for an extended
+resource) for its user's quota group from the pod's creation until it has
+finished or is gone. Pending pods count, as a Kubernetes ResourceQuota counts
+them, and terminating ones until they are gone, as the scheduler keeps their
+GPUs taken: stricter than a ResourceQuota, which stops counting a terminating
+pod once its grace period is over.
 Groups come from the simulated users, not from the spawner's own
 annotations, so the same watch measures stock KubeSpawner's pods too.
 """
@@ -38,6 +41,18 @@ class Excess:
     """``group <name>`` or ``user <name>``."""
     held: int
     limit: int
+    pod: str
+    """``namespace/name`` of the pod whose creation took ``who`` over ``limit``."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSnapshot:
+    """What :class:`PodGpus` has counted, at one moment."""
+
+    by_group: dict[str, int]
+    peak: dict[str, int]
+    excesses: tuple[Excess, ...]
+    gpu_pods: int
 
 
 @dataclass(slots=True)
@@ -75,6 +90,7 @@ class PodGpus:
         return total
 
     def user(self, pod: Mapping[str, Any]) -> str:
+        """The pod's user, as KubeSpawner names it on the pod."""
         meta = pod.get("metadata") or {}
         # KubeSpawner's annotation keeps the name as it is; its label is escaped.
         return (meta.get("annotations") or {}).get("hub.jupyter.org/username") or (
@@ -82,22 +98,25 @@ class PodGpus:
         ).get("hub.jupyter.org/username", "")
 
     def change(self, kind: str, pod: Mapping[str, Any]) -> None:
+        """Apply one watch event (``ADDED``, ``MODIFIED``, ``DELETED``) for ``pod``."""
         key = key_of(dict(pod))
         phase = (pod.get("status") or {}).get("phase")
         gpus = self.gpus(pod)
+        uid = (pod.get("metadata") or {}).get("uid", "")
+        # A pod is checked against the limits once, when first seen: a relist (after a 410)
+        # shows the same pods again, and a pod's GPUs never change.
+        first = bool(gpus) and uid not in self._seen
+        if first:
+            self._seen.add(uid)
+            self.gpu_pods += 1
         if kind == "DELETED" or phase in TERMINAL or not gpus:
             self.held.pop(key, None)
             return
-        uid = (pod.get("metadata") or {}).get("uid", "")
-        if uid not in self._seen:
-            self._seen.add(uid)
-            self.gpu_pods += 1
-        new = key not in self.held
         user = self.user(pod)
-        self.held[key] = (user, self.group_of.get(user, "(unknown)"), gpus)
-        if new:
-            # Only a new pod can take a group or a user over a limit.
-            self._check(user, self.held[key][1])
+        group = self.group_of.get(user, "(unknown)")
+        self.held[key] = (user, group, gpus)
+        if first:
+            self._check(user, group, f"{key[0]}/{key[1]}")
 
     def resync(self, pods: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
         """After a full list: the holds are what the list shows."""
@@ -106,12 +125,13 @@ class PodGpus:
             self.change("ADDED", pod)
 
     def by_group(self) -> dict[str, int]:
+        """The GPUs each group's pods hold now."""
         totals: dict[str, int] = {}
         for _, group, gpus in self.held.values():
             totals[group] = totals.get(group, 0) + gpus
         return totals
 
-    def _check(self, user: str, group: str) -> None:
+    def _check(self, user: str, group: str, pod: str) -> None:
         totals = self.by_group()
         held = totals.get(group, 0)
         self.peak[group] = max(self.peak.get(group, 0), held)
@@ -119,10 +139,14 @@ class PodGpus:
         if rules is None:
             return
         if held > rules.gpu_quota:
-            self.excesses.append(Excess(f"group {group}", held, rules.gpu_quota))
-        mine = sum(g for u, _, g in self.held.values() if u == user)
+            self.excesses.append(Excess(f"group {group}", held, rules.gpu_quota, pod))
+        # As the policy counts a user's limit: their GPUs in this group.
+        mine = sum(n for u, g, n in self.held.values() if u == user and g == group)
         if rules.per_user_gpu_limit is not None and mine > rules.per_user_gpu_limit:
-            self.excesses.append(Excess(f"user {user}", mine, rules.per_user_gpu_limit))
+            self.excesses.append(Excess(f"user {user}", mine, rules.per_user_gpu_limit, pod))
+
+    def snapshot(self) -> GpuSnapshot:
+        return GpuSnapshot(self.by_group(), dict(self.peak), tuple(self.excesses), self.gpu_pods)
 
 
 class GpuWatch(contextlib.AbstractContextManager["GpuWatch"]):
@@ -139,10 +163,13 @@ class GpuWatch(contextlib.AbstractContextManager["GpuWatch"]):
 
     def __enter__(self) -> GpuWatch:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
-        if not self._synced.wait(timeout=60):
+        try:
+            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
+            if not self._synced.wait(timeout=60):
+                raise TimeoutError(f"the pod watch in {self.namespace} did not list within 60 s")
+        except BaseException:
             self.__exit__(None, None, None)
-            raise TimeoutError(f"the pod watch in {self.namespace} did not list within 60 s")
+            raise
         return self
 
     async def _start(self) -> None:
@@ -159,10 +186,10 @@ class GpuWatch(contextlib.AbstractContextManager["GpuWatch"]):
             elif pod is not None:
                 self.gpus.change(kind, pod)
 
-    def by_group(self) -> dict[str, int]:
-        """The GPUs each group's pods hold now, as far as the watch has seen."""
+    def snapshot(self) -> GpuSnapshot:
+        """What the watch has counted so far (taken while the watch thread waits)."""
         with self._lock:
-            return self.gpus.by_group()
+            return self.gpus.snapshot()
 
     def __exit__(self, *exc: object) -> None:
         async def stop() -> None:
