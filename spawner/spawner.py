@@ -373,7 +373,20 @@ class SovereignSpawner(
         return status
 
     async def stop(self, now: bool = False) -> None:
-        await super().stop(now=now)
+        try:
+            await super().stop(now=now)
+        except Exception as exc:
+            # JupyterHub drops a stop's exception without a word and forgets the server. Say
+            # what may be left running; its GPUs stay held, as the pod may still have them.
+            self.log.error(
+                "Stopping %s failed (%s): its pod %s/%s may still be running; "
+                "delete it with kubectl if it is",
+                self._log_name,
+                type(exc).__name__,
+                self.namespace,
+                self.pod_name,
+            )
+            raise
         allocation = self.allocation
         self.ledger.release(self._key)
         self.gpu_released(allocation)

@@ -87,6 +87,13 @@ SEAMS = [
         "answer was lost is retried, and a pod carrying this start's spawn id is kept",
     ),
     Seam(
+        "_make_delete_pod_request",
+        "async (self, pod_name, delete_options, grace_seconds, request_timeout)",
+        KubeSpawner,
+        "spawner/transient.py ApiRetries._make_delete_pod_request overrides it: a stop's "
+        "delete is timed on the API server's answer, not on the wait for a connection",
+    ),
+    Seam(
         "_log_name",
         "property",
         Spawner,

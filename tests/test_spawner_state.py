@@ -177,3 +177,32 @@ def test_pods_without_the_plans_labels_or_gpus_hold_nothing():
         GPU_RESOURCES,
     )  # fmt: skip
     assert odd.gpus == 0
+
+
+@pytest.mark.usefixtures("offline_kubeconfig")
+async def test_a_stop_that_fails_says_which_pod_may_still_run_and_keeps_its_gpus(
+    monkeypatch, caplog
+):
+    """JupyterHub drops a stop's exception without a word and forgets the server: the
+    spawner logs which pod may be left, and the GPUs stay held, as the pod may have them."""
+    from kubespawner import KubeSpawner
+
+    from sovereign_hub.spawner.quota import GpuLedger
+    from sovereign_hub.spawner.transient import ApiUnavailable
+
+    async def gave_up(self, now=False):
+        raise TimeoutError("Could not delete pod hub/jupyter-ana")
+
+    monkeypatch.setattr(KubeSpawner, "stop", gave_up)
+    ledger = GpuLedger()
+    spawner = SovereignSpawner(
+        _mock=True, namespace="hub", ledger=ledger, k8s_api_request_retry_timeout=1
+    )
+    spawner.allocation = ALLOCATION
+    ledger.hold(spawner._key, "eu-researchers", 1)
+    with pytest.raises(ApiUnavailable, match="while stopping the server"):
+        await spawner.stop()
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "failed (ApiUnavailable)" in line
+    assert f"its pod hub/{spawner.pod_name} may still be running" in line
+    assert ledger.held(spawner._key) == ("eu-researchers", 1)

@@ -8,6 +8,7 @@ import copy
 import json
 import logging
 from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import pytest
@@ -614,3 +615,71 @@ async def test_a_pod_create_never_accepted_fails_naming_the_api_server_not_a_slo
     assert "did not start" not in message
     token = yaml.safe_load(kube.kubeconfig.read_text())["users"][0]["user"]["token"]
     assert token not in message
+
+
+class _Deleting:
+    namespace = "ns"
+    log = logging.getLogger("test-delete")
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+
+
+class _DeletingSpawner(ApiRetries, _Deleting):
+    pass
+
+
+async def test_a_stops_delete_waiting_for_one_of_the_hubs_connections_is_not_timed_out():
+    """At a thousand stops at once, deletes waited for one of the hub's pooled connections
+    past KubeSpawner's 3 s, and after 30 s of such attempts the stop gave up, leaving the
+    pod running for a server JupyterHub forgot. Against a real aiohttp server through
+    kubernetes_asyncio, with a pool of one connection and an API server answering in 0.3 s:
+    five deletes at once are all taken with a 1 s answer timeout; KubeSpawner's own attempt
+    times some of them out. A pod already gone counts as deleted; a silent API server's
+    delete times out (False: KubeSpawner's backoff asks again)."""
+    from aiohttp import web
+    from kubernetes_asyncio import client
+    from kubespawner import KubeSpawner
+
+    silent = asyncio.Event()
+
+    async def delete(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name == "gone":
+            return web.json_response(
+                {"kind": "Status", "code": 404, "reason": "NotFound"}, status=404
+            )
+        if name == "silent":
+            await silent.wait()
+        await asyncio.sleep(0.3)
+        return web.json_response({"kind": "Pod", "metadata": {"name": name}})
+
+    app = web.Application()
+    app.router.add_delete("/api/v1/namespaces/{ns}/pods/{name}", delete)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = client.Configuration(host=f"http://127.0.0.1:{port}")
+    config.connection_pool_maxsize = 1
+    try:
+        async with client.ApiClient(config) as api_client:
+            spawner = _DeletingSpawner(client.CoreV1Api(api_client))
+            options = client.V1DeleteOptions(grace_period_seconds=1)
+            taken = await asyncio.gather(
+                *(spawner._make_delete_pod_request(f"p{i}", options, 1, 1) for i in range(5))
+            )
+            assert taken == [True] * 5
+            kubespawners = await asyncio.gather(
+                *(
+                    KubeSpawner._make_delete_pod_request(spawner, f"p{i}", options, 1, 1)
+                    for i in range(5)
+                )
+            )
+            assert False in kubespawners  # timed out in the queue: the stop's window spent
+            assert await spawner._make_delete_pod_request("gone", options, 1, 1) is True
+            assert await spawner._make_delete_pod_request("silent", options, 1, 0.5) is False
+            silent.set()
+    finally:
+        await runner.cleanup()
