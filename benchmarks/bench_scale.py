@@ -53,6 +53,7 @@ from sovereign_hub.sandbox.loadtest import (
     run_apart,
 )
 from sovereign_hub.sandbox.loadtest.gpuwatch import GpuWatch, PodGpus
+from sovereign_hub.sandbox.postgres import LocalPostgres
 from sovereign_hub.spawner.overlay import as_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -214,7 +215,7 @@ GPU_ROWS = (
 
 
 def measure(
-    kind: str, plan: LoadPlan, state: Path, settings: str = ""
+    kind: str, plan: LoadPlan, state: Path, settings: str = "", hub_db: str = ""
 ) -> tuple[Report, dict[str, Any], list[Sample]]:
     policy = load_policy(POLICY_PATH).policy
     users = population(plan, policy)
@@ -224,7 +225,9 @@ def measure(
         return spawner + settings
 
     with (
-        LoadEnvironment(users, state, extra_config=extra, concurrency=plan.concurrency) as env,
+        LoadEnvironment(
+            users, state, extra_config=extra, concurrency=plan.concurrency, hub_db=hub_db
+        ) as env,
         contextlib.ExitStack() as stack,
     ):
         watch = None
@@ -255,6 +258,7 @@ def measure(
             # A hub too busy to answer still leaves a report worth keeping.
             running = f"hub did not answer ({type(exc).__name__})"
         report.checks["servers running at the end"] = running
+        report.checks["user pods left at the end"] = str(len(user_pods_left(env.cluster)))
         if watch is not None:
             report.checks.update(gpu_checks(env, watch, policy, report, ledger=kind == "sovereign"))
         env.hub.stop()
@@ -263,7 +267,28 @@ def measure(
             report.checks["audit verify"] = (
                 "clean" if verified.returncode == 0 else verified.stdout.strip()[:200]
             )
+            events = env.audit_events()
+            report.checks["audit: servers started / stopped (spawns failed)"] = (
+                f"{events['server-started']} / {events['server-stopped']} "
+                f"({events['spawn-failed']})"
+            )
     return report, usage, sampler.samples
+
+
+def user_pods_left(cluster: Cluster, settle: float = 30) -> list[str]:
+    """The single-user pods still in the cluster after the run (any phase), once pods that
+    are terminating have had ``settle`` seconds to go: a server the hub forgot whose pod
+    runs on is counted here, not in the hub's own view."""
+    deadline = time.monotonic() + settle
+    while True:
+        left = [
+            p["metadata"]["name"]
+            for p in cluster.pods()
+            if (p["metadata"].get("labels") or {}).get("component") == "singleuser-server"
+        ]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(1)
 
 
 def gpu_checks(
@@ -323,7 +348,10 @@ def gpu_checks(
 
 
 def summary(
-    plan: LoadPlan, runs: dict[str, tuple[Report, dict[str, Any]]], settings: str = ""
+    plan: LoadPlan,
+    runs: dict[str, tuple[Report, dict[str, Any]]],
+    settings: str = "",
+    hub_db: str = "sqlite",
 ) -> str:
     kinds = list(runs)
     rows: list[tuple[str, list[str]]] = []
@@ -379,7 +407,15 @@ def summary(
         "servers running at the end",
         [r.checks.get("servers running at the end", "") for r in reports],
     )
+    row(
+        "user pods left at the end",
+        [r.checks.get("user pods left at the end", "") for r in reports],
+    )
     row("audit verify", [r.checks.get("audit verify", "n/a (no audit trail)") for r in reports])
+    row(
+        "audit: servers started / stopped (spawns failed)",
+        [r.checks.get("audit: servers started / stopped (spawns failed)", "n/a") for r in reports],
+    )
     if plan.gpu_share:
         for name in GPU_ROWS:
             row(name, [r.checks.get(name, "") for r in reports])
@@ -395,6 +431,11 @@ def summary(
         *(
             ["", f"Set in both hubs: `{'; '.join(settings.strip().splitlines())}`."]
             if settings.strip()
+            else []
+        ),
+        *(
+            ["", "JupyterHub's database: PostgreSQL (a local server, a database per hub)."]
+            if hub_db == "postgresql"
             else []
         ),
         "",
@@ -500,6 +541,13 @@ def main(argv: list[str] | None = None) -> int:
         "folder instead of a temporary one",
     )
     parser.add_argument(
+        "--hub-db",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="JupyterHub's own database in both hubs: SQLite in the state folder (default), "
+        "or a local PostgreSQL server started for the run (Debian's package), a database each",
+    )
+    parser.add_argument(
         "--only",
         choices=("sovereign", "stock"),
         help="run one hub only (no ratio): to estimate a run's length",
@@ -512,15 +560,22 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, tuple[Report, dict[str, Any]]] = {}
     samples: dict[str, list[Sample]] = {}
     with (
-        contextlib.nullcontext(str(args.state))
-        if args.state
-        else tempfile.TemporaryDirectory(prefix="sovhub-bench-scale-")
-    ) as tmp:
+        (
+            contextlib.nullcontext(str(args.state))
+            if args.state
+            else tempfile.TemporaryDirectory(prefix="sovhub-bench-scale-")
+        ) as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        postgres = stack.enter_context(LocalPostgres()) if args.hub_db == "postgresql" else None
         for kind in (args.only,) if args.only else ("sovereign", "stock"):
             print(f"running {kind} ...", file=sys.stderr, flush=True)
-            report, usage, samples[kind] = measure(kind, plan, Path(tmp) / kind, settings)
+            hub_db = postgres.create_database(f"hub_{kind}") if postgres else ""
+            report, usage, samples[kind] = measure(
+                kind, plan, Path(tmp) / kind, settings, hub_db=hub_db
+            )
             runs[kind] = (report, usage)
-    text = summary(plan, runs, settings)
+    text = summary(plan, runs, settings, hub_db=args.hub_db)
     if args.out:
         out = Path(args.out)
         out.with_suffix(".json").write_text(
@@ -528,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "plan": asdict(plan),
                     "settings": settings.strip().splitlines(),
+                    "hub_db": args.hub_db,
                     "hubs": {
                         kind: {
                             "usage": usage,

@@ -117,11 +117,19 @@ def sandbox_values(*, issuer: str, port: int, namespace: str, store: str, state:
 
 
 def hub_config(
-    *, issuer: str, port: int, policy: Path, cluster: Cluster, state: Path, store: str = ""
+    *,
+    issuer: str,
+    port: int,
+    policy: Path,
+    cluster: Cluster,
+    state: Path,
+    store: str = "",
+    hub_db: str = "",
 ) -> str:
     """The hub's configuration: the chart's mapping (``sovereign_hub.hubconfig``) for a
     local run, plus what only the sandbox sets (the emulated scheduler, the notebook
-    command). ``store`` is a PostgreSQL URL or empty for SQLite in ``state``."""
+    command). ``store`` is a PostgreSQL URL or empty for SQLite in ``state``; ``hub_db``
+    a PostgreSQL URL for JupyterHub's own database, or empty for its SQLite file."""
     state.mkdir(parents=True, exist_ok=True)
     values = sandbox_values(
         issuer=issuer, port=port, namespace=cluster.namespace, store=store, state=state
@@ -131,6 +139,13 @@ def hub_config(
     (state / "oidc" / "client-secret").write_text("sandbox-only-secret")
     singleuser = notebook_command()
     root_args = ["--allow-root"] if os.geteuid() == 0 else []
+    # Before configure(), which gives a SQLite database its WAL settings and leaves any
+    # other alone; the driver is psycopg 3, as the chart's PostgreSQL setting uses.
+    database = (
+        f"c.JupyterHub.db_url = {hub_db.replace('postgresql://', 'postgresql+psycopg://', 1)!r}\n"
+        if hub_db
+        else ""
+    )
     return f"""
 from pathlib import Path
 from sovereign_hub.hubconfig import Site, attach_audit, configure, enable_sharing, load_values
@@ -138,7 +153,7 @@ from sovereign_hub.hubconfig import Site, attach_audit, configure, enable_sharin
 site = Site.local(
     Path({str(state)!r}), policy_file=Path({str(policy)!r}), viewer_port={free_port()}
 )
-configure(c, load_values(site.config_dir / "values.yaml"), site)
+{database}configure(c, load_values(site.config_dir / "values.yaml"), site)
 c.SovereignSpawner.scheduler_name = {cluster.scheduler_name!r}
 c.SovereignSpawner.cmd = [{str(singleuser)!r}]
 c.SovereignSpawner.args = {root_args!r}

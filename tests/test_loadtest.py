@@ -183,6 +183,25 @@ def test_forty_users_twenty_at_a_time_all_spawn_and_the_audit_trail_is_whole(tmp
     assert events["spawn-failed"] == 0, events
 
 
+def test_the_hub_can_keep_its_database_in_postgresql(tmp_path, postgres_server):
+    """A real PostgreSQL server: the hub's users and servers are rows there, and no SQLite
+    file is made (the benchmark's `--hub-db postgresql`)."""
+    import psycopg
+
+    plan = LoadPlan(users=4, concurrency=4, arrival="burst", idle_seconds=1.0)
+    users = population(plan, POLICY)
+    url = postgres_server.create_database("hub_loadtest")
+    with LoadEnvironment(users, tmp_path / "load", hub_db=url) as env:
+        report = run(env.hub.url, users, plan)
+        assert report.outcomes() == {"ready": 4}, report.markdown()
+        with psycopg.connect(url) as db:
+            names = {row[0] for row in db.execute("SELECT name FROM users")}
+            (spawners,) = db.execute("SELECT count(*) FROM spawners").fetchone() or (0,)
+        assert {u.name for u in users} <= names
+        assert spawners >= 4
+    assert not (tmp_path / "load" / "hub" / "jupyterhub.sqlite").exists()
+
+
 def test_the_hubs_429s_are_waited_out_and_counted_apart_from_failures(tmp_path):
     """JupyterHub's own spawn throttle (``concurrent_spawn_limit``) meets a burst: every 429
     it answers is retried after its Retry-After, every user ends with a server, and the run

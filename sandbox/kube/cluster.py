@@ -195,6 +195,17 @@ class Cluster:
 
         return str(self.call(fetch()))
 
+    def pods(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """The pods of ``namespace`` (the cluster's own by default), as the API server lists
+        them: what a check after a run finds left, whatever the hub believes."""
+
+        async def fetch() -> dict[str, Any]:
+            assert self._client is not None  # noqa: S101
+            core = client.CoreV1Api(self._client)
+            return await rawapi.call(core.list_namespaced_pod, namespace or self.namespace)
+
+        return list(self.call(fetch())["items"])
+
     # -- the cluster -------------------------------------------------------
     async def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)

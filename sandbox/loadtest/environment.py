@@ -49,12 +49,15 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
         extra_config: Callable[[Cluster], str] | None = None,
         concurrency: int | None = None,
         light_pods: bool = True,
+        hub_db: str = "",
     ) -> None:
         self.users, self.state, self.policy, self.nodes = users, state, policy, nodes
         # Off: each server is a real JupyterLab process from .venv-notebook, as in the
         # sandbox (a few dozen at most on two cores: benchmarks/bench_burst.py).
         self.light_pods = light_pods
         self.extra_config = extra_config
+        self.hub_db = hub_db
+        """JupyterHub's own database: a PostgreSQL URL, or empty for SQLite in ``state``."""
         self.concurrency = concurrency
         self._stack = contextlib.ExitStack()
 
@@ -79,6 +82,7 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
                 policy=self.policy,
                 cluster=self.cluster,
                 state=self.state,
+                hub_db=self.hub_db,
             )
             env = {
                 "KUBECONFIG": str(self.cluster.kubeconfig),
