@@ -330,7 +330,7 @@ def _culler(cull: Mapping[str, Any], services: list, roles: list) -> None:
     if not cull["enabled"]:
         return
     command = [
-        sys.executable, "-m", "jupyterhub_idle_culler",
+        sys.executable, "-m", "sovereign_hub.culler",
         f"--timeout={cull['timeout']}", f"--cull-every={cull['every']}",
         f"--concurrency={cull['concurrency']}",
     ]  # fmt: skip

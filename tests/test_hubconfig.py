@@ -126,7 +126,7 @@ def test_the_chart_defaults(tmp_path):
                     "command": [
                         PY,
                         "-m",
-                        "jupyterhub_idle_culler",
+                        "sovereign_hub.culler",
                         "--timeout=3600",
                         "--cull-every=600",
                         "--concurrency=10",
@@ -220,7 +220,7 @@ def test_everything_on(tmp_path, example_policy_values):
                     "command": [
                         PY,
                         "-m",
-                        "jupyterhub_idle_culler",
+                        "sovereign_hub.culler",
                         "--timeout=7200",
                         "--cull-every=600",
                         "--concurrency=10",
