@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import Any
 
 from . import logscrub
@@ -33,6 +34,10 @@ def scrub_every_record() -> None:
 
 
 def main() -> None:
+    # JupyterHub stops a service with SIGINT first, and waits 10 s before SIGTERM. A process
+    # started with SIGINT ignored (a background job of a non-interactive shell, as `cmd &`) passes
+    # that on to the culler, and the hub's shutdown spent those 10 s: interrupt as Python does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logscrub.remember(os.environ.get("JUPYTERHUB_API_TOKEN", ""))
     scrub_every_record()
     from jupyterhub_idle_culler import main as cull
