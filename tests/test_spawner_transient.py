@@ -4,9 +4,11 @@ what the user reads when waiting did not help (spawner/transient.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -415,6 +417,27 @@ async def test_a_silent_api_server_still_ends_the_retry_window():
     assert str(spawner.unanswered_create("eu", "hub")).count("no answer within 3 s") == 1
 
 
+@contextlib.asynccontextmanager
+async def one_connection_client(app: Any) -> AsyncIterator[Any]:
+    """A kubernetes_asyncio client of ``app`` (a real aiohttp server on loopback) with one
+    pooled connection: requests beyond the first wait for it, as a hub's do at a burst."""
+    from aiohttp import web
+    from kubernetes_asyncio import client
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = client.Configuration(host=f"http://127.0.0.1:{port}")
+    config.connection_pool_maxsize = 1
+    try:
+        async with client.ApiClient(config) as api_client:
+            yield api_client
+    finally:
+        await runner.cleanup()
+
+
 async def test_a_create_waiting_for_one_of_the_hubs_connections_is_not_timed_out():
     """At a thousand spawns at once, creates waited for one of the hub's pooled connections
     to the API server past KubeSpawner's 3 s timeout, were sent again at the end of the
@@ -434,34 +457,24 @@ async def test_a_create_waiting_for_one_of_the_hubs_connections_is_not_timed_out
 
     app = web.Application()
     app.router.add_post("/api/v1/namespaces/{ns}/pods", create)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    config = client.Configuration(host=f"http://127.0.0.1:{port}")
-    config.connection_pool_maxsize = 1
-    try:
-        async with client.ApiClient(config) as api_client:
-            api = client.CoreV1Api(api_client)
+    async with one_connection_client(app) as api_client:
+        api = client.CoreV1Api(api_client)
 
-            def pod(i: int) -> dict:
-                return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}"}}
+        def pod(i: int) -> dict:
+            return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}"}}
 
-            answered = await asyncio.gather(
-                *(
-                    api.create_namespaced_pod("ns", pod(i), _request_timeout=answer_timeout(1))
-                    for i in range(5)
-                )
+        answered = await asyncio.gather(
+            *(
+                api.create_namespaced_pod("ns", pod(i), _request_timeout=answer_timeout(1))
+                for i in range(5)
             )
-            assert [p.metadata.name for p in answered] == [f"p{i}" for i in range(5)]
-            timed_whole = await asyncio.gather(
-                *(asyncio.wait_for(api.create_namespaced_pod("ns", pod(i)), 1) for i in range(5)),
-                return_exceptions=True,
-            )
-            assert any(isinstance(r, TimeoutError) for r in timed_whole)
-    finally:
-        await runner.cleanup()
+        )
+        assert [p.metadata.name for p in answered] == [f"p{i}" for i in range(5)]
+        timed_whole = await asyncio.gather(
+            *(asyncio.wait_for(api.create_namespaced_pod("ns", pod(i)), 1) for i in range(5)),
+            return_exceptions=True,
+        )
+        assert any(isinstance(r, TimeoutError) for r in timed_whole)
 
 
 async def test_each_start_marks_its_pod_with_a_new_id():
@@ -656,30 +669,20 @@ async def test_a_stops_delete_waiting_for_one_of_the_hubs_connections_is_not_tim
 
     app = web.Application()
     app.router.add_delete("/api/v1/namespaces/{ns}/pods/{name}", delete)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    config = client.Configuration(host=f"http://127.0.0.1:{port}")
-    config.connection_pool_maxsize = 1
-    try:
-        async with client.ApiClient(config) as api_client:
-            spawner = _DeletingSpawner(client.CoreV1Api(api_client))
-            options = client.V1DeleteOptions(grace_period_seconds=1)
-            taken = await asyncio.gather(
-                *(spawner._make_delete_pod_request(f"p{i}", options, 1, 1) for i in range(5))
+    async with one_connection_client(app) as api_client:
+        spawner = _DeletingSpawner(client.CoreV1Api(api_client))
+        options = client.V1DeleteOptions(grace_period_seconds=1)
+        taken = await asyncio.gather(
+            *(spawner._make_delete_pod_request(f"p{i}", options, 1, 1) for i in range(5))
+        )
+        assert taken == [True] * 5
+        kubespawners = await asyncio.gather(
+            *(
+                KubeSpawner._make_delete_pod_request(spawner, f"p{i}", options, 1, 1)
+                for i in range(5)
             )
-            assert taken == [True] * 5
-            kubespawners = await asyncio.gather(
-                *(
-                    KubeSpawner._make_delete_pod_request(spawner, f"p{i}", options, 1, 1)
-                    for i in range(5)
-                )
-            )
-            assert False in kubespawners  # timed out in the queue: the stop's window spent
-            assert await spawner._make_delete_pod_request("gone", options, 1, 1) is True
-            assert await spawner._make_delete_pod_request("silent", options, 1, 0.5) is False
-            silent.set()
-    finally:
-        await runner.cleanup()
+        )
+        assert False in kubespawners  # timed out in the queue: the stop's window spent
+        assert await spawner._make_delete_pod_request("gone", options, 1, 1) is True
+        assert await spawner._make_delete_pod_request("silent", options, 1, 0.5) is False
+        silent.set()
