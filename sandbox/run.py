@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from sovereign_hub.audit.sinks.postgresql import is_postgres_url
+from sovereign_hub.hubconfig import sqlalchemy_url
 from sovereign_hub.policy import PolicyError, load_policy
 
 from .containers import RuntimeUnavailable, check_oci, policy_with_images
@@ -140,12 +141,8 @@ def hub_config(
     singleuser = notebook_command()
     root_args = ["--allow-root"] if os.geteuid() == 0 else []
     # Before configure(), which gives a SQLite database its WAL settings and leaves any
-    # other alone; the driver is psycopg 3, as the chart's PostgreSQL setting uses.
-    database = (
-        f"c.JupyterHub.db_url = {hub_db.replace('postgresql://', 'postgresql+psycopg://', 1)!r}\n"
-        if hub_db
-        else ""
-    )
+    # other alone.
+    database = f"c.JupyterHub.db_url = {sqlalchemy_url(hub_db)!r}\n" if hub_db else ""
     return f"""
 from pathlib import Path
 from sovereign_hub.hubconfig import Site, attach_audit, configure, enable_sharing, load_values

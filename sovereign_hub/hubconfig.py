@@ -176,11 +176,17 @@ def _pod_network(c: Any, values: Mapping[str, Any]) -> None:
     c.JupyterHub.cleanup_servers = False  # servers outlive a hub restart
 
 
+def sqlalchemy_url(url: str) -> str:
+    """A ``postgresql://`` URL as JupyterHub's SQLAlchemy engine takes it: with psycopg 3,
+    the driver the hub image installs."""
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
 def _database(c: Any, db: Mapping[str, Any], site: Site) -> None:
     if db["type"] != "postgresql":
         c.JupyterHub.db_url = f"sqlite:///{site.state_dir / 'jupyterhub.sqlite'}"
         return
-    c.JupyterHub.db_url = db["url"].replace("postgresql://", "postgresql+psycopg://", 1)
+    c.JupyterHub.db_url = sqlalchemy_url(db["url"])
     # The password arrives as a file and goes to the driver alone: an
     # environment variable (PGPASSWORD) would be inherited by every child.
     if password := read_secret(site.db_password_file):

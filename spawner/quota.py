@@ -17,9 +17,9 @@ Key = tuple[str, str]  # (username, server name)
 class GpuLedger:
     def __init__(self) -> None:
         self._holds: dict[Key, tuple[str, int]] = {}
-        self.quotas: dict[str, int] = {}
-        """Each group's GPU quota in the policy of the last decision (for the metrics: a
-        hub that has decided nothing since it started knows its holds, not its quotas)."""
+        self.policy: Policy | None = None
+        """The policy of the last decision, whose quotas the metrics show (a hub that has
+        decided nothing since it started knows its holds, not its quotas)."""
 
     def usage(self) -> Usage:
         gpus: dict[str, dict[str, int]] = {}
@@ -33,7 +33,7 @@ class GpuLedger:
     ) -> Decision:
         # A server being started again gives up what it held before deciding.
         self._holds.pop(key, None)
-        self.quotas = {g: rules.gpu_quota for g, rules in policy.groups.items() if rules.gpu_quota}
+        self.policy = policy
         decision = decide(identity, request, policy, self.usage())
         if decision.allowed and decision.plan.gpu is not None:
             gpu = decision.plan.gpu

@@ -7,7 +7,6 @@ the cluster's pods request. Read from the hub's ledger when Prometheus scrapes.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import REGISTRY
@@ -16,18 +15,11 @@ from prometheus_client.registry import Collector
 
 from .quota import SHARED, GpuLedger
 
-_LEDGERS: weakref.WeakSet[GpuLedger] = weakref.WeakSet()
-
-
-def watch(ledger: GpuLedger) -> None:
-    """Export ``ledger``'s holds (the hub's shared ledger is exported from import on)."""
-    _LEDGERS.add(ledger)
-
 
 class LedgerCollector(Collector):
     """The holds of ``ledgers`` (read at each scrape), added up per quota group."""
 
-    def __init__(self, ledgers: Iterable[GpuLedger] = _LEDGERS) -> None:
+    def __init__(self, ledgers: Iterable[GpuLedger] = (SHARED,)) -> None:
         self.ledgers = ledgers
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -53,7 +45,12 @@ class LedgerCollector(Collector):
             for group, by_user in ledger.usage().gpus.items():
                 totals[group] = totals.get(group, 0) + sum(by_user.values())
                 users.setdefault(group, set()).update(u for u, n in by_user.items() if n)
-            quotas.update(ledger.quotas)
+            if ledger.policy is not None:
+                quotas.update(
+                    (g, rules.gpu_quota)
+                    for g, rules in ledger.policy.groups.items()
+                    if rules.gpu_quota
+                )
         # A group with a quota and nothing held is a 0, not a missing series: "held / quota"
         # in a dashboard needs both.
         for group in sorted(set(totals) | set(quotas)):
@@ -66,5 +63,4 @@ class LedgerCollector(Collector):
         yield quota
 
 
-watch(SHARED)
 REGISTRY.register(LedgerCollector())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import subprocess
@@ -23,11 +24,13 @@ from sovereign_hub.sandbox.hubprocess import Hub, free_port
 from sovereign_hub.sandbox.kube.cluster import Cluster
 from sovereign_hub.sandbox.kube.inventory import Inventory, load_inventory
 from sovereign_hub.sandbox.oidc import OidcProvider
+from sovereign_hub.spawner.state import read_state
 
 from .nodes import sized_inventory
 from .plan import SimUser
 
 ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger(__name__)
 
 
 class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
@@ -156,11 +159,10 @@ class LoadEnvironment(contextlib.AbstractContextManager["LoadEnvironment"]):
         totals: dict[str, int] = {}
         for user in self.active_users(timeout):
             for server in (user.get("servers") or {}).values():
-                state = (server.get("state") or {}).get("sovereign") or {}
-                allocation = state.get("allocation") or {}
-                if allocation.get("gpus"):
-                    group = allocation.get("quota_group") or "(none)"
-                    totals[group] = totals.get(group, 0) + int(allocation["gpus"])
+                _, allocation = read_state(server.get("state") or {}, log, user["name"])
+                if allocation is not None and allocation.gpus:
+                    group = allocation.quota_group or "(none)"
+                    totals[group] = totals.get(group, 0) + allocation.gpus
         return totals
 
     def audit_events(self) -> Counter[str]:
