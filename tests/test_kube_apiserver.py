@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -479,6 +480,31 @@ async def test_watch_sends_bookmarks_when_asked(emulator):
     event = json.loads(line)
     assert event["type"] == "BOOKMARK"
     assert event["object"]["metadata"]["resourceVersion"]
+
+
+async def test_a_client_leaving_during_the_backlog_ends_its_watch_quietly(emulator, caplog):
+    """A real API server ends a watch whose client has gone without logging an error,
+    whether the client leaves during the stream or while the backlog is being sent."""
+    # Enough backlog (about 4 MB) that sending it waits on the client.
+    padding = "x" * 2000
+    for i in range(2000):
+        body = pod_body(f"p{i}")
+        body["metadata"].update(namespace="default", annotations={"pad": padding})
+        emulator.server.store.create("pods", body)
+    store = emulator.server.store
+    before = len(store.watchers)
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer t0ken"}) as session:
+        url = f"{emulator.url}/api/v1/namespaces/default/pods?watch=1&resourceVersion=0"
+        async with session.get(url) as r:
+            first = json.loads(await asyncio.wait_for(r.content.readline(), 5))
+            assert first["type"] == "ADDED"
+            assert len(store.watchers) == before + 1
+            r.connection.transport.abort()
+    async with asyncio.timeout(5):
+        while len(store.watchers) > before:
+            await asyncio.sleep(0.05)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
 
 
 async def test_replace_with_stale_resource_version_is_409_conflict(emulator):

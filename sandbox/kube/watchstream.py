@@ -125,18 +125,23 @@ async def watch(
             backlog = [e for c in changes if (e := watcher.translate(c))]
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
-        if expired:
-            await _send(response, "ERROR", status_body(410, "Expired", expired))
+        try:
+            if expired:
+                await _send(response, "ERROR", status_body(410, "Expired", expired))
+                return response
+            for type_, obj in backlog:
+                await _send(response, type_, encode(obj))
+            if initial_events:
+                # The streaming list's end: the state just sent is the one at this version.
+                meta = {
+                    "resourceVersion": str(store.rv),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                }
+                await _send(response, "BOOKMARK", _bookmark(resource, meta))
+        except ConnectionError:
+            # A client that leaves during the backlog ends its watch, as it does
+            # during the stream: a real API server logs no error for it.
             return response
-        for type_, obj in backlog:
-            await _send(response, type_, encode(obj))
-        if initial_events:
-            # The streaming list's end: the state just sent is the one at this version.
-            meta = {
-                "resourceVersion": str(store.rv),
-                "annotations": {"k8s.io/initial-events-end": "true"},
-            }
-            await _send(response, "BOOKMARK", _bookmark(resource, meta))
         await _stream(
             request,
             response,
