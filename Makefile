@@ -219,6 +219,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_kube.py
 	$(BIN)/python benchmarks/bench_spawner.py
+	$(BIN)/python benchmarks/bench_active_count.py
 	$(BIN)/python benchmarks/bench_regions.py
 	$(BIN)/python benchmarks/bench_gateway.py
 	$(BIN)/python benchmarks/bench_gpuqueue.py

@@ -48,7 +48,11 @@ from sovereign_hub.reporting import (
     recordable_request,
 )
 
-from . import quotametrics  # noqa: F401 (exports the GPU ledger on /hub/metrics)
+from . import (
+    activecount,
+    quotametrics,  # noqa: F401 (exports the GPU ledger on /hub/metrics)
+)
+from .activecount import ActiveCounting
 from .allocating import AllocationTracking
 from .clusters import RegionalClusters, cluster_of
 from .entry import RegionalEntry
@@ -82,6 +86,7 @@ def applied_at_start(spawner: Any, user_options: dict[str, Any]) -> None:
 
 
 class SovereignSpawner(
+    ActiveCounting,
     RestrictedPods,
     ReadinessProbing,
     GpuQueueing,
@@ -424,3 +429,8 @@ class SovereignSpawner(
     def clear_state(self) -> None:
         super().clear_state()
         self.allocation = None  # pins persist across servers; the allocation does not
+
+
+# JupyterHub counts active servers at every spawn request; a hub of these spawners
+# counts only those that can be active (spawner/activecount.py).
+activecount.install()

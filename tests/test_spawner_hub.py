@@ -321,6 +321,33 @@ async def test_gpu_holds_are_rebuilt_from_running_servers_after_a_restart(
     hub.wait_for_server("ana", ready=False)
 
 
+async def test_the_active_server_limit_counts_running_servers_across_a_restart(
+    kube, core, start_hub, policy_copy
+):
+    """JupyterHub's ``active_server_limit`` on a hub of our spawners, whose count asks only
+    the spawners that may be active (spawner/activecount.py): a running server counts,
+    also once a restarted hub has found it in its database, and a stopped one no longer."""
+    limit = "c.JupyterHub.active_server_limit = 1\n"
+    hub = start_hub(policy_copy, cleanup_servers=False, extra_config=limit)
+    add_users(hub, "us-analysts", "ana", "bob")
+    assert spawn(hub, "ana", profile="cpu-small").status_code in (201, 202)
+    hub.wait_for_server("ana")
+    refused = spawn(hub, "bob", profile="cpu-small")
+    assert refused.status_code == 429, refused.text
+    assert "Active user limit exceeded" in refused.json()["message"]
+    hub.stop()  # ana's server keeps running
+
+    hub = start_hub(policy_copy, cleanup_servers=False, extra_config=limit)
+    hub.wait_for_server("ana")
+    assert spawn(hub, "bob", profile="cpu-small").status_code == 429
+    hub.api("DELETE", "/users/ana/server")
+    hub.wait_for_server("ana", ready=False)
+    assert spawn(hub, "bob", profile="cpu-small").status_code in (201, 202)
+    hub.wait_for_server("bob")
+    hub.api("DELETE", "/users/bob/server")
+    hub.wait_for_server("bob", ready=False)
+
+
 def login(hub: Hub, user: str) -> requests.Session:
     session = requests.Session()
     page = session.get(f"{hub.url}/hub/login", timeout=30)
