@@ -38,7 +38,7 @@ PENDING_FLAGS = ("_spawn_pending", "_stop_pending", "_check_pending", "_rename_p
 
 #: Every spawner that may be active (a superset, kept exact by :func:`count_active`), with
 #: its user's id once counted (reading it from the database row each time costs more than
-#: the rest of the count).
+#: the rest of the count). One per process, as JupyterHub runs one hub per process.
 MAY_BE_ACTIVE: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
 
 
@@ -54,6 +54,8 @@ class ActiveCounting(Configurable):
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
+        # Noted before the set: if the set raises, the set holds one spawner too many,
+        # which the next count drops; never one too few.
         if name in _NOTED and value:
             MAY_BE_ACTIVE.setdefault(self, None)
         super().__setattr__(name, value)
@@ -67,16 +69,18 @@ class ActiveCounting(Configurable):
 def count_active(users: UserDict) -> defaultdict[str, int]:
     """JupyterHub's ``count_active_users`` of ``users``, from :data:`MAY_BE_ACTIVE`.
 
-    A spawner counts, as in JupyterHub's count, only while it is its user's spawner
-    of that name and the user is the one in the hub's cache.
+    A spawner counts, as in JupyterHub's count, only while its user is the one in the
+    hub's cache and it is one of that user's spawners. (``dict.get`` and ``dict.values``:
+    ``UserDict.get`` and ``_SpawnerDict.__getitem__`` would load or create what is missing.)
     """
     counts: defaultdict[str, int] = defaultdict(int)
     for spawner, user_id in list(MAY_BE_ACTIVE.items()):
         user = spawner.user
         if user_id is None:
             user_id = MAY_BE_ACTIVE[spawner] = getattr(user, "id", None)
-        siblings = dict.values(getattr(user, "spawners", {}))
-        if dict.get(users, user_id) is not user or not any(s is spawner for s in siblings):
+        if dict.get(users, user_id) is not user or not any(
+            s is spawner for s in dict.values(spawner.user.spawners)
+        ):
             del MAY_BE_ACTIVE[spawner]  # no longer in the hub's cache
             continue
         pending = spawner.pending
