@@ -145,6 +145,8 @@ class WaitingRoom:
         """Whether a node list ever arrived: without one (no RBAC to list nodes), only quota
         decides, and the scheduler judges capacity as it did before the queue."""
         self._pump: asyncio.Task[None] | None = None
+        self._listing: asyncio.Future[None] | None = None
+        """The node listing in flight, which every pass that finds the nodes stale awaits."""
         self._warned = False
         self.restored = False
         """Whether the places saved before a hub restart were put back."""
@@ -287,16 +289,25 @@ class WaitingRoom:
     async def run_pass(self) -> list[Waiter]:
         """Refresh the nodes if stale, then admit whoever fits, in fair order."""
         if self.list_nodes is not None and time.monotonic() - self._nodes_at > self.node_ttl:
-            try:
-                self._nodes = await self.list_nodes()
-                self._nodes_at = time.monotonic()
-                self._nodes_known = True
-                self._warned = False  # the next failure is a new outage
-            except Exception as exc:  # keep the last view; the next pass retries
-                log = self.log.debug if self._warned else self.log.warning
-                self._warned = True
-                log("listing nodes for the GPU queue failed (the last list is kept): %s", exc)
+            # One listing at a time: a burst of spawns and stops starts passes while a
+            # listing is answered, and each would otherwise list every node again (555
+            # node lists in one 1,000-spawn run, and their parsing on the hub's loop).
+            if self._listing is None or self._listing.done():
+                self._listing = asyncio.ensure_future(self._refresh_nodes(self.list_nodes))
+            # Shielded: a waiter who leaves does not cancel the others' listing.
+            await asyncio.shield(self._listing)
         return self.admit_waiting()
+
+    async def _refresh_nodes(self, list_nodes: NodeLister) -> None:
+        try:
+            self._nodes = await list_nodes()
+            self._nodes_at = time.monotonic()
+            self._nodes_known = True
+            self._warned = False  # the next failure is a new outage
+        except Exception as exc:  # keep the last view; the next pass retries
+            log = self.log.debug if self._warned else self.log.warning
+            self._warned = True
+            log("listing nodes for the GPU queue failed (the last list is kept): %s", exc)
 
     def admit_waiting(self) -> list[Waiter]:
         """One admission pass on the nodes last listed (no await: atomic on the loop)."""

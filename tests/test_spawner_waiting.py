@@ -258,3 +258,33 @@ async def test_the_estimate_counts_a_gpu_node_that_is_starting():
 
     await one_admitted_one_waits(room, [node("eu-gpu-1", gpus="1"), starting])
     assert 200 < room.estimate(("b", "")) <= 300  # without it: 120 minutes
+
+
+async def test_passes_that_find_the_nodes_stale_together_share_one_listing():
+    """A burst of spawns and stops starts many passes while the node list is being answered:
+    they wait for that one listing instead of each listing every node again, and a waiter
+    who leaves meanwhile does not cancel it for the others."""
+    room = WaitingRoom(GpuLedger(), interval=0.05, node_ttl=0)
+    listings = 0
+    answer = asyncio.Event()
+
+    async def list_nodes():
+        nonlocal listings
+        listings += 1
+        await answer.wait()
+        return [node("eu-gpu-1", gpus="1")]
+
+    room.list_nodes = list_nodes
+    ticket = room.join(("a", ""), researcher("a"), request(), POLICY)
+    passes = [asyncio.ensure_future(room.run_pass()) for _ in range(20)]
+    leaving = asyncio.ensure_future(room.run_pass())
+    await asyncio.sleep(0.05)
+    leaving.cancel()
+    answer.set()
+    await asyncio.gather(*passes)
+    assert listings == 1
+    assert ticket.future.done()
+    assert isinstance(ticket.future.result(), Allowed)
+    # Stale again (a TTL of 0): the next pass lists anew.
+    await room.run_pass()
+    assert listings == 2
