@@ -405,3 +405,42 @@ async def test_a_pod_whose_link_was_taken_down_gets_it_back_once_a_table_loads_i
         await asyncio.to_thread(until, cluster, "client", web, 8080, "ok")
     finally:
         await api.close()
+
+
+def test_two_clusters_starting_at_once_never_take_the_same_subnet(monkeypatch):
+    """Two test workers start pod-networked clusters at the same moment: each reads the
+    machine's routes and picks a free /24, so without a machine-wide lock both may read
+    before either routes its pick and take the same one (made certain here: every pick is
+    the first free /24, and reading the routes takes half a second)."""
+    if why := unavailable():
+        missing(f"network namespaces and nftables ({why})", "make system")
+    monkeypatch.setattr(podnet.secrets, "randbelow", lambda n: 0)
+    pick = podnet.free_subnet
+
+    def slow_pick(routes):
+        time.sleep(0.5)
+        return pick(routes)
+
+    monkeypatch.setattr(podnet, "free_subnet", slow_pick)
+
+    async def start_two() -> list[PodNetworking]:
+        api = client.ApiClient()
+        try:
+            started = await asyncio.gather(
+                *(asyncio.to_thread(PodNetworking, api) for _ in range(2)), return_exceptions=True
+            )
+        finally:
+            await api.close()
+        nets = [n for n in started if isinstance(n, PodNetworking)]
+        if failed := [e for e in started if isinstance(e, BaseException)]:
+            for net in nets:
+                net.close()
+            raise failed[0]
+        return nets
+
+    nets = asyncio.run(start_two())
+    try:
+        assert nets[0].subnet != nets[1].subnet
+    finally:
+        for net in nets:
+            net.close()

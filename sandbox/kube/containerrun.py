@@ -132,7 +132,7 @@ class ContainerRunner:
             log_path = instance_log(rt.log_dir, rt.container, rt.restarts)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             if self.light:
-                rt.process = await self._start_light(rt, env)
+                rt.process = await self._start_light(rt, env, log_path)
             elif image is not None:
                 rt.process = await self._start_image(rt, pod, container, image, argv, env, log_path)
                 if rt.process is None:
@@ -237,14 +237,18 @@ class ContainerRunner:
                 )
                 return None
 
-    async def _start_light(self, rt: PodRuntime, env: dict[str, str]) -> LightServer:
+    async def _start_light(
+        self, rt: PodRuntime, env: dict[str, str], log_path: Path
+    ) -> LightServer:
         if self._light_session is None:
             self._light_session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=30),
                 connector=aiohttp.TCPConnector(limit=64),
             )
         server = LightServer(env, rt.ip, self._light_session)
-        await server.start()
+        if failure := await server.start():  # it has exited 1: the container's log says why
+            with open(log_path, "a") as log:
+                log.write(failure + "\n")
         return server
 
     async def _pull(

@@ -60,7 +60,10 @@ class ProcessKubelet:
     ) -> None:
         self.core = client.CoreV1Api(api)
         # Pods' addresses, and with a PodNetworking (podnet.py) their namespaces and policies.
-        self.network = network or LoopbackAddresses(first_ip, ip_block)
+        self._loopback: LoopbackAddresses | None = None
+        if network is None:
+            network = self._loopback = LoopbackAddresses(first_ip, ip_block)
+        self.network: PodNetwork = network
         self.nodes = nodes
         self.state_dir = state_dir
         self.log_dir = state_dir / "logs"
@@ -107,6 +110,8 @@ class ProcessKubelet:
                 rt.supervisor.cancel()
         self.pods.clear()
         await self.runner.close()
+        if self._loopback is not None:  # a network given to the kubelet is closed by its owner
+            self._loopback.close()
 
     # -- reconciling --------------------------------------------------------
     async def _on_change(self, kind: str, pod: dict[str, Any] | None) -> None:

@@ -61,14 +61,23 @@ class LightServer:
         url = self.env.get("JUPYTERHUB_SERVICE_URL", "")
         return urlsplit(url).port or 8888
 
-    async def start(self) -> None:
+    async def start(self) -> str | None:
+        """Serve; or, when the address cannot be bound, exit 1 at once and return what a
+        single-user server would print, as jupyter-server exits when its port is taken."""
         app = web.Application()
         app.router.add_get(f"{self.prefix}api", self._version)
         app.router.add_get(f"{self.prefix}api/status", self._status)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.ip, self.port).start()
+        try:
+            await web.TCPSite(self._runner, self.ip, self.port).start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self.returncode = 1
+            self._stopped.set()
+            return f"ERROR: the server could not listen on {self.ip}:{self.port}: {exc.strerror}"
         self._reporter = asyncio.create_task(self._report_activity())
+        return None
 
     async def wait(self) -> int:
         await self._stopped.wait()

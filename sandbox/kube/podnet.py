@@ -34,12 +34,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import logging
 import secrets
+import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from kubernetes_asyncio import client
@@ -77,12 +81,45 @@ class PodNetwork(Protocol):
     async def detach(self, uid: str, ip: str) -> None: ...
 
 
+RESERVATION_PORT = 65535
+"""The port a kubelet listens on, on its block's ``.0.255`` (an address it never hands
+out), to hold the block: above Linux's ephemeral range (32768-60999), so no client
+socket is given it."""
+
+
+def reserve_block(block: int | None = None) -> tuple[int, socket.socket]:
+    """A 127.N.0.0/16 no other kubelet on this machine holds, and the socket that holds it.
+
+    The hold is a listening socket, so the kernel arbitrates between processes and
+    frees it when the holder exits, even killed. ``block`` asks for that one only.
+    """
+    candidates = [block] if block is not None else list(range(2, 252))
+    if block is None:
+        secrets.SystemRandom().shuffle(candidates)
+    for n in candidates:
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            holder.bind((f"127.{n}.0.255", RESERVATION_PORT))
+            holder.listen(1)
+        except OSError:
+            holder.close()
+            continue
+        return n, holder
+    if block is not None:
+        raise RuntimeError(
+            f"pod addresses 127.{block}.0.0/16 are held by another kubelet on this machine"
+        )
+    raise RuntimeError("every 127.N.0.0/16 (N 2 to 251) is held by another kubelet")
+
+
 class LoopbackAddresses:
     """The default: a loopback address per pod, no namespace and no policy.
 
-    Each kubelet draws from its own 127.N.0.0/16, chosen at random unless
-    ``block`` is given, so two emulated clusters on one machine (a sandbox and
-    a test run) do not hand the same address to two pods.
+    Each kubelet draws from its own 127.N.0.0/16, held for its lifetime by
+    :func:`reserve_block`, so two emulated clusters on one machine (a sandbox and
+    test runs in several processes) never hand the same address to two pods: a pod
+    whose address another cluster's pod listens on could not start, or would
+    answer for the other.
     """
 
     isolated = False
@@ -90,7 +127,7 @@ class LoopbackAddresses:
     def __init__(self, first: int = 2, block: int | None = None) -> None:
         self._next = first
         self._free: list[str] = []
-        self._block = block if block is not None else secrets.randbelow(250) + 2
+        self._block, self._holder = reserve_block(block)
 
     def allocate(self) -> str:
         if self._free:
@@ -113,6 +150,10 @@ class LoopbackAddresses:
     async def detach(self, uid: str, ip: str) -> None:
         self._free.append(ip)
 
+    def close(self) -> None:
+        """Give the block back (the kubelet stopped)."""
+        self._holder.close()
+
 
 class PodNetworkUnavailable(RuntimeError):
     """This machine cannot give pods network namespaces; the message says why."""
@@ -123,6 +164,18 @@ def _run(*argv: str, stdin: str | None = None) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
     return done.stdout
+
+
+@contextlib.contextmanager
+def _subnet_lock() -> Iterator[None]:
+    """Held while a cluster picks its /24 and routes it, by every process on this machine."""
+    path = Path(tempfile.gettempdir()) / "sovereign-hub-podnet.lock"
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def free_subnet(routes: Sequence[str]) -> ipaddress.IPv4Network:
@@ -165,31 +218,34 @@ class PodNetworking:
         self.id = secrets.token_hex(3)
         self.node = f"shk-{self.id}"
         self.host_link = f"shk{self.id}h"  # 15 characters at most
-        self.subnet = free_subnet(_run(IP, "-4", "route", "show").splitlines())
-        self.host_ip = str(self.subnet[254])
-        # What a pod has until its policies are loaded, and when loading them failed: only
-        # its node reaches it and it only its node (fail closed, never unfiltered).
-        self.closed = nft_ruleset([], ingress=[], node=(self.host_ip,))
         self.pods: dict[str, NetPod] = {}
-        self._free = [str(self.subnet[i]) for i in range(2, 254)]
         self._extra: list[str] = []  # addresses some pod answers on, routed from every pod
         self._lock = asyncio.Lock()
         self.policies = Informer(
             client.NetworkingV1Api(api).list_network_policy_for_all_namespaces, self._changed
         )
         self.namespaces = Informer(self.core.list_namespace, self._changed)
-        try:
-            _run(IP, "netns", "add", self.node)
-            _run(IP, "-n", self.node, "link", "add", "br0", "type", "bridge")
-            _run(IP, "-n", self.node, "link", "set", "br0", "up")
-            _run(IP, "link", "add", self.host_link, "type", "veth",
-                 "peer", "name", "up0", "netns", self.node)  # fmt: skip
-            _run(IP, "-n", self.node, "link", "set", "up0", "master", "br0", "up")
-            _run(IP, "addr", "add", f"{self.host_ip}/24", "dev", self.host_link)
-            _run(IP, "link", "set", self.host_link, "up")
-        except RuntimeError:
-            self.close()
-            raise
+        # Chosen and routed under a machine-wide lock: two clusters starting at once (two
+        # test workers) would otherwise read the same routes and could take the same /24.
+        with _subnet_lock():
+            self.subnet = free_subnet(_run(IP, "-4", "route", "show").splitlines())
+            self.host_ip = str(self.subnet[254])
+            try:
+                _run(IP, "netns", "add", self.node)
+                _run(IP, "-n", self.node, "link", "add", "br0", "type", "bridge")
+                _run(IP, "-n", self.node, "link", "set", "br0", "up")
+                _run(IP, "link", "add", self.host_link, "type", "veth",
+                     "peer", "name", "up0", "netns", self.node)  # fmt: skip
+                _run(IP, "-n", self.node, "link", "set", "up0", "master", "br0", "up")
+                _run(IP, "addr", "add", f"{self.host_ip}/24", "dev", self.host_link)
+                _run(IP, "link", "set", self.host_link, "up")
+            except RuntimeError:
+                self.close()
+                raise
+        # What a pod has until its policies are loaded, and when loading them failed: only
+        # its node reaches it and it only its node (fail closed, never unfiltered).
+        self.closed = nft_ruleset([], ingress=[], node=(self.host_ip,))
+        self._free = [str(self.subnet[i]) for i in range(2, 254)]
 
     async def run(self) -> None:
         """Watch NetworkPolicies and Namespaces, re-applying the rules on every change."""
