@@ -149,12 +149,13 @@ def test_a_bad_plan_is_refused_naming_the_field():
         LoadPlan(answer_seconds=0)
 
 
-def test_forty_users_twenty_at_a_time_all_spawn_and_the_audit_trail_is_whole(tmp_path):
-    """Sixty users log in; forty of them spawn, twenty at a time; twenty only log in."""
+def test_a_hundred_users_fifty_at_a_time_all_spawn_and_the_audit_trail_is_whole(tmp_path):
+    """The issue's small version: 120 users log in; 100 of them spawn, 50 at a time; 20 only
+    log in."""
     plan = LoadPlan(
-        users=60,
-        spawners=40,
-        concurrency=20,
+        users=120,
+        spawners=100,
+        concurrency=50,
         arrival="burst",
         idle_seconds=1.0,
         deadline_seconds=240,
@@ -164,11 +165,11 @@ def test_forty_users_twenty_at_a_time_all_spawn_and_the_audit_trail_is_whole(tmp
         report = run(env.hub.url, users, plan)
         summary = report.markdown()
         assert report.unfinished == 0, summary
-        assert report.outcomes() == {"ready": 40, "logged-in": 20}, summary
+        assert report.outcomes() == {"ready": 100, "logged-in": 20}, summary
         assert all(r.logged_in for r in report.results), summary
         assert "| logged in without a server | 20 |" in summary
         # The hub knows every user who logged in, with a server or without.
-        assert len(env.hub.api("GET", "/users?limit=200").json()) == 60
+        assert len(env.hub.api("GET", "/users?limit=200").json()) == 120
         # Every server answered /api/status through the proxy, then was stopped.
         assert {r.status_code for r in report.results if r.outcome == "ready"} == {200}, summary
         assert env.running_servers() == 0, summary
@@ -177,9 +178,9 @@ def test_forty_users_twenty_at_a_time_all_spawn_and_the_audit_trail_is_whole(tmp
         verified = env.verify_audit()
     assert verified.returncode == 0, verified.stdout + verified.stderr
     # One login per user; one request, start and stop per spawning user: the trail is whole.
-    assert events["login"] == 60, events
+    assert events["login"] == 120, events
     for family in ("spawn-requested", "server-started", "server-stopped"):
-        assert events[family] == 40, (family, events)
+        assert events[family] == 100, (family, events)
     assert events["spawn-failed"] == 0, events
 
 
