@@ -55,6 +55,7 @@ from . import (
 from .activecount import ActiveCounting
 from .allocating import AllocationTracking
 from .clusters import RegionalClusters, cluster_of
+from .crashloop import CrashWatching
 from .entry import RegionalEntry
 from .form import form_context, render_form
 from .logsecrets import SecretsOutOfLogs
@@ -89,6 +90,7 @@ class SovereignSpawner(
     ActiveCounting,
     RestrictedPods,
     ReadinessProbing,
+    CrashWatching,
     GpuQueueing,
     NextStartUpgrade,
     AllocationTracking,
@@ -313,7 +315,9 @@ class SovereignSpawner(
                 await ensure_claim(
                     self.api, self.namespace, claim, self.k8s_api_request_retry_timeout
                 )
-            url = await asyncio.wait_for(super().start(), timeout=self._own_start_timeout * 0.95)
+            url = await asyncio.wait_for(
+                self.until_crashed(super().start()), timeout=self._own_start_timeout * 0.95
+            )
         except asyncio.CancelledError:
             self._spawn_failed(plan, "cancelled")
             raise

@@ -203,12 +203,15 @@ class ApiRetries:
     pod_reflector: Any
     _create_unanswered = False
     _create_cause = ""
+    _spawn_id = ""
+    """The spawn-id annotation of the pod this start made (:data:`SPAWN_ID`)."""
     _queued_for = 0.0
 
     async def get_pod_manifest(self) -> Any:
         # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         pod = await super().get_pod_manifest()  # type: ignore[misc]
-        pod.metadata.annotations = {**(pod.metadata.annotations or {}), SPAWN_ID: uuid.uuid4().hex}
+        self._spawn_id = uuid.uuid4().hex
+        pod.metadata.annotations = {**(pod.metadata.annotations or {}), SPAWN_ID: self._spawn_id}
         self._create_unanswered = False
         self._create_cause = ""
         return pod
