@@ -19,7 +19,8 @@ get the exit code and reason only, as a log can hold anything, a token included.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from traitlets import Float, Int
@@ -41,17 +42,28 @@ class ServerCrashed(RuntimeError):
 def _advice(reason: str) -> str:
     if reason == "OOMKilled":
         return "It ran out of memory: choose a profile with more memory."
-    return "The image or its start-up settings may be broken: an admin can read its log."
+    return "The image or its start-up settings may be broken: tell your platform team."
+
+
+def _ended_for_good(ended: Mapping[str, Any], restart_policy: str) -> bool:
+    """Whether the kubelet will not restart a container that ended so (``restartPolicy``)."""
+    if restart_policy == "Never":
+        return True
+    return restart_policy == "OnFailure" and ended.get("exitCode") == 0
 
 
 def crash_of(pod: Mapping[str, Any], limit: int) -> str | None:
     """Why the server in ``pod`` will not come up, or None while it still may.
 
-    It will not when its container ended for good (the pod's phase is Succeeded or
-    Failed), when it was restarted ``limit`` times and is down again, or when the
-    kubelet cannot use its image at all (:data:`NEVER_STARTS`).
+    It will not when the pod was evicted, when its container ended and the pod's
+    ``restartPolicy`` does not restart it (KubeSpawner's ``OnFailure``: an exit 0),
+    when it was restarted ``limit`` times and is down again, or when the kubelet
+    cannot use its image at all (:data:`NEVER_STARTS`).
     """
     status = pod.get("status") or {}
+    if status.get("reason") == "Evicted":
+        said = str(status.get("message") or "").strip()
+        return f"Kubernetes evicted your server's pod{f' ({said})' if said else ''}. Try again."
     containers = status.get("containerStatuses") or []
     notebook = next((c for c in containers if c.get("name") == NOTEBOOK), None)
     if notebook is None:
@@ -64,7 +76,8 @@ def crash_of(pod: Mapping[str, Any], limit: int) -> str | None:
             "An admin must correct the image in the policy."
         )
     ended = state.get("terminated")
-    if ended and status.get("phase") in ("Succeeded", "Failed"):
+    policy = (pod.get("spec") or {}).get("restartPolicy") or "Always"
+    if ended and _ended_for_good(ended, policy):
         reason = ended.get("reason") or "Completed"
         return (
             f"Your server's container exited with code {ended.get('exitCode')} ({reason}) "
@@ -76,8 +89,8 @@ def crash_of(pod: Mapping[str, Any], limit: int) -> str | None:
     if limit > 0 and restarts >= limit and down and last:
         reason = last.get("reason") or "Error"
         return (
-            f"Your server's container stopped on start {restarts} times, the last with "
-            f"exit code {last.get('exitCode')} ({reason}). {_advice(reason)}"
+            f"Your server's container was restarted {restarts} times and stopped again, the "
+            f"last time with exit code {last.get('exitCode')} ({reason}). {_advice(reason)}"
         )
     return None
 
@@ -90,16 +103,19 @@ class CrashWatching(Configurable):
         def own_pod(self) -> dict[str, Any] | None: ...
 
         _spawn_id: str
+        log: logging.Logger
+        namespace: str
+        pod_name: str
 
     start_crash_restarts = Int(
         2,
         config=True,
         help="""How many times the kubelet may restart the server's container during a start
-        before the spawn fails with the container's exit code and reason (the kubelet
-        restarts a crashing container after 10 s, then 20 s, 40 s…: with 2, a server
-        that crashes on start fails in about half a minute instead of at
-        ``start_timeout``). A container that ended for good (exit 0 under
-        ``restartPolicy: OnFailure``) or an image the kubelet cannot use fails the
+        before the spawn fails with the container's exit code and reason (the kubelet's
+        back-off between restarts starts at 10 s and doubles: with 2, a server that
+        crashes on start fails well within a minute instead of at ``start_timeout``).
+        A container that ended for good (exit 0 under KubeSpawner's ``restartPolicy:
+        OnFailure``), an evicted pod or an image the kubelet cannot use fails the
         spawn at once. 0 turns the watch off: every start waits for ``start_timeout``,
         as with stock KubeSpawner.""",
     )
@@ -111,18 +127,24 @@ class CrashWatching(Configurable):
         memory: no request to the API server).""",
     )
 
-    async def until_crashed(self, start: Awaitable[T]) -> T:
-        """``start``'s result; :class:`ServerCrashed` (and ``start`` cancelled) if this
-        start's pod is judged crashed first."""
+    async def until_crashed(self, start: Callable[[], Awaitable[T]]) -> T:
+        """What ``start()`` returns; :class:`ServerCrashed` (and the start cancelled) if
+        this start's pod is judged crashed first."""
+        # Cleared before the start begins: until its manifest is built the id would be the
+        # previous start's, and that start's pod, if still there, would be judged as this one.
+        self._spawn_id = ""
         if self.start_crash_restarts <= 0:
-            return await start
-        started = asyncio.ensure_future(start)
+            return await start()
+        started = asyncio.ensure_future(start())
         try:
             while True:
                 done, _ = await asyncio.wait({started}, timeout=self.start_crash_check_seconds)
                 if done:
                     return started.result()
                 if why := self._crash():
+                    # The user's message names no pod; the admin's line does.
+                    self.log.warning("pod %s/%s failed its start: %s", self.namespace,
+                                     self.pod_name, why)  # fmt: skip
                     raise ServerCrashed(why)
         finally:
             if not started.done():

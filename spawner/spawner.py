@@ -185,6 +185,8 @@ class SovereignSpawner(
         self.pins: dict[str, Pin] = {}
         self.allocation: Allocation | None = None
         self._notices: list[str] = []
+        self._start_failed = False
+        """Whether this spawner's last start failed (its pod, if any, is then deleted)."""
 
     # -- inputs ------------------------------------------------------------
     def policy(self) -> Policy:
@@ -269,6 +271,7 @@ class SovereignSpawner(
 
     async def _start_with_policy(self) -> Any:
         self._notices = []
+        self._start_failed = False
         sent = recordable_request(self.user_options if isinstance(self.user_options, dict) else {})
         try:
             choice = parse_user_options(self.user_options)
@@ -316,7 +319,7 @@ class SovereignSpawner(
                     self.api, self.namespace, claim, self.k8s_api_request_retry_timeout
                 )
             url = await asyncio.wait_for(
-                self.until_crashed(super().start()), timeout=self._own_start_timeout * 0.95
+                self.until_crashed(super().start), timeout=self._own_start_timeout * 0.95
             )
         except asyncio.CancelledError:
             self._spawn_failed(plan, "cancelled")
@@ -346,6 +349,7 @@ class SovereignSpawner(
         return url
 
     def _spawn_failed(self, plan: PodPlan, detail: str) -> None:
+        self._start_failed = True
         self.ledger.release(self._key)
         self.waiting_room.started(self._key)
         placement = (self.allocation or Allocation.of(plan, "", 0)).placement()
@@ -375,7 +379,15 @@ class SovereignSpawner(
 
     async def poll(self) -> int | None:
         status = await super().poll()
-        if status is None and self.allocation is None and self.pod_reflector:
+        # A pod left by a start that failed (JupyterHub polls, then stops, after a failed
+        # start) is deleted, not adopted: adopting it would report a stop of a server that
+        # never started, and hold its GPUs again until then.
+        if (
+            status is None
+            and self.allocation is None
+            and self.pod_reflector
+            and not self._start_failed
+        ):
             self._adopt(self.own_pod())
         if status is not None and self.allocation is not None:
             self.allocation = dataclasses.replace(self.allocation, stopped="failure")

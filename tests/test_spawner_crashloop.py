@@ -10,8 +10,10 @@ reports its exit codes, as a real kubelet does).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ import pytest
 import tests.test_spawner_hub as hub_tests
 from sovereign_hub.spawner.crashloop import CrashWatching, ServerCrashed, crash_of
 from sovereign_hub.spawner.transient import SPAWN_ID
+from tests.conftest import eventually
 from tests.test_spawner_hub import add_users, progress_events, spawn
 
 start_hub = hub_tests.start_hub
@@ -34,6 +37,7 @@ def pod(
     name: str = "notebook",
     spawn_id: str = "this-start",
     deleting: bool = False,
+    restart_policy: str = "OnFailure",
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": "jupyter-ana", "annotations": {SPAWN_ID: spawn_id}}
     if deleting:
@@ -45,7 +49,11 @@ def pod(
         "state": state or {"running": {"startedAt": "2026-11-30T00:00:00Z"}},
         "lastState": {"terminated": last} if last else {},
     }
-    return {"metadata": meta, "status": {"phase": phase, "containerStatuses": [status]}}
+    return {
+        "metadata": meta,
+        "spec": {"restartPolicy": restart_policy},
+        "status": {"phase": phase, "containerStatuses": [status]},
+    }
 
 
 BACKOFF = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}}
@@ -55,8 +63,9 @@ ERROR = {"exitCode": 3, "reason": "Error"}
 def test_a_container_restarted_the_limit_and_down_again_has_crashed():
     why = crash_of(pod(restarts=2, state=BACKOFF, last=ERROR), limit=2)
     assert why == (
-        "Your server's container stopped on start 2 times, the last with exit code 3 (Error). "
-        "The image or its start-up settings may be broken: an admin can read its log."
+        "Your server's container was restarted 2 times and stopped again, the last time with "
+        "exit code 3 (Error). The image or its start-up settings may be broken: tell your "
+        "platform team."
     )
     # Terminated, not yet in back-off: down as well.
     assert crash_of(pod(restarts=2, state={"terminated": ERROR}), limit=2) is not None
@@ -83,13 +92,23 @@ def test_out_of_memory_asks_for_a_profile_with_more_memory():
     assert "choose a profile with more memory" in why
 
 
+COMPLETED = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+
+
 def test_a_container_ended_for_good_or_an_unusable_image_fails_at_once():
-    done = pod(phase="Succeeded", state={"terminated": {"exitCode": 0, "reason": "Completed"}})
+    done = pod(phase="Succeeded", state=COMPLETED)
     assert crash_of(done, limit=2) == (
         "Your server's container exited with code 0 (Completed) before it answered, and is "
-        "not restarted. The image or its start-up settings may be broken: an admin can read "
-        "its log."
+        "not restarted. The image or its start-up settings may be broken: tell your platform "
+        "team."
     )
+    # Judged by the pod's restartPolicy, not its phase: an admin's sidecar keeps it Running.
+    assert crash_of(pod(phase="Running", state=COMPLETED), limit=2) is not None
+    never = pod(state={"terminated": ERROR}, restart_policy="Never")
+    assert "exited with code 3 (Error)" in (crash_of(never, limit=2) or "")
+    # Restarted by the kubelet whatever its code: judged by the restart limit only.
+    assert crash_of(pod(state=COMPLETED, restart_policy="Always"), limit=2) is None
+    assert crash_of(pod(state={"terminated": ERROR}), limit=2) is None  # OnFailure restarts it
     bad = pod(phase="Pending", state={"waiting": {"reason": "InvalidImageName"}})
     assert crash_of(bad, limit=2) == (
         "Kubernetes cannot use the server's image (InvalidImageName). "
@@ -100,47 +119,75 @@ def test_a_container_ended_for_good_or_an_unusable_image_fails_at_once():
     assert crash_of(pulling, limit=2) is None
 
 
+def test_an_evicted_pod_says_what_the_kubelet_said():
+    evicted = pod(phase="Failed")
+    evicted["status"].update(reason="Evicted", message="The node was low on resource: memory.")
+    assert crash_of(evicted, limit=2) == (
+        "Kubernetes evicted your server's pod (The node was low on resource: memory.). Try again."
+    )
+
+
 class Watcher(CrashWatching):
-    """The watch on a spawner whose pod reflector holds ``seen``."""
+    """The watch on a spawner whose pod reflector holds ``seen``; the previous start's id
+    is still set, as on a spawner that started before."""
+
+    namespace = "jupyter"
+    pod_name = "jupyter-ana"
 
     def __init__(self, seen: dict[str, Any] | None, **traits: Any) -> None:
         super().__init__(start_crash_check_seconds=0.01, **traits)
         self.seen = seen
-        self._spawn_id = "this-start"
+        self._spawn_id = "earlier"
+        self.log = logging.getLogger("test")
 
     def own_pod(self) -> dict[str, Any] | None:
         return self.seen
+
+    def start(self, seconds: float = 60, manifest_after: float = 0) -> Callable[[], Any]:
+        """A start that builds its manifest (this start's id) after ``manifest_after`` s."""
+
+        async def start() -> str:
+            await asyncio.sleep(manifest_after)
+            self._spawn_id = "this-start"
+            await asyncio.sleep(seconds)
+            return "http://127.0.0.1:8888"
+
+        return start
 
 
 CRASHED = pod(restarts=2, state=BACKOFF, last=ERROR)
 
 
-def test_the_watch_fails_the_start_and_cancels_it():
-    async def run() -> asyncio.Task[None]:
-        start = asyncio.create_task(asyncio.sleep(60))
-        with pytest.raises(ServerCrashed, match="stopped on start 2 times"):
-            await Watcher(CRASHED).until_crashed(start)
-        return start
+def test_the_watch_fails_the_start_and_cancels_it(caplog):
+    async def run() -> None:
+        watcher = Watcher(CRASHED)
+        with pytest.raises(ServerCrashed, match="was restarted 2 times and stopped again"):
+            await watcher.until_crashed(watcher.start())
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
-    assert asyncio.run(run()).cancelled()
+    asyncio.run(run())
+    assert "pod jupyter/jupyter-ana failed its start: Your server's container" in caplog.text
+
+
+EARLIER = pod(restarts=2, state=BACKOFF, last=ERROR, spawn_id="earlier")
 
 
 @pytest.mark.parametrize(
-    ("seen", "traits"),
+    ("seen", "traits", "manifest_after"),
     [
-        (pod(restarts=2, state=BACKOFF, last=ERROR, spawn_id="earlier"), {}),  # not this start's
-        (pod(restarts=2, state=BACKOFF, last=ERROR, deleting=True), {}),  # being deleted
-        (None, {}),  # not seen yet
-        (CRASHED, {"start_crash_restarts": 0}),  # the watch turned off
+        (EARLIER, {}, 0),  # not this start's
+        # The previous start's pod, seen before this start built its manifest (while the
+        # spawner still had the previous start's id): not this start's either.
+        (EARLIER, {}, 0.1),
+        (pod(restarts=2, state=BACKOFF, last=ERROR, deleting=True), {}, 0),  # being deleted
+        (None, {}, 0),  # not seen yet
+        (CRASHED, {"start_crash_restarts": 0}, 0),  # the watch turned off
     ],
 )
-def test_the_watch_leaves_a_start_alone_unless_its_own_pod_crashed(seen, traits):
+def test_the_watch_leaves_a_start_alone_unless_its_own_pod_crashed(seen, traits, manifest_after):
     async def run() -> str:
-        async def start() -> str:
-            await asyncio.sleep(0.2)
-            return "http://127.0.0.1:8888"
-
-        return await Watcher(seen, **traits).until_crashed(start())
+        watcher = Watcher(seen, **traits)
+        return await watcher.until_crashed(watcher.start(0.2, manifest_after))
 
     assert asyncio.run(run()) == "http://127.0.0.1:8888"
 
@@ -154,13 +201,24 @@ c.SovereignSpawner.pre_spawn_hook = _per_user
 """
 
 
-def test_a_crashing_server_fails_its_spawn_long_before_the_start_timeout_in_emulated_cluster(
-    kube, start_hub, policy_copy
+async def test_a_crashing_server_fails_its_spawn_long_before_the_start_timeout_in_emulated_cluster(
+    kube, core, start_hub, policy_copy, tmp_path, monkeypatch
 ):
     """Emulated Kubernetes: a server that exits 3 on start fails after two restarts, one that
-    exits 0 at once; each says how it stopped, in the progress stream and the REST API, and
-    nothing it printed reaches the user or the hub's log."""
-    hub = start_hub(policy_copy, start_timeout=240, extra_config=HOOK)
+    exits 0 at once; each says how it stopped in the progress stream, its pod is deleted,
+    and the audit trail has the failure and no start or stop of a server."""
+    from sovereign_hub.audit.store import read
+
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)  # inherited by the hub process
+    store = tmp_path / "audit.sqlite"
+    audit = f"""
+c.AuditTrail.spool_dir = {str(tmp_path / "spool")!r}
+c.AuditTrail.hub_instance = "hub-test"
+c.AuditTrail.sinks = [{{"type": "sqlite", "path": {str(store)!r}}}]
+from sovereign_hub.audit import hub_reporter
+c.SovereignSpawner.reporter = hub_reporter(c)
+"""
+    hub = start_hub(policy_copy, start_timeout=240, extra_config=HOOK + audit)
     add_users(hub, "us-analysts", "crash", "exits")
     began = time.monotonic()
     for user in ("crash", "exits"):
@@ -168,10 +226,25 @@ def test_a_crashing_server_fails_its_spawn_long_before_the_start_timeout_in_emul
     crash, exits = (progress_events(hub, user, timeout=200) for user in ("crash", "exits"))
     assert time.monotonic() - began < 120  # the start timeout is 240 s
     assert crash[-1].get("failed") is True, crash
-    assert "stopped on start 2 times, the last with exit code 3 (Error)" in crash[-1]["message"]
+    crashed = (
+        "Your server's container was restarted 2 times and stopped again, the last time with "
+        "exit code 3 (Error). The image or its start-up settings may be broken: tell your "
+        "platform team."
+    )
+    assert crash[-1]["message"] == f"Spawn failed: {crashed}"
     assert exits[-1].get("failed") is True, exits
     assert "exited with code 0 (Completed) before it answered" in exits[-1]["message"]
     for user in ("crash", "exits"):
         model = hub.wait_for_server(user, ready=False)
         assert model["servers"] == {}, model
-    assert "secret-looking output" not in hub.logs()
+
+    async def pods_gone() -> bool:
+        return not (await core.list_namespaced_pod(kube.namespace)).items
+
+    await eventually(pods_gone, timeout=60)
+    hub.stop()  # the spool is delivered before the hub exits
+    families = [r["schema"].split("/")[-2] for r in read(str(store))]
+    assert families.count("spawn-failed") == 2, families
+    assert not {"server-started", "server-stopped"} & set(families), families
+    failed = [r["data"] for r in read(str(store)) if "/spawn-failed/" in r["schema"]]
+    assert crashed in [f["detail"] for f in failed], failed

@@ -274,7 +274,8 @@ class Cluster:
             profiles=self.scheduler_profiles,
         )
         if self.pod_network:
-            self.network = PodNetworking(self._client)
+            # Off the loop: it runs `ip` and may wait for another cluster's subnet lock.
+            self.network = await asyncio.to_thread(PodNetworking, self._client)
         self.kubelet = ProcessKubelet(
             self._client,
             nodes=set(self.nodes.values()),

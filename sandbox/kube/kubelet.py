@@ -103,15 +103,17 @@ class ProcessKubelet:
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        for rt in list(self.pods.values()):
-            rt.terminating = True
-            await self.runner.kill(rt, grace=1.0)
-            if rt.supervisor:
-                rt.supervisor.cancel()
-        self.pods.clear()
-        await self.runner.close()
-        if self._loopback is not None:  # a network given to the kubelet is closed by its owner
-            self._loopback.close()
+        try:
+            for rt in list(self.pods.values()):
+                rt.terminating = True
+                await self.runner.kill(rt, grace=1.0)
+                if rt.supervisor:
+                    rt.supervisor.cancel()
+            self.pods.clear()
+            await self.runner.close()
+        finally:
+            if self._loopback is not None:  # a network given to the kubelet: its owner's
+                self._loopback.close()
 
     # -- reconciling --------------------------------------------------------
     async def _on_change(self, kind: str, pod: dict[str, Any] | None) -> None:

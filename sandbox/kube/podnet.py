@@ -96,20 +96,25 @@ def reserve_block(block: int | None = None) -> tuple[int, socket.socket]:
     candidates = [block] if block is not None else list(range(2, 252))
     if block is None:
         secrets.SystemRandom().shuffle(candidates)
+    last: OSError | None = None
     for n in candidates:
         holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             holder.bind((f"127.{n}.0.255", RESERVATION_PORT))
             holder.listen(1)
-        except OSError:
+        except OSError as exc:
             holder.close()
+            last = exc
             continue
         return n, holder
+    # Named, since a wildcard listener on the port (not a kubelet) fails every block alike.
+    cause = f"binding 127.N.0.255:{RESERVATION_PORT}: {last}"
     if block is not None:
         raise RuntimeError(
-            f"pod addresses 127.{block}.0.0/16 are held by another kubelet on this machine"
+            f"pod addresses 127.{block}.0.0/16 are held by another kubelet on this machine "
+            f"({cause})"
         )
-    raise RuntimeError("every 127.N.0.0/16 (N 2 to 251) is held by another kubelet")
+    raise RuntimeError(f"every 127.N.0.0/16 (N 2 to 251) is held by another kubelet ({cause})")
 
 
 class LoopbackAddresses:
