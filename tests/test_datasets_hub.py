@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import tests.test_spawner_hub as hub_tests
-from tests.test_spawner_hub import add_users, pod_of, spawn
+from tests.test_spawner_hub import add_users, audited, pod_of, spawn
 
 start_hub = hub_tests.start_hub
 policy_copy = hub_tests.policy_copy
@@ -73,15 +73,7 @@ async def test_datasets_mount_in_their_region_only_read_only_unless_granted_in_e
     policy_copy.write_text(policy_copy.read_text() + DATASETS)
     for name in ("climate-eu", "results-eu"):
         await core.create_namespaced_persistent_volume_claim(kube.namespace, claim(name))
-    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)  # inherited by the hub process
-    store = tmp_path / "audit.sqlite"
-    audit = f"""
-c.AuditTrail.spool_dir = {str(tmp_path / "spool")!r}
-c.AuditTrail.hub_instance = "hub-test"
-c.AuditTrail.sinks = [{{"type": "sqlite", "path": {str(store)!r}}}]
-from sovereign_hub.audit import hub_reporter
-c.SovereignSpawner.reporter = hub_reporter(c)
-"""
+    audit, store = audited(tmp_path, monkeypatch)
     hub = start_hub(policy_copy, extra_config=audit)
     add_users(hub, "eu-researchers", "ana")
     add_users(hub, "us-analysts", "ana")

@@ -22,7 +22,7 @@ import tests.test_spawner_hub as hub_tests
 from sovereign_hub.spawner.crashloop import CrashWatching, ServerCrashed, crash_of
 from sovereign_hub.spawner.transient import SPAWN_ID
 from tests.conftest import eventually
-from tests.test_spawner_hub import add_users, progress_events, spawn
+from tests.test_spawner_hub import add_users, audited, progress_events, spawn
 
 start_hub = hub_tests.start_hub
 policy_copy = hub_tests.policy_copy
@@ -209,15 +209,7 @@ async def test_a_crashing_server_fails_its_spawn_long_before_the_start_timeout_i
     and the audit trail has the failure and no start or stop of a server."""
     from sovereign_hub.audit.store import read
 
-    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)  # inherited by the hub process
-    store = tmp_path / "audit.sqlite"
-    audit = f"""
-c.AuditTrail.spool_dir = {str(tmp_path / "spool")!r}
-c.AuditTrail.hub_instance = "hub-test"
-c.AuditTrail.sinks = [{{"type": "sqlite", "path": {str(store)!r}}}]
-from sovereign_hub.audit import hub_reporter
-c.SovereignSpawner.reporter = hub_reporter(c)
-"""
+    audit, store = audited(tmp_path, monkeypatch)
     hub = start_hub(policy_copy, start_timeout=240, extra_config=HOOK + audit)
     add_users(hub, "us-analysts", "crash", "exits")
     began = time.monotonic()

@@ -81,6 +81,21 @@ def start_hub(kube, tmp_path):
         hub.stop()
 
 
+def audited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    """Hub config sending the spawner's events to an audit trail, and that trail's SQLite
+    store (its HMAC key in the environment the hub process inherits)."""
+    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", "k" * 40)
+    store = tmp_path / "audit.sqlite"
+    config = f"""
+c.AuditTrail.spool_dir = {str(tmp_path / "spool")!r}
+c.AuditTrail.hub_instance = "hub-test"
+c.AuditTrail.sinks = [{{"type": "sqlite", "path": {str(store)!r}}}]
+from sovereign_hub.audit import hub_reporter
+c.SovereignSpawner.reporter = hub_reporter(c)
+"""
+    return config, store
+
+
 def add_users(hub: Hub, group: str, *users: str) -> None:
     for user in users:
         hub.api("POST", f"/users/{user}")
@@ -425,16 +440,7 @@ async def test_the_audit_trail_records_refusals_starts_and_stops(
 ):
     from sovereign_hub.audit.store import Filters, read
 
-    key = "k" * 40
-    monkeypatch.setenv("SOVEREIGN_AUDIT_HMAC_KEY", key)  # inherited by the hub process
-    store = tmp_path / "audit.sqlite"
-    audit = f"""
-c.AuditTrail.spool_dir = {str(tmp_path / "spool")!r}
-c.AuditTrail.hub_instance = "hub-test"
-c.AuditTrail.sinks = [{{"type": "sqlite", "path": {str(store)!r}}}]
-from sovereign_hub.audit import hub_reporter
-c.SovereignSpawner.reporter = hub_reporter(c)
-"""
+    audit, store = audited(tmp_path, monkeypatch)
     hub = start_hub(policy_copy, extra_config=audit)
     add_users(hub, "eu-researchers", "ana")
     add_users(hub, "us-analysts", "bob")
