@@ -186,6 +186,7 @@ class ApiRetries:
     - KubeSpawner keeps a pod reflector whose initial list failed and hands it to every
       later spawn, which then waits its whole ``start_timeout`` for a pod that reflector
       never sees (KubeSpawner 7.x). A failed start is retried, replacing the dead reflector.
+      The event reflector's start is retried the same way: a start waits for it as well.
       This wraps KubeSpawner's ``_start_watching_pods`` (not a documented hook): there is
       no other way in, and the wrapper only calls it again with ``replace=True``.
     - A pod reflector whose watch gave up (its API server away for longer than the
@@ -423,10 +424,23 @@ class ApiRetries:
     async def _start_watching_pods(self, replace: bool = False) -> Any:
         # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         parent = super()._start_watching_pods  # type: ignore[misc]
+        return await self._start_watching(parent, "pod", replace)
+
+    async def _start_watching_events(self, replace: bool = False) -> Any:
+        # Every start waits for the event reflector too (KubeSpawner's ``_start`` gathers
+        # both): one whose first list met an outage failed the spawn with a 500, although
+        # the pods' watch rode the outage out (seen in the storm test under CI's load).
+        parent = super()._start_watching_events  # type: ignore[misc]
+        return await self._start_watching(parent, "event", replace)
+
+    async def _start_watching(self, parent: Any, kind: str, replace: bool) -> Any:
+        """``parent(replace=…)``, retried through transient errors; a dead reflector (its
+        first list failed, or its watch gave up) is replaced, never handed out again."""
         replacing = replace
-        if not replace and _gave_up(self.pod_reflector):
+        if not replace and _gave_up(getattr(self, f"{kind}_reflector", None)):
             self.log.warning(
-                "the pod watch of cluster %s had given up; starting a new one",
+                "the %s watch of cluster %s had given up; starting a new one",
+                kind,
                 getattr(self, "cluster_name", "hub"),
             )
             replacing = True
@@ -444,7 +458,7 @@ class ApiRetries:
 
         return await retry_transient(
             attempt,
-            what="listing the cluster's pods",
+            what=f"listing the cluster's {kind}s",
             timeout=self.k8s_api_request_retry_timeout,
         )
 
