@@ -156,6 +156,6 @@ class CrashWatching(Configurable):
         if pod is None or pod.get("metadata", {}).get("deletionTimestamp"):
             return None
         ours = (pod["metadata"].get("annotations") or {}).get(SPAWN_ID)
-        if ours is None or ours != getattr(self, "_spawn_id", None):
-            return None  # an earlier server's pod, or one made before this start's manifest
+        if not self._spawn_id or ours != self._spawn_id:
+            return None  # before this start's manifest, or an earlier server's pod
         return crash_of(pod, self.start_crash_restarts)

@@ -202,6 +202,7 @@ class ApiRetries:
     log: logging.Logger
     api: Any
     pod_reflector: Any
+    event_reflector: Any
     _create_unanswered = False
     _create_cause = ""
     _spawn_id = ""
@@ -424,20 +425,21 @@ class ApiRetries:
     async def _start_watching_pods(self, replace: bool = False) -> Any:
         # KubeSpawner's, after this mixin in the spawner's MRO (untyped).
         parent = super()._start_watching_pods  # type: ignore[misc]
-        return await self._start_watching(parent, "pod", replace)
+        return await self._start_watching(parent, "pod", self.pod_reflector, replace)
 
     async def _start_watching_events(self, replace: bool = False) -> Any:
         # Every start waits for the event reflector too (KubeSpawner's ``_start`` gathers
         # both): one whose first list met an outage failed the spawn with a 500, although
         # the pods' watch rode the outage out (seen in the storm test under CI's load).
         parent = super()._start_watching_events  # type: ignore[misc]
-        return await self._start_watching(parent, "event", replace)
+        return await self._start_watching(parent, "event", self.event_reflector, replace)
 
-    async def _start_watching(self, parent: Any, kind: str, replace: bool) -> Any:
+    async def _start_watching(self, parent: Any, kind: str, current: Any, replace: bool) -> Any:
         """``parent(replace=…)``, retried through transient errors; a dead reflector (its
-        first list failed, or its watch gave up) is replaced, never handed out again."""
+        first list failed, or ``current``'s watch gave up) is replaced, never handed out
+        again."""
         replacing = replace
-        if not replace and _gave_up(getattr(self, f"{kind}_reflector", None)):
+        if not replace and _gave_up(current):
             self.log.warning(
                 "the %s watch of cluster %s had given up; starting a new one",
                 kind,
